@@ -1,0 +1,18 @@
+#!/usr/bin/env node
+/**
+ * The one executable. Each area registers its own subcommands; this file only wires them.
+ */
+import { Command } from 'commander';
+import { registerRulesCommands } from '../rules-wasm/cli.js';
+import { registerSimulateCommands } from '../fixtures/cli.js';
+
+const program = new Command()
+  .name('towerwatch')
+  .description('Carrier app-usage policy enforcement: NATS JetStream → WASM rules → ClickHouse')
+  .showHelpAfterError()
+  .configureHelp({ sortSubcommands: true });
+
+registerRulesCommands(program);
+registerSimulateCommands(program);
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,23 @@
+/**
+ * Worker side of PolicyCompilerService: runs the AssemblyScript compiler off the caller's
+ * event loop. Errors cross the thread boundary as plain data and are rebuilt on the other side.
+ */
+import { compilePolicies, PolicyCompileError, type CompileOptions, type CompiledPolicySet } from './compiler.js';
+
+export interface CompileTask {
+  policies: unknown;
+  options: CompileOptions;
+}
+
+export type CompileTaskResult =
+  | { ok: true; compiled: CompiledPolicySet }
+  | { ok: false; code: string; message: string; issues: PolicyCompileError['issues'] };
+
+export default async function compileTask(task: CompileTask): Promise<CompileTaskResult> {
+  try {
+    return { ok: true, compiled: await compilePolicies(task.policies, task.options) };
+  } catch (err) {
+    if (err instanceof PolicyCompileError) return { ok: false, code: err.code, message: err.message, issues: err.issues };
+    return { ok: false, code: 'internal', message: err instanceof Error ? err.stack ?? err.message : String(err), issues: [] };
+  }
+}
