@@ -5,6 +5,7 @@
 import { Command } from 'commander';
 import { registerRulesCommands } from '../rules-wasm/cli.js';
 import { registerSimulateCommands } from '../fixtures/cli.js';
+import { registerUpCommand } from './up.js';
 
 const program = new Command()
   .name('towerwatch')
@@ -14,5 +15,6 @@ const program = new Command()
 
 registerRulesCommands(program);
 registerSimulateCommands(program);
+registerUpCommand(program);
 
 await program.parseAsync(process.argv);

@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { isAbsolute, join } from 'node:path';
+import { test } from 'node:test';
+import { CONFIG_VARIABLES, ConfigError, configVariablesMarkdown, loadConfig } from './config.js';
+
+test('defaults when nothing is set', () => {
+  const cfg = loadConfig({}, { cwd: '/srv/app' });
+  assert.deepEqual(cfg, {
+    natsUrl: null,
+    natsPort: 4222,
+    clickhouseUrl: null,
+    dataDir: '/srv/app/.towerwatch',
+    apiPort: 8080,
+    retentionDays: 30,
+    logLevel: 'info',
+    demoPassword: 'towerwatch-demo',
+  });
+  assert.ok(Object.isFrozen(cfg));
+});
+
+test('data dir resolves to an absolute path against process.cwd() by default', () => {
+  const cfg = loadConfig({ TOWERWATCH_DATA_DIR: 'state' });
+  assert.ok(isAbsolute(cfg.dataDir));
+  assert.equal(cfg.dataDir, join(process.cwd(), 'state'));
+});
+
+test('valid values are parsed; blank counts as unset', () => {
+  const cfg = loadConfig({
+    NATS_URL: 'nats://a:4222, tls://b:4223,c:4224',
+    TOWERWATCH_NATS_PORT: ' 14222 ',
+    CLICKHOUSE_URL: 'https://ch.example:8443',
+    TOWERWATCH_DATA_DIR: '/var/lib/tw',
+    TOWERWATCH_API_PORT: '',
+    TOWERWATCH_RETENTION_DAYS: '7',
+    TOWERWATCH_LOG_LEVEL: 'DEBUG',
+    TOWERWATCH_DEMO_PASSWORD: 's3cret',
+  });
+  assert.equal(cfg.natsUrl, 'nats://a:4222,tls://b:4223,c:4224');
+  assert.equal(cfg.natsPort, 14222);
+  assert.equal(cfg.clickhouseUrl, 'https://ch.example:8443');
+  assert.equal(cfg.dataDir, '/var/lib/tw');
+  assert.equal(cfg.apiPort, 8080);
+  assert.equal(cfg.retentionDays, 7);
+  assert.equal(cfg.logLevel, 'debug');
+  assert.equal(cfg.demoPassword, 's3cret');
+});
+
+test('each offending variable is named with what it expects and what it got', () => {
+  const err = (() => {
+    try {
+      loadConfig({
+        NATS_URL: 'http://wrong:80',
+        TOWERWATCH_NATS_PORT: 'abc',
+        CLICKHOUSE_URL: 'clickhouse',
+        TOWERWATCH_API_PORT: '70000',
+        TOWERWATCH_RETENTION_DAYS: '1.5',
+        TOWERWATCH_LOG_LEVEL: 'loud',
+      });
+    } catch (e) {
+      return e;
+    }
+    return undefined;
+  })();
+  assert.ok(err instanceof ConfigError);
+  assert.equal(err.name, 'ConfigError');
+  assert.equal(err.code, 'invalid_config');
+  assert.deepEqual(
+    err.issues.map((i) => i.variable),
+    ['NATS_URL', 'TOWERWATCH_NATS_PORT', 'CLICKHOUSE_URL', 'TOWERWATCH_API_PORT', 'TOWERWATCH_RETENTION_DAYS', 'TOWERWATCH_LOG_LEVEL'],
+  );
+  assert.match(err.message, /TOWERWATCH_NATS_PORT must be an integer 1–65535, got 'abc'/);
+  assert.match(err.message, /TOWERWATCH_API_PORT must be an integer 1–65535, got '70000'/);
+  assert.match(err.message, /NATS_URL must be a NATS URL .* got 'http:\/\/wrong:80'/);
+  assert.match(err.message, /CLICKHOUSE_URL must be an http:\/\/ or https:\/\/ URL, got 'clickhouse'/);
+  assert.match(err.message, /TOWERWATCH_RETENTION_DAYS must be an integer 1–3650, got '1.5'/);
+  assert.match(err.message, /TOWERWATCH_LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got 'loud'/);
+});
+
+test('port 0 and negative numbers are rejected', () => {
+  assert.throws(() => loadConfig({ TOWERWATCH_NATS_PORT: '0' }), /TOWERWATCH_NATS_PORT must be an integer 1–65535, got '0'/);
+  assert.throws(() => loadConfig({ TOWERWATCH_API_PORT: '-1' }), /TOWERWATCH_API_PORT must be an integer 1–65535, got '-1'/);
+});
+
+test('the variables table covers every config field and renders as Markdown', () => {
+  const fields = CONFIG_VARIABLES.map((v) => v.field).sort();
+  assert.deepEqual(fields, Object.keys(loadConfig({})).sort());
+  const md = configVariablesMarkdown();
+  for (const v of CONFIG_VARIABLES) assert.ok(md.includes(`\`${v.name}\``));
+});

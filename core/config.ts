@@ -1,0 +1,238 @@
+/**
+ * Process configuration from environment variables, validated once at start-up into a
+ * frozen, fully-resolved {@link Config}. Every variable, its default and its meaning is in
+ * {@link CONFIG_VARIABLES}, from which the docs are generated ({@link configVariablesMarkdown}).
+ *
+ * An empty value (`FOO=`) counts as unset, so a blank line in an env file means "default".
+ */
+import { resolve } from 'node:path';
+import { z } from 'zod';
+
+/** pino's level names, in order of severity, plus `silent`. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  /** NATS server URL(s), comma-separated; `null`: start a local nats-server. */
+  readonly natsUrl: string | null;
+  /** Client port of the local nats-server (used only when `natsUrl` is null). */
+  readonly natsPort: number;
+  /** ClickHouse HTTP URL; `null`: embedded chdb in `dataDir`. */
+  readonly clickhouseUrl: string | null;
+  /** Absolute directory for local state (nats-server store, chdb data). */
+  readonly dataDir: string;
+  readonly apiPort: number;
+  readonly retentionDays: number;
+  readonly logLevel: LogLevel;
+  readonly demoPassword: string;
+}
+
+export const DEFAULT_NATS_PORT = 4222;
+export const DEFAULT_DATA_DIR = './.towerwatch';
+export const DEFAULT_API_PORT = 8080;
+export const DEFAULT_RETENTION_DAYS = 30;
+export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
+export const DEFAULT_DEMO_PASSWORD = 'towerwatch-demo';
+export const MAX_RETENTION_DAYS = 3650;
+
+export interface ConfigVariable {
+  /** Environment variable name. */
+  readonly name: string;
+  /** Field of {@link Config} it sets. */
+  readonly field: keyof Config;
+  /** Default as written in docs; `null` when unset has a meaning of its own (see description). */
+  readonly default: string | null;
+  /** What a valid value looks like (also used in error messages: "NAME must be …"). */
+  readonly expected: string;
+  readonly description: string;
+}
+
+/** The one table of configuration: docs, validation messages and defaults all come from it. */
+export const CONFIG_VARIABLES = [
+  {
+    name: 'NATS_URL',
+    field: 'natsUrl',
+    default: null,
+    expected: 'a NATS URL such as nats://host:4222 (or a comma-separated list)',
+    description:
+      'NATS server(s) with JetStream. Unset: towerwatch starts a local nats-server on TOWERWATCH_NATS_PORT with its store in TOWERWATCH_DATA_DIR.',
+  },
+  {
+    name: 'TOWERWATCH_NATS_PORT',
+    field: 'natsPort',
+    default: String(DEFAULT_NATS_PORT),
+    expected: 'an integer 1–65535',
+    description: 'Client port of the local nats-server started when NATS_URL is unset.',
+  },
+  {
+    name: 'CLICKHOUSE_URL',
+    field: 'clickhouseUrl',
+    default: null,
+    expected: 'an http:// or https:// URL',
+    description:
+      'ClickHouse server or cluster over HTTP. Unset: embedded ClickHouse (chdb) with its data in TOWERWATCH_DATA_DIR; one process owns it.',
+  },
+  {
+    name: 'TOWERWATCH_DATA_DIR',
+    field: 'dataDir',
+    default: DEFAULT_DATA_DIR,
+    expected: 'a directory path',
+    description: 'Directory for local state (nats-server store, embedded ClickHouse data); resolved to an absolute path.',
+  },
+  {
+    name: 'TOWERWATCH_API_PORT',
+    field: 'apiPort',
+    default: String(DEFAULT_API_PORT),
+    expected: 'an integer 1–65535',
+    description: 'HTTP and WebSocket port of the api.',
+  },
+  {
+    name: 'TOWERWATCH_RETENTION_DAYS',
+    field: 'retentionDays',
+    default: String(DEFAULT_RETENTION_DAYS),
+    expected: `an integer 1–${MAX_RETENTION_DAYS}`,
+    description: 'Default days of history kept in ClickHouse (TTL); a plan may keep less.',
+  },
+  {
+    name: 'TOWERWATCH_LOG_LEVEL',
+    field: 'logLevel',
+    default: DEFAULT_LOG_LEVEL,
+    expected: `one of ${LOG_LEVELS.join(', ')}`,
+    description: 'pino log level.',
+  },
+  {
+    name: 'TOWERWATCH_DEMO_PASSWORD',
+    field: 'demoPassword',
+    default: DEFAULT_DEMO_PASSWORD,
+    expected: 'a non-empty string',
+    description: 'Password of the seeded demo console accounts. Change it anywhere reachable by others.',
+  },
+] as const satisfies readonly ConfigVariable[];
+
+export type ConfigVariableName = (typeof CONFIG_VARIABLES)[number]['name'];
+
+export interface ConfigIssue {
+  readonly variable: ConfigVariableName;
+  readonly message: string;
+}
+
+/** Invalid environment: `issues` has one entry per offending variable; the message lists them all. */
+export class ConfigError extends Error {
+  readonly code = 'invalid_config';
+  readonly issues: readonly ConfigIssue[];
+  constructor(issues: readonly ConfigIssue[], options?: ErrorOptions) {
+    super(`invalid configuration:\n${issues.map((i) => `  - ${i.message}`).join('\n')}`, options);
+    this.name = 'ConfigError';
+    this.issues = issues;
+  }
+}
+
+const NATS_SCHEMES = new Set(['nats:', 'tls:', 'ws:', 'wss:']);
+
+function isNatsUrl(s: string): boolean {
+  // nats.js also accepts a bare host:port; give it a scheme so URL can parse it.
+  const candidate = /^[a-z]+:\/\//i.test(s) ? s : `nats://${s}`;
+  try {
+    const u = new URL(candidate);
+    return NATS_SCHEMES.has(u.protocol) && u.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+function isHttpUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+const integer = (min: number, max: number, dflt: number) =>
+  z
+    .string()
+    .regex(/^\d+$/)
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max))
+    .optional()
+    .transform((v) => v ?? dflt);
+
+/** One schema per variable; messages are built from {@link CONFIG_VARIABLES}, not from zod's. */
+const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string | undefined> } = {
+  NATS_URL: z
+    .string()
+    .refine((s) => s.split(',').every((part) => isNatsUrl(part.trim())))
+    .transform((s) =>
+      s
+        .split(',')
+        .map((p) => p.trim())
+        .join(','),
+    )
+    .optional()
+    .transform((v) => v ?? null),
+  TOWERWATCH_NATS_PORT: integer(1, 65535, DEFAULT_NATS_PORT),
+  CLICKHOUSE_URL: z
+    .string()
+    .refine(isHttpUrl)
+    .optional()
+    .transform((v) => v ?? null),
+  TOWERWATCH_DATA_DIR: z
+    .string()
+    .optional()
+    .transform((v) => v ?? DEFAULT_DATA_DIR),
+  TOWERWATCH_API_PORT: integer(1, 65535, DEFAULT_API_PORT),
+  TOWERWATCH_RETENTION_DAYS: integer(1, MAX_RETENTION_DAYS, DEFAULT_RETENTION_DAYS),
+  TOWERWATCH_LOG_LEVEL: z
+    .string()
+    .transform((s) => s.toLowerCase())
+    .pipe(z.enum(LOG_LEVELS))
+    .optional()
+    .transform((v) => v ?? DEFAULT_LOG_LEVEL),
+  TOWERWATCH_DEMO_PASSWORD: z
+    .string()
+    .optional()
+    .transform((v) => v ?? DEFAULT_DEMO_PASSWORD),
+};
+
+export interface LoadConfigOptions {
+  /** Base for a relative TOWERWATCH_DATA_DIR. @default process.cwd() */
+  cwd?: string;
+}
+
+/**
+ * Reads and validates the environment. Pure apart from `process.cwd()` (override with `cwd`).
+ * @throws {ConfigError} naming every offending variable and what it expects.
+ */
+export function loadConfig(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+  options: LoadConfigOptions = {},
+): Readonly<Config> {
+  const issues: ConfigIssue[] = [];
+  const out: Record<string, unknown> = {};
+  for (const variable of CONFIG_VARIABLES) {
+    const raw = env[variable.name];
+    // Trim: values from env files often carry stray spaces; blank means unset.
+    const trimmed = raw === undefined || raw.trim() === '' ? undefined : raw.trim();
+    const parsed = SCHEMAS[variable.name].safeParse(trimmed);
+    if (parsed.success) {
+      out[variable.field] = parsed.data;
+    } else {
+      issues.push({
+        variable: variable.name,
+        message: `${variable.name} must be ${variable.expected}, got '${raw ?? ''}'`,
+      });
+    }
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+  const cfg = out as unknown as Config;
+  return Object.freeze({ ...cfg, dataDir: resolve(options.cwd ?? process.cwd(), cfg.dataDir) });
+}
+
+/** The variables as a Markdown table, for docs. */
+export function configVariablesMarkdown(): string {
+  const rows = CONFIG_VARIABLES.map(
+    (v) => `| \`${v.name}\` | ${v.default === null ? '(unset)' : `\`${v.default}\``} | ${v.description} |`,
+  );
+  return ['| variable | default | meaning |', '| --- | --- | --- |', ...rows].join('\n');
+}

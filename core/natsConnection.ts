@@ -1,0 +1,36 @@
+/** The one place that opens NATS connections, so every process reconnects the same way. */
+import { connect, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
+
+/**
+ * Reconnect for ever (a service outliving a NATS restart or failover should not need its own
+ * restart), every second plus jitter, so a cluster restart is not met by a thundering herd.
+ */
+export const DEFAULT_CONNECTION_OPTIONS = {
+  maxReconnectAttempts: -1,
+  reconnectTimeWait: 1_000,
+  reconnectJitter: 500,
+  pingInterval: 20_000,
+  timeout: 5_000,
+} as const satisfies NodeConnectionOptions;
+
+/**
+ * Connects to `url` (one URL or a comma-separated list) as client `name` (shown in the server's
+ * monitoring). The first connect fails fast; only later disconnects are retried.
+ */
+export async function connectNats(
+  url: string,
+  name: string,
+  options: Omit<NodeConnectionOptions, 'servers' | 'name'> = {},
+): Promise<NatsConnection> {
+  const servers = url
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  try {
+    return await connect({ ...DEFAULT_CONNECTION_OPTIONS, ...options, servers, name });
+  } catch (err) {
+    throw new Error(`cannot connect to NATS at ${url}: ${err instanceof Error ? err.message : String(err)}`, {
+      cause: err,
+    });
+  }
+}
