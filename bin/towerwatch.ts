@@ -3,6 +3,7 @@
  * The one executable. Each area registers its own subcommands; this file only wires them.
  */
 import { Command } from 'commander';
+import { registerPipelineCommand } from '../pipeline/cli.js';
 import { registerRulesCommands } from '../rules-wasm/cli.js';
 import { registerSimulateCommands } from '../fixtures/cli.js';
 import { registerUpCommand } from './up.js';
@@ -16,5 +17,6 @@ const program = new Command()
 registerRulesCommands(program);
 registerSimulateCommands(program);
 registerUpCommand(program);
+registerPipelineCommand(program);
 
 await program.parseAsync(process.argv);

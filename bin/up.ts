@@ -1,15 +1,18 @@
 /**
  * `towerwatch up`: everything that exists, on embedded defaults, in one process: a local
  * nats-server (unless NATS_URL is set), the JetStream streams, the control plane seeded with
- * the simulated world, and the simulator feeding it. Ctrl-C stops it all.
+ * the simulated world, the pipeline into ClickHouse (embedded unless CLICKHOUSE_URL is set),
+ * and the simulator feeding it. Ctrl-C stops it all, the pipeline finishing its batches.
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { Command } from 'commander';
 import { ConfigError, loadConfig } from '../core/config.js';
 import { connectNats } from '../core/natsConnection.js';
 import { NatsServerError, startNatsServer, type NatsServerHandle } from '../core/natsServer.js';
 import { ensureStreams } from '../core/streams.js';
+import { startPipelineService, type PipelineService } from '../pipeline/service.js';
 import { DEFAULT_SEED, describeRun, describeSeed, makeWorld, runTraffic, seed } from '../fixtures/cli.js';
 
 interface UpFlags {
@@ -21,7 +24,7 @@ interface UpFlags {
 export function registerUpCommand(program: Command): void {
   program
     .command('up')
-    .description('Start everything on embedded defaults: nats-server, streams, seeded control plane, simulator')
+    .description('Start everything on embedded defaults: nats-server, seeded control plane, pipeline into ClickHouse, simulator')
     .option('--no-simulator', 'do not publish simulated traffic (feed it yourself)')
     .option('--rate <events/s>', 'simulated events per second', '2000')
     .option('--seed <n>', 'seed of the simulated world', String(DEFAULT_SEED))
@@ -44,6 +47,15 @@ async function up(opts: UpFlags): Promise<void> {
   if (!Number.isFinite(rate) || rate < 0) fail(`--rate must be a non-negative number, got '${opts.rate}'`);
   if (!Number.isSafeInteger(worldSeed) || worldSeed < 0) fail(`--seed must be a non-negative integer, got '${opts.seed}'`);
 
+  // Signals first: one that arrives while we start must still stop what has started.
+  const stop = new AbortController();
+  const onSignal = (): void => {
+    if (!stop.signal.aborted) log('stopping…');
+    stop.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
   let server: NatsServerHandle | null = null;
   let url = config.natsUrl;
   if (url === null) {
@@ -61,19 +73,16 @@ async function up(opts: UpFlags): Promise<void> {
     log(`using NATS at ${url}`);
   }
 
-  const stop = new AbortController();
-  const onSignal = (): void => {
-    if (!stop.signal.aborted) log('stopping…');
-    stop.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const nc = await connectNats(url, 'towerwatch up');
+  let nc: NatsConnection | null = null;
+  let pipeline: PipelineService | null = null;
   try {
+    if (stop.signal.aborted) return;
+    nc = await connectNats(url, 'towerwatch up');
     const streams = await ensureStreams(nc);
     log(`streams ${streams.map((s) => `${s.name} (${s.action})`).join(', ')}`);
     const world = makeWorld({ seed: worldSeed });
     log(describeSeed(await seed(nc, world, false)));
+    pipeline = await startPipelineService({ config, nc, natsUrl: url, log: (line) => process.stderr.write(`${line}\n`) });
     if (opts.simulator) {
       log(`simulator publishing ${rate > 0 ? `${rate} events/s` : 'as fast as it can'}; Ctrl-C stops everything`);
       const summary = await runTraffic(nc, world, {
@@ -88,12 +97,15 @@ async function up(opts: UpFlags): Promise<void> {
       log(describeRun(summary, true));
     } else {
       log('ready; no simulator (--no-simulator). Ctrl-C stops everything');
-      await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+      if (!stop.signal.aborted) await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
     }
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    await nc.drain().catch(() => undefined);
+    await pipeline?.stop();
+    const conn = nc as NatsConnection | null;
+    // drain fails when the server is already gone: close, or it reconnects for ever.
+    await conn?.drain().catch(() => conn.close());
     await server?.stop();
   }
 }

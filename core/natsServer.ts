@@ -193,6 +193,9 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     child = spawn(binary, ['-c', confFile], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: options.env ?? process.env,
+      // Its own process group: Ctrl-C in a terminal reaches only us, and we stop the server
+      // after the pipeline has finished its batches (the exit hook still kills it with us).
+      detached: true,
     });
   } catch (err) {
     await cleanupFiles();

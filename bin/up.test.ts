@@ -1,0 +1,220 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { connect as netConnect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { ControlPlaneStore } from '../core/controlPlane/index.js';
+import { connectNats } from '../core/natsConnection.js';
+import { findFreePort } from '../core/natsServer.js';
+import { USAGE_STREAM } from '../core/streams.js';
+import { BRIEF } from '../fixtures/world.js';
+
+const CLI = fileURLToPath(new URL('./towerwatch.js', import.meta.url));
+const HOST = '127.0.0.1';
+
+interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** `towerwatch up` as a child process, its stderr collected as it comes. */
+class Up {
+  readonly child: ChildProcess;
+  readonly exited: Promise<Exit>;
+  stderr = '';
+  stdout = '';
+  exit: Exit | null = null;
+
+  constructor(args: readonly string[], env: NodeJS.ProcessEnv) {
+    // Its own process group, so that cleanup can take the nats-server child along if `up` hangs.
+    this.child = spawn(process.execPath, [CLI, 'up', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    this.child.stdout?.setEncoding('utf8').on('data', (c: string) => (this.stdout += c));
+    this.child.stderr?.setEncoding('utf8').on('data', (c: string) => (this.stderr += c));
+    this.exited = new Promise((resolve) => {
+      this.child.once('close', (code, signal) => {
+        this.exit = { code, signal };
+        resolve(this.exit);
+      });
+    });
+  }
+
+  /** Resolves once stderr matches every pattern; rejects if `up` exits first or at the deadline. */
+  async waitForOutput(patterns: readonly RegExp[], timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const seen = () => patterns.every((p) => p.test(this.stderr));
+    while (!seen()) {
+      if (this.exit !== null) throw new Error(`up exited (${JSON.stringify(this.exit)}) before printing ${patterns.join(', ')}; stderr:\n${this.stderr}`);
+      if (Date.now() > deadline) throw new Error(`up did not print ${patterns.join(', ')} within ${timeoutMs} ms; stderr:\n${this.stderr}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  /** The exit, or a rejection if it does not come within `timeoutMs`. */
+  async waitForExit(timeoutMs: number): Promise<Exit> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`up did not exit within ${timeoutMs} ms; stderr:\n${this.stderr}`)), timeoutMs);
+    });
+    try {
+      return await Promise.race([this.exited, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Cleanup: the whole process group, even when `up` itself is gone: an `up` killed by a
+   * signal leaves its nats-server behind (its exit handler does not run), in this group.
+   */
+  async kill(): Promise<void> {
+    if (this.child.pid === undefined) return;
+    try {
+      process.kill(-this.child.pid, 'SIGKILL');
+    } catch {
+      // ESRCH: nothing left in the group
+    }
+    await this.exited;
+  }
+}
+
+const started = new Set<Up>();
+const tempDirs: string[] = [];
+after(async () => {
+  await Promise.all([...started].map((u) => u.kill()));
+  await Promise.all(tempDirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+/** Environment for an `up` with its own data dir and port, and no NATS_URL. */
+async function upEnv(): Promise<{ env: NodeJS.ProcessEnv; port: number; dataDir: string }> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'towerwatch-up-test-'));
+  tempDirs.push(dataDir);
+  const port = await findFreePort();
+  const env: NodeJS.ProcessEnv = { ...process.env, TOWERWATCH_DATA_DIR: dataDir, TOWERWATCH_NATS_PORT: String(port) };
+  delete env['NATS_URL'];
+  return { env, port, dataDir };
+}
+
+function startUp(args: readonly string[], env: NodeJS.ProcessEnv): Up {
+  const up = new Up(args, env);
+  started.add(up);
+  return up;
+}
+
+/** `first` appears in `text`, and before `second` if that appears at all. */
+function before(text: string, first: string, second: string): boolean {
+  const a = text.indexOf(first);
+  const b = text.indexOf(second);
+  return a !== -1 && (b === -1 || a < b);
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = netConnect({ host: HOST, port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => {
+      socket.destroy();
+      resolve(false);
+    });
+  });
+}
+
+// Independent processes on ports and data dirs of their own: run them side by side, most of
+// their time is a child compiling policies.
+describe('towerwatch up', { concurrency: true }, () => {
+  test('up starts nats-server, seeds the control plane and publishes; SIGINT stops it all', async () => {
+    const { env, port, dataDir } = await upEnv();
+    const up = startUp(['--rate', '2000'], env);
+    // Compiling six enterprises' policies comes before the first progress line: allow for a slow machine.
+    await up.waitForOutput([/^up: simulator publishing 2000 events\/s/m, /^simulate: [\d,]+ events in /m], 30_000);
+    assert.ok(up.stderr.includes(`up: nats-server nats://${HOST}:${port} (JetStream store in ${join(dataDir, 'nats')})`), up.stderr);
+    assert.match(up.stderr, /^up: streams USAGE \(created\)/m);
+    assert.match(up.stderr, /^up: seeded the control plane: \d+ written/m);
+
+    const nc = await connectNats(`nats://${HOST}:${port}`, 'up test', { maxReconnectAttempts: 0 });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const usage = await jsm.streams.info(USAGE_STREAM);
+      assert.ok(usage.state.messages > 0, 'the simulator\'s frames are in USAGE');
+      const store = await ControlPlaneStore.open(nc);
+      assert.equal((await store.get('enterprise', BRIEF.acme, BRIEF.acme))?.value.name, 'Acme Corp');
+    } finally {
+      await nc.close();
+    }
+
+    const signalled = performance.now();
+    up.child.kill('SIGINT');
+    const exit = await up.waitForExit(15_000);
+    const tookMs = performance.now() - signalled;
+    assert.deepEqual(exit, { code: 0, signal: null }, up.stderr);
+    // Loose: the pipeline finishes its batches first, and CI machines are shared.
+    assert.ok(tookMs < 10_000, `exited ${Math.round(tookMs)} ms after SIGINT`);
+    assert.match(up.stderr, /^up: stopping/m);
+    assert.match(up.stderr, /^up: sent [\d,]+ events in /m);
+    assert.equal(await accepts(port), false, 'nats-server is stopped with it');
+    assert.ok(existsSync(join(dataDir, 'nats', 'jetstream')), 'the JetStream store is kept in TOWERWATCH_DATA_DIR');
+  });
+
+  test('up exits 1 saying so when the NATS port is taken', async () => {
+    const { env, port } = await upEnv();
+    const squatter = createServer();
+    await new Promise<void>((resolve, reject) => {
+      squatter.once('error', reject);
+      squatter.listen(port, HOST, resolve);
+    });
+    try {
+      const up = startUp(['--no-simulator'], env);
+      const exit = await up.waitForExit(15_000);
+      assert.deepEqual(exit, { code: 1, signal: null }, up.stderr);
+      assert.match(up.stderr, new RegExp(`port ${port} is already in use`));
+      assert.match(up.stderr, /TOWERWATCH_NATS_PORT/, 'says how to choose another');
+    } finally {
+      await new Promise<void>((resolve) => squatter.close(() => resolve()));
+    }
+  });
+
+  test('up --no-simulator gets ready and stops cleanly on SIGTERM', async () => {
+    const { env, port } = await upEnv();
+    const up = startUp(['--no-simulator'], env);
+    await up.waitForOutput([/^up: ready; no simulator/m], 15_000);
+    assert.equal(await accepts(port), true);
+
+    up.child.kill('SIGTERM');
+    const exit = await up.waitForExit(15_000);
+    assert.deepEqual(exit, { code: 0, signal: null }, up.stderr);
+    assert.doesNotMatch(up.stderr, /^simulate:/m, 'no traffic published');
+    assert.equal(await accepts(port), false, 'nats-server is stopped with it');
+  });
+
+  test('Ctrl-C in a terminal (SIGINT to the whole process group, nats-server too) stops up', async () => {
+    const { env, port } = await upEnv();
+    const up = startUp(['--no-simulator'], env);
+    await up.waitForOutput([/^up: ready; no simulator/m], 15_000);
+    assert.ok(up.child.pid !== undefined);
+    process.kill(-up.child.pid, 'SIGINT');
+    const exit = await up.waitForExit(15_000);
+    assert.deepEqual(exit, { code: 0, signal: null }, up.stderr);
+    assert.equal(await accepts(port), false);
+  });
+
+  test('a SIGTERM during start-up (before "ready") still stops up --no-simulator', async () => {
+    const { env, port } = await upEnv();
+    const up = startUp(['--no-simulator'], env);
+    // Once the streams exist the signal handlers are installed, and the seed is still to come:
+    // the signal lands while the control plane is being seeded. (Not earlier: until its handlers
+    // are installed, a signal kills `up` outright and leaves its nats-server running.)
+    await up.waitForOutput([/^up: streams /m], 15_000);
+    up.child.kill('SIGTERM');
+    const exit = await up.waitForExit(15_000);
+    assert.deepEqual(exit, { code: 0, signal: null }, up.stderr);
+    assert.ok(before(up.stderr, 'up: stopping', 'up: ready'), `the signal should land during start-up:\n${up.stderr}`);
+    assert.equal(await accepts(port), false, 'nats-server is stopped with it');
+  });
+});

@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
+import type { UsageEvent } from '../core/domain.js';
+import { withNats } from '../core/testing/natsFixture.js';
+import { encodeUsageEvent, encodeUsageFrame } from '../core/wire.js';
+import { seedWorld } from '../fixtures/seed.js';
+import { createTrafficGenerator } from '../fixtures/traffic.js';
+import { BRIEF, generateWorld } from '../fixtures/world.js';
+import { worldDirectory, worldPolicyInputs } from '../fixtures/worldPolicies.js';
+import { enrichEvent, evaluateReference, normalizePolicies } from '../rules-wasm/index.js';
+import { processBatch, type BatchContext } from './batchProcessor.js';
+import { controlPlaneDirectory } from './controlPlaneDirectory.js';
+import { PolicyRegistry } from './policyRegistry.js';
+
+const nats = await withNats();
+const world = generateWorld({ seed: 3, enterprises: 3, usersPerEnterprise: 8, towers: 6 });
+
+describe('processBatch', () => {
+  let view: ControlPlaneView;
+  let registry: PolicyRegistry;
+  let ctx: BatchContext;
+
+  before(async () => {
+    const nc = await nats.connect();
+    await seedWorld(await ControlPlaneStore.open(nc), world);
+    view = await ControlPlaneView.open(nc);
+    registry = await PolicyRegistry.open(view);
+    ctx = { directory: controlPlaneDirectory(view), view, module: (id) => registry.module(id) };
+  });
+  after(async () => {
+    registry.close();
+    await view.close();
+  });
+
+  it("denies John Doe's Slack upload, alerts with who and where, and asks for auto-remediation", () => {
+    const john: UsageEvent = { event_id: 7, ts: Date.parse('2025-06-12T14:00:00Z'), carrier: 'att', tower: BRIEF.nycTower, device: BRIEF.johnDevice, app: BRIEF.slack, action: BRIEF.uploadFile, bytes_up: 2048, bytes_down: 100 };
+    const out = processBatch([{ seq: 11, subject: 'usage.att.tower123', data: encodeUsageEvent(john) }], ctx);
+    assert.equal(out.counts.events, 1);
+    assert.equal(out.counts.violations, 1);
+    const row = out.appUsage[0] ?? assert.fail('no row');
+    assert.deepEqual(row.slice(0, 9), ['acme', john.ts, 'att', 'tower123', 7, 11, 'device123', 'user123', 'John Doe']);
+    assert.deepEqual(row.slice(9, 16), ['app123', 'Slack', 'messaging', 'action789', 'Upload File', 2048, 100]);
+    assert.equal(row[16], 'deny');
+    assert.equal(row[17], 'policy123');
+    assert.equal(row[18], 'Admin Policy');
+    assert.equal(row[20], 'high');
+    assert.equal(row[21], 'block_device');
+    assert.equal(row[22], registry.module('acme')?.hash);
+    const alert = out.alerts[0] ?? assert.fail('no alert');
+    assert.equal(alert.alert_id, 'att:tower123:7');
+    assert.equal(alert.user_name, 'John Doe');
+    assert.equal(alert.app_name, 'Slack');
+    assert.equal(alert.action, 'Upload File');
+    assert.equal(alert.tower_location, 'New York City');
+    assert.equal(alert.policy_name, 'Admin Policy');
+    assert.equal(out.violations.length, 1);
+    assert.deepEqual(out.remediations.map((r) => [r.alert_id, r.action, r.device_id]), [['att:tower123:7', 'block_device', 'device123']]);
+  });
+
+  it('agrees with the reference evaluator on generated traffic; unknown devices are unregistered; bad frames are dead letters', () => {
+    const generator = createTrafficGenerator(world, { seed: 5, violationRatio: 0.2, unknownDeviceRatio: 0.02 });
+    const frames = generator.nextEvents(4000);
+    const messages = frames.map((f, i) => ({ seq: i + 1, subject: `usage.${f.carrier}.${f.tower}`, data: encodeUsageFrame(f.carrier, f.tower, f.events) }));
+    const bad = generator.badFrame('garbage');
+    messages.push({ seq: 9999, subject: 'usage.att.tower123', data: bad.bytes });
+    const out = processBatch(messages, ctx);
+
+    const dir = worldDirectory(world);
+    const sets = new Map(world.enterprises.map((e) => [e.id, normalizePolicies(worldPolicyInputs(world, e.id), { timezone: e.timezone })]));
+    const events = frames.flatMap((f) => f.events);
+    assert.equal(out.counts.events, events.length);
+    let denied = 0;
+    let unregistered = 0;
+    events.forEach((e, i) => {
+      const row = out.appUsage[i] ?? assert.fail(`no row ${i}`);
+      const enriched = enrichEvent(dir, e);
+      if (!enriched.enforced) {
+        unregistered++;
+        assert.equal(row[16], 'unregistered');
+        return;
+      }
+      const expected = evaluateReference(sets.get(enriched.enterpriseId) ?? assert.fail('no policies'), enriched.event);
+      assert.equal(row[16], expected.permission, `event ${i}`);
+      assert.equal(row[19], expected.rule_id ?? '', `event ${i}`);
+      if (expected.permission === 'deny') denied++;
+    });
+    assert.ok(unregistered > 0, 'some events come from unknown devices');
+    assert.equal(out.counts.violations, denied);
+    assert.equal(out.alerts.length, denied);
+    assert.ok(denied > events.length * 0.1, `${denied} denials`);
+    // Only enterprises whose plan includes auto-remediation get remediation requests.
+    assert.ok(out.remediations.length > 0);
+    const auto = new Set(world.enterprises.filter((e) => world.plans.find((p) => p.id === e.plan_id)?.auto_remediation).map((e) => e.id));
+    assert.ok(!auto.has('globex'));
+    assert.ok(out.remediations.every((r) => auto.has(r.enterprise_id)), 'remediation only on auto-remediation plans');
+    assert.deepEqual(out.deadLetters.map((d) => [d.seq, d.code, d.index]), [[9999, bad.expectedCode, -1]]);
+    assert.equal(out.storedSeqs.length, frames.length);
+  });
+});

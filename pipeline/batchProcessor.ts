@@ -1,0 +1,232 @@
+/**
+ * The work of one batch, as a worker does it: decode every frame, enrich each event, evaluate
+ * each enterprise's events in one WASM call, and turn the results into rows for ClickHouse,
+ * alerts for the live socket, remediation requests and dead letters. Pure apart from the
+ * lookups it is given, so it is tested without threads or servers.
+ */
+import { Packr } from 'msgpackr';
+import type { ControlPlaneView } from '../core/controlPlane/index.js';
+import type { Device, UsageEvent } from '../core/domain.js';
+import { decodeUsage, type EventRejection } from '../core/wire.js';
+import { enrichEvent, type Directory, type EvalEvent, type PolicyModule, type Verdict } from '../rules-wasm/index.js';
+
+export interface BatchMessage {
+  /** JetStream stream sequence. */
+  seq: number;
+  subject: string;
+  data: Uint8Array;
+}
+
+export interface DeadLetter {
+  seq: number;
+  subject: string;
+  /** The whole message failed (`index` -1), or these events of it. */
+  code: string;
+  message: string;
+  index: number;
+}
+
+/** A violation as published on `alerts.<enterprise>` (see docs/wire-format.md). */
+export interface Alert {
+  alert_id: string;
+  enterprise_id: string;
+  ts: number;
+  user_id: string;
+  user_name: string;
+  device_id: string;
+  app_id: string;
+  app_name: string;
+  action: string;
+  tower_id: string;
+  tower_location: string;
+  region: string;
+  lat: number | null;
+  lon: number | null;
+  carrier: string;
+  policy_id: string;
+  policy_name: string;
+  rule_id: string | null;
+  severity: string;
+  remediation: string | null;
+  policy_version: string;
+}
+
+export interface RemediationRequest {
+  type: 'remediation';
+  trigger: 'auto';
+  alert_id: string;
+  enterprise_id: string;
+  device_id: string;
+  tower_id: string;
+  carrier: string;
+  app_id: string;
+  action: 'block_device' | 'block_app';
+  rule_id: string | null;
+  requested_at: number;
+}
+
+export interface BatchOutput {
+  /** Rows in APP_USAGE_COLUMNS order. */
+  appUsage: unknown[][];
+  violations: unknown[][];
+  alerts: Alert[];
+  remediations: RemediationRequest[];
+  deadLetters: DeadLetter[];
+  /** Sequences of messages that produced at least one app_usage row. */
+  storedSeqs: number[];
+  counts: { events: number; enforced: number; unregistered: number; violations: number; rejectedEvents: number; rejectedMessages: number };
+  /** Policy version that decided each enterprise's events in this batch. */
+  policyVersions: Record<string, string>;
+}
+
+export interface BatchContext {
+  directory: Directory;
+  view: ControlPlaneView;
+  module(enterpriseId: string): PolicyModule | undefined;
+}
+
+interface Pending {
+  event: UsageEvent;
+  seq: number;
+  device: Device | undefined;
+  enterpriseId: string;
+  userId: string;
+  eval: EvalEvent | null;
+  verdict: Verdict | null;
+  version: string;
+}
+
+const UNREGISTERED = 'unregistered';
+const NO_VERSION = 'none';
+
+export function processBatch(messages: readonly BatchMessage[], ctx: BatchContext): BatchOutput {
+  const out: BatchOutput = {
+    appUsage: [],
+    violations: [],
+    alerts: [],
+    remediations: [],
+    deadLetters: [],
+    storedSeqs: [],
+    counts: { events: 0, enforced: 0, unregistered: 0, violations: 0, rejectedEvents: 0, rejectedMessages: 0 },
+    policyVersions: {},
+  };
+  const pending: Pending[] = [];
+  const byEnterprise = new Map<string, number[]>();
+
+  for (const msg of messages) {
+    const decoded = decodeUsage(msg.data);
+    if (!decoded.ok) {
+      out.deadLetters.push({ seq: msg.seq, subject: msg.subject, code: decoded.code, message: decoded.message, index: -1 });
+      out.counts.rejectedMessages++;
+      continue;
+    }
+    for (const r of decoded.rejected as EventRejection[]) {
+      out.deadLetters.push({ seq: msg.seq, subject: msg.subject, code: r.code, message: r.message, index: r.index });
+      out.counts.rejectedEvents++;
+    }
+    if (decoded.events.length > 0) out.storedSeqs.push(msg.seq);
+    for (const event of decoded.events) {
+      const enriched = enrichEvent(ctx.directory, event);
+      const p: Pending = enriched.enforced
+        ? { event, seq: msg.seq, device: enriched.device, enterpriseId: enriched.enterpriseId, userId: enriched.userId, eval: enriched.event, verdict: null, version: NO_VERSION }
+        : { event, seq: msg.seq, device: enriched.device, enterpriseId: enriched.device?.enterprise_id ?? '', userId: '', eval: null, verdict: null, version: NO_VERSION };
+      if (p.eval) {
+        let list = byEnterprise.get(p.enterpriseId);
+        if (!list) byEnterprise.set(p.enterpriseId, (list = []));
+        list.push(pending.length);
+      }
+      pending.push(p);
+    }
+  }
+  out.counts.events = pending.length;
+
+  for (const [enterpriseId, indexes] of byEnterprise) {
+    const module = ctx.module(enterpriseId);
+    if (!module) continue; // no compiled policy (yet): recorded as unregistered below, never guessed
+    out.policyVersions[enterpriseId] = module.hash;
+    const cols = module.columns(indexes.length);
+    for (let start = 0; start < indexes.length; start += cols.capacity) {
+      const n = Math.min(cols.capacity, indexes.length - start);
+      for (let i = 0; i < n; i++) module.encoder.encode(cols, i, (pending[indexes[start + i] as number] as Pending).eval as EvalEvent);
+      const ranks = module.run(n);
+      for (let i = 0; i < n; i++) {
+        const p = pending[indexes[start + i] as number] as Pending;
+        p.verdict = module.verdictOf(ranks[i] ?? 0);
+        p.version = module.hash;
+      }
+    }
+  }
+
+  const view = ctx.view;
+  for (const p of pending) {
+    const e = p.event;
+    const app = ctx.directory.app(e.app);
+    const action = ctx.directory.action(e.action);
+    const user = p.userId ? view.user(p.userId, p.enterpriseId) : undefined;
+    const v = p.verdict;
+    const verdict = v ? v.permission : UNREGISTERED;
+    const policy = v?.policy_id ? view.policy(v.policy_id, p.enterpriseId) : undefined;
+    if (v) out.counts.enforced++;
+    else out.counts.unregistered++;
+    out.appUsage.push([
+      p.enterpriseId, e.ts, e.carrier, e.tower, e.event_id, p.seq, e.device, p.userId, user?.name ?? '',
+      e.app, app?.name ?? e.app, app?.category ?? '', e.action, action?.name ?? e.action, e.bytes_up, e.bytes_down,
+      verdict, v?.policy_id ?? '', policy?.name ?? '', v?.rule_id ?? '', v?.severity ?? '', v?.remediation ?? '', p.version,
+    ]);
+    if (v?.permission !== 'deny') continue;
+    out.counts.violations++;
+    const tower = ctx.directory.tower(e.tower);
+    const alert: Alert = {
+      alert_id: `${e.carrier}:${e.tower}:${e.event_id}`,
+      enterprise_id: p.enterpriseId,
+      ts: e.ts,
+      user_id: p.userId,
+      user_name: user?.name ?? '',
+      device_id: e.device,
+      app_id: e.app,
+      app_name: app?.name ?? e.app,
+      action: action?.name ?? e.action,
+      tower_id: e.tower,
+      tower_location: tower?.location ?? '',
+      region: tower?.region ?? '',
+      lat: tower?.lat ?? null,
+      lon: tower?.lon ?? null,
+      carrier: e.carrier,
+      policy_id: v.policy_id ?? '',
+      policy_name: policy?.name ?? '',
+      rule_id: v.rule_id,
+      severity: v.severity ?? 'medium',
+      remediation: v.remediation,
+      policy_version: p.version,
+    };
+    out.alerts.push(alert);
+    out.violations.push([
+      alert.alert_id, alert.enterprise_id, e.ts, e.carrier, e.tower, alert.tower_location, alert.region, e.event_id, p.seq,
+      e.device, p.userId, alert.user_name, e.app, alert.app_name, e.action, alert.action, alert.policy_id, alert.policy_name,
+      v.rule_id ?? '', alert.severity, v.remediation ?? '', p.version,
+    ]);
+    if ((v.remediation === 'block_device' || v.remediation === 'block_app') && view.planOfEnterprise(p.enterpriseId)?.auto_remediation) {
+      out.remediations.push({
+        type: 'remediation',
+        trigger: 'auto',
+        alert_id: alert.alert_id,
+        enterprise_id: p.enterpriseId,
+        device_id: e.device,
+        tower_id: e.tower,
+        carrier: e.carrier,
+        app_id: e.app,
+        action: v.remediation,
+        rule_id: v.rule_id,
+        requested_at: e.ts,
+      });
+    }
+  }
+  return out;
+}
+
+const packr = new Packr({ useRecords: false });
+
+/** Alerts of one enterprise as one msgpack message: `{ type: 'alerts', alerts: [...] }`. */
+export function encodeAlerts(alerts: readonly Alert[]): Uint8Array {
+  return Uint8Array.from(packr.pack({ type: 'alerts', alerts }));
+}

@@ -1,0 +1,214 @@
+/**
+ * The pipeline end to end in this process: real nats-server, real chdb, worker threads.
+ * Each test publishes its own events (distinct towers' event-id ranges) and waits on
+ * ClickHouse for them.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { Unpackr } from 'msgpackr';
+import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
+import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
+import type { UsageEvent } from '../core/domain.js';
+import { migrate } from '../core/schema.js';
+import { ensureStreams, usageSubject, USAGE_DLQ_STREAM } from '../core/streams.js';
+import { withNats } from '../core/testing/natsFixture.js';
+import { encodeUsageFrame, usageMsgId } from '../core/wire.js';
+import { seedWorld } from '../fixtures/seed.js';
+import { createTrafficGenerator } from '../fixtures/traffic.js';
+import { BRIEF, generateWorld } from '../fixtures/world.js';
+import { worldDirectory, worldPolicyInputs } from '../fixtures/worldPolicies.js';
+import { enrichEvent, evaluateReference, normalizePolicies } from '../rules-wasm/index.js';
+import { ClickHouseSink } from './clickhouseSink.js';
+import { Pipeline } from './pipeline.js';
+
+const nats = await withNats();
+const world = generateWorld({ seed: 21, enterprises: 3, usersPerEnterprise: 8, towers: 6 });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+describe('pipeline', () => {
+  let nc: NatsConnection;
+  let js: JetStreamClient;
+  let store: ControlPlaneStore;
+  let dataDir: string;
+  let ch: ClickHouseHandle;
+  let pipeline: Pipeline;
+
+  before(async () => {
+    nc = await nats.connect();
+    js = jetstream(nc);
+    await ensureStreams(nc);
+    store = await ControlPlaneStore.open(nc);
+    await seedWorld(store, world);
+    dataDir = await mkdtemp(join(tmpdir(), 'tw-pipeline-'));
+    ch = await openClickHouse({ clickhouseUrl: null, dataDir });
+    await migrate(ch, { retentionDays: 30 });
+    pipeline = await Pipeline.start({ nc, natsUrl: nats.url, sink: new ClickHouseSink(ch), threads: 2, cacheDir: join(dataDir, 'wasm') });
+  });
+  after(async () => {
+    await pipeline?.stop();
+    await ch?.close();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  const count = async (sql: string): Promise<number> => {
+    const rs = await ch.client.query({ query: sql, format: 'JSONEachRow' });
+    const rows = (await rs.json()) as Array<{ n: string | number }>;
+    return Number(rows[0]?.n ?? 0);
+  };
+  const publish = async (carrier: string, tower: string, events: UsageEvent[]): Promise<void> => {
+    await js.publish(usageSubject(carrier, tower), encodeUsageFrame(carrier, tower, events), { msgID: usageMsgId(carrier, tower, events) });
+  };
+  const event = (id: number, fields: Partial<UsageEvent>): UsageEvent => ({
+    event_id: id,
+    ts: Date.now(),
+    carrier: 'att',
+    tower: BRIEF.nycTower,
+    device: BRIEF.johnDevice,
+    app: BRIEF.slack,
+    action: BRIEF.uploadFile,
+    bytes_up: 1000,
+    bytes_down: 10,
+    ...fields,
+  });
+
+  it("stores a known set exactly, and alerts on John Doe's denied Slack upload", async () => {
+    const alerts: Array<Record<string, unknown>> = [];
+    const sub = nc.subscribe('alerts.acme', {
+      callback: (_err, msg) => {
+        const body = unpackr.unpack(msg.data) as { type: string; alerts: Array<Record<string, unknown>> };
+        alerts.push(...body.alerts);
+      },
+    });
+    const generator = createTrafficGenerator(world, { seed: 4, violationRatio: 0.2, firstEventId: 1_000_000, now: () => Date.now() });
+    const frames = generator.nextEvents(5000);
+    const brief = [
+      event(1, {}),
+      event(2, { app: BRIEF.zoom, action: BRIEF.startMeeting }),
+      event(3, { device: 'ffffffffffffffff' }),
+    ];
+    await publish('att', BRIEF.nycTower, brief);
+    for (const f of frames) await publish(f.carrier, f.tower, f.events);
+    const total = brief.length + frames.reduce((n, f) => n + f.events.length, 0);
+
+    // Independent expectation: the reference evaluator over the same enrichment.
+    const dir = worldDirectory(world);
+    const sets = new Map(world.enterprises.map((e) => [e.id, normalizePolicies(worldPolicyInputs(world, e.id), { timezone: e.timezone })]));
+    let expectedViolations = 0;
+    let expectedAcme = 0;
+    let expectedUnregistered = 0;
+    for (const e of [...brief, ...frames.flatMap((f) => f.events)]) {
+      const r = enrichEvent(dir, e);
+      if (!r.enforced) expectedUnregistered++;
+      if (r.enforced && evaluateReference(sets.get(r.enterpriseId) ?? assert.fail(), r.event).permission === 'deny') {
+        expectedViolations++;
+        if (r.enterpriseId === 'acme') expectedAcme++;
+      }
+    }
+
+    await until(async () => (await count('SELECT count() AS n FROM app_usage')) >= total, 60_000);
+    assert.equal(await count('SELECT count() AS n FROM app_usage'), total);
+    assert.equal(await count('SELECT uniqExact(carrier, tower_id, event_id) AS n FROM app_usage'), total);
+    assert.equal(await count('SELECT count() AS n FROM violations'), expectedViolations);
+    assert.ok(expectedUnregistered > 0);
+    assert.equal(await count("SELECT count() AS n FROM app_usage WHERE verdict = 'unregistered'"), expectedUnregistered);
+
+    const rs = await ch.client.query({
+      query: "SELECT event_id, enterprise_id, user_name, app_name, action_name, verdict, policy_name, severity, remediation FROM app_usage WHERE tower_id = 'tower123' AND carrier = 'att' AND event_id IN (1, 2, 3) ORDER BY event_id",
+      format: 'JSONEachRow',
+    });
+    assert.deepEqual(await rs.json(), [
+      { event_id: 1, enterprise_id: 'acme', user_name: 'John Doe', app_name: 'Slack', action_name: 'Upload File', verdict: 'deny', policy_name: 'Admin Policy', severity: 'high', remediation: 'block_device' },
+      { event_id: 2, enterprise_id: 'acme', user_name: 'John Doe', app_name: 'Zoom', action_name: 'Start Meeting', verdict: 'allow', policy_name: 'Admin Policy', severity: '', remediation: '' },
+      { event_id: 3, enterprise_id: '', user_name: '', app_name: 'Slack', action_name: 'Upload File', verdict: 'unregistered', policy_name: '', severity: '', remediation: '' },
+    ]);
+
+    await until(() => alerts.length >= expectedAcme, 10_000);
+    sub.unsubscribe();
+    assert.equal(alerts.length, expectedAcme);
+    const john = alerts.find((a) => a['alert_id'] === 'att:tower123:1') ?? assert.fail('no alert for John');
+    assert.equal(john['user_name'], 'John Doe');
+    assert.equal(john['tower_location'], 'New York City');
+    assert.equal(john['policy_name'], 'Admin Policy');
+    assert.equal(john['severity'], 'high');
+    const sum = await count('SELECT sum(events) AS n FROM usage_per_minute');
+    assert.equal(sum, total, 'the per-minute view counts every event once');
+  });
+
+  it('sends malformed frames to the dead-letter stream with the reason, and stores the good events around them', async () => {
+    const before = await count('SELECT count() AS n FROM app_usage');
+    const generator = createTrafficGenerator(world, { seed: 8, firstEventId: 5_000_000, now: () => Date.now() });
+    const kinds = ['truncated', 'garbage', 'unknown_version', 'bad_events'] as const;
+    let good = 0;
+    for (const kind of kinds) {
+      const f = generator.nextEvents(300)[0] ?? assert.fail();
+      await publish(f.carrier, f.tower, f.events);
+      good += f.events.length;
+      const bad = generator.badFrame(kind);
+      await js.publish(usageSubject('att', BRIEF.nycTower), bad.bytes);
+      good += kind === 'bad_events' ? countGoodRows(bad) : 0;
+    }
+    await until(async () => (await count('SELECT count() AS n FROM dead_letters')) >= kinds.length, 30_000);
+    await until(async () => (await count('SELECT count() AS n FROM app_usage')) >= before + good, 30_000);
+    assert.equal(await count('SELECT count() AS n FROM app_usage'), before + good);
+    const rs = await ch.client.query({ query: 'SELECT DISTINCT code FROM dead_letters ORDER BY code', format: 'JSONEachRow' });
+    const codes = ((await rs.json()) as Array<{ code: string }>).map((r) => r.code);
+    assert.ok(codes.includes('not_msgpack') || codes.includes('unknown_version'), codes.join());
+    const jsm = await jetstreamManager(nc);
+    const info = await jsm.streams.info(USAGE_DLQ_STREAM);
+    assert.equal(info.state.messages, kinds.length);
+    const first = await jsm.streams.getMessage(USAGE_DLQ_STREAM, { seq: info.state.first_seq });
+    assert.ok(first?.header.get('Towerwatch-Reason'), 'the dead letter says why');
+    assert.match(first?.header.get('Towerwatch-Rejections') ?? '', /"code"/);
+    assert.equal(pipeline.counters.deadLetterMessages >= kinds.length, true);
+  });
+
+  it('applies a policy change while traffic flows, without a restart', async () => {
+    const view = await ControlPlaneView.open(nc);
+    try {
+      const rule = view.rulesOfPolicy(BRIEF.adminPolicy, 'acme').find((r) => r.app_id === BRIEF.slack && r.permission === 'deny') ?? assert.fail('no Slack rule');
+      let id = 9_000_000;
+      const ours = "carrier = 'att' AND tower_id = 'tower123' AND event_id BETWEEN 9000000 AND 9999999";
+      const flowing = setInterval(() => void publish('att', BRIEF.nycTower, [event(id++, {})]), 20);
+      try {
+        await until(async () => (await count(`SELECT count() AS n FROM app_usage WHERE ${ours}`)) > 5, 60_000, 'traffic stored');
+        const oldVersion = pipeline.counters.policyVersions['acme'] ?? assert.fail('no acme version yet');
+        const entry = await store.get('policy_rule', 'acme', rule.id);
+        await store.update('policy_rule', { ...rule, permission: 'allow', severity: undefined, remediation: undefined } as typeof rule, entry?.revision ?? assert.fail());
+        await until(() => pipeline.counters.policyVersions['acme'] !== oldVersion, 30_000, 'new policy version in use');
+        // Both workers swap within about a second of the change; give them 2 s of traffic.
+        const settledFrom = id + 100;
+        await until(async () => (await count(`SELECT count() AS n FROM app_usage WHERE ${ours} AND event_id >= ${settledFrom}`)) >= 10, 30_000, 'traffic after the change stored');
+        const newVersion = pipeline.counters.policyVersions['acme'] ?? '';
+        assert.notEqual(newVersion, oldVersion);
+        // Every verdict matches the version that decided it; events well after the switch get the new one.
+        assert.equal(await count(`SELECT count() AS n FROM app_usage WHERE ${ours} AND policy_version = '${oldVersion}' AND verdict != 'deny'`), 0);
+        assert.equal(await count(`SELECT count() AS n FROM app_usage WHERE ${ours} AND policy_version = '${newVersion}' AND verdict != 'allow'`), 0);
+        const late = await ch.client.query({ query: `SELECT event_id, verdict, policy_version FROM app_usage WHERE ${ours} AND event_id >= ${settledFrom} AND verdict != 'allow'`, format: 'JSONEachRow' });
+        assert.deepEqual(await late.json(), [], `events from ${settledFrom} on (${id - settledFrom} of them) should all be allowed`);
+      } finally {
+        clearInterval(flowing);
+      }
+    } finally {
+      await view.close();
+    }
+  });
+});
+
+/** Polls an (async) condition until it holds, or fails after `timeoutMs`. */
+async function until(condition: () => boolean | Promise<boolean>, timeoutMs: number, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) assert.fail(`${what}: not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+function countGoodRows(bad: { bytes: Uint8Array; rejectedIndexes: number[] }): number {
+  const frame = unpackr.unpack(bad.bytes) as { events: unknown[] };
+  return frame.events.length - bad.rejectedIndexes.length;
+}

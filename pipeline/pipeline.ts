@@ -1,0 +1,279 @@
+/**
+ * The pipeline's main thread: I/O only. It pulls frames from the shared durable consumer,
+ * hands each batch to a worker, writes the worker's rows to ClickHouse, publishes alerts and
+ * remediation requests, and acks a message only once its rows are stored.
+ *
+ * Exactly-once counts over at-least-once delivery: a batch's inserts carry a deduplication
+ * token made from its sequences (a retried insert is dropped by ClickHouse), and a message
+ * redelivered after a crash is first looked up by its stream sequence — rows already stored
+ * are not written again, whatever batch the message lands in this time.
+ */
+import { availableParallelism } from 'node:os';
+import { createHash } from 'node:crypto';
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type Consumer, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
+import { headers, type NatsConnection } from '@nats-io/transport-node';
+import { Piscina } from 'piscina';
+import { remediationSubject, USAGE_STREAM } from '../core/streams.js';
+import { ClickHouseSinkError, SinkErrorCode } from './clickhouseSink.js';
+import type { WorkerConfig, WorkerResult, WorkerTask } from './worker.js';
+
+export const DEFAULT_CONSUMER = 'pipeline';
+export const ACK_WAIT_MS = 60_000;
+/** How long fetching pauses when ClickHouse stays down through a batch's retries. */
+export const PAUSE_ON_OUTAGE_MS = 5_000;
+
+/** Where rows go; ClickHouseSink implements it. */
+export interface RowSink {
+  insert(table: string, tsv: Uint8Array, options: { token: string }): Promise<void>;
+  storedSeqs(table: string, seqs: readonly number[]): Promise<Set<number>>;
+}
+
+export interface PipelineOptions {
+  nc: NatsConnection;
+  /** For the workers' own connections. */
+  natsUrl: string;
+  sink: RowSink;
+  /** Worker threads. @default the cores available */
+  threads?: number;
+  /** Messages (frames) per batch. @default 64 */
+  batchMessages?: number;
+  /** How long a batch waits to fill. @default 50 */
+  batchWaitMs?: number;
+  /** Batches in flight at once. @default threads + 1 */
+  maxInFlight?: number;
+  consumer?: string;
+  /** The consumer's ack_wait when this process creates it; also paces the in-flight keep-alive. @default ACK_WAIT_MS */
+  ackWaitMs?: number;
+  cacheDir?: string | undefined;
+  log?: (line: string) => void;
+}
+
+export interface PipelineCounters {
+  messages: number;
+  events: number;
+  stored: number;
+  violations: number;
+  unregistered: number;
+  deadLetters: number;
+  deadLetterMessages: number;
+  redeliveredSkipped: number;
+  remediations: number;
+  batches: number;
+  insertMs: number;
+  insertRetries: number;
+  policyVersions: Record<string, string>;
+}
+
+export class Pipeline {
+  readonly counters: PipelineCounters = {
+    messages: 0,
+    events: 0,
+    stored: 0,
+    violations: 0,
+    unregistered: 0,
+    deadLetters: 0,
+    deadLetterMessages: 0,
+    redeliveredSkipped: 0,
+    remediations: 0,
+    batches: 0,
+    insertMs: 0,
+    insertRetries: 0,
+    policyVersions: {},
+  };
+  readonly #opts: Required<Omit<PipelineOptions, 'cacheDir' | 'log'>> & Pick<PipelineOptions, 'cacheDir' | 'log'>;
+  readonly #js: JetStreamClient;
+  readonly #pool: Piscina<WorkerTask, WorkerResult>;
+  readonly #inFlight = new Set<Promise<void>>();
+  #stopping = false;
+  #loop: Promise<void> = Promise.resolve();
+  #failure: Error | null = null;
+  #pausedUntil = 0;
+  /** The consumer's actual ack_wait (it may predate this process's options). */
+  #ackWaitMs = ACK_WAIT_MS;
+
+  private constructor(opts: PipelineOptions) {
+    const threads = opts.threads ?? Math.max(1, availableParallelism());
+    this.#opts = {
+      threads,
+      batchMessages: opts.batchMessages ?? 64,
+      batchWaitMs: opts.batchWaitMs ?? 50,
+      maxInFlight: opts.maxInFlight ?? threads + 1,
+      consumer: opts.consumer ?? DEFAULT_CONSUMER,
+      ...opts,
+      ackWaitMs: opts.ackWaitMs ?? ACK_WAIT_MS,
+    };
+    this.#js = jetstream(opts.nc);
+    const workerData: WorkerConfig = { natsUrl: opts.natsUrl, cacheDir: opts.cacheDir };
+    this.#pool = new Piscina({
+      filename: new URL('./worker.js', import.meta.url).href,
+      minThreads: threads,
+      maxThreads: threads,
+      workerData,
+      idleTimeout: Infinity,
+      // Workers hold a live control-plane watch: with piscina's default ('sync') an idle
+      // worker blocks in Atomics.wait and its event loop (and so the watch) stalls.
+      atomics: 'async',
+    });
+  }
+
+  static async start(opts: PipelineOptions): Promise<Pipeline> {
+    const pipeline = new Pipeline(opts);
+    const consumer = await pipeline.#ensureConsumer();
+    pipeline.#loop = pipeline.#run(consumer);
+    return pipeline;
+  }
+
+  /** Rejects if the loop failed for good (not for data: bad data goes to the dead-letter path). */
+  done(): Promise<void> {
+    return this.#loop;
+  }
+
+  /** Stops fetching, finishes and acks what is in flight, closes the workers. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await this.#loop.catch(() => undefined);
+    await Promise.allSettled(this.#inFlight);
+    await this.#pool.close({ force: true });
+  }
+
+  async #ensureConsumer(): Promise<Consumer> {
+    const jsm = await jetstreamManager(this.#opts.nc);
+    const name = this.#opts.consumer;
+    try {
+      const info = await jsm.consumers.info(USAGE_STREAM, name);
+      this.#ackWaitMs = info.config.ack_wait ? info.config.ack_wait / 1_000_000 : this.#opts.ackWaitMs;
+    } catch {
+      this.#ackWaitMs = this.#opts.ackWaitMs;
+      await jsm.consumers.add(USAGE_STREAM, {
+        durable_name: name,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        ack_wait: this.#opts.ackWaitMs * 1_000_000,
+        max_ack_pending: 4096,
+        max_deliver: -1,
+      });
+    }
+    return this.#js.consumers.get(USAGE_STREAM, name);
+  }
+
+  async #run(consumer: Consumer): Promise<void> {
+    const { batchMessages, maxInFlight } = this.#opts;
+    while (!this.#stopping) {
+      if (this.#failure) throw this.#failure;
+      while (this.#inFlight.size >= maxInFlight) await Promise.race(this.#inFlight);
+      if (this.#pausedUntil > Date.now()) {
+        await sleep(Math.min(1000, this.#pausedUntil - Date.now()));
+        continue;
+      }
+      let batch: JsMsg[] = [];
+      try {
+        const iter = await consumer.fetch({ max_messages: batchMessages, expires: 1000 });
+        for await (const m of iter) {
+          batch.push(m);
+          if (this.#stopping) break;
+        }
+      } catch (err) {
+        if (this.#stopping) break;
+        this.#opts.log?.(`pipeline: fetch failed, retrying: ${(err as Error).message}`);
+        await sleep(500);
+        continue;
+      }
+      if (batch.length === 0) continue;
+      const fetched = batch;
+      const p: Promise<void> = this.#process(fetched)
+        .catch(async (err: unknown) => {
+          if (err instanceof ClickHouseSinkError && err.code === SinkErrorCode.RetriesExhausted) {
+            // ClickHouse is down: hand the messages back for later and hold off fetching.
+            this.#opts.log?.(`pipeline: ${err.message}; pausing ${PAUSE_ON_OUTAGE_MS / 1000} s, nothing is lost`);
+            for (const m of fetched) m.nak(PAUSE_ON_OUTAGE_MS);
+            this.#pausedUntil = Date.now() + PAUSE_ON_OUTAGE_MS;
+            return;
+          }
+          // A bug, or ClickHouse refusing the rows for good: not acked, so nothing is lost
+          // (JetStream redelivers), but going on would spin.
+          this.#failure ??= err instanceof Error ? err : new Error(String(err));
+        })
+        .finally(() => this.#inFlight.delete(p));
+      this.#inFlight.add(p);
+      batch = [];
+    }
+    await Promise.allSettled(this.#inFlight);
+    if (this.#failure) throw this.#failure;
+  }
+
+  async #process(batch: JsMsg[]): Promise<void> {
+    const c = this.counters;
+    const sink = this.#opts.sink;
+    // Keep the messages ours while ClickHouse is slow, instead of letting them be redelivered.
+    const keepAlive = setInterval(() => batch.forEach((m) => m.working()), this.#ackWaitMs / 3);
+    try {
+      let todo = batch;
+      let skipViolations: number[] = [];
+      let skipDeadLetters: number[] = [];
+      const redelivered = batch.filter((m) => m.redelivered).map((m) => m.seq);
+      if (redelivered.length > 0) {
+        const [usage, violations, dead] = await Promise.all([
+          sink.storedSeqs('app_usage', redelivered),
+          sink.storedSeqs('violations', redelivered),
+          sink.storedSeqs('dead_letters', redelivered),
+        ]);
+        // In app_usage means done (it is written last); anything else is processed again,
+        // minus the rows already stored.
+        todo = batch.filter((m) => !usage.has(m.seq));
+        c.redeliveredSkipped += batch.length - todo.length;
+        for (const m of batch) if (usage.has(m.seq)) m.ack();
+        skipViolations = [...violations];
+        skipDeadLetters = [...dead];
+      }
+      if (todo.length === 0) return;
+      const task: WorkerTask = {
+        messages: todo.map((m) => ({ seq: m.seq, subject: m.subject, data: m.data })),
+        skipViolations,
+        skipDeadLetters,
+      };
+      const r = await this.#pool.run(task);
+      const token = createHash('sha1').update(todo.map((m) => m.seq).join(',')).digest('hex');
+
+      // Order matters for recovery: everything else before app_usage, whose rows mark a
+      // message as done (see #process's redelivery check).
+      for (const d of r.dlqPayloads) {
+        const reasons = r.deadLetters.filter((x) => x.seq === d.seq);
+        const h = headers();
+        h.set('Towerwatch-Reason', reasons[0]?.code ?? 'unknown');
+        h.set('Towerwatch-Rejections', JSON.stringify(reasons.map((x) => ({ index: x.index, code: x.code, message: x.message }))));
+        h.set('Towerwatch-Original-Subject', d.subject);
+        h.set('Towerwatch-Stream-Seq', String(d.seq));
+        await this.#js.publish(`dlq.${d.subject}`, d.data, { msgID: `dlq:${d.seq}`, headers: h });
+      }
+      for (const { request, payload } of r.remediations) {
+        await this.#js.publish(remediationSubject(request.enterprise_id, request.tower_id), payload, { msgID: `${request.alert_id}:${request.action}` });
+      }
+      const started = performance.now();
+      if (r.deadLetterRows > 0) await sink.insert('dead_letters', r.deadLetterTsv, { token: `dead_letters:${token}` });
+      if (r.violationRows > 0) await sink.insert('violations', r.violations, { token: `violations:${token}` });
+      if (r.appUsageRows > 0) await sink.insert('app_usage', r.appUsage, { token: `app_usage:${token}` });
+      c.insertMs += performance.now() - started;
+
+      for (const a of r.alerts) this.#opts.nc.publish(`alerts.${a.enterpriseId}`, a.payload);
+      for (const m of todo) m.ack();
+
+      c.batches++;
+      c.messages += todo.length;
+      c.events += r.counts.events;
+      c.stored += r.appUsageRows;
+      c.violations += r.counts.violations;
+      c.unregistered += r.counts.unregistered;
+      c.deadLetters += r.counts.rejectedEvents + r.counts.rejectedMessages;
+      c.deadLetterMessages += r.dlqPayloads.length;
+      c.remediations += r.remediations.length;
+      Object.assign(c.policyVersions, r.policyVersions);
+    } finally {
+      clearInterval(keepAlive);
+    }
+  }
+
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,102 @@
+/**
+ * The compiled policy module of every enterprise, kept in step with the control plane: a
+ * change recompiles the enterprises it touches and swaps each new module in once it is ready,
+ * so a batch always runs whole on one version. A policy set that fails to compile leaves the
+ * previous module in force and reports why.
+ */
+import type { ControlPlaneChange, ControlPlaneView } from '../core/controlPlane/index.js';
+import { compilePolicies, enterprisePolicyInputs, PolicyCompileError, PolicyModule } from '../rules-wasm/index.js';
+
+export interface PolicyRegistryOptions {
+  cacheDir?: string | undefined;
+  /** Events per evaluation batch the modules are sized for. @default 8192 */
+  capacity?: number;
+  onCompiled?: (enterpriseId: string, hash: string, ms: number, cached: string | false) => void;
+  onError?: (enterpriseId: string, error: Error) => void;
+}
+
+export class PolicyRegistry {
+  readonly #view: ControlPlaneView;
+  readonly #options: PolicyRegistryOptions;
+  readonly #modules = new Map<string, PolicyModule>();
+  readonly #unsubscribe: () => void;
+  #pending = new Set<string>();
+  #running: Promise<void> = Promise.resolve();
+
+  private constructor(view: ControlPlaneView, options: PolicyRegistryOptions) {
+    this.#view = view;
+    this.#options = options;
+    this.#unsubscribe = view.onChange((change) => this.#onChange(change));
+  }
+
+  /** Compiles every enterprise's policies before resolving. */
+  static async open(view: ControlPlaneView, options: PolicyRegistryOptions = {}): Promise<PolicyRegistry> {
+    const registry = new PolicyRegistry(view, options);
+    for (const e of view.list('enterprise')) registry.#pending.add(e.id);
+    await registry.settled();
+    return registry;
+  }
+
+  module(enterpriseId: string): PolicyModule | undefined {
+    return this.#modules.get(enterpriseId);
+  }
+
+  versions(): Record<string, string> {
+    return Object.fromEntries([...this.#modules].map(([id, m]) => [id, m.hash]));
+  }
+
+  /** Resolves when every change seen so far has been compiled (or has failed). */
+  settled(): Promise<void> {
+    this.#running = this.#running.then(() => this.#drain());
+    return this.#running;
+  }
+
+  close(): void {
+    this.#unsubscribe();
+  }
+
+  #onChange(change: ControlPlaneChange): void {
+    const policyKinds = ['policy', 'policy_rule', 'role_policy', 'user_role', 'role', 'enterprise', 'app', 'action'] as const;
+    if (!policyKinds.some((k) => change.kinds.has(k))) return;
+    // Apps and actions are global and name no enterprise: their names feed every policy set.
+    const all = change.kinds.has('app') || change.kinds.has('action');
+    for (const id of all ? this.#view.list('enterprise').map((e) => e.id) : change.enterprises) this.#pending.add(id);
+    void this.settled();
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#pending.size > 0) {
+      const batch = [...this.#pending];
+      this.#pending = new Set();
+      for (const id of batch) await this.#compile(id);
+    }
+  }
+
+  async #compile(enterpriseId: string): Promise<void> {
+    const enterprise = this.#view.enterprise(enterpriseId);
+    if (!enterprise) {
+      this.#modules.delete(enterpriseId);
+      return;
+    }
+    const view = this.#view;
+    try {
+      const compiled = await compilePolicies(
+        enterprisePolicyInputs({
+          policies: view.policiesOfEnterprise(enterpriseId),
+          rules: view.rulesOfEnterprise(enterpriseId),
+          rolePolicies: view.list('role_policy', enterpriseId),
+          apps: view.list('app'),
+          actions: view.list('action'),
+        }),
+        { timezone: enterprise.timezone, cacheDir: this.#options.cacheDir, label: `enterprise ${enterpriseId}` },
+      );
+      if (this.#modules.get(enterpriseId)?.hash === compiled.hash) return;
+      this.#modules.set(enterpriseId, await PolicyModule.instantiate(compiled, this.#options.capacity ?? 8192));
+      this.#options.onCompiled?.(enterpriseId, compiled.hash, compiled.stats.compileMs, compiled.stats.cached);
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      if (!(err instanceof PolicyCompileError)) error.message = `internal error compiling: ${error.message}`;
+      this.#options.onError?.(enterpriseId, error);
+    }
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * A pipeline worker thread (piscina). It holds its own control-plane view (a KV watch) and
+ * compiled policy modules, and turns a batch of raw frames into encoded ClickHouse rows,
+ * alerts and remediation requests. The main thread only moves bytes.
+ */
+import { workerData } from 'node:worker_threads';
+import { Packr } from 'msgpackr';
+import { ControlPlaneView } from '../core/controlPlane/index.js';
+import { connectNats } from '../core/natsConnection.js';
+import { APP_USAGE_TSV_TYPES, DEAD_LETTER_TSV_TYPES, VIOLATIONS_TSV_TYPES } from '../core/schema.js';
+import { encodeTsv } from '../core/tsv.js';
+import { encodeAlerts, processBatch, type BatchMessage, type DeadLetter, type RemediationRequest } from './batchProcessor.js';
+import { controlPlaneDirectory } from './controlPlaneDirectory.js';
+import { PolicyRegistry } from './policyRegistry.js';
+
+export interface WorkerConfig {
+  natsUrl: string;
+  cacheDir?: string | undefined;
+}
+
+export interface WorkerTask {
+  messages: BatchMessage[];
+  /** Sequences whose violation / dead-letter rows are stored already (redelivered after a crash). */
+  skipViolations: number[];
+  skipDeadLetters: number[];
+}
+
+export interface WorkerResult {
+  appUsage: Uint8Array;
+  appUsageRows: number;
+  violations: Uint8Array;
+  violationRows: number;
+  /** TSV rows for dead_letters (DEAD_LETTER_COLUMNS order). */
+  deadLetterTsv: Uint8Array;
+  deadLetterRows: number;
+  deadLetters: DeadLetter[];
+  /** Payloads of messages with dead letters, by sequence, for the DLQ stream. */
+  dlqPayloads: Array<{ seq: number; subject: string; data: Uint8Array }>;
+  alerts: Array<{ enterpriseId: string; count: number; payload: Uint8Array }>;
+  remediations: Array<{ request: RemediationRequest; payload: Uint8Array }>;
+  storedSeqs: number[];
+  counts: ReturnType<typeof processBatch>['counts'];
+  policyVersions: Record<string, string>;
+}
+
+interface WorkerState {
+  view: ControlPlaneView;
+  registry: PolicyRegistry;
+  directory: ReturnType<typeof controlPlaneDirectory>;
+}
+
+const config = workerData as WorkerConfig;
+const packr = new Packr({ useRecords: false });
+let state: Promise<WorkerState> | null = null;
+
+async function init(): Promise<WorkerState> {
+  const nc = await connectNats(config.natsUrl, 'towerwatch pipeline worker');
+  const view = await ControlPlaneView.open(nc);
+  const registry = await PolicyRegistry.open(view, {
+    cacheDir: config.cacheDir,
+    onCompiled: process.env['TOWERWATCH_DEBUG_POLICIES'] ? (e, hash, ms, cached) => process.stderr.write(`pipeline worker: ${e} policy version ${hash} (${cached ? `${cached} cache` : `compiled in ${ms.toFixed(0)} ms`})\n`) : undefined,
+    onError: (enterpriseId, err) => process.stderr.write(`pipeline: policies of ${enterpriseId} did not compile; the previous version stays in force: ${err.message}\n`),
+  });
+  return { view, registry, directory: controlPlaneDirectory(view) };
+}
+
+export default async function runBatch(task: WorkerTask): Promise<WorkerResult> {
+  const s = await (state ??= init());
+  const out = processBatch(task.messages, { directory: s.directory, view: s.view, module: (id) => s.registry.module(id) });
+  const seqColumnOfViolations = 8;
+  const skipV = new Set(task.skipViolations);
+  const violations = skipV.size ? out.violations.filter((r) => !skipV.has(r[seqColumnOfViolations] as number)) : out.violations;
+  const skipD = new Set(task.skipDeadLetters);
+  const deadLetters = skipD.size ? out.deadLetters.filter((d) => !skipD.has(d.seq)) : out.deadLetters;
+  // Dead letters already stored were also published to the DLQ stream before the crash.
+  const dlqSeqs = new Set(deadLetters.map((d) => d.seq));
+  const payloads = new Map(task.messages.filter((m) => dlqSeqs.has(m.seq)).map((m) => [m.seq, m]));
+  const now = Date.now();
+  const deadLetterRows = deadLetters.map((d) => [
+    now, 'USAGE', d.subject, d.seq, d.code, d.message, d.index, Buffer.from(payloads.get(d.seq)?.data ?? new Uint8Array()).toString('base64'),
+  ]);
+
+  const alertsByEnterprise = new Map<string, typeof out.alerts>();
+  for (const a of out.alerts) {
+    let list = alertsByEnterprise.get(a.enterprise_id);
+    if (!list) alertsByEnterprise.set(a.enterprise_id, (list = []));
+    list.push(a);
+  }
+  const result: WorkerResult = {
+    appUsage: encodeTsv(out.appUsage, APP_USAGE_TSV_TYPES),
+    appUsageRows: out.appUsage.length,
+    violations: encodeTsv(violations, VIOLATIONS_TSV_TYPES),
+    violationRows: violations.length,
+    deadLetterTsv: encodeTsv(deadLetterRows, DEAD_LETTER_TSV_TYPES),
+    deadLetterRows: deadLetterRows.length,
+    deadLetters,
+    dlqPayloads: [...payloads.values()].map((m) => ({ seq: m.seq, subject: m.subject, data: m.data })),
+    alerts: [...alertsByEnterprise].map(([enterpriseId, list]) => ({ enterpriseId, count: list.length, payload: encodeAlerts(list) })),
+    remediations: out.remediations.map((request) => ({ request, payload: Uint8Array.from(packr.pack(request)) })),
+    storedSeqs: out.storedSeqs,
+    counts: out.counts,
+    policyVersions: out.policyVersions,
+  };
+  // Structured clone copies the buffers back; moving them would need a Transferable wrapper.
+  return result;
+}
