@@ -3,6 +3,7 @@
  * The one executable. Each area registers its own subcommands; this file only wires them.
  */
 import { Command } from 'commander';
+import { registerBenchCommands } from '../bench/cli.js';
 import { registerPipelineCommand } from '../pipeline/cli.js';
 import { registerRulesCommands } from '../rules-wasm/cli.js';
 import { registerSimulateCommands } from '../fixtures/cli.js';
@@ -18,5 +19,6 @@ registerRulesCommands(program);
 registerSimulateCommands(program);
 registerUpCommand(program);
 registerPipelineCommand(program);
+registerBenchCommands(program);
 
 await program.parseAsync(process.argv);

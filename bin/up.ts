@@ -8,7 +8,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Command } from 'commander';
-import { ConfigError, loadConfig } from '../core/config.js';
+import { fail, loadConfigOrExit } from '../core/cliSupport.js';
 import { connectNats } from '../core/natsConnection.js';
 import { NatsServerError, startNatsServer, type NatsServerHandle } from '../core/natsServer.js';
 import { ensureStreams } from '../core/streams.js';
@@ -35,13 +35,7 @@ export function registerUpCommand(program: Command): void {
 
 async function up(opts: UpFlags): Promise<void> {
   const log = (line: string): void => void process.stderr.write(`up: ${line}\n`);
-  let config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) fail(err.message);
-    throw err;
-  }
+  const config = loadConfigOrExit();
   const rate = Number(opts.rate);
   const worldSeed = Number(opts.seed);
   if (!Number.isFinite(rate) || rate < 0) fail(`--rate must be a non-negative number, got '${opts.rate}'`);
@@ -108,9 +102,4 @@ async function up(opts: UpFlags): Promise<void> {
     await conn?.drain().catch(() => conn.close());
     await server?.stop();
   }
-}
-
-function fail(message: string): never {
-  process.stderr.write(`error: ${message}\n`);
-  process.exit(1);
 }

@@ -4,7 +4,7 @@
  * ClickHouse server; the embedded engine belongs to one process).
  */
 import type { Command } from 'commander';
-import { ConfigError, loadConfig } from '../core/config.js';
+import { fail, loadConfigOrExit } from '../core/cliSupport.js';
 import { connectNats } from '../core/natsConnection.js';
 import { startPipelineService } from './service.js';
 
@@ -15,13 +15,7 @@ export function registerPipelineCommand(program: Command): void {
     .option('--threads <n>', 'worker threads (default: the cores available)')
     .option('--ack-wait-seconds <s>', 'ack_wait of the durable consumer when this process creates it: how long an unacked message waits before redelivery (default: 60)')
     .action(async (opts: { threads?: string; ackWaitSeconds?: string }) => {
-      let config;
-      try {
-        config = loadConfig();
-      } catch (err) {
-        if (err instanceof ConfigError) fail(err.message);
-        throw err;
-      }
+      const config = loadConfigOrExit();
       const threads = opts.threads === undefined ? undefined : Number(opts.threads);
       if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) fail(`--threads must be a positive integer, got '${opts.threads}'`);
       const ackWaitSeconds = opts.ackWaitSeconds === undefined ? undefined : Number(opts.ackWaitSeconds);
@@ -45,9 +39,4 @@ export function registerPipelineCommand(program: Command): void {
       await nc.drain();
       log('pipeline: stopped');
     });
-}
-
-function fail(message: string): never {
-  process.stderr.write(`error: ${message}\n`);
-  process.exit(1);
 }

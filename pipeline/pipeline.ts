@@ -49,6 +49,8 @@ export interface PipelineOptions {
 }
 
 export interface PipelineCounters {
+  /** Messages fetched (processed or not yet). */
+  fetched: number;
   messages: number;
   events: number;
   stored: number;
@@ -66,6 +68,7 @@ export interface PipelineCounters {
 
 export class Pipeline {
   readonly counters: PipelineCounters = {
+    fetched: 0,
     messages: 0,
     events: 0,
     stored: 0,
@@ -119,6 +122,7 @@ export class Pipeline {
   static async start(opts: PipelineOptions): Promise<Pipeline> {
     const pipeline = new Pipeline(opts);
     const consumer = await pipeline.#ensureConsumer();
+    await pipeline.#warmUp();
     pipeline.#loop = pipeline.#run(consumer);
     return pipeline;
   }
@@ -134,6 +138,16 @@ export class Pipeline {
     await this.#loop.catch(() => undefined);
     await Promise.allSettled(this.#inFlight);
     await this.#pool.close({ force: true });
+  }
+
+  /**
+   * Starts every worker (control-plane view loaded, policies compiled) before the first batch,
+   * so the first events do not wait seconds behind a compiler. An empty task keeps a worker
+   * busy until it is ready, so N at once reach N workers.
+   */
+  async #warmUp(): Promise<void> {
+    const empty: WorkerTask = { messages: [], skipViolations: [], skipDeadLetters: [] };
+    await Promise.all(Array.from({ length: this.#opts.threads }, () => this.#pool.run(empty)));
   }
 
   async #ensureConsumer(): Promise<Consumer> {
@@ -179,6 +193,7 @@ export class Pipeline {
         continue;
       }
       if (batch.length === 0) continue;
+      this.counters.fetched += batch.length;
       const fetched = batch;
       const p: Promise<void> = this.#process(fetched)
         .catch(async (err: unknown) => {

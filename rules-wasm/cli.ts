@@ -8,6 +8,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
+import { fail } from '../core/cliSupport.js';
 import { compilePolicies, PolicyCompileError, type CompiledPolicySet } from './compiler.js';
 import type { EvalEvent } from './event.js';
 import { EventLineError, parseEventLine } from './eventInput.js';
@@ -97,11 +98,6 @@ async function compileFile(path: string, opts: CommonOptions): Promise<CompiledP
 
 export function defaultCacheDir(): string {
   return join(process.env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'towerwatch', 'wasm');
-}
-
-function fail(message: string): never {
-  process.stderr.write(`error: ${message}\n`);
-  process.exit(1);
 }
 
 function plural(n: number, one: string, many: string): string {

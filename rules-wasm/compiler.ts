@@ -4,7 +4,7 @@
  * Modules are cached by the hash of their source (memory and, optionally, disk), so a change
  * that only moves table entries swaps in without running the compiler at all.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -144,7 +144,9 @@ async function wasmFor(source: string, sourceHash: string, cacheDir: string | un
   if (cacheDir && file) {
     // Write then rename, so a reader never sees half a module.
     await mkdir(cacheDir, { recursive: true });
-    const tmp = `${file}.${process.pid}.tmp`;
+    // Unique per call: worker threads share process.pid, and two of them compiling the same set
+    // at once would rename each other's file away (ENOENT), failing a compile that succeeded.
+    const tmp = `${file}.${process.pid}.${randomUUID()}.tmp`;
     await writeFile(tmp, wasm);
     await rename(tmp, file);
   }

@@ -1,0 +1,27 @@
+/** `towerwatch bench e2e`: the end-to-end benchmark from the command line. */
+import type { Command } from 'commander';
+import { integerOption } from '../core/cliSupport.js';
+import { runE2eCli } from './e2e.js';
+
+export function registerBenchCommands(program: Command): void {
+  const bench = program.command('bench').description('Benchmarks (results in bench/results/)');
+  bench
+    .command('e2e')
+    .description('nats-server + pipeline + embedded ClickHouse fed by the simulator: events/s, publish→alert latency, RSS, CPU')
+    .option('--events <n>', 'events to publish', integerOption('--events'), 1_000_000)
+    .option('--rate <events/s>', 'publish rate (0: as fast as the simulator can)', integerOption('--rate', true), 0)
+    .option('--frame-size <n>', 'events per frame', integerOption('--frame-size'), 1000)
+    .option('--threads <n>', 'pipeline worker threads (default: the cores available)', integerOption('--threads'))
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { events: number; rate: number; frameSize: number; threads?: number; json?: boolean }) => {
+      const result = await runE2eCli({
+        events: opts.events,
+        rate: opts.rate,
+        frameSize: opts.frameSize,
+        threads: opts.threads,
+        json: opts.json ?? false,
+        log: (line) => process.stderr.write(`${line}\n`),
+      });
+      if (!result.ok) process.exitCode = 1;
+    });
+}

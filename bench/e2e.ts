@@ -1,0 +1,205 @@
+/**
+ * End-to-end benchmark: a nats-server and the pipeline (in this process, owning an embedded
+ * ClickHouse as `up` does), fed by the simulator in a child process. Publishes N events,
+ * waits until every one is stored, checks the counts in ClickHouse, and reports sustained
+ * events/s, publish→alert latency percentiles, peak RSS and CPU of each process.
+ */
+import { spawn } from 'node:child_process';
+import { readFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Unpackr } from 'msgpackr';
+import { ControlPlaneStore } from '../core/controlPlane/index.js';
+import { connectNats } from '../core/natsConnection.js';
+import { startNatsServer } from '../core/natsServer.js';
+import { seedWorld } from '../fixtures/seed.js';
+import { generateWorld } from '../fixtures/world.js';
+import { startPipelineService } from '../pipeline/service.js';
+import { round, writeResults } from './benchReport.js';
+
+export interface E2eOptions {
+  events: number;
+  /** Events/s; 0 = as fast as the simulator can. */
+  rate: number;
+  frameSize: number;
+  threads?: number | undefined;
+  /** Give up waiting for the pipeline after this long. */
+  timeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface E2eResult {
+  events_published: number;
+  events_stored: number;
+  violations_expected: number;
+  violations_stored: number;
+  events_per_s: number;
+  latency_ms: { p50: number; p95: number; p99: number };
+  rss_mb: { bench: number; nats_server: number; simulator: number };
+  cpu_s: { bench: number; nats_server: number; simulator: number };
+  publish_events_per_s: number;
+  duration_s: number;
+  ok: boolean;
+  pipeline: { batches: number; events_per_batch: number; insert_ms_per_batch: number };
+}
+
+const CLI = fileURLToPath(new URL('../bin/towerwatch.js', import.meta.url));
+const SEED = 42;
+
+export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
+  const log = opts.log ?? (() => undefined);
+  const dataDir = await mkdtemp(join(tmpdir(), 'towerwatch-e2e-'));
+  const server = await startNatsServer({ storeDir: join(dataDir, 'nats') });
+  const nc = await connectNats(server.url, 'towerwatch bench e2e');
+  const peak = { bench: 0, nats_server: 0, simulator: 0 };
+  let simulatorPid: number | null = null;
+  const sampler = setInterval(() => {
+    peak.bench = Math.max(peak.bench, process.memoryUsage().rss);
+    void rssOf(server.pid).then((r) => (peak.nats_server = Math.max(peak.nats_server, r)));
+    if (simulatorPid !== null) void rssOf(simulatorPid).then((r) => (peak.simulator = Math.max(peak.simulator, r)));
+  }, 250);
+  try {
+    const world = generateWorld({ seed: SEED });
+    await seedWorld(await ControlPlaneStore.open(nc), world);
+    const service = await startPipelineService({
+      config: { clickhouseUrl: null, dataDir, retentionDays: 30 },
+      nc,
+      natsUrl: server.url,
+      log,
+      statusEverySeconds: 0,
+      pipeline: opts.threads ? { threads: opts.threads } : {},
+    });
+    try {
+      const latencies: number[] = [];
+      const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+      const sub = nc.subscribe('alerts.*', {
+        callback: (_err, msg) => {
+          const now = Date.now();
+          const body = unpackr.unpack(msg.data) as { alerts: Array<{ ts: number }> };
+          for (const a of body.alerts) latencies.push(now - a.ts);
+        },
+      });
+      const cpuBefore = process.cpuUsage();
+      const natsCpuBefore = await cpuOf(server.pid);
+      // The clock starts at the first event the pipeline takes (the simulator first compiles
+      // every enterprise's policies, which is not the pipeline's time).
+      let started = 0;
+      const firstEvent = setInterval(() => {
+        if (started === 0 && service.pipeline.counters.fetched > 0) started = performance.now();
+      }, 5);
+      const sim = await runSimulator(server.url, opts, (pid) => (simulatorPid = pid));
+      log(`bench: published ${sim.summary.events} events in ${(sim.summary.elapsedMs / 1000).toFixed(1)} s; waiting for the pipeline`);
+      const deadline = Date.now() + (opts.timeoutMs ?? 300_000);
+      while (service.pipeline.counters.events < sim.summary.events && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      clearInterval(firstEvent);
+      const seconds = (performance.now() - (started || performance.now())) / 1000;
+      await new Promise((r) => setTimeout(r, 200)); // the last alerts in flight
+      sub.unsubscribe();
+      const cpu = process.cpuUsage(cpuBefore);
+      const natsCpu = (await cpuOf(server.pid)) - natsCpuBefore;
+      const q = async (sql: string): Promise<number> => {
+        const rs = await service.clickhouse.client.query({ query: sql, format: 'JSONEachRow' });
+        return Number(((await rs.json()) as Array<{ n: unknown }>)[0]?.n ?? 0);
+      };
+      const stored = await q('SELECT count() AS n FROM app_usage');
+      const violations = await q('SELECT count() AS n FROM violations');
+      latencies.sort((a, b) => a - b);
+      const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN;
+      const mb = (b: number): number => round(b / 2 ** 20, 1);
+      return {
+        events_published: sim.summary.events,
+        events_stored: stored,
+        violations_expected: sim.summary.expectedViolations ?? 0,
+        violations_stored: violations,
+        events_per_s: round(stored / seconds),
+        latency_ms: { p50: pct(50), p95: pct(95), p99: pct(99) },
+        rss_mb: { bench: mb(peak.bench), nats_server: mb(peak.nats_server), simulator: mb(peak.simulator) },
+        cpu_s: { bench: round((cpu.user + cpu.system) / 1e6, 1), nats_server: round(natsCpu, 1), simulator: round(sim.cpuSeconds, 1) },
+        publish_events_per_s: round(sim.summary.eventsPerSecond),
+        duration_s: round(seconds, 1),
+        ok: stored === sim.summary.events && violations === (sim.summary.expectedViolations ?? 0),
+        pipeline: {
+          batches: service.pipeline.counters.batches,
+          events_per_batch: round(service.pipeline.counters.events / Math.max(1, service.pipeline.counters.batches)),
+          insert_ms_per_batch: round(service.pipeline.counters.insertMs / Math.max(1, service.pipeline.counters.batches), 1),
+        },
+      };
+    } finally {
+      await service.stop();
+    }
+  } finally {
+    clearInterval(sampler);
+    await nc.drain().catch(() => nc.close());
+    await server.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+interface SimulatorRun {
+  summary: { events: number; expectedViolations: number | null; elapsedMs: number; eventsPerSecond: number };
+  cpuSeconds: number;
+}
+
+function runSimulator(natsUrl: string, opts: E2eOptions, onPid: (pid: number) => void): Promise<SimulatorRun> {
+  const args = [CLI, 'simulate', 'run', '--skip-seed', '--json', '--seed', String(SEED), '--events', String(opts.events), '--rate', String(opts.rate), '--frame-size', String(opts.frameSize), '--discovery', '0'];
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { env: { ...process.env, NATS_URL: natsUrl }, stdio: ['ignore', 'pipe', 'pipe'] });
+    if (child.pid !== undefined) onPid(child.pid);
+    let out = '';
+    let err = '';
+    let cpu = 0;
+    const poll = setInterval(() => {
+      if (child.pid !== undefined) void cpuOf(child.pid).then((c) => (cpu = Math.max(cpu, c)));
+    }, 250);
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('exit', (code) => {
+      clearInterval(poll);
+      if (code !== 0) return reject(new Error(`simulator exited with ${code}: ${err.slice(-2000)}`));
+      try {
+        resolve({ summary: JSON.parse(out.trim().split('\n').pop() ?? '') as SimulatorRun['summary'], cpuSeconds: cpu });
+      } catch (e) {
+        reject(new Error(`simulator printed no summary: ${out.slice(-500)} ${err.slice(-500)}`, { cause: e }));
+      }
+    });
+  });
+}
+
+async function rssOf(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const kb = /VmRSS:\s+(\d+)/.exec(status)?.[1];
+  return kb ? Number(kb) * 1024 : 0;
+}
+
+/** User + system CPU seconds of a process, from /proc (Linux). */
+async function cpuOf(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
+  return ticks / 100;
+}
+
+export async function runE2eCli(opts: E2eOptions & { json: boolean }): Promise<E2eResult> {
+  const result = await benchE2e(opts);
+  const file = await writeResults('e2e', { options: { events: opts.events, rate: opts.rate, frame_size: opts.frameSize }, ...result });
+  if (opts.json) {
+    const { events_published, events_stored, violations_expected, violations_stored, events_per_s, latency_ms, rss_mb } = result;
+    process.stdout.write(`${JSON.stringify({ events_published, events_stored, violations_expected, violations_stored, events_per_s, latency_ms, rss_mb: round(rss_mb.bench + rss_mb.nats_server, 1) })}\n`);
+  } else {
+    console.table({
+      'events published': result.events_published,
+      'events stored': result.events_stored,
+      'violations expected / stored': `${result.violations_expected} / ${result.violations_stored}`,
+      'sustained events/s (publish → stored)': result.events_per_s,
+      'simulator publish events/s': result.publish_events_per_s,
+      'publish→alert latency p50 / p95 / p99 ms': `${result.latency_ms.p50} / ${result.latency_ms.p95} / ${result.latency_ms.p99}`,
+      'peak RSS MB (bench+pipeline / nats-server / simulator)': `${result.rss_mb.bench} / ${result.rss_mb.nats_server} / ${result.rss_mb.simulator}`,
+      'CPU s (bench+pipeline / nats-server / simulator)': `${result.cpu_s.bench} / ${result.cpu_s.nats_server} / ${result.cpu_s.simulator}`,
+    });
+  }
+  process.stderr.write(`bench: ${result.ok ? 'counts match' : 'COUNTS DO NOT MATCH'}; results written to ${file}\n`);
+  return result;
+}

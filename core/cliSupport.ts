@@ -1,0 +1,45 @@
+/**
+ * What every subcommand does the same way: print an error without a stack trace and exit 1,
+ * and load the configuration or say precisely which variable is wrong.
+ */
+import { InvalidArgumentError } from 'commander';
+import { ConfigError, loadConfig, type Config } from './config.js';
+
+export function fail(message: string): never {
+  process.stderr.write(`error: ${message}\n`);
+  process.exit(1);
+}
+
+export function loadConfigOrExit(): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message);
+    throw err;
+  }
+}
+
+/** commander argument parsers whose messages name the flag. */
+export function integerOption(flag: string, allowZero = false): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n < 0 || (!allowZero && n === 0)) throw new InvalidArgumentError(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got '${value}'`);
+    return n;
+  };
+}
+
+export function numberOption(flag: string, allowZero = false): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) throw new InvalidArgumentError(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} number, got '${value}'`);
+    return n;
+  };
+}
+
+export function ratioOption(flag: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError(`${flag} must be a number from 0 to 1, got '${value}'`);
+    return n;
+  };
+}
