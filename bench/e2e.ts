@@ -71,6 +71,7 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
       pipeline: opts.threads ? { threads: opts.threads } : {},
     });
     try {
+      await service.pipeline.ready();
       const latencies: number[] = [];
       const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
       const sub = nc.subscribe('alerts.*', {

@@ -91,6 +91,7 @@ export class Pipeline {
   #loop: Promise<void> = Promise.resolve();
   #failure: Error | null = null;
   #pausedUntil = 0;
+  #ready: Promise<void> = Promise.resolve();
   /** The consumer's actual ack_wait (it may predate this process's options). */
   #ackWaitMs = ACK_WAIT_MS;
 
@@ -122,9 +123,16 @@ export class Pipeline {
   static async start(opts: PipelineOptions): Promise<Pipeline> {
     const pipeline = new Pipeline(opts);
     const consumer = await pipeline.#ensureConsumer();
-    await pipeline.#warmUp();
+    pipeline.#ready = pipeline.#warmUp();
+    // A worker that cannot start fails its first batch too; stop() also ends warm-ups early.
+    pipeline.#ready.catch(() => undefined);
     pipeline.#loop = pipeline.#run(consumer);
     return pipeline;
+  }
+
+  /** Resolves once every worker has loaded the control plane and compiled the policies. */
+  ready(): Promise<void> {
+    return this.#ready;
   }
 
   /** Rejects if the loop failed for good (not for data: bad data goes to the dead-letter path). */
@@ -137,13 +145,14 @@ export class Pipeline {
     this.#stopping = true;
     await this.#loop.catch(() => undefined);
     await Promise.allSettled(this.#inFlight);
-    await this.#pool.close({ force: true });
+    // Every batch has settled above; what may still run is a warm-up compile: end it now.
+    await this.#pool.destroy();
   }
 
   /**
-   * Starts every worker (control-plane view loaded, policies compiled) before the first batch,
-   * so the first events do not wait seconds behind a compiler. An empty task keeps a worker
-   * busy until it is ready, so N at once reach N workers.
+   * Starts every worker (control-plane view loaded, policies compiled) right away rather than
+   * on its first batch, so early events do not wait seconds behind a compiler. An empty task
+   * keeps a worker busy until it is ready, so N at once reach N workers.
    */
   async #warmUp(): Promise<void> {
     const empty: WorkerTask = { messages: [], skipViolations: [], skipDeadLetters: [] };
