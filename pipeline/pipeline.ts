@@ -91,6 +91,8 @@ export class Pipeline {
   #loop: Promise<void> = Promise.resolve();
   #failure: Error | null = null;
   #pausedUntil = 0;
+  /** Stream sequences some batch of this process is working on. */
+  readonly #seqsInFlight = new Set<number>();
   #ready: Promise<void> = Promise.resolve();
   /** The consumer's actual ack_wait (it may predate this process's options). */
   #ackWaitMs = ACK_WAIT_MS;
@@ -230,25 +232,33 @@ export class Pipeline {
     const sink = this.#opts.sink;
     // Keep the messages ours while ClickHouse is slow, instead of letting them be redelivered.
     const keepAlive = setInterval(() => batch.forEach((m) => m.working()), this.#ackWaitMs / 3);
+    let owned: number[] = [];
     try {
-      let todo = batch;
-      let skipViolations: number[] = [];
-      let skipDeadLetters: number[] = [];
-      const redelivered = batch.filter((m) => m.redelivered).map((m) => m.seq);
-      if (redelivered.length > 0) {
-        const [usage, violations, dead] = await Promise.all([
-          sink.storedSeqs('app_usage', redelivered),
-          sink.storedSeqs('violations', redelivered),
-          sink.storedSeqs('dead_letters', redelivered),
-        ]);
-        // In app_usage means done (it is written last); anything else is processed again,
-        // minus the rows already stored.
-        todo = batch.filter((m) => !usage.has(m.seq));
-        c.redeliveredSkipped += batch.length - todo.length;
-        for (const m of batch) if (usage.has(m.seq)) m.ack();
-        skipViolations = [...violations];
-        skipDeadLetters = [...dead];
+      // One copy per stream sequence. nats-server 2.9 can hand out a message twice in one
+      // fetch after a failed delivery (one copy not even marked redelivered; fixed upstream in
+      // nats-server#5305), and a copy may arrive while another batch still holds the first:
+      // that one is left unacked here, and comes back later to be found stored.
+      const unique = new Map<number, JsMsg>();
+      for (const m of batch) {
+        if (this.#seqsInFlight.has(m.seq)) continue;
+        const seen = unique.get(m.seq);
+        if (!seen || m.redelivered) unique.set(m.seq, m);
       }
+      owned = [...unique.keys()];
+      for (const seq of owned) this.#seqsInFlight.add(seq);
+      // Delivery counts cannot be trusted (above), so every sequence is looked up.
+      const [usage, violations, dead] = await Promise.all([
+        sink.storedSeqs('app_usage', owned),
+        sink.storedSeqs('violations', owned),
+        sink.storedSeqs('dead_letters', owned),
+      ]);
+      // In app_usage means done (it is written last); anything else is processed again,
+      // minus the rows already stored.
+      const todo = [...unique.values()].filter((m) => !usage.has(m.seq));
+      c.redeliveredSkipped += unique.size - todo.length;
+      for (const m of batch) if (usage.has(m.seq) && unique.has(m.seq)) m.ack();
+      const skipViolations = [...violations];
+      const skipDeadLetters = [...dead];
       if (todo.length === 0) return;
       const task: WorkerTask = {
         messages: todo.map((m) => ({ seq: m.seq, subject: m.subject, data: m.data })),
@@ -279,7 +289,8 @@ export class Pipeline {
       c.insertMs += performance.now() - started;
 
       for (const a of r.alerts) this.#opts.nc.publish(`alerts.${a.enterpriseId}`, a.payload);
-      for (const m of todo) m.ack();
+      const done = new Set(todo.map((m) => m.seq));
+      for (const m of batch) if (done.has(m.seq)) m.ack();
 
       c.batches++;
       c.messages += todo.length;
@@ -293,6 +304,7 @@ export class Pipeline {
       Object.assign(c.policyVersions, r.policyVersions);
     } finally {
       clearInterval(keepAlive);
+      for (const seq of owned) this.#seqsInFlight.delete(seq);
     }
   }
 
