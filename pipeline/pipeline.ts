@@ -37,8 +37,6 @@ export interface PipelineOptions {
   threads?: number;
   /** Messages (frames) per batch. @default 64 */
   batchMessages?: number;
-  /** How long a batch waits to fill. @default 50 */
-  batchWaitMs?: number;
   /** Batches in flight at once. @default threads + 1 */
   maxInFlight?: number;
   consumer?: string;
@@ -99,13 +97,13 @@ export class Pipeline {
 
   private constructor(opts: PipelineOptions) {
     const threads = opts.threads ?? Math.max(1, availableParallelism());
+    // Defaults after the spread: an option passed as `undefined` must not erase its default.
     this.#opts = {
+      ...opts,
       threads,
       batchMessages: opts.batchMessages ?? 64,
-      batchWaitMs: opts.batchWaitMs ?? 50,
       maxInFlight: opts.maxInFlight ?? threads + 1,
       consumer: opts.consumer ?? DEFAULT_CONSUMER,
-      ...opts,
       ackWaitMs: opts.ackWaitMs ?? ACK_WAIT_MS,
     };
     this.#js = jetstream(opts.nc);

@@ -7,7 +7,7 @@ import { workerData } from 'node:worker_threads';
 import { Packr } from 'msgpackr';
 import { ControlPlaneView } from '../core/controlPlane/index.js';
 import { connectNats } from '../core/natsConnection.js';
-import { APP_USAGE_TSV_TYPES, DEAD_LETTER_TSV_TYPES, VIOLATIONS_TSV_TYPES } from '../core/schema.js';
+import { APP_USAGE_TSV_TYPES, DEAD_LETTER_TSV_TYPES, VIOLATIONS_COLUMNS, VIOLATIONS_TSV_TYPES } from '../core/schema.js';
 import { encodeTsv } from '../core/tsv.js';
 import { encodeAlerts, processBatch, type BatchMessage, type DeadLetter, type RemediationRequest } from './batchProcessor.js';
 import { controlPlaneDirectory } from './controlPlaneDirectory.js';
@@ -50,6 +50,7 @@ interface WorkerState {
 }
 
 const config = workerData as WorkerConfig;
+const VIOLATION_SEQ_COLUMN = VIOLATIONS_COLUMNS.indexOf('stream_seq');
 const packr = new Packr({ useRecords: false });
 let state: Promise<WorkerState> | null = null;
 
@@ -58,7 +59,6 @@ async function init(): Promise<WorkerState> {
   const view = await ControlPlaneView.open(nc);
   const registry = await PolicyRegistry.open(view, {
     cacheDir: config.cacheDir,
-    onCompiled: process.env['TOWERWATCH_DEBUG_POLICIES'] ? (e, hash, ms, cached) => process.stderr.write(`pipeline worker: ${e} policy version ${hash} (${cached ? `${cached} cache` : `compiled in ${ms.toFixed(0)} ms`})\n`) : undefined,
     onError: (enterpriseId, err) => process.stderr.write(`pipeline: policies of ${enterpriseId} did not compile; the previous version stays in force: ${err.message}\n`),
   });
   return { view, registry, directory: controlPlaneDirectory(view) };
@@ -67,9 +67,8 @@ async function init(): Promise<WorkerState> {
 export default async function runBatch(task: WorkerTask): Promise<WorkerResult> {
   const s = await (state ??= init());
   const out = processBatch(task.messages, { directory: s.directory, view: s.view, module: (id) => s.registry.module(id) });
-  const seqColumnOfViolations = 8;
   const skipV = new Set(task.skipViolations);
-  const violations = skipV.size ? out.violations.filter((r) => !skipV.has(r[seqColumnOfViolations] as number)) : out.violations;
+  const violations = skipV.size ? out.violations.filter((r) => !skipV.has(r[VIOLATION_SEQ_COLUMN] as number)) : out.violations;
   const skipD = new Set(task.skipDeadLetters);
   const deadLetters = skipD.size ? out.deadLetters.filter((d) => !skipD.has(d.seq)) : out.deadLetters;
   // Dead letters already stored were also published to the DLQ stream before the crash.
