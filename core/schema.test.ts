@@ -10,6 +10,8 @@ import {
   currentTtlDays,
   DEAD_LETTER_COLUMNS,
   migrate,
+  MIGRATIONS,
+  PER_MINUTE,
   queryDeviceLastSeen,
   SCHEMA_VERSION,
   TTL_COLUMNS,
@@ -43,6 +45,11 @@ async function open(database: string): Promise<ClickHouseHandle> {
 
 async function rows<T>(h: ClickHouseHandle, query: string, query_params?: Record<string, unknown>): Promise<T[]> {
   return (await h.client.query({ query, format: 'JSONEachRow', ...(query_params ? { query_params } : {}) })).json<T>();
+}
+
+/** Runs a query that must be answered from a projection (ClickHouse refuses it otherwise). */
+async function projected<T>(h: ClickHouseHandle, query: string): Promise<T[]> {
+  return (await h.client.query({ query, format: 'JSONEachRow', clickhouse_settings: { force_optimize_projection: 1 } })).json<T>();
 }
 
 const INSERT_SETTINGS = { date_time_input_format: 'basic' } as const;
@@ -79,11 +86,11 @@ function usage(over: Partial<AppUsageRow> = {}): AppUsageRow {
   };
 }
 
-test('migrate creates every table and view, and a second run is a no-op', async () => {
+test('migrate creates every table and projection, and a second run is a no-op', async () => {
   const h = await open('schema_idem');
   const first = await migrate(h, { retentionDays: 30 });
-  assert.deepEqual(first.applied, [1, 2]);
-  assert.equal(SCHEMA_VERSION, 2);
+  assert.deepEqual(first.applied, [1, 2, 3]);
+  assert.equal(SCHEMA_VERSION, 3);
   // The tables were created with the TTL already right.
   assert.deepEqual(first.ttlChanged, []);
   const second = await migrate(h, { retentionDays: 30 });
@@ -97,17 +104,21 @@ test('migrate creates every table and view, and a second run is a no-op', async 
   assert.deepEqual(Object.fromEntries(tables.map((t) => [t.name, t.engine])), {
     app_usage: 'MergeTree',
     dead_letters: 'MergeTree',
-    device_sightings: 'AggregatingMergeTree',
-    device_sightings_mv: 'MaterializedView',
     schema_migrations: 'ReplacingMergeTree',
-    usage_per_minute: 'SummingMergeTree',
-    usage_per_minute_mv: 'MaterializedView',
     violations: 'MergeTree',
-    violations_per_minute: 'SummingMergeTree',
-    violations_per_minute_mv: 'MaterializedView',
   });
+  const projections = await rows<{ table: string; name: string }>(
+    h,
+    'SELECT table, name FROM system.projections WHERE database = {db:String} ORDER BY table, name',
+    { db: h.database },
+  );
+  assert.deepEqual(projections, [
+    { table: 'app_usage', name: 'device_days' },
+    { table: 'app_usage', name: 'per_minute' },
+    { table: 'violations', name: 'per_minute' },
+  ]);
   const versions = await rows<{ version: number }>(h, `SELECT version FROM ${h.database}.schema_migrations ORDER BY version`);
-  assert.deepEqual(versions.map((v) => v.version), [1, 2]);
+  assert.deepEqual(versions.map((v) => v.version), [1, 2, 3]);
 });
 
 test('columns, types, keys and settings are as specified', async () => {
@@ -185,14 +196,44 @@ test('TTL follows retentionDays, changed only when it differs', async () => {
   await assert.rejects(migrate(h, { retentionDays: 0 }), /retentionDays must be an integer/);
 });
 
+test('upgrading from schema 2 builds the projections for rows stored before and drops the views', async () => {
+  const h = await open('schema_upgrade');
+  await h.client.command({
+    query: `CREATE TABLE ${h.database}.schema_migrations (version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version`,
+  });
+  for (const m of MIGRATIONS.filter((x) => x.version <= 2)) {
+    for (const statement of m.statements({ db: h.database, retentionDays: 30 })) await h.client.command({ query: statement });
+    await h.client.insert({ table: `${h.database}.schema_migrations`, values: [{ version: m.version, name: m.name }], format: 'JSONEachRow' });
+  }
+  const w = new TsvWriter();
+  for (let i = 0; i < 5; i++) writeAppUsageRow(w, usage({ event_id: i, ts: T0 + i * 60_000 }));
+  await h.insertFormatted({ table: 'app_usage', columns: APP_USAGE_COLUMNS, format: 'TabSeparated', body: w.finish(), settings: INSERT_SETTINGS });
+
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3]);
+  const deadline = Date.now() + 20_000;
+  const built = async (): Promise<number> =>
+    Number(
+      (await rows<{ n: string }>(h, `SELECT count() AS n FROM system.projection_parts WHERE database = {db:String} AND table = 'app_usage' AND active`, { db: h.database }))[0]?.n,
+    );
+  while ((await built()) < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(await built(), 2, 'per_minute and device_days built for the part written at schema 2');
+  const perMinute = await projected<{ n: number }>(
+    h,
+    `SELECT toUInt32(count()) AS n FROM ${h.database}.app_usage WHERE enterprise_id = 'acme' GROUP BY ${PER_MINUTE.minute} ORDER BY ${PER_MINUTE.minute}`,
+  );
+  assert.deepEqual(perMinute, [{ n: 1 }, { n: 1 }, { n: 1 }, { n: 1 }, { n: 1 }]);
+  const left = await rows<{ name: string }>(h, `SELECT name FROM system.tables WHERE database = {db:String} AND name LIKE '%per_minute%' OR name LIKE 'device_sightings%'`, { db: h.database });
+  assert.deepEqual(left, []);
+});
+
 test('a database migrated by a newer towerwatch is refused', async () => {
   const h = await open('schema_newer');
   await migrate(h, { retentionDays: 30 });
   await h.client.insert({ table: `${h.database}.schema_migrations`, values: [{ version: 99, name: 'future' }], format: 'JSONEachRow' });
-  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(2\)/);
+  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(3\)/);
 });
 
-test('app_usage rows reach usage_per_minute and device_sightings; violations reach violations_per_minute', async () => {
+test('the per-minute and device projections answer the rollup queries (and are used: forced)', async () => {
   const h = await open('schema_mv');
   await migrate(h, { retentionDays: 30 });
   const t0 = T0;
@@ -204,13 +245,18 @@ test('app_usage rows reach usage_per_minute and device_sightings; violations rea
   writeAppUsageRow(w, usage({ event_id: 5, ts: t0 + 120_000, enterprise_id: '', device_id: 'stranger', verdict: 'unregistered', user_id: '', user_name: '', policy_id: '', policy_name: '', policy_version: 'none' }));
   await h.insertFormatted({ table: 'app_usage', columns: APP_USAGE_COLUMNS, format: 'TabSeparated', body: w.finish(), settings: INSERT_SETTINGS });
 
-  const perMinute = await rows<Record<string, unknown>>(
+  const perMinute = await projected<Record<string, unknown>>(
     h,
-    `SELECT enterprise_id, toString(toUnixTimestamp(minute) * 1000) AS minute_ms, tower_id, app_id, app_name, verdict,
-            toUInt32(sum(events)) AS events, toUInt32(sum(bytes_up)) AS up, toUInt32(sum(bytes_down)) AS down
-     FROM ${h.database}.usage_per_minute
-     WHERE enterprise_id = 'acme'
-     GROUP BY enterprise_id, minute, tower_id, app_id, app_name, verdict ORDER BY minute`,
+    `SELECT enterprise_id, toString(toUnixTimestamp(${PER_MINUTE.minute}) * 1000) AS minute_ms, tower_id, app_id, app_name, verdict,
+            toUInt32(count()) AS events, toUInt32(sum(bytes_up)) AS up, toUInt32(sum(bytes_down)) AS down
+     FROM ${h.database}.app_usage
+     WHERE enterprise_id = 'acme' AND ${PER_MINUTE.minute} >= toDateTime(0)
+     GROUP BY enterprise_id, ${PER_MINUTE.minute}, tower_id, app_id, app_name, verdict ORDER BY minute_ms`,
+  );
+  // A query on ts itself cannot be answered from the projection: forcing it says so.
+  await assert.rejects(
+    projected(h, `SELECT count() FROM ${h.database}.app_usage WHERE ts >= toDateTime64(0, 3) GROUP BY tower_id`),
+    /PROJECTION_NOT_USED|projection/i,
   );
   const minute = t0 - (t0 % 60_000);
   assert.deepEqual(perMinute, [
@@ -247,8 +293,8 @@ test('app_usage rows reach usage_per_minute and device_sightings; violations rea
   writeViolationRow(wv, { ...v, alert_id: 'att:nyc-002:4', event_id: 4, ts: v.ts + 1000 });
   await h.insertFormatted({ table: 'violations', columns: VIOLATIONS_COLUMNS, format: 'TabSeparated', body: wv.finish(), settings: INSERT_SETTINGS });
   assert.deepEqual(
-    await rows(h, `SELECT tower_id, app_id, user_id, user_name, policy_id, severity, toUInt32(sum(count)) AS n
-      FROM ${h.database}.violations_per_minute WHERE enterprise_id = 'acme'
+    await projected(h, `SELECT tower_id, app_id, user_id, user_name, policy_id, severity, toUInt32(count()) AS n
+      FROM ${h.database}.violations WHERE enterprise_id = 'acme'
       GROUP BY tower_id, app_id, user_id, user_name, policy_id, severity`),
     [{ tower_id: 'nyc-002', app_id: 'tiktok', user_id: 'u-1', user_name: 'Ada', policy_id: 'p-1', severity: 'high', n: 2 }],
   );

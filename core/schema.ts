@@ -9,13 +9,16 @@
  *   read in key order, and retention drops whole day-parts (`ttl_only_drop_parts`);
  *   drill-downs by device, user or alert use skip indexes; `stream_seq` has a minmax index
  *   for the redelivery check ({@link storedSeqsQuery}).
- * - per-minute rollups fed by materialized views (`usage_per_minute`, `violations_per_minute`,
- *   Summing) and the devices' sightings (`device_sightings`, Aggregating): dashboards read
- *   thousands of rows instead of millions. Rows of a rollup merge in the background, so read
- *   them with `sum(…)`/`…Merge(…)` and GROUP BY, never as they are.
+ * - per-minute rollups as aggregate projections of the raw tables (`per_minute` on both, and
+ *   `device_days` on app_usage for the devices' sightings): a projection is written into the
+ *   same data part as the rows it sums, so it is exact whatever is killed when (a materialized
+ *   view commits a part of its own, and a crash in between leaves it short), and it is
+ *   deduplicated with them. Dashboards read thousands of rows instead of millions when a query
+ *   groups by and filters on the projection's keys only: `toStartOfMinute(ts)`, not `ts`
+ *   (see {@link PER_MINUTE}); `force_optimize_projection = 1` turns a miss into an error.
  * - every table keeps the last 1000 insert tokens (`non_replicated_deduplication_window`) so
- *   that a retried batch with the same `insert_deduplication_token` is dropped, and the views'
- *   inserts with it.
+ *   that a retried batch with the same `insert_deduplication_token` is dropped, projections and
+ *   all.
  */
 import { ClickHouseOpenError, ClickHouseErrorCode, type ClickHouseHandle } from './clickhouse.js';
 import type { Remediation, Severity } from './domain.js';
@@ -280,18 +283,48 @@ const DT = "DateTime64(3, 'UTC')";
 const LC = 'LowCardinality(String)';
 const VERDICT_TYPE = `Enum8(${VERDICTS.map((v, i) => `'${v}' = ${i + 1}`).join(', ')})`;
 
-/** Tables with a retention TTL, and the time expression it counts from. */
+/** Tables with a retention TTL, and the time expression it counts from (projections go with their parts). */
 export const TTL_COLUMNS = {
   app_usage: 'toDateTime(ts)',
   violations: 'toDateTime(ts)',
   dead_letters: 'toDateTime(ts)',
-  usage_per_minute: 'minute',
-  violations_per_minute: 'minute',
-  device_sightings: 'day',
 } as const satisfies Record<string, string>;
 export type TtlTable = keyof typeof TTL_COLUMNS;
 
 const ttl = (table: TtlTable, days: number): string => `${TTL_COLUMNS[table]} + INTERVAL ${days} DAY`;
+
+/**
+ * The per-minute rollups, as projections. A query is answered from one when every column it
+ * reads is a key or aggregate of it: group by and filter on `PER_MINUTE.minute`, not on `ts`.
+ */
+export const PER_MINUTE = {
+  minute: 'toStartOfMinute(ts)',
+  /** app_usage: events and bytes by enterprise × minute × tower × app × verdict. */
+  usageKeys: ['enterprise_id', 'toStartOfMinute(ts)', 'tower_id', 'app_id', 'app_name', 'app_category', 'verdict'],
+  usageAggregates: ['count()', 'sum(bytes_up)', 'sum(bytes_down)'],
+  /** violations: count by enterprise × minute × tower × app × user × policy × severity. */
+  violationKeys: [
+    'enterprise_id', 'toStartOfMinute(ts)', 'tower_id', 'app_id', 'app_name', 'user_id', 'user_name', 'policy_id', 'policy_name', 'severity',
+  ],
+  violationAggregates: ['count()'],
+  /** app_usage: each device's sightings per day (first/last time, last tower and carrier). */
+  deviceKeys: ['enterprise_id', 'device_id', 'toDate(ts)'],
+  deviceAggregates: ['min(ts)', 'max(ts)', 'argMax(tower_id, ts)', 'argMax(carrier, ts)', 'count()'],
+} as const;
+
+export const PROJECTIONS = {
+  app_usage: { per_minute: [PER_MINUTE.usageKeys, PER_MINUTE.usageAggregates], device_days: [PER_MINUTE.deviceKeys, PER_MINUTE.deviceAggregates] },
+  violations: { per_minute: [PER_MINUTE.violationKeys, PER_MINUTE.violationAggregates] },
+} as const satisfies Record<string, Record<string, readonly [readonly string[], readonly string[]]>>;
+
+function projectionDdl(db: string, table: keyof typeof PROJECTIONS): string[] {
+  return Object.entries(PROJECTIONS[table]).flatMap(([name, [keys, aggregates]]) => [
+    `ALTER TABLE ${db}.${table} ADD PROJECTION IF NOT EXISTS ${name}
+      (SELECT ${[...keys, ...aggregates].join(', ')} GROUP BY ${keys.join(', ')})`,
+    // Builds it for parts written before (a background mutation; nothing to do on new tables).
+    `ALTER TABLE ${db}.${table} MATERIALIZE PROJECTION ${name}`,
+  ]);
+}
 
 /** Ordered migrations; append, never edit one that has shipped. */
 export const MIGRATIONS: readonly Migration[] = [
@@ -389,7 +422,7 @@ export const MIGRATIONS: readonly Migration[] = [
       ) ENGINE = SummingMergeTree((events, bytes_up, bytes_down))
       PARTITION BY toDate(minute)
       ORDER BY (enterprise_id, minute, tower_id, app_id, app_name, app_category, verdict)
-      TTL ${ttl('usage_per_minute', days)}
+      TTL minute + INTERVAL ${days} DAY
       ${TABLE_SETTINGS}`,
 
       `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.usage_per_minute_mv TO ${db}.usage_per_minute AS
@@ -422,7 +455,7 @@ export const MIGRATIONS: readonly Migration[] = [
       ) ENGINE = SummingMergeTree((count))
       PARTITION BY toDate(minute)
       ORDER BY (enterprise_id, minute, tower_id, app_id, app_name, user_id, user_name, policy_id, policy_name, severity)
-      TTL ${ttl('violations_per_minute', days)}
+      TTL minute + INTERVAL ${days} DAY
       ${TABLE_SETTINGS}`,
 
       `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.violations_per_minute_mv TO ${db}.violations_per_minute AS
@@ -455,7 +488,7 @@ export const MIGRATIONS: readonly Migration[] = [
       ) ENGINE = AggregatingMergeTree
       PARTITION BY day
       ORDER BY (enterprise_id, device_id)
-      TTL ${ttl('device_sightings', days)}
+      TTL day + INTERVAL ${days} DAY
       ${TABLE_SETTINGS}`,
 
       `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.device_sightings_mv TO ${db}.device_sightings AS
@@ -487,6 +520,18 @@ export const MIGRATIONS: readonly Migration[] = [
         ADD INDEX IF NOT EXISTS idx_stream_seq stream_seq TYPE minmax GRANULARITY 1`,
       `ALTER TABLE ${db}.dead_letters
         ADD INDEX IF NOT EXISTS idx_stream_seq stream_seq TYPE minmax GRANULARITY 1`,
+    ],
+  },
+  {
+    version: 3,
+    name: 'per-minute rollups as projections (exact after a crash), views and rollup tables dropped',
+    statements: ({ db }) => [
+      ...projectionDdl(db, 'app_usage'),
+      ...projectionDdl(db, 'violations'),
+      ...['usage_per_minute', 'violations_per_minute', 'device_sightings'].flatMap((t) => [
+        `DROP VIEW IF EXISTS ${db}.${t}_mv`,
+        `DROP TABLE IF EXISTS ${db}.${t}`,
+      ]),
     ],
   },
 ];
@@ -619,7 +664,10 @@ export interface DeviceLastSeenQuery {
   limit?: number;
 }
 
-/** Each device's last sighting (tower, carrier, time) and first sighting, newest first. */
+/**
+ * Each device's last sighting (tower, carrier, time) and first sighting, newest first, read from
+ * app_usage's `device_days` projection (one row per device and day per part).
+ */
 export async function queryDeviceLastSeen(handle: ClickHouseHandle, q: DeviceLastSeenQuery = {}): Promise<DeviceLastSeen[]> {
   const where: string[] = [];
   const params: Record<string, unknown> = { limit: q.limit ?? 1000 };
@@ -632,7 +680,8 @@ export async function queryDeviceLastSeen(handle: ClickHouseHandle, q: DeviceLas
     params['devices'] = [...q.deviceIds];
   }
   if (q.sinceMs !== undefined) {
-    where.push("day >= toDate(fromUnixTimestamp64Milli({since:Int64}, 'UTC'))");
+    // On the projection's key (a day), not on ts, so that the projection answers it.
+    where.push("toDate(ts) >= toDate(fromUnixTimestamp64Milli({since:Int64}, 'UTC'))");
     params['since'] = q.sinceMs;
   }
   const rows = await (
@@ -640,12 +689,12 @@ export async function queryDeviceLastSeen(handle: ClickHouseHandle, q: DeviceLas
       query: `SELECT
           enterprise_id,
           device_id,
-          toUnixTimestamp64Milli(min(first_ts)) AS first_seen_ms,
-          toUnixTimestamp64Milli(max(last_ts)) AS last_seen_ms,
-          argMaxMerge(last_tower_id) AS last_tower_id,
-          argMaxMerge(last_carrier) AS last_carrier,
-          sum(events) AS events
-        FROM ${handle.database}.device_sightings
+          toUnixTimestamp64Milli(min(ts)) AS first_seen_ms,
+          toUnixTimestamp64Milli(max(ts)) AS last_seen_ms,
+          CAST(argMax(tower_id, ts) AS String) AS last_tower_id,
+          CAST(argMax(carrier, ts) AS String) AS last_carrier,
+          count() AS events
+        FROM ${handle.database}.app_usage
         ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
         GROUP BY enterprise_id, device_id
         ORDER BY last_seen_ms DESC, device_id
