@@ -12,13 +12,15 @@ export function registerBenchCommands(program: Command): void {
     .option('--rate <events/s>', 'publish rate (0: as fast as the simulator can)', integerOption('--rate', true), 0)
     .option('--frame-size <n>', 'events per frame', integerOption('--frame-size'), 1000)
     .option('--threads <n>', 'pipeline worker threads (default: the cores available)', integerOption('--threads'))
+    .option('--prefill', 'publish everything first, then time the pipeline draining the stream alone')
     .option('--json', 'print one JSON object')
-    .action(async (opts: { events: number; rate: number; frameSize: number; threads?: number; json?: boolean }) => {
+    .action(async (opts: { events: number; rate: number; frameSize: number; threads?: number; prefill?: boolean; json?: boolean }) => {
       const result = await runE2eCli({
         events: opts.events,
         rate: opts.rate,
         frameSize: opts.frameSize,
         threads: opts.threads,
+        prefill: opts.prefill ?? false,
         json: opts.json ?? false,
         log: (line) => process.stderr.write(`${line}\n`),
       });

@@ -37,6 +37,11 @@ export interface PipelineOptions {
   threads?: number;
   /** Messages (frames) per batch. @default 64 */
   batchMessages?: number;
+  /**
+   * How long a batch waits to fill once its first message is in. Under load batches fill at
+   * once; at a trickle this bounds the latency a message adds waiting for company. @default 5
+   */
+  lingerMs?: number;
   /** Batches in flight at once. @default threads + 1 */
   maxInFlight?: number;
   consumer?: string;
@@ -102,6 +107,7 @@ export class Pipeline {
       ...opts,
       threads,
       batchMessages: opts.batchMessages ?? 64,
+      lingerMs: opts.lingerMs ?? 5,
       maxInFlight: opts.maxInFlight ?? threads + 1,
       consumer: opts.consumer ?? DEFAULT_CONSUMER,
       ackWaitMs: opts.ackWaitMs ?? ACK_WAIT_MS,
@@ -180,46 +186,49 @@ export class Pipeline {
   }
 
   async #run(consumer: Consumer): Promise<void> {
-    const { batchMessages, maxInFlight } = this.#opts;
-    while (!this.#stopping) {
-      if (this.#failure) throw this.#failure;
-      while (this.#inFlight.size >= maxInFlight) await Promise.race(this.#inFlight);
-      if (this.#pausedUntil > Date.now()) {
-        await sleep(Math.min(1000, this.#pausedUntil - Date.now()));
-        continue;
-      }
-      let batch: JsMsg[] = [];
-      try {
-        const iter = await consumer.fetch({ max_messages: batchMessages, expires: 1000 });
-        for await (const m of iter) {
-          batch.push(m);
-          if (this.#stopping) break;
+    const { batchMessages, maxInFlight, lingerMs } = this.#opts;
+    // A continuous pull (consume) rather than fetch-per-batch: a fetch waits out its expiry to
+    // fill, and with nats-server 2.9 a message sent to a just-expired fetch stays unseen until
+    // ack_wait redelivers it (a minute). The consumer's own buffer (two batches) is refilled
+    // only as it is read, so a busy pipeline stops pulling.
+    const messages = await consumer.consume({ max_messages: batchMessages * 2, expires: 30_000 });
+    const queue = new MessageQueue(messages, batchMessages * 2, (err) =>
+      this.#opts.log?.(`pipeline: consuming failed, retrying: ${err.message}`),
+    );
+    // Buffered messages belong to this process as much as batches do.
+    const keepAlive = setInterval(() => queue.forEach((m) => m.working()), this.#ackWaitMs / 3);
+    try {
+      while (!this.#stopping) {
+        if (this.#failure) throw this.#failure;
+        while (this.#inFlight.size >= maxInFlight) await Promise.race(this.#inFlight);
+        if (this.#pausedUntil > Date.now()) {
+          await sleep(Math.min(1000, this.#pausedUntil - Date.now()));
+          continue;
         }
-      } catch (err) {
-        if (this.#stopping) break;
-        this.#opts.log?.(`pipeline: fetch failed, retrying: ${(err as Error).message}`);
-        await sleep(500);
-        continue;
+        const batch = await queue.take(batchMessages, lingerMs, () => this.#stopping);
+        if (batch.length === 0) continue;
+        this.counters.fetched += batch.length;
+        const p: Promise<void> = this.#process(batch)
+          .catch(async (err: unknown) => {
+            if (err instanceof ClickHouseSinkError && err.code === SinkErrorCode.RetriesExhausted) {
+              // ClickHouse is down: hand the messages back for later and hold off fetching.
+              this.#opts.log?.(`pipeline: ${err.message}; pausing ${PAUSE_ON_OUTAGE_MS / 1000} s, nothing is lost`);
+              for (const m of batch) m.nak(PAUSE_ON_OUTAGE_MS);
+              this.#pausedUntil = Date.now() + PAUSE_ON_OUTAGE_MS;
+              return;
+            }
+            // A bug, or ClickHouse refusing the rows for good: not acked, so nothing is lost
+            // (JetStream redelivers), but going on would spin.
+            this.#failure ??= err instanceof Error ? err : new Error(String(err));
+          })
+          .finally(() => this.#inFlight.delete(p));
+        this.#inFlight.add(p);
       }
-      if (batch.length === 0) continue;
-      this.counters.fetched += batch.length;
-      const fetched = batch;
-      const p: Promise<void> = this.#process(fetched)
-        .catch(async (err: unknown) => {
-          if (err instanceof ClickHouseSinkError && err.code === SinkErrorCode.RetriesExhausted) {
-            // ClickHouse is down: hand the messages back for later and hold off fetching.
-            this.#opts.log?.(`pipeline: ${err.message}; pausing ${PAUSE_ON_OUTAGE_MS / 1000} s, nothing is lost`);
-            for (const m of fetched) m.nak(PAUSE_ON_OUTAGE_MS);
-            this.#pausedUntil = Date.now() + PAUSE_ON_OUTAGE_MS;
-            return;
-          }
-          // A bug, or ClickHouse refusing the rows for good: not acked, so nothing is lost
-          // (JetStream redelivers), but going on would spin.
-          this.#failure ??= err instanceof Error ? err : new Error(String(err));
-        })
-        .finally(() => this.#inFlight.delete(p));
-      this.#inFlight.add(p);
-      batch = [];
+    } finally {
+      clearInterval(keepAlive);
+      await messages.close().catch(() => undefined);
+      // Taken from the server but never processed: back at once, for another replica or the next start.
+      for (const m of queue.drain()) m.nak();
     }
     await Promise.allSettled(this.#inFlight);
     if (this.#failure) throw this.#failure;
@@ -306,6 +315,84 @@ export class Pipeline {
     }
   }
 
+}
+
+/**
+ * Messages read ahead from a consume() iterator, handed out in batches: `take` waits for a
+ * first message, then up to `lingerMs` for the batch to fill. Reading stops while `capacity`
+ * messages wait, which stops the consumer pulling more from the server.
+ */
+class MessageQueue {
+  readonly #buf: JsMsg[] = [];
+  #wake: (() => void) | null = null;
+  #space: (() => void) | null = null;
+  #ended = false;
+
+  constructor(
+    messages: AsyncIterable<JsMsg>,
+    readonly capacity: number,
+    onError: (err: Error) => void,
+  ) {
+    void (async () => {
+      try {
+        for await (const m of messages) {
+          this.#buf.push(m);
+          this.#notify();
+          while (this.#buf.length >= this.capacity && !this.#ended) await new Promise<void>((r) => (this.#space = r));
+          if (this.#ended) break;
+        }
+      } catch (err) {
+        onError(err instanceof Error ? err : new Error(String(err)));
+      }
+    })();
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  #wait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#wake = null;
+        resolve();
+      }, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  /** Up to `max` messages: [] when none came within a second or `stopped()` turned true. */
+  async take(max: number, lingerMs: number, stopped: () => boolean): Promise<JsMsg[]> {
+    if (this.#buf.length === 0) await this.#wait(1000);
+    if (this.#buf.length === 0 || stopped()) return [];
+    const until = performance.now() + lingerMs;
+    while (this.#buf.length < max && !stopped()) {
+      const left = until - performance.now();
+      if (left <= 0) break;
+      await this.#wait(left);
+    }
+    const batch = this.#buf.splice(0, max);
+    const space = this.#space;
+    this.#space = null;
+    space?.();
+    return batch;
+  }
+
+  forEach(fn: (m: JsMsg) => void): void {
+    this.#buf.forEach(fn);
+  }
+
+  /** Ends reading; returns what was read and not taken. */
+  drain(): JsMsg[] {
+    this.#ended = true;
+    this.#space?.();
+    return this.#buf.splice(0);
+  }
 }
 
 function sleep(ms: number): Promise<void> {
