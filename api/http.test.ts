@@ -1,0 +1,103 @@
+/** The HTTP layer against a real uWebSockets.js server and real HTTP requests (fetch). */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { z } from 'zod';
+import { ApiError } from './errors.js';
+import { startHttpServer, type HttpServer } from './http.js';
+import { loadUws } from './uws.js';
+
+let server: HttpServer;
+
+before(async () => {
+  server = await startHttpServer({
+    bodyLimitBytes: 1024,
+    log: () => undefined,
+    routes: [
+      { method: 'get', path: '/healthz', summary: 'liveness', handler: () => ({ body: { status: 'ok' } }) },
+      {
+        method: 'post',
+        path: '/echo',
+        summary: 'echo',
+        body: z.strictObject({ name: z.string().min(1), count: z.number().int().optional() }),
+        handler: async ({ body }) => {
+          await new Promise((r) => setTimeout(r, 5)); // a reply written after an await is corked
+          return { status: 201, body };
+        },
+      },
+      {
+        method: 'get',
+        path: '/roles/{role_id}/policies/{policy_id}',
+        summary: 'params',
+        query: z.strictObject({ page: z.coerce.number().int().min(1).default(1) }),
+        handler: ({ params, query }) => ({ body: { ...params, page: query.page } }),
+      },
+      { method: 'get', path: '/teapot', summary: 'refuses', handler: () => { throw new ApiError(409, 'conflict', 'no', { why: 'test' }); } },
+      { method: 'get', path: '/bug', summary: 'a bug', handler: () => { throw new Error('secret internals'); } },
+    ],
+  });
+});
+after(() => server.close());
+
+async function call(path: string, init?: RequestInit): Promise<{ status: number; body: any; headers: Headers }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const r = await fetch(`${server.url}${path}`, init);
+  const text = await r.text();
+  return { status: r.status, body: text === '' ? null : JSON.parse(text), headers: r.headers };
+}
+const post = (path: string, body: string): RequestInit => ({ method: 'POST', body, headers: { 'content-type': 'application/json' } });
+
+test('the native uWebSockets.js build is loaded (not the ws fallback)', () => {
+  const uws = loadUws();
+  assert.equal(typeof uws.App, 'function');
+  assert.equal(typeof uws.us_socket_local_port, 'function');
+});
+
+test('GET returns JSON; path params and coerced query parameters', async () => {
+  assert.deepEqual(await call('/healthz').then((r) => [r.status, r.body, r.headers.get('content-type')]), [200, { status: 'ok' }, 'application/json']);
+  const r = await call('/roles/r%201/policies/p-2?page=3');
+  assert.deepEqual([r.status, r.body], [200, { role_id: 'r 1', policy_id: 'p-2', page: 3 }]);
+});
+
+test('a valid body is parsed and answered after an await', async () => {
+  const r = await call('/echo', post('/echo', JSON.stringify({ name: 'ada', count: 2 })));
+  assert.deepEqual([r.status, r.body], [201, { name: 'ada', count: 2 }]);
+});
+
+test('malformed JSON → 400 malformed_json, in the envelope', async () => {
+  const r = await call('/echo', post('/echo', '{"name": '));
+  assert.equal(r.status, 400);
+  assert.equal(r.body.error.code, 'malformed_json');
+  assert.equal(typeof r.body.error.message, 'string');
+  assert.ok('details' in r.body.error);
+});
+
+test('unknown fields and wrong types → 400 validation_failed listing each issue', async () => {
+  const r = await call('/echo', post('/echo', JSON.stringify({ name: '', extra: 1 })));
+  assert.equal(r.status, 400);
+  assert.equal(r.body.error.code, 'validation_failed');
+  const paths = (r.body.error.details as Array<{ path: string }>).map((d) => d.path).sort();
+  assert.deepEqual(paths, ['body', 'body.name']);
+  const q = await call('/roles/a/policies/b?page=0&bogus=1');
+  assert.equal(q.status, 400);
+  assert.equal(q.body.error.code, 'validation_failed');
+});
+
+test('a body over the limit → 413; a missing body where one is required → 400', async () => {
+  const r = await call('/echo', post('/echo', JSON.stringify({ name: 'x'.repeat(5000) })));
+  assert.equal(r.status, 413);
+  assert.equal(r.body.error.code, 'body_too_large');
+  const empty = await call('/echo', { method: 'POST' });
+  assert.equal(empty.status, 400);
+  assert.equal(empty.body.error.code, 'validation_failed');
+});
+
+test('errors: ApiError keeps its status; a bug is a 500 without internals; unknown route 404; wrong method 405', async () => {
+  assert.deepEqual(await call('/teapot').then((r) => [r.status, r.body]), [409, { error: { code: 'conflict', message: 'no', details: { why: 'test' } } }]);
+  const bug = await call('/bug');
+  assert.equal(bug.status, 500);
+  assert.equal(bug.body.error.code, 'internal');
+  assert.doesNotMatch(JSON.stringify(bug.body), /secret/);
+  const missing = await call('/nope');
+  assert.deepEqual([missing.status, missing.body.error.code], [404, 'not_found']);
+  const wrong = await call('/healthz', { method: 'DELETE' });
+  assert.deepEqual([wrong.status, wrong.body.error.code, wrong.headers.get('allow')], [405, 'method_not_allowed', 'GET']);
+});
