@@ -38,7 +38,7 @@ before(async () => {
 });
 after(() => server.close());
 
-async function call(path: string, init?: RequestInit): Promise<{ status: number; body: any; headers: Headers }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+async function call(path: string, init?: RequestInit): Promise<{ status: number; body: any; headers: Headers }> {
   const r = await fetch(`${server.url}${path}`, init);
   const text = await r.text();
   return { status: r.status, body: text === '' ? null : JSON.parse(text), headers: r.headers };

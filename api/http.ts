@@ -41,7 +41,8 @@ export interface Route<Q = unknown, B = unknown> {
 }
 
 export interface HttpServerOptions {
-  routes: readonly Route<any, any>[]; // eslint-disable-line @typescript-eslint/no-explicit-any
+  // Each route's own Q and B are checked where it is declared; the table holds them all.
+  routes: readonly Route<any, any>[];
   /** @default 0 (a free port) */
   port?: number;
   /** @default '127.0.0.1' */
@@ -123,8 +124,13 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       const path = req.getUrl();
       const rawQuery = req.getQuery() ?? '';
       const remoteAddress = Buffer.from(res.getRemoteAddressAsText()).toString();
-      const hasBody = route.method !== 'get' && route.method !== 'del';
-      const body = hasBody ? readBody(res, limit, aborted) : (res.onAborted(() => (aborted.value = true)), Promise.resolve(Buffer.alloc(0)));
+      let body: Promise<Buffer>;
+      if (route.method === 'get' || route.method === 'del') {
+        res.onAborted(() => (aborted.value = true));
+        body = Promise.resolve(Buffer.alloc(0));
+      } else {
+        body = readBody(res, limit, aborted);
+      }
       void (async () => {
         try {
           const query = parse(route.query, Object.fromEntries(new URLSearchParams(rawQuery)), 'query');

@@ -69,22 +69,20 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
   try {
     const world = generateWorld({ seed: SEED });
     await seedWorld(await ControlPlaneStore.open(nc), world);
-    const startService = () =>
-      startPipelineService({
-        config: { clickhouseUrl: null, dataDir, retentionDays: 30 },
-        nc,
-        natsUrl: server.url,
-        log,
-        statusEverySeconds: 0,
-        pipeline: opts.threads ? { threads: opts.threads } : {},
-      });
     let prefilled: SimulatorRun | null = null;
     if (opts.prefill) {
       prefilled = await runSimulator(server.url, opts, (pid) => (simulatorPid = pid));
       simulatorPid = null;
       log(`bench: prefilled the stream with ${prefilled.summary.events} events; starting the pipeline`);
     }
-    const service = await startService();
+    const service = await startPipelineService({
+      config: { clickhouseUrl: null, dataDir, retentionDays: 30 },
+      nc,
+      natsUrl: server.url,
+      log,
+      statusEverySeconds: 0,
+      pipeline: opts.threads ? { threads: opts.threads } : {},
+    });
     try {
       await service.pipeline.ready();
       const latencies: number[] = [];

@@ -293,32 +293,40 @@ export type TtlTable = keyof typeof TTL_COLUMNS;
 
 const ttl = (table: TtlTable, days: number): string => `${TTL_COLUMNS[table]} + INTERVAL ${days} DAY`;
 
+/** Minute of an event, as the per-minute projections key it. */
+const MINUTE = 'toStartOfMinute(ts)';
+
 /**
  * The per-minute rollups, as projections. A query is answered from one when every column it
  * reads is a key or aggregate of it: group by and filter on `PER_MINUTE.minute`, not on `ts`.
  */
-export const PER_MINUTE = {
-  minute: 'toStartOfMinute(ts)',
-  /** app_usage: events and bytes by enterprise × minute × tower × app × verdict. */
-  usageKeys: ['enterprise_id', 'toStartOfMinute(ts)', 'tower_id', 'app_id', 'app_name', 'app_category', 'verdict'],
-  usageAggregates: ['count()', 'sum(bytes_up)', 'sum(bytes_down)'],
-  /** violations: count by enterprise × minute × tower × app × user × policy × severity. */
-  violationKeys: [
-    'enterprise_id', 'toStartOfMinute(ts)', 'tower_id', 'app_id', 'app_name', 'user_id', 'user_name', 'policy_id', 'policy_name', 'severity',
-  ],
-  violationAggregates: ['count()'],
-  /** app_usage: each device's sightings per day (first/last time, last tower and carrier). */
-  deviceKeys: ['enterprise_id', 'device_id', 'toDate(ts)'],
-  deviceAggregates: ['min(ts)', 'max(ts)', 'argMax(tower_id, ts)', 'argMax(carrier, ts)', 'count()'],
-} as const;
+export const PER_MINUTE = { minute: MINUTE } as const;
 
+/** Projections by table: the keys they group by and the aggregates they keep. */
 export const PROJECTIONS = {
-  app_usage: { per_minute: [PER_MINUTE.usageKeys, PER_MINUTE.usageAggregates], device_days: [PER_MINUTE.deviceKeys, PER_MINUTE.deviceAggregates] },
-  violations: { per_minute: [PER_MINUTE.violationKeys, PER_MINUTE.violationAggregates] },
-} as const satisfies Record<string, Record<string, readonly [readonly string[], readonly string[]]>>;
+  app_usage: {
+    /** Events and bytes by enterprise × minute × tower × app × verdict. */
+    per_minute: {
+      keys: ['enterprise_id', MINUTE, 'tower_id', 'app_id', 'app_name', 'app_category', 'verdict'],
+      aggregates: ['count()', 'sum(bytes_up)', 'sum(bytes_down)'],
+    },
+    /** Each device's sightings per day (first/last time, last tower and carrier). */
+    device_days: {
+      keys: ['enterprise_id', 'device_id', 'toDate(ts)'],
+      aggregates: ['min(ts)', 'max(ts)', 'argMax(tower_id, ts)', 'argMax(carrier, ts)', 'count()'],
+    },
+  },
+  violations: {
+    /** Violations by enterprise × minute × tower × app × user × policy × severity. */
+    per_minute: {
+      keys: ['enterprise_id', MINUTE, 'tower_id', 'app_id', 'app_name', 'user_id', 'user_name', 'policy_id', 'policy_name', 'severity'],
+      aggregates: ['count()'],
+    },
+  },
+} as const satisfies Record<string, Record<string, { keys: readonly string[]; aggregates: readonly string[] }>>;
 
 function projectionDdl(db: string, table: keyof typeof PROJECTIONS): string[] {
-  return Object.entries(PROJECTIONS[table]).flatMap(([name, [keys, aggregates]]) => [
+  return Object.entries(PROJECTIONS[table]).flatMap(([name, { keys, aggregates }]) => [
     `ALTER TABLE ${db}.${table} ADD PROJECTION IF NOT EXISTS ${name}
       (SELECT ${[...keys, ...aggregates].join(', ')} GROUP BY ${keys.join(', ')})`,
     // Builds it for parts written before (a background mutation; nothing to do on new tables).

@@ -7,6 +7,7 @@ import { ClickHouseError } from '@clickhouse/client';
 import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
 import { migrate, writeAppUsageRow, writeDeadLetterRow, type AppUsageRow } from '../core/schema.js';
 import { TsvWriter } from '../core/tsv.js';
+import { projectionTotalQuery } from '../core/testing/rollups.js';
 import { ClickHouseSink, ClickHouseSinkError, isTransientInsertError, type InsertMetrics, type RetryInfo } from './clickhouseSink.js';
 
 // One embedded data directory per test process; each test gets its own database.
@@ -58,12 +59,12 @@ test('the same token stores a batch once (projections included); another token s
   await sink.insert('app_usage', body, { token: 'app_usage:1-1' });
   await sink.insert('app_usage', body, { token: 'app_usage:1-1' });
   assert.equal(await count(h, `SELECT count() AS n FROM ${h.database}.app_usage`), 50);
-  assert.equal(await count(h, `SELECT sum(c) AS n FROM (SELECT count() AS c FROM ${h.database}.app_usage GROUP BY enterprise_id, toStartOfMinute(ts), tower_id, app_id) SETTINGS force_optimize_projection = 1`), 50);
-  assert.equal(await count(h, `SELECT sum(c) AS n FROM (SELECT count() AS c FROM ${h.database}.app_usage GROUP BY enterprise_id, device_id) SETTINGS force_optimize_projection = 1`), 50);
+  assert.equal(await count(h, projectionTotalQuery('app_usage', 'per_minute', h.database)), 50);
+  assert.equal(await count(h, projectionTotalQuery('app_usage', 'device_days', h.database)), 50);
 
   await sink.insert('app_usage', body, { token: 'app_usage:1-1-again', rows: 50 });
   assert.equal(await count(h, `SELECT count() AS n FROM ${h.database}.app_usage`), 100);
-  assert.equal(await count(h, `SELECT sum(c) AS n FROM (SELECT count() AS c FROM ${h.database}.app_usage GROUP BY enterprise_id, toStartOfMinute(ts), tower_id, app_id) SETTINGS force_optimize_projection = 1`), 100);
+  assert.equal(await count(h, projectionTotalQuery('app_usage', 'per_minute', h.database)), 100);
 
   assert.equal(metrics.length, 3);
   assert.deepEqual(metrics.map((m) => [m.table, m.rows, m.bytes, m.attempts]), [

@@ -21,6 +21,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
 import { ensureStreams, USAGE_STREAM } from '../core/streams.js';
+import { projectionTotalQuery } from '../core/testing/rollups.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { publishTraffic, type PublishProgress } from '../fixtures/publisher.js';
 import { seedWorld } from '../fixtures/seed.js';
@@ -263,8 +264,8 @@ describe('pipeline crash safety (child processes, embedded ClickHouse)', () => {
       const violations = await scalar(ch, 'SELECT count() FROM violations');
       const distinctAlerts = await scalar(ch, 'SELECT uniqExact(alert_id) FROM violations');
       const deadLetters = await scalar(ch, 'SELECT count() FROM dead_letters');
-      const perMinute = await scalar(ch, 'SELECT sum(c) AS n FROM (SELECT count() AS c FROM app_usage GROUP BY enterprise_id, toStartOfMinute(ts), tower_id, app_id) SETTINGS force_optimize_projection = 1');
-      const violationsPerMinute = await scalar(ch, 'SELECT sum(c) FROM (SELECT count() AS c FROM violations GROUP BY enterprise_id, toStartOfMinute(ts), user_id) SETTINGS force_optimize_projection = 1');
+      const perMinute = await scalar(ch, projectionTotalQuery('app_usage', 'per_minute'));
+      const violationsPerMinute = await scalar(ch, projectionTotalQuery('violations', 'per_minute'));
       const verdicts = await ch.client.query({ query: 'SELECT verdict, count() FROM app_usage GROUP BY verdict ORDER BY verdict', format: 'JSONCompactEachRow' });
       t.diagnostic(`verdicts: ${(await verdicts.json<[string, string]>()).map(([v, n]) => `${v} ${n}`).join(', ')}`);
       t.diagnostic(`stored: ${count} rows, ${distinct} distinct events, ${messages} messages, ${violations} violations, ${deadLetters} dead letters, per-minute ${perMinute}/${violationsPerMinute}`);
@@ -310,7 +311,7 @@ describe('pipeline crash safety (child processes, embedded ClickHouse)', () => {
         const count = await scalar(ch, 'SELECT count() FROM app_usage');
         const distinct = await scalar(ch, 'SELECT uniqExact(carrier, tower_id, event_id) FROM app_usage');
         assert.equal(distinct, count, `no duplicates within ${procs[i]?.name}`);
-        assert.equal(await scalar(ch, 'SELECT sum(c) AS n FROM (SELECT count() AS c FROM app_usage GROUP BY enterprise_id, toStartOfMinute(ts), tower_id, app_id) SETTINGS force_optimize_projection = 1'), count, `the per-minute rollup of ${procs[i]?.name} sums to its rows`);
+        assert.equal(await scalar(ch, projectionTotalQuery('app_usage', 'per_minute')), count, `the per-minute rollup of ${procs[i]?.name} sums to its rows`);
         counts.push(count);
         const rs = await ch.client.query({ query: 'SELECT carrier, tower_id, event_id FROM app_usage', format: 'JSONCompactEachRow' });
         for (const [carrier, tower, eventId] of await rs.json<[string, string, string | number]>()) {

@@ -16,6 +16,7 @@ import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.
 import type { UsageEvent } from '../core/domain.js';
 import { migrate } from '../core/schema.js';
 import { ensureStreams, usageSubject, USAGE_DLQ_STREAM } from '../core/streams.js';
+import { projectionTotalQuery } from '../core/testing/rollups.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { encodeUsageFrame, usageMsgId } from '../core/wire.js';
 import { seedWorld } from '../fixtures/seed.js';
@@ -135,7 +136,7 @@ describe('pipeline', () => {
     assert.equal(john['tower_location'], 'New York City');
     assert.equal(john['policy_name'], 'Admin Policy');
     assert.equal(john['severity'], 'high');
-    const sum = await count('SELECT sum(c) AS n FROM (SELECT count() AS c FROM app_usage GROUP BY enterprise_id, toStartOfMinute(ts), tower_id, app_id) SETTINGS force_optimize_projection = 1');
+    const sum = await count(projectionTotalQuery('app_usage', 'per_minute'));
     assert.equal(sum, total, 'the per-minute projection counts every event once');
   });
 

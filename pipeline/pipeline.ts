@@ -10,7 +10,16 @@
  */
 import { availableParallelism } from 'node:os';
 import { createHash } from 'node:crypto';
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type Consumer, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
+import {
+  AckPolicy,
+  DeliverPolicy,
+  jetstream,
+  jetstreamManager,
+  type Consumer,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JsMsg,
+} from '@nats-io/jetstream';
 import { headers, type NatsConnection } from '@nats-io/transport-node';
 import { Piscina } from 'piscina';
 import { remediationSubject, USAGE_STREAM } from '../core/streams.js';
@@ -191,9 +200,10 @@ export class Pipeline {
     // fill, and with nats-server 2.9 a message sent to a just-expired fetch stays unseen until
     // ack_wait redelivers it (a minute). The consumer's own buffer (two batches) is refilled
     // only as it is read, so a busy pipeline stops pulling.
-    const messages = await consumer.consume({ max_messages: batchMessages * 2, expires: 30_000 });
-    const queue = new MessageQueue(messages, batchMessages * 2, (err) =>
-      this.#opts.log?.(`pipeline: consuming failed, retrying: ${err.message}`),
+    const queue = new MessageQueue(
+      () => consumer.consume({ max_messages: batchMessages * 2, expires: 30_000 }),
+      batchMessages * 2,
+      (err) => this.#opts.log?.(`pipeline: consuming failed, retrying: ${err.message}`),
     );
     // Buffered messages belong to this process as much as batches do.
     const keepAlive = setInterval(() => queue.forEach((m) => m.working()), this.#ackWaitMs / 3);
@@ -226,9 +236,8 @@ export class Pipeline {
       }
     } finally {
       clearInterval(keepAlive);
-      await messages.close().catch(() => undefined);
       // Taken from the server but never processed: back at once, for another replica or the next start.
-      for (const m of queue.drain()) m.nak();
+      for (const m of await queue.close()) m.nak();
     }
     await Promise.allSettled(this.#inFlight);
     if (this.#failure) throw this.#failure;
@@ -320,29 +329,38 @@ export class Pipeline {
 /**
  * Messages read ahead from a consume() iterator, handed out in batches: `take` waits for a
  * first message, then up to `lingerMs` for the batch to fill. Reading stops while `capacity`
- * messages wait, which stops the consumer pulling more from the server.
+ * messages wait, which stops the consumer pulling more from the server. An iterator that fails
+ * or ends before close() is reopened after a pause.
  */
 class MessageQueue {
   readonly #buf: JsMsg[] = [];
   #wake: (() => void) | null = null;
   #space: (() => void) | null = null;
   #ended = false;
+  #messages: ConsumerMessages | null = null;
+  readonly #pump: Promise<void>;
 
   constructor(
-    messages: AsyncIterable<JsMsg>,
+    open: () => Promise<ConsumerMessages>,
     readonly capacity: number,
     onError: (err: Error) => void,
   ) {
-    void (async () => {
-      try {
-        for await (const m of messages) {
-          this.#buf.push(m);
-          this.#notify();
-          while (this.#buf.length >= this.capacity && !this.#ended) await new Promise<void>((r) => (this.#space = r));
+    this.#pump = (async () => {
+      while (!this.#ended) {
+        try {
+          this.#messages = await open();
+          for await (const m of this.#messages) {
+            this.#buf.push(m);
+            this.#notify();
+            while (this.#buf.length >= this.capacity && !this.#ended) await new Promise<void>((r) => (this.#space = r));
+            if (this.#ended) break;
+          }
+          if (!this.#ended) throw new Error('the consumer stopped delivering');
+        } catch (err) {
           if (this.#ended) break;
+          onError(err instanceof Error ? err : new Error(String(err)));
+          await sleep(500);
         }
-      } catch (err) {
-        onError(err instanceof Error ? err : new Error(String(err)));
       }
     })();
   }
@@ -387,10 +405,12 @@ class MessageQueue {
     this.#buf.forEach(fn);
   }
 
-  /** Ends reading; returns what was read and not taken. */
-  drain(): JsMsg[] {
+  /** Stops reading and closes the consumer; returns what was read and not taken. */
+  async close(): Promise<JsMsg[]> {
     this.#ended = true;
     this.#space?.();
+    await this.#messages?.close().catch(() => undefined);
+    await this.#pump;
     return this.#buf.splice(0);
   }
 }
