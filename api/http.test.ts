@@ -13,11 +13,11 @@ before(async () => {
     bodyLimitBytes: 1024,
     log: () => undefined,
     routes: [
-      { method: 'get', path: '/healthz', summary: 'liveness', handler: () => ({ body: { status: 'ok' } }) },
+      { method: 'get', path: '/healthz', summary: 'liveness', tag: 't', access: 'public', handler: () => ({ body: { status: 'ok' } }) },
       {
         method: 'post',
         path: '/echo',
-        summary: 'echo',
+        summary: 'echo', tag: 't', access: 'public',
         body: z.strictObject({ name: z.string().min(1), count: z.number().int().optional() }),
         handler: async ({ body }) => {
           await new Promise((r) => setTimeout(r, 5)); // a reply written after an await is corked
@@ -27,12 +27,12 @@ before(async () => {
       {
         method: 'get',
         path: '/roles/{role_id}/policies/{policy_id}',
-        summary: 'params',
+        summary: 'params', tag: 't', access: 'public',
         query: z.strictObject({ page: z.coerce.number().int().min(1).default(1) }),
         handler: ({ params, query }) => ({ body: { ...params, page: query.page } }),
       },
-      { method: 'get', path: '/teapot', summary: 'refuses', handler: () => { throw new ApiError(409, 'conflict', 'no', { why: 'test' }); } },
-      { method: 'get', path: '/bug', summary: 'a bug', handler: () => { throw new Error('secret internals'); } },
+      { method: 'get', path: '/teapot', summary: 'refuses', tag: 't', access: 'public', handler: () => { throw new ApiError(409, 'conflict', 'no', { why: 'test' }); } },
+      { method: 'get', path: '/bug', summary: 'a bug', tag: 't', access: 'public', handler: () => { throw new Error('secret internals'); } },
     ],
   });
 });

@@ -5,6 +5,7 @@
  * first await (so everything is read up front), writes after an await are corked, and nothing
  * is written once the client aborted.
  */
+import { createHash } from 'node:crypto';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import { z } from 'zod';
 import { DEFAULT_BODY_LIMIT_BYTES, parseJson, readBody } from './body.js';
@@ -13,7 +14,9 @@ import { loadUws } from './uws.js';
 
 export type Method = 'get' | 'post' | 'put' | 'patch' | 'del';
 
-export interface RequestContext<Q, B> {
+export interface RequestContext<Q, B, P = unknown> {
+  /** Who is asking, as `authorize` found; null on public routes. */
+  readonly principal: P;
   readonly method: string;
   readonly path: string;
   readonly params: Readonly<Record<string, string>>;
@@ -27,17 +30,37 @@ export interface RequestContext<Q, B> {
 export interface Reply {
   status?: number;
   body?: unknown;
+  /** A reply that is not JSON (Prometheus text): sent as it is with `contentType`. */
+  text?: { body: string; contentType: string };
   headers?: Readonly<Record<string, string>>;
 }
 
-export interface Route<Q = unknown, B = unknown> {
+/** Who may call a route: anyone, or an authenticated account with this permission. */
+export type Access = 'public' | 'read' | 'history' | 'write';
+
+export interface Route<Q = unknown, B = unknown, P = any> {
   method: Method;
   /** e.g. `/roles/{role_id}/policies/{policy_id}` */
   path: string;
   summary: string;
+  /** OpenAPI tag. */
+  tag: string;
+  access: Access;
   query?: z.ZodType<Q>;
   body?: z.ZodType<B>;
-  handler: (ctx: RequestContext<Q, B>) => Reply | Promise<Reply>;
+  /** Shape of a successful reply body: documented in OpenAPI, checked in tests. */
+  response?: z.ZodType;
+  /** Status of a successful reply. @default 200 */
+  successStatus?: number;
+  handler: (ctx: RequestContext<Q, B, P>) => Reply | Promise<Reply>;
+}
+
+/** What the HTTP layer knows of a request before its body is read. */
+export interface RequestHead {
+  readonly method: string;
+  readonly path: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly remoteAddress: string;
 }
 
 export interface HttpServerOptions {
@@ -50,6 +73,14 @@ export interface HttpServerOptions {
   /** @default 64 KiB */
   bodyLimitBytes?: number;
   log?: (line: string) => void;
+  /** Finds the principal of a non-public route, or throws an ApiError (401, 403, 429). */
+  authorize?: (route: Route<any, any>, head: RequestHead) => unknown;
+  /** Called once per reply, for metrics. */
+  onReply?: (route: Route<any, any>, status: number, seconds: number) => void;
+  /** Validate every successful reply against the route's `response` schema (tests). */
+  checkResponses?: boolean;
+  /** Registers more handlers (the WebSocket) before the catch-all 404. */
+  extend?: (app: TemplatedApp) => void;
 }
 
 export interface HttpServer {
@@ -76,19 +107,49 @@ function parse<T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'quer
 }
 
 function send(res: HttpResponse, aborted: { value: boolean }, status: number, body: unknown, headers: Readonly<Record<string, string>> = {}): void {
+  sendRaw(res, aborted, status, status === 204 || status === 304 ? null : JSON.stringify(body), headers);
+}
+
+function sendRaw(res: HttpResponse, aborted: { value: boolean }, status: number, json: string | null, headers: Readonly<Record<string, string>>): void {
   if (aborted.value) return;
   res.cork(() => {
     res.writeStatus(statusLine(status));
     for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
-    if (status === 204 || status === 304) res.endWithoutBody();
-    else res.writeHeader('content-type', 'application/json').end(JSON.stringify(body));
+    if (json === null) res.endWithoutBody();
+    else res.writeHeader('content-type', 'application/json').end(json);
   });
 }
 
-function sendError(res: HttpResponse, aborted: { value: boolean }, err: unknown, log: (line: string) => void, what: string): void {
-  if (err instanceof ApiError) return send(res, aborted, err.status, err.body(), err.headers);
+/** A weak validator of a JSON reply: same bytes, same tag. */
+export function etagOf(json: string): string {
+  return `W/"${createHash('sha1').update(json).digest('base64url').slice(0, 22)}"`;
+}
+
+/** Whether an If-None-Match header names `etag` (weak comparison, `*` matches). */
+export function etagMatches(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false;
+  const bare = (t: string): string => t.trim().replace(/^W\//, '');
+  return header.split(',').some((t) => t.trim() === '*' || bare(t) === bare(etag));
+}
+
+function sendError(res: HttpResponse, aborted: { value: boolean }, err: unknown, log: (line: string) => void, what: string): number {
+  if (err instanceof ApiError) {
+    send(res, aborted, err.status, err.body(), err.headers);
+    return err.status;
+  }
   log(`api: ${what} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   send(res, aborted, 500, new ApiError(500, 'internal', 'internal error; the server log has the details').body());
+  return 500;
+}
+
+/** Query string to an object; a repeated parameter becomes an array. */
+function queryObject(raw: string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of new URLSearchParams(raw)) {
+    const prev = out[k];
+    out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+  }
+  return out;
 }
 
 /** `{name}` segments to uWS's `:name`, and the names in order. */
@@ -131,18 +192,41 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       } else {
         body = readBody(res, limit, aborted);
       }
+      const method = METHOD_NAME[route.method];
+      const started = performance.now();
       void (async () => {
+        let status: number;
         try {
-          const query = parse(route.query, Object.fromEntries(new URLSearchParams(rawQuery)), 'query');
+          const principal = route.access === 'public' ? null : await options.authorize?.(route, { method, path, headers, remoteAddress });
+          const query = parse(route.query, queryObject(rawQuery), 'query');
           const raw = await body;
           const json = parseJson(raw);
           const parsedBody = parse(route.body, json, 'body');
-          const reply = await route.handler({ method: METHOD_NAME[route.method], path, params, query, body: parsedBody, headers, remoteAddress });
-          send(res, aborted, reply.status ?? 200, reply.body ?? null, reply.headers);
+          const reply = await route.handler({ principal, method, path, params, query, body: parsedBody, headers, remoteAddress });
+          status = reply.status ?? route.successStatus ?? 200;
+          if (options.checkResponses && route.response !== undefined && status < 300) {
+            const checked = route.response.safeParse(reply.body);
+            if (!checked.success) throw new Error(`reply of ${method} ${route.path} does not match its documented schema: ${checked.error.message}`);
+          }
+          if (reply.text !== undefined) {
+            if (!aborted.value) res.cork(() => res.writeStatus(statusLine(status)).writeHeader('content-type', reply.text!.contentType).end(reply.text!.body));
+            options.onReply?.(route, status, (performance.now() - started) / 1000);
+            return;
+          }
+          const text = status === 204 ? null : JSON.stringify(reply.body ?? null);
+          if (route.method === 'get' && status === 200 && text !== null) {
+            const etag = reply.headers?.['etag'] ?? etagOf(text);
+            const replyHeaders = { 'cache-control': 'private, no-cache', ...reply.headers, etag };
+            if (etagMatches(headers['if-none-match'], etag)) {
+              status = 304;
+              sendRaw(res, aborted, 304, null, replyHeaders);
+            } else sendRaw(res, aborted, 200, text, replyHeaders);
+          } else sendRaw(res, aborted, status, text, reply.headers ?? {});
         } catch (err) {
           // A body still streaming in after an early error is dropped with the connection's request.
-          sendError(res, aborted, err, log, `${METHOD_NAME[route.method]} ${route.path}`);
+          status = sendError(res, aborted, err, log, `${method} ${route.path}`);
         }
+        options.onReply?.(route, status, (performance.now() - started) / 1000);
       })();
     });
   }
@@ -152,6 +236,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       send(res, { value: false }, 405, new ApiError(405, 'method_not_allowed', `${method} is not allowed here`, { allowed: methods }).body(), { allow: methods.join(', ') });
     });
   }
+  options.extend?.(app);
   app.any('/*', (res: HttpResponse, req: HttpRequest) => {
     send(res, { value: false }, 404, new ApiError(404, 'not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`).body());
   });

@@ -75,7 +75,7 @@ async function up(opts: UpFlags): Promise<void> {
     const streams = await ensureStreams(nc);
     log(`streams ${streams.map((s) => `${s.name} (${s.action})`).join(', ')}`);
     const world = makeWorld({ seed: worldSeed });
-    log(describeSeed(await seed(nc, world, false)));
+    log(describeSeed(await seed(nc, world, false, config.demoPassword)));
     pipeline = await startPipelineService({ config, nc, natsUrl: url, log: (line) => process.stderr.write(`${line}\n`) });
     if (opts.simulator) {
       log(`simulator publishing ${rate > 0 ? `${rate} events/s` : 'as fast as it can'}; Ctrl-C stops everything`);

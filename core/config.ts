@@ -22,6 +22,12 @@ export interface Config {
   /** Absolute directory for local state (nats-server store, chdb data). */
   readonly dataDir: string;
   readonly apiPort: number;
+  /** Address the api binds. */
+  readonly apiHost: string;
+  /** HMAC secret for access and refresh tokens; `null`: one generated and kept in NATS KV. */
+  readonly jwtSecret: string | null;
+  /** Requests per minute per console account. */
+  readonly rateLimitPerMinute: number;
   readonly retentionDays: number;
   readonly logLevel: LogLevel;
   readonly demoPassword: string;
@@ -30,6 +36,9 @@ export interface Config {
 export const DEFAULT_NATS_PORT = 4222;
 export const DEFAULT_DATA_DIR = './.towerwatch';
 export const DEFAULT_API_PORT = 8080;
+export const DEFAULT_API_HOST = '127.0.0.1';
+export const DEFAULT_RATE_LIMIT_PER_MINUTE = 100;
+export const MIN_JWT_SECRET_LENGTH = 32;
 export const DEFAULT_RETENTION_DAYS = 30;
 export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 export const DEFAULT_DEMO_PASSWORD = 'towerwatch-demo';
@@ -85,6 +94,28 @@ export const CONFIG_VARIABLES = [
     default: String(DEFAULT_API_PORT),
     expected: 'an integer 1–65535',
     description: 'HTTP and WebSocket port of the api.',
+  },
+  {
+    name: 'TOWERWATCH_API_HOST',
+    field: 'apiHost',
+    default: DEFAULT_API_HOST,
+    expected: 'a host name or IP address',
+    description: 'Address the api binds (0.0.0.0 to serve other machines, as in docker-compose).',
+  },
+  {
+    name: 'TOWERWATCH_JWT_SECRET',
+    field: 'jwtSecret',
+    default: null,
+    expected: `a string of at least ${MIN_JWT_SECRET_LENGTH} characters`,
+    description:
+      'HMAC-SHA256 key of the api\'s access and refresh tokens. Unset: a random one is generated once and kept in the NATS KV bucket towerwatch-auth, shared by every api node.',
+  },
+  {
+    name: 'TOWERWATCH_RATE_LIMIT',
+    field: 'rateLimitPerMinute',
+    default: String(DEFAULT_RATE_LIMIT_PER_MINUTE),
+    expected: 'an integer 1–1000000',
+    description: 'Api requests per minute per console account (429 with Retry-After beyond it).',
   },
   {
     name: 'TOWERWATCH_RETENTION_DAYS',
@@ -182,6 +213,17 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
     .optional()
     .transform((v) => v ?? DEFAULT_DATA_DIR),
   TOWERWATCH_API_PORT: integer(1, 65535, DEFAULT_API_PORT),
+  TOWERWATCH_API_HOST: z
+    .string()
+    .regex(/^[A-Za-z0-9.:_-]+$/)
+    .optional()
+    .transform((v) => v ?? DEFAULT_API_HOST),
+  TOWERWATCH_JWT_SECRET: z
+    .string()
+    .min(MIN_JWT_SECRET_LENGTH)
+    .optional()
+    .transform((v) => v ?? null),
+  TOWERWATCH_RATE_LIMIT: integer(1, 1_000_000, DEFAULT_RATE_LIMIT_PER_MINUTE),
   TOWERWATCH_RETENTION_DAYS: integer(1, MAX_RETENTION_DAYS, DEFAULT_RETENTION_DAYS),
   TOWERWATCH_LOG_LEVEL: z
     .string()

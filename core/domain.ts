@@ -66,6 +66,8 @@ export interface Enterprise {
   plan_id: string;
   /** IANA time zone used by time-window conditions in this enterprise's rules. */
   timezone: string;
+  /** Carriers whose SIMs the enterprise's devices use: their operators may see it. */
+  carrier_ids?: string[];
 }
 
 export interface Carrier {

@@ -1,0 +1,50 @@
+/** The one alert shape of `/dashboard/alerts` and `/ws/alerts`: the brief's fields plus where and which rule. */
+import { z } from 'zod';
+
+export const alertShape = z.strictObject({
+  alert_id: z.string(),
+  user_id: z.string(),
+  user_name: z.string(),
+  device_id: z.string(),
+  app_id: z.string(),
+  app_name: z.string(),
+  action: z.string(),
+  policy_id: z.string(),
+  policy_name: z.string(),
+  rule_id: z.string().nullable(),
+  severity: z.string(),
+  remediation: z.string().nullable(),
+  tower_id: z.string(),
+  tower_location: z.string(),
+  region: z.string(),
+  carrier: z.string(),
+  timestamp: z.string(),
+});
+export type AlertView = z.infer<typeof alertShape>;
+
+/** From a violations row or a pipeline alert (both carry these fields, `action` or `action_name`). */
+export function alertView(a: {
+  alert_id: string; ts: number; user_id: string; user_name: string; device_id: string; app_id: string; app_name: string;
+  action?: string; action_name?: string; policy_id: string; policy_name: string; rule_id: string | null; severity: string;
+  remediation: string | null; tower_id: string; tower_location: string; region: string; carrier: string;
+}): AlertView {
+  return {
+    alert_id: a.alert_id,
+    user_id: a.user_id,
+    user_name: a.user_name,
+    device_id: a.device_id,
+    app_id: a.app_id,
+    app_name: a.app_name,
+    action: a.action ?? a.action_name ?? '',
+    policy_id: a.policy_id,
+    policy_name: a.policy_name,
+    rule_id: a.rule_id === '' ? null : a.rule_id,
+    severity: a.severity,
+    remediation: a.remediation === '' ? null : a.remediation,
+    tower_id: a.tower_id,
+    tower_location: a.tower_location,
+    region: a.region,
+    carrier: a.carrier,
+    timestamp: new Date(a.ts).toISOString(),
+  };
+}

@@ -1,0 +1,310 @@
+/**
+ * `/ws/alerts`: violations pushed live to dashboards. One NATS subscription (`alerts.*`) per
+ * api process; each violation is published once per uWebSockets.js topic (`alerts/<enterprise>`,
+ * and `alerts/<enterprise>/severity/<s>` for sockets that filter on severity only), and uWS
+ * fans it out to every subscribed socket in C++. Sockets with other filters (tower, app, user)
+ * are few and are sent to one by one.
+ *
+ * A socket authenticates with `?token=<access token>` (checked before the upgrade: a bad one
+ * gets an HTTP 401) or with a first message `{"type":"auth","token":…}` within 5 s; sending a
+ * fresh token later extends the session. Close codes: 4001 unauthorized, 4002 token expired,
+ * 4003 forbidden, 4008 slow consumer, 4000 bad message.
+ */
+import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket } from 'uWebSockets.js';
+import { Unpackr } from 'msgpackr';
+import { z } from 'zod';
+import type { ControlPlaneView } from '../core/controlPlane/index.js';
+import { SEVERITIES } from '../core/domain.js';
+import { alertView, type AlertView } from './alerts.js';
+import type { AuthService, Principal } from './auth.js';
+import { ApiError, statusLine } from './errors.js';
+import type { ApiMetrics } from './metrics.js';
+import { validationError } from './http.js';
+import { scopeOf } from './tenancy.js';
+
+export const CLOSE = { badMessage: 4000, unauthorized: 4001, tokenExpired: 4002, forbidden: 4003, slowConsumer: 4008 } as const;
+export const DEFAULT_MAX_BACKPRESSURE_BYTES = 1024 * 1024;
+const AUTH_TIMEOUT_MS = 5000;
+const HEARTBEAT_EVERY_MS = 15_000;
+const SWEEP_EVERY_MS = 1000;
+
+const filtersSchema = z.strictObject({
+  token: z.string().min(1).max(4096).optional(),
+  enterprise_id: z.string().max(64).optional(),
+  severity: z
+    .string()
+    .transform((s) => s.split(',').map((x) => x.trim()))
+    .pipe(z.array(z.enum(SEVERITIES)).min(1))
+    .optional()
+    .describe('comma-separated'),
+  tower_id: z.string().max(64).optional(),
+  app_id: z.string().max(64).optional(),
+  user_id: z.string().max(64).optional(),
+});
+type Filters = z.infer<typeof filtersSchema>;
+
+interface SocketData {
+  filters: Filters;
+  principal: Principal | null;
+  enterprise: string | null;
+  authTimer: NodeJS.Timeout | null;
+  closed: boolean;
+}
+
+export interface AlertsSocketOptions {
+  nc: NatsConnection;
+  view: ControlPlaneView;
+  auth: AuthService;
+  metrics: ApiMetrics;
+  log: (line: string) => void;
+  /** A socket whose unsent data exceeds this is closed (4008). @default 1 MiB */
+  maxBackpressureBytes?: number;
+  /** @default 15000 */
+  heartbeatEveryMs?: number;
+}
+
+export interface AlertsSocket {
+  /** Registers `/ws/alerts` on the app. */
+  attach(app: TemplatedApp): void;
+  /** Sends a typed message to every socket of an enterprise (e.g. `device.discovered`). */
+  publish(enterprise: string, message: { type: string } & Record<string, unknown>): void;
+  readonly connections: number;
+  close(): Promise<void>;
+}
+
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+const topicOf = (enterprise: string): string => `alerts/${enterprise}`;
+const severityTopic = (enterprise: string, severity: string): string => `alerts/${enterprise}/severity/${severity}`;
+const needsOwnSend = (f: Filters): boolean => f.tower_id !== undefined || f.app_id !== undefined || f.user_id !== undefined;
+
+function matches(f: Filters, a: AlertView): boolean {
+  return (
+    (f.severity === undefined || f.severity.includes(a.severity as (typeof SEVERITIES)[number])) &&
+    (f.tower_id === undefined || f.tower_id === a.tower_id) &&
+    (f.app_id === undefined || f.app_id === a.app_id) &&
+    (f.user_id === undefined || f.user_id === a.user_id)
+  );
+}
+
+export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
+  const { view, auth, metrics, log } = options;
+  const maxBackpressure = options.maxBackpressureBytes ?? DEFAULT_MAX_BACKPRESSURE_BYTES;
+  const sockets = new Set<WebSocket<SocketData>>();
+  /** Sockets sent to one by one, per enterprise. */
+  const filtered = new Map<string, Set<WebSocket<SocketData>>>();
+  let app: TemplatedApp | null = null;
+  let sub: Subscription | null = null;
+
+  const end = (ws: WebSocket<SocketData>, code: number, reason: string, metric: string): void => {
+    const d = ws.getUserData();
+    if (d.closed) return;
+    d.closed = true;
+    metrics.socketsDropped.inc({ reason: metric });
+    ws.end(code, reason);
+  };
+
+  const subscribe = (ws: WebSocket<SocketData>, principal: Principal): void => {
+    const d = ws.getUserData();
+    const enterprise = scopeOf(view, principal, d.filters.enterprise_id);
+    if (d.enterprise !== null && d.enterprise !== enterprise) throw new ApiError(403, 'forbidden', 'a socket stays with its enterprise');
+    d.principal = principal;
+    if (d.enterprise !== null) return; // a refreshed token: subscriptions stay
+    d.enterprise = enterprise;
+    if (d.authTimer !== null) clearTimeout(d.authTimer);
+    d.authTimer = null;
+    ws.subscribe('heartbeat');
+    ws.subscribe(`enterprise/${enterprise}`);
+    if (needsOwnSend(d.filters)) {
+      let set = filtered.get(enterprise);
+      if (set === undefined) filtered.set(enterprise, (set = new Set()));
+      set.add(ws);
+    } else if (d.filters.severity !== undefined) {
+      for (const s of d.filters.severity) ws.subscribe(severityTopic(enterprise, s));
+    } else {
+      ws.subscribe(topicOf(enterprise));
+    }
+    ws.send(JSON.stringify({ type: 'subscribed', enterprise_id: enterprise, filters: { ...d.filters, token: undefined }, expires_at: new Date(principal.expiresAt * 1000).toISOString() }));
+  };
+
+  const refuse = (ws: WebSocket<SocketData>, err: unknown): void => {
+    if (err instanceof ApiError) {
+      const code = err.code === 'token_expired' ? CLOSE.tokenExpired : err.status === 403 || err.status === 400 ? CLOSE.forbidden : CLOSE.unauthorized;
+      end(ws, code, err.code, err.code);
+    } else {
+      log(`ws: ${err instanceof Error ? err.message : String(err)}`);
+      end(ws, 1011, 'internal', 'internal');
+    }
+  };
+
+  const deliver = (alerts: readonly Record<string, unknown>[]): void => {
+    if (app === null) return;
+    for (const raw of alerts) {
+      const a = alertView(raw as unknown as Parameters<typeof alertView>[0]);
+      const enterprise = String(raw['enterprise_id'] ?? '');
+      const msg = JSON.stringify({ type: 'alert', ...a });
+      metrics.alertsReceived.inc();
+      let sent = app.numSubscribers(topicOf(enterprise));
+      if (sent > 0) app.publish(topicOf(enterprise), msg);
+      const sevTopic = severityTopic(enterprise, a.severity);
+      const bySeverity = app.numSubscribers(sevTopic);
+      if (bySeverity > 0) app.publish(sevTopic, msg);
+      sent += bySeverity;
+      for (const ws of filtered.get(enterprise) ?? []) {
+        if (!matches(ws.getUserData().filters, a)) continue;
+        ws.send(msg);
+        sent++;
+      }
+      if (sent > 0) metrics.socketMessages.inc({ type: 'alert' }, sent);
+    }
+  };
+
+  const sweep = setInterval(() => {
+    const now = auth.nowSeconds();
+    for (const ws of sockets) {
+      const d = ws.getUserData();
+      if (d.closed) continue;
+      if (ws.getBufferedAmount() >= maxBackpressure) end(ws, CLOSE.slowConsumer, 'slow consumer: messages are not being read', 'slow_consumer');
+      else if (d.principal !== null && d.principal.expiresAt <= now) end(ws, CLOSE.tokenExpired, 'token expired: send a fresh one or reconnect', 'token_expired');
+      else if (d.principal !== null && auth.isRevoked(d.principal.family)) end(ws, CLOSE.unauthorized, 'session ended', 'session_revoked');
+    }
+  }, SWEEP_EVERY_MS);
+  sweep.unref();
+  const heartbeat = setInterval(() => {
+    if (app !== null && sockets.size > 0) app.publish('heartbeat', JSON.stringify({ type: 'heartbeat', ts: new Date().toISOString() }));
+  }, options.heartbeatEveryMs ?? HEARTBEAT_EVERY_MS);
+  heartbeat.unref();
+
+  sub = options.nc.subscribe('alerts.*', {
+    callback: (err, msg) => {
+      if (err !== null) return log(`ws: alerts subscription: ${err.message}`);
+      try {
+        // msgpack, as the pipeline publishes it (docs/wire-format.md).
+        const body = unpackr.unpack(msg.data) as { type?: string; alerts?: Record<string, unknown>[] };
+        if (Array.isArray(body.alerts)) deliver(body.alerts);
+      } catch (e) {
+        log(`ws: unreadable message on ${msg.subject}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    },
+  });
+
+  return {
+    get connections() {
+      return sockets.size;
+    },
+    publish(enterprise, message) {
+      if (app === null) return;
+      const topic = `enterprise/${enterprise}`;
+      const n = app.numSubscribers(topic);
+      if (n === 0) return;
+      app.publish(topic, JSON.stringify(message));
+      metrics.socketMessages.inc({ type: message.type }, n);
+    },
+    attach(target) {
+      app = target;
+      target.ws<SocketData>('/ws/alerts', {
+        maxPayloadLength: 16 * 1024,
+        // uWS drops what would exceed this (memory stays bounded); the sweep then closes the socket.
+        maxBackpressure,
+        closeOnBackpressureLimit: 0,
+        idleTimeout: 60,
+        sendPingsAutomatically: true,
+        upgrade: (res: HttpResponse, req: HttpRequest, context) => {
+          const key = req.getHeader('sec-websocket-key');
+          const protocol = req.getHeader('sec-websocket-protocol');
+          const extensions = req.getHeader('sec-websocket-extensions');
+          const parsed = filtersSchema.safeParse(Object.fromEntries(new URLSearchParams(req.getQuery() ?? '')));
+          const aborted = { value: false };
+          res.onAborted(() => (aborted.value = true));
+          const reject = (err: ApiError): void => {
+            if (aborted.value) return;
+            res.cork(() => res.writeStatus(statusLine(err.status)).writeHeader('content-type', 'application/json').end(JSON.stringify(err.body())));
+          };
+          if (!parsed.success) return reject(validationError('query', parsed.error));
+          const filters = parsed.data;
+          const data: SocketData = { filters, principal: null, enterprise: null, authTimer: null, closed: false };
+          void (async () => {
+            if (filters.token !== undefined) {
+              try {
+                const principal = await auth.verifyAccessToken(filters.token);
+                scopeOf(view, principal, filters.enterprise_id);
+                data.principal = principal;
+              } catch (err) {
+                if (err instanceof ApiError) return reject(err);
+                throw err;
+              }
+            }
+            if (aborted.value) return;
+            res.cork(() => res.upgrade(data, key, protocol, extensions, context));
+          })().catch((err: unknown) => {
+            log(`ws: upgrade failed: ${err instanceof Error ? err.message : String(err)}`);
+            reject(new ApiError(500, 'internal', 'internal error'));
+          });
+        },
+        open: (ws) => {
+          sockets.add(ws);
+          metrics.sockets.set(sockets.size);
+          const d = ws.getUserData();
+          if (d.principal !== null) {
+            try {
+              subscribe(ws, d.principal);
+            } catch (err) {
+              refuse(ws, err);
+            }
+          } else {
+            d.authTimer = setTimeout(() => end(ws, CLOSE.unauthorized, 'no auth message within 5 s', 'auth_timeout'), AUTH_TIMEOUT_MS);
+          }
+        },
+        message: (ws, message) => {
+          let m: { type?: unknown; token?: unknown };
+          try {
+            m = JSON.parse(Buffer.from(message).toString('utf8')) as typeof m;
+          } catch {
+            return end(ws, CLOSE.badMessage, 'messages must be JSON', 'bad_message');
+          }
+          if (m.type === 'ping') {
+            ws.send(JSON.stringify({ type: 'pong', ts: new Date().toISOString() }));
+            return;
+          }
+          if (m.type !== 'auth' || typeof m.token !== 'string') return end(ws, CLOSE.badMessage, 'expected {"type":"auth","token":…} or {"type":"ping"}', 'bad_message');
+          const token = m.token;
+          void auth.verifyAccessToken(token).then(
+            (principal) => {
+              if (ws.getUserData().closed) return;
+              try {
+                subscribe(ws, principal);
+              } catch (err) {
+                refuse(ws, err);
+              }
+            },
+            (err: unknown) => {
+              if (!ws.getUserData().closed) refuse(ws, err);
+            },
+          );
+        },
+        close: (ws) => {
+          const d = ws.getUserData();
+          d.closed = true;
+          if (d.authTimer !== null) clearTimeout(d.authTimer);
+          sockets.delete(ws);
+          if (d.enterprise !== null) filtered.get(d.enterprise)?.delete(ws);
+          metrics.sockets.set(sockets.size);
+        },
+      });
+    },
+    async close() {
+      clearInterval(sweep);
+      clearInterval(heartbeat);
+      sub?.unsubscribe();
+      sub = null;
+      for (const ws of [...sockets]) {
+        const d = ws.getUserData();
+        if (!d.closed) {
+          d.closed = true;
+          ws.end(1001, 'server shutting down');
+        }
+      }
+      await Promise.resolve();
+    },
+  };
+}

@@ -1,0 +1,616 @@
+/**
+ * The api against real components: nats-server, the pipeline into embedded ClickHouse (chdb),
+ * the uWebSockets.js server, fetch and a WebSocket client. Every reply is also checked against
+ * the route's documented schema (checkResponses), so the OpenAPI document stays true.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { Packr, Unpackr } from 'msgpackr';
+import WebSocket from 'ws';
+import { ControlPlaneStore } from '../core/controlPlane/index.js';
+import type { UsageEvent } from '../core/domain.js';
+import { hashPassword } from '../core/passwords.js';
+import { ensureStreams, REMEDIATION_STREAM, usageSubject } from '../core/streams.js';
+import { withNats } from '../core/testing/natsFixture.js';
+import { encodeUsageFrame, usageMsgId } from '../core/wire.js';
+import { DEMO_CARRIER, seedDemoAccounts } from '../fixtures/accounts.js';
+import { seedWorld } from '../fixtures/seed.js';
+import { BRIEF, generateWorld } from '../fixtures/world.js';
+import { startPipelineService, type PipelineService } from '../pipeline/service.js';
+import { CLOSE } from './alertsSocket.js';
+import { startApiServer, type ApiServer } from './server.js';
+
+const PASSWORD = 'test-password-1';
+const nats = await withNats();
+const world = generateWorld({ seed: 21, enterprises: 3, usersPerEnterprise: 8, towers: 6 });
+let clockOffsetMs = 0;
+const now = (): number => Date.now() + clockOffsetMs;
+
+let nc: NatsConnection;
+let js: JetStreamClient;
+let store: ControlPlaneStore;
+let dataDir: string;
+let pipeline: PipelineService;
+let api: ApiServer;
+let strict: ApiServer;
+const tokens = new Map<string, string>();
+
+interface Res {
+  status: number;
+  headers: Headers;
+  json: any;
+  text: string;
+}
+
+async function call(server: ApiServer, method: string, path: string, opts: { token?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> } = {}): Promise<Res> {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.token) headers['authorization'] = `Bearer ${opts.token}`;
+  let body: string | undefined;
+  if (opts.raw !== undefined) body = opts.raw;
+  else if (opts.body !== undefined) body = JSON.stringify(opts.body);
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const r = await fetch(`${server.url}${path}`, { method, headers, ...(body === undefined ? {} : { body }) });
+  const text = await r.text();
+  let json: unknown = null;
+  try {
+    json = text === '' ? null : JSON.parse(text);
+  } catch {
+    json = null;
+  }
+  return { status: r.status, headers: r.headers, json, text };
+}
+
+async function login(username: string, server: ApiServer = api): Promise<any> {
+  const r = await call(server, 'POST', '/auth/login', { body: { username, password: PASSWORD } });
+  assert.equal(r.status, 200, `login ${username}: ${r.text}`);
+  return r.json;
+}
+const tokenOf = (username: string): string => tokens.get(username) ?? assert.fail(`no token for ${username}`);
+const as = (username: string, method: string, path: string, opts: { body?: unknown; headers?: Record<string, string> } = {}): Promise<Res> => call(api, method, path, { ...opts, token: tokenOf(username) });
+
+function assertError(r: Res, status: number, code: string): void {
+  assert.equal(r.status, status, `expected ${status} ${code}, got ${r.status}: ${r.text}`);
+  assert.equal(r.json?.error?.code, code, r.text);
+  assert.equal(typeof r.json.error.message, 'string');
+  assert.ok('details' in r.json.error);
+}
+
+async function until(fn: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await fn())) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const event = (id: number, fields: Partial<UsageEvent> = {}): UsageEvent => ({
+  event_id: id,
+  ts: Date.now(),
+  carrier: 'att',
+  tower: BRIEF.nycTower,
+  device: BRIEF.johnDevice,
+  app: BRIEF.slack,
+  action: BRIEF.uploadFile,
+  bytes_up: 1000,
+  bytes_down: 10,
+  ...fields,
+});
+async function publishEvents(events: UsageEvent[], carrier = 'att', tower: string = BRIEF.nycTower): Promise<void> {
+  await js.publish(usageSubject(carrier, tower), encodeUsageFrame(carrier, tower, events), { msgID: usageMsgId(carrier, tower, events) });
+}
+async function violationCount(enterprise: string): Promise<number> {
+  const rs = await pipeline.clickhouse.client.query({ query: 'SELECT count() AS n FROM violations WHERE enterprise_id = {e:String}', query_params: { e: enterprise }, format: 'JSONEachRow' });
+  return Number(((await rs.json()) as Array<{ n: string }>)[0]?.n ?? 0);
+}
+
+/** A WebSocket client that records what it receives and how it closed. */
+class Socket {
+  readonly ws: WebSocket;
+  readonly messages: any[] = [];
+  closed: { code: number; reason: string } | null = null;
+  unexpected: number | null = null;
+  readonly opened: Promise<void>;
+  constructor(url: string) {
+    this.ws = new WebSocket(url);
+    this.ws.on('message', (d) => this.messages.push(JSON.parse(d.toString())));
+    this.ws.on('close', (code, reason) => (this.closed = { code, reason: reason.toString() }));
+    this.ws.on('unexpected-response', (_req, res) => {
+      this.unexpected = res.statusCode ?? 0;
+      this.ws.terminate();
+    });
+    this.ws.on('error', () => undefined);
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.once('open', () => resolve());
+      this.ws.once('close', () => reject(new Error('closed before open')));
+    });
+    this.opened.catch(() => undefined);
+  }
+  of(type: string): any[] {
+    return this.messages.filter((m) => m.type === type);
+  }
+}
+const wsUrl = (server: ApiServer, query: string): string => `${server.url.replace('http', 'ws')}/ws/alerts?${query}`;
+
+before(async () => {
+  nc = await nats.connect();
+  js = jetstream(nc);
+  await ensureStreams(nc);
+  store = await ControlPlaneStore.open(nc);
+  await seedWorld(store, world);
+  await seedDemoAccounts(store, PASSWORD);
+  // An enterprise with no devices on the demo carrier's network, and an account of it.
+  await store.create('enterprise', { id: 'initech', name: 'Initech', plan_id: 'business', timezone: 'UTC', carrier_ids: ['rogers'] });
+  await store.create('account', { username: 'admin@initech', display_name: 'Initech admin', role: 'enterprise_admin', enterprise_id: 'initech', carrier_id: null, password_hash: await hashPassword(PASSWORD), created_at: new Date().toISOString() });
+  dataDir = await mkdtemp(join(tmpdir(), 'tw-api-'));
+  pipeline = await startPipelineService({
+    config: { clickhouseUrl: null, dataDir, retentionDays: 30 },
+    nc,
+    natsUrl: nats.url,
+    log: () => undefined,
+    statusEverySeconds: 0,
+    pipeline: { threads: 1 },
+  });
+  const common = { nc, clickhouse: pipeline.clickhouse, port: 0, jwtSecret: 'x'.repeat(40), now, checkResponses: true, log: (l: string) => process.stderr.write(`${l}\n`) };
+  api = await startApiServer({ ...common, limits: { perAccountPerMinute: 100_000, loginAttemptsPerAddress: 10_000 } });
+  strict = await startApiServer({ ...common, limits: { perAccountPerMinute: 5, loginFailuresPerUser: 3, loginAttemptsPerAddress: 10_000 }, maxBackpressureBytes: 64 * 1024 });
+  for (const u of ['admin@acme', 'analyst@acme', 'viewer@acme', 'admin@globex', 'ops@carrier', 'admin@initech']) tokens.set(u, (await login(u)).access_token);
+
+  // Known history: John Doe's denied Slack upload (the brief's alert), and allowed events.
+  await publishEvents([event(1), event(2, { app: BRIEF.zoom, action: BRIEF.startMeeting }), event(3, { device: BRIEF.janeDevice, app: BRIEF.zoom, action: BRIEF.startMeeting })]);
+  await until(async () => (await violationCount('acme')) >= 1, 60_000, 'the first violation in ClickHouse');
+});
+after(async () => {
+  await strict?.close();
+  await api?.close();
+  await pipeline?.stop();
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+describe('auth', () => {
+  it('logs in with the brief shape, and refuses a wrong password the same way as an unknown user', async () => {
+    const t = await login('admin@acme');
+    assert.deepEqual(Object.keys(t).sort(), ['access_token', 'expires_in', 'refresh_token', 'token_type']);
+    assert.equal(t.token_type, 'Bearer');
+    assert.equal(t.expires_in, 900);
+    assertError(await call(api, 'POST', '/auth/login', { body: { username: 'admin@acme', password: 'nope-nope' } }), 401, 'invalid_credentials');
+    assertError(await call(api, 'POST', '/auth/login', { body: { username: 'nobody@acme', password: 'nope-nope' } }), 401, 'invalid_credentials');
+  });
+
+  it('validates bodies: unknown fields, missing fields, malformed JSON, oversized bodies', async () => {
+    assertError(await call(api, 'POST', '/auth/login', { body: { username: 'a', password: 'b', admin: true } }), 400, 'validation_failed');
+    const missing = await call(api, 'POST', '/auth/login', { body: { username: 'a' } });
+    assertError(missing, 400, 'validation_failed');
+    assert.ok(missing.json.error.details.some((d: any) => d.path === 'body.password'));
+    assertError(await call(api, 'POST', '/auth/login', { raw: '{"username": "a",' }), 400, 'malformed_json');
+    assertError(await call(api, 'POST', '/auth/login', { raw: JSON.stringify({ username: 'a', password: 'x'.repeat(70_000) }) }), 413, 'body_too_large');
+  });
+
+  it('rotates refresh tokens; a reused one is refused and revokes its family', async () => {
+    const first = await login('analyst@acme');
+    const second = await call(api, 'POST', '/auth/refresh', { body: { refresh_token: first.refresh_token } });
+    assert.equal(second.status, 200, second.text);
+    assert.notEqual(second.json.refresh_token, first.refresh_token);
+    assert.equal((await call(api, 'GET', '/towers', { token: second.json.access_token })).status, 200);
+    assertError(await call(api, 'POST', '/auth/refresh', { body: { refresh_token: first.refresh_token } }), 401, 'refresh_token_reused');
+    // The family is gone: the newer refresh token and its access token stop working too.
+    assertError(await call(api, 'POST', '/auth/refresh', { body: { refresh_token: second.json.refresh_token } }), 401, 'session_revoked');
+    assertError(await call(api, 'GET', '/towers', { token: second.json.access_token }), 401, 'session_revoked');
+    assertError(await call(api, 'POST', '/auth/refresh', { body: { refresh_token: first.access_token } }), 401, 'invalid_token');
+  });
+
+  it('logout ends the session', async () => {
+    const t = await login('viewer@acme');
+    assert.equal((await call(api, 'POST', '/auth/logout', { token: t.access_token })).status, 204);
+    assertError(await call(api, 'GET', '/towers', { token: t.access_token }), 401, 'session_revoked');
+    assertError(await call(api, 'POST', '/auth/refresh', { body: { refresh_token: t.refresh_token } }), 401, 'session_revoked');
+  });
+
+  it('every non-public route refuses a missing, malformed, forged or expired token', async () => {
+    const forged = tokenOf('admin@acme').slice(0, -4) + 'AAAA';
+    const expiring = (await login('admin@acme')).access_token;
+    clockOffsetMs = 16 * 60 * 1000;
+    try {
+      for (const r of api.routes.filter((x) => x.access !== 'public')) {
+        const path = r.path.replace(/\{[a-z_]+\}/g, 'x');
+        const method = r.method === 'del' ? 'DELETE' : r.method.toUpperCase();
+        const body = r.method === 'post' ? {} : undefined;
+        assertError(await call(api, method, path, { body }), 401, 'missing_token');
+        assertError(await call(api, method, path, { body, headers: { authorization: 'Basic abc' } }), 401, 'invalid_token');
+        assertError(await call(api, method, path, { body, token: forged }), 401, 'invalid_token');
+        assertError(await call(api, method, path, { body, token: expiring }), 401, 'token_expired');
+      }
+    } finally {
+      clockOffsetMs = 0;
+    }
+    assert.equal((await call(api, 'GET', '/towers', { token: expiring })).status, 200);
+  });
+
+  it('rate limits per account with 429 and Retry-After, and sign-in failures per username', async () => {
+    const t = (await login('analyst@acme', strict)).access_token;
+    const statuses: number[] = [];
+    let limited: Res | undefined;
+    for (let i = 0; i < 7; i++) {
+      const r = await call(strict, 'GET', '/towers', { token: t });
+      statuses.push(r.status);
+      if (r.status === 429) limited ??= r;
+    }
+    assert.deepEqual(statuses, [200, 200, 200, 200, 200, 429, 429]);
+    assertError(limited!, 429, 'rate_limited');
+    assert.ok(Number(limited!.headers.get('retry-after')) >= 1);
+    for (let i = 0; i < 3; i++) assertError(await call(strict, 'POST', '/auth/login', { body: { username: 'viewer@acme', password: 'wrong-wrong' } }), 401, 'invalid_credentials');
+    const locked = await call(strict, 'POST', '/auth/login', { body: { username: 'viewer@acme', password: PASSWORD } });
+    assertError(locked, 429, 'rate_limited');
+    assert.ok(Number(locked.headers.get('retry-after')) > 60, 'locked for the rest of the window');
+  });
+});
+
+describe('shared behaviour', () => {
+  it('ETag and If-None-Match give 304; pagination reports total and next page and caps limit', async () => {
+    const first = await as('admin@acme', 'GET', '/towers?limit=2');
+    assert.equal(first.status, 200);
+    assert.equal(first.json.towers.length, 2);
+    assert.equal(first.json.total, world.towers.length);
+    assert.equal(first.json.next_page, 2);
+    const etag = first.headers.get('etag') ?? assert.fail('no etag');
+    const again = await as('admin@acme', 'GET', '/towers?limit=2', { headers: { 'if-none-match': etag } });
+    assert.equal(again.status, 304);
+    assert.equal(again.text, '');
+    const last = await as('admin@acme', 'GET', `/towers?limit=2&page=${Math.ceil(world.towers.length / 2)}`);
+    assert.equal(last.json.next_page, null);
+    assertError(await as('admin@acme', 'GET', '/towers?limit=501'), 400, 'validation_failed');
+    assertError(await as('admin@acme', 'GET', '/towers?colour=red'), 400, 'validation_failed');
+  });
+
+  it('unknown routes are 404 and wrong methods 405, in the error envelope', async () => {
+    assertError(await as('admin@acme', 'GET', '/nope'), 404, 'not_found');
+    const r = await as('admin@acme', 'PUT', '/towers');
+    assertError(r, 405, 'method_not_allowed');
+  });
+
+  it('viewers cannot write or read per-user history; analysts read but cannot write', async () => {
+    const rule = { policy_id: BRIEF.adminPolicy, app_id: BRIEF.zoom, action_id: 'record_meeting', permission: 'deny' };
+    assertError(await as('viewer@acme', 'POST', '/policy-rules', { body: rule }), 403, 'forbidden');
+    assertError(await as('analyst@acme', 'POST', '/policy-rules', { body: rule }), 403, 'forbidden');
+    assertError(await as('viewer@acme', 'GET', `/app-usage?user_id=${BRIEF.john}`), 403, 'forbidden');
+    assert.equal((await as('analyst@acme', 'GET', `/app-usage?user_id=${BRIEF.john}`)).status, 200);
+    assertError(await as('viewer@acme', 'POST', '/remedial-actions', { body: { alert_id: 'att:tower123:1', action: 'block_device' } }), 403, 'forbidden');
+    assertError(await as('ops@carrier', 'POST', '/devices', { body: { enterprise_id: 'acme', user_id: BRIEF.john, model: 'x', os: 'iOS' } }), 403, 'forbidden');
+  });
+});
+
+describe('endpoints of the brief', () => {
+  it('GET /dashboard/alerts lists the violation with the brief fields', async () => {
+    const r = await as('viewer@acme', 'GET', '/dashboard/alerts');
+    assert.equal(r.status, 200, r.text);
+    const john = r.json.alerts.find((a: any) => a.alert_id === 'att:tower123:1') ?? assert.fail(r.text);
+    assert.deepEqual(
+      { user_id: john.user_id, user_name: john.user_name, app_name: john.app_name, action: john.action, policy_name: john.policy_name, severity: john.severity, tower_location: john.tower_location },
+      { user_id: BRIEF.john, user_name: 'John Doe', app_name: 'Slack', action: 'Upload File', policy_name: 'Admin Policy', severity: 'high', tower_location: 'New York City' },
+    );
+    assert.ok(!Number.isNaN(Date.parse(john.timestamp)));
+    const low = await as('viewer@acme', 'GET', '/dashboard/alerts?severity=low');
+    assert.ok(!low.json.alerts.some((a: any) => a.alert_id === 'att:tower123:1'), 'severity filter applies');
+    assertError(await as('viewer@acme', 'GET', '/dashboard/alerts?severity=huge'), 400, 'validation_failed');
+  });
+
+  it('GET /dashboard/metrics answers from the per-minute projections', async () => {
+    const r = await as('analyst@acme', 'GET', '/dashboard/metrics?range=1h');
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.bucket, 'minute');
+    assert.ok(r.json.totals.events >= 3);
+    assert.ok(r.json.totals.violations >= 1);
+    assert.equal(r.json.totals.events, r.json.series.reduce((n: number, s: any) => n + s.events, 0));
+    assert.ok(r.json.top_users.some((u: any) => u.user_name === 'John Doe'));
+    assert.ok(r.json.top_towers.some((t: any) => t.tower_id === BRIEF.nycTower && t.location === 'New York City' && t.violations >= 1));
+    assert.ok(r.json.violations_by.some((v: any) => v.user_name === 'John Doe' && v.app_name === 'Slack' && v.tower_id === BRIEF.nycTower && v.policy_name === 'Admin Policy'));
+    // The same queries with projections forced: a query the projections cannot answer fails.
+    const rs = await pipeline.clickhouse.client.query({
+      query: "SELECT count() AS n FROM violations WHERE enterprise_id = 'acme' AND toStartOfMinute(ts) >= toStartOfMinute(now64() - INTERVAL 1 HOUR) GROUP BY user_id, user_name",
+      format: 'JSONEachRow',
+      clickhouse_settings: { force_optimize_projection: 1 },
+    });
+    assert.ok(((await rs.json()) as unknown[]).length >= 1);
+    assertError(await as('analyst@acme', 'GET', '/dashboard/metrics?from=2025-01-02T00:00:00Z&to=2025-01-01T00:00:00Z'), 400, 'validation_failed');
+    assertError(await as('analyst@acme', 'GET', '/dashboard/metrics?from=yesterday'), 400, 'validation_failed');
+  });
+
+  it('GET /devices lists registered devices with user names; POST /devices registers one', async () => {
+    const r = await as('viewer@acme', 'GET', `/devices?user_id=${BRIEF.john}`);
+    assert.equal(r.status, 200, r.text);
+    const d = r.json.devices.find((x: any) => x.id === BRIEF.johnDevice) ?? assert.fail(r.text);
+    assert.equal(d.user_name, 'John Doe');
+    assert.equal(d.model, 'iPhone 13');
+    assert.equal(d.status, 'active', 'seen a moment ago');
+    assert.ok(d.last_seen !== null);
+    const created = await as('admin@acme', 'POST', '/devices', { body: { user_id: BRIEF.john, model: 'Google Pixel 6', os: 'Android' } });
+    assert.equal(created.status, 201, created.text);
+    assert.equal(created.json.status, 'registered');
+    assert.equal(created.json.user_id, BRIEF.john);
+    await until(() => api.view.device(created.json.device_id) !== undefined, 5000, 'the view to see the new device');
+    const listed = await as('viewer@acme', 'GET', `/devices?user_id=${BRIEF.john}&status=registered`);
+    assert.ok(listed.json.devices.some((x: any) => x.id === created.json.device_id));
+    assertError(await as('admin@acme', 'POST', '/devices', { body: { user_id: 'user999999', model: 'x', os: 'iOS' } }), 400, 'unknown_reference');
+    assertError(await as('admin@acme', 'POST', '/devices', { body: { device_id: BRIEF.johnDevice, user_id: BRIEF.john, model: 'x', os: 'iOS' } }), 409, 'device_exists');
+  });
+
+  it('GET /devices/discovered lists discovered devices of the enterprise only', async () => {
+    await store.create('device', { id: 'disc-acme-1', enterprise_id: 'acme', user_id: null, model: 'Pixel 8', os: 'Android', os_version: '14', status: 'discovered', registered_at: null, first_seen: new Date().toISOString() });
+    await until(() => api.view.device('disc-acme-1') !== undefined, 5000, 'the view');
+    const r = await as('viewer@acme', 'GET', '/devices/discovered');
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json.devices.map((d: any) => [d.id, d.status]), [['disc-acme-1', 'discovered']]);
+    assert.equal((await as('admin@globex', 'GET', '/devices/discovered')).json.devices.length, 0);
+    const onboarded = await as('admin@acme', 'POST', '/devices', { body: { device_id: 'disc-acme-1', user_id: BRIEF.jane, model: 'Pixel 8', os: 'Android' } });
+    assert.equal(onboarded.status, 201, onboarded.text);
+    await until(() => api.view.device('disc-acme-1')?.status === 'registered', 5000, 'onboarding');
+  });
+
+  it('GET /policies by user and by role has the brief shape', async () => {
+    const byUser = await as('viewer@acme', 'GET', `/policies?user_id=${BRIEF.john}`);
+    assert.equal(byUser.status, 200, byUser.text);
+    assert.equal(byUser.json.user_id, BRIEF.john);
+    const admin = byUser.json.policies.find((p: any) => p.policy_id === BRIEF.adminPolicy) ?? assert.fail(byUser.text);
+    assert.equal(admin.name, 'Admin Policy');
+    assert.ok(admin.rules.some((r: any) => r.app_name === 'Slack' && r.action === 'Upload File' && r.permission === 'deny'));
+    const byRole = await as('viewer@acme', 'GET', `/policies?role_id=${BRIEF.adminRole}`);
+    assert.equal(byRole.json.role_id, BRIEF.adminRole);
+    assert.equal(byRole.json.role_name, 'Admin');
+    assert.ok(byRole.json.policies.some((p: any) => p.policy_id === BRIEF.adminPolicy));
+    assertError(await as('viewer@acme', 'GET', `/policies?user_id=${BRIEF.john}&role_id=${BRIEF.adminRole}`), 400, 'validation_failed');
+  });
+
+  it('POST /policies creates and updates, with If-Match giving 412 when stale', async () => {
+    const created = await as('admin@acme', 'POST', '/policies', { body: { policy_id: 'policy_test', name: 'Test Policy', default_permission: 'allow' } });
+    assert.equal(created.status, 201, created.text);
+    assert.equal(created.json.status, 'created');
+    const etag = created.headers.get('etag') ?? assert.fail('no etag');
+    await until(() => api.view.policy('policy_test', 'acme') !== undefined, 5000, 'the view');
+    const got = await as('viewer@acme', 'GET', '/policies/policy_test');
+    assert.equal(got.headers.get('etag'), etag);
+    const updated = await as('admin@acme', 'POST', '/policies', { body: { policy_id: 'policy_test', name: 'Test Policy v2' }, headers: { 'if-match': etag } });
+    assert.equal(updated.status, 200, updated.text);
+    assert.equal(updated.json.status, 'updated');
+    assert.notEqual(updated.headers.get('etag'), etag);
+    await until(() => api.view.policy('policy_test', 'acme')?.name === 'Test Policy v2', 5000, 'the view');
+    assertError(await as('admin@acme', 'POST', '/policies', { body: { policy_id: 'policy_test', name: 'stale' }, headers: { 'if-match': etag } }), 412, 'precondition_failed');
+    assert.equal((await store.get('policy', 'acme', 'policy_test'))?.value.name, 'Test Policy v2', 'the stale write changed nothing');
+  });
+
+  it('POST /policy-rules upserts the brief example and validates references and conditions', async () => {
+    const body = { policy_id: BRIEF.adminPolicy, role_id: BRIEF.contractorRole, app_id: BRIEF.slack, action_id: BRIEF.uploadFile, permission: 'deny' };
+    const first = await as('admin@acme', 'POST', '/policy-rules', { body });
+    assert.ok(first.status === 201 || first.status === 200, first.text);
+    assert.deepEqual(
+      { policy_id: first.json.policy_id, role_id: first.json.role_id, app_id: first.json.app_id, action_id: first.json.action_id, permission: first.json.permission },
+      body,
+    );
+    assert.ok(first.json.policy_rule_id);
+    assert.ok(!Number.isNaN(Date.parse(first.json.updated_at)));
+    await until(() => api.view.policyRule(first.json.policy_rule_id, 'acme') !== undefined, 5000, 'the view');
+    const second = await as('admin@acme', 'POST', '/policy-rules', { body: { ...body, permission: 'allow' } });
+    assert.equal(second.status, 200, second.text);
+    assert.equal(second.json.status, 'updated');
+    assert.equal(second.json.policy_rule_id, first.json.policy_rule_id);
+    const list = await as('viewer@acme', 'GET', `/policy-rules?policy_id=${BRIEF.adminPolicy}`);
+    await until(async () => (await as('viewer@acme', 'GET', `/policy-rules?policy_id=${BRIEF.adminPolicy}`)).json.policy_rules.some((r: any) => r.policy_rule_id === first.json.policy_rule_id && r.permission === 'allow'), 5000, 'the update');
+    assert.equal(list.json.policy_id, BRIEF.adminPolicy);
+    assertError(await as('admin@acme', 'POST', '/policy-rules', { body: { ...body, app_id: 'no_such_app' } }), 400, 'unknown_reference');
+    assertError(await as('admin@acme', 'POST', '/policy-rules', { body: { ...body, when: { time: { from: '25:00', to: '26:00' } } } }), 400, 'invalid_policy');
+    assertError(await as('admin@acme', 'POST', '/policy-rules', { body: { ...body, permission: 'maybe' } }), 400, 'validation_failed');
+  });
+
+  it('role assignments: assign, list, remove', async () => {
+    const a = await as('admin@acme', 'POST', '/roles/policies/assign', { body: { role_id: BRIEF.contractorRole, policy_id: 'policy_test' } });
+    assert.equal(a.status, 201, a.text);
+    assert.equal(a.json.status, 'assigned');
+    await until(async () => (await as('viewer@acme', 'GET', `/roles/policies?role=${BRIEF.contractorRole}`)).json.policies.some((p: any) => p.policy_id === 'policy_test'), 5000, 'assignment');
+    const u = await as('admin@acme', 'POST', '/users/roles/assign', { body: { user_id: BRIEF.jane, role_id: BRIEF.adminRole } });
+    assert.equal(u.status, 201, u.text);
+    await until(async () => (await as('viewer@acme', 'GET', `/users/roles?user=${BRIEF.jane}`)).json.roles.some((r: any) => r.role_id === BRIEF.adminRole), 5000, 'role');
+    const roles = await as('viewer@acme', 'GET', `/users/roles?user=${BRIEF.jane}`);
+    assert.equal(roles.json.user_name, 'Jane Smith');
+    assert.equal((await as('admin@acme', 'DELETE', `/users/${BRIEF.jane}/roles/${BRIEF.adminRole}`)).status, 204);
+    assert.equal((await as('admin@acme', 'DELETE', `/roles/${BRIEF.contractorRole}/policies/policy_test`)).status, 204);
+    assertError(await as('admin@acme', 'DELETE', `/roles/${BRIEF.contractorRole}/policies/policy_test`), 404, 'not_found');
+    assert.equal((await as('viewer@acme', 'GET', '/users')).json.users.length, world.users.filter((x) => x.enterprise_id === 'acme').length);
+  });
+
+  it('GET /carriers and GET /towers have the brief shape; a carrier operator sees its own', async () => {
+    const c = await as('viewer@acme', 'GET', '/carriers?limit=100');
+    const att = c.json.carriers.find((x: any) => x.id === 'att') ?? assert.fail(c.text);
+    assert.equal(att.name, 'AT&T');
+    assert.ok(att.supported_towers.includes(BRIEF.nycTower));
+    const t = await as('viewer@acme', 'GET', '/towers?limit=100');
+    const nyc = t.json.towers.find((x: any) => x.id === BRIEF.nycTower);
+    assert.deepEqual([nyc.location, nyc.carriers, nyc.status], ['New York City', ['AT&T', 'Verizon'], 'active']);
+    const ops = await as('ops@carrier', 'GET', '/towers?limit=100');
+    assert.ok(ops.json.towers.length > 0);
+    assert.ok(ops.json.towers.every((x: any) => x.carrier_ids.includes(DEMO_CARRIER)));
+    assert.deepEqual((await as('ops@carrier', 'GET', '/carriers')).json.carriers.map((x: any) => x.id), [DEMO_CARRIER]);
+  });
+
+  it('GET /app-usage has the brief shape', async () => {
+    const r = await as('analyst@acme', 'GET', `/app-usage?user_id=${BRIEF.john}`);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.user_name, 'John Doe');
+    const slack = r.json.app_usage.find((u: any) => u.app_id === BRIEF.slack) ?? assert.fail(r.text);
+    assert.deepEqual([slack.app_name, slack.cell_tower_id, slack.cell_tower_location], ['Slack', BRIEF.nycTower, 'New York City']);
+    assertError(await as('analyst@acme', 'GET', '/app-usage'), 400, 'validation_failed');
+  });
+
+  it('POST /remedial-actions queues the action once on the REMEDIATION stream', async () => {
+    const jsm = await jetstreamManager(nc);
+    const before = (await jsm.streams.info(REMEDIATION_STREAM)).state.messages;
+    const r = await as('admin@acme', 'POST', '/remedial-actions', { body: { alert_id: 'att:tower123:1', action: 'block_app' } });
+    assert.equal(r.status, 202, r.text);
+    assert.equal(r.json.action_name, 'Block App');
+    assert.equal(r.json.status, 'queued');
+    assert.equal(r.json.device_id, BRIEF.johnDevice);
+    const again = await as('admin@acme', 'POST', '/remedial-actions', { body: { alert_id: 'att:tower123:1', action: 'block_app' } });
+    assert.equal(again.json.status, 'already_queued');
+    assert.equal(again.json.action_id, r.json.action_id);
+    assert.equal((await jsm.streams.info(REMEDIATION_STREAM)).state.messages, before + 1);
+    const msg = await jsm.streams.getMessage(REMEDIATION_STREAM, { last_by_subj: `remediation.acme.${BRIEF.nycTower}` });
+    const req = new Unpackr({ useRecords: false, mapsAsObjects: true }).unpack(msg!.data) as Record<string, unknown>;
+    assert.deepEqual([req['trigger'], req['action'], req['alert_id'], req['requested_by']], ['manual', 'block_app', 'att:tower123:1', 'admin@acme']);
+    assertError(await as('admin@acme', 'POST', '/remedial-actions', { body: { alert_id: 'att:tower123:999999', action: 'block_device' } }), 404, 'not_found');
+    assertError(await as('admin@acme', 'POST', '/remedial-actions', { body: { alert_id: 'att:tower123:1', action: 'wipe_device' } }), 400, 'validation_failed');
+  });
+});
+
+describe('tenancy', () => {
+  it('an enterprise account never reads another enterprise by filter or by id', async () => {
+    const g = (path: string): Promise<Res> => as('admin@globex', 'GET', path);
+    assertError(await g('/dashboard/alerts?enterprise_id=acme'), 403, 'tenant_forbidden');
+    assertError(await g('/dashboard/metrics?enterprise_id=acme'), 403, 'tenant_forbidden');
+    assertError(await g('/devices?enterprise_id=acme'), 403, 'tenant_forbidden');
+    assertError(await g('/devices/discovered?enterprise_id=acme'), 403, 'tenant_forbidden');
+    assertError(await g('/policies?enterprise_id=acme'), 403, 'tenant_forbidden');
+    assertError(await g('/users?enterprise_id=acme'), 403, 'tenant_forbidden');
+    assertError(await g('/roles?enterprise_id=acme'), 403, 'tenant_forbidden');
+    assertError(await g(`/policies?user_id=${BRIEF.john}`), 404, 'not_found');
+    assertError(await g(`/policies?role_id=${BRIEF.adminRole}`), 404, 'not_found');
+    assertError(await g(`/policies/${BRIEF.adminPolicy}`), 404, 'not_found');
+    assertError(await g(`/policy-rules?policy_id=${BRIEF.adminPolicy}`), 404, 'not_found');
+    assertError(await g(`/roles/policies?role=${BRIEF.adminRole}`), 404, 'not_found');
+    assertError(await g(`/users/roles?user=${BRIEF.john}`), 404, 'not_found');
+    assertError(await g(`/app-usage?user_id=${BRIEF.john}`), 404, 'not_found');
+    const alerts = await g('/dashboard/alerts');
+    assert.ok(!alerts.json.alerts.some((a: any) => a.alert_id === 'att:tower123:1'));
+    const devices = await g('/devices?limit=500');
+    assert.ok(devices.json.devices.length > 0 && !devices.json.devices.some((d: any) => d.id === BRIEF.johnDevice));
+    const metrics = await g('/dashboard/metrics?range=1h');
+    assert.ok(!metrics.json.top_users.some((u: any) => u.user_id === BRIEF.john));
+  });
+
+  it('an enterprise account never changes another enterprise', async () => {
+    const w = (method: string, path: string, body?: unknown): Promise<Res> => as('admin@globex', method, path, { body });
+    assertError(await w('POST', '/policy-rules', { policy_id: BRIEF.adminPolicy, app_id: BRIEF.slack, permission: 'allow' }), 400, 'unknown_reference');
+    assertError(await w('POST', '/policies', { enterprise_id: 'acme', name: 'x' }), 403, 'tenant_forbidden');
+    assertError(await w('POST', '/policies', { policy_id: BRIEF.adminPolicy, name: 'hijack' }), 409, 'policy_exists');
+    assertError(await w('POST', '/roles/policies/assign', { role_id: BRIEF.adminRole, policy_id: BRIEF.adminPolicy }), 404, 'not_found');
+    assertError(await w('POST', '/users/roles/assign', { user_id: BRIEF.john, role_id: BRIEF.adminRole }), 404, 'not_found');
+    assertError(await w('DELETE', `/roles/${BRIEF.adminRole}/policies/${BRIEF.adminPolicy}`), 404, 'not_found');
+    assertError(await w('DELETE', `/users/${BRIEF.john}/roles/${BRIEF.adminRole}`), 404, 'not_found');
+    assertError(await w('POST', '/devices', { user_id: BRIEF.john, model: 'x', os: 'iOS' }), 400, 'unknown_reference');
+    assertError(await w('POST', '/devices', { device_id: BRIEF.johnDevice, user_id: world.users.find((u) => u.enterprise_id === 'globex')!.id, model: 'x', os: 'iOS' }), 409, 'device_exists');
+    assertError(await w('POST', '/remedial-actions', { alert_id: 'att:tower123:1', action: 'block_device' }), 404, 'not_found');
+    assert.equal((await store.get('policy', 'acme', BRIEF.adminPolicy))?.value.name, 'Admin Policy');
+    assert.ok((await store.get('role_policy', 'acme', `${BRIEF.adminRole}.${BRIEF.adminPolicy}`)) !== null);
+    assert.ok((await store.get('user_role', 'acme', `${BRIEF.john}.${BRIEF.adminRole}`)) !== null);
+    assert.equal((await store.get('device', 'acme', BRIEF.johnDevice))?.value.user_id, BRIEF.john);
+  });
+
+  it('a carrier operator names an enterprise on its network, and only those', async () => {
+    assertError(await as('ops@carrier', 'GET', '/dashboard/alerts'), 400, 'enterprise_required');
+    assertError(await as('ops@carrier', 'GET', '/dashboard/alerts?enterprise_id=initech'), 403, 'tenant_forbidden');
+    const r = await as('ops@carrier', 'GET', '/dashboard/alerts?enterprise_id=acme');
+    assert.equal(r.status, 200, r.text);
+    assert.ok(r.json.alerts.some((a: any) => a.alert_id === 'att:tower123:1'));
+    assertError(await as('admin@initech', 'GET', '/dashboard/alerts?enterprise_id=acme'), 403, 'tenant_forbidden');
+  });
+});
+
+describe('operations', () => {
+  it('/healthz, /readyz, /metrics', async () => {
+    assert.deepEqual((await call(api, 'GET', '/healthz')).json, { status: 'ok' });
+    const ready = await call(api, 'GET', '/readyz');
+    assert.equal(ready.status, 200, ready.text);
+    assert.equal(ready.json.checks.clickhouse.ok, true);
+    const m = await call(api, 'GET', '/metrics');
+    assert.match(m.headers.get('content-type') ?? '', /text\/plain/);
+    assert.match(m.text, /towerwatch_api_requests_total\{method="GET",route="\/towers",status="200"\} \d+/);
+    assert.match(m.text, /towerwatch_api_request_duration_seconds_bucket/);
+  });
+
+  it('/openapi.json documents every route with its parameters and reply shape', async () => {
+    const doc = (await call(api, 'GET', '/openapi.json')).json;
+    assert.equal(doc.openapi, '3.1.0');
+    const documented = Object.entries(doc.paths as Record<string, Record<string, any>>).flatMap(([p, ms]) => Object.keys(ms).map((m) => `${m.toUpperCase()} ${p}`));
+    const served = api.routes.map((r) => `${r.method === 'del' ? 'DELETE' : r.method.toUpperCase()} ${r.path}`);
+    assert.deepEqual(documented.sort(), served.sort());
+    for (const brief of ['POST /auth/login', 'POST /auth/refresh', 'GET /dashboard/metrics', 'GET /dashboard/alerts', 'GET /devices', 'POST /devices', 'GET /devices/discovered', 'GET /policies', 'POST /policies', 'GET /policy-rules', 'POST /policy-rules', 'POST /roles/policies/assign', 'POST /users/roles/assign', 'GET /roles/policies', 'GET /users/roles', 'DELETE /roles/{role_id}/policies/{policy_id}', 'DELETE /users/{user_id}/roles/{role_id}', 'GET /carriers', 'GET /towers', 'GET /app-usage', 'POST /remedial-actions']) {
+      assert.ok(served.includes(brief), `${brief} is served`);
+    }
+    const alerts = doc.paths['/dashboard/alerts'].get;
+    assert.ok(alerts.parameters.some((p: any) => p.name === 'severity' && p.in === 'query'));
+    assert.ok(alerts.responses['200'].content['application/json'].schema.properties.alerts);
+    assert.equal(doc.paths['/auth/login'].post.requestBody.content['application/json'].schema.additionalProperties, false);
+  });
+});
+
+describe('/ws/alerts', () => {
+  it('pushes a violation from the pipeline to the enterprise socket only, honouring filters', async () => {
+    const acme = new Socket(wsUrl(api, `token=${tokenOf('viewer@acme')}`));
+    const lowOnly = new Socket(wsUrl(api, `token=${tokenOf('viewer@acme')}&severity=low`));
+    const nycOnly = new Socket(wsUrl(api, `token=${tokenOf('viewer@acme')}&tower_id=${BRIEF.nycTower}`));
+    const otherTower = new Socket(wsUrl(api, `token=${tokenOf('viewer@acme')}&tower_id=${BRIEF.sfTower}`));
+    const globex = new Socket(wsUrl(api, `token=${tokenOf('admin@globex')}`));
+    const firstMessage = new Socket(wsUrl(api, ''));
+    const all = [acme, lowOnly, nycOnly, otherTower, globex, firstMessage];
+    await Promise.all(all.map((s) => s.opened));
+    firstMessage.ws.send(JSON.stringify({ type: 'auth', token: tokenOf('analyst@acme') }));
+    await until(() => all.every((s) => s.of('subscribed').length === 1), 5000, 'subscriptions');
+    assert.equal(acme.of('subscribed')[0].enterprise_id, 'acme');
+
+    await publishEvents([event(100)]);
+    await until(() => acme.of('alert').some((a) => a.alert_id === 'att:tower123:100') && firstMessage.of('alert').length > 0 && nycOnly.of('alert').length > 0, 60_000, 'the alert on the socket');
+    const a = acme.of('alert').find((x) => x.alert_id === 'att:tower123:100');
+    assert.deepEqual([a.user_name, a.app_name, a.action, a.policy_name, a.severity, a.tower_location], ['John Doe', 'Slack', 'Upload File', 'Admin Policy', 'high', 'New York City']);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(lowOnly.of('alert').length, 0, 'severity filter');
+    assert.equal(otherTower.of('alert').length, 0, 'tower filter');
+    assert.equal(globex.of('alert').length, 0, 'another enterprise');
+    for (const s of all) s.ws.close();
+  });
+
+  it('refuses bad tokens before the upgrade, another tenant, a silent socket, and closes at token expiry', async () => {
+    const bad = new Socket(wsUrl(api, 'token=nonsense'));
+    const foreign = new Socket(wsUrl(api, `token=${tokenOf('admin@globex')}&enterprise_id=acme`));
+    const silent = new Socket(wsUrl(api, ''));
+    await until(() => bad.unexpected !== null && foreign.unexpected !== null, 5000, 'upgrade refusals');
+    assert.equal(bad.unexpected, 401);
+    assert.equal(foreign.unexpected, 403);
+    await until(() => silent.closed !== null, 8000, 'auth timeout');
+    assert.equal(silent.closed!.code, CLOSE.unauthorized);
+
+    const expiring = new Socket(wsUrl(api, `token=${(await login('viewer@acme')).access_token}`));
+    await until(() => expiring.of('subscribed').length === 1, 5000, 'subscribed');
+    clockOffsetMs = 16 * 60 * 1000;
+    try {
+      await until(() => expiring.closed !== null, 5000, 'expiry close');
+    } finally {
+      clockOffsetMs = 0;
+    }
+    assert.equal(expiring.closed!.code, CLOSE.tokenExpired);
+  });
+
+  it('closes a socket that stops reading (4008) instead of buffering without bound', async () => {
+    const token = (await login('analyst@acme', strict)).access_token;
+    const slow = new Socket(wsUrl(strict, `token=${token}`));
+    const fast = new Socket(wsUrl(strict, `token=${token}`));
+    await until(() => slow.of('subscribed').length === 1 && fast.of('subscribed').length === 1, 5000, 'subscribed');
+    (slow.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    const packr = new Packr({ useRecords: false });
+    const alert = { alert_id: 'x', enterprise_id: 'acme', ts: Date.now(), user_id: 'u', user_name: 'n'.repeat(2000), device_id: 'd', app_id: 'a', app_name: 'A', action: 'x', tower_id: 't', tower_location: 'l', region: 'r', lat: 0, lon: 0, carrier: 'c', policy_id: 'p', policy_name: 'P', rule_id: null, severity: 'low', remediation: null, policy_version: 'v' };
+    const frame = packr.pack({ type: 'alerts', alerts: Array.from({ length: 100 }, () => alert) });
+    for (let i = 0; i < 400 && slow.closed === null; i++) {
+      nc.publish('alerts.acme', frame);
+      if (i % 20 === 0) await new Promise((r) => setTimeout(r, 20));
+    }
+    (slow.ws as unknown as { _socket: { resume(): void } })._socket.resume();
+    await until(() => slow.closed !== null, 10_000, 'slow consumer close');
+    // The close frame queues behind the unread data, so the client may only see the drop (1006).
+    assert.ok([CLOSE.slowConsumer, 1006].includes(slow.closed!.code), `closed with ${slow.closed!.code}`);
+    const m = await call(strict, 'GET', '/metrics');
+    assert.match(m.text, /towerwatch_ws_dropped_total\{reason="slow_consumer"\} 1/);
+    assert.equal(fast.closed, null, 'a reading socket stays');
+    assert.ok(fast.of('alert').length > 1000);
+    fast.ws.close();
+  });
+});

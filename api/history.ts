@@ -1,0 +1,210 @@
+/**
+ * The api's reads of ClickHouse: every query parameterized (`{name:Type}`, values passed
+ * apart from the SQL), every one scoped to one enterprise. Dashboard aggregates group by and
+ * filter on the per-minute projections' keys only (minute, not ts), so ClickHouse answers
+ * them from the projections: thousands of pre-aggregated rows instead of millions of events.
+ */
+import type { ClickHouseHandle } from '../core/clickhouse.js';
+import { PER_MINUTE } from '../core/schema.js';
+
+const MINUTE = PER_MINUTE.minute;
+/** The range on the projection key: the whole minutes that overlap [from, to). */
+const MINUTE_RANGE = `enterprise_id = {enterprise:String}
+  AND ${MINUTE} >= toStartOfMinute(fromUnixTimestamp64Milli({from:Int64}, 'UTC'))
+  AND ${MINUTE} <= toStartOfMinute(fromUnixTimestamp64Milli({to:Int64} - 1, 'UTC'))`;
+const TS_RANGE = `enterprise_id = {enterprise:String}
+  AND ts >= fromUnixTimestamp64Milli({from:Int64}, 'UTC')
+  AND ts < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
+
+export interface RangeQuery {
+  enterprise: string;
+  from: number;
+  to: number;
+}
+
+async function rows<T>(ch: ClickHouseHandle, query: string, params: Record<string, unknown>): Promise<T[]> {
+  const rs = await ch.client.query({ query, query_params: params, format: 'JSONEachRow' });
+  return rs.json<T>();
+}
+
+const num = (v: unknown): number => Number(v);
+
+export interface DashboardMetrics {
+  totals: { events: number; violations: number; by_verdict: { allow: number; deny: number; unregistered: number } };
+  series: Array<{ t: string; events: number; allowed: number; denied: number; unregistered: number; violations: number }>;
+  top_apps: Array<{ app_id: string; app_name: string; events: number; violations: number }>;
+  top_users: Array<{ user_id: string; user_name: string; violations: number }>;
+  top_towers: Array<{ tower_id: string; events: number; violations: number }>;
+  top_policies: Array<{ policy_id: string; policy_name: string; severity: string; violations: number }>;
+  violations_by: Array<{ user_id: string; user_name: string; app_id: string; app_name: string; tower_id: string; policy_id: string; policy_name: string; violations: number }>;
+}
+
+/** Counts per minute or hour, by verdict, and the top apps, users, towers and policies by violations. */
+export async function dashboardMetrics(ch: ClickHouseHandle, q: RangeQuery & { bucket: 'minute' | 'hour'; top: number }): Promise<DashboardMetrics> {
+  const db = ch.database;
+  const p = { enterprise: q.enterprise, from: q.from, to: q.to, top: q.top };
+  const bucket = q.bucket === 'hour' ? `toStartOfHour(${MINUTE})` : MINUTE;
+  const [usageSeries, violationSeries, apps, appViolations, users, towers, towerViolations, policies, who] = await Promise.all([
+    rows<{ t: string; verdict: string; n: string }>(ch, `SELECT toUnixTimestamp(${bucket}) AS t, verdict, count() AS n FROM ${db}.app_usage WHERE ${MINUTE_RANGE} GROUP BY t, verdict ORDER BY t`, p),
+    rows<{ t: string; n: string }>(ch, `SELECT toUnixTimestamp(${bucket}) AS t, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE} GROUP BY t ORDER BY t`, p),
+    rows<{ app_id: string; app_name: string; n: string }>(ch, `SELECT app_id, app_name, count() AS n FROM ${db}.app_usage WHERE ${MINUTE_RANGE} GROUP BY app_id, app_name ORDER BY n DESC, app_id LIMIT {top:UInt32}`, p),
+    rows<{ app_id: string; n: string }>(ch, `SELECT app_id, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE} GROUP BY app_id`, p),
+    rows<{ user_id: string; user_name: string; n: string }>(ch, `SELECT user_id, user_name, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE} GROUP BY user_id, user_name ORDER BY n DESC, user_id LIMIT {top:UInt32}`, p),
+    rows<{ tower_id: string; n: string }>(ch, `SELECT tower_id, count() AS n FROM ${db}.app_usage WHERE ${MINUTE_RANGE} GROUP BY tower_id`, p),
+    rows<{ tower_id: string; n: string }>(ch, `SELECT tower_id, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE} GROUP BY tower_id`, p),
+    rows<{ policy_id: string; policy_name: string; severity: string; n: string }>(ch, `SELECT policy_id, policy_name, severity, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE} GROUP BY policy_id, policy_name, severity ORDER BY n DESC, policy_id LIMIT {top:UInt32}`, p),
+    rows<{ user_id: string; user_name: string; app_id: string; app_name: string; tower_id: string; policy_id: string; policy_name: string; n: string }>(
+      ch,
+      `SELECT user_id, user_name, app_id, app_name, tower_id, policy_id, policy_name, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE}
+       GROUP BY user_id, user_name, app_id, app_name, tower_id, policy_id, policy_name ORDER BY n DESC, user_id, app_id, tower_id LIMIT {top:UInt32}`,
+      p,
+    ),
+  ]);
+
+  const series = new Map<number, DashboardMetrics['series'][number]>();
+  const point = (t: number): DashboardMetrics['series'][number] => {
+    let s = series.get(t);
+    if (s === undefined) series.set(t, (s = { t: new Date(t * 1000).toISOString(), events: 0, allowed: 0, denied: 0, unregistered: 0, violations: 0 }));
+    return s;
+  };
+  const byVerdict = { allow: 0, deny: 0, unregistered: 0 };
+  for (const r of usageSeries) {
+    const s = point(num(r.t));
+    const n = num(r.n);
+    s.events += n;
+    if (r.verdict === 'allow') s.allowed += n;
+    else if (r.verdict === 'deny') s.denied += n;
+    else s.unregistered += n;
+    if (r.verdict in byVerdict) byVerdict[r.verdict as keyof typeof byVerdict] += n;
+  }
+  let violations = 0;
+  for (const r of violationSeries) {
+    point(num(r.t)).violations += num(r.n);
+    violations += num(r.n);
+  }
+  const appViol = new Map(appViolations.map((r) => [r.app_id, num(r.n)]));
+  const towerViol = new Map(towerViolations.map((r) => [r.tower_id, num(r.n)]));
+  const towerEvents = new Map(towers.map((r) => [r.tower_id, num(r.n)]));
+  const towerIds = new Set([...towerEvents.keys(), ...towerViol.keys()]);
+  return {
+    totals: { events: byVerdict.allow + byVerdict.deny + byVerdict.unregistered, violations, by_verdict: byVerdict },
+    series: [...series.entries()].sort((a, b) => a[0] - b[0]).map(([, s]) => s),
+    top_apps: apps.map((r) => ({ app_id: r.app_id, app_name: r.app_name, events: num(r.n), violations: appViol.get(r.app_id) ?? 0 })),
+    top_users: users.map((r) => ({ user_id: r.user_id, user_name: r.user_name, violations: num(r.n) })),
+    top_towers: [...towerIds]
+      .map((id) => ({ tower_id: id, events: towerEvents.get(id) ?? 0, violations: towerViol.get(id) ?? 0 }))
+      .sort((a, b) => b.violations - a.violations || b.events - a.events || a.tower_id.localeCompare(b.tower_id))
+      .slice(0, q.top),
+    top_policies: policies.map((r) => ({ policy_id: r.policy_id, policy_name: r.policy_name, severity: r.severity, violations: num(r.n) })),
+    violations_by: who.map((r) => ({ user_id: r.user_id, user_name: r.user_name, app_id: r.app_id, app_name: r.app_name, tower_id: r.tower_id, policy_id: r.policy_id, policy_name: r.policy_name, violations: num(r.n) })),
+  };
+}
+
+export interface AlertRow {
+  alert_id: string;
+  ts: number;
+  user_id: string;
+  user_name: string;
+  device_id: string;
+  app_id: string;
+  app_name: string;
+  action_id: string;
+  action_name: string;
+  tower_id: string;
+  tower_location: string;
+  region: string;
+  carrier: string;
+  policy_id: string;
+  policy_name: string;
+  rule_id: string;
+  severity: string;
+  remediation: string;
+}
+
+const ALERT_COLUMNS = `alert_id, toUnixTimestamp64Milli(ts) AS ts_ms, user_id, user_name, device_id, app_id, app_name, action_id, action_name,
+  tower_id, tower_location, region, carrier, policy_id, policy_name, rule_id, severity, remediation`;
+
+function toAlert(r: Record<string, unknown>): AlertRow {
+  const { ts_ms, ...rest } = r;
+  return { ...(rest as unknown as Omit<AlertRow, 'ts'>), ts: num(ts_ms) };
+}
+
+export interface AlertFilters {
+  severity?: readonly string[] | undefined;
+  user_id?: string | undefined;
+  app_id?: string | undefined;
+  tower_id?: string | undefined;
+  device_id?: string | undefined;
+  policy_id?: string | undefined;
+}
+
+const FILTER_SQL: Readonly<Record<keyof AlertFilters, string>> = {
+  severity: 'severity IN {severity:Array(String)}',
+  user_id: 'user_id = {user_id:String}',
+  app_id: 'app_id = {app_id:String}',
+  tower_id: 'tower_id = {tower_id:String}',
+  device_id: 'device_id = {device_id:String}',
+  policy_id: 'policy_id = {policy_id:String}',
+};
+
+/** Recent violations, newest first, and how many match in all. */
+export async function recentAlerts(ch: ClickHouseHandle, q: RangeQuery & { filters: AlertFilters; limit: number; offset: number }): Promise<{ alerts: AlertRow[]; total: number }> {
+  const where = [TS_RANGE];
+  const params: Record<string, unknown> = { enterprise: q.enterprise, from: q.from, to: q.to, limit: q.limit, offset: q.offset };
+  for (const [k, v] of Object.entries(q.filters) as Array<[keyof AlertFilters, unknown]>) {
+    if (v === undefined) continue;
+    where.push(FILTER_SQL[k]);
+    params[k] = v;
+  }
+  const sql = where.join(' AND ');
+  const [alerts, count] = await Promise.all([
+    rows<Record<string, unknown>>(ch, `SELECT ${ALERT_COLUMNS} FROM ${ch.database}.violations WHERE ${sql} ORDER BY violations.ts DESC, alert_id LIMIT {limit:UInt32} OFFSET {offset:UInt32}`, params),
+    rows<{ n: string }>(ch, `SELECT count() AS n FROM ${ch.database}.violations WHERE ${sql}`, params),
+  ]);
+  return { alerts: alerts.map(toAlert), total: num(count[0]?.n ?? 0) };
+}
+
+/** One violation of this enterprise, or null (also when it is another enterprise's). */
+export async function findAlert(ch: ClickHouseHandle, enterprise: string, alertId: string): Promise<AlertRow | null> {
+  const found = await rows<Record<string, unknown>>(
+    ch,
+    `SELECT ${ALERT_COLUMNS} FROM ${ch.database}.violations WHERE enterprise_id = {enterprise:String} AND alert_id = {alert:String} LIMIT 1`,
+    { enterprise, alert: alertId },
+  );
+  return found[0] === undefined ? null : toAlert(found[0]);
+}
+
+export interface UsageRow {
+  ts: number;
+  device_id: string;
+  app_id: string;
+  app_name: string;
+  action_id: string;
+  action_name: string;
+  tower_id: string;
+  carrier: string;
+  verdict: string;
+  policy_name: string;
+  severity: string;
+  bytes_up: number;
+  bytes_down: number;
+}
+
+/** One user's app usage, newest first. */
+export async function userAppUsage(ch: ClickHouseHandle, q: RangeQuery & { user: string; limit: number; offset: number }): Promise<{ usage: UsageRow[]; total: number }> {
+  const params = { enterprise: q.enterprise, from: q.from, to: q.to, user: q.user, limit: q.limit, offset: q.offset };
+  const where = `${TS_RANGE} AND user_id = {user:String}`;
+  const [usage, count] = await Promise.all([
+    rows<Record<string, unknown>>(
+      ch,
+      `SELECT toUnixTimestamp64Milli(ts) AS ts_ms, device_id, app_id, app_name, action_id, action_name, tower_id, carrier, verdict, policy_name, severity, bytes_up, bytes_down
+       FROM ${ch.database}.app_usage WHERE ${where} ORDER BY app_usage.ts DESC, event_id LIMIT {limit:UInt32} OFFSET {offset:UInt32}`,
+      params,
+    ),
+    rows<{ n: string }>(ch, `SELECT count() AS n FROM ${ch.database}.app_usage WHERE ${where}`, params),
+  ]);
+  return {
+    usage: usage.map(({ ts_ms, ...r }) => ({ ...(r as unknown as UsageRow), ts: num(ts_ms), bytes_up: num(r['bytes_up']), bytes_down: num(r['bytes_down']) })),
+    total: num(count[0]?.n ?? 0),
+  };
+}

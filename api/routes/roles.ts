@@ -1,0 +1,166 @@
+/** Role assignments: policies to roles, roles to users; plus the enterprise's users and roles to pick from. */
+import { z } from 'zod';
+import { ConflictError, NotFoundError, rolePolicyId, userRoleId } from '../../core/controlPlane/index.js';
+import type { ApiContext, ApiRoute } from '../context.js';
+import { ApiError } from '../errors.js';
+import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate } from '../schemas.js';
+import { scopeOf } from '../tenancy.js';
+
+const notIn = (what: string, value: string): ApiError => new ApiError(404, 'not_found', `no ${what} '${value}' in this enterprise`, { [`${what}_id`]: value });
+
+export function roleRoutes(ctx: ApiContext): ApiRoute[] {
+  const { view, store } = ctx;
+  const assigned = z.strictObject({ status: z.enum(['assigned', 'already_assigned']), assigned_at: z.string() });
+  return [
+    {
+      method: 'get',
+      path: '/users',
+      tag: 'roles',
+      summary: "The enterprise's users with their roles",
+      access: 'read',
+      query: z.strictObject({ ...enterpriseQuery, ...pageQuery }),
+      response: z.strictObject({ users: z.array(z.strictObject({ id: z.string(), name: z.string(), email: z.string(), role_ids: z.array(z.string()) })), ...pageInfo }),
+      handler: ({ query, principal }) => {
+        const enterprise = scopeOf(view, principal, query.enterprise_id);
+        const users = view.usersOfEnterprise(enterprise).sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }));
+        const { items, info } = paginate(users, query.page, query.limit);
+        return { body: { users: items.map((u) => ({ id: u.id, name: u.name, email: u.email, role_ids: view.rolesOfUser(u.id, enterprise).map((r) => r.id).sort() })), ...info } };
+      },
+    },
+    {
+      method: 'get',
+      path: '/roles',
+      tag: 'roles',
+      summary: "The enterprise's roles",
+      access: 'read',
+      query: z.strictObject({ ...enterpriseQuery, ...pageQuery }),
+      response: z.strictObject({ roles: z.array(z.strictObject({ id: z.string(), name: z.string(), policy_ids: z.array(z.string()) })), ...pageInfo }),
+      handler: ({ query, principal }) => {
+        const enterprise = scopeOf(view, principal, query.enterprise_id);
+        const roles = view.rolesOfEnterprise(enterprise).sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }));
+        const { items, info } = paginate(roles, query.page, query.limit);
+        return { body: { roles: items.map((r) => ({ id: r.id, name: r.name, policy_ids: view.policiesOfRole(r.id, enterprise).map((p) => p.id).sort() })), ...info } };
+      },
+    },
+    {
+      method: 'post',
+      path: '/roles/policies/assign',
+      tag: 'roles',
+      summary: 'Assign a policy to a role',
+      access: 'write',
+      body: z.strictObject({ ...enterpriseQuery, role_id: id, policy_id: id }),
+      response: assigned.extend({ role_id: z.string(), policy_id: z.string() }),
+      handler: async ({ body, principal }) => {
+        const enterprise = scopeOf(view, principal, body.enterprise_id);
+        if (view.role(body.role_id, enterprise) === undefined) throw notIn('role', body.role_id);
+        if (view.policy(body.policy_id, enterprise) === undefined) throw notIn('policy', body.policy_id);
+        const existing = view.get('role_policy', enterprise, rolePolicyId(body.role_id, body.policy_id));
+        if (existing !== undefined) return { body: { role_id: body.role_id, policy_id: body.policy_id, status: 'already_assigned', assigned_at: existing.value.assigned_at } };
+        const assigned_at = iso(ctx.now());
+        try {
+          await store.create('role_policy', { enterprise_id: enterprise, role_id: body.role_id, policy_id: body.policy_id, assigned_at });
+        } catch (err) {
+          if (!(err instanceof ConflictError)) throw err;
+        }
+        return { status: 201, body: { role_id: body.role_id, policy_id: body.policy_id, status: 'assigned', assigned_at } };
+      },
+    },
+    {
+      method: 'post',
+      path: '/users/roles/assign',
+      tag: 'roles',
+      summary: 'Assign a role to a user',
+      access: 'write',
+      body: z.strictObject({ ...enterpriseQuery, user_id: id, role_id: id }),
+      response: assigned.extend({ user_id: z.string(), role_id: z.string() }),
+      handler: async ({ body, principal }) => {
+        const enterprise = scopeOf(view, principal, body.enterprise_id);
+        if (view.user(body.user_id, enterprise) === undefined) throw notIn('user', body.user_id);
+        if (view.role(body.role_id, enterprise) === undefined) throw notIn('role', body.role_id);
+        const existing = view.get('user_role', enterprise, userRoleId(body.user_id, body.role_id));
+        if (existing !== undefined) return { body: { user_id: body.user_id, role_id: body.role_id, status: 'already_assigned', assigned_at: existing.value.assigned_at } };
+        const assigned_at = iso(ctx.now());
+        try {
+          await store.create('user_role', { enterprise_id: enterprise, user_id: body.user_id, role_id: body.role_id, assigned_at });
+        } catch (err) {
+          if (!(err instanceof ConflictError)) throw err;
+        }
+        return { status: 201, body: { user_id: body.user_id, role_id: body.role_id, status: 'assigned', assigned_at } };
+      },
+    },
+    {
+      method: 'get',
+      path: '/roles/policies',
+      tag: 'roles',
+      summary: 'Policies assigned to a role',
+      access: 'read',
+      query: z.strictObject({ ...enterpriseQuery, ...pageQuery, role: id }),
+      response: z.strictObject({ role_id: z.string(), role_name: z.string(), policies: z.array(z.strictObject({ policy_id: z.string(), name: z.string(), enabled: z.boolean() })), ...pageInfo }),
+      handler: ({ query, principal }) => {
+        const enterprise = scopeOf(view, principal, query.enterprise_id);
+        const role = view.role(query.role, enterprise);
+        if (role === undefined) throw notIn('role', query.role);
+        const policies = view.policiesOfRole(role.id, enterprise).sort((a, b) => a.id.localeCompare(b.id));
+        const { items, info } = paginate(policies, query.page, query.limit);
+        return { body: { role_id: role.id, role_name: role.name, policies: items.map((p) => ({ policy_id: p.id, name: p.name, enabled: p.enabled })), ...info } };
+      },
+    },
+    {
+      method: 'get',
+      path: '/users/roles',
+      tag: 'roles',
+      summary: 'Roles assigned to a user',
+      access: 'read',
+      query: z.strictObject({ ...enterpriseQuery, ...pageQuery, user: id }),
+      response: z.strictObject({ user_id: z.string(), user_name: z.string(), roles: z.array(z.strictObject({ role_id: z.string(), name: z.string() })), ...pageInfo }),
+      handler: ({ query, principal }) => {
+        const enterprise = scopeOf(view, principal, query.enterprise_id);
+        const user = view.user(query.user, enterprise);
+        if (user === undefined) throw notIn('user', query.user);
+        const roles = view.rolesOfUser(user.id, enterprise).sort((a, b) => a.id.localeCompare(b.id));
+        const { items, info } = paginate(roles, query.page, query.limit);
+        return { body: { user_id: user.id, user_name: user.name, roles: items.map((r) => ({ role_id: r.id, name: r.name })), ...info } };
+      },
+    },
+    {
+      method: 'del',
+      path: '/roles/{role_id}/policies/{policy_id}',
+      tag: 'roles',
+      summary: 'Remove a policy from a role',
+      access: 'write',
+      query: z.strictObject({ ...enterpriseQuery }),
+      successStatus: 204,
+      handler: async ({ query, principal, params }) => {
+        const enterprise = scopeOf(view, principal, query.enterprise_id);
+        const [role, policy] = [params['role_id'] ?? '', params['policy_id'] ?? ''];
+        try {
+          await store.delete('role_policy', enterprise, rolePolicyId(role, policy));
+        } catch (err) {
+          if (err instanceof NotFoundError || (err instanceof Error && 'code' in err && err.code === 'invalid_key')) throw new ApiError(404, 'not_found', `policy '${policy}' is not assigned to role '${role}' in this enterprise`);
+          throw err;
+        }
+        return { status: 204 };
+      },
+    },
+    {
+      method: 'del',
+      path: '/users/{user_id}/roles/{role_id}',
+      tag: 'roles',
+      summary: 'Remove a role from a user',
+      access: 'write',
+      query: z.strictObject({ ...enterpriseQuery }),
+      successStatus: 204,
+      handler: async ({ query, principal, params }) => {
+        const enterprise = scopeOf(view, principal, query.enterprise_id);
+        const [user, role] = [params['user_id'] ?? '', params['role_id'] ?? ''];
+        try {
+          await store.delete('user_role', enterprise, userRoleId(user, role));
+        } catch (err) {
+          if (err instanceof NotFoundError || (err instanceof Error && 'code' in err && err.code === 'invalid_key')) throw new ApiError(404, 'not_found', `role '${role}' is not assigned to user '${user}' in this enterprise`);
+          throw err;
+        }
+        return { status: 204 };
+      },
+    },
+  ];
+}

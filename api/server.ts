@@ -1,0 +1,137 @@
+/**
+ * The api as one running thing: control-plane view and store, auth, rate limits, metrics,
+ * every route, the OpenAPI document and the alert socket on one uWebSockets.js app. Used by
+ * `towerwatch api` and `towerwatch up` (which hands it the ClickHouse handle the pipeline
+ * opened: an embedded engine has one owner process).
+ */
+import { readFileSync } from 'node:fs';
+import { jetstream } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { ClickHouseHandle } from '../core/clickhouse.js';
+import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
+import { createAlertsSocket, type AlertsSocket } from './alertsSocket.js';
+import { AuthService } from './auth.js';
+import type { ApiContext, ApiRoute } from './context.js';
+import { startHttpServer, type HttpServer } from './http.js';
+import { RateLimits, type LimitOptions } from './limits.js';
+import { ApiMetrics } from './metrics.js';
+import { openApiDocument } from './openapi.js';
+import { authRoutes } from './routes/auth.js';
+import { dashboardRoutes } from './routes/dashboard.js';
+import { deviceRoutes } from './routes/devices.js';
+import { networkRoutes } from './routes/network.js';
+import { opsRoutes } from './routes/ops.js';
+import { policyRoutes } from './routes/policies.js';
+import { remediationRoutes } from './routes/remediation.js';
+import { roleRoutes } from './routes/roles.js';
+import { requireAccess } from './tenancy.js';
+
+export interface ApiServerOptions {
+  nc: NatsConnection;
+  clickhouse: ClickHouseHandle;
+  port: number;
+  host?: string;
+  /** Token signing key; null: shared one kept in NATS KV. */
+  jwtSecret: string | null;
+  limits?: LimitOptions;
+  /** Epoch ms (tests move it). @default Date.now */
+  now?: () => number;
+  accessTtlSeconds?: number;
+  maxBackpressureBytes?: number;
+  heartbeatEveryMs?: number;
+  /** Validate replies against their documented schemas (tests). */
+  checkResponses?: boolean;
+  log: (line: string) => void;
+}
+
+export interface ApiServer {
+  readonly url: string;
+  readonly port: number;
+  readonly routes: readonly ApiRoute[];
+  readonly alerts: AlertsSocket;
+  readonly metrics: ApiMetrics;
+  readonly view: ControlPlaneView;
+  close(): Promise<void>;
+}
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
+  const now = options.now ?? Date.now;
+  const view = await ControlPlaneView.open(options.nc);
+  const cleanups: Array<() => unknown> = [() => view.close()];
+  try {
+    const store = await ControlPlaneStore.open(options.nc);
+    const auth = await AuthService.open({ nc: options.nc, view, secret: options.jwtSecret, now, ...(options.accessTtlSeconds === undefined ? {} : { accessTtlSeconds: options.accessTtlSeconds }) });
+    cleanups.push(() => auth.close());
+    const limits = new RateLimits(options.limits);
+    const metrics = new ApiMetrics();
+    const ctx: ApiContext = { nc: options.nc, js: jetstream(options.nc), view, store, clickhouse: options.clickhouse, auth, limits, now, log: options.log };
+    const routes: ApiRoute[] = [];
+    const version = packageVersion();
+    let openapi: unknown;
+    routes.push(
+      ...authRoutes(ctx),
+      ...dashboardRoutes(ctx),
+      ...deviceRoutes(ctx),
+      ...policyRoutes(ctx),
+      ...roleRoutes(ctx),
+      ...networkRoutes(ctx),
+      ...remediationRoutes(ctx),
+      ...opsRoutes(ctx, metrics, () => (openapi ??= openApiDocument(routes, version))),
+    );
+    const alerts = createAlertsSocket({
+      nc: options.nc,
+      view,
+      auth,
+      metrics,
+      log: options.log,
+      ...(options.maxBackpressureBytes === undefined ? {} : { maxBackpressureBytes: options.maxBackpressureBytes }),
+      ...(options.heartbeatEveryMs === undefined ? {} : { heartbeatEveryMs: options.heartbeatEveryMs }),
+    });
+    cleanups.push(() => alerts.close());
+    const http: HttpServer = await startHttpServer({
+      routes,
+      port: options.port,
+      host: options.host ?? '127.0.0.1',
+      log: options.log,
+      checkResponses: options.checkResponses ?? false,
+      authorize: async (route, head) => {
+        const principal = await auth.authenticate(head.headers['authorization']);
+        await limits.account(principal.account.username);
+        requireAccess(principal, route.access);
+        return principal;
+      },
+      onReply: (route, status, seconds) => {
+        const method = route.method === 'del' ? 'DELETE' : route.method.toUpperCase();
+        metrics.requests.inc({ method, route: route.path, status: String(status) });
+        metrics.latency.observe({ method, route: route.path }, seconds);
+      },
+      extend: (app) => alerts.attach(app),
+    });
+    let closing: Promise<void> | undefined;
+    return {
+      url: http.url,
+      port: http.port,
+      routes,
+      alerts,
+      metrics,
+      view,
+      close: () =>
+        (closing ??= (async () => {
+          http.close();
+          for (const c of cleanups.reverse()) await c();
+        })()),
+    };
+  } catch (err) {
+    for (const c of cleanups.reverse()) await c();
+    throw err;
+  }
+}
