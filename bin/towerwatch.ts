@@ -3,6 +3,7 @@
  * The one executable. Each area registers its own subcommands; this file only wires them.
  */
 import { Command } from 'commander';
+import { registerApiCommands } from '../api/cli.js';
 import { registerBenchCommands } from '../bench/cli.js';
 import { registerPipelineCommand } from '../pipeline/cli.js';
 import { registerRulesCommands } from '../rules-wasm/cli.js';
@@ -20,5 +21,6 @@ registerSimulateCommands(program);
 registerUpCommand(program);
 registerPipelineCommand(program);
 registerBenchCommands(program);
+registerApiCommands(program);
 
 await program.parseAsync(process.argv);

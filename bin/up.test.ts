@@ -12,6 +12,7 @@ import { ControlPlaneStore } from '../core/controlPlane/index.js';
 import { connectNats } from '../core/natsConnection.js';
 import { findFreePort } from '../core/natsServer.js';
 import { USAGE_STREAM } from '../core/streams.js';
+import WebSocket from 'ws';
 import { BRIEF } from '../fixtures/world.js';
 
 const CLI = fileURLToPath(new URL('./towerwatch.js', import.meta.url));
@@ -90,13 +91,14 @@ after(async () => {
 });
 
 /** Environment for an `up` with its own data dir and port, and no NATS_URL. */
-async function upEnv(): Promise<{ env: NodeJS.ProcessEnv; port: number; dataDir: string }> {
+async function upEnv(): Promise<{ env: NodeJS.ProcessEnv; port: number; apiPort: number; dataDir: string }> {
   const dataDir = await mkdtemp(join(tmpdir(), 'towerwatch-up-test-'));
   tempDirs.push(dataDir);
   const port = await findFreePort();
-  const env: NodeJS.ProcessEnv = { ...process.env, TOWERWATCH_DATA_DIR: dataDir, TOWERWATCH_NATS_PORT: String(port) };
+  const apiPort = await findFreePort();
+  const env: NodeJS.ProcessEnv = { ...process.env, TOWERWATCH_DATA_DIR: dataDir, TOWERWATCH_NATS_PORT: String(port), TOWERWATCH_API_PORT: String(apiPort) };
   delete env['NATS_URL'];
-  return { env, port, dataDir };
+  return { env, port, apiPort, dataDir };
 }
 
 function startUp(args: readonly string[], env: NodeJS.ProcessEnv): Up {
@@ -133,7 +135,7 @@ describe('towerwatch up', { concurrency: true }, () => {
     const { env, port, dataDir } = await upEnv();
     const up = startUp(['--rate', '2000'], env);
     // Compiling six enterprises' policies comes before the first progress line: allow for a slow machine.
-    await up.waitForOutput([/^up: simulator publishing 2000 events\/s/m, /^simulate: [\d,]+ events in /m], 30_000);
+    await up.waitForOutput([/^up: simulator publishing 2000 events\/s/m, /^simulate: [\d,]+ events in /m], 60_000);
     assert.ok(up.stderr.includes(`up: nats-server nats://${HOST}:${port} (JetStream store in ${join(dataDir, 'nats')})`), up.stderr);
     assert.match(up.stderr, /^up: streams USAGE \(created\)/m);
     assert.match(up.stderr, /^up: seeded the control plane: \d+ written/m);
@@ -160,6 +162,38 @@ describe('towerwatch up', { concurrency: true }, () => {
     assert.match(up.stderr, /^up: sent [\d,]+ events in /m);
     assert.equal(await accepts(port), false, 'nats-server is stopped with it');
     assert.ok(existsSync(join(dataDir, 'nats', 'jetstream')), 'the JetStream store is kept in TOWERWATCH_DATA_DIR');
+  });
+
+  test('simulator → pipeline → api → socket: a signed-in dashboard gets live violations', async () => {
+    const { env, apiPort } = await upEnv();
+    const up = startUp(['--rate', '2000'], env);
+    await up.waitForOutput([/^up: api http:/m, /^up: sign in as admin@acme/m], 60_000);
+    const api = `http://${HOST}:${apiPort}`;
+    assert.ok(up.stderr.includes(`up: api ${api}`), up.stderr);
+    assert.match(up.stderr, /password towerwatch-demo/);
+    const login = await fetch(`${api}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'viewer@acme', password: 'towerwatch-demo' }) });
+    assert.equal(login.status, 200);
+    const { access_token } = (await login.json()) as { access_token: string };
+    const ws = new WebSocket(`ws://${HOST}:${apiPort}/ws/alerts?token=${access_token}`);
+    const alerts: Array<Record<string, unknown>> = [];
+    ws.on('message', (d) => {
+      const m = JSON.parse(d.toString()) as Record<string, unknown>;
+      if (m['type'] === 'alert') alerts.push(m);
+    });
+    try {
+      const deadline = Date.now() + 60_000;
+      while (alerts.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(alerts.length > 0, `no alert on the socket within 60 s; stderr:\n${up.stderr}`);
+      const a = alerts[0]!;
+      for (const k of ['alert_id', 'user_id', 'user_name', 'app_name', 'action', 'policy_name', 'severity', 'timestamp']) assert.ok(typeof a[k] === 'string' && a[k] !== '', `${k} in ${JSON.stringify(a)}`);
+      const listed = await fetch(`${api}/dashboard/alerts?limit=500`, { headers: { authorization: `Bearer ${access_token}` } });
+      assert.equal(listed.status, 200);
+    } finally {
+      ws.close();
+    }
+    up.child.kill('SIGINT');
+    assert.deepEqual(await up.waitForExit(15_000), { code: 0, signal: null }, up.stderr);
+    assert.equal(await accepts(apiPort), false, 'the api stops with it');
   });
 
   test('up exits 1 saying so when the NATS port is taken', async () => {

@@ -12,6 +12,8 @@ import { fail, loadConfigOrExit } from '../core/cliSupport.js';
 import { connectNats } from '../core/natsConnection.js';
 import { NatsServerError, startNatsServer, type NatsServerHandle } from '../core/natsServer.js';
 import { ensureStreams } from '../core/streams.js';
+import { startApiServer, type ApiServer } from '../api/server.js';
+import { DEFAULT_DEMO_PASSWORD } from '../core/config.js';
 import { startPipelineService, type PipelineService } from '../pipeline/service.js';
 import { DEFAULT_SEED, describeRun, describeSeed, makeWorld, runTraffic, seed } from '../fixtures/cli.js';
 
@@ -69,6 +71,7 @@ async function up(opts: UpFlags): Promise<void> {
 
   let nc: NatsConnection | null = null;
   let pipeline: PipelineService | null = null;
+  let api: ApiServer | null = null;
   try {
     if (stop.signal.aborted) return;
     nc = await connectNats(url, 'towerwatch up');
@@ -77,6 +80,26 @@ async function up(opts: UpFlags): Promise<void> {
     const world = makeWorld({ seed: worldSeed });
     log(describeSeed(await seed(nc, world, false, config.demoPassword)));
     pipeline = await startPipelineService({ config, nc, natsUrl: url, log: (line) => process.stderr.write(`${line}\n`) });
+    // The api shares the pipeline's ClickHouse handle: an embedded engine has one owner process.
+    try {
+      api = await startApiServer({
+        nc,
+        clickhouse: pipeline.clickhouse,
+        port: config.apiPort,
+        host: config.apiHost,
+        jwtSecret: config.jwtSecret,
+        limits: { perAccountPerMinute: config.rateLimitPerMinute },
+        log: (line) => process.stderr.write(`${line}\n`),
+      });
+    } catch (err) {
+      // Not fail(): the finally below must still stop the pipeline and nats-server.
+      process.stderr.write(`error: api: ${(err as Error).message}; set TOWERWATCH_API_PORT to a free port\n`);
+      process.exitCode = 1;
+      return;
+    }
+    const password = config.demoPassword === DEFAULT_DEMO_PASSWORD ? DEFAULT_DEMO_PASSWORD : '$TOWERWATCH_DEMO_PASSWORD';
+    log(`api ${api.url} (dashboard and REST; live alerts on ${api.url.replace('http', 'ws')}/ws/alerts; OpenAPI at /openapi.json)`);
+    log(`sign in as admin@acme (or analyst@acme, viewer@acme, admin@globex, ops@carrier), password ${password}`);
     if (opts.simulator) {
       log(`simulator publishing ${rate > 0 ? `${rate} events/s` : 'as fast as it can'}; Ctrl-C stops everything`);
       const summary = await runTraffic(nc, world, {
@@ -96,6 +119,7 @@ async function up(opts: UpFlags): Promise<void> {
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    await api?.close();
     await pipeline?.stop();
     const conn = nc as NatsConnection | null;
     // drain fails when the server is already gone: close, or it reconnects for ever.
