@@ -1,6 +1,7 @@
 /** `towerwatch bench e2e`: the end-to-end benchmark from the command line. */
 import type { Command } from 'commander';
 import { integerOption } from '../core/cliSupport.js';
+import { runApiBench } from './apiBench.js';
 import { runE2eCli } from './e2e.js';
 
 export function registerBenchCommands(program: Command): void {
@@ -25,5 +26,17 @@ export function registerBenchCommands(program: Command): void {
         log: (line) => process.stderr.write(`${line}\n`),
       });
       if (!result.ok) process.exitCode = 1;
+    });
+  bench
+    .command('api')
+    .description('the api under load: cached GET and /dashboard/metrics with autocannon, alert fan-out to WebSocket clients')
+    .option('--events <n>', 'events stored in ClickHouse before the load', integerOption('--events'), 10_000_000)
+    .option('--duration <s>', 'seconds per HTTP run', integerOption('--duration'), 10)
+    .option('--connections <n>', 'concurrent HTTP connections', integerOption('--connections'), 50)
+    .option('--sockets <n>', 'WebSocket clients for the fan-out', integerOption('--sockets'), 1000)
+    .option('--alerts <n>', 'alerts published for the fan-out', integerOption('--alerts'), 5000)
+    .action(async (opts: { events: number; duration: number; connections: number; sockets: number; alerts: number }) => {
+      const result = await runApiBench({ ...opts, durationS: opts.duration, log: (line) => process.stderr.write(`${line}\n`) });
+      process.stdout.write(`${JSON.stringify(result)}\n`);
     });
 }

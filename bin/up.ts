@@ -79,6 +79,8 @@ async function up(opts: UpFlags): Promise<void> {
     log(`streams ${streams.map((s) => `${s.name} (${s.action})`).join(', ')}`);
     const world = makeWorld({ seed: worldSeed });
     log(describeSeed(await seed(nc, world, false, config.demoPassword)));
+    // A signal during start-up: start nothing more (the finally stops what has started).
+    if (stop.signal.aborted) return;
     pipeline = await startPipelineService({ config, nc, natsUrl: url, log: (line) => process.stderr.write(`${line}\n`) });
     // The api shares the pipeline's ClickHouse handle: an embedded engine has one owner process.
     try {
@@ -97,6 +99,7 @@ async function up(opts: UpFlags): Promise<void> {
       process.exitCode = 1;
       return;
     }
+    if (stop.signal.aborted) return;
     const password = config.demoPassword === DEFAULT_DEMO_PASSWORD ? DEFAULT_DEMO_PASSWORD : '$TOWERWATCH_DEMO_PASSWORD';
     log(`api ${api.url} (dashboard and REST; live alerts on ${api.url.replace('http', 'ws')}/ws/alerts; OpenAPI at /openapi.json)`);
     log(`sign in as admin@acme (or analyst@acme, viewer@acme, admin@globex, ops@carrier), password ${password}`);

@@ -1,0 +1,159 @@
+/**
+ * `towerwatch bench api`: the api under load on this machine. A real nats-server, embedded
+ * ClickHouse holding `--events` generated events (inserted by ClickHouse itself from
+ * numbers(), projections built as they are written), the api in this process, and the load
+ * from a child process: autocannon on a cached GET (200 and 304) and on /dashboard/metrics,
+ * then alert fan-out to `--sockets` WebSocket clients.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Packr } from 'msgpackr';
+import { startApiServer } from '../api/server.js';
+import { openClickHouse } from '../core/clickhouse.js';
+import { ControlPlaneStore } from '../core/controlPlane/index.js';
+import { connectNats } from '../core/natsConnection.js';
+import { startNatsServer } from '../core/natsServer.js';
+import { migrate } from '../core/schema.js';
+import { seedDemoAccounts } from '../fixtures/accounts.js';
+import { seedWorld } from '../fixtures/seed.js';
+import { BRIEF, generateWorld } from '../fixtures/world.js';
+import { machine, writeResults } from './benchReport.js';
+
+export interface ApiBenchOptions {
+  events: number;
+  durationS: number;
+  connections: number;
+  sockets: number;
+  alerts: number;
+  log: (line: string) => void;
+}
+
+const CLIENT = fileURLToPath(new URL('./apiLoadClient.js', import.meta.url));
+const PASSWORD = 'bench-password';
+
+function runClient(job: unknown, onReady?: (send: (line: string) => void) => void): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLIENT, JSON.stringify(job)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => {
+      out += c;
+      if (onReady && out.includes('ready\n')) {
+        out = out.replace('ready\n', '');
+        const ready = onReady;
+        onReady = undefined;
+        ready((line) => child.stdin.write(`${line}\n`));
+      }
+    });
+    child.once('close', (code) => {
+      if (code !== 0) return reject(new Error(`load client exited ${code}`));
+      try {
+        resolve(JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>);
+      } catch (err) {
+        reject(err);
+      }
+    });
+  });
+}
+
+/** Generated history: events spread over the last 7 days across the world's acme devices, 5 % violations. */
+async function fillHistory(ch: Awaited<ReturnType<typeof openClickHouse>>, events: number, log: (l: string) => void): Promise<void> {
+  const t = performance.now();
+  const db = ch.database;
+  const week = 7 * 24 * 3600 * 1000;
+  const common = `
+    number AS n,
+    fromUnixTimestamp64Milli(toInt64(toUnixTimestamp64Milli(now64(3)) - (n * 7919) % ${week}), 'UTC') AS t,
+    ['acme','globex','acme','acme'][1 + n % 4] AS ent,
+    ['tower123','tower124','tower125','tower126','tower127','tower128'][1 + intDiv(n, 7) % 6] AS tower,
+    concat('user', toString(123 + n % 25)) AS uid,
+    ['Slack','Zoom','Microsoft Teams','WhatsApp','Dropbox','Gmail','YouTube','GitHub'][1 + intDiv(n, 3) % 8] AS app`;
+  await ch.client.command({
+    query: `INSERT INTO ${db}.app_usage (enterprise_id, ts, carrier, tower_id, event_id, stream_seq, device_id, user_id, user_name, app_id, app_name, app_category, action_id, action_name, bytes_up, bytes_down, verdict, policy_id, policy_name, rule_id, severity, remediation, policy_version)
+      SELECT ent, t, 'att', tower, n, intDiv(n, 1000), concat('dev', toString(n % 500)), uid, concat('User ', uid), lower(app), app, 'messaging', 'send_message', 'Send Message', n % 5000, n % 20000,
+        if(n % 20 = 0, 'deny', 'allow'), 'policy123', 'Admin Policy', '', if(n % 20 = 0, 'high', ''), '', 'bench'
+      FROM (SELECT ${common} FROM numbers(${events}))`,
+    clickhouse_settings: { max_insert_threads: '2' },
+  });
+  await ch.client.command({
+    query: `INSERT INTO ${db}.violations (alert_id, enterprise_id, ts, carrier, tower_id, tower_location, region, event_id, stream_seq, device_id, user_id, user_name, app_id, app_name, action_id, action_name, policy_id, policy_name, rule_id, severity, remediation, policy_version)
+      SELECT concat('att:', tower, ':', toString(n)), ent, t, 'att', tower, 'New York City', 'US-NY', n, intDiv(n, 1000), concat('dev', toString(n % 500)), uid, concat('User ', uid), lower(app), app, 'send_message', 'Send Message', 'policy123', 'Admin Policy', '', 'high', '', 'bench'
+      FROM (SELECT ${common} FROM numbers(${events})) WHERE n % 20 = 0`,
+  });
+  log(`bench api: ${events.toLocaleString('en-US')} events (${(events / 20).toLocaleString('en-US')} violations) written in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+}
+
+export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string, unknown>> {
+  const dir = await mkdtemp(join(tmpdir(), 'tw-bench-api-'));
+  const server = await startNatsServer({ storeDir: join(dir, 'nats') });
+  const nc = await connectNats(server.url, 'bench api');
+  const ch = await openClickHouse({ clickhouseUrl: null, dataDir: dir });
+  try {
+    await migrate(ch, { retentionDays: 30 });
+    const store = await ControlPlaneStore.open(nc);
+    await seedWorld(store, generateWorld({ seed: 42 }));
+    await seedDemoAccounts(store, PASSWORD);
+    await fillHistory(ch, opts.events, opts.log);
+    const api = await startApiServer({ nc, clickhouse: ch, port: 0, jwtSecret: 'b'.repeat(40), limits: { perAccountPerMinute: 1_000_000_000 }, log: opts.log });
+    try {
+      const login = await fetch(`${api.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'viewer@acme', password: PASSWORD }) });
+      const { access_token: token } = (await login.json()) as { access_token: string };
+      const auth = { authorization: `Bearer ${token}` };
+      const towers = await fetch(`${api.url}/towers`, { headers: auth });
+      const etag = towers.headers.get('etag') ?? '';
+      const http = async (name: string, path: string, headers: Record<string, string>): Promise<Record<string, unknown>> => {
+        opts.log(`bench api: ${name} (${opts.connections} connections, ${opts.durationS} s)…`);
+        const r = await runClient({ kind: 'http', url: `${api.url}${path}`, headers, connections: opts.connections, durationS: opts.durationS });
+        opts.log(`bench api: ${name}: ${Math.round(Number(r['requests_per_s']))} req/s, p99 ${(r['latency_ms'] as { p99: number }).p99} ms`);
+        return r;
+      };
+      const cachedGet = await http('GET /towers (200)', '/towers', auth);
+      const notModified = await http('GET /towers with If-None-Match (304)', '/towers', { ...auth, 'if-none-match': etag });
+      const metrics = await http('GET /dashboard/metrics?range=24h', '/dashboard/metrics?range=24h', auth);
+      const metrics7d = await http('GET /dashboard/metrics?range=7d', '/dashboard/metrics?range=7d', auth);
+
+      opts.log(`bench api: fan-out of ${opts.alerts} alerts to ${opts.sockets} sockets…`);
+      const packr = new Packr({ useRecords: false });
+      const fanout = await runClient({ kind: 'ws', url: `${api.url.replace('http', 'ws')}/ws/alerts?token=${token}`, sockets: opts.sockets }, (send) => {
+        void (async () => {
+          const perFrame = 10;
+          for (let i = 0; i < opts.alerts; i += perFrame) {
+            const alerts = Array.from({ length: perFrame }, (_, k) => ({
+              alert_id: `bench:${i + k}`, enterprise_id: BRIEF.acme, ts: Date.now(), user_id: BRIEF.john, user_name: 'John Doe', device_id: BRIEF.johnDevice, app_id: BRIEF.slack,
+              app_name: 'Slack', action: 'Upload File', tower_id: BRIEF.nycTower, tower_location: 'New York City', region: 'US-NY', lat: 40.7, lon: -74, carrier: 'att',
+              policy_id: BRIEF.adminPolicy, policy_name: 'Admin Policy', rule_id: 'r1', severity: 'high', remediation: null, policy_version: 'bench',
+            }));
+            nc.publish(`alerts.${BRIEF.acme}`, packr.pack({ type: 'alerts', alerts }));
+            // 1,000 alerts/s: a busy enterprise, far above what a dashboard shows.
+            await new Promise((r) => setTimeout(r, 10));
+          }
+          await nc.flush();
+          send(String(opts.alerts * opts.sockets));
+        })();
+      });
+      opts.log(`bench api: fan-out: ${fanout['received']} of ${fanout['expected']} delivered, ${Math.round(Number(fanout['deliveries_per_s']))} messages/s, p99 ${(fanout['latency_ms'] as { p99: number }).p99} ms`);
+      const result = {
+        machine: machine(),
+        options: { events: opts.events, duration_s: opts.durationS, connections: opts.connections, sockets: opts.sockets, alerts: opts.alerts },
+        cached_get: cachedGet,
+        cached_get_304: notModified,
+        dashboard_metrics_24h: metrics,
+        dashboard_metrics_7d: metrics7d,
+        ws_fanout: fanout,
+        rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20),
+      };
+      const file = await writeResults('api', result);
+      opts.log(`bench api: results written to ${file}`);
+      return result;
+    } finally {
+      await api.close();
+    }
+  } finally {
+    await ch.close();
+    await nc.drain().catch(() => nc.close());
+    await server.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * The load side of `bench api`, in its own process so that it does not share the server's
+ * event loop: autocannon for HTTP, or N WebSocket clients measuring alert delivery.
+ * Reads one JSON job from argv[2], prints one JSON result on stdout.
+ */
+import autocannon from 'autocannon';
+import WebSocket from 'ws';
+
+interface HttpJob {
+  kind: 'http';
+  url: string;
+  headers: Record<string, string>;
+  connections: number;
+  durationS: number;
+}
+interface WsJob {
+  kind: 'ws';
+  url: string;
+  sockets: number;
+}
+type Job = HttpJob | WsJob;
+
+const job = JSON.parse(process.argv[2] ?? '{}') as Job;
+
+if (job.kind === 'http') {
+  const r = await autocannon({ url: job.url, headers: job.headers, connections: job.connections, duration: job.durationS, pipelining: 1 });
+  const statuses: Record<string, number> = {};
+  for (const k of ['1xx', '2xx', '3xx', '4xx', '5xx'] as const) statuses[k] = r[k];
+  process.stdout.write(
+    `${JSON.stringify({ requests_per_s: r.requests.average, latency_ms: { p50: r.latency.p50, p90: r.latency.p90, p99: r.latency.p99, max: r.latency.max }, total: r.requests.total, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx, statuses })}\n`,
+  );
+} else {
+  // Sockets connect, then the parent publishes; each alert carries its publish time in `timestamp`.
+  const latencies: number[] = [];
+  let received = 0;
+  let first = 0;
+  let last = 0;
+  const sockets: WebSocket[] = [];
+  await Promise.all(
+    Array.from({ length: job.sockets }, () =>
+      new Promise<void>((resolve, reject) => {
+        const ws = new WebSocket(job.url);
+        sockets.push(ws);
+        ws.on('message', (data) => {
+          const m = JSON.parse(data.toString()) as { type: string; timestamp?: string };
+          if (m.type === 'subscribed') return resolve();
+          if (m.type !== 'alert' || m.timestamp === undefined) return;
+          const now = Date.now();
+          if (received === 0) first = now;
+          last = now;
+          received++;
+          if (received % 10 === 0) latencies.push(now - Date.parse(m.timestamp));
+        });
+        ws.on('error', reject);
+      }),
+    ),
+  );
+  process.stdout.write('ready\n');
+  // The parent says how many it published and waits for our numbers.
+  process.stdin.setEncoding('utf8');
+  let input = '';
+  for await (const chunk of process.stdin) {
+    input += chunk;
+    if (input.includes('\n')) break;
+  }
+  const expected = Number(input.trim());
+  const deadline = Date.now() + 30_000;
+  while (received < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  latencies.sort((a, b) => a - b);
+  const q = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
+  process.stdout.write(`${JSON.stringify({ expected, received, deliveries_per_s: received / Math.max(0.001, (last - first) / 1000), latency_ms: { p50: q(0.5), p99: q(0.99), max: latencies.at(-1) ?? NaN } })}\n`);
+  for (const ws of sockets) ws.terminate();
+}
