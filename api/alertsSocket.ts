@@ -204,8 +204,9 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
       app = target;
       target.ws<SocketData>('/ws/alerts', {
         maxPayloadLength: 16 * 1024,
-        // uWS drops what would exceed this (memory stays bounded); the sweep then closes the socket.
-        maxBackpressure,
+        // uWS drops what would exceed twice the limit (memory stays bounded), and never lets the
+        // buffer reach it; the sweep closes a socket at the limit itself.
+        maxBackpressure: 2 * maxBackpressure,
         closeOnBackpressureLimit: 0,
         idleTimeout: 60,
         sendPingsAutomatically: true,

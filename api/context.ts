@@ -15,6 +15,8 @@ export interface ApiContext {
   readonly clickhouse: ClickHouseHandle;
   readonly auth: AuthService;
   readonly limits: RateLimits;
+  /** How long a /dashboard/metrics answer is shared by identical requests (0: never). */
+  readonly metricsCacheMs: number;
   /** Epoch ms. */
   now(): number;
   log(line: string): void;

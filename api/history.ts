@@ -28,6 +28,8 @@ async function rows<T>(ch: ClickHouseHandle, query: string, params: Record<strin
 }
 
 const num = (v: unknown): number => Number(v);
+/** Violation breakdown rows read per dashboard query; beyond it the top lists count the largest groups only. */
+const MAX_BREAKDOWN_ROWS = 100_000;
 
 export interface DashboardMetrics {
   totals: { events: number; violations: number; by_verdict: { allow: number; deny: number; unregistered: number } };
@@ -44,22 +46,51 @@ export async function dashboardMetrics(ch: ClickHouseHandle, q: RangeQuery & { b
   const db = ch.database;
   const p = { enterprise: q.enterprise, from: q.from, to: q.to, top: q.top };
   const bucket = q.bucket === 'hour' ? `toStartOfHour(${MINUTE})` : MINUTE;
-  const [usageSeries, violationSeries, apps, appViolations, users, towers, towerViolations, policies, who] = await Promise.all([
+  // Four queries (each costs a few ms of fixed overhead in the embedded engine): two series and
+  // two breakdowns; the top lists are summed from the breakdowns here.
+  const [usageSeries, violationSeries, usageBy, violationBy] = await Promise.all([
     rows<{ t: string; verdict: string; n: string }>(ch, `SELECT toUnixTimestamp(${bucket}) AS t, verdict, count() AS n FROM ${db}.app_usage WHERE ${MINUTE_RANGE} GROUP BY t, verdict ORDER BY t`, p),
     rows<{ t: string; n: string }>(ch, `SELECT toUnixTimestamp(${bucket}) AS t, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE} GROUP BY t ORDER BY t`, p),
-    rows<{ app_id: string; app_name: string; n: string }>(ch, `SELECT app_id, app_name, count() AS n FROM ${db}.app_usage WHERE ${MINUTE_RANGE} GROUP BY app_id, app_name ORDER BY n DESC, app_id LIMIT {top:UInt32}`, p),
-    rows<{ app_id: string; n: string }>(ch, `SELECT app_id, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE} GROUP BY app_id`, p),
-    rows<{ user_id: string; user_name: string; n: string }>(ch, `SELECT user_id, user_name, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE} GROUP BY user_id, user_name ORDER BY n DESC, user_id LIMIT {top:UInt32}`, p),
-    rows<{ tower_id: string; n: string }>(ch, `SELECT tower_id, count() AS n FROM ${db}.app_usage WHERE ${MINUTE_RANGE} GROUP BY tower_id`, p),
-    rows<{ tower_id: string; n: string }>(ch, `SELECT tower_id, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE} GROUP BY tower_id`, p),
-    rows<{ policy_id: string; policy_name: string; severity: string; n: string }>(ch, `SELECT policy_id, policy_name, severity, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE} GROUP BY policy_id, policy_name, severity ORDER BY n DESC, policy_id LIMIT {top:UInt32}`, p),
-    rows<{ user_id: string; user_name: string; app_id: string; app_name: string; tower_id: string; policy_id: string; policy_name: string; n: string }>(
+    rows<{ app_id: string; app_name: string; tower_id: string; n: string }>(ch, `SELECT app_id, app_name, tower_id, count() AS n FROM ${db}.app_usage WHERE ${MINUTE_RANGE} GROUP BY app_id, app_name, tower_id`, p),
+    rows<{ user_id: string; user_name: string; app_id: string; app_name: string; tower_id: string; policy_id: string; policy_name: string; severity: string; n: string }>(
       ch,
-      `SELECT user_id, user_name, app_id, app_name, tower_id, policy_id, policy_name, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE}
-       GROUP BY user_id, user_name, app_id, app_name, tower_id, policy_id, policy_name ORDER BY n DESC, user_id, app_id, tower_id LIMIT {top:UInt32}`,
+      `SELECT user_id, user_name, app_id, app_name, tower_id, policy_id, policy_name, severity, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE}
+       GROUP BY user_id, user_name, app_id, app_name, tower_id, policy_id, policy_name, severity ORDER BY n DESC LIMIT ${MAX_BREAKDOWN_ROWS}`,
       p,
     ),
   ]);
+  const sum = <K>(m: Map<K, number>, k: K, n: number): void => void m.set(k, (m.get(k) ?? 0) + n);
+  const appEvents = new Map<string, number>();
+  const appNames = new Map<string, string>();
+  const towerEvents = new Map<string, number>();
+  for (const r of usageBy) {
+    sum(appEvents, r.app_id, num(r.n));
+    appNames.set(r.app_id, r.app_name);
+    sum(towerEvents, r.tower_id, num(r.n));
+  }
+  const appViol = new Map<string, number>();
+  const towerViol = new Map<string, number>();
+  const userViol = new Map<string, number>();
+  const userNames = new Map<string, string>();
+  const policyViol = new Map<string, number>();
+  const who = new Map<string, DashboardMetrics['violations_by'][number]>();
+  for (const r of violationBy) {
+    const n = num(r.n);
+    sum(appViol, r.app_id, n);
+    sum(towerViol, r.tower_id, n);
+    sum(userViol, r.user_id, n);
+    userNames.set(r.user_id, r.user_name);
+    sum(policyViol, JSON.stringify([r.policy_id, r.policy_name, r.severity]), n);
+    const k = JSON.stringify([r.user_id, r.app_id, r.tower_id, r.policy_id]);
+    const w = who.get(k);
+    if (w === undefined) who.set(k, { user_id: r.user_id, user_name: r.user_name, app_id: r.app_id, app_name: r.app_name, tower_id: r.tower_id, policy_id: r.policy_id, policy_name: r.policy_name, violations: n });
+    else w.violations += n;
+  }
+  const top = <T>(items: T[], by: (t: T) => number, tie: (t: T) => string): T[] => items.sort((a, b) => by(b) - by(a) || (tie(a) < tie(b) ? -1 : 1)).slice(0, q.top);
+  const apps = top([...appEvents], ([, n]) => n, ([id]) => id);
+  const users = top([...userViol], ([, n]) => n, ([id]) => id);
+  const policies = top([...policyViol], ([, n]) => n, ([k]) => k);
+  const whoTop = top([...who.values()], (w) => w.violations, (w) => `${w.user_id} ${w.app_id} ${w.tower_id}`);
 
   const series = new Map<number, DashboardMetrics['series'][number]>();
   const point = (t: number): DashboardMetrics['series'][number] => {
@@ -82,21 +113,21 @@ export async function dashboardMetrics(ch: ClickHouseHandle, q: RangeQuery & { b
     point(num(r.t)).violations += num(r.n);
     violations += num(r.n);
   }
-  const appViol = new Map(appViolations.map((r) => [r.app_id, num(r.n)]));
-  const towerViol = new Map(towerViolations.map((r) => [r.tower_id, num(r.n)]));
-  const towerEvents = new Map(towers.map((r) => [r.tower_id, num(r.n)]));
   const towerIds = new Set([...towerEvents.keys(), ...towerViol.keys()]);
   return {
     totals: { events: byVerdict.allow + byVerdict.deny + byVerdict.unregistered, violations, by_verdict: byVerdict },
     series: [...series.entries()].sort((a, b) => a[0] - b[0]).map(([, s]) => s),
-    top_apps: apps.map((r) => ({ app_id: r.app_id, app_name: r.app_name, events: num(r.n), violations: appViol.get(r.app_id) ?? 0 })),
-    top_users: users.map((r) => ({ user_id: r.user_id, user_name: r.user_name, violations: num(r.n) })),
+    top_apps: apps.map(([id, n]) => ({ app_id: id, app_name: appNames.get(id) ?? '', events: n, violations: appViol.get(id) ?? 0 })),
+    top_users: users.map(([id, n]) => ({ user_id: id, user_name: userNames.get(id) ?? '', violations: n })),
     top_towers: [...towerIds]
       .map((id) => ({ tower_id: id, events: towerEvents.get(id) ?? 0, violations: towerViol.get(id) ?? 0 }))
       .sort((a, b) => b.violations - a.violations || b.events - a.events || a.tower_id.localeCompare(b.tower_id))
       .slice(0, q.top),
-    top_policies: policies.map((r) => ({ policy_id: r.policy_id, policy_name: r.policy_name, severity: r.severity, violations: num(r.n) })),
-    violations_by: who.map((r) => ({ user_id: r.user_id, user_name: r.user_name, app_id: r.app_id, app_name: r.app_name, tower_id: r.tower_id, policy_id: r.policy_id, policy_name: r.policy_name, violations: num(r.n) })),
+    top_policies: policies.map(([k, n]) => {
+      const [policy_id, policy_name, severity] = JSON.parse(k) as [string, string, string];
+      return { policy_id, policy_name, severity, violations: n };
+    }),
+    violations_by: whoTop,
   };
 }
 

@@ -52,6 +52,12 @@ export interface Route<Q = unknown, B = unknown, P = any> {
   response?: z.ZodType;
   /** Status of a successful reply. @default 200 */
   successStatus?: number;
+  /**
+   * GET replies that depend only on what this key names (e.g. the control-plane view's version
+   * and the caller's scope) are kept, serialized with their ETag, and served without running
+   * the handler again. Return null to skip the cache.
+   */
+  cacheKey?: (ctx: RequestContext<Q, B, P>) => string | null;
   handler: (ctx: RequestContext<Q, B, P>) => Reply | Promise<Reply>;
 }
 
@@ -164,6 +170,9 @@ function compilePath(path: string): { pattern: string; names: string[] } {
 
 const METHOD_NAME: Readonly<Record<Method, string>> = { get: 'GET', post: 'POST', put: 'PUT', patch: 'PATCH', del: 'DELETE' };
 
+const REPLY_CACHE_SIZE = 2000;
+const READ_HEADERS = ['authorization', 'if-none-match', 'if-match', 'content-type', 'user-agent', 'x-forwarded-for'] as const;
+
 /** Starts listening. @throws {Error} when the port cannot be bound. */
 export async function startHttpServer(options: HttpServerOptions): Promise<HttpServer> {
   const uws = loadUws();
@@ -171,6 +180,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const limit = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
   const app = uws.App();
   const methodsByPattern = new Map<string, string[]>();
+  const replyCache = new Map<string, { text: string; etag: string; headers: Readonly<Record<string, string>> }>();
 
   for (const route of options.routes) {
     const { pattern, names } = compilePath(route.path);
@@ -180,15 +190,26 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       // Everything from req now: it is gone after the first await.
       const params: Record<string, string> = {};
       names.forEach((n, i) => (params[n] = decodeURIComponent(req.getParameter(i) ?? '')));
+      // The headers routes use, one native call each (cheaper than visiting every header).
       const headers: Record<string, string> = {};
-      req.forEach((k, v) => (headers[k] = v));
+      for (const h of READ_HEADERS) {
+        const v = req.getHeader(h);
+        if (v !== '') headers[h] = v;
+      }
       const path = req.getUrl();
       const rawQuery = req.getQuery() ?? '';
-      const remoteAddress = Buffer.from(res.getRemoteAddressAsText()).toString();
-      let body: Promise<Buffer>;
+      let address: string | undefined;
+      const head = {
+        get remoteAddress(): string {
+          // Read on demand (sign-in only); res is valid until it ends or aborts.
+          address ??= aborted.value ? '' : Buffer.from(res.getRemoteAddressAsText()).toString();
+          return address;
+        },
+      };
+      let body: Promise<Buffer> | null;
       if (route.method === 'get' || route.method === 'del') {
         res.onAborted(() => (aborted.value = true));
-        body = Promise.resolve(Buffer.alloc(0));
+        body = null;
       } else {
         body = readBody(res, limit, aborted);
       }
@@ -197,12 +218,20 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       void (async () => {
         let status: number;
         try {
-          const principal = route.access === 'public' ? null : await options.authorize?.(route, { method, path, headers, remoteAddress });
-          const query = parse(route.query, queryObject(rawQuery), 'query');
-          const raw = await body;
-          const json = parseJson(raw);
-          const parsedBody = parse(route.body, json, 'body');
-          const reply = await route.handler({ principal, method, path, params, query, body: parsedBody, headers, remoteAddress });
+          const principal = route.access === 'public' ? null : await options.authorize?.(route, { method, path, headers, get remoteAddress() { return head.remoteAddress; } });
+          const query = parse(route.query, rawQuery === '' ? {} : queryObject(rawQuery), 'query');
+          const parsedBody = body === null ? parse(route.body, undefined, 'body') : parse(route.body, parseJson(await body), 'body');
+          const ctx = { principal, method, path, params, query, body: parsedBody, headers, get remoteAddress() { return head.remoteAddress; } };
+          const key = route.cacheKey?.(ctx) ?? null;
+          const cached = key === null ? undefined : replyCache.get(`${route.path}|${key}`);
+          if (cached !== undefined) {
+            const replyHeaders = { 'cache-control': 'private, no-cache', ...cached.headers, etag: cached.etag };
+            status = etagMatches(headers['if-none-match'], cached.etag) ? 304 : 200;
+            sendRaw(res, aborted, status, status === 304 ? null : cached.text, replyHeaders);
+            options.onReply?.(route, status, (performance.now() - started) / 1000);
+            return;
+          }
+          const reply = await route.handler(ctx);
           status = reply.status ?? route.successStatus ?? 200;
           if (options.checkResponses && route.response !== undefined && status < 300) {
             const checked = route.response.safeParse(reply.body);
@@ -217,6 +246,10 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
           if (route.method === 'get' && status === 200 && text !== null) {
             const etag = reply.headers?.['etag'] ?? etagOf(text);
             const replyHeaders = { 'cache-control': 'private, no-cache', ...reply.headers, etag };
+            if (key !== null) {
+              if (replyCache.size >= REPLY_CACHE_SIZE) replyCache.delete(replyCache.keys().next().value!);
+              replyCache.set(`${route.path}|${key}`, { text, etag, headers: reply.headers ?? {} });
+            }
             if (etagMatches(headers['if-none-match'], etag)) {
               status = 304;
               sendRaw(res, aborted, 304, null, replyHeaders);

@@ -16,6 +16,21 @@ export class ApiMetrics {
   readonly socketsDropped = new Counter({ name: 'towerwatch_ws_dropped_total', help: 'sockets closed by the server, by reason', labelNames: ['reason'] as const, registers: [this.registry] });
   readonly alertsReceived = new Counter({ name: 'towerwatch_alerts_received_total', help: 'violations received from NATS alerts.*', registers: [this.registry] });
 
+  // Label children kept: prom-client hashes the label set on every call otherwise.
+  readonly #requestChildren = new Map<string, { inc(): void }>();
+  readonly #latencyChildren = new Map<string, { observe(v: number): void }>();
+
+  observeRequest(method: string, route: string, status: number, seconds: number): void {
+    const key = `${method} ${route}`;
+    const rkey = `${key} ${status}`;
+    let r = this.#requestChildren.get(rkey);
+    if (r === undefined) this.#requestChildren.set(rkey, (r = this.requests.labels(method, route, String(status))));
+    r.inc();
+    let l = this.#latencyChildren.get(key);
+    if (l === undefined) this.#latencyChildren.set(key, (l = this.latency.labels(method, route)));
+    l.observe(seconds);
+  }
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'towerwatch_api_' });
   }

@@ -76,3 +76,6 @@ export function ifMatchRevision(headers: Readonly<Record<string, string>>): numb
 }
 
 export const revisionTag = (revision: number): string => `"${revision}"`;
+
+/** Natural order of ids ("tower9" before "tower10"). One collator: building one per compare is slow. */
+export const naturalCompare = new Intl.Collator('en', { numeric: true }).compare;

@@ -37,6 +37,8 @@ export interface ApiServerOptions {
   /** Epoch ms (tests move it). @default Date.now */
   now?: () => number;
   accessTtlSeconds?: number;
+  /** @default 2000 */
+  metricsCacheMs?: number;
   maxBackpressureBytes?: number;
   heartbeatEveryMs?: number;
   /** Validate replies against their documented schemas (tests). */
@@ -73,7 +75,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     cleanups.push(() => auth.close());
     const limits = new RateLimits(options.limits);
     const metrics = new ApiMetrics();
-    const ctx: ApiContext = { nc: options.nc, js: jetstream(options.nc), view, store, clickhouse: options.clickhouse, auth, limits, now, log: options.log };
+    const ctx: ApiContext = { nc: options.nc, js: jetstream(options.nc), view, store, clickhouse: options.clickhouse, auth, limits, now, log: options.log, metricsCacheMs: options.metricsCacheMs ?? 2000 };
     const routes: ApiRoute[] = [];
     const version = packageVersion();
     let openapi: unknown;
@@ -109,11 +111,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
         requireAccess(principal, route.access);
         return principal;
       },
-      onReply: (route, status, seconds) => {
-        const method = route.method === 'del' ? 'DELETE' : route.method.toUpperCase();
-        metrics.requests.inc({ method, route: route.path, status: String(status) });
-        metrics.latency.observe({ method, route: route.path }, seconds);
-      },
+      onReply: (route, status, seconds) => metrics.observeRequest(route.method === 'del' ? 'DELETE' : route.method.toUpperCase(), route.path, status, seconds),
       extend: (app) => alerts.attach(app),
     });
     let closing: Promise<void> | undefined;

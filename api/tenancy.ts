@@ -64,3 +64,12 @@ export function scopeOf(view: ControlPlaneView, principal: Principal, requested:
   }
   return requested;
 }
+
+/**
+ * Reply-cache key of a GET answered from the control-plane view alone: any change to the view
+ * (its version), another enterprise, other parameters, or another role make another key.
+ */
+export function viewReplyKey(view: ControlPlaneView, ctx: { principal: Principal; query: unknown; params: Readonly<Record<string, string>> }): string {
+  const q = ctx.query as { enterprise_id?: string } | undefined;
+  return `${view.version}|${scopeOf(view, ctx.principal, q?.enterprise_id)}|${ctx.principal.account.role}|${JSON.stringify(ctx.query)}|${JSON.stringify(ctx.params)}`;
+}

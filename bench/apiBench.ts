@@ -28,6 +28,10 @@ export interface ApiBenchOptions {
   connections: number;
   sockets: number;
   alerts: number;
+  /** Alerts per second published for the fan-out. */
+  alertRate: number;
+  /** HTTP load generator. */
+  client: 'wrk' | 'autocannon';
   log: (line: string) => void;
 }
 
@@ -59,7 +63,7 @@ function runClient(job: unknown, onReady?: (send: (line: string) => void) => voi
 }
 
 /** Generated history: events spread over the last 7 days across the world's acme devices, 5 % violations. */
-async function fillHistory(ch: Awaited<ReturnType<typeof openClickHouse>>, events: number, log: (l: string) => void): Promise<void> {
+export async function fillHistory(ch: Awaited<ReturnType<typeof openClickHouse>>, events: number, log: (l: string) => void): Promise<void> {
   const t = performance.now();
   const db = ch.database;
   const week = 7 * 24 * 3600 * 1000;
@@ -96,23 +100,28 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
     await seedWorld(store, generateWorld({ seed: 42 }));
     await seedDemoAccounts(store, PASSWORD);
     await fillHistory(ch, opts.events, opts.log);
-    const api = await startApiServer({ nc, clickhouse: ch, port: 0, jwtSecret: 'b'.repeat(40), limits: { perAccountPerMinute: 1_000_000_000 }, log: opts.log });
+    const common = { nc, clickhouse: ch, port: 0, jwtSecret: 'b'.repeat(40), limits: { perAccountPerMinute: 1_000_000_000 }, log: opts.log };
+    const api = await startApiServer(common);
+    // The same api with the metrics cache off: what one dashboard query costs.
+    const uncached = await startApiServer({ ...common, metricsCacheMs: 0 });
     try {
       const login = await fetch(`${api.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'viewer@acme', password: PASSWORD }) });
       const { access_token: token } = (await login.json()) as { access_token: string };
       const auth = { authorization: `Bearer ${token}` };
       const towers = await fetch(`${api.url}/towers`, { headers: auth });
       const etag = towers.headers.get('etag') ?? '';
-      const http = async (name: string, path: string, headers: Record<string, string>): Promise<Record<string, unknown>> => {
-        opts.log(`bench api: ${name} (${opts.connections} connections, ${opts.durationS} s)…`);
-        const r = await runClient({ kind: 'http', url: `${api.url}${path}`, headers, connections: opts.connections, durationS: opts.durationS });
+      const http = async (name: string, path: string, headers: Record<string, string>, connections = opts.connections, base = api.url): Promise<Record<string, unknown>> => {
+        opts.log(`bench api: ${name} (${connections} connections, ${opts.durationS} s)…`);
+        const r = await runClient({ kind: 'http', client: opts.client, url: `${base}${path}`, headers, connections, durationS: opts.durationS });
         opts.log(`bench api: ${name}: ${Math.round(Number(r['requests_per_s']))} req/s, p99 ${(r['latency_ms'] as { p99: number }).p99} ms`);
         return r;
       };
       const cachedGet = await http('GET /towers (200)', '/towers', auth);
       const notModified = await http('GET /towers with If-None-Match (304)', '/towers', { ...auth, 'if-none-match': etag });
-      const metrics = await http('GET /dashboard/metrics?range=24h', '/dashboard/metrics?range=24h', auth);
-      const metrics7d = await http('GET /dashboard/metrics?range=7d', '/dashboard/metrics?range=7d', auth);
+      const metrics1h = await http('GET /dashboard/metrics?range=1h, uncached', '/dashboard/metrics?range=1h', auth, 1, uncached.url);
+      const metrics24h = await http('GET /dashboard/metrics?range=24h, uncached', '/dashboard/metrics?range=24h', auth, 1, uncached.url);
+      const metrics7d = await http('GET /dashboard/metrics?range=7d, uncached', '/dashboard/metrics?range=7d', auth, 1, uncached.url);
+      const metricsShared = await http('GET /dashboard/metrics?range=24h, 2 s cache', '/dashboard/metrics?range=24h', auth);
 
       opts.log(`bench api: fan-out of ${opts.alerts} alerts to ${opts.sockets} sockets…`);
       const packr = new Packr({ useRecords: false });
@@ -126,8 +135,7 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
               policy_id: BRIEF.adminPolicy, policy_name: 'Admin Policy', rule_id: 'r1', severity: 'high', remediation: null, policy_version: 'bench',
             }));
             nc.publish(`alerts.${BRIEF.acme}`, packr.pack({ type: 'alerts', alerts }));
-            // 1,000 alerts/s: a busy enterprise, far above what a dashboard shows.
-            await new Promise((r) => setTimeout(r, 10));
+            await new Promise((r) => setTimeout(r, (1000 * perFrame) / opts.alertRate));
           }
           await nc.flush();
           send(String(opts.alerts * opts.sockets));
@@ -136,11 +144,13 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
       opts.log(`bench api: fan-out: ${fanout['received']} of ${fanout['expected']} delivered, ${Math.round(Number(fanout['deliveries_per_s']))} messages/s, p99 ${(fanout['latency_ms'] as { p99: number }).p99} ms`);
       const result = {
         machine: machine(),
-        options: { events: opts.events, duration_s: opts.durationS, connections: opts.connections, sockets: opts.sockets, alerts: opts.alerts },
+        options: { client: opts.client, events: opts.events, duration_s: opts.durationS, connections: opts.connections, sockets: opts.sockets, alerts: opts.alerts, alert_rate: opts.alertRate },
         cached_get: cachedGet,
         cached_get_304: notModified,
-        dashboard_metrics_24h: metrics,
-        dashboard_metrics_7d: metrics7d,
+        dashboard_metrics_1h_uncached_1conn: metrics1h,
+        dashboard_metrics_24h_uncached_1conn: metrics24h,
+        dashboard_metrics_7d_uncached_1conn: metrics7d,
+        dashboard_metrics_24h_cached: metricsShared,
         ws_fanout: fanout,
         rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20),
       };
@@ -148,6 +158,7 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
       opts.log(`bench api: results written to ${file}`);
       return result;
     } finally {
+      await uncached.close();
       await api.close();
     }
   } finally {

@@ -1,6 +1,10 @@
 /** `towerwatch bench e2e`: the end-to-end benchmark from the command line. */
 import type { Command } from 'commander';
+import { spawnSync } from 'node:child_process';
+import { InvalidArgumentError } from 'commander';
 import { integerOption } from '../core/cliSupport.js';
+
+const hasWrk = (): boolean => spawnSync('wrk', ['--version']).error === undefined;
 import { runApiBench } from './apiBench.js';
 import { runE2eCli } from './e2e.js';
 
@@ -34,9 +38,13 @@ export function registerBenchCommands(program: Command): void {
     .option('--duration <s>', 'seconds per HTTP run', integerOption('--duration'), 10)
     .option('--connections <n>', 'concurrent HTTP connections', integerOption('--connections'), 50)
     .option('--sockets <n>', 'WebSocket clients for the fan-out', integerOption('--sockets'), 1000)
-    .option('--alerts <n>', 'alerts published for the fan-out', integerOption('--alerts'), 5000)
-    .action(async (opts: { events: number; duration: number; connections: number; sockets: number; alerts: number }) => {
-      const result = await runApiBench({ ...opts, durationS: opts.duration, log: (line) => process.stderr.write(`${line}\n`) });
+    .option('--alerts <n>', 'alerts published for the fan-out', integerOption('--alerts'), 3000)
+    .option('--client <wrk|autocannon>', 'HTTP load generator (default: wrk when installed, it is lighter than a Node client)')
+    .option('--alert-rate <n/s>', 'alerts per second for the fan-out (each goes to every socket)', integerOption('--alert-rate'), 100)
+    .action(async (opts: { events: number; duration: number; connections: number; sockets: number; alerts: number; alertRate: number; client?: string }) => {
+      const client = opts.client ?? (hasWrk() ? 'wrk' : 'autocannon');
+      if (client !== 'wrk' && client !== 'autocannon') throw new InvalidArgumentError(`--client must be wrk or autocannon, got '${client}'`);
+      const result = await runApiBench({ ...opts, client, durationS: opts.duration, log: (line) => process.stderr.write(`${line}\n`) });
       process.stdout.write(`${JSON.stringify(result)}\n`);
     });
 }

@@ -6,6 +6,7 @@ import type { ApiContext, ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { dashboardMetrics, recentAlerts, userAppUsage } from '../history.js';
 import { enterpriseQuery, id, iso, pageInfo, pageOf, pageQuery, resolveRange, timeRangeQuery } from '../schemas.js';
+import { ShortCache } from '../shortCache.js';
 import { scopeOf } from '../tenancy.js';
 
 const severityList = z
@@ -16,6 +17,7 @@ const severityList = z
 
 export function dashboardRoutes(ctx: ApiContext): ApiRoute[] {
   const towerLocation = (towerId: string): string => ctx.view.tower(towerId)?.location ?? '';
+  const metricsCache = new ShortCache<Awaited<ReturnType<typeof dashboardMetrics>>>(ctx.metricsCacheMs);
   return [
     {
       method: 'get',
@@ -49,7 +51,10 @@ export function dashboardRoutes(ctx: ApiContext): ApiRoute[] {
         if (bucket === 'minute' && to - from > 7 * 24 * 3600e3) {
           throw new ApiError(400, 'validation_failed', 'minute buckets cover at most 7 days; use bucket=hour', [{ path: 'query.bucket', message: 'too many minutes', code: 'custom' }]);
         }
-        const m = await dashboardMetrics(ctx.clickhouse, { enterprise, from, to, bucket, top: query.top });
+        // Identical requests share one answer for metricsCacheMs, then get it while one refresh runs
+        // (a range ending "now" is at most a few seconds behind).
+        const key = JSON.stringify([enterprise, query.from, query.to, query.range, bucket, query.top]);
+        const m = await metricsCache.get(key, ctx.now(), () => dashboardMetrics(ctx.clickhouse, { enterprise, from, to, bucket, top: query.top }));
         return {
           body: {
             enterprise_id: enterprise,

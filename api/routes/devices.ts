@@ -6,8 +6,8 @@ import type { Device } from '../../core/domain.js';
 import { queryDeviceLastSeen } from '../../core/schema.js';
 import type { ApiContext, ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
-import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate, revisionTag } from '../schemas.js';
-import { requireAccess, scopeOf } from '../tenancy.js';
+import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate, revisionTag, naturalCompare } from '../schemas.js';
+import { requireAccess, scopeOf, viewReplyKey } from '../tenancy.js';
 
 /** A registered device seen within this long is "active", else "inactive". */
 export const ACTIVE_WITHIN_MS = 24 * 3600e3;
@@ -32,7 +32,7 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
         const registered = ctx.view
           .devicesOfEnterprise(enterprise)
           .filter((d) => d.status !== 'discovered' && (query.user_id === undefined || d.user_id === query.user_id))
-          .sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }));
+          .sort((a, b) => naturalCompare(a.id, b.id));
         // Status active/inactive needs the last sighting, so a status filter reads every device's.
         const candidates = query.status === undefined ? paginate(registered, query.page, query.limit).items : registered;
         const seen = new Map(
@@ -114,6 +114,7 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
     {
       method: 'get',
       path: '/devices/discovered',
+      cacheKey: (c) => viewReplyKey(ctx.view, c),
       tag: 'devices',
       summary: 'Devices towers reported that are not registered yet, newest first',
       access: 'read',
@@ -143,7 +144,7 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
             };
           })
           .filter((d) => (query.tower_id === undefined || d.last_tower_id === query.tower_id || d.first_tower_id === query.tower_id) && (query.carrier_id === undefined || d.carrier_id === query.carrier_id) && (query.os === undefined || d.os.toLowerCase() === query.os.toLowerCase()))
-          .sort((a, b) => (b.first_seen ?? '').localeCompare(a.first_seen ?? '') || a.id.localeCompare(b.id));
+          .sort((a, b) => naturalCompare(b.first_seen ?? '', a.first_seen ?? '') || naturalCompare(a.id, b.id));
         const { items, info } = paginate(found, query.page, query.limit);
         return { body: { devices: items, ...info } };
       },

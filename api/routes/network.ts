@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import type { Principal } from '../auth.js';
 import type { ApiContext, ApiRoute } from '../context.js';
-import { id, pageInfo, pageQuery, paginate } from '../schemas.js';
+import { id, pageInfo, pageQuery, paginate, naturalCompare } from '../schemas.js';
 
 const carrierShape = z.strictObject({
   id: z.string(),
@@ -35,13 +35,14 @@ export function networkRoutes(ctx: ApiContext): ApiRoute[] {
       access: 'read',
       query: z.strictObject({ ...pageQuery }),
       response: z.strictObject({ carriers: z.array(carrierShape), ...pageInfo }),
+      cacheKey: ({ query, principal }) => `${ctx.view.version}|${ownCarrier(principal)}|${JSON.stringify(query)}`,
       handler: ({ query, principal }) => {
         const mine = ownCarrier(principal);
         const towers = ctx.view.list('tower');
         const carriers = ctx.view
           .list('carrier')
           .filter((c) => mine === null || c.id === mine)
-          .sort((a, b) => a.id.localeCompare(b.id))
+          .sort((a, b) => naturalCompare(a.id, b.id))
           .map((c) => ({ ...c, supported_towers: towers.filter((t) => t.carrier_ids.includes(c.id)).map((t) => t.id).sort() }));
         const { items, info } = paginate(carriers, query.page, query.limit);
         return { body: { carriers: items, ...info } };
@@ -55,13 +56,14 @@ export function networkRoutes(ctx: ApiContext): ApiRoute[] {
       access: 'read',
       query: z.strictObject({ ...pageQuery, carrier_id: id.optional(), status: z.enum(['active', 'inactive']).optional() }),
       response: z.strictObject({ towers: z.array(towerShape), ...pageInfo }),
+      cacheKey: ({ query, principal }) => `${ctx.view.version}|${ownCarrier(principal)}|${JSON.stringify(query)}`,
       handler: ({ query, principal }) => {
         const mine = ownCarrier(principal);
         const carrierName = (cid: string): string => ctx.view.carrier(cid)?.name ?? cid;
         const towers = ctx.view
           .list('tower')
           .filter((t) => (mine === null || t.carrier_ids.includes(mine)) && (query.carrier_id === undefined || t.carrier_ids.includes(query.carrier_id)) && (query.status === undefined || t.status === query.status))
-          .sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }))
+          .sort((a, b) => naturalCompare(a.id, b.id))
           .map((t) => ({ id: t.id, location: t.location, region: t.region, lat: t.lat, lon: t.lon, carriers: t.carrier_ids.map(carrierName), carrier_ids: [...t.carrier_ids], status: t.status }));
         const { items, info } = paginate(towers, query.page, query.limit);
         return { body: { towers: items, ...info } };

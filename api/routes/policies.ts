@@ -10,8 +10,8 @@ import { PERMISSIONS, REMEDIATIONS, SEVERITIES, type Policy, type PolicyRule } f
 import { enterprisePolicyInputs, normalizePolicies, PolicyValidationError } from '../../rules-wasm/index.js';
 import type { ApiContext, ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
-import { enterpriseQuery, id, ifMatchRevision, iso, pageInfo, pageQuery, paginate, revisionTag } from '../schemas.js';
-import { scopeOf } from '../tenancy.js';
+import { enterpriseQuery, id, ifMatchRevision, iso, pageInfo, pageQuery, paginate, revisionTag, naturalCompare } from '../schemas.js';
+import { scopeOf, viewReplyKey } from '../tenancy.js';
 
 const conditions = z.strictObject({
   days: z.array(z.string()).min(1).optional(),
@@ -89,7 +89,7 @@ function policyView(view: ControlPlaneView, p: Policy): z.infer<typeof policySha
     role_ids: view.rolesOfPolicy(p.id, p.enterprise_id).map((r) => r.id).sort(),
     updated_at: p.updated_at,
     revision: view.get('policy', p.enterprise_id, p.id)?.revision ?? 0,
-    rules: view.rulesOfPolicy(p.id, p.enterprise_id).sort((a, b) => a.id.localeCompare(b.id)).map((r) => ruleView(view, r)),
+    rules: view.rulesOfPolicy(p.id, p.enterprise_id).sort((a, b) => naturalCompare(a.id, b.id)).map((r) => ruleView(view, r)),
   };
 }
 
@@ -143,6 +143,7 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
     {
       method: 'get',
       path: '/policies',
+      cacheKey: (c) => viewReplyKey(ctx.view, c),
       tag: 'policies',
       summary: "Policies of a user (through the user's roles), of a role, or of the whole enterprise, with their rules",
       access: 'read',
@@ -176,7 +177,7 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
         } else {
           policies = view.policiesOfEnterprise(enterprise);
         }
-        policies.sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }));
+        policies.sort((a, b) => naturalCompare(a.id, b.id));
         const { items, info } = paginate(policies, query.page, query.limit);
         return { body: { enterprise_id: enterprise, ...about, policies: items.map((p) => policyView(view, p)), ...info } };
       },
@@ -184,6 +185,7 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
     {
       method: 'get',
       path: '/policies/{policy_id}',
+      cacheKey: (c) => viewReplyKey(ctx.view, c),
       tag: 'policies',
       summary: 'One policy with its rules; the ETag is its revision, for If-Match on updates',
       access: 'read',
@@ -242,6 +244,7 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
     {
       method: 'get',
       path: '/policy-rules',
+      cacheKey: (c) => viewReplyKey(ctx.view, c),
       tag: 'policies',
       summary: 'Rules of one policy',
       access: 'read',
@@ -251,7 +254,7 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
         const policy = view.policy(query.policy_id, enterprise);
         if (policy === undefined) throw new ApiError(404, 'not_found', `no policy '${query.policy_id}' in this enterprise`, { policy_id: query.policy_id });
-        const rules = view.rulesOfPolicy(policy.id, enterprise).sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }));
+        const rules = view.rulesOfPolicy(policy.id, enterprise).sort((a, b) => naturalCompare(a.id, b.id));
         const { items, info } = paginate(rules, query.page, query.limit);
         return { body: { policy_id: policy.id, policy_name: policy.name, policy_rules: items.map((r) => ruleView(view, r)), ...info } };
       },

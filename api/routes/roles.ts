@@ -3,8 +3,8 @@ import { z } from 'zod';
 import { ConflictError, NotFoundError, rolePolicyId, userRoleId } from '../../core/controlPlane/index.js';
 import type { ApiContext, ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
-import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate } from '../schemas.js';
-import { scopeOf } from '../tenancy.js';
+import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate, naturalCompare } from '../schemas.js';
+import { scopeOf, viewReplyKey } from '../tenancy.js';
 
 const notIn = (what: string, value: string): ApiError => new ApiError(404, 'not_found', `no ${what} '${value}' in this enterprise`, { [`${what}_id`]: value });
 
@@ -15,6 +15,7 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
     {
       method: 'get',
       path: '/users',
+      cacheKey: (c) => viewReplyKey(ctx.view, c),
       tag: 'roles',
       summary: "The enterprise's users with their roles",
       access: 'read',
@@ -22,7 +23,7 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
       response: z.strictObject({ users: z.array(z.strictObject({ id: z.string(), name: z.string(), email: z.string(), role_ids: z.array(z.string()) })), ...pageInfo }),
       handler: ({ query, principal }) => {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
-        const users = view.usersOfEnterprise(enterprise).sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }));
+        const users = view.usersOfEnterprise(enterprise).sort((a, b) => naturalCompare(a.id, b.id));
         const { items, info } = paginate(users, query.page, query.limit);
         return { body: { users: items.map((u) => ({ id: u.id, name: u.name, email: u.email, role_ids: view.rolesOfUser(u.id, enterprise).map((r) => r.id).sort() })), ...info } };
       },
@@ -30,6 +31,7 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
     {
       method: 'get',
       path: '/roles',
+      cacheKey: (c) => viewReplyKey(ctx.view, c),
       tag: 'roles',
       summary: "The enterprise's roles",
       access: 'read',
@@ -37,7 +39,7 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
       response: z.strictObject({ roles: z.array(z.strictObject({ id: z.string(), name: z.string(), policy_ids: z.array(z.string()) })), ...pageInfo }),
       handler: ({ query, principal }) => {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
-        const roles = view.rolesOfEnterprise(enterprise).sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }));
+        const roles = view.rolesOfEnterprise(enterprise).sort((a, b) => naturalCompare(a.id, b.id));
         const { items, info } = paginate(roles, query.page, query.limit);
         return { body: { roles: items.map((r) => ({ id: r.id, name: r.name, policy_ids: view.policiesOfRole(r.id, enterprise).map((p) => p.id).sort() })), ...info } };
       },
@@ -91,6 +93,7 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
     {
       method: 'get',
       path: '/roles/policies',
+      cacheKey: (c) => viewReplyKey(ctx.view, c),
       tag: 'roles',
       summary: 'Policies assigned to a role',
       access: 'read',
@@ -100,7 +103,7 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
         const role = view.role(query.role, enterprise);
         if (role === undefined) throw notIn('role', query.role);
-        const policies = view.policiesOfRole(role.id, enterprise).sort((a, b) => a.id.localeCompare(b.id));
+        const policies = view.policiesOfRole(role.id, enterprise).sort((a, b) => naturalCompare(a.id, b.id));
         const { items, info } = paginate(policies, query.page, query.limit);
         return { body: { role_id: role.id, role_name: role.name, policies: items.map((p) => ({ policy_id: p.id, name: p.name, enabled: p.enabled })), ...info } };
       },
@@ -108,6 +111,7 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
     {
       method: 'get',
       path: '/users/roles',
+      cacheKey: (c) => viewReplyKey(ctx.view, c),
       tag: 'roles',
       summary: 'Roles assigned to a user',
       access: 'read',
@@ -117,7 +121,7 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
         const user = view.user(query.user, enterprise);
         if (user === undefined) throw notIn('user', query.user);
-        const roles = view.rolesOfUser(user.id, enterprise).sort((a, b) => a.id.localeCompare(b.id));
+        const roles = view.rolesOfUser(user.id, enterprise).sort((a, b) => naturalCompare(a.id, b.id));
         const { items, info } = paginate(roles, query.page, query.limit);
         return { body: { user_id: user.id, user_name: user.name, roles: items.map((r) => ({ role_id: r.id, name: r.name })), ...info } };
       },
