@@ -113,7 +113,7 @@ export class AuthService {
           // not ours
         }
       }
-    })();
+    })().catch(() => undefined); // the watch ends with the connection; nothing to do then
   }
 
   /** @throws {ApiError} 401 `invalid_credentials` (same for an unknown user and a wrong password) */

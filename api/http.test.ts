@@ -1,5 +1,6 @@
 /** The HTTP layer against a real uWebSockets.js server and real HTTP requests (fetch). */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { z } from 'zod';
 import { ApiError } from './errors.js';
@@ -7,6 +8,8 @@ import { startHttpServer, type HttpServer } from './http.js';
 import { loadUws } from './uws.js';
 
 let server: HttpServer;
+let version = 1;
+let cachedCalls = 0;
 
 before(async () => {
   server = await startHttpServer({
@@ -32,6 +35,18 @@ before(async () => {
         handler: ({ params, query }) => ({ body: { ...params, page: query.page } }),
       },
       { method: 'get', path: '/teapot', summary: 'refuses', tag: 't', access: 'public', handler: () => { throw new ApiError(409, 'conflict', 'no', { why: 'test' }); } },
+      {
+        method: 'get',
+        path: '/cached',
+        summary: 'cached by a version',
+        tag: 't',
+        access: 'public',
+        cacheKey: () => String(version),
+        handler: () => {
+          cachedCalls++;
+          return { body: { version, calls: cachedCalls } };
+        },
+      },
       { method: 'get', path: '/bug', summary: 'a bug', tag: 't', access: 'public', handler: () => { throw new Error('secret internals'); } },
     ],
   });
@@ -100,4 +115,30 @@ test('errors: ApiError keeps its status; a bug is a 500 without internals; unkno
   assert.deepEqual([missing.status, missing.body.error.code], [404, 'not_found']);
   const wrong = await call('/healthz', { method: 'DELETE' });
   assert.deepEqual([wrong.status, wrong.body.error.code, wrong.headers.get('allow')], [405, 'method_not_allowed', 'GET']);
+});
+
+test('GET replies carry an ETag; If-None-Match → 304; a cacheKey reply is served without the handler until the key changes', async () => {
+  const first = await call('/cached');
+  const etag = first.headers.get('etag') ?? assert.fail('no etag');
+  assert.deepEqual(first.body, { version: 1, calls: 1 });
+  const again = await call('/cached');
+  assert.deepEqual(again.body, { version: 1, calls: 1 }, 'served from the reply cache');
+  const notModified = await call('/cached', { headers: { 'if-none-match': etag } });
+  assert.equal(notModified.status, 304);
+  assert.equal(notModified.body, null);
+  version = 2;
+  const changed = await call('/cached', { headers: { 'if-none-match': etag } });
+  assert.equal(changed.status, 200, 'a new key runs the handler and gives a new ETag');
+  assert.deepEqual(changed.body, { version: 2, calls: 2 });
+  assert.notEqual(changed.headers.get('etag'), etag);
+  const plain = await call('/healthz');
+  assert.equal((await call('/healthz', { headers: { 'if-none-match': `W/"x", ${plain.headers.get('etag')}` } })).status, 304, 'a list of tags');
+});
+
+test('the port is exclusive: another process cannot listen on it too (no silent SO_REUSEPORT sharing)', async () => {
+  const http = new URL('./http.js', import.meta.url).href;
+  const script = `import(${JSON.stringify(http)}).then((m) => m.startHttpServer({ routes: [], port: ${server.port} })).then(() => { console.log('BOUND'); process.exit(0); }, (e) => { console.log(e.message); process.exit(3); });`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(r.status, 3, r.stdout + r.stderr);
+  assert.match(r.stdout, /cannot listen on 127\.0\.0\.1:\d+ \(port taken\?\)/);
 });

@@ -171,6 +171,8 @@ function compilePath(path: string): { pattern: string; names: string[] } {
 const METHOD_NAME: Readonly<Record<Method, string>> = { get: 'GET', post: 'POST', put: 'PUT', patch: 'PATCH', del: 'DELETE' };
 
 const REPLY_CACHE_SIZE = 2000;
+/** uSockets' ListenOptions.LIBUS_LISTEN_EXCLUSIVE_PORT (a const enum in the typings). */
+const LIBUS_LISTEN_EXCLUSIVE_PORT = 1;
 const READ_HEADERS = ['authorization', 'if-none-match', 'if-match', 'content-type', 'user-agent', 'x-forwarded-for'] as const;
 
 /** Starts listening. @throws {Error} when the port cannot be bound. */
@@ -276,7 +278,12 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
 
   const host = options.host ?? '127.0.0.1';
   const socket = await new Promise<us_listen_socket>((resolve, reject) => {
-    app.listen(host, options.port ?? 0, (s) => (s === false ? reject(new Error(`cannot listen on ${host}:${options.port ?? 0} (port taken?)`)) : resolve(s)));
+    // Exclusive: by default uSockets sets SO_REUSEPORT, and a second process on the same port
+    // would silently take half the connections (a second `up` with another token key, say).
+    const listen = app.listen as unknown as (h: string, p: number, o: number, cb: (s: us_listen_socket | false) => void) => void;
+    listen.call(app, host, options.port ?? 0, LIBUS_LISTEN_EXCLUSIVE_PORT, (s) =>
+      s === false ? reject(new Error(`cannot listen on ${host}:${options.port ?? 0} (port taken?)`)) : resolve(s),
+    );
   });
   const port = uws.us_socket_local_port(socket);
   return {

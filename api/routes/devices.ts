@@ -7,7 +7,7 @@ import { queryDeviceLastSeen } from '../../core/schema.js';
 import type { ApiContext, ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate, revisionTag, naturalCompare } from '../schemas.js';
-import { requireAccess, scopeOf, viewReplyKey } from '../tenancy.js';
+import { scopeOf, viewReplyKey } from '../tenancy.js';
 
 /** A registered device seen within this long is "active", else "inactive". */
 export const ACTIVE_WITHIN_MS = 24 * 3600e3;
@@ -73,7 +73,6 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
       body: z.strictObject({ ...enterpriseQuery, device_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional(), user_id: id, model: text, os: text, os_version: z.string().trim().max(32).default('') }),
       response: z.strictObject({ device_id: z.string(), user_id: z.string(), model: z.string(), os: z.string(), os_version: z.string(), status: z.literal('registered'), registered_at: z.string() }),
       handler: async ({ body, principal }) => {
-        requireAccess(principal, 'write');
         const enterprise = scopeOf(ctx.view, principal, body.enterprise_id);
         if (ctx.view.user(body.user_id, enterprise) === undefined) {
           throw new ApiError(400, 'unknown_reference', `no user '${body.user_id}' in this enterprise`, { field: 'user_id', id: body.user_id });
