@@ -392,7 +392,9 @@ describe('the fast route for canonical frames', () => {
       ),
       { numRuns: 5000 },
     );
-    assert.ok(fastTaken > 500, `the fast route was exercised (${fastTaken})`);
+    // About 530 of the 5,000 mutated frames stay canonical (seen 499–563 over runs): the bound
+    // checks that the fast route is exercised, without failing on an unlucky seed (500 did, in CI).
+    assert.ok(fastTaken > 300, `the fast route was exercised (${fastTaken})`);
   });
 
   it('differential fuzz: canonical envelopes with random rows decode the same on both routes', () => {
