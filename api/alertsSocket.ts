@@ -95,6 +95,7 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
   const filtered = new Map<string, Set<WebSocket<SocketData>>>();
   let app: TemplatedApp | null = null;
   let sub: Subscription | null = null;
+  let eventsSub: Subscription | null = null;
 
   const end = (ws: WebSocket<SocketData>, code: number, reason: string, metric: string): void => {
     const d = ws.getUserData();
@@ -182,6 +183,26 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
         // msgpack, as the pipeline publishes it (docs/wire-format.md).
         const body = unpackr.unpack(msg.data) as { type?: string; alerts?: Record<string, unknown>[] };
         if (Array.isArray(body.alerts)) deliver(body.alerts);
+      } catch (e) {
+        log(`ws: unreadable message on ${msg.subject}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    },
+  });
+
+  // Typed events for dashboards (remediation outcomes, discovered devices), JSON on events.<enterprise>.
+  eventsSub = options.nc.subscribe('events.*', {
+    callback: (err, msg) => {
+      if (err !== null || app === null) return;
+      const enterprise = msg.subject.slice('events.'.length);
+      try {
+        const body = msg.json<{ type?: unknown }>();
+        if (typeof body.type !== 'string') return;
+        const topic = `enterprise/${enterprise}`;
+        const n = app.numSubscribers(topic);
+        if (n > 0) {
+          app.publish(topic, msg.string());
+          metrics.socketMessages.inc({ type: body.type }, n);
+        }
       } catch (e) {
         log(`ws: unreadable message on ${msg.subject}: ${e instanceof Error ? e.message : String(e)}`);
       }
@@ -298,6 +319,8 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
       clearInterval(heartbeat);
       sub?.unsubscribe();
       sub = null;
+      eventsSub?.unsubscribe();
+      eventsSub = null;
       for (const ws of [...sockets]) {
         const d = ws.getUserData();
         if (!d.closed) {

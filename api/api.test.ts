@@ -8,18 +8,18 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
+import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { Unpackr } from 'msgpackr';
 import WebSocket from 'ws';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
 import type { UsageEvent } from '../core/domain.js';
 import { hashPassword } from '../core/passwords.js';
-import { ensureStreams, REMEDIATION_STREAM, usageSubject } from '../core/streams.js';
+import { ensureStreams, usageSubject } from '../core/streams.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { encodeUsageFrame, usageMsgId } from '../core/wire.js';
 import { DEMO_CARRIER, seedDemoAccounts } from '../fixtures/accounts.js';
 import { seedWorld } from '../fixtures/seed.js';
+import { TowerAgent } from '../fixtures/towerAgent.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
 import { startPipelineService, type PipelineService } from '../pipeline/service.js';
 import { CLOSE } from './alertsSocket.js';
@@ -37,6 +37,7 @@ let store: ControlPlaneStore;
 let dataDir: string;
 let pipeline: PipelineService;
 let api: ApiServer;
+let towers: TowerAgent;
 let strict: ApiServer;
 const tokens = new Map<string, string>();
 
@@ -147,6 +148,7 @@ before(async () => {
   await store.create('enterprise', { id: 'initech', name: 'Initech', plan_id: 'business', timezone: 'UTC', carrier_ids: ['rogers'] });
   await store.create('account', { username: 'admin@initech', display_name: 'Initech admin', role: 'enterprise_admin', enterprise_id: 'initech', carrier_id: null, password_hash: await hashPassword(PASSWORD), created_at: new Date().toISOString() });
   dataDir = await mkdtemp(join(tmpdir(), 'tw-api-'));
+  towers = TowerAgent.start({ nc });
   pipeline = await startPipelineService({
     config: { clickhouseUrl: null, dataDir, retentionDays: 30 },
     nc,
@@ -168,6 +170,7 @@ after(async () => {
   await strict?.close();
   await api?.close();
   await pipeline?.stop();
+  towers?.stop();
   await rm(dataDir, { recursive: true, force: true });
 });
 
@@ -443,9 +446,7 @@ describe('endpoints of the brief', () => {
     assertError(await as('analyst@acme', 'GET', '/app-usage'), 400, 'validation_failed');
   });
 
-  it('POST /remedial-actions queues the action once on the REMEDIATION stream', async () => {
-    const jsm = await jetstreamManager(nc);
-    const before = (await jsm.streams.info(REMEDIATION_STREAM)).state.messages;
+  it('POST /remedial-actions queues the action once; the worker runs it at the tower; GET /remedial-actions lists the outcome', async () => {
     const r = await as('admin@acme', 'POST', '/remedial-actions', { body: { alert_id: 'att:tower123:1', action: 'block_app' } });
     assert.equal(r.status, 202, r.text);
     assert.equal(r.json.action_name, 'Block App');
@@ -454,12 +455,15 @@ describe('endpoints of the brief', () => {
     const again = await as('admin@acme', 'POST', '/remedial-actions', { body: { alert_id: 'att:tower123:1', action: 'block_app' } });
     assert.equal(again.json.status, 'already_queued');
     assert.equal(again.json.action_id, r.json.action_id);
-    assert.equal((await jsm.streams.info(REMEDIATION_STREAM)).state.messages, before + 1);
-    const msg = await jsm.streams.getMessage(REMEDIATION_STREAM, { last_by_subj: `remediation.acme.${BRIEF.nycTower}` });
-    const req = new Unpackr({ useRecords: false, mapsAsObjects: true }).unpack(msg!.data) as Record<string, unknown>;
-    assert.deepEqual([req['trigger'], req['action'], req['alert_id'], req['requested_by']], ['manual', 'block_app', 'att:tower123:1', 'admin@acme']);
+    await until(async () => (await as('viewer@acme', 'GET', '/remedial-actions')).json.remedial_actions.some((a: any) => a.action_id === r.json.action_id), 20_000, 'the outcome');
+    const listed = (await as('viewer@acme', 'GET', '/remedial-actions?status=success')).json.remedial_actions.filter((a: any) => a.action_id === r.json.action_id);
+    assert.equal(listed.length, 1, 'executed once');
+    assert.deepEqual([listed[0].action_name, listed[0].trigger, listed[0].requested_by, listed[0].attempts], ['Block App', 'manual', 'admin@acme', 1]);
+    assert.equal(towers.allows({ tower: BRIEF.nycTower, device: BRIEF.johnDevice, app: BRIEF.slack }), false, 'the tower blocked the app for the device');
+    assert.equal((await as('admin@globex', 'GET', '/remedial-actions')).json.remedial_actions.length, 0, 'another enterprise sees none');
     assertError(await as('admin@acme', 'POST', '/remedial-actions', { body: { alert_id: 'att:tower123:999999', action: 'block_device' } }), 404, 'not_found');
     assertError(await as('admin@acme', 'POST', '/remedial-actions', { body: { alert_id: 'att:tower123:1', action: 'wipe_device' } }), 400, 'validation_failed');
+    assertError(await as('viewer@acme', 'GET', '/remedial-actions?status=maybe'), 400, 'validation_failed');
   });
 });
 
@@ -566,6 +570,11 @@ describe('/ws/alerts', () => {
     assert.equal(lowOnly.of('alert').length, 0, 'severity filter');
     assert.equal(otherTower.of('alert').length, 0, 'tower filter');
     assert.equal(globex.of('alert').length, 0, 'another enterprise');
+    // Typed events (remediation outcomes, discovered devices) reach the enterprise's sockets, filtered or not.
+    nc.publish('events.acme', JSON.stringify({ type: 'remediation', action_id: 'ra_x', status: 'success' }));
+    await until(() => acme.of('remediation').length === 1 && nycOnly.of('remediation').length === 1, 5000, 'the remediation message');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(globex.of('remediation').length, 0, 'not to another enterprise');
     for (const s of all) s.ws.close();
   });
 

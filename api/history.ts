@@ -239,3 +239,53 @@ export async function userAppUsage(ch: ClickHouseHandle, q: RangeQuery & { user:
     total: num(count[0]?.n ?? 0),
   };
 }
+
+export interface RemedialActionRow {
+  action_id: string;
+  alert_id: string;
+  action: string;
+  status: string;
+  trigger: string;
+  device_id: string;
+  tower_id: string;
+  app_id: string;
+  attempts: number;
+  reason: string;
+  requested_by: string;
+  executed_at: number;
+}
+
+/** The enterprise's remedial actions, newest first. */
+export async function remedialActions(
+  ch: ClickHouseHandle,
+  q: { enterprise: string; from: number; to: number; status?: string | undefined; device_id?: string | undefined; limit: number; offset: number },
+): Promise<{ actions: RemedialActionRow[]; total: number }> {
+  const where = [
+    'enterprise_id = {enterprise:String}',
+    "executed_at >= fromUnixTimestamp64Milli({from:Int64}, 'UTC')",
+    "executed_at < fromUnixTimestamp64Milli({to:Int64}, 'UTC')",
+  ];
+  const params: Record<string, unknown> = { enterprise: q.enterprise, from: q.from, to: q.to, limit: q.limit, offset: q.offset };
+  if (q.status !== undefined) {
+    where.push('status = {status:String}');
+    params['status'] = q.status;
+  }
+  if (q.device_id !== undefined) {
+    where.push('device_id = {device:String}');
+    params['device'] = q.device_id;
+  }
+  const sql = where.join(' AND ');
+  const [list, count] = await Promise.all([
+    rows<Record<string, unknown>>(
+      ch,
+      `SELECT action_id, alert_id, action, status, trigger, device_id, tower_id, app_id, attempts, reason, requested_by, toUnixTimestamp64Milli(executed_at) AS executed_ms
+       FROM ${ch.database}.remedial_actions WHERE ${sql} ORDER BY remedial_actions.executed_at DESC, action_id LIMIT {limit:UInt32} OFFSET {offset:UInt32}`,
+      params,
+    ),
+    rows<{ n: string }>(ch, `SELECT count() AS n FROM ${ch.database}.remedial_actions WHERE ${sql}`, params),
+  ]);
+  return {
+    actions: list.map(({ executed_ms, attempts, ...r }) => ({ ...(r as unknown as Omit<RemedialActionRow, 'executed_at' | 'attempts'>), attempts: num(attempts), executed_at: num(executed_ms) })),
+    total: num(count[0]?.n ?? 0),
+  };
+}

@@ -89,8 +89,8 @@ function usage(over: Partial<AppUsageRow> = {}): AppUsageRow {
 test('migrate creates every table and projection, and a second run is a no-op', async () => {
   const h = await open('schema_idem');
   const first = await migrate(h, { retentionDays: 30 });
-  assert.deepEqual(first.applied, [1, 2, 3]);
-  assert.equal(SCHEMA_VERSION, 3);
+  assert.deepEqual(first.applied, [1, 2, 3, 4]);
+  assert.equal(SCHEMA_VERSION, 4);
   // The tables were created with the TTL already right.
   assert.deepEqual(first.ttlChanged, []);
   const second = await migrate(h, { retentionDays: 30 });
@@ -104,6 +104,7 @@ test('migrate creates every table and projection, and a second run is a no-op', 
   assert.deepEqual(Object.fromEntries(tables.map((t) => [t.name, t.engine])), {
     app_usage: 'MergeTree',
     dead_letters: 'MergeTree',
+    remedial_actions: 'MergeTree',
     schema_migrations: 'ReplacingMergeTree',
     violations: 'MergeTree',
   });
@@ -118,7 +119,7 @@ test('migrate creates every table and projection, and a second run is a no-op', 
     { table: 'violations', name: 'per_minute' },
   ]);
   const versions = await rows<{ version: number }>(h, `SELECT version FROM ${h.database}.schema_migrations ORDER BY version`);
-  assert.deepEqual(versions.map((v) => v.version), [1, 2, 3]);
+  assert.deepEqual(versions.map((v) => v.version), [1, 2, 3, 4]);
 });
 
 test('columns, types, keys and settings are as specified', async () => {
@@ -177,6 +178,7 @@ test('columns, types, keys and settings are as specified', async () => {
   assert.deepEqual(indexes.map((i) => `${i.table}.${i.name}`), [
     'app_usage.idx_device_id', 'app_usage.idx_stream_seq', 'app_usage.idx_user_id',
     'dead_letters.idx_stream_seq',
+    'remedial_actions.idx_action_id',
     'violations.idx_alert_id', 'violations.idx_device_id', 'violations.idx_stream_seq', 'violations.idx_user_id',
   ]);
 });

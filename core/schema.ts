@@ -288,6 +288,7 @@ export const TTL_COLUMNS = {
   app_usage: 'toDateTime(ts)',
   violations: 'toDateTime(ts)',
   dead_letters: 'toDateTime(ts)',
+  remedial_actions: 'toDateTime(executed_at)',
 } as const satisfies Record<string, string>;
 export type TtlTable = keyof typeof TTL_COLUMNS;
 
@@ -540,6 +541,35 @@ export const MIGRATIONS: readonly Migration[] = [
         `DROP VIEW IF EXISTS ${db}.${t}_mv`,
         `DROP TABLE IF EXISTS ${db}.${t}`,
       ]),
+    ],
+  },
+  {
+    version: 4,
+    name: 'remedial actions: every outcome of a block/unblock command',
+    statements: ({ db, retentionDays: days }) => [
+      `CREATE TABLE IF NOT EXISTS ${db}.remedial_actions (
+        action_id String,
+        alert_id String,
+        enterprise_id ${LC},
+        device_id String,
+        tower_id ${LC},
+        carrier ${LC},
+        app_id ${LC},
+        action ${LC},
+        trigger ${LC},
+        status ${LC},
+        attempts UInt8,
+        reason String,
+        requested_by String,
+        requested_at ${DT},
+        executed_at ${DT},
+        stream_seq UInt64
+      ) ENGINE = MergeTree
+      PARTITION BY toDate(executed_at)
+      ORDER BY (enterprise_id, executed_at, action_id)
+      TTL ${ttl('remedial_actions', days)}
+      ${TABLE_SETTINGS}`,
+      `ALTER TABLE ${db}.remedial_actions ADD INDEX IF NOT EXISTS idx_action_id action_id TYPE bloom_filter(0.01) GRANULARITY 1`,
     ],
   },
 ];

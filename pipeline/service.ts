@@ -10,7 +10,9 @@ import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
 import type { Config } from '../core/config.js';
 import { migrate, SCHEMA_VERSION } from '../core/schema.js';
 import { ensureStreams, USAGE_STREAM } from '../core/streams.js';
+import { ControlPlaneView } from '../core/controlPlane/index.js';
 import { ClickHouseSink } from './clickhouseSink.js';
+import { Remediator } from './remediator.js';
 import { DEFAULT_CONSUMER, Pipeline, type PipelineOptions } from './pipeline.js';
 import { snapshotCounters, statusLine } from './status.js';
 
@@ -22,11 +24,14 @@ export interface PipelineServiceOptions {
   /** Seconds between status lines; 0 for none. @default 5 */
   statusEverySeconds?: number;
   pipeline?: Partial<Omit<PipelineOptions, 'nc' | 'natsUrl' | 'sink'>>;
+  /** Run the remediation worker too. @default true */
+  remediator?: boolean;
 }
 
 export interface PipelineService {
   readonly pipeline: Pipeline;
   readonly clickhouse: ClickHouseHandle;
+  readonly remediator: Remediator | null;
   stop(): Promise<void>;
 }
 
@@ -52,6 +57,13 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
     log,
     ...opts.pipeline,
   });
+  let view: ControlPlaneView | null = null;
+  let remediator: Remediator | null = null;
+  if (opts.remediator ?? true) {
+    view = await ControlPlaneView.open(nc);
+    remediator = await Remediator.start({ nc, clickhouse, view, log });
+    log('pipeline: remediation worker consuming REMEDIATION');
+  }
   const jsm = await jetstreamManager(nc);
   const consumer = opts.pipeline?.consumer ?? DEFAULT_CONSUMER;
   const every = opts.statusEverySeconds ?? 5;
@@ -74,9 +86,12 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
   return {
     pipeline,
     clickhouse,
+    remediator,
     stop() {
       stopping ??= (async () => {
         if (timer) clearInterval(timer);
+        await remediator?.stop();
+        await view?.close();
         await pipeline.stop();
         await sink.close();
         await clickhouse.close();

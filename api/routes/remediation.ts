@@ -4,33 +4,71 @@
  * the same `Nats-Msg-Id` as an automatic one (`<alert_id>:<action>`), so an alert is not acted
  * on twice; the remediation worker executes it and records the outcome.
  */
-import { createHash } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
+import { ACTION_NAMES, REMEDIAL_ACTIONS, REMEDIATION_STATUSES, remedialActionId, type RemedialAction, type RemediationRequest } from '../../core/remediation.js';
 import { remediationSubject } from '../../core/streams.js';
 import type { ApiContext, ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
-import { findAlert } from '../history.js';
-import { enterpriseQuery, iso } from '../schemas.js';
+import { findAlert, remedialActions } from '../history.js';
+import { enterpriseQuery, iso, pageInfo, pageOf, pageQuery, resolveRange, timeRangeQuery } from '../schemas.js';
 import { scopeOf } from '../tenancy.js';
-
-export const REMEDIAL_ACTIONS = ['block_device', 'block_app', 'unblock_device', 'unblock_app'] as const;
-const ACTION_NAMES: Readonly<Record<(typeof REMEDIAL_ACTIONS)[number], string>> = {
-  block_device: 'Block Device',
-  block_app: 'Block App',
-  unblock_device: 'Unblock Device',
-  unblock_app: 'Unblock App',
-};
 
 const packr = new Packr({ useRecords: false });
 
-/** Stable per alert and action, so a repeated request names the same action. */
-export function remedialActionId(alertId: string, action: string): string {
-  return `ra_${createHash('sha256').update(`${alertId}:${action}`).digest('hex').slice(0, 20)}`;
-}
-
 export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
   return [
+    {
+      method: 'get',
+      path: '/remedial-actions',
+      tag: 'remediation',
+      summary: 'Remedial actions taken, automatically or by hand, with their outcome; newest first (default: the last 7 days)',
+      access: 'read',
+      query: z.strictObject({ ...enterpriseQuery, ...timeRangeQuery, ...pageQuery, status: z.enum(REMEDIATION_STATUSES).optional(), device_id: z.string().min(1).max(128).optional() }),
+      response: z.strictObject({
+        remedial_actions: z.array(
+          z.strictObject({
+            action_id: z.string(),
+            alert_id: z.string(),
+            action_name: z.string(),
+            status: z.string(),
+            trigger: z.string(),
+            device_id: z.string(),
+            tower_id: z.string(),
+            app_id: z.string(),
+            attempts: z.number(),
+            reason: z.string().nullable(),
+            requested_by: z.string().nullable(),
+            executed_at: z.string(),
+          }),
+        ),
+        ...pageInfo,
+      }),
+      handler: async ({ query, principal }) => {
+        const enterprise = scopeOf(ctx.view, principal, query.enterprise_id);
+        const { from, to } = resolveRange(query, ctx.now(), '7d');
+        const { actions, total } = await remedialActions(ctx.clickhouse, { enterprise, from, to, status: query.status, device_id: query.device_id, limit: query.limit, offset: (query.page - 1) * query.limit });
+        return {
+          body: {
+            remedial_actions: actions.map((a) => ({
+              action_id: a.action_id,
+              alert_id: a.alert_id,
+              action_name: ACTION_NAMES[a.action as RemedialAction] ?? a.action,
+              status: a.status,
+              trigger: a.trigger,
+              device_id: a.device_id,
+              tower_id: a.tower_id,
+              app_id: a.app_id,
+              attempts: a.attempts,
+              reason: a.reason === '' ? null : a.reason,
+              requested_by: a.requested_by === '' ? null : a.requested_by,
+              executed_at: iso(a.executed_at),
+            })),
+            ...pageOf(query.page, query.limit, total),
+          },
+        };
+      },
+    },
     {
       method: 'post',
       path: '/remedial-actions',
@@ -55,7 +93,7 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
         const alert = await findAlert(ctx.clickhouse, enterprise, body.alert_id);
         if (alert === null) throw new ApiError(404, 'not_found', `no alert '${body.alert_id}' in this enterprise`, { alert_id: body.alert_id });
         const requestedAt = ctx.now();
-        const request = {
+        const request: RemediationRequest = {
           type: 'remediation',
           trigger: 'manual',
           alert_id: alert.alert_id,
@@ -64,7 +102,7 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
           tower_id: alert.tower_id,
           carrier: alert.carrier,
           app_id: alert.app_id,
-          action: body.action,
+          action: body.action as RemedialAction,
           rule_id: alert.rule_id === '' ? null : alert.rule_id,
           requested_at: requestedAt,
           requested_by: principal.account.username,
@@ -75,7 +113,7 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
           body: {
             action_id: remedialActionId(alert.alert_id, body.action),
             alert_id: alert.alert_id,
-            action_name: ACTION_NAMES[body.action as (typeof REMEDIAL_ACTIONS)[number]],
+            action_name: ACTION_NAMES[body.action as RemedialAction],
             status: ack.duplicate ? 'already_queued' : 'queued',
             trigger: 'manual',
             device_id: alert.device_id,

@@ -1,0 +1,44 @@
+/**
+ * What the pipeline, the api and the remediation worker share about remedial actions: the
+ * request on the REMEDIATION work queue, the action names, and the stable action id.
+ */
+import { createHash } from 'node:crypto';
+
+export const REMEDIAL_ACTIONS = ['block_device', 'block_app', 'unblock_device', 'unblock_app'] as const;
+export type RemedialAction = (typeof REMEDIAL_ACTIONS)[number];
+
+export const ACTION_NAMES: Readonly<Record<RemedialAction, string>> = {
+  block_device: 'Block Device',
+  block_app: 'Block App',
+  unblock_device: 'Unblock Device',
+  unblock_app: 'Unblock App',
+};
+
+export const REMEDIATION_STATUSES = ['success', 'failed', 'timeout', 'skipped_by_plan'] as const;
+export type RemediationStatus = (typeof REMEDIATION_STATUSES)[number];
+
+/** A request on `remediation.<enterprise>.<tower>` (msgpack), automatic or manual. */
+export interface RemediationRequest {
+  type: 'remediation';
+  trigger: 'auto' | 'manual';
+  alert_id: string;
+  enterprise_id: string;
+  device_id: string;
+  tower_id: string;
+  carrier: string;
+  app_id: string;
+  action: RemedialAction;
+  rule_id: string | null;
+  requested_at: number;
+  requested_by?: string;
+}
+
+/** Stable per alert and action: a repeated request names the same action, and runs once. */
+export function remedialActionId(alertId: string, action: string): string {
+  return `ra_${createHash('sha256').update(`${alertId}:${action}`).digest('hex').slice(0, 20)}`;
+}
+
+/** Core NATS subject of an enterprise's live events for dashboards (remediation outcomes…). */
+export function enterpriseEventsSubject(enterprise: string): string {
+  return `events.${enterprise}`;
+}

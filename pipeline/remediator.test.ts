@@ -1,0 +1,137 @@
+/**
+ * The remediation worker against real components: nats-server (REMEDIATION work queue,
+ * request/reply to the simulated towers), embedded ClickHouse, the seeded control plane.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { Packr } from 'msgpackr';
+import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
+import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
+import { remedialActionId, type RemediationRequest } from '../core/remediation.js';
+import { migrate } from '../core/schema.js';
+import { ensureStreams, remediationSubject } from '../core/streams.js';
+import { withNats } from '../core/testing/natsFixture.js';
+import { seedWorld } from '../fixtures/seed.js';
+import { TowerAgent } from '../fixtures/towerAgent.js';
+import { BRIEF, generateWorld } from '../fixtures/world.js';
+import { Remediator } from './remediator.js';
+
+const nats = await withNats();
+const world = generateWorld({ seed: 21, enterprises: 3, usersPerEnterprise: 8, towers: 6 });
+const packr = new Packr({ useRecords: false });
+
+describe('remediator', () => {
+  let nc: NatsConnection;
+  let js: JetStreamClient;
+  let view: ControlPlaneView;
+  let dataDir: string;
+  let ch: ClickHouseHandle;
+  let towers: TowerAgent;
+  let remediator: Remediator;
+  const events: Array<Record<string, unknown>> = [];
+
+  before(async () => {
+    nc = await nats.connect();
+    js = jetstream(nc);
+    await ensureStreams(nc);
+    await seedWorld(await ControlPlaneStore.open(nc), world);
+    view = await ControlPlaneView.open(nc);
+    dataDir = await mkdtemp(join(tmpdir(), 'tw-remediator-'));
+    ch = await openClickHouse({ clickhouseUrl: null, dataDir });
+    await migrate(ch, { retentionDays: 30 });
+    towers = TowerAgent.start({ nc, silentTowers: ['tower128'] });
+    nc.subscribe('events.*', { callback: (_e, m) => void events.push(m.json()) });
+    remediator = await Remediator.start({ nc, clickhouse: ch, view, log: () => undefined, commandTimeoutMs: 300, backoffMs: 50 });
+  });
+  after(async () => {
+    await remediator?.stop();
+    towers?.stop();
+    await view?.close();
+    await ch?.close();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  let n = 0;
+  const request = (fields: Partial<RemediationRequest> = {}): RemediationRequest => ({
+    type: 'remediation',
+    trigger: 'auto',
+    alert_id: `att:${BRIEF.nycTower}:${++n}`,
+    enterprise_id: BRIEF.acme,
+    device_id: BRIEF.johnDevice,
+    tower_id: BRIEF.nycTower,
+    carrier: 'att',
+    app_id: BRIEF.slack,
+    action: 'block_device',
+    rule_id: 'r1',
+    requested_at: Date.now(),
+    ...fields,
+  });
+  const publish = async (r: RemediationRequest, msgID = `${r.alert_id}:${r.action}:${Math.random()}`): Promise<void> => {
+    await js.publish(remediationSubject(r.enterprise_id, r.tower_id), packr.pack(r), { msgID });
+  };
+  const outcomes = async (alertId: string): Promise<Array<{ status: string; attempts: number; trigger: string }>> => {
+    const rs = await ch.client.query({ query: 'SELECT status, attempts, trigger FROM remedial_actions WHERE alert_id = {a:String}', query_params: { a: alertId }, format: 'JSONEachRow' });
+    return rs.json();
+  };
+  const until = async (fn: () => Promise<boolean> | boolean, what: string, ms = 15_000): Promise<void> => {
+    const deadline = Date.now() + ms;
+    while (!(await fn())) {
+      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
+  it('an automatic block on a plan with auto-remediation reaches the tower, is recorded as success and announced', async () => {
+    const r = request();
+    assert.equal(towers.allows({ tower: r.tower_id, device: r.device_id, app: r.app_id }), true);
+    await publish(r);
+    await until(async () => (await outcomes(r.alert_id)).length === 1, 'the outcome row');
+    assert.deepEqual(await outcomes(r.alert_id), [{ status: 'success', attempts: 1, trigger: 'auto' }]);
+    assert.equal(towers.allows({ tower: r.tower_id, device: r.device_id, app: r.app_id }), false, "the tower stopped carrying the device");
+    await until(() => events.some((e) => e['alert_id'] === r.alert_id), 'the remediation message');
+    const e = events.find((x) => x['alert_id'] === r.alert_id)!;
+    assert.deepEqual([e['type'], e['action_name'], e['status'], e['action_id']], ['remediation', 'Block Device', 'success', remedialActionId(r.alert_id, 'block_device')]);
+  });
+
+  it('an automatic request for an enterprise without the plan is skipped; a manual one is executed', async () => {
+    const globexDevice = world.devices.find((d) => d.enterprise_id === BRIEF.globex)!.id;
+    const auto = request({ enterprise_id: BRIEF.globex, device_id: globexDevice });
+    const before = towers.commands;
+    await publish(auto);
+    await until(async () => (await outcomes(auto.alert_id)).length === 1, 'the skipped row');
+    assert.deepEqual(await outcomes(auto.alert_id), [{ status: 'skipped_by_plan', attempts: 0, trigger: 'auto' }]);
+    assert.equal(towers.commands, before, 'no command sent');
+    const manual = request({ enterprise_id: BRIEF.globex, device_id: globexDevice, trigger: 'manual', requested_by: 'admin@globex', action: 'block_app' });
+    await publish(manual);
+    await until(async () => (await outcomes(manual.alert_id)).length === 1, 'the manual row');
+    assert.deepEqual(await outcomes(manual.alert_id), [{ status: 'success', attempts: 1, trigger: 'manual' }]);
+    assert.equal(towers.allows({ tower: manual.tower_id, device: globexDevice, app: manual.app_id }), false, 'the app is blocked for that device');
+  });
+
+  it('a tower that never answers is recorded as timeout after the retries, without holding up others', async () => {
+    const silent = request({ tower_id: 'tower128' });
+    const normal = request({ device_id: 'device-other' });
+    await publish(silent);
+    await publish(normal);
+    await until(async () => (await outcomes(normal.alert_id)).length === 1, 'the normal one');
+    assert.equal((await outcomes(silent.alert_id)).length, 0, 'the silent one is still retrying');
+    await until(async () => (await outcomes(silent.alert_id)).length === 1, 'the timeout row');
+    assert.deepEqual(await outcomes(silent.alert_id), [{ status: 'timeout', attempts: 3, trigger: 'auto' }]);
+  });
+
+  it('a redelivered or repeated request is executed once', async () => {
+    const r = request({ device_id: 'device-repeat' });
+    const before = towers.commands;
+    await publish(r, 'first');
+    await until(async () => (await outcomes(r.alert_id)).length === 1, 'the first outcome');
+    await publish(r, 'second'); // past the stream's duplicate check: a different message id
+    await until(() => remediator.counters.duplicates >= 1, 'the repeat to be seen');
+    assert.equal((await outcomes(r.alert_id)).length, 1);
+    assert.equal(towers.commands, before + 1);
+  });
+});

@@ -1,0 +1,187 @@
+/**
+ * The remediation worker: takes requests off the REMEDIATION work queue (the pipeline's
+ * automatic ones and the api's manual ones), checks the enterprise's plan again for automatic
+ * ones, sends the command to the tower over NATS request/reply with retries and backoff, records
+ * the outcome in ClickHouse `remedial_actions`, tells dashboards on `events.<enterprise>`, and
+ * acks. An alert's action runs once: the action id is derived from alert and action, and an
+ * outcome already recorded for it is not executed again (a redelivery, or a repeat after the
+ * stream's duplicate window).
+ */
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { Unpackr } from 'msgpackr';
+import type { ClickHouseHandle } from '../core/clickhouse.js';
+import type { ControlPlaneView } from '../core/controlPlane/index.js';
+import { ACTION_NAMES, enterpriseEventsSubject, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus } from '../core/remediation.js';
+import { REMEDIATION_STREAM } from '../core/streams.js';
+
+export const REMEDIATOR_CONSUMER = 'remediator';
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+export interface RemediatorOptions {
+  nc: NatsConnection;
+  clickhouse: ClickHouseHandle;
+  view: ControlPlaneView;
+  log: (line: string) => void;
+  /** How long to wait for a tower's answer. @default 2000 */
+  commandTimeoutMs?: number;
+  /** Attempts per command. @default 3 */
+  maxAttempts?: number;
+  /** First backoff; doubles per attempt. @default 250 */
+  backoffMs?: number;
+  /** Requests executed at once (a silent tower must not hold up the others). @default 16 */
+  concurrency?: number;
+}
+
+export interface RemediationOutcome {
+  action_id: string;
+  status: RemediationStatus;
+  attempts: number;
+  reason: string;
+}
+
+interface TowerAnswer {
+  status?: string;
+  reason?: string;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export class Remediator {
+  readonly counters = { executed: 0, skipped: 0, duplicates: 0, rejected: 0 };
+  readonly #o: Required<Omit<RemediatorOptions, 'log'>> & Pick<RemediatorOptions, 'log'>;
+  #messages: ConsumerMessages | null = null;
+  #loop: Promise<void> | null = null;
+  readonly #inFlight = new Set<Promise<void>>();
+  #stopping = false;
+
+  private constructor(options: RemediatorOptions) {
+    this.#o = { commandTimeoutMs: 2000, maxAttempts: 3, backoffMs: 250, concurrency: 16, ...options };
+  }
+
+  static async start(options: RemediatorOptions): Promise<Remediator> {
+    const r = new Remediator(options);
+    const jsm = await jetstreamManager(options.nc);
+    try {
+      await jsm.consumers.info(REMEDIATION_STREAM, REMEDIATOR_CONSUMER);
+    } catch {
+      await jsm.consumers.add(REMEDIATION_STREAM, {
+        durable_name: REMEDIATOR_CONSUMER,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        // Longer than a command's worst case (attempts × timeout + backoff); working() extends it.
+        ack_wait: 30_000 * 1_000_000,
+        max_ack_pending: 256,
+        max_deliver: -1,
+      });
+    }
+    const consumer = await jetstream(options.nc).consumers.get(REMEDIATION_STREAM, REMEDIATOR_CONSUMER);
+    r.#messages = await consumer.consume({ max_messages: r.#o.concurrency });
+    r.#loop = r.#run(r.#messages);
+    return r;
+  }
+
+  async #run(messages: ConsumerMessages): Promise<void> {
+    for await (const m of messages) {
+      if (this.#stopping) break;
+      while (this.#inFlight.size >= this.#o.concurrency) await Promise.race(this.#inFlight);
+      const p = this.#handle(m)
+        .catch((err: unknown) => {
+          // ClickHouse or NATS failed: leave it for redelivery.
+          this.#o.log(`remediator: ${err instanceof Error ? err.message : String(err)}; will retry`);
+          m.nak(5000);
+        })
+        .finally(() => this.#inFlight.delete(p));
+      this.#inFlight.add(p);
+    }
+  }
+
+  async #handle(m: JsMsg): Promise<void> {
+    let req: RemediationRequest;
+    try {
+      req = unpackr.unpack(m.data) as RemediationRequest;
+      if (typeof req.alert_id !== 'string' || !(REMEDIAL_ACTIONS as readonly string[]).includes(req.action) || typeof req.tower_id !== 'string' || typeof req.enterprise_id !== 'string') throw new Error('not a remediation request');
+    } catch (err) {
+      this.counters.rejected++;
+      this.#o.log(`remediator: dropping message ${m.seq} on ${m.subject}: ${err instanceof Error ? err.message : String(err)}`);
+      m.term();
+      return;
+    }
+    const actionId = remedialActionId(req.alert_id, req.action);
+    if (await this.#recorded(actionId)) {
+      this.counters.duplicates++;
+      m.ack();
+      return;
+    }
+    const outcome = await this.execute(req, actionId, () => m.working());
+    const executedAt = Date.now();
+    await this.#o.clickhouse.insertFormatted({
+      table: 'remedial_actions',
+      columns: ['action_id', 'alert_id', 'enterprise_id', 'device_id', 'tower_id', 'carrier', 'app_id', 'action', 'trigger', 'status', 'attempts', 'reason', 'requested_by', 'requested_at', 'executed_at', 'stream_seq'],
+      format: 'JSONEachRow',
+      body: new TextEncoder().encode(
+        `${JSON.stringify({
+          action_id: actionId, alert_id: req.alert_id, enterprise_id: req.enterprise_id, device_id: req.device_id, tower_id: req.tower_id, carrier: req.carrier ?? '',
+          app_id: req.app_id ?? '', action: req.action, trigger: req.trigger, status: outcome.status, attempts: outcome.attempts, reason: outcome.reason,
+          requested_by: req.requested_by ?? '', requested_at: new Date(req.requested_at ?? executedAt).toISOString(), executed_at: new Date(executedAt).toISOString(), stream_seq: m.seq,
+        })}\n`,
+      ),
+      // A retried insert of this outcome (same message) is dropped by ClickHouse.
+      settings: { insert_deduplication_token: `${actionId}:${m.seq}`, date_time_input_format: 'best_effort' },
+    });
+    this.#o.nc.publish(
+      enterpriseEventsSubject(req.enterprise_id),
+      JSON.stringify({
+        type: 'remediation', action_id: actionId, alert_id: req.alert_id, action_name: ACTION_NAMES[req.action], status: outcome.status, trigger: req.trigger,
+        device_id: req.device_id, tower_id: req.tower_id, attempts: outcome.attempts, reason: outcome.reason || null, executed_at: new Date(executedAt).toISOString(),
+      }),
+    );
+    if (outcome.status === 'skipped_by_plan') this.counters.skipped++;
+    else this.counters.executed++;
+    m.ack();
+  }
+
+  async #recorded(actionId: string): Promise<boolean> {
+    const rs = await this.#o.clickhouse.client.query({
+      query: `SELECT count() AS n FROM ${this.#o.clickhouse.database}.remedial_actions WHERE action_id = {id:String} AND status IN ('success', 'skipped_by_plan')`,
+      query_params: { id: actionId },
+      format: 'JSONEachRow',
+    });
+    return Number(((await rs.json()) as Array<{ n: string }>)[0]?.n ?? 0) > 0;
+  }
+
+  /** Runs one request against its tower (plan checked again for automatic ones). */
+  async execute(req: RemediationRequest, actionId: string, working: () => void = () => undefined): Promise<RemediationOutcome> {
+    if (req.trigger === 'auto' && this.#o.view.planOfEnterprise(req.enterprise_id)?.auto_remediation !== true) {
+      return { action_id: actionId, status: 'skipped_by_plan', attempts: 0, reason: "the enterprise's plan does not include auto-remediation" };
+    }
+    const command = JSON.stringify({
+      command_id: actionId, command: req.action, device_id: req.device_id, enterprise_id: req.enterprise_id, alert_id: req.alert_id,
+      ...(req.action === 'block_app' || req.action === 'unblock_app' ? { app_id: req.app_id } : {}),
+    });
+    let last: RemediationOutcome = { action_id: actionId, status: 'timeout', attempts: 0, reason: '' };
+    for (let attempt = 1; attempt <= this.#o.maxAttempts; attempt++) {
+      working();
+      try {
+        const reply = await this.#o.nc.request(`tower.${req.tower_id}.commands`, command, { timeout: this.#o.commandTimeoutMs });
+        const answer = reply.json<TowerAnswer>();
+        if (answer.status === 'ok') return { action_id: actionId, status: 'success', attempts: attempt, reason: '' };
+        last = { action_id: actionId, status: 'failed', attempts: attempt, reason: answer.reason ?? `tower answered ${String(answer.status)}` };
+        if (answer.status === 'rejected') return last; // will never apply: no retry
+      } catch (err) {
+        const msg = err instanceof Error ? err.message : String(err);
+        const timedOut = /timeout|no responders|503/i.test(msg);
+        last = { action_id: actionId, status: timedOut ? 'timeout' : 'failed', attempts: attempt, reason: timedOut ? `no answer from ${req.tower_id} within ${this.#o.commandTimeoutMs} ms` : msg };
+      }
+      if (attempt < this.#o.maxAttempts) await sleep(this.#o.backoffMs * 2 ** (attempt - 1));
+    }
+    return last;
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await this.#messages?.close();
+    await this.#loop?.catch(() => undefined);
+    await Promise.all(this.#inFlight);
+  }
+}
