@@ -82,6 +82,8 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
       log,
       statusEverySeconds: 0,
       pipeline: opts.threads ? { threads: opts.threads } : {},
+      // The pipeline alone: no towers answer here, and commands are not what this measures.
+      remediator: false,
     });
     try {
       await service.pipeline.ready();
