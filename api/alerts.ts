@@ -1,5 +1,7 @@
 /** The one alert shape of `/dashboard/alerts` and `/ws/alerts`: the brief's fields plus where and which rule. */
 import { z } from 'zod';
+import type { Alert } from '../core/alerts.js';
+import type { AlertRow } from './history.js';
 
 export const alertShape = z.strictObject({
   alert_id: z.string(),
@@ -22,12 +24,8 @@ export const alertShape = z.strictObject({
 });
 export type AlertView = z.infer<typeof alertShape>;
 
-/** From a violations row or a pipeline alert (both carry these fields, `action` or `action_name`). */
-export function alertView(a: {
-  alert_id: string; ts: number; user_id: string; user_name: string; device_id: string; app_id: string; app_name: string;
-  action?: string; action_name?: string; policy_id: string; policy_name: string; rule_id: string | null; severity: string;
-  remediation: string | null; tower_id: string; tower_location: string; region: string; carrier: string;
-}): AlertView {
+/** From a violations row or a pipeline alert (the row says `action_name` where the alert says `action`). */
+export function alertView(a: AlertRow | Alert): AlertView {
   return {
     alert_id: a.alert_id,
     user_id: a.user_id,
@@ -35,7 +33,7 @@ export function alertView(a: {
     device_id: a.device_id,
     app_id: a.app_id,
     app_name: a.app_name,
-    action: a.action ?? a.action_name ?? '',
+    action: 'action' in a ? a.action : a.action_name,
     policy_id: a.policy_id,
     policy_name: a.policy_name,
     rule_id: a.rule_id === '' ? null : a.rule_id,

@@ -14,6 +14,7 @@ import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket } from 'uWebSockets.js';
 import { Unpackr } from 'msgpackr';
 import { z } from 'zod';
+import type { Alert } from '../core/alerts.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { SEVERITIES } from '../core/domain.js';
 import { alertView, type AlertView } from './alerts.js';
@@ -75,6 +76,7 @@ export interface AlertsSocket {
 
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 const topicOf = (enterprise: string): string => `alerts/${enterprise}`;
+const enterpriseTopic = (enterprise: string): string => `enterprise/${enterprise}`;
 const severityTopic = (enterprise: string, severity: string): string => `alerts/${enterprise}/severity/${severity}`;
 const needsOwnSend = (f: Filters): boolean => f.tower_id !== undefined || f.app_id !== undefined || f.user_id !== undefined;
 
@@ -115,7 +117,7 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
     if (d.authTimer !== null) clearTimeout(d.authTimer);
     d.authTimer = null;
     ws.subscribe('heartbeat');
-    ws.subscribe(`enterprise/${enterprise}`);
+    ws.subscribe(enterpriseTopic(enterprise));
     if (needsOwnSend(d.filters)) {
       let set = filtered.get(enterprise);
       if (set === undefined) filtered.set(enterprise, (set = new Set()));
@@ -138,11 +140,11 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
     }
   };
 
-  const deliver = (alerts: readonly Record<string, unknown>[]): void => {
+  const deliver = (alerts: readonly Alert[]): void => {
     if (app === null) return;
-    for (const raw of alerts) {
-      const a = alertView(raw as unknown as Parameters<typeof alertView>[0]);
-      const enterprise = String(raw['enterprise_id'] ?? '');
+    for (const alert of alerts) {
+      const a = alertView(alert);
+      const enterprise = alert.enterprise_id;
       const msg = JSON.stringify({ type: 'alert', ...a });
       metrics.alertsReceived.inc();
       let sent = app.numSubscribers(topicOf(enterprise));
@@ -181,13 +183,23 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
       if (err !== null) return log(`ws: alerts subscription: ${err.message}`);
       try {
         // msgpack, as the pipeline publishes it (docs/wire-format.md).
-        const body = unpackr.unpack(msg.data) as { type?: string; alerts?: Record<string, unknown>[] };
+        const body = unpackr.unpack(msg.data) as { type?: string; alerts?: Alert[] };
         if (Array.isArray(body.alerts)) deliver(body.alerts);
       } catch (e) {
         log(`ws: unreadable message on ${msg.subject}: ${e instanceof Error ? e.message : String(e)}`);
       }
     },
   });
+
+  /** A typed message to every authenticated socket of an enterprise, whatever its filters. */
+  const toEnterprise = (enterprise: string, type: string, text: string): void => {
+    if (app === null) return;
+    const topic = enterpriseTopic(enterprise);
+    const n = app.numSubscribers(topic);
+    if (n === 0) return;
+    app.publish(topic, text);
+    metrics.socketMessages.inc({ type }, n);
+  };
 
   // Typed events for dashboards (remediation outcomes, discovered devices), JSON on events.<enterprise>.
   eventsSub = options.nc.subscribe('events.*', {
@@ -196,13 +208,7 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
       const enterprise = msg.subject.slice('events.'.length);
       try {
         const body = msg.json<{ type?: unknown }>();
-        if (typeof body.type !== 'string') return;
-        const topic = `enterprise/${enterprise}`;
-        const n = app.numSubscribers(topic);
-        if (n > 0) {
-          app.publish(topic, msg.string());
-          metrics.socketMessages.inc({ type: body.type }, n);
-        }
+        if (typeof body.type === 'string') toEnterprise(enterprise, body.type, msg.string());
       } catch (e) {
         log(`ws: unreadable message on ${msg.subject}: ${e instanceof Error ? e.message : String(e)}`);
       }
@@ -214,12 +220,7 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
       return sockets.size;
     },
     publish(enterprise, message) {
-      if (app === null) return;
-      const topic = `enterprise/${enterprise}`;
-      const n = app.numSubscribers(topic);
-      if (n === 0) return;
-      app.publish(topic, JSON.stringify(message));
-      metrics.socketMessages.inc({ type: message.type }, n);
+      toEnterprise(enterprise, message.type, JSON.stringify(message));
     },
     attach(target) {
       app = target;

@@ -14,10 +14,11 @@ import WebSocket from 'ws';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
 import type { UsageEvent } from '../core/domain.js';
 import { hashPassword } from '../core/passwords.js';
-import { ensureStreams, usageSubject } from '../core/streams.js';
+import { ensureStreams } from '../core/streams.js';
 import { withNats } from '../core/testing/natsFixture.js';
-import { encodeUsageFrame, usageMsgId } from '../core/wire.js';
+import { until } from '../core/testing/until.js';
 import { DEMO_CARRIER, seedDemoAccounts } from '../fixtures/accounts.js';
+import { briefEvent, publishFrame } from '../fixtures/briefEvents.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { TowerAgent } from '../fixtures/towerAgent.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
@@ -81,28 +82,9 @@ function assertError(r: Res, status: number, code: string): void {
   assert.ok('details' in r.json.error);
 }
 
-async function until(fn: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await fn())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-const event = (id: number, fields: Partial<UsageEvent> = {}): UsageEvent => ({
-  event_id: id,
-  ts: Date.now(),
-  carrier: 'att',
-  tower: BRIEF.nycTower,
-  device: BRIEF.johnDevice,
-  app: BRIEF.slack,
-  action: BRIEF.uploadFile,
-  bytes_up: 1000,
-  bytes_down: 10,
-  ...fields,
-});
-async function publishEvents(events: UsageEvent[], carrier = 'att', tower: string = BRIEF.nycTower): Promise<void> {
-  await js.publish(usageSubject(carrier, tower), encodeUsageFrame(carrier, tower, events), { msgID: usageMsgId(carrier, tower, events) });
+const event = briefEvent;
+function publishEvents(events: UsageEvent[], carrier = 'att', tower: string = BRIEF.nycTower): Promise<void> {
+  return publishFrame(js, carrier, tower, events);
 }
 async function violationCount(enterprise: string): Promise<number> {
   const rs = await pipeline.clickhouse.client.query({ query: 'SELECT count() AS n FROM violations WHERE enterprise_id = {e:String}', query_params: { e: enterprise }, format: 'JSONEachRow' });

@@ -8,10 +8,11 @@ import { fail, loadConfigOrExit } from '../core/cliSupport.js';
 import { ClickHouseOpenError, openClickHouse } from '../core/clickhouse.js';
 import { ControlPlaneStore, ControlPlaneView, ConflictError, CARRIER_SCOPE } from '../core/controlPlane/index.js';
 import { ACCOUNT_ROLES, type Account, type AccountRole } from '../core/domain.js';
+import { natsUrlOf } from '../core/config.js';
 import { connectNats } from '../core/natsConnection.js';
 import { hashPassword, MIN_PASSWORD_LENGTH } from '../core/passwords.js';
 import { migrate } from '../core/schema.js';
-import { startApiServer } from './server.js';
+import { apiOptionsFrom, startApiServer } from './server.js';
 
 export function registerApiCommands(program: Command): void {
   program
@@ -20,7 +21,7 @@ export function registerApiCommands(program: Command): void {
     .action(async () => {
       const config = loadConfigOrExit();
       const log = (line: string): void => void process.stderr.write(`${line}\n`);
-      const url = config.natsUrl ?? `nats://127.0.0.1:${config.natsPort}`;
+      const url = natsUrlOf(config);
       const nc = await connectNats(url, 'towerwatch api').catch((err: unknown) => fail((err as Error).message));
       const clickhouse = await openClickHouse({ clickhouseUrl: config.clickhouseUrl, dataDir: config.dataDir }).catch((err: unknown) =>
         fail(err instanceof ClickHouseOpenError ? err.message : String(err)),
@@ -29,10 +30,7 @@ export function registerApiCommands(program: Command): void {
       const api = await startApiServer({
         nc,
         clickhouse,
-        port: config.apiPort,
-        host: config.apiHost,
-        jwtSecret: config.jwtSecret,
-        limits: { perAccountPerMinute: config.rateLimitPerMinute },
+        ...apiOptionsFrom(config),
         log,
       }).catch((err: unknown) => fail((err as Error).message));
       log(`api: listening on ${api.url} (REST, /ws/alerts, /openapi.json)`);
@@ -109,7 +107,7 @@ export function registerApiCommands(program: Command): void {
 
 async function withControlPlane(fn: (store: ControlPlaneStore, view: ControlPlaneView) => Promise<void>): Promise<void> {
   const config = loadConfigOrExit();
-  const url = config.natsUrl ?? `nats://127.0.0.1:${config.natsPort}`;
+  const url = natsUrlOf(config);
   const nc = await connectNats(url, 'towerwatch accounts').catch((err: unknown) =>
     fail(`${(err as Error).message}\n  start the system (towerwatch up) or point NATS_URL at it`),
   );

@@ -126,6 +126,21 @@ function sendRaw(res: HttpResponse, aborted: { value: boolean }, status: number,
   });
 }
 
+/** A GET reply as sent: its JSON, its ETag, the handler's headers. */
+interface CachedReply {
+  readonly text: string;
+  readonly etag: string;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** A 200 GET reply, or a 304 when If-None-Match names its ETag. @returns the status sent */
+function sendConditional(res: HttpResponse, aborted: { value: boolean }, ifNoneMatch: string | undefined, reply: CachedReply): number {
+  const headers = { 'cache-control': 'private, no-cache', ...reply.headers, etag: reply.etag };
+  const status = etagMatches(ifNoneMatch, reply.etag) ? 304 : 200;
+  sendRaw(res, aborted, status, status === 304 ? null : reply.text, headers);
+  return status;
+}
+
 /** A weak validator of a JSON reply: same bytes, same tag. */
 export function etagOf(json: string): string {
   return `W/"${createHash('sha1').update(json).digest('base64url').slice(0, 22)}"`;
@@ -182,7 +197,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const limit = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
   const app = uws.App();
   const methodsByPattern = new Map<string, string[]>();
-  const replyCache = new Map<string, { text: string; etag: string; headers: Readonly<Record<string, string>> }>();
+  const replyCache = new Map<string, CachedReply>();
 
   for (const route of options.routes) {
     const { pattern, names } = compilePath(route.path);
@@ -225,38 +240,32 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
           const parsedBody = body === null ? parse(route.body, undefined, 'body') : parse(route.body, parseJson(await body), 'body');
           const ctx = { principal, method, path, params, query, body: parsedBody, headers, get remoteAddress() { return head.remoteAddress; } };
           const key = route.cacheKey?.(ctx) ?? null;
-          const cached = key === null ? undefined : replyCache.get(`${route.path}|${key}`);
+          const cacheId = key === null ? null : `${route.path}|${key}`;
+          const cached = cacheId === null ? undefined : replyCache.get(cacheId);
           if (cached !== undefined) {
-            const replyHeaders = { 'cache-control': 'private, no-cache', ...cached.headers, etag: cached.etag };
-            status = etagMatches(headers['if-none-match'], cached.etag) ? 304 : 200;
-            sendRaw(res, aborted, status, status === 304 ? null : cached.text, replyHeaders);
-            options.onReply?.(route, status, (performance.now() - started) / 1000);
-            return;
-          }
-          const reply = await route.handler(ctx);
-          status = reply.status ?? route.successStatus ?? 200;
-          if (options.checkResponses && route.response !== undefined && status < 300) {
-            const checked = route.response.safeParse(reply.body);
-            if (!checked.success) throw new Error(`reply of ${method} ${route.path} does not match its documented schema: ${checked.error.message}`);
-          }
-          if (reply.text !== undefined) {
-            if (!aborted.value) res.cork(() => res.writeStatus(statusLine(status)).writeHeader('content-type', reply.text!.contentType).end(reply.text!.body));
-            options.onReply?.(route, status, (performance.now() - started) / 1000);
-            return;
-          }
-          const text = status === 204 ? null : JSON.stringify(reply.body ?? null);
-          if (route.method === 'get' && status === 200 && text !== null) {
-            const etag = reply.headers?.['etag'] ?? etagOf(text);
-            const replyHeaders = { 'cache-control': 'private, no-cache', ...reply.headers, etag };
-            if (key !== null) {
-              if (replyCache.size >= REPLY_CACHE_SIZE) replyCache.delete(replyCache.keys().next().value!);
-              replyCache.set(`${route.path}|${key}`, { text, etag, headers: reply.headers ?? {} });
+            status = sendConditional(res, aborted, headers['if-none-match'], cached);
+          } else {
+            const reply = await route.handler(ctx);
+            status = reply.status ?? route.successStatus ?? 200;
+            if (options.checkResponses && route.response !== undefined && status < 300) {
+              const checked = route.response.safeParse(reply.body);
+              if (!checked.success) throw new Error(`reply of ${method} ${route.path} does not match its documented schema: ${checked.error.message}`);
             }
-            if (etagMatches(headers['if-none-match'], etag)) {
-              status = 304;
-              sendRaw(res, aborted, 304, null, replyHeaders);
-            } else sendRaw(res, aborted, 200, text, replyHeaders);
-          } else sendRaw(res, aborted, status, text, reply.headers ?? {});
+            if (reply.text !== undefined) {
+              const { body: textBody, contentType } = reply.text;
+              if (!aborted.value) res.cork(() => res.writeStatus(statusLine(status)).writeHeader('content-type', contentType).end(textBody));
+            } else {
+              const text = status === 204 ? null : JSON.stringify(reply.body ?? null);
+              if (route.method === 'get' && status === 200 && text !== null) {
+                const entry: CachedReply = { text, etag: reply.headers?.['etag'] ?? etagOf(text), headers: reply.headers ?? {} };
+                if (cacheId !== null) {
+                  if (replyCache.size >= REPLY_CACHE_SIZE) replyCache.delete(replyCache.keys().next().value!);
+                  replyCache.set(cacheId, entry);
+                }
+                status = sendConditional(res, aborted, headers['if-none-match'], entry);
+              } else sendRaw(res, aborted, status, text, reply.headers ?? {});
+            }
+          }
         } catch (err) {
           // A body still streaming in after an early error is dropped with the connection's request.
           status = sendError(res, aborted, err, log, `${method} ${route.path}`);

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { jetstream } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouseHandle } from '../core/clickhouse.js';
+import type { Config } from '../core/config.js';
 import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import { createAlertsSocket, type AlertsSocket } from './alertsSocket.js';
 import { AuthService } from './auth.js';
@@ -44,6 +45,11 @@ export interface ApiServerOptions {
   /** Validate replies against their documented schemas (tests). */
   checkResponses?: boolean;
   log: (line: string) => void;
+}
+
+/** The options a deployment's configuration sets (port, address, token key, rate limit). */
+export function apiOptionsFrom(config: Pick<Config, 'apiPort' | 'apiHost' | 'jwtSecret' | 'rateLimitPerMinute'>): Pick<ApiServerOptions, 'port' | 'host' | 'jwtSecret' | 'limits'> {
+  return { port: config.apiPort, host: config.apiHost, jwtSecret: config.jwtSecret, limits: { perAccountPerMinute: config.rateLimitPerMinute } };
 }
 
 export interface ApiServer {

@@ -12,7 +12,7 @@ import { fail, loadConfigOrExit } from '../core/cliSupport.js';
 import { connectNats } from '../core/natsConnection.js';
 import { NatsServerError, startNatsServer, type NatsServerHandle } from '../core/natsServer.js';
 import { ensureStreams } from '../core/streams.js';
-import { startApiServer, type ApiServer } from '../api/server.js';
+import { apiOptionsFrom, startApiServer, type ApiServer } from '../api/server.js';
 import { DEFAULT_DEMO_PASSWORD } from '../core/config.js';
 import { startPipelineService, type PipelineService } from '../pipeline/service.js';
 import { DEFAULT_SEED, describeRun, describeSeed, makeWorld, runTraffic, seed } from '../fixtures/cli.js';
@@ -87,10 +87,7 @@ async function up(opts: UpFlags): Promise<void> {
       api = await startApiServer({
         nc,
         clickhouse: pipeline.clickhouse,
-        port: config.apiPort,
-        host: config.apiHost,
-        jwtSecret: config.jwtSecret,
-        limits: { perAccountPerMinute: config.rateLimitPerMinute },
+        ...apiOptionsFrom(config),
         log: (line) => process.stderr.write(`${line}\n`),
       });
     } catch (err) {

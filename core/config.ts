@@ -271,6 +271,11 @@ export function loadConfig(
   return Object.freeze({ ...cfg, dataDir: resolve(options.cwd ?? process.cwd(), cfg.dataDir) });
 }
 
+/** Where the CLIs find NATS: NATS_URL, or the local nats-server that `up` starts. */
+export function natsUrlOf(config: Pick<Config, 'natsUrl' | 'natsPort'>): string {
+  return config.natsUrl ?? `nats://127.0.0.1:${config.natsPort}`;
+}
+
 /** The variables as a Markdown table, for docs. */
 export function configVariablesMarkdown(): string {
   const rows = CONFIG_VARIABLES.map(

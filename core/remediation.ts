@@ -38,7 +38,25 @@ export function remedialActionId(alertId: string, action: string): string {
   return `ra_${createHash('sha256').update(`${alertId}:${action}`).digest('hex').slice(0, 20)}`;
 }
 
+/**
+ * `Nats-Msg-Id` of a request on REMEDIATION: the same for an automatic and a manual request on
+ * one alert and action, so the stream's duplicate window drops the second.
+ */
+export function remediationMsgId(alertId: string, action: string): string {
+  return `${alertId}:${action}`;
+}
+
 /** Core NATS subject of an enterprise's live events for dashboards (remediation outcomes…). */
 export function enterpriseEventsSubject(enterprise: string): string {
   return `events.${enterprise}`;
+}
+
+/** A tower's answer on `tower.<tower>.commands` (docs/wire-format.md). */
+export interface TowerAck {
+  command_id: string;
+  tower_id: string;
+  /** ok: applied; failed: not now, retry; rejected: malformed, never. */
+  status: 'ok' | 'failed' | 'rejected';
+  reason?: string;
+  at: number;
 }

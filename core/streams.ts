@@ -129,6 +129,11 @@ export function remediationSubject(enterprise: string, tower: string): string {
   return `remediation.${token('enterprise', enterprise)}.${token('tower', tower)}`;
 }
 
+/** `tower.<tower>.commands`: core NATS request/reply to a tower (docs/wire-format.md). */
+export function towerCommandSubject(tower: string): string {
+  return `tower.${token('tower', tower)}.commands`;
+}
+
 export interface EnsureStreamsOptions {
   /** Replicas per stream: 1 for one server, 3 in a cluster. @default 1 */
   replicas?: number;

@@ -5,6 +5,8 @@
  * lookups it is given, so it is tested without threads or servers.
  */
 import { Packr } from 'msgpackr';
+import type { Alert } from '../core/alerts.js';
+import type { RemediationRequest } from '../core/remediation.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import type { Device, UsageEvent } from '../core/domain.js';
 import { decodeUsage, type EventRejection } from '../core/wire.js';
@@ -26,51 +28,16 @@ export interface DeadLetter {
   index: number;
 }
 
-/** A violation as published on `alerts.<enterprise>` (see docs/wire-format.md). */
-export interface Alert {
-  alert_id: string;
-  enterprise_id: string;
-  ts: number;
-  user_id: string;
-  user_name: string;
-  device_id: string;
-  app_id: string;
-  app_name: string;
-  action: string;
-  tower_id: string;
-  tower_location: string;
-  region: string;
-  lat: number | null;
-  lon: number | null;
-  carrier: string;
-  policy_id: string;
-  policy_name: string;
-  rule_id: string | null;
-  severity: string;
-  remediation: string | null;
-  policy_version: string;
-}
 
-export interface RemediationRequest {
-  type: 'remediation';
-  trigger: 'auto';
-  alert_id: string;
-  enterprise_id: string;
-  device_id: string;
-  tower_id: string;
-  carrier: string;
-  app_id: string;
-  action: 'block_device' | 'block_app';
-  rule_id: string | null;
-  requested_at: number;
-}
+/** What the pipeline queues on REMEDIATION: always automatic, and only blocks. */
+export type AutoRemediationRequest = RemediationRequest & { trigger: 'auto'; action: 'block_device' | 'block_app' };
 
 export interface BatchOutput {
   /** Rows in APP_USAGE_COLUMNS order. */
   appUsage: unknown[][];
   violations: unknown[][];
   alerts: Alert[];
-  remediations: RemediationRequest[];
+  remediations: AutoRemediationRequest[];
   deadLetters: DeadLetter[];
   /** Sequences of messages that produced at least one app_usage row. */
   storedSeqs: number[];

@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { fail, loadConfigOrExit } from '../core/cliSupport.js';
+import { natsUrlOf } from '../core/config.js';
 import { connectNats } from '../core/natsConnection.js';
 import { startPipelineService } from './service.js';
 
@@ -20,7 +21,7 @@ export function registerPipelineCommand(program: Command): void {
       if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) fail(`--threads must be a positive integer, got '${opts.threads}'`);
       const ackWaitSeconds = opts.ackWaitSeconds === undefined ? undefined : Number(opts.ackWaitSeconds);
       if (ackWaitSeconds !== undefined && !(Number.isFinite(ackWaitSeconds) && ackWaitSeconds >= 1)) fail(`--ack-wait-seconds must be a number ≥ 1, got '${opts.ackWaitSeconds}'`);
-      const url = config.natsUrl ?? `nats://127.0.0.1:${config.natsPort}`;
+      const url = natsUrlOf(config);
       const log = (line: string): void => void process.stderr.write(`${line}\n`);
       const nc = await connectNats(url, 'towerwatch pipeline').catch((err: unknown) => fail((err as Error).message));
       const service = await startPipelineService({ config, nc, natsUrl: url, log, pipeline: { ...(threads ? { threads } : {}), ...(ackWaitSeconds ? { ackWaitMs: ackWaitSeconds * 1000 } : {}) } });

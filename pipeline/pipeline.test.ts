@@ -18,7 +18,8 @@ import { migrate } from '../core/schema.js';
 import { ensureStreams, usageSubject, USAGE_DLQ_STREAM } from '../core/streams.js';
 import { projectionTotalQuery } from '../core/testing/rollups.js';
 import { withNats } from '../core/testing/natsFixture.js';
-import { encodeUsageFrame, usageMsgId } from '../core/wire.js';
+import { until } from '../core/testing/until.js';
+import { briefEvent, publishFrame } from '../fixtures/briefEvents.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { createTrafficGenerator } from '../fixtures/traffic.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
@@ -61,21 +62,8 @@ describe('pipeline', () => {
     const rows = (await rs.json()) as Array<{ n: string | number }>;
     return Number(rows[0]?.n ?? 0);
   };
-  const publish = async (carrier: string, tower: string, events: UsageEvent[]): Promise<void> => {
-    await js.publish(usageSubject(carrier, tower), encodeUsageFrame(carrier, tower, events), { msgID: usageMsgId(carrier, tower, events) });
-  };
-  const event = (id: number, fields: Partial<UsageEvent>): UsageEvent => ({
-    event_id: id,
-    ts: Date.now(),
-    carrier: 'att',
-    tower: BRIEF.nycTower,
-    device: BRIEF.johnDevice,
-    app: BRIEF.slack,
-    action: BRIEF.uploadFile,
-    bytes_up: 1000,
-    bytes_down: 10,
-    ...fields,
-  });
+  const publish = (carrier: string, tower: string, events: UsageEvent[]): Promise<void> => publishFrame(js, carrier, tower, events);
+  const event = (id: number, fields: Partial<UsageEvent>): UsageEvent => briefEvent(id, fields);
 
   it("stores a known set exactly, and alerts on John Doe's denied Slack upload", async () => {
     const alerts: Array<Record<string, unknown>> = [];
@@ -199,15 +187,6 @@ describe('pipeline', () => {
     }
   });
 });
-
-/** Polls an (async) condition until it holds, or fails after `timeoutMs`. */
-async function until(condition: () => boolean | Promise<boolean>, timeoutMs: number, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) assert.fail(`${what}: not met within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 function countGoodRows(bad: { bytes: Uint8Array; rejectedIndexes: number[] }): number {
   const frame = unpackr.unpack(bad.bytes) as { events: unknown[] };

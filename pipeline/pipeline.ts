@@ -22,6 +22,7 @@ import {
 } from '@nats-io/jetstream';
 import { headers, type NatsConnection } from '@nats-io/transport-node';
 import { Piscina } from 'piscina';
+import { remediationMsgId } from '../core/remediation.js';
 import { remediationSubject, USAGE_STREAM } from '../core/streams.js';
 import { ClickHouseSinkError, SinkErrorCode } from './clickhouseSink.js';
 import type { WorkerConfig, WorkerResult, WorkerTask } from './worker.js';
@@ -296,7 +297,7 @@ export class Pipeline {
         await this.#js.publish(`dlq.${d.subject}`, d.data, { msgID: `dlq:${d.seq}`, headers: h });
       }
       for (const { request, payload } of r.remediations) {
-        await this.#js.publish(remediationSubject(request.enterprise_id, request.tower_id), payload, { msgID: `${request.alert_id}:${request.action}` });
+        await this.#js.publish(remediationSubject(request.enterprise_id, request.tower_id), payload, { msgID: remediationMsgId(request.alert_id, request.action) });
       }
       const started = performance.now();
       if (r.deadLetterRows > 0) await sink.insert('dead_letters', r.deadLetterTsv, { token: `dead_letters:${token}` });

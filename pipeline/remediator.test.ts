@@ -16,6 +16,7 @@ import { remedialActionId, type RemediationRequest } from '../core/remediation.j
 import { migrate } from '../core/schema.js';
 import { ensureStreams, remediationSubject } from '../core/streams.js';
 import { withNats } from '../core/testing/natsFixture.js';
+import { until } from '../core/testing/until.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { TowerAgent } from '../fixtures/towerAgent.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
@@ -78,22 +79,15 @@ describe('remediator', () => {
     const rs = await ch.client.query({ query: 'SELECT status, attempts, trigger FROM remedial_actions WHERE alert_id = {a:String}', query_params: { a: alertId }, format: 'JSONEachRow' });
     return rs.json();
   };
-  const until = async (fn: () => Promise<boolean> | boolean, what: string, ms = 15_000): Promise<void> => {
-    const deadline = Date.now() + ms;
-    while (!(await fn())) {
-      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  };
 
   it('an automatic block on a plan with auto-remediation reaches the tower, is recorded as success and announced', async () => {
     const r = request();
     assert.equal(towers.allows({ tower: r.tower_id, device: r.device_id, app: r.app_id }), true);
     await publish(r);
-    await until(async () => (await outcomes(r.alert_id)).length === 1, 'the outcome row');
+    await until(async () => (await outcomes(r.alert_id)).length === 1, 15_000, 'the outcome row');
     assert.deepEqual(await outcomes(r.alert_id), [{ status: 'success', attempts: 1, trigger: 'auto' }]);
     assert.equal(towers.allows({ tower: r.tower_id, device: r.device_id, app: r.app_id }), false, "the tower stopped carrying the device");
-    await until(() => events.some((e) => e['alert_id'] === r.alert_id), 'the remediation message');
+    await until(() => events.some((e) => e['alert_id'] === r.alert_id), 15_000, 'the remediation message');
     const e = events.find((x) => x['alert_id'] === r.alert_id)!;
     assert.deepEqual([e['type'], e['action_name'], e['status'], e['action_id']], ['remediation', 'Block Device', 'success', remedialActionId(r.alert_id, 'block_device')]);
   });
@@ -103,12 +97,12 @@ describe('remediator', () => {
     const auto = request({ enterprise_id: BRIEF.globex, device_id: globexDevice });
     const before = towers.commands;
     await publish(auto);
-    await until(async () => (await outcomes(auto.alert_id)).length === 1, 'the skipped row');
+    await until(async () => (await outcomes(auto.alert_id)).length === 1, 15_000, 'the skipped row');
     assert.deepEqual(await outcomes(auto.alert_id), [{ status: 'skipped_by_plan', attempts: 0, trigger: 'auto' }]);
     assert.equal(towers.commands, before, 'no command sent');
     const manual = request({ enterprise_id: BRIEF.globex, device_id: globexDevice, trigger: 'manual', requested_by: 'admin@globex', action: 'block_app' });
     await publish(manual);
-    await until(async () => (await outcomes(manual.alert_id)).length === 1, 'the manual row');
+    await until(async () => (await outcomes(manual.alert_id)).length === 1, 15_000, 'the manual row');
     assert.deepEqual(await outcomes(manual.alert_id), [{ status: 'success', attempts: 1, trigger: 'manual' }]);
     assert.equal(towers.allows({ tower: manual.tower_id, device: globexDevice, app: manual.app_id }), false, 'the app is blocked for that device');
   });
@@ -118,9 +112,9 @@ describe('remediator', () => {
     const normal = request({ device_id: 'device-other' });
     await publish(silent);
     await publish(normal);
-    await until(async () => (await outcomes(normal.alert_id)).length === 1, 'the normal one');
+    await until(async () => (await outcomes(normal.alert_id)).length === 1, 15_000, 'the normal one');
     assert.equal((await outcomes(silent.alert_id)).length, 0, 'the silent one is still retrying');
-    await until(async () => (await outcomes(silent.alert_id)).length === 1, 'the timeout row');
+    await until(async () => (await outcomes(silent.alert_id)).length === 1, 15_000, 'the timeout row');
     assert.deepEqual(await outcomes(silent.alert_id), [{ status: 'timeout', attempts: 3, trigger: 'auto' }]);
   });
 
@@ -128,9 +122,9 @@ describe('remediator', () => {
     const r = request({ device_id: 'device-repeat' });
     const before = towers.commands;
     await publish(r, 'first');
-    await until(async () => (await outcomes(r.alert_id)).length === 1, 'the first outcome');
+    await until(async () => (await outcomes(r.alert_id)).length === 1, 15_000, 'the first outcome');
     await publish(r, 'second'); // past the stream's duplicate check: a different message id
-    await until(() => remediator.counters.duplicates >= 1, 'the repeat to be seen');
+    await until(() => remediator.counters.duplicates >= 1, 15_000, 'the repeat to be seen');
     assert.equal((await outcomes(r.alert_id)).length, 1);
     assert.equal(towers.commands, before + 1);
   });

@@ -12,8 +12,8 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { Unpackr } from 'msgpackr';
 import type { ClickHouseHandle } from '../core/clickhouse.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
-import { ACTION_NAMES, enterpriseEventsSubject, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus } from '../core/remediation.js';
-import { REMEDIATION_STREAM } from '../core/streams.js';
+import { ACTION_NAMES, enterpriseEventsSubject, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus, type TowerAck } from '../core/remediation.js';
+import { REMEDIATION_STREAM, towerCommandSubject } from '../core/streams.js';
 
 export const REMEDIATOR_CONSUMER = 'remediator';
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
@@ -38,11 +38,6 @@ export interface RemediationOutcome {
   status: RemediationStatus;
   attempts: number;
   reason: string;
-}
-
-interface TowerAnswer {
-  status?: string;
-  reason?: string;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -163,8 +158,8 @@ export class Remediator {
     for (let attempt = 1; attempt <= this.#o.maxAttempts; attempt++) {
       working();
       try {
-        const reply = await this.#o.nc.request(`tower.${req.tower_id}.commands`, command, { timeout: this.#o.commandTimeoutMs });
-        const answer = reply.json<TowerAnswer>();
+        const reply = await this.#o.nc.request(towerCommandSubject(req.tower_id), command, { timeout: this.#o.commandTimeoutMs });
+        const answer = reply.json<Partial<TowerAck>>();
         if (answer.status === 'ok') return { action_id: actionId, status: 'success', attempts: attempt, reason: '' };
         last = { action_id: actionId, status: 'failed', attempts: attempt, reason: answer.reason ?? `tower answered ${String(answer.status)}` };
         if (answer.status === 'rejected') return last; // will never apply: no retry

@@ -9,7 +9,7 @@ import { ControlPlaneView } from '../core/controlPlane/index.js';
 import { connectNats } from '../core/natsConnection.js';
 import { APP_USAGE_TSV_TYPES, DEAD_LETTER_TSV_TYPES, VIOLATIONS_COLUMNS, VIOLATIONS_TSV_TYPES } from '../core/schema.js';
 import { encodeTsv } from '../core/tsv.js';
-import { encodeAlerts, processBatch, type BatchMessage, type DeadLetter, type RemediationRequest } from './batchProcessor.js';
+import { encodeAlerts, processBatch, type BatchMessage, type AutoRemediationRequest, type DeadLetter } from './batchProcessor.js';
 import { controlPlaneDirectory } from './controlPlaneDirectory.js';
 import { PolicyRegistry } from './policyRegistry.js';
 
@@ -37,7 +37,7 @@ export interface WorkerResult {
   /** Payloads of messages with dead letters, by sequence, for the DLQ stream. */
   dlqPayloads: Array<{ seq: number; subject: string; data: Uint8Array }>;
   alerts: Array<{ enterpriseId: string; count: number; payload: Uint8Array }>;
-  remediations: Array<{ request: RemediationRequest; payload: Uint8Array }>;
+  remediations: Array<{ request: AutoRemediationRequest; payload: Uint8Array }>;
   storedSeqs: number[];
   counts: ReturnType<typeof processBatch>['counts'];
   policyVersions: Record<string, string>;

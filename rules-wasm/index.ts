@@ -3,7 +3,7 @@ export { compilePolicies, compilePolicySet, PolicyCompileError, COMPILE_ERROR_CO
 export type { CompiledPolicySet, CompileOptions, CompileStats, CompileErrorCode } from './compiler.js';
 export { PolicyCompilerService } from './compilerService.js';
 export type { PolicyCompilerServiceOptions } from './compilerService.js';
-export { normalizePolicies, PolicyValidationError, appKey } from './language.js';
+export { normalizePolicies, PolicyValidationError, appKey, conditionsSchema } from './language.js';
 export type { PolicyInput, RuleInput, ConditionsInput, PolicyIssue, NormalizeOptions } from './language.js';
 export { PolicyModule, EventEncoder, DEFAULT_BATCH_CAPACITY } from './policyModule.js';
 export type { BatchColumns } from './policyModule.js';

@@ -24,7 +24,8 @@ const name = z.string().trim().min(1, 'must not be empty').max(128, 'must be at 
 const names = z.array(name).min(1, 'must list at least one value');
 const bytes = z.number().finite().nonnegative('must be a non-negative number of bytes');
 
-const conditionsSchema = z.strictObject({
+/** A rule's `when`: also what the api accepts for it, so the two cannot drift. */
+export const conditionsSchema = z.strictObject({
   days: z.array(z.string()).min(1, 'must list at least one day').optional(),
   time: z.strictObject({ from: z.string(), to: z.string() }).optional(),
   towers: names.optional(),

@@ -7,24 +7,14 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { ConflictError, type ControlPlaneView } from '../../core/controlPlane/index.js';
 import { PERMISSIONS, REMEDIATIONS, SEVERITIES, type Policy, type PolicyRule } from '../../core/domain.js';
-import { enterprisePolicyInputs, normalizePolicies, PolicyValidationError } from '../../rules-wasm/index.js';
+import { conditionsSchema, enterprisePolicyInputs, normalizePolicies, PolicyValidationError } from '../../rules-wasm/index.js';
 import type { ApiContext, ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, id, ifMatchRevision, iso, pageInfo, pageQuery, paginate, revisionTag, naturalCompare } from '../schemas.js';
 import { scopeOf, viewReplyKey } from '../tenancy.js';
 
-const conditions = z.strictObject({
-  days: z.array(z.string()).min(1).optional(),
-  time: z.strictObject({ from: z.string(), to: z.string() }).optional(),
-  towers: z.array(z.string().min(1)).min(1).optional(),
-  regions: z.array(z.string().min(1)).min(1).optional(),
-  os: z.array(z.string().min(1)).min(1).optional(),
-  os_version_at_least: z.string().optional(),
-  os_version_below: z.string().optional(),
-  bytes_up_over: z.number().nonnegative().optional(),
-  bytes_down_over: z.number().nonnegative().optional(),
-  bytes_total_over: z.number().nonnegative().optional(),
-});
+/** The rule language's own schema for `when`. */
+const conditions = conditionsSchema;
 
 const ruleShape = z.strictObject({
   policy_rule_id: z.string(),

@@ -6,7 +6,7 @@
  */
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
-import { ACTION_NAMES, REMEDIAL_ACTIONS, REMEDIATION_STATUSES, remedialActionId, type RemedialAction, type RemediationRequest } from '../../core/remediation.js';
+import { ACTION_NAMES, REMEDIAL_ACTIONS, REMEDIATION_STATUSES, remedialActionId, remediationMsgId, type RemedialAction, type RemediationRequest } from '../../core/remediation.js';
 import { remediationSubject } from '../../core/streams.js';
 import type { ApiContext, ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
@@ -107,7 +107,7 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
           requested_at: requestedAt,
           requested_by: principal.account.username,
         };
-        const ack = await ctx.js.publish(remediationSubject(enterprise, alert.tower_id), packr.pack(request), { msgID: `${alert.alert_id}:${body.action}` });
+        const ack = await ctx.js.publish(remediationSubject(enterprise, alert.tower_id), packr.pack(request), { msgID: remediationMsgId(alert.alert_id, body.action) });
         return {
           status: 202,
           body: {

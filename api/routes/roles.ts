@@ -1,7 +1,8 @@
 /** Role assignments: policies to roles, roles to users; plus the enterprise's users and roles to pick from. */
 import { z } from 'zod';
-import { ConflictError, NotFoundError, rolePolicyId, userRoleId } from '../../core/controlPlane/index.js';
+import { ConflictError, InvalidKeyError, NotFoundError, rolePolicyId, userRoleId, type EntityByKind } from '../../core/controlPlane/index.js';
 import type { ApiContext, ApiRoute } from '../context.js';
+import type { Reply } from '../http.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate, naturalCompare } from '../schemas.js';
 import { scopeOf, viewReplyKey } from '../tenancy.js';
@@ -10,6 +11,31 @@ const notIn = (what: string, value: string): ApiError => new ApiError(404, 'not_
 
 export function roleRoutes(ctx: ApiContext): ApiRoute[] {
   const { view, store } = ctx;
+
+  /** Stores an assignment unless it exists: 201 `assigned`, or 200 `already_assigned` with when it was. */
+  async function assign<K extends 'role_policy' | 'user_role'>(kind: K, enterprise: string, id: string, value: Omit<EntityByKind[K], 'assigned_at'>, shown: Record<string, string>): Promise<Reply> {
+    const existing = view.get(kind, enterprise, id);
+    if (existing !== undefined) return { body: { ...shown, status: 'already_assigned', assigned_at: existing.value.assigned_at } };
+    const assigned_at = iso(ctx.now());
+    try {
+      await store.create(kind, { ...value, assigned_at } as EntityByKind[K]);
+    } catch (err) {
+      if (!(err instanceof ConflictError)) throw err; // assigned meanwhile: the same outcome
+    }
+    return { status: 201, body: { ...shown, status: 'assigned', assigned_at } };
+  }
+
+  /** Removes an assignment: 204, or 404 when there is none (ids that cannot form a key included). */
+  async function unassign(kind: 'role_policy' | 'user_role', enterprise: string, id: string, missing: string): Promise<Reply> {
+    try {
+      await store.delete(kind, enterprise, id);
+    } catch (err) {
+      if (err instanceof NotFoundError || err instanceof InvalidKeyError) throw new ApiError(404, 'not_found', missing);
+      throw err;
+    }
+    return { status: 204 };
+  }
+
   const assigned = z.strictObject({ status: z.enum(['assigned', 'already_assigned']), assigned_at: z.string() });
   return [
     {
@@ -56,15 +82,8 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         const enterprise = scopeOf(view, principal, body.enterprise_id);
         if (view.role(body.role_id, enterprise) === undefined) throw notIn('role', body.role_id);
         if (view.policy(body.policy_id, enterprise) === undefined) throw notIn('policy', body.policy_id);
-        const existing = view.get('role_policy', enterprise, rolePolicyId(body.role_id, body.policy_id));
-        if (existing !== undefined) return { body: { role_id: body.role_id, policy_id: body.policy_id, status: 'already_assigned', assigned_at: existing.value.assigned_at } };
-        const assigned_at = iso(ctx.now());
-        try {
-          await store.create('role_policy', { enterprise_id: enterprise, role_id: body.role_id, policy_id: body.policy_id, assigned_at });
-        } catch (err) {
-          if (!(err instanceof ConflictError)) throw err;
-        }
-        return { status: 201, body: { role_id: body.role_id, policy_id: body.policy_id, status: 'assigned', assigned_at } };
+        const shown = { role_id: body.role_id, policy_id: body.policy_id };
+        return assign('role_policy', enterprise, rolePolicyId(body.role_id, body.policy_id), { enterprise_id: enterprise, ...shown }, shown);
       },
     },
     {
@@ -79,15 +98,8 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         const enterprise = scopeOf(view, principal, body.enterprise_id);
         if (view.user(body.user_id, enterprise) === undefined) throw notIn('user', body.user_id);
         if (view.role(body.role_id, enterprise) === undefined) throw notIn('role', body.role_id);
-        const existing = view.get('user_role', enterprise, userRoleId(body.user_id, body.role_id));
-        if (existing !== undefined) return { body: { user_id: body.user_id, role_id: body.role_id, status: 'already_assigned', assigned_at: existing.value.assigned_at } };
-        const assigned_at = iso(ctx.now());
-        try {
-          await store.create('user_role', { enterprise_id: enterprise, user_id: body.user_id, role_id: body.role_id, assigned_at });
-        } catch (err) {
-          if (!(err instanceof ConflictError)) throw err;
-        }
-        return { status: 201, body: { user_id: body.user_id, role_id: body.role_id, status: 'assigned', assigned_at } };
+        const shown = { user_id: body.user_id, role_id: body.role_id };
+        return assign('user_role', enterprise, userRoleId(body.user_id, body.role_id), { enterprise_id: enterprise, ...shown }, shown);
       },
     },
     {
@@ -137,13 +149,7 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
       handler: async ({ query, principal, params }) => {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
         const [role, policy] = [params['role_id'] ?? '', params['policy_id'] ?? ''];
-        try {
-          await store.delete('role_policy', enterprise, rolePolicyId(role, policy));
-        } catch (err) {
-          if (err instanceof NotFoundError || (err instanceof Error && 'code' in err && err.code === 'invalid_key')) throw new ApiError(404, 'not_found', `policy '${policy}' is not assigned to role '${role}' in this enterprise`);
-          throw err;
-        }
-        return { status: 204 };
+        return unassign('role_policy', enterprise, rolePolicyId(role, policy), `policy '${policy}' is not assigned to role '${role}' in this enterprise`);
       },
     },
     {
@@ -157,13 +163,7 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
       handler: async ({ query, principal, params }) => {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
         const [user, role] = [params['user_id'] ?? '', params['role_id'] ?? ''];
-        try {
-          await store.delete('user_role', enterprise, userRoleId(user, role));
-        } catch (err) {
-          if (err instanceof NotFoundError || (err instanceof Error && 'code' in err && err.code === 'invalid_key')) throw new ApiError(404, 'not_found', `role '${role}' is not assigned to user '${user}' in this enterprise`);
-          throw err;
-        }
-        return { status: 204 };
+        return unassign('user_role', enterprise, userRoleId(user, role), `role '${role}' is not assigned to user '${user}' in this enterprise`);
       },
     },
   ];
