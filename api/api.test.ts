@@ -12,9 +12,10 @@ import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import WebSocket from 'ws';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
-import type { UsageEvent } from '../core/domain.js';
+import type { DiscoveryReport, UsageEvent } from '../core/domain.js';
 import { hashPassword } from '../core/passwords.js';
-import { ensureStreams } from '../core/streams.js';
+import { discoverySubject, ensureStreams } from '../core/streams.js';
+import { discoveryMsgId, encodeDiscoveryFrame } from '../core/wire.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { until } from '../core/testing/until.js';
 import { DEMO_CARRIER, seedDemoAccounts } from '../fixtures/accounts.js';
@@ -85,6 +86,11 @@ function assertError(r: Res, status: number, code: string): void {
 const event = briefEvent;
 function publishEvents(events: UsageEvent[], carrier = 'att', tower: string = BRIEF.nycTower): Promise<void> {
   return publishFrame(js, carrier, tower, events);
+}
+async function publishDiscovery(reports: DiscoveryReport[]): Promise<void> {
+  const { carrier, tower } = reports[0]!;
+  const bytes = encodeDiscoveryFrame(carrier, tower, reports);
+  await js.publish(discoverySubject(carrier, tower), bytes, { msgID: discoveryMsgId(carrier, tower, bytes) });
 }
 async function violationCount(enterprise: string): Promise<number> {
   const rs = await pipeline.clickhouse.client.query({ query: 'SELECT count() AS n FROM violations WHERE enterprise_id = {e:String}', query_params: { e: enterprise }, format: 'JSONEachRow' });
@@ -324,15 +330,81 @@ describe('endpoints of the brief', () => {
   });
 
   it('GET /devices/discovered lists discovered devices of the enterprise only', async () => {
-    await store.create('device', { id: 'disc-acme-1', enterprise_id: 'acme', user_id: null, model: 'Pixel 8', os: 'Android', os_version: '14', status: 'discovered', registered_at: null, first_seen: new Date().toISOString() });
+    await store.create('device', { id: 'disc-acme-1', enterprise_id: 'acme', user_id: null, model: 'Pixel 8', os: 'Android', os_version: '14', status: 'discovered', registered_at: null, first_seen: new Date(Date.now() - 60_000).toISOString() });
     await until(() => api.view.device('disc-acme-1') !== undefined, 5000, 'the view');
     const r = await as('viewer@acme', 'GET', '/devices/discovered');
     assert.equal(r.status, 200, r.text);
-    assert.deepEqual(r.json.devices.map((d: any) => [d.id, d.status]), [['disc-acme-1', 'discovered']]);
+    assert.deepEqual(r.json.devices.map((d: any) => [d.id, d.status, d.sightings]), [['disc-acme-1', 'discovered', 0]]);
     assert.equal((await as('admin@globex', 'GET', '/devices/discovered')).json.devices.length, 0);
     const onboarded = await as('admin@acme', 'POST', '/devices', { body: { device_id: 'disc-acme-1', user_id: BRIEF.jane, model: 'Pixel 8', os: 'Android' } });
     assert.equal(onboarded.status, 201, onboarded.text);
     await until(() => api.view.device('disc-acme-1')?.status === 'registered', 5000, 'onboarding');
+  });
+
+  it('a device a tower reports is listed as discovered, pushed on the socket, and onboarded without retyping it', async () => {
+    const acme = new Socket(wsUrl(api, `token=${tokenOf('viewer@acme')}`));
+    const globex = new Socket(wsUrl(api, `token=${tokenOf('admin@globex')}`));
+    await until(() => acme.of('subscribed').length === 1 && globex.of('subscribed').length === 1, 5000, 'subscribed');
+    const ts = Date.now() - 5000;
+    const sighting = (device: string, over: Partial<DiscoveryReport> = {}): DiscoveryReport => ({ ts, carrier: 'att', tower: BRIEF.nycTower, device, model: 'Samsung Galaxy S24', os: 'Android', os_version: '14', first_seen: true, enterprise: 'acme', ...over });
+    await publishDiscovery([sighting('disc-acme-2'), sighting('disc-acme-2', { ts: ts + 2000, first_seen: false }), sighting('disc-acme-3', { model: 'iPhone 15', os: 'iOS', os_version: '18' })]);
+    await until(() => acme.of('device.discovered').length === 2, 10_000, 'device.discovered on the socket');
+    assert.deepEqual(acme.of('device.discovered').map((m) => m.device.id).sort(), ['disc-acme-2', 'disc-acme-3']);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(globex.of('device.discovered').length, 0, 'not on another enterprise\'s socket');
+    for (const s of [acme, globex]) s.ws.close();
+
+    await until(async () => (await as('viewer@acme', 'GET', '/devices/discovered')).json.devices.some((d: any) => d.id === 'disc-acme-2' && d.sightings === 2), 10_000, 'listed with its sightings');
+    const listed = (await as('viewer@acme', 'GET', '/devices/discovered')).json.devices;
+    const d2 = listed.find((d: any) => d.id === 'disc-acme-2');
+    assert.deepEqual(
+      [d2.model, d2.os, d2.first_seen, d2.last_seen, d2.first_tower_id, d2.first_tower_location, d2.last_tower_location, d2.carrier_id],
+      ['Samsung Galaxy S24', 'Android', new Date(ts).toISOString(), new Date(ts + 2000).toISOString(), BRIEF.nycTower, 'New York City', 'New York City', 'att'],
+    );
+    const ids = async (q: string): Promise<string[]> => (await as('viewer@acme', 'GET', `/devices/discovered${q}`)).json.devices.map((d: any) => d.id).sort();
+    assert.deepEqual(await ids('?os=ios'), ['disc-acme-3']);
+    assert.deepEqual(await ids(`?tower_id=${BRIEF.nycTower}`), ['disc-acme-2', 'disc-acme-3']);
+    assert.deepEqual(await ids(`?tower_id=${BRIEF.sfTower}`), []);
+    assert.deepEqual(await ids('?carrier_id=verizon'), []);
+    assert.equal((await as('viewer@acme', 'GET', '/devices/discovered?limit=1')).json.devices.length, 1);
+
+    assertError(await as('admin@acme', 'POST', '/devices', { body: { user_id: BRIEF.john } }), 400, 'validation_failed');
+    const onboarded = await as('admin@acme', 'POST', '/devices', { body: { device_id: 'disc-acme-2', user_id: BRIEF.john } });
+    assert.equal(onboarded.status, 201, onboarded.text);
+    assert.deepEqual([onboarded.json.model, onboarded.json.os, onboarded.json.os_version], ['Samsung Galaxy S24', 'Android', '14']);
+    await until(() => api.view.device('disc-acme-2')?.status === 'registered', 5000, 'onboarded');
+    assert.equal(api.view.device('disc-acme-2')?.first_tower_id, BRIEF.nycTower, 'discovery facts are kept');
+    // From now on its usage is John's: the brief's denied upload is a violation of the Admin Policy.
+    await publishEvents([event(7001, { device: 'disc-acme-2' })]);
+    await until(async () => (await as('viewer@acme', 'GET', '/dashboard/alerts?limit=500')).json.alerts.some((a: any) => a.alert_id === 'att:tower123:7001'), 20_000, 'the onboarded device\'s violation');
+    const alert = (await as('viewer@acme', 'GET', '/dashboard/alerts?limit=500')).json.alerts.find((a: any) => a.alert_id === 'att:tower123:7001');
+    assert.deepEqual([alert.user_id, alert.device_id, alert.policy_name], [BRIEF.john, 'disc-acme-2', 'Admin Policy']);
+  });
+
+  it('POST /devices/{id}/reject and /retire move a device out of service; only admins, only their own', async () => {
+    await until(() => api.view.device('disc-acme-3') !== undefined, 10_000, 'disc-acme-3 of the previous test');
+    assertError(await as('viewer@acme', 'POST', '/devices/disc-acme-3/reject'), 403, 'forbidden');
+    assertError(await as('admin@globex', 'POST', '/devices/disc-acme-3/reject'), 404, 'not_found');
+    assertError(await as('admin@acme', 'POST', '/devices/no-such-device/reject'), 404, 'not_found');
+    assertError(await as('admin@acme', 'POST', `/devices/${BRIEF.janeDevice}/reject`), 409, 'invalid_transition');
+    const rejected = await as('admin@acme', 'POST', '/devices/disc-acme-3/reject', { body: { reason: 'personal phone' } });
+    assert.equal(rejected.status, 200, rejected.text);
+    assert.deepEqual([rejected.json.status, rejected.json.previous_status, rejected.json.reason], ['rejected', 'discovered', 'personal phone']);
+    await until(() => api.view.device('disc-acme-3')?.status === 'rejected', 5000, 'rejected in the view');
+    assert.ok(!(await as('viewer@acme', 'GET', '/devices/discovered')).json.devices.some((d: any) => d.id === 'disc-acme-3'), 'no longer listed as discovered');
+    assert.ok((await as('viewer@acme', 'GET', '/devices?status=rejected')).json.devices.some((d: any) => d.id === 'disc-acme-3'));
+    assertError(await as('admin@acme', 'POST', '/devices/disc-acme-3/reject'), 409, 'invalid_transition');
+    assertError(await as('admin@acme', 'POST', '/devices/disc-acme-3/reject', { body: { reason: 7 } }), 400, 'validation_failed');
+
+    const created = await as('admin@acme', 'POST', '/devices', { body: { user_id: BRIEF.jane, model: 'Google Pixel 6', os: 'Android' } });
+    await until(() => api.view.device(created.json.device_id) !== undefined, 5000, 'registered');
+    const retired = await as('admin@acme', 'POST', `/devices/${created.json.device_id}/retire`);
+    assert.equal(retired.status, 200, retired.text);
+    assert.deepEqual([retired.json.status, retired.json.previous_status], ['retired', 'registered']);
+    await until(() => api.view.device(created.json.device_id)?.status === 'retired', 5000, 'retired in the view');
+    // A retired phone can be handed to someone else.
+    const reissued = await as('admin@acme', 'POST', '/devices', { body: { device_id: created.json.device_id, user_id: BRIEF.john } });
+    assert.equal(reissued.status, 201, reissued.text);
   });
 
   it('GET /policies by user and by role has the brief shape', async () => {
@@ -486,6 +558,10 @@ describe('tenancy', () => {
     assertError(await w('POST', '/devices', { user_id: BRIEF.john, model: 'x', os: 'iOS' }), 400, 'unknown_reference');
     assertError(await w('POST', '/devices', { device_id: BRIEF.johnDevice, user_id: world.users.find((u) => u.enterprise_id === 'globex')!.id, model: 'x', os: 'iOS' }), 409, 'device_exists');
     assertError(await w('POST', '/remedial-actions', { alert_id: 'att:tower123:1', action: 'block_device' }), 404, 'not_found');
+    assertError(await w('POST', `/devices/${BRIEF.johnDevice}/retire`), 404, 'not_found');
+    assertError(await w('POST', `/devices/${BRIEF.johnDevice}/reject`), 404, 'not_found');
+    assertError(await w('POST', `/devices/${BRIEF.johnDevice}/retire`, { enterprise_id: 'acme' }), 403, 'tenant_forbidden');
+    assert.equal((await store.get('device', 'acme', BRIEF.johnDevice))?.value.status, 'registered');
     assert.equal((await store.get('policy', 'acme', BRIEF.adminPolicy))?.value.name, 'Admin Policy');
     assert.ok((await store.get('role_policy', 'acme', `${BRIEF.adminRole}.${BRIEF.adminPolicy}`)) !== null);
     assert.ok((await store.get('user_role', 'acme', `${BRIEF.john}.${BRIEF.adminRole}`)) !== null);

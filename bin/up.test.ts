@@ -7,12 +7,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
 import { connectNats } from '../core/natsConnection.js';
 import { findFreePort } from '../core/natsServer.js';
 import { USAGE_STREAM } from '../core/streams.js';
+import { decodeUsage } from '../core/wire.js';
 import WebSocket from 'ws';
+import { briefEvent, publishFrame } from '../fixtures/briefEvents.js';
 import { BRIEF } from '../fixtures/world.js';
 
 const CLI = fileURLToPath(new URL('./towerwatch.js', import.meta.url));
@@ -164,32 +166,86 @@ describe('towerwatch up', { concurrency: true }, () => {
     assert.ok(existsSync(join(dataDir, 'nats', 'jetstream')), 'the JetStream store is kept in TOWERWATCH_DATA_DIR');
   });
 
-  test('simulator → pipeline → api → socket: a signed-in dashboard gets live violations', async () => {
-    const { env, apiPort } = await upEnv();
+  test('simulator → pipeline → api → socket: live violations, and a device the towers discover is onboarded and enforced', async () => {
+    const { env, apiPort, port } = await upEnv();
     const up = startUp(['--rate', '2000'], env);
     await up.waitForOutput([/^up: api http:/m, /^up: sign in as admin@acme/m], 60_000);
     const api = `http://${HOST}:${apiPort}`;
     assert.ok(up.stderr.includes(`up: api ${api}`), up.stderr);
     assert.match(up.stderr, /password towerwatch-demo/);
-    const login = await fetch(`${api}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'viewer@acme', password: 'towerwatch-demo' }) });
+    assert.match(up.stderr, /^pipeline: discovery worker consuming DISCOVERY/m);
+    const login = await fetch(`${api}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'admin@acme', password: 'towerwatch-demo' }) });
     assert.equal(login.status, 200);
     const { access_token } = (await login.json()) as { access_token: string };
+    const call = async (method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> => {
+      const r = await fetch(`${api}${path}`, { method, headers: { authorization: `Bearer ${access_token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body: body === undefined ? undefined : JSON.stringify(body) });
+      return { status: r.status, json: r.status === 204 ? null : await r.json() };
+    };
     const ws = new WebSocket(`ws://${HOST}:${apiPort}/ws/alerts?token=${access_token}`);
     const alerts: Array<Record<string, unknown>> = [];
+    const discovered: Array<{ device: { id: string; model: string; first_tower_id: string; carrier_id: string } }> = [];
+    const blocks: Array<{ device_id: string; tower_id: string; at: number }> = [];
     ws.on('message', (d) => {
       const m = JSON.parse(d.toString()) as Record<string, unknown>;
       if (m['type'] === 'alert') alerts.push(m);
+      if (m['type'] === 'device.discovered') discovered.push(m as never);
+      if (m['type'] === 'remediation' && m['action_name'] === 'Block Device' && m['status'] === 'success') blocks.push({ device_id: String(m['device_id']), tower_id: String(m['tower_id']), at: Date.now() });
+    });
+    const nc = await connectNats(`nats://${HOST}:${port}`, 'up test', { maxReconnectAttempts: 0 });
+    // Every event the simulated towers send, as it is published: what a block must stop.
+    const sent: Array<{ device: string; tower: string; at: number }> = [];
+    nc.subscribe('usage.>', {
+      callback: (_e, m) => {
+        const r = decodeUsage(m.data);
+        if (r.ok) for (const e of r.events) sent.push({ device: e.device, tower: e.tower, at: Date.now() });
+      },
     });
     try {
-      const deadline = Date.now() + 60_000;
-      while (alerts.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      assert.ok(alerts.length > 0, `no alert on the socket within 60 s; stderr:\n${up.stderr}`);
+      const waitFor = async (what: string, ms: number, cond: () => boolean | Promise<boolean>): Promise<void> => {
+        const deadline = Date.now() + ms;
+        while (!(await cond())) {
+          if (Date.now() > deadline) assert.fail(`${what}: not within ${ms / 1000} s; stderr:\n${up.stderr}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      };
+      await waitFor('an alert on the socket', 60_000, () => alerts.length > 0);
       const a = alerts[0]!;
       for (const k of ['alert_id', 'user_id', 'user_name', 'app_name', 'action', 'policy_name', 'severity', 'timestamp']) assert.ok(typeof a[k] === 'string' && a[k] !== '', `${k} in ${JSON.stringify(a)}`);
-      const listed = await fetch(`${api}/dashboard/alerts?limit=500`, { headers: { authorization: `Bearer ${access_token}` } });
-      assert.equal(listed.status, 200);
+      assert.equal((await call('GET', '/dashboard/alerts?limit=500')).status, 200);
+
+      // The simulator's towers report new Acme phones now and then (about one every 10 s at this rate).
+      await waitFor('a device.discovered message', 90_000, () => discovered.length > 0);
+      const found = discovered[0]!.device;
+      await waitFor('the device in GET /devices/discovered', 10_000, async () => (await call('GET', '/devices/discovered?limit=500')).json.devices.some((d: { id: string }) => d.id === found.id));
+      const onboarded = await call('POST', '/devices', { device_id: found.id, user_id: BRIEF.john });
+      assert.equal(onboarded.status, 201, JSON.stringify(onboarded.json));
+      assert.equal(onboarded.json.model, found.model);
+      // Its next usage is John's: the brief's upload that his Admin Policy denies (event ids far above the simulator's).
+      const js = jetstream(nc);
+      let eventId = 9_000_000_000;
+      let lastSent = 0;
+      await waitFor('the onboarded device enforced', 30_000, async () => {
+        // Once a second with a new id: an event that raced the onboarding is (rightly) unregistered.
+        if (Date.now() - lastSent > 1000) {
+          lastSent = Date.now();
+          await publishFrame(js, 'att', BRIEF.nycTower, [briefEvent(++eventId, { device: found.id })]);
+        }
+        return alerts.some((x) => x['device_id'] === found.id && x['user_id'] === BRIEF.john && x['policy_name'] === 'Admin Policy');
+      });
+
+      // The loop closed: Acme's block_device rule fires, the tower acks, and the device's traffic there stops.
+      await waitFor('an automatic Block Device that succeeded', 60_000, () => blocks.length > 0);
+      const block = blocks[0]!;
+      const carriedBefore = sent.filter((e) => e.device === block.device_id && e.tower === block.tower_id && e.at < block.at).length;
+      await new Promise((r) => setTimeout(r, 8000));
+      // A frame already on its way when the block landed may still arrive: allow a second.
+      const carriedAfter = sent.filter((e) => e.device === block.device_id && e.tower === block.tower_id && e.at > block.at + 1000);
+      assert.ok(carriedBefore > 0, `the blocked device was sending at ${block.tower_id} before`);
+      assert.equal(carriedAfter.length, 0, `${block.device_id} still sent ${carriedAfter.length} events at ${block.tower_id} after its block`);
+      assert.ok(sent.some((e) => e.tower === block.tower_id && e.at > block.at + 1000), `the tower ${block.tower_id} carries others meanwhile`);
     } finally {
       ws.close();
+      await nc.close();
     }
     up.child.kill('SIGINT');
     assert.deepEqual(await up.waitForExit(15_000), { code: 0, signal: null }, up.stderr);

@@ -187,7 +187,18 @@ export interface Device {
   status: DeviceStatus;
   registered_at: string | null;
   first_seen?: string;
+  /**
+   * As of the registry's last write, which happens only on a change (a new device, a new model
+   * or OS): the sightings in ClickHouse (`discovery_sightings`) have the true last sighting.
+   */
   last_seen?: string;
+  /** Where towers first and (as of the last write) last reported it, and through which carrier. */
+  first_tower_id?: string;
+  last_tower_id?: string;
+  carrier_id?: string;
+  /** When and why it was last rejected, retired or (re-)registered. */
+  status_changed_at?: string;
+  status_reason?: string | null;
 }
 
 /** A console (dashboard) account. Enterprise accounts have `enterprise_id`; carrier operators `carrier_id`. */

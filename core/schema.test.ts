@@ -89,8 +89,8 @@ function usage(over: Partial<AppUsageRow> = {}): AppUsageRow {
 test('migrate creates every table and projection, and a second run is a no-op', async () => {
   const h = await open('schema_idem');
   const first = await migrate(h, { retentionDays: 30 });
-  assert.deepEqual(first.applied, [1, 2, 3, 4]);
-  assert.equal(SCHEMA_VERSION, 4);
+  assert.deepEqual(first.applied, [1, 2, 3, 4, 5]);
+  assert.equal(SCHEMA_VERSION, 5);
   // The tables were created with the TTL already right.
   assert.deepEqual(first.ttlChanged, []);
   const second = await migrate(h, { retentionDays: 30 });
@@ -104,6 +104,7 @@ test('migrate creates every table and projection, and a second run is a no-op', 
   assert.deepEqual(Object.fromEntries(tables.map((t) => [t.name, t.engine])), {
     app_usage: 'MergeTree',
     dead_letters: 'MergeTree',
+    discovery_sightings: 'MergeTree',
     remedial_actions: 'MergeTree',
     schema_migrations: 'ReplacingMergeTree',
     violations: 'MergeTree',
@@ -119,7 +120,7 @@ test('migrate creates every table and projection, and a second run is a no-op', 
     { table: 'violations', name: 'per_minute' },
   ]);
   const versions = await rows<{ version: number }>(h, `SELECT version FROM ${h.database}.schema_migrations ORDER BY version`);
-  assert.deepEqual(versions.map((v) => v.version), [1, 2, 3, 4]);
+  assert.deepEqual(versions.map((v) => v.version), [1, 2, 3, 4, 5]);
 });
 
 test('columns, types, keys and settings are as specified', async () => {
@@ -178,6 +179,7 @@ test('columns, types, keys and settings are as specified', async () => {
   assert.deepEqual(indexes.map((i) => `${i.table}.${i.name}`), [
     'app_usage.idx_device_id', 'app_usage.idx_stream_seq', 'app_usage.idx_user_id',
     'dead_letters.idx_stream_seq',
+    'discovery_sightings.idx_stream_seq',
     'remedial_actions.idx_action_id',
     'violations.idx_alert_id', 'violations.idx_device_id', 'violations.idx_stream_seq', 'violations.idx_user_id',
   ]);
@@ -211,7 +213,7 @@ test('upgrading from schema 2 builds the projections for rows stored before and 
   for (let i = 0; i < 5; i++) writeAppUsageRow(w, usage({ event_id: i, ts: T0 + i * 60_000 }));
   await h.insertFormatted({ table: 'app_usage', columns: APP_USAGE_COLUMNS, format: 'TabSeparated', body: w.finish(), settings: INSERT_SETTINGS });
 
-  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3, 4]);
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3, 4, 5]);
   const deadline = Date.now() + 20_000;
   const built = async (): Promise<number> =>
     Number(
@@ -232,7 +234,7 @@ test('a database migrated by a newer towerwatch is refused', async () => {
   const h = await open('schema_newer');
   await migrate(h, { retentionDays: 30 });
   await h.client.insert({ table: `${h.database}.schema_migrations`, values: [{ version: 99, name: 'future' }], format: 'JSONEachRow' });
-  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(4\)/);
+  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(5\)/);
 });
 
 test('the per-minute and device projections answer the rollup queries (and are used: forced)', async () => {

@@ -289,6 +289,7 @@ export const TTL_COLUMNS = {
   violations: 'toDateTime(ts)',
   dead_letters: 'toDateTime(ts)',
   remedial_actions: 'toDateTime(executed_at)',
+  discovery_sightings: 'toDateTime(ts)',
 } as const satisfies Record<string, string>;
 export type TtlTable = keyof typeof TTL_COLUMNS;
 
@@ -572,6 +573,34 @@ export const MIGRATIONS: readonly Migration[] = [
       `ALTER TABLE ${db}.remedial_actions ADD INDEX IF NOT EXISTS idx_action_id action_id TYPE bloom_filter(0.01) GRANULARITY 1`,
     ],
   },
+  {
+    version: 5,
+    name: 'device sightings: every discovery report, so that the registry is written only on change',
+    statements: ({ db, retentionDays: days }) => [
+      // enterprise_id is the registry's owner of the device, else the enterprise the carrier
+      // reported, else '' (a consumer SIM); reported_enterprise keeps what the carrier said.
+      `CREATE TABLE IF NOT EXISTS ${db}.discovery_sightings (
+        enterprise_id ${LC},
+        device_id String,
+        ts ${DT},
+        carrier ${LC},
+        tower_id ${LC},
+        model ${LC},
+        os ${LC},
+        os_version ${LC},
+        first_seen Bool,
+        reported_enterprise ${LC},
+        outcome ${LC},
+        stream_seq UInt64,
+        report_index UInt32
+      ) ENGINE = MergeTree
+      PARTITION BY toDate(ts)
+      ORDER BY (enterprise_id, device_id, ts)
+      TTL ${ttl('discovery_sightings', days)}
+      ${TABLE_SETTINGS}`,
+      `ALTER TABLE ${db}.discovery_sightings ADD INDEX IF NOT EXISTS idx_stream_seq stream_seq TYPE minmax GRANULARITY 1`,
+    ],
+  },
 ];
 
 /** Highest migration version this code knows. */
@@ -756,9 +785,47 @@ export async function queryDeviceLastSeen(handle: ClickHouseHandle, q: DeviceLas
  * SQL and parameters for "which of these stream sequences have rows in `table`" (redelivered
  * messages). The minmax index on stream_seq skips parts of other batches.
  */
-export function storedSeqsQuery(database: string, table: InsertTable, seqs: readonly number[]) {
+export function storedSeqsQuery(database: string, table: InsertTable | 'discovery_sightings', seqs: readonly number[], stream = 'USAGE') {
+  // dead_letters holds rows of several streams, whose sequences overlap.
+  const ofStream = table === 'dead_letters' ? ' AND stream = {stream:String}' : '';
   return {
-    query: `SELECT DISTINCT stream_seq FROM ${database}.${table} WHERE stream_seq IN {seqs:Array(UInt64)}`,
-    query_params: { seqs: [...seqs] },
+    query: `SELECT DISTINCT stream_seq FROM ${database}.${table} WHERE stream_seq IN {seqs:Array(UInt64)}${ofStream}`,
+    query_params: { seqs: [...seqs], stream },
   };
+}
+
+export interface DeviceSighting {
+  device_id: string;
+  first_seen_ms: number;
+  last_seen_ms: number;
+  last_tower_id: string;
+  last_carrier: string;
+  sightings: number;
+}
+
+/** Each of these devices' first and last sighting by the towers (discovery_sightings), within the kept history. */
+export async function queryDeviceSightings(handle: ClickHouseHandle, q: { enterpriseId: string; deviceIds: readonly string[] }): Promise<Map<string, DeviceSighting>> {
+  if (q.deviceIds.length === 0) return new Map();
+  const rows = await (
+    await handle.client.query({
+      query: `SELECT
+          device_id,
+          toUnixTimestamp64Milli(min(ts)) AS first_seen_ms,
+          toUnixTimestamp64Milli(max(ts)) AS last_seen_ms,
+          CAST(argMax(tower_id, ts) AS String) AS last_tower_id,
+          CAST(argMax(carrier, ts) AS String) AS last_carrier,
+          count() AS sightings
+        FROM ${handle.database}.discovery_sightings
+        WHERE enterprise_id = {enterprise:String} AND device_id IN {devices:Array(String)}
+        GROUP BY device_id`,
+      query_params: { enterprise: q.enterpriseId, devices: [...q.deviceIds] },
+      format: 'JSONEachRow',
+    })
+  ).json<Record<keyof DeviceSighting, string | number>>();
+  return new Map(
+    rows.map((r) => [
+      String(r.device_id),
+      { device_id: String(r.device_id), first_seen_ms: Number(r.first_seen_ms), last_seen_ms: Number(r.last_seen_ms), last_tower_id: String(r.last_tower_id), last_carrier: String(r.last_carrier), sightings: Number(r.sightings) },
+    ]),
+  );
 }

@@ -12,14 +12,15 @@ import {
   type StreamConfig,
   type StreamInfo,
 } from '@nats-io/jetstream';
-import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import { headers, nanos, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import { ID_PATTERN } from './domain.js';
 
 export const USAGE_STREAM = 'USAGE';
 export const DISCOVERY_STREAM = 'DISCOVERY';
 export const USAGE_DLQ_STREAM = 'USAGE_DLQ';
 export const REMEDIATION_STREAM = 'REMEDIATION';
-export const STREAM_NAMES = [USAGE_STREAM, DISCOVERY_STREAM, USAGE_DLQ_STREAM, REMEDIATION_STREAM] as const;
+export const DISCOVERY_DLQ_STREAM = 'DISCOVERY_DLQ';
+export const STREAM_NAMES = [USAGE_STREAM, DISCOVERY_STREAM, USAGE_DLQ_STREAM, REMEDIATION_STREAM, DISCOVERY_DLQ_STREAM] as const;
 export type StreamName = (typeof STREAM_NAMES)[number];
 
 const MINUTE_MS = 60_000;
@@ -88,6 +89,18 @@ export const STREAM_LIMITS: Readonly<Record<StreamName, StreamLimits>> = Object.
     discard: 'old',
     why: 'Kept a month for investigation; bounded so a broken tower cannot fill the disk.',
   },
+  DISCOVERY_DLQ: {
+    name: DISCOVERY_DLQ_STREAM,
+    subjects: ['dlq.discovery.>'],
+    description: 'Discovery messages that could not be decoded, with the reason: dlq.discovery.<carrier>.<tower>',
+    retention: 'limits',
+    storage: 'file',
+    maxAgeMs: 30 * DAY_MS,
+    maxBytes: 256 * MIB,
+    duplicateWindowMs: DUPLICATE_WINDOW_MS,
+    discard: 'old',
+    why: 'As USAGE_DLQ, for the (much smaller) discovery traffic.',
+  },
   REMEDIATION: {
     name: REMEDIATION_STREAM,
     subjects: ['remediation.>'],
@@ -122,6 +135,16 @@ export function discoverySubject(carrier: string, tower: string): string {
 /** `dlq.usage.<carrier>.<tower>`: where an undecodable frame from that tower goes. */
 export function usageDlqSubject(carrier: string, tower: string): string {
   return `dlq.usage.${token('carrier', carrier)}.${token('tower', tower)}`;
+}
+
+/** Headers of a dead letter (docs/wire-format.md): why, and where the message came from. */
+export function deadLetterHeaders(subject: string, seq: number, reasons: ReadonlyArray<{ index: number; code: string; message: string }>): MsgHdrs {
+  const h = headers();
+  h.set('Towerwatch-Reason', reasons[0]?.code ?? 'unknown');
+  h.set('Towerwatch-Rejections', JSON.stringify(reasons.map((x) => ({ index: x.index, code: x.code, message: x.message }))));
+  h.set('Towerwatch-Original-Subject', subject);
+  h.set('Towerwatch-Stream-Seq', String(seq));
+  return h;
 }
 
 /** `remediation.<enterprise>.<tower>` */

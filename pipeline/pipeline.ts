@@ -16,15 +16,15 @@ import {
   jetstream,
   jetstreamManager,
   type Consumer,
-  type ConsumerMessages,
   type JetStreamClient,
   type JsMsg,
 } from '@nats-io/jetstream';
-import { headers, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { Piscina } from 'piscina';
 import { remediationMsgId } from '../core/remediation.js';
-import { remediationSubject, USAGE_STREAM } from '../core/streams.js';
+import { deadLetterHeaders, remediationSubject, USAGE_STREAM } from '../core/streams.js';
 import { ClickHouseSinkError, SinkErrorCode } from './clickhouseSink.js';
+import { MessageQueue } from './messageQueue.js';
 import type { WorkerConfig, WorkerResult, WorkerTask } from './worker.js';
 
 export const DEFAULT_CONSUMER = 'pipeline';
@@ -289,12 +289,7 @@ export class Pipeline {
       // message as done (see #process's redelivery check).
       for (const d of r.dlqPayloads) {
         const reasons = r.deadLetters.filter((x) => x.seq === d.seq);
-        const h = headers();
-        h.set('Towerwatch-Reason', reasons[0]?.code ?? 'unknown');
-        h.set('Towerwatch-Rejections', JSON.stringify(reasons.map((x) => ({ index: x.index, code: x.code, message: x.message }))));
-        h.set('Towerwatch-Original-Subject', d.subject);
-        h.set('Towerwatch-Stream-Seq', String(d.seq));
-        await this.#js.publish(`dlq.${d.subject}`, d.data, { msgID: `dlq:${d.seq}`, headers: h });
+        await this.#js.publish(`dlq.${d.subject}`, d.data, { msgID: `dlq:${d.seq}`, headers: deadLetterHeaders(d.subject, d.seq, reasons) });
       }
       for (const { request, payload } of r.remediations) {
         await this.#js.publish(remediationSubject(request.enterprise_id, request.tower_id), payload, { msgID: remediationMsgId(request.alert_id, request.action) });
@@ -325,95 +320,6 @@ export class Pipeline {
     }
   }
 
-}
-
-/**
- * Messages read ahead from a consume() iterator, handed out in batches: `take` waits for a
- * first message, then up to `lingerMs` for the batch to fill. Reading stops while `capacity`
- * messages wait, which stops the consumer pulling more from the server. An iterator that fails
- * or ends before close() is reopened after a pause.
- */
-class MessageQueue {
-  readonly #buf: JsMsg[] = [];
-  #wake: (() => void) | null = null;
-  #space: (() => void) | null = null;
-  #ended = false;
-  #messages: ConsumerMessages | null = null;
-  readonly #pump: Promise<void>;
-
-  constructor(
-    open: () => Promise<ConsumerMessages>,
-    readonly capacity: number,
-    onError: (err: Error) => void,
-  ) {
-    this.#pump = (async () => {
-      while (!this.#ended) {
-        try {
-          this.#messages = await open();
-          for await (const m of this.#messages) {
-            this.#buf.push(m);
-            this.#notify();
-            while (this.#buf.length >= this.capacity && !this.#ended) await new Promise<void>((r) => (this.#space = r));
-            if (this.#ended) break;
-          }
-          if (!this.#ended) throw new Error('the consumer stopped delivering');
-        } catch (err) {
-          if (this.#ended) break;
-          onError(err instanceof Error ? err : new Error(String(err)));
-          await sleep(500);
-        }
-      }
-    })();
-  }
-
-  #notify(): void {
-    const wake = this.#wake;
-    this.#wake = null;
-    wake?.();
-  }
-
-  #wait(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.#wake = null;
-        resolve();
-      }, ms);
-      this.#wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-  }
-
-  /** Up to `max` messages: [] when none came within a second or `stopped()` turned true. */
-  async take(max: number, lingerMs: number, stopped: () => boolean): Promise<JsMsg[]> {
-    if (this.#buf.length === 0) await this.#wait(1000);
-    if (this.#buf.length === 0 || stopped()) return [];
-    const until = performance.now() + lingerMs;
-    while (this.#buf.length < max && !stopped()) {
-      const left = until - performance.now();
-      if (left <= 0) break;
-      await this.#wait(left);
-    }
-    const batch = this.#buf.splice(0, max);
-    const space = this.#space;
-    this.#space = null;
-    space?.();
-    return batch;
-  }
-
-  forEach(fn: (m: JsMsg) => void): void {
-    this.#buf.forEach(fn);
-  }
-
-  /** Stops reading and closes the consumer; returns what was read and not taken. */
-  async close(): Promise<JsMsg[]> {
-    this.#ended = true;
-    this.#space?.();
-    await this.#messages?.close().catch(() => undefined);
-    await this.#pump;
-    return this.#buf.splice(0);
-  }
 }
 
 function sleep(ms: number): Promise<void> {

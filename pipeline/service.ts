@@ -10,8 +10,9 @@ import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
 import type { Config } from '../core/config.js';
 import { migrate, SCHEMA_VERSION } from '../core/schema.js';
 import { ensureStreams, USAGE_STREAM } from '../core/streams.js';
-import { ControlPlaneView } from '../core/controlPlane/index.js';
+import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import { ClickHouseSink } from './clickhouseSink.js';
+import { DiscoveryWorker } from './discovery.js';
 import { Remediator } from './remediator.js';
 import { DEFAULT_CONSUMER, Pipeline, type PipelineOptions } from './pipeline.js';
 import { snapshotCounters, statusLine } from './status.js';
@@ -26,12 +27,15 @@ export interface PipelineServiceOptions {
   pipeline?: Partial<Omit<PipelineOptions, 'nc' | 'natsUrl' | 'sink'>>;
   /** Run the remediation worker too. @default true */
   remediator?: boolean;
+  /** Run the discovery worker too. @default true */
+  discovery?: boolean;
 }
 
 export interface PipelineService {
   readonly pipeline: Pipeline;
   readonly clickhouse: ClickHouseHandle;
   readonly remediator: Remediator | null;
+  readonly discovery: DiscoveryWorker | null;
   stop(): Promise<void>;
 }
 
@@ -57,12 +61,18 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
     log,
     ...opts.pipeline,
   });
-  let view: ControlPlaneView | null = null;
+  const withRemediator = opts.remediator ?? true;
+  const withDiscovery = opts.discovery ?? true;
+  const view = withRemediator || withDiscovery ? await ControlPlaneView.open(nc) : null;
   let remediator: Remediator | null = null;
-  if (opts.remediator ?? true) {
-    view = await ControlPlaneView.open(nc);
+  let discovery: DiscoveryWorker | null = null;
+  if (view && withRemediator) {
     remediator = await Remediator.start({ nc, clickhouse, view, log });
     log('pipeline: remediation worker consuming REMEDIATION');
+  }
+  if (view && withDiscovery) {
+    discovery = await DiscoveryWorker.start({ nc, clickhouse, view, store: await ControlPlaneStore.open(nc), log });
+    log('pipeline: discovery worker consuming DISCOVERY');
   }
   const jsm = await jetstreamManager(nc);
   const consumer = opts.pipeline?.consumer ?? DEFAULT_CONSUMER;
@@ -76,7 +86,8 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
             .then((info) => info.num_pending + info.num_ack_pending, () => null)
             .then((lag) => {
               const now = snapshotCounters(pipeline.counters);
-              log(`pipeline: ${statusLine(now, before, every, lag)}`);
+              const d = discovery?.counters;
+              log(`pipeline: ${statusLine(now, before, every, lag)}${d ? ` · discovery ${d.sightings.toLocaleString('en-US')} sightings, ${d.discovered.toLocaleString('en-US')} new devices` : ''}`);
               before = now;
             });
         }, every * 1000)
@@ -87,10 +98,11 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
     pipeline,
     clickhouse,
     remediator,
+    discovery,
     stop() {
       stopping ??= (async () => {
         if (timer) clearInterval(timer);
-        await remediator?.stop();
+        await Promise.all([remediator?.stop(), discovery?.stop()]);
         await view?.close();
         await pipeline.stop();
         await sink.close();

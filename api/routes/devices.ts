@@ -3,18 +3,115 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { ConflictError } from '../../core/controlPlane/index.js';
 import type { Device } from '../../core/domain.js';
-import { queryDeviceLastSeen } from '../../core/schema.js';
+import { queryDeviceLastSeen, queryDeviceSightings, type DeviceSighting } from '../../core/schema.js';
 import type { ApiContext, ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate, revisionTag, naturalCompare } from '../schemas.js';
 import { scopeOf, viewReplyKey } from '../tenancy.js';
+
+/** Statuses whose usage is enforced: such a device cannot be registered again. */
+const IN_SERVICE: ReadonlySet<Device['status']> = new Set(['registered', 'active', 'inactive']);
+
+const discoveredItem = z.strictObject({
+  id: z.string(),
+  model: z.string(),
+  os: z.string(),
+  os_version: z.string(),
+  status: z.literal('discovered'),
+  first_seen: z.string().nullable(),
+  last_seen: z.string().nullable(),
+  first_tower_id: z.string().nullable(),
+  first_tower_location: z.string().nullable(),
+  last_tower_id: z.string().nullable(),
+  last_tower_location: z.string().nullable(),
+  carrier_id: z.string().nullable(),
+  sightings: z.number().int(),
+});
+export type DiscoveredDeviceView = z.infer<typeof discoveredItem>;
+
+/** A discovered device as listed and as pushed on the socket: registry entry plus the towers' latest report. */
+export function discoveredView(ctx: Pick<ApiContext, 'view'>, d: Device, s: DeviceSighting | undefined): DiscoveredDeviceView {
+  const registryLast = d.last_seen === undefined ? -1 : Date.parse(d.last_seen);
+  const fromSightings = s !== undefined && s.last_seen_ms >= registryLast;
+  const lastTower = fromSightings ? s.last_tower_id : (d.last_tower_id ?? null);
+  const location = (tower: string | null | undefined): string | null => (tower == null ? null : (ctx.view.tower(tower)?.location ?? null));
+  return {
+    id: d.id,
+    model: d.model,
+    os: d.os,
+    os_version: d.os_version,
+    status: 'discovered',
+    first_seen: d.first_seen ?? null,
+    last_seen: fromSightings ? iso(s.last_seen_ms) : (d.last_seen ?? null),
+    first_tower_id: d.first_tower_id ?? null,
+    first_tower_location: location(d.first_tower_id),
+    last_tower_id: lastTower,
+    last_tower_location: location(lastTower),
+    carrier_id: (fromSightings ? s.last_carrier : d.carrier_id) ?? null,
+    sightings: s?.sightings ?? 0,
+  };
+}
+
+async function devicesSightedAt(ctx: ApiContext, enterprise: string, tower: string): Promise<Set<string>> {
+  const rs = await ctx.clickhouse.client.query({
+    query: `SELECT DISTINCT device_id FROM ${ctx.clickhouse.database}.discovery_sightings WHERE enterprise_id = {enterprise:String} AND tower_id = {tower:String}`,
+    query_params: { enterprise, tower },
+    format: 'JSONEachRow',
+  });
+  return new Set(((await rs.json()) as Array<{ device_id: string }>).map((r) => r.device_id));
+}
 
 /** A registered device seen within this long is "active", else "inactive". */
 export const ACTIVE_WITHIN_MS = 24 * 3600e3;
 const text = z.string().trim().min(1).max(128);
 const listedStatus = z.enum(['registered', 'active', 'inactive', 'rejected', 'retired']);
 
+/** A registry write, optimistic: null `scope` creates, else updates the revision the view holds. */
+async function writeDeviceTo(ctx: ApiContext, device: Device, scope: string | null, conflict: string): Promise<number> {
+  try {
+    const current = scope === null ? undefined : ctx.view.get('device', scope, device.id);
+    return current === undefined ? await ctx.store.create('device', device) : await ctx.store.update('device', device, current.revision);
+  } catch (err) {
+    if (err instanceof ConflictError) throw new ApiError(409, 'device_exists', conflict, { device_id: device.id });
+    throw err;
+  }
+}
+
 export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
+  const writeDevice = (device: Device, scope: string | null, conflict: string): Promise<number> => writeDeviceTo(ctx, device, scope, conflict);
+
+  /** `POST /devices/{device_id}/<verb>`: moves a device of the caller's enterprise to `to`. */
+  const transition = (verb: string, to: 'rejected' | 'retired', from: readonly Device['status'][], summary: string): ApiRoute => ({
+    method: 'post',
+    path: `/devices/{device_id}/${verb}`,
+    tag: 'devices',
+    summary,
+    access: 'write',
+    body: z.strictObject({ ...enterpriseQuery, reason: z.string().trim().max(500).optional() }).default({}),
+    response: z.strictObject({ device_id: z.string(), status: z.literal(to), previous_status: z.string(), changed_at: z.string(), reason: z.string().nullable() }),
+    handler: async ({ body, principal, params }) => {
+      const enterprise = scopeOf(ctx.view, principal, body.enterprise_id);
+      const deviceId = params['device_id'] ?? '';
+      const current = ctx.view.get('device', enterprise, deviceId);
+      // Another enterprise's device is "not found" here, as one that does not exist.
+      if (current === undefined) throw new ApiError(404, 'not_found', `no device '${deviceId}' in this enterprise`, { device_id: deviceId });
+      const was = current.value.status;
+      if (!from.includes(was)) {
+        throw new ApiError(409, 'invalid_transition', `device '${deviceId}' is ${was}; only a ${from.join(', ')} device can be ${to}`, { device_id: deviceId, status: was, allowed_from: from });
+      }
+      const changedAt = iso(ctx.now());
+      const device: Device = { ...current.value, status: to, status_changed_at: changedAt, status_reason: body.reason ?? null };
+      let revision: number;
+      try {
+        revision = await ctx.store.update('device', device, current.revision);
+      } catch (err) {
+        if (err instanceof ConflictError) throw new ApiError(409, 'conflict', `device '${deviceId}' was changed by someone else at the same moment; retry`, { device_id: deviceId });
+        throw err;
+      }
+      return { headers: { etag: revisionTag(revision) }, body: { device_id: deviceId, status: to, previous_status: was, changed_at: changedAt, reason: body.reason ?? null } };
+    },
+  });
+
   return [
     {
       method: 'get',
@@ -35,9 +132,14 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
           .sort((a, b) => naturalCompare(a.id, b.id));
         // Status active/inactive needs the last sighting, so a status filter reads every device's.
         const candidates = query.status === undefined ? paginate(registered, query.page, query.limit).items : registered;
-        const seen = new Map(
-          candidates.length === 0 ? [] : (await queryDeviceLastSeen(ctx.clickhouse, { enterpriseId: enterprise, deviceIds: candidates.map((d) => d.id), limit: candidates.length })).map((s) => [s.device_id, s]),
-        );
+        const ids = candidates.map((d) => d.id);
+        // Last seen: using an app (app_usage) or reported by a tower (discovery_sightings), whichever is later.
+        const [used, sighted] = await Promise.all([
+          ids.length === 0 ? [] : queryDeviceLastSeen(ctx.clickhouse, { enterpriseId: enterprise, deviceIds: ids, limit: ids.length }),
+          queryDeviceSightings(ctx.clickhouse, { enterpriseId: enterprise, deviceIds: ids }),
+        ]);
+        const seen = new Map<string, { last_seen_ms: number; last_tower_id: string }>(sighted);
+        for (const u of used) if ((seen.get(u.device_id)?.last_seen_ms ?? -1) < u.last_seen_ms) seen.set(u.device_id, u);
         const now = ctx.now();
         const shaped = candidates.map((d) => {
           const s = seen.get(d.id);
@@ -67,10 +169,10 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
       method: 'post',
       path: '/devices',
       tag: 'devices',
-      summary: 'Register a device for a user (give device_id to onboard a discovered one)',
+      summary: 'Register a device for a user; give the device_id of a discovered (or rejected, retired) one to onboard it',
       access: 'write',
       successStatus: 201,
-      body: z.strictObject({ ...enterpriseQuery, device_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional(), user_id: id, model: text, os: text, os_version: z.string().trim().max(32).default('') }),
+      body: z.strictObject({ ...enterpriseQuery, device_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional(), user_id: id, model: text.optional(), os: text.optional(), os_version: z.string().trim().max(32).optional() }),
       response: z.strictObject({ device_id: z.string(), user_id: z.string(), model: z.string(), os: z.string(), os_version: z.string(), status: z.literal('registered'), registered_at: z.string() }),
       handler: async ({ body, principal }) => {
         const enterprise = scopeOf(ctx.view, principal, body.enterprise_id);
@@ -80,29 +182,31 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
         const now = iso(ctx.now());
         const deviceId = body.device_id ?? `dev_${randomBytes(8).toString('hex')}`;
         const existing = ctx.view.device(deviceId);
-        if (existing !== undefined && (existing.enterprise_id !== enterprise || existing.status !== 'discovered')) {
+        if (existing !== undefined && (existing.enterprise_id !== enterprise || IN_SERVICE.has(existing.status))) {
           // Same answer whether it is ours or another enterprise's: ids of others are not revealed.
           throw new ApiError(409, 'device_exists', `device '${deviceId}' is already registered`, { device_id: deviceId });
+        }
+        // A discovered device's model and OS are known from the towers; a new one needs them.
+        const model = body.model ?? existing?.model;
+        const os = body.os ?? existing?.os;
+        if (model === undefined || os === undefined) {
+          const missing = [model === undefined ? 'model' : null, os === undefined ? 'os' : null].filter((f) => f !== null);
+          throw new ApiError(400, 'validation_failed', `invalid body: ${missing.map((f) => `body.${f}: required for a device towerwatch has not discovered`).join('; ')}`, missing.map((f) => ({ path: `body.${f}`, message: 'required for a device towerwatch has not discovered', code: 'invalid_type' })));
         }
         const device: Device = {
           ...(existing ?? {}),
           id: deviceId,
           enterprise_id: enterprise,
           user_id: body.user_id,
-          model: body.model,
-          os: body.os,
+          model,
+          os,
           os_version: body.os_version || existing?.os_version || '',
           status: 'registered',
           registered_at: now,
+          status_changed_at: now,
+          status_reason: null,
         };
-        let revision: number;
-        try {
-          const current = existing === undefined ? null : ctx.view.get('device', enterprise, deviceId);
-          revision = current === null || current === undefined ? await ctx.store.create('device', device) : await ctx.store.update('device', device, current.revision);
-        } catch (err) {
-          if (err instanceof ConflictError) throw new ApiError(409, 'device_exists', `device '${deviceId}' was registered meanwhile`, { device_id: deviceId });
-          throw err;
-        }
+        const revision = await writeDevice(device, existing === undefined ? null : enterprise, `device '${deviceId}' was registered meanwhile`);
         return {
           status: 201,
           headers: { etag: revisionTag(revision), location: `/devices?user_id=${encodeURIComponent(body.user_id)}` },
@@ -110,42 +214,36 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
         };
       },
     },
+    transition('reject', 'rejected', ['discovered'], 'Reject a discovered device: it stays known (towers reporting it do not list it again) and its usage is not enforced'),
+    transition('retire', 'retired', ['discovered', 'registered', 'active', 'inactive', 'rejected'], 'Retire a device (lost, replaced): its usage is no longer enforced; its history stays'),
     {
       method: 'get',
       path: '/devices/discovered',
-      cacheKey: (c) => viewReplyKey(ctx.view, c),
       tag: 'devices',
-      summary: 'Devices towers reported that are not registered yet, newest first',
+      summary: 'Devices towers reported that are not registered yet, newest first (last sighting from the towers\' reports)',
       access: 'read',
       query: z.strictObject({ ...enterpriseQuery, ...pageQuery, tower_id: id.optional(), carrier_id: id.optional(), os: z.string().max(64).optional() }),
       response: z.strictObject({
-        devices: z.array(z.strictObject({ id: z.string(), model: z.string(), os: z.string(), os_version: z.string(), status: z.literal('discovered'), first_seen: z.string().nullable(), last_seen: z.string().nullable(), first_tower_id: z.string().nullable(), last_tower_id: z.string().nullable(), carrier_id: z.string().nullable() })),
+        devices: z.array(discoveredItem),
         ...pageInfo,
       }),
-      handler: ({ query, principal }) => {
+      handler: async ({ query, principal }) => {
         const enterprise = scopeOf(ctx.view, principal, query.enterprise_id);
+        // "Seen at this tower" at any time in the kept history, not only first or last.
+        const atTower = query.tower_id === undefined ? null : await devicesSightedAt(ctx, enterprise, query.tower_id);
         const found = ctx.view
           .devicesOfEnterprise(enterprise)
-          .filter((d) => d.status === 'discovered')
-          .map((d) => {
-            const x = d as Device & { first_tower_id?: string; last_tower_id?: string; carrier_id?: string };
-            return {
-              id: d.id,
-              model: d.model,
-              os: d.os,
-              os_version: d.os_version,
-              status: 'discovered' as const,
-              first_seen: d.first_seen ?? null,
-              last_seen: d.last_seen ?? null,
-              first_tower_id: x.first_tower_id ?? null,
-              last_tower_id: x.last_tower_id ?? null,
-              carrier_id: x.carrier_id ?? null,
-            };
-          })
-          .filter((d) => (query.tower_id === undefined || d.last_tower_id === query.tower_id || d.first_tower_id === query.tower_id) && (query.carrier_id === undefined || d.carrier_id === query.carrier_id) && (query.os === undefined || d.os.toLowerCase() === query.os.toLowerCase()))
+          .filter(
+            (d) =>
+              d.status === 'discovered' &&
+              (atTower === null || atTower.has(d.id) || d.first_tower_id === query.tower_id || d.last_tower_id === query.tower_id) &&
+              (query.carrier_id === undefined || d.carrier_id === query.carrier_id) &&
+              (query.os === undefined || d.os.toLowerCase() === query.os.toLowerCase()),
+          )
           .sort((a, b) => naturalCompare(b.first_seen ?? '', a.first_seen ?? '') || naturalCompare(a.id, b.id));
         const { items, info } = paginate(found, query.page, query.limit);
-        return { body: { devices: items, ...info } };
+        const sighted = await queryDeviceSightings(ctx.clickhouse, { enterpriseId: enterprise, deviceIds: items.map((d) => d.id) });
+        return { body: { devices: items.map((d) => discoveredView(ctx, d, sighted.get(d.id))), ...info } };
       },
     },
   ];
