@@ -42,6 +42,8 @@ const filtersSchema = z.strictObject({
   tower_id: z.string().max(64).optional(),
   app_id: z.string().max(64).optional(),
   user_id: z.string().max(64).optional(),
+  /** `batch=1`: alerts come as `{type:"alerts", alerts:[…]}`, one message per pipeline batch (pages that draw thousands a second). */
+  batch: z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true').optional(),
 });
 type Filters = z.infer<typeof filtersSchema>;
 
@@ -78,7 +80,8 @@ const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 const topicOf = (enterprise: string): string => `alerts/${enterprise}`;
 const enterpriseTopic = (enterprise: string): string => `enterprise/${enterprise}`;
 const severityTopic = (enterprise: string, severity: string): string => `alerts/${enterprise}/severity/${severity}`;
-const needsOwnSend = (f: Filters): boolean => f.tower_id !== undefined || f.app_id !== undefined || f.user_id !== undefined;
+const batchTopic = (enterprise: string): string => `alerts/${enterprise}/batch`;
+const needsOwnSend = (f: Filters): boolean => f.tower_id !== undefined || f.app_id !== undefined || f.user_id !== undefined || (f.batch === true && f.severity !== undefined);
 
 function matches(f: Filters, a: AlertView): boolean {
   return (
@@ -122,6 +125,8 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
       let set = filtered.get(enterprise);
       if (set === undefined) filtered.set(enterprise, (set = new Set()));
       set.add(ws);
+    } else if (d.filters.batch === true) {
+      ws.subscribe(batchTopic(enterprise));
     } else if (d.filters.severity !== undefined) {
       for (const s of d.filters.severity) ws.subscribe(severityTopic(enterprise, s));
     } else {
@@ -142,9 +147,13 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
 
   const deliver = (alerts: readonly Alert[]): void => {
     if (app === null) return;
+    const byEnterprise = new Map<string, AlertView[]>();
     for (const alert of alerts) {
       const a = alertView(alert);
       const enterprise = alert.enterprise_id;
+      let views = byEnterprise.get(enterprise);
+      if (views === undefined) byEnterprise.set(enterprise, (views = []));
+      views.push(a);
       const msg = JSON.stringify({ type: 'alert', ...a });
       metrics.alertsReceived.inc();
       let sent = app.numSubscribers(topicOf(enterprise));
@@ -154,11 +163,27 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
       if (bySeverity > 0) app.publish(sevTopic, msg);
       sent += bySeverity;
       for (const ws of filtered.get(enterprise) ?? []) {
-        if (!matches(ws.getUserData().filters, a)) continue;
+        const f = ws.getUserData().filters;
+        if (f.batch === true || !matches(f, a)) continue;
         ws.send(msg);
         sent++;
       }
       if (sent > 0) metrics.socketMessages.inc({ type: 'alert' }, sent);
+    }
+    // Batched sockets: one message per enterprise per pipeline batch.
+    for (const [enterprise, views] of byEnterprise) {
+      const topic = batchTopic(enterprise);
+      let sent = app.numSubscribers(topic);
+      if (sent > 0) app.publish(topic, JSON.stringify({ type: 'alerts', alerts: views }));
+      for (const ws of filtered.get(enterprise) ?? []) {
+        const f = ws.getUserData().filters;
+        if (f.batch !== true) continue;
+        const mine = views.filter((a) => matches(f, a));
+        if (mine.length === 0) continue;
+        ws.send(JSON.stringify({ type: 'alerts', alerts: mine }));
+        sent++;
+      }
+      if (sent > 0) metrics.socketMessages.inc({ type: 'alerts' }, sent);
     }
   };
 

@@ -407,6 +407,35 @@ describe('endpoints of the brief', () => {
     assert.equal(reissued.status, 201, reissued.text);
   });
 
+  it('GET /me tells the page who is signed in, what they may do and which enterprises they see', async () => {
+    const admin = await as('admin@acme', 'GET', '/me');
+    assert.equal(admin.status, 200, admin.text);
+    assert.deepEqual([admin.json.username, admin.json.role, admin.json.enterprise_id, admin.json.can], ['admin@acme', 'enterprise_admin', 'acme', { read: true, history: true, write: true }]);
+    assert.deepEqual(admin.json.enterprises.map((e: any) => e.id), ['acme']);
+    assert.deepEqual((await as('viewer@acme', 'GET', '/me')).json.can, { read: true, history: false, write: false });
+    assert.deepEqual((await as('admin@globex', 'GET', '/me')).json.enterprises.map((e: any) => e.id), ['globex'], 'only its own enterprise');
+    const ops = (await as('ops@carrier', 'GET', '/me')).json;
+    assert.equal(ops.enterprise_id, null);
+    assert.ok(ops.enterprises.some((e: any) => e.id === 'acme') && !ops.enterprises.some((e: any) => e.id === 'initech'), JSON.stringify(ops.enterprises));
+    assertError(await call(api, 'GET', '/me'), 401, 'missing_token');
+  });
+
+  it('serves the dashboard page: index revalidated, hashed assets cached for good, gzip when asked', async () => {
+    const page = await call(api, 'GET', '/');
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get('content-type') ?? '', /text\/html/);
+    assert.equal(page.headers.get('cache-control'), 'no-cache');
+    const script = /src="(\/assets\/main-[A-Z0-9]+\.js)"/.exec(page.text)?.[1] ?? assert.fail(page.text);
+    const js = await fetch(`${api.url}${script}`, { headers: { 'accept-encoding': 'gzip' } });
+    assert.equal(js.status, 200);
+    assert.equal(js.headers.get('content-encoding'), 'gzip');
+    assert.match(js.headers.get('cache-control') ?? '', /immutable/);
+    assert.ok((await js.text()).length > 10_000);
+    const again = await fetch(`${api.url}${script}`, { headers: { 'if-none-match': js.headers.get('etag') ?? '' } });
+    assert.equal(again.status, 304);
+    assertError(await call(api, 'GET', '/assets/nope.js'), 404, 'not_found');
+  });
+
   it('GET /policies by user and by role has the brief shape', async () => {
     const byUser = await as('viewer@acme', 'GET', `/policies?user_id=${BRIEF.john}`);
     assert.equal(byUser.status, 200, byUser.text);
@@ -614,7 +643,10 @@ describe('/ws/alerts', () => {
     const otherTower = new Socket(wsUrl(api, `token=${tokenOf('viewer@acme')}&tower_id=${BRIEF.sfTower}`));
     const globex = new Socket(wsUrl(api, `token=${tokenOf('admin@globex')}`));
     const firstMessage = new Socket(wsUrl(api, ''));
-    const all = [acme, lowOnly, nycOnly, otherTower, globex, firstMessage];
+    const batched = new Socket(wsUrl(api, `token=${tokenOf('viewer@acme')}&batch=1`));
+    const batchedLow = new Socket(wsUrl(api, `token=${tokenOf('viewer@acme')}&batch=1&severity=low`));
+    const batchedHigh = new Socket(wsUrl(api, `token=${tokenOf('viewer@acme')}&batch=1&severity=high,critical`));
+    const all = [acme, lowOnly, nycOnly, otherTower, globex, firstMessage, batched, batchedLow, batchedHigh];
     await Promise.all(all.map((s) => s.opened));
     firstMessage.ws.send(JSON.stringify({ type: 'auth', token: tokenOf('analyst@acme') }));
     await until(() => all.every((s) => s.of('subscribed').length === 1), 5000, 'subscriptions');
@@ -628,6 +660,13 @@ describe('/ws/alerts', () => {
     assert.equal(lowOnly.of('alert').length, 0, 'severity filter');
     assert.equal(otherTower.of('alert').length, 0, 'tower filter');
     assert.equal(globex.of('alert').length, 0, 'another enterprise');
+    // batch=1: one `alerts` message per pipeline batch, filters applied, never single `alert`s.
+    await until(() => batched.of('alerts').length > 0 && batchedHigh.of('alerts').length > 0, 5000, 'the batched alerts');
+    for (const s of [batched, batchedHigh]) {
+      assert.ok(s.of('alerts').flatMap((m) => m.alerts).some((x: any) => x.alert_id === 'att:tower123:100' && x.user_name === 'John Doe'));
+      assert.equal(s.of('alert').length, 0);
+    }
+    assert.equal(batchedLow.of('alerts').length, 0, 'severity filter on a batched socket');
     // Typed events (remediation outcomes, discovered devices) reach the enterprise's sockets, filtered or not.
     nc.publish('events.acme', JSON.stringify({ type: 'remediation', action_id: 'ra_x', status: 'success' }));
     await until(() => acme.of('remediation').length === 1 && nycOnly.of('remediation').length === 1, 5000, 'the remediation message');

@@ -15,10 +15,10 @@ import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import type { Account } from '../core/domain.js';
 import { dummyPasswordHash, verifyPassword } from '../core/passwords.js';
 import { ApiError } from './errors.js';
+import { DEFAULT_ACCESS_TTL_SECONDS } from '../core/config.js';
 
 export const AUTH_BUCKET = 'towerwatch-auth';
 export const SESSIONS_BUCKET = 'towerwatch-sessions';
-export const DEFAULT_ACCESS_TTL_SECONDS = 15 * 60;
 export const DEFAULT_REFRESH_TTL_SECONDS = 7 * 24 * 3600;
 const ISSUER = 'towerwatch';
 const AUDIENCE = 'towerwatch-api';

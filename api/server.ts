@@ -11,6 +11,7 @@ import type { ClickHouseHandle } from '../core/clickhouse.js';
 import type { Config } from '../core/config.js';
 import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import { createAlertsSocket, type AlertsSocket } from './alertsSocket.js';
+import { loadDashboardPage } from './dashboardPage.js';
 import { AuthService } from './auth.js';
 import type { ApiContext, ApiRoute } from './context.js';
 import { startHttpServer, type HttpServer } from './http.js';
@@ -47,9 +48,9 @@ export interface ApiServerOptions {
   log: (line: string) => void;
 }
 
-/** The options a deployment's configuration sets (port, address, token key, rate limit). */
-export function apiOptionsFrom(config: Pick<Config, 'apiPort' | 'apiHost' | 'jwtSecret' | 'rateLimitPerMinute'>): Pick<ApiServerOptions, 'port' | 'host' | 'jwtSecret' | 'limits'> {
-  return { port: config.apiPort, host: config.apiHost, jwtSecret: config.jwtSecret, limits: { perAccountPerMinute: config.rateLimitPerMinute } };
+/** The options a deployment's configuration sets (port, address, token key and lifetime, rate limit). */
+export function apiOptionsFrom(config: Pick<Config, 'apiPort' | 'apiHost' | 'jwtSecret' | 'rateLimitPerMinute' | 'accessTtlSeconds'>): Pick<ApiServerOptions, 'port' | 'host' | 'jwtSecret' | 'limits' | 'accessTtlSeconds'> {
+  return { port: config.apiPort, host: config.apiHost, jwtSecret: config.jwtSecret, limits: { perAccountPerMinute: config.rateLimitPerMinute }, accessTtlSeconds: config.accessTtlSeconds };
 }
 
 export interface ApiServer {
@@ -105,6 +106,8 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       ...(options.heartbeatEveryMs === undefined ? {} : { heartbeatEveryMs: options.heartbeatEveryMs }),
     });
     cleanups.push(() => alerts.close());
+    const page = loadDashboardPage();
+    if (!page.built) options.log('api: the dashboard page is not built (npm run build); / will say so');
     const http: HttpServer = await startHttpServer({
       routes,
       port: options.port,
@@ -118,7 +121,10 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
         return principal;
       },
       onReply: (route, status, seconds) => metrics.observeRequest(route.method === 'del' ? 'DELETE' : route.method.toUpperCase(), route.path, status, seconds),
-      extend: (app) => alerts.attach(app),
+      extend: (app) => {
+        alerts.attach(app);
+        page.attach(app);
+      },
     });
     let closing: Promise<void> | undefined;
     return {

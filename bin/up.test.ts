@@ -1,113 +1,17 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { connect as netConnect, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { describe, test } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
 import { connectNats } from '../core/natsConnection.js';
-import { findFreePort } from '../core/natsServer.js';
 import { USAGE_STREAM } from '../core/streams.js';
 import { decodeUsage } from '../core/wire.js';
 import WebSocket from 'ws';
 import { briefEvent, publishFrame } from '../fixtures/briefEvents.js';
 import { BRIEF } from '../fixtures/world.js';
-
-const CLI = fileURLToPath(new URL('./towerwatch.js', import.meta.url));
-const HOST = '127.0.0.1';
-
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-/** `towerwatch up` as a child process, its stderr collected as it comes. */
-class Up {
-  readonly child: ChildProcess;
-  readonly exited: Promise<Exit>;
-  stderr = '';
-  stdout = '';
-  exit: Exit | null = null;
-
-  constructor(args: readonly string[], env: NodeJS.ProcessEnv) {
-    // Its own process group, so that cleanup can take the nats-server child along if `up` hangs.
-    this.child = spawn(process.execPath, [CLI, 'up', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    this.child.stdout?.setEncoding('utf8').on('data', (c: string) => (this.stdout += c));
-    this.child.stderr?.setEncoding('utf8').on('data', (c: string) => (this.stderr += c));
-    this.exited = new Promise((resolve) => {
-      this.child.once('close', (code, signal) => {
-        this.exit = { code, signal };
-        resolve(this.exit);
-      });
-    });
-  }
-
-  /** Resolves once stderr matches every pattern; rejects if `up` exits first or at the deadline. */
-  async waitForOutput(patterns: readonly RegExp[], timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    const seen = () => patterns.every((p) => p.test(this.stderr));
-    while (!seen()) {
-      if (this.exit !== null) throw new Error(`up exited (${JSON.stringify(this.exit)}) before printing ${patterns.join(', ')}; stderr:\n${this.stderr}`);
-      if (Date.now() > deadline) throw new Error(`up did not print ${patterns.join(', ')} within ${timeoutMs} ms; stderr:\n${this.stderr}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  }
-
-  /** The exit, or a rejection if it does not come within `timeoutMs`. */
-  async waitForExit(timeoutMs: number): Promise<Exit> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`up did not exit within ${timeoutMs} ms; stderr:\n${this.stderr}`)), timeoutMs);
-    });
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /**
-   * Cleanup: the whole process group, even when `up` itself is gone: an `up` killed by a
-   * signal leaves its nats-server behind (its exit handler does not run), in this group.
-   */
-  async kill(): Promise<void> {
-    if (this.child.pid === undefined) return;
-    try {
-      process.kill(-this.child.pid, 'SIGKILL');
-    } catch {
-      // ESRCH: nothing left in the group
-    }
-    await this.exited;
-  }
-}
-
-const started = new Set<Up>();
-const tempDirs: string[] = [];
-after(async () => {
-  await Promise.all([...started].map((u) => u.kill()));
-  await Promise.all(tempDirs.map((d) => rm(d, { recursive: true, force: true })));
-});
-
-/** Environment for an `up` with its own data dir and port, and no NATS_URL. */
-async function upEnv(): Promise<{ env: NodeJS.ProcessEnv; port: number; apiPort: number; dataDir: string }> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'towerwatch-up-test-'));
-  tempDirs.push(dataDir);
-  const port = await findFreePort();
-  const apiPort = await findFreePort();
-  const env: NodeJS.ProcessEnv = { ...process.env, TOWERWATCH_DATA_DIR: dataDir, TOWERWATCH_NATS_PORT: String(port), TOWERWATCH_API_PORT: String(apiPort) };
-  delete env['NATS_URL'];
-  return { env, port, apiPort, dataDir };
-}
-
-function startUp(args: readonly string[], env: NodeJS.ProcessEnv): Up {
-  const up = new Up(args, env);
-  started.add(up);
-  return up;
-}
+import { HOST, startUp, upEnv } from './upHarness.js';
 
 /** `first` appears in `text`, and before `second` if that appears at all. */
 function before(text: string, first: string, second: string): boolean {

@@ -14,6 +14,7 @@ test('defaults when nothing is set', () => {
     apiHost: '127.0.0.1',
     jwtSecret: null,
     rateLimitPerMinute: 100,
+    accessTtlSeconds: 900,
     retentionDays: 30,
     logLevel: 'info',
     demoPassword: 'towerwatch-demo',

@@ -28,6 +28,8 @@ export interface Config {
   readonly jwtSecret: string | null;
   /** Requests per minute per console account. */
   readonly rateLimitPerMinute: number;
+  /** Lifetime of an access token (the page renews it a minute before). */
+  readonly accessTtlSeconds: number;
   readonly retentionDays: number;
   readonly logLevel: LogLevel;
   readonly demoPassword: string;
@@ -38,6 +40,7 @@ export const DEFAULT_DATA_DIR = './.towerwatch';
 export const DEFAULT_API_PORT = 8080;
 export const DEFAULT_API_HOST = '127.0.0.1';
 export const DEFAULT_RATE_LIMIT_PER_MINUTE = 100;
+export const DEFAULT_ACCESS_TTL_SECONDS = 15 * 60;
 export const MIN_JWT_SECRET_LENGTH = 32;
 export const DEFAULT_RETENTION_DAYS = 30;
 export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
@@ -116,6 +119,13 @@ export const CONFIG_VARIABLES = [
     default: String(DEFAULT_RATE_LIMIT_PER_MINUTE),
     expected: 'an integer 1–1000000',
     description: 'Api requests per minute per console account (429 with Retry-After beyond it).',
+  },
+  {
+    name: 'TOWERWATCH_ACCESS_TTL_SECONDS',
+    field: 'accessTtlSeconds',
+    default: String(DEFAULT_ACCESS_TTL_SECONDS),
+    expected: 'an integer 70–86400',
+    description: 'Lifetime of an api access token; refresh tokens last 7 days. Dashboards renew theirs a minute before it ends.',
   },
   {
     name: 'TOWERWATCH_RETENTION_DAYS',
@@ -224,6 +234,7 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
     .optional()
     .transform((v) => v ?? null),
   TOWERWATCH_RATE_LIMIT: integer(1, 1_000_000, DEFAULT_RATE_LIMIT_PER_MINUTE),
+  TOWERWATCH_ACCESS_TTL_SECONDS: integer(70, 86_400, DEFAULT_ACCESS_TTL_SECONDS),
   TOWERWATCH_RETENTION_DAYS: integer(1, MAX_RETENTION_DAYS, DEFAULT_RETENTION_DAYS),
   TOWERWATCH_LOG_LEVEL: z
     .string()

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import type { ApiContext, ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
+import { ROLE_ACCESS, visibleEnterprises } from '../tenancy.js';
 
 const tokenPair = z.strictObject({
   access_token: z.string(),
@@ -41,6 +42,41 @@ export function authRoutes(ctx: ApiContext): ApiRoute[] {
       body: z.strictObject({ refresh_token: z.string().min(1).max(4096) }),
       response: tokenPair,
       handler: async ({ body }) => ({ body: await ctx.auth.refresh(body.refresh_token) }),
+    },
+    {
+      method: 'get',
+      path: '/me',
+      tag: 'auth',
+      summary: 'The signed-in account: role, what it may do, and the enterprises it may see (a carrier operator picks one)',
+      access: 'read',
+      response: z.strictObject({
+        username: z.string(),
+        display_name: z.string(),
+        role: z.string(),
+        enterprise_id: z.string().nullable(),
+        carrier_id: z.string().nullable(),
+        can: z.strictObject({ read: z.boolean(), history: z.boolean(), write: z.boolean() }),
+        enterprises: z.array(z.strictObject({ id: z.string(), name: z.string(), plan_id: z.string(), auto_remediation: z.boolean() })),
+        session_expires_at: z.string(),
+      }),
+      handler: ({ principal }) => {
+        const a = principal.account;
+        const access = ROLE_ACCESS[a.role];
+        return {
+          body: {
+            username: a.username,
+            display_name: a.display_name,
+            role: a.role,
+            enterprise_id: a.enterprise_id,
+            carrier_id: a.carrier_id,
+            can: { read: access.has('read'), history: access.has('history'), write: access.has('write') },
+            enterprises: visibleEnterprises(ctx.view, principal)
+              .map((e) => ({ id: e.id, name: e.name, plan_id: e.plan_id, auto_remediation: ctx.view.planOfEnterprise(e.id)?.auto_remediation === true }))
+              .sort((x, y) => x.name.localeCompare(y.name)),
+            session_expires_at: new Date(principal.expiresAt * 1000).toISOString(),
+          },
+        };
+      },
     },
     {
       method: 'post',

@@ -1,0 +1,377 @@
+/**
+ * The dashboard page in a real browser (Debian's chromium driven by playwright-core) against
+ * `towerwatch up` with the simulator: sign-in, the live feed, filters, blocking a device,
+ * metrics, onboarding a discovered device, editing a rule and seeing verdicts change, sign-out,
+ * what a viewer may not do, a carrier operator switching enterprise, a narrow screen, and the
+ * feed under 1,000 alerts/s (measured and reported, not asserted). Screenshots of the main views
+ * go to test-results/browser/.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { jetstream } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { Packr } from 'msgpackr';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Alert } from '../core/alerts.js';
+import { connectNats } from '../core/natsConnection.js';
+import { briefEvent, publishFrame } from '../fixtures/briefEvents.js';
+import { BRIEF } from '../fixtures/world.js';
+import { HOST, startUp, upEnv, type Up } from './upHarness.js';
+
+export const CHROMIUM = process.env['TOWERWATCH_CHROMIUM'] ?? '/usr/bin/chromium';
+/** The flags that work on these machines (ARCHITECTURE.md): no sandbox as root, no background traffic. */
+export const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const RESULTS = fileURLToPath(new URL('../../test-results/browser/', import.meta.url));
+const PASSWORD = 'towerwatch-demo';
+
+let up: Up;
+let api: string;
+let natsUrl: string;
+let browser: Browser;
+let nc: NatsConnection;
+/** A page kept open for the whole file, past its first access token's lifetime. */
+let watcher: Page;
+let watcherFirstToken: string;
+let watcherSince: number;
+/** Short-lived access tokens, so that the page's silent renewal is exercised within the file. */
+const ACCESS_TTL_SECONDS = 70;
+
+before(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`no browser at ${CHROMIUM}: run bin/setup (it installs Debian's chromium), or set TOWERWATCH_CHROMIUM`);
+  mkdirSync(RESULTS, { recursive: true });
+  const { env, apiPort, port } = await upEnv();
+  // The test polls the api as fast as the page does; the rate limit is not what is tested here.
+  up = startUp(['--rate', '2000'], { ...env, TOWERWATCH_ACCESS_TTL_SECONDS: String(ACCESS_TTL_SECONDS), TOWERWATCH_RATE_LIMIT: '1000000' });
+  await up.waitForOutput([/^up: sign in as admin@acme/m, /^pipeline: discovery worker/m], 90_000);
+  api = `http://${HOST}:${apiPort}`;
+  natsUrl = `nats://${HOST}:${port}`;
+  nc = await connectNats(natsUrl, 'dashboard test', { maxReconnectAttempts: 0 });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+  watcher = await signIn('analyst@acme');
+  watcherFirstToken = await tokenOf(watcher);
+  watcherSince = Date.now();
+});
+
+after(async () => {
+  await browser?.close();
+  await nc?.close();
+  up?.child.kill('SIGINT');
+  await up?.waitForExit(20_000).catch(() => up.kill());
+});
+
+async function signIn(username: string, viewport = { width: 1280, height: 800 }): Promise<Page> {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => process.stderr.write(`page error (${username}): ${e.message}\n`));
+  await page.goto(api);
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByTestId('live-state').filter({ hasText: 'Live' }).waitFor({ timeout: 20_000 });
+  return page;
+}
+
+const shot = (page: Page, name: string): Promise<Buffer> => page.screenshot({ path: join(RESULTS, `${name}.png`), fullPage: false });
+// In-page code as strings: this file is compiled without the DOM's types.
+const received = (page: Page): Promise<number> => page.evaluate<number>('window.__towerwatch?.feed.received ?? 0');
+/** A token of the page's session, for calling the api as the page's account. */
+const tokenOf = (page: Page): Promise<string> => page.evaluate<string>("JSON.parse(sessionStorage.getItem('towerwatch.session') ?? '{}').access");
+async function call(token: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
+  const r = await fetch(`${api}${path}`, { method, headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: r.status, json: r.status === 204 ? null : await r.json() };
+}
+async function until(what: string, ms: number, cond: () => Promise<boolean> | boolean): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) assert.fail(`${what}: not within ${ms / 1000} s`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+describe('the dashboard page', () => {
+  it('an admin signs in; the live feed grows; filters, pause and details work; Block device is carried out', async () => {
+    const page = await signIn('admin@acme');
+    try {
+      await page.getByTestId('alert-row').first().waitFor({ timeout: 60_000 });
+      const first = await received(page);
+      await until('the feed to grow', 30_000, async () => (await received(page)) > first);
+      assert.equal(await page.getByTestId('enterprise-name').textContent(), 'Acme Corp');
+      await shot(page, 'feed');
+
+      // Filter by the severity of the newest alert: every row shown has it.
+      const severity = (await page.getByTestId('alert-row').first().getAttribute('data-severity')) ?? assert.fail('a severity');
+      await page.getByTestId('filter-severity').selectOption(severity);
+      const severities = await page.evaluate<string[]>("[...document.querySelectorAll('[data-testid=alert-row]')].map((r) => r.getAttribute('data-severity'))");
+      assert.ok(severities.length > 0 && severities.every((s) => s === severity), `only ${severity}: ${severities.join(',')}`);
+      await page.getByTestId('filter-severity').selectOption('');
+
+      // Paused, the list holds still while alerts keep coming; resumed, they are shown.
+      await page.getByTestId('pause').click();
+      const top = await page.getByTestId('alert-row').first().getAttribute('data-alert-id');
+      const at = await received(page);
+      await until('more alerts while paused', 30_000, async () => (await received(page)) > at);
+      await page.waitForTimeout(300);
+      assert.equal(await page.getByTestId('alert-row').first().getAttribute('data-alert-id'), top, 'the paused feed did not move');
+      await page.getByTestId('resume').click();
+
+      // A violation without an automatic remediation, blocked by hand.
+      const row = page.locator('[data-testid="alert-row"][data-remediation=""]').first();
+      await row.waitFor({ timeout: 60_000 });
+      const alertId = (await row.getAttribute('data-alert-id')) ?? assert.fail('an alert id');
+      await page.getByTestId('pause').click();
+      await page.locator(`[data-testid="alert-row"][data-alert-id="${alertId}"]`).click();
+      const detail = page.getByTestId('alert-detail');
+      await detail.waitFor();
+      await detail.getByTestId('block-device').click();
+      await detail.getByTestId('remediation-outcomes').getByText(/Block Device — success/).waitFor({ timeout: 20_000 });
+      await shot(page, 'violation-blocked');
+      await page.getByTestId('tab-remediation').click();
+      await page.locator(`[data-testid="remediation-row"][data-alert-id="${alertId}"]`).first().waitFor({ timeout: 10_000 });
+      assert.match((await page.locator(`[data-testid="remediation-row"][data-alert-id="${alertId}"]`).first().textContent()) ?? '', /Block Device.*success.*by admin@acme/);
+      await shot(page, 'remediation');
+    } finally {
+      await page.context().close();
+    }
+  });
+
+  it('metrics show a live chart, top lists and towers with their locations for a picked range', async () => {
+    const page = await signIn('analyst@acme');
+    try {
+      await page.getByTestId('tab-metrics').click();
+      await page.getByTestId('series-chart').locator('canvas').waitFor({ timeout: 20_000 });
+      await page.getByTestId('tower-table').locator('tbody tr').first().waitFor({ timeout: 20_000 });
+      assert.match((await page.getByTestId('tower-table').textContent()) ?? '', /New York City|San Francisco|\d+\.\d+, -?\d+\.\d+/);
+      await page.getByTestId('range-15m').click();
+      await page.getByTestId('range-15m').and(page.locator('[aria-checked="true"]')).waitFor();
+      await page.getByTestId('series-chart').locator('canvas').waitFor();
+      await shot(page, 'metrics');
+    } finally {
+      await page.context().close();
+    }
+  });
+
+  it('a discovered device appears and is onboarded to a user', async () => {
+    const page = await signIn('admin@acme');
+    try {
+      await page.getByTestId('tab-devices').click();
+      // Listed (from earlier reports) or pushed live: the simulator reports new Acme phones every few seconds.
+      await page.getByTestId('discovered-row').first().waitFor({ timeout: 90_000 });
+      await shot(page, 'devices');
+      const id = (await page.getByTestId('discovered-row').first().getAttribute('data-device-id')) ?? assert.fail('a device id');
+      // By id: a device reported meanwhile goes on top, and first() would be another one.
+      const row = page.locator(`[data-testid="discovered-row"][data-device-id="${id}"]`);
+      await row.getByTestId('onboard-user').locator('option').nth(1).waitFor({ state: 'attached', timeout: 10_000 });
+      await row.getByTestId('onboard-user').selectOption({ index: 1 });
+      await row.getByTestId('onboard').click();
+      await page.getByTestId('devices-note').filter({ hasText: id }).waitFor({ timeout: 10_000 });
+      await page.locator(`[data-testid="registered"] tr[data-device-id="${id}"]`).waitFor({ timeout: 10_000 });
+      assert.equal(await page.locator(`[data-testid="discovered-row"][data-device-id="${id}"]`).count(), 0, 'no longer listed as discovered');
+      const device = (await call(await tokenOf(page), 'GET', '/devices?limit=500')).json.devices.find((d: { id: string }) => d.id === id);
+      assert.equal(device?.status === 'registered' || device?.status === 'active', true, JSON.stringify(device));
+    } finally {
+      await page.context().close();
+    }
+  });
+
+  it('editing a rule changes the verdicts, and the page says so', async () => {
+    const page = await signIn('admin@acme');
+    const js = jetstream(nc);
+    let eventId = 9_100_000_000;
+    const token = await tokenOf(page);
+    /** The verdict the pipeline gives the brief's event (John, Slack, Upload File) now. */
+    const verdictNow = async (): Promise<string> => {
+      const id = ++eventId;
+      // bytes_up marks the event: the usage log has no event ids.
+      const marker = 700_000 + (id % 100_000);
+      await publishFrame(js, 'att', BRIEF.nycTower, [briefEvent(id, { ts: Date.now(), bytes_up: marker })]);
+      let verdict = '';
+      await until(`the verdict of event ${id}`, 20_000, async () => {
+        const rows = (await call(token, 'GET', `/app-usage?user_id=${BRIEF.john}&range=15m&limit=500`)).json.app_usage as Array<{ bytes_up: number; verdict: string; device_id: string }> | undefined;
+        verdict = rows?.find((r) => r.bytes_up === marker && r.device_id === BRIEF.johnDevice)?.verdict ?? '';
+        return verdict !== '';
+      });
+      return verdict;
+    };
+    try {
+      assert.equal(await verdictNow(), 'deny', 'the brief: Admin Policy denies John uploading with Slack');
+      await page.getByTestId('tab-policies').click();
+      const rule = page.locator(`[data-testid="policy"][data-policy-id="${BRIEF.adminPolicy}"] [data-testid="rule"][data-app-id="${BRIEF.slack}"][data-action-id="${BRIEF.uploadFile}"]`);
+      await rule.waitFor({ timeout: 10_000 });
+      await rule.getByTestId('edit-rule').click();
+      await rule.getByTestId('edit-permission').selectOption('allow');
+      await rule.getByTestId('save-rule').click();
+      await page.getByTestId('policy-saved').filter({ hasText: 'The pipeline enforces it within a few seconds' }).waitFor({ timeout: 10_000 });
+      await shot(page, 'policies');
+      await until('the pipeline to allow it', 30_000, async () => (await verdictNow()) === 'allow');
+    } finally {
+      await page.context().close();
+    }
+  });
+
+  it('signing out ends the session: the page shows the sign-in form and the token is refused', async () => {
+    const page = await signIn('admin@acme');
+    try {
+      const token = await tokenOf(page);
+      assert.equal((await call(token, 'GET', '/me')).status, 200);
+      await page.getByTestId('sign-out').click();
+      await page.getByTestId('login-form').waitFor();
+      await until('the session revoked', 5000, async () => (await call(token, 'GET', '/me')).status === 401);
+      await page.getByLabel('Username').fill('admin@acme');
+      await page.getByLabel('Password').fill('wrong password');
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.getByTestId('login-error').waitFor();
+      await shot(page, 'login');
+    } finally {
+      await page.context().close();
+    }
+  });
+
+  it('a viewer sees no block, edit or onboard controls, and the api refuses them anyway', async () => {
+    const page = await signIn('viewer@acme');
+    try {
+      await page.getByTestId('alert-row').first().waitFor({ timeout: 60_000 });
+      await page.getByTestId('pause').click();
+      await page.getByTestId('alert-row').first().click();
+      await page.getByTestId('alert-detail').getByText('Blocking needs an enterprise admin.').waitFor();
+      assert.equal(await page.getByTestId('block-device').count(), 0);
+      assert.equal(await page.getByTestId('block-app').count(), 0);
+      await page.getByTestId('tab-policies').click();
+      await page.getByTestId('rule').first().waitFor({ timeout: 10_000 });
+      assert.equal(await page.getByTestId('edit-rule').count(), 0);
+      await page.getByTestId('tab-devices').click();
+      await page.getByTestId('registered').waitFor({ timeout: 10_000 });
+      assert.equal(await page.getByTestId('onboard').count(), 0);
+      const token = await tokenOf(page);
+      const alertId = (await call(token, 'GET', '/dashboard/alerts?limit=1')).json.alerts[0].alert_id as string;
+      assert.equal((await call(token, 'POST', '/remedial-actions', { alert_id: alertId, action: 'block_device' })).status, 403);
+      assert.equal((await call(token, 'POST', '/policy-rules', { policy_id: BRIEF.adminPolicy, app_id: BRIEF.slack, action_id: BRIEF.uploadFile, permission: 'allow' })).status, 403);
+    } finally {
+      await page.context().close();
+    }
+  });
+
+  it('a carrier operator switches enterprise', async () => {
+    const page = await signIn('ops@carrier');
+    try {
+      const select = page.getByTestId('enterprise');
+      const options = await page.evaluate<string[]>("[...document.querySelectorAll('[data-testid=enterprise] option')].map((o) => o.value)");
+      assert.ok(options.includes(BRIEF.acme) && options.length > 1, options.join(','));
+      const other = options.find((o) => o !== (BRIEF.acme as string)) ?? assert.fail('another enterprise');
+      await select.selectOption(BRIEF.acme);
+      await page.getByTestId('live-state').filter({ hasText: 'Live' }).waitFor({ timeout: 20_000 });
+      await select.selectOption(other);
+      await page.getByTestId('live-state').filter({ hasText: 'Live' }).waitFor({ timeout: 20_000 });
+      await page.getByTestId('tab-devices').click();
+      await page.getByTestId('registered').waitFor({ timeout: 10_000 });
+      assert.equal(await page.getByTestId('onboard').count(), 0, 'carrier operators read only');
+    } finally {
+      await page.context().close();
+    }
+  });
+
+  it('works on a narrow screen', async () => {
+    const page = await signIn('admin@acme', { width: 390, height: 844 });
+    try {
+      await page.getByTestId('alert-row').first().waitFor({ timeout: 60_000 });
+      const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth');
+      assert.ok(overflow <= 1, `the page is ${overflow}px wider than the screen`);
+      await shot(page, 'narrow');
+    } finally {
+      await page.context().close();
+    }
+  });
+
+  it('the feed keeps up with 1,000 alerts/s (frames and main-thread time reported)', async () => {
+    const page = await signIn('viewer@acme');
+    try {
+      await page.getByTestId('feed').waitFor();
+      await page.evaluate(`(() => {
+        const perf = (window.__perf = { frames: [], longTasks: [] });
+        new PerformanceObserver((list) => { for (const e of list.getEntries()) perf.longTasks.push(e.duration); }).observe({ type: 'longtask' });
+        let last = performance.now();
+        const tick = (t) => { perf.frames.push(t - last); last = t; requestAnimationFrame(tick); };
+        requestAnimationFrame(tick);
+      })()`);
+      const before = await received(page);
+      const packr = new Packr({ useRecords: false });
+      const seconds = 5;
+      const perTick = 100;
+      const started = Date.now();
+      for (let tick = 0; tick < seconds * 10; tick++) {
+        const alerts: Alert[] = Array.from({ length: perTick }, (_, i) => syntheticAlert(tick * perTick + i));
+        nc.publish(`alerts.${BRIEF.acme}`, packr.pack({ type: 'alerts', alerts }));
+        const due = started + (tick + 1) * 100;
+        await new Promise((r) => setTimeout(r, Math.max(0, due - Date.now())));
+      }
+      const sent = seconds * 10 * perTick;
+      await until('every alert in the page', 20_000, async () => (await received(page)) - before >= sent);
+      const perf = await page.evaluate<{ frames: number[]; longTasks: number[] }>('window.__perf');
+      const frames = perf.frames.slice(1);
+      const budget = 1000 / 60;
+      const report = {
+        alerts_sent: sent,
+        alerts_received: (await received(page)) - before,
+        rate_per_second: Math.round(sent / ((Date.now() - started) / 1000)),
+        frames: frames.length,
+        frames_over_50ms: frames.filter((f) => f > 50).length,
+        dropped_frames: frames.reduce((s, f) => s + Math.max(0, Math.round(f / budget) - 1), 0),
+        max_frame_ms: Math.round(Math.max(...frames)),
+        long_tasks: perf.longTasks.length,
+        long_task_ms: Math.round(perf.longTasks.reduce((s, x) => s + x, 0)),
+        rows_shown: await page.getByTestId('alert-row').count(),
+        measured_at: new Date().toISOString(),
+      };
+      writeFileSync(join(RESULTS, 'feed-1000-alerts-per-second.json'), `${JSON.stringify(report, null, 2)}\n`);
+      process.stdout.write(`dashboard feed at ${report.rate_per_second} alerts/s: ${JSON.stringify(report)}\n`);
+      // The simulator's own alerts arrive meanwhile too: at least every synthetic one, and the last one drawn.
+      assert.ok(report.alerts_received >= sent, `${report.alerts_received} of ${sent} alerts reached the page`);
+      await page.locator(`[data-testid="alert-row"][data-alert-id="load:tower123:${sent - 1}"]`).waitFor({ timeout: 5000 });
+      assert.ok(report.rows_shown > 0 && report.rows_shown <= 200, `rows drawn: ${report.rows_shown}`);
+    } finally {
+      await page.context().close();
+    }
+  });
+
+  it('renews the session without the user noticing: a page open past its first token stays live', async () => {
+    const left = watcherSince + (ACCESS_TTL_SECONDS + 5) * 1000 - Date.now();
+    if (left > 0) await new Promise((r) => setTimeout(r, left));
+    assert.equal((await call(watcherFirstToken, 'GET', '/me')).status, 401, 'the first token has expired');
+    assert.notEqual(await tokenOf(watcher), watcherFirstToken, 'renewed');
+    assert.equal(await watcher.getByTestId('live-state').textContent(), 'Live');
+    assert.equal(await watcher.getByTestId('login-form').count(), 0, 'never sent back to sign in');
+    // The socket carries on under the renewed session, and calls still work.
+    const at = await received(watcher);
+    await until('alerts on the renewed socket', 30_000, async () => (await received(watcher)) > at);
+    await watcher.getByTestId('tab-remediation').click();
+    await watcher.getByTestId('remediation-log').waitFor({ timeout: 10_000 });
+  });
+});
+
+function syntheticAlert(i: number): Alert {
+  return {
+    alert_id: `load:tower123:${i}`,
+    enterprise_id: BRIEF.acme,
+    ts: Date.now(),
+    user_id: BRIEF.john,
+    user_name: 'John Doe',
+    device_id: BRIEF.johnDevice,
+    app_id: BRIEF.slack,
+    app_name: 'Slack',
+    action: 'Upload File',
+    tower_id: BRIEF.nycTower,
+    tower_location: 'New York City',
+    region: 'US-NY',
+    lat: 40.7128,
+    lon: -74.006,
+    carrier: 'att',
+    policy_id: BRIEF.adminPolicy,
+    policy_name: 'Admin Policy',
+    rule_id: null,
+    severity: ['low', 'medium', 'high', 'critical'][i % 4] as string,
+    remediation: null,
+    policy_version: 'load',
+  };
+}
