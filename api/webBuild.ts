@@ -2,7 +2,7 @@
  * Bundles the dashboard page (api/web/, TypeScript + Preact + uPlot) with esbuild into
  * dist/web/: index.html and content-hashed assets. Prints each file's size and its gzip size,
  * writes them to dist/web/build.json, and fails when the page passes its budget.
- * Run by `npm run build` after tsc.
+ * Run by `npm run build` after tsc; TOWERWATCH_PAGE_DEBUG=1 leaves the bundle unminified (for profiling).
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';

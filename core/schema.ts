@@ -794,6 +794,14 @@ export function storedSeqsQuery(database: string, table: InsertTable | 'discover
   };
 }
 
+/** Which of `seqs` already have rows in `table` (of `stream`, for dead_letters): {@link storedSeqsQuery} run. */
+export async function queryStoredSeqs(handle: ClickHouseHandle, table: InsertTable | 'discovery_sightings', seqs: readonly number[], stream = 'USAGE'): Promise<Set<number>> {
+  if (seqs.length === 0) return new Set();
+  const { query, query_params } = storedSeqsQuery(handle.database, table, seqs, stream);
+  const rows = await (await handle.client.query({ query, query_params, format: 'JSONCompactEachRow' })).json<[string | number]>();
+  return new Set(rows.map((r) => Number(r[0])));
+}
+
 export interface DeviceSighting {
   device_id: string;
   first_seen_ms: number;

@@ -7,7 +7,7 @@
  */
 import { ClickHouseError } from '@clickhouse/client';
 import type { ClickHouseHandle, FormattedInsertFormat } from '../core/clickhouse.js';
-import { INSERT_COLUMNS, storedSeqsQuery, type InsertTable } from '../core/schema.js';
+import { INSERT_COLUMNS, queryStoredSeqs, type InsertTable } from '../core/schema.js';
 
 export const DEFAULT_RETRY_INITIAL_DELAY_MS = 100;
 export const DEFAULT_RETRY_MAX_DELAY_MS = 5_000;
@@ -325,10 +325,7 @@ export class ClickHouseSink {
   async storedSeqs(table: InsertTable | (string & {}), seqs: readonly number[]): Promise<Set<number>> {
     if (seqs.length === 0) return new Set();
     if (!(table in INSERT_COLUMNS)) throw new TypeError(`storedSeqs: unknown table ${table}`);
-    const { query, query_params } = storedSeqsQuery(this.#handle.database, table as InsertTable, seqs);
-    const rs = await this.#handle.client.query({ query, query_params, format: 'JSONCompactEachRow' });
-    const rows = await rs.json<[string | number]>();
-    return new Set(rows.map((r) => Number(r[0])));
+    return queryStoredSeqs(this.#handle, table as InsertTable, seqs);
   }
 
   /** Stops accepting inserts, cuts retry waits short and waits for in-flight inserts. Idempotent. */

@@ -12,9 +12,10 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type Consumer, t
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouseHandle } from '../core/clickhouse.js';
 import { ConflictError, type ControlPlaneStore, type ControlPlaneView } from '../core/controlPlane/index.js';
+import { discoveredDeviceView } from '../core/discoveredDevice.js';
 import type { Device, DiscoveryReport } from '../core/domain.js';
 import { enterpriseEventsSubject } from '../core/remediation.js';
-import { storedSeqsQuery } from '../core/schema.js';
+import { DEAD_LETTER_COLUMNS, queryStoredSeqs } from '../core/schema.js';
 import { deadLetterHeaders, DISCOVERY_STREAM } from '../core/streams.js';
 import { decodeDiscovery, type EventRejection } from '../core/wire.js';
 import { MessageQueue } from './messageQueue.js';
@@ -146,7 +147,7 @@ export class DiscoveryWorker {
     });
     // Done means: its sightings are stored, or (nothing to store) its dead letters are.
     const seqs = batch.map((m) => m.seq);
-    const [sighted, dead] = await Promise.all([this.#storedSeqs('discovery_sightings', seqs), this.#storedSeqs('dead_letters', seqs)]);
+    const [sighted, dead] = await Promise.all([queryStoredSeqs(this.#o.clickhouse, 'discovery_sightings', seqs, DISCOVERY_STREAM), queryStoredSeqs(this.#o.clickhouse, 'dead_letters', seqs, DISCOVERY_STREAM)]);
     const todo = decoded.filter((d) => !(d.reports.length > 0 ? sighted.has(d.m.seq) : dead.has(d.m.seq)));
     this.counters.redeliveredSkipped += decoded.length - todo.length;
 
@@ -255,18 +256,8 @@ export class DiscoveryWorker {
   }
 
   #announce(d: Device): void {
-    const tower = (id: string | undefined) => (id === undefined ? null : (this.#o.view.tower(id)?.location ?? null));
-    this.#o.nc.publish(
-      enterpriseEventsSubject(d.enterprise_id),
-      JSON.stringify({
-        type: 'device.discovered',
-        device: {
-          id: d.id, model: d.model, os: d.os, os_version: d.os_version, status: d.status, first_seen: d.first_seen ?? null, last_seen: d.last_seen ?? null,
-          first_tower_id: d.first_tower_id ?? null, first_tower_location: tower(d.first_tower_id), last_tower_id: d.last_tower_id ?? null, last_tower_location: tower(d.last_tower_id),
-          carrier_id: d.carrier_id ?? null,
-        },
-      }),
-    );
+    const device = discoveredDeviceView(d, (tower) => this.#o.view.tower(tower)?.location);
+    this.#o.nc.publish(enterpriseEventsSubject(d.enterprise_id), JSON.stringify({ type: 'device.discovered', device }));
   }
 
   async #deadLetters(bad: Decoded[]): Promise<void> {
@@ -284,18 +275,12 @@ export class DiscoveryWorker {
     }
     await this.#o.clickhouse.insertFormatted({
       table: 'dead_letters',
-      columns: ['ts', 'stream', 'subject', 'stream_seq', 'code', 'message', 'event_index', 'payload_base64'],
+      columns: DEAD_LETTER_COLUMNS,
       format: 'JSONEachRow',
       body: new TextEncoder().encode(`${rows.join('\n')}\n`),
       settings: { insert_deduplication_token: `dead_letters:discovery:${this.#token(bad)}` },
     });
     for (const d of bad) this.#o.log(`discovery: dead letter ${d.m.subject} #${d.m.seq}: ${d.failure?.code ?? d.rejected[0]?.code} (${d.failure?.message ?? d.rejected[0]?.message})`);
-  }
-
-  async #storedSeqs(table: 'discovery_sightings' | 'dead_letters', seqs: readonly number[]): Promise<Set<number>> {
-    const { query, query_params } = storedSeqsQuery(this.#o.clickhouse.database, table, seqs, DISCOVERY_STREAM);
-    const rs = await this.#o.clickhouse.client.query({ query, query_params, format: 'JSONEachRow' });
-    return new Set(((await rs.json()) as Array<{ stream_seq: string | number }>).map((r) => Number(r.stream_seq)));
   }
 
   #token(of: readonly Decoded[]): string {

@@ -2,12 +2,13 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { ConflictError } from '../../core/controlPlane/index.js';
+import { discoveredDeviceView } from '../../core/discoveredDevice.js';
 import type { Device } from '../../core/domain.js';
 import { queryDeviceLastSeen, queryDeviceSightings, type DeviceSighting } from '../../core/schema.js';
 import type { ApiContext, ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate, revisionTag, naturalCompare } from '../schemas.js';
-import { scopeOf, viewReplyKey } from '../tenancy.js';
+import { scopeOf } from '../tenancy.js';
 
 /** Statuses whose usage is enforced: such a device cannot be registered again. */
 const IN_SERVICE: ReadonlySet<Device['status']> = new Set(['registered', 'active', 'inactive']);
@@ -27,29 +28,10 @@ const discoveredItem = z.strictObject({
   carrier_id: z.string().nullable(),
   sightings: z.number().int(),
 });
-export type DiscoveredDeviceView = z.infer<typeof discoveredItem>;
 
-/** A discovered device as listed and as pushed on the socket: registry entry plus the towers' latest report. */
-export function discoveredView(ctx: Pick<ApiContext, 'view'>, d: Device, s: DeviceSighting | undefined): DiscoveredDeviceView {
-  const registryLast = d.last_seen === undefined ? -1 : Date.parse(d.last_seen);
-  const fromSightings = s !== undefined && s.last_seen_ms >= registryLast;
-  const lastTower = fromSightings ? s.last_tower_id : (d.last_tower_id ?? null);
-  const location = (tower: string | null | undefined): string | null => (tower == null ? null : (ctx.view.tower(tower)?.location ?? null));
-  return {
-    id: d.id,
-    model: d.model,
-    os: d.os,
-    os_version: d.os_version,
-    status: 'discovered',
-    first_seen: d.first_seen ?? null,
-    last_seen: fromSightings ? iso(s.last_seen_ms) : (d.last_seen ?? null),
-    first_tower_id: d.first_tower_id ?? null,
-    first_tower_location: location(d.first_tower_id),
-    last_tower_id: lastTower,
-    last_tower_location: location(lastTower),
-    carrier_id: (fromSightings ? s.last_carrier : d.carrier_id) ?? null,
-    sightings: s?.sightings ?? 0,
-  };
+/** A discovered device as listed: what the socket announces, plus how often towers reported it. */
+function discoveredView(ctx: Pick<ApiContext, 'view'>, d: Device, s: DeviceSighting | undefined): z.infer<typeof discoveredItem> {
+  return { ...discoveredDeviceView(d, (tower) => ctx.view.tower(tower)?.location, s), sightings: s?.sightings ?? 0 };
 }
 
 async function devicesSightedAt(ctx: ApiContext, enterprise: string, tower: string): Promise<Set<string>> {
@@ -66,20 +48,7 @@ export const ACTIVE_WITHIN_MS = 24 * 3600e3;
 const text = z.string().trim().min(1).max(128);
 const listedStatus = z.enum(['registered', 'active', 'inactive', 'rejected', 'retired']);
 
-/** A registry write, optimistic: null `scope` creates, else updates the revision the view holds. */
-async function writeDeviceTo(ctx: ApiContext, device: Device, scope: string | null, conflict: string): Promise<number> {
-  try {
-    const current = scope === null ? undefined : ctx.view.get('device', scope, device.id);
-    return current === undefined ? await ctx.store.create('device', device) : await ctx.store.update('device', device, current.revision);
-  } catch (err) {
-    if (err instanceof ConflictError) throw new ApiError(409, 'device_exists', conflict, { device_id: device.id });
-    throw err;
-  }
-}
-
 export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
-  const writeDevice = (device: Device, scope: string | null, conflict: string): Promise<number> => writeDeviceTo(ctx, device, scope, conflict);
-
   /** `POST /devices/{device_id}/<verb>`: moves a device of the caller's enterprise to `to`. */
   const transition = (verb: string, to: 'rejected' | 'retired', from: readonly Device['status'][], summary: string): ApiRoute => ({
     method: 'post',
@@ -206,7 +175,14 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
           status_changed_at: now,
           status_reason: null,
         };
-        const revision = await writeDevice(device, existing === undefined ? null : enterprise, `device '${deviceId}' was registered meanwhile`);
+        let revision: number;
+        try {
+          const current = existing === undefined ? undefined : ctx.view.get('device', enterprise, deviceId);
+          revision = current === undefined ? await ctx.store.create('device', device) : await ctx.store.update('device', device, current.revision);
+        } catch (err) {
+          if (err instanceof ConflictError) throw new ApiError(409, 'device_exists', `device '${deviceId}' was registered meanwhile`, { device_id: deviceId });
+          throw err;
+        }
         return {
           status: 201,
           headers: { etag: revisionTag(revision), location: `/devices?user_id=${encodeURIComponent(body.user_id)}` },

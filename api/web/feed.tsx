@@ -61,10 +61,27 @@ export function Feed({ ctx }: { ctx: PageContext }) {
   const [win, setWin] = useState({ top: 0, height: 600 });
   /** Rows added above while the reader is scrolled down: the view is moved by as much, so it stays put. */
   const shift = useRef(0);
+  const stats = useRef<FeedStats>({ received: 0, renders: 0 });
+
+  /** Held arrivals onto the feed, newest first (refs and state setters only: safe from any closure). */
+  const drain = (): void => {
+    const fresh = buffer.current.reverse();
+    buffer.current = [];
+    setHeld(0);
+    stats.current.renders++;
+    if ((list.current?.scrollTop ?? 0) > 0) shift.current += fresh.filter(matchesRef.current).length;
+    setAlerts((prev) => fresh.concat(prev).slice(0, FEED_KEPT));
+  };
+  /** Whether this alert names an app or tower the filters do not offer yet (and now do). */
+  const remember = (a: { app_id: string; app_name: string; tower_id: string; tower_location: string }): boolean => {
+    if (apps.current.has(a.app_id) && towers.current.has(a.tower_id)) return false;
+    apps.current.set(a.app_id, a.app_name);
+    towers.current.set(a.tower_id, a.tower_location);
+    return true;
+  };
 
   useEffect(() => {
-    const stats: FeedStats = { received: 0, renders: 0 };
-    window.__towerwatch = { feed: stats };
+    window.__towerwatch = { feed: stats.current };
     let frame = 0;
     let lastFlush = 0;
     const flush = (now: number): void => {
@@ -74,39 +91,23 @@ export function Feed({ ctx }: { ctx: PageContext }) {
       }
       lastFlush = now;
       frame = 0;
-      if (pausedRef.current) {
-        setHeld(buffer.current.length);
-        return;
-      }
-      const fresh = buffer.current.reverse();
-      buffer.current = [];
-      setHeld(0);
-      stats.renders++;
-      if ((list.current?.scrollTop ?? 0) > 0) shift.current += fresh.filter(matchesRef.current).length;
-      setAlerts((prev) => fresh.concat(prev).slice(0, FEED_KEPT));
+      if (pausedRef.current) setHeld(buffer.current.length);
+      else drain();
     };
     const off = ctx.live.on('alerts', (m) => {
-      let seen = false;
+      let fresh = false;
       for (const x of m.alerts) {
-        const a: AlertMessage = { type: 'alert', ...x };
-        stats.received++;
-        buffer.current.push(a);
-        if (!apps.current.has(a.app_id) || !towers.current.has(a.tower_id)) {
-          apps.current.set(a.app_id, a.app_name);
-          towers.current.set(a.tower_id, a.tower_location);
-          seen = true;
-        }
+        stats.current.received++;
+        buffer.current.push({ type: 'alert', ...x });
+        if (remember(x)) fresh = true;
       }
-      if (seen) setChoices((c) => c + 1);
+      if (fresh) setChoices((c) => c + 1);
       if (buffer.current.length > FEED_KEPT) buffer.current.splice(0, buffer.current.length - FEED_KEPT);
       if (frame === 0) frame = requestAnimationFrame(flush);
     });
     ctx.api.get<{ alerts: Array<Omit<AlertMessage, 'type'>> }>(`/dashboard/alerts${qs({ ...ctx.scope, limit: 100 })}`).then(
       (r) => {
-        for (const a of r.alerts) {
-          apps.current.set(a.app_id, a.app_name);
-          towers.current.set(a.tower_id, a.tower_location);
-        }
+        for (const a of r.alerts) remember(a);
         setChoices((c) => c + 1);
         setAlerts((prev) => {
           const seen = new Set(prev.map((a) => a.alert_id));
@@ -131,19 +132,14 @@ export function Feed({ ctx }: { ctx: PageContext }) {
 
   const resume = (): void => {
     setPaused(false);
-    requestAnimationFrame(() => {
-      const fresh = buffer.current.reverse();
-      buffer.current = [];
-      setHeld(0);
-      setAlerts((prev) => fresh.concat(prev).slice(0, FEED_KEPT));
-    });
+    requestAnimationFrame(drain);
   };
 
   const sorted = (m: Map<string, string>) => [...m].sort((x, y) => x[1].localeCompare(y[1]));
   const options = { apps: sorted(apps.current), towers: sorted(towers.current) };
 
-  const shown = alerts.filter(matcher(filters));
   matchesRef.current = matcher(filters);
+  const shown = alerts.filter(matchesRef.current);
   const first = Math.max(0, Math.floor(win.top / ROW_H) - OVERSCAN);
   const last = Math.min(shown.length, Math.ceil((win.top + win.height) / ROW_H) + OVERSCAN);
   const drawn = shown.slice(first, last);
@@ -177,7 +173,7 @@ export function Feed({ ctx }: { ctx: PageContext }) {
     };
   }, [loading, shown.length === 0]);
   const set = (k: keyof Filters) => (e: Event) => setFilters({ ...filters, [k]: (e.currentTarget as HTMLInputElement | HTMLSelectElement).value });
-  const filtered = filters !== NO_FILTERS && Object.values(filters).some((v) => v !== '');
+  const filtered = Object.values(filters).some((v) => v !== '');
 
   return (
     <section class="feed-view">

@@ -4,6 +4,8 @@
  * extended in place when the access token is renewed.
  */
 
+import type { DiscoveredDeviceView } from '../../core/discoveredDevice.js';
+
 export type LiveState = 'connecting' | 'live' | 'reconnecting' | 'closed';
 
 export interface AlertMessage {
@@ -47,21 +49,8 @@ export interface RemediationMessage {
   executed_at: string;
 }
 
-export interface DiscoveredDevice {
-  id: string;
-  model: string;
-  os: string;
-  os_version: string;
-  status: string;
-  first_seen: string | null;
-  last_seen: string | null;
-  first_tower_id: string | null;
-  first_tower_location: string | null;
-  last_tower_id: string | null;
-  last_tower_location: string | null;
-  carrier_id: string | null;
-  sightings?: number;
-}
+/** A discovered device as the worker announces it (`sightings` only in `GET /devices/discovered`). */
+export type DiscoveredDevice = DiscoveredDeviceView & { sightings?: number };
 
 export interface DeviceDiscoveredMessage {
   type: 'device.discovered';
