@@ -4,11 +4,10 @@
  */
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
-import { fail, loadConfigOrExit } from '../core/cliSupport.js';
+import { fail, loadConfigOrExit, natsUrlOrExit } from '../core/cliSupport.js';
 import { ClickHouseOpenError, openClickHouse } from '../core/clickhouse.js';
 import { ControlPlaneStore, ControlPlaneView, ConflictError, CARRIER_SCOPE } from '../core/controlPlane/index.js';
 import { ACCOUNT_ROLES, type Account, type AccountRole } from '../core/domain.js';
-import { natsUrlOf } from '../core/config.js';
 import { connectNats } from '../core/natsConnection.js';
 import { hashPassword, MIN_PASSWORD_LENGTH } from '../core/passwords.js';
 import { migrate } from '../core/schema.js';
@@ -21,7 +20,7 @@ export function registerApiCommands(program: Command): void {
     .action(async () => {
       const config = loadConfigOrExit();
       const log = (line: string): void => void process.stderr.write(`${line}\n`);
-      const url = natsUrlOf(config);
+      const url = natsUrlOrExit(config);
       const nc = await connectNats(url, 'towerwatch api').catch((err: unknown) => fail((err as Error).message));
       const clickhouse = await openClickHouse({ clickhouseUrl: config.clickhouseUrl, dataDir: config.dataDir }).catch((err: unknown) =>
         fail(err instanceof ClickHouseOpenError ? err.message : String(err)),
@@ -107,7 +106,7 @@ export function registerApiCommands(program: Command): void {
 
 async function withControlPlane(fn: (store: ControlPlaneStore, view: ControlPlaneView) => Promise<void>): Promise<void> {
   const config = loadConfigOrExit();
-  const url = natsUrlOf(config);
+  const url = natsUrlOrExit(config);
   const nc = await connectNats(url, 'towerwatch accounts').catch((err: unknown) =>
     fail(`${(err as Error).message}\n  start the system (towerwatch up) or point NATS_URL at it`),
   );

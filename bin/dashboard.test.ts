@@ -19,7 +19,7 @@ import type { Alert } from '../core/alerts.js';
 import { connectNats } from '../core/natsConnection.js';
 import { briefEvent, publishFrame } from '../fixtures/briefEvents.js';
 import { BRIEF } from '../fixtures/world.js';
-import { HOST, startUp, upEnv, type Up } from './upHarness.js';
+import { startUp, upEnv, type Up } from './upHarness.js';
 
 export const CHROMIUM = process.env['TOWERWATCH_CHROMIUM'] ?? '/usr/bin/chromium';
 /** The flags that work on these machines (ARCHITECTURE.md): no sandbox as root, no background traffic. */
@@ -42,12 +42,12 @@ const ACCESS_TTL_SECONDS = 70;
 before(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`no browser at ${CHROMIUM}: run bin/setup (it installs Debian's chromium), or set TOWERWATCH_CHROMIUM`);
   mkdirSync(RESULTS, { recursive: true });
-  const { env, apiPort, port } = await upEnv();
+  const { env } = await upEnv();
   // The test polls the api as fast as the page does; the rate limit is not what is tested here.
   up = startUp(['--rate', '2000'], { ...env, TOWERWATCH_ACCESS_TTL_SECONDS: String(ACCESS_TTL_SECONDS), TOWERWATCH_RATE_LIMIT: '1000000' });
   await up.waitForOutput([/^up: sign in as admin@acme/m, /^pipeline: discovery worker/m], 90_000);
-  api = `http://${HOST}:${apiPort}`;
-  natsUrl = `nats://${HOST}:${port}`;
+  api = up.apiUrl;
+  natsUrl = up.natsUrl;
   nc = await connectNats(natsUrl, 'dashboard test', { maxReconnectAttempts: 0 });
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
   watcher = await signIn('analyst@acme');

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { connect as netConnect, createServer } from 'node:net';
+import { connect as netConnect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
@@ -18,6 +18,10 @@ function before(text: string, first: string, second: string): boolean {
   const a = text.indexOf(first);
   const b = text.indexOf(second);
   return a !== -1 && (b === -1 || a < b);
+}
+
+function portOf(url: string): number {
+  return Number(new URL(url).port);
 }
 
 function accepts(port: number): Promise<boolean> {
@@ -38,10 +42,11 @@ function accepts(port: number): Promise<boolean> {
 // their time is a child compiling policies.
 describe('towerwatch up', { concurrency: true }, () => {
   test('up starts nats-server, seeds the control plane and publishes; SIGINT stops it all', async () => {
-    const { env, port, dataDir } = await upEnv();
+    const { env, dataDir } = await upEnv();
     const up = startUp(['--rate', '2000'], env);
     // Compiling six enterprises' policies comes before the first progress line: allow for a slow machine.
     await up.waitForOutput([/^up: simulator publishing 2000 events\/s/m, /^simulate: [\d,]+ events in /m], 60_000);
+    const port = portOf(up.natsUrl);
     assert.ok(up.stderr.includes(`up: nats-server nats://${HOST}:${port} (JetStream store in ${join(dataDir, 'nats')})`), up.stderr);
     assert.match(up.stderr, /^up: streams USAGE \(created\)/m);
     assert.match(up.stderr, /^up: seeded the control plane: \d+ written/m);
@@ -71,11 +76,13 @@ describe('towerwatch up', { concurrency: true }, () => {
   });
 
   test('simulator → pipeline → api → socket: live violations, and a device the towers discover is onboarded and enforced', async () => {
-    const { env, apiPort, port } = await upEnv();
+    const { env } = await upEnv();
     const up = startUp(['--rate', '2000'], env);
     await up.waitForOutput([/^up: api http:/m, /^up: sign in as admin@acme/m], 60_000);
-    const api = `http://${HOST}:${apiPort}`;
-    assert.ok(up.stderr.includes(`up: api ${api}`), up.stderr);
+    const api = up.apiUrl;
+    const apiPort = portOf(api);
+    const port = portOf(up.natsUrl);
+    assert.equal(api, `http://${HOST}:${apiPort}`);
     assert.match(up.stderr, /password towerwatch-demo/);
     assert.match(up.stderr, /^pipeline: discovery worker consuming DISCOVERY/m);
     const login = await fetch(`${api}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'admin@acme', password: 'towerwatch-demo' }) });
@@ -157,14 +164,15 @@ describe('towerwatch up', { concurrency: true }, () => {
   });
 
   test('up exits 1 saying so when the NATS port is taken', async () => {
-    const { env, port } = await upEnv();
+    const { env } = await upEnv();
     const squatter = createServer();
     await new Promise<void>((resolve, reject) => {
       squatter.once('error', reject);
-      squatter.listen(port, HOST, resolve);
+      squatter.listen(0, HOST, resolve);
     });
+    const port = (squatter.address() as AddressInfo).port;
     try {
-      const up = startUp(['--no-simulator'], env);
+      const up = startUp(['--no-simulator'], { ...env, TOWERWATCH_NATS_PORT: String(port) });
       const exit = await up.waitForExit(15_000);
       assert.deepEqual(exit, { code: 1, signal: null }, up.stderr);
       assert.match(up.stderr, new RegExp(`port ${port} is already in use`));
@@ -175,9 +183,10 @@ describe('towerwatch up', { concurrency: true }, () => {
   });
 
   test('up --no-simulator gets ready and stops cleanly on SIGTERM', async () => {
-    const { env, port } = await upEnv();
+    const { env } = await upEnv();
     const up = startUp(['--no-simulator'], env);
     await up.waitForOutput([/^up: ready; no simulator/m], 15_000);
+    const port = portOf(up.natsUrl);
     assert.equal(await accepts(port), true);
 
     up.child.kill('SIGTERM');
@@ -188,9 +197,10 @@ describe('towerwatch up', { concurrency: true }, () => {
   });
 
   test('Ctrl-C in a terminal (SIGINT to the whole process group, nats-server too) stops up', async () => {
-    const { env, port } = await upEnv();
+    const { env } = await upEnv();
     const up = startUp(['--no-simulator'], env);
     await up.waitForOutput([/^up: ready; no simulator/m], 15_000);
+    const port = portOf(up.natsUrl);
     assert.ok(up.child.pid !== undefined);
     process.kill(-up.child.pid, 'SIGINT');
     const exit = await up.waitForExit(15_000);
@@ -199,12 +209,13 @@ describe('towerwatch up', { concurrency: true }, () => {
   });
 
   test('a SIGTERM during start-up (before "ready") still stops up --no-simulator', async () => {
-    const { env, port } = await upEnv();
+    const { env } = await upEnv();
     const up = startUp(['--no-simulator'], env);
     // Once the streams exist the signal handlers are installed, and the seed is still to come:
     // the signal lands while the control plane is being seeded. (Not earlier: until its handlers
     // are installed, a signal kills `up` outright and leaves its nats-server running.)
     await up.waitForOutput([/^up: streams /m], 15_000);
+    const port = portOf(up.natsUrl);
     up.child.kill('SIGTERM');
     const exit = await up.waitForExit(15_000);
     assert.deepEqual(exit, { code: 0, signal: null }, up.stderr);

@@ -92,7 +92,7 @@ async function up(opts: UpFlags): Promise<void> {
       });
     } catch (err) {
       // Not fail(): the finally below must still stop the pipeline and nats-server.
-      process.stderr.write(`error: api: ${(err as Error).message}; set TOWERWATCH_API_PORT to a free port\n`);
+      process.stderr.write(`error: api: ${(err as Error).message}; set TOWERWATCH_API_PORT to a free port (0 picks one)\n`);
       process.exitCode = 1;
       return;
     }

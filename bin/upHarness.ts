@@ -8,7 +8,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { findFreePort } from '../core/natsServer.js';
 
 const CLI = fileURLToPath(new URL('./towerwatch.js', import.meta.url));
 export const HOST = '127.0.0.1';
@@ -50,6 +49,22 @@ export class Up {
     }
   }
 
+  /** The nats-server address `up` printed; throws before it has. */
+  get natsUrl(): string {
+    return this.printed(/^up: nats-server (nats:\/\/\S+)/m, 'nats-server');
+  }
+
+  /** The api address `up` printed; throws before it has. */
+  get apiUrl(): string {
+    return this.printed(/^up: api (http:\/\/\S+)/m, 'api');
+  }
+
+  private printed(pattern: RegExp, what: string): string {
+    const m = pattern.exec(this.stderr);
+    if (m?.[1] === undefined) throw new Error(`up has not printed its ${what} address yet; stderr:\n${this.stderr}`);
+    return m[1];
+  }
+
   /** The exit, or a rejection if it does not come within `timeoutMs`. */
   async waitForExit(timeoutMs: number): Promise<Exit> {
     let timer: NodeJS.Timeout | undefined;
@@ -85,15 +100,17 @@ after(async () => {
   await Promise.all(tempDirs.map((d) => rm(d, { recursive: true, force: true })));
 });
 
-/** Environment for an `up` with its own data dir and port, and no NATS_URL. */
-export async function upEnv(): Promise<{ env: NodeJS.ProcessEnv; port: number; apiPort: number; dataDir: string }> {
+/**
+ * Environment for an `up` with its own data dir and no NATS_URL. Port 0: nats-server and the
+ * api bind free ports themselves (a port picked here could be taken before `up` binds it, by a
+ * test running beside it); `Up.natsUrl` and `Up.apiUrl` read back what `up` printed.
+ */
+export async function upEnv(): Promise<{ env: NodeJS.ProcessEnv; dataDir: string }> {
   const dataDir = await mkdtemp(join(tmpdir(), 'towerwatch-up-test-'));
   tempDirs.push(dataDir);
-  const port = await findFreePort();
-  const apiPort = await findFreePort();
-  const env: NodeJS.ProcessEnv = { ...process.env, TOWERWATCH_DATA_DIR: dataDir, TOWERWATCH_NATS_PORT: String(port), TOWERWATCH_API_PORT: String(apiPort) };
+  const env: NodeJS.ProcessEnv = { ...process.env, TOWERWATCH_DATA_DIR: dataDir, TOWERWATCH_NATS_PORT: '0', TOWERWATCH_API_PORT: '0' };
   delete env['NATS_URL'];
-  return { env, port, apiPort, dataDir };
+  return { env, dataDir };
 }
 
 export function startUp(args: readonly string[], env: NodeJS.ProcessEnv): Up {

@@ -3,11 +3,21 @@
  * and load the configuration or say precisely which variable is wrong.
  */
 import { InvalidArgumentError } from 'commander';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { ConfigError, loadConfig, natsUrlOf, type Config } from './config.js';
 
 export function fail(message: string): never {
   process.stderr.write(`error: ${message}\n`);
   process.exit(1);
+}
+
+/** NATS_URL or the local server's address; exits 1 with the reason when there is neither. */
+export function natsUrlOrExit(config: Config): string {
+  try {
+    return natsUrlOf(config);
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message);
+    throw err;
+  }
 }
 
 export function loadConfigOrExit(): Config {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { isAbsolute, join } from 'node:path';
 import { test } from 'node:test';
-import { CONFIG_VARIABLES, ConfigError, configVariablesMarkdown, loadConfig } from './config.js';
+import { CONFIG_VARIABLES, ConfigError, configVariablesMarkdown, loadConfig, natsUrlOf } from './config.js';
 
 test('defaults when nothing is set', () => {
   const cfg = loadConfig({}, { cwd: '/srv/app' });
@@ -72,17 +72,28 @@ test('each offending variable is named with what it expects and what it got', ()
     err.issues.map((i) => i.variable),
     ['NATS_URL', 'TOWERWATCH_NATS_PORT', 'CLICKHOUSE_URL', 'TOWERWATCH_API_PORT', 'TOWERWATCH_RETENTION_DAYS', 'TOWERWATCH_LOG_LEVEL'],
   );
-  assert.match(err.message, /TOWERWATCH_NATS_PORT must be an integer 1–65535, got 'abc'/);
-  assert.match(err.message, /TOWERWATCH_API_PORT must be an integer 1–65535, got '70000'/);
+  assert.match(err.message, /TOWERWATCH_NATS_PORT must be an integer 0–65535, got 'abc'/);
+  assert.match(err.message, /TOWERWATCH_API_PORT must be an integer 0–65535, got '70000'/);
   assert.match(err.message, /NATS_URL must be a NATS URL .* got 'http:\/\/wrong:80'/);
   assert.match(err.message, /CLICKHOUSE_URL must be an http:\/\/ or https:\/\/ URL, got 'clickhouse'/);
   assert.match(err.message, /TOWERWATCH_RETENTION_DAYS must be an integer 1–3650, got '1.5'/);
   assert.match(err.message, /TOWERWATCH_LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got 'loud'/);
 });
 
-test('port 0 and negative numbers are rejected', () => {
-  assert.throws(() => loadConfig({ TOWERWATCH_NATS_PORT: '0' }), /TOWERWATCH_NATS_PORT must be an integer 1–65535, got '0'/);
-  assert.throws(() => loadConfig({ TOWERWATCH_API_PORT: '-1' }), /TOWERWATCH_API_PORT must be an integer 1–65535, got '-1'/);
+test('negative and too large ports are rejected; 0 (any free port) is accepted', () => {
+  assert.throws(() => loadConfig({ TOWERWATCH_API_PORT: '-1' }), /TOWERWATCH_API_PORT must be an integer 0–65535, got '-1'/);
+  assert.throws(() => loadConfig({ TOWERWATCH_NATS_PORT: '65536' }), /TOWERWATCH_NATS_PORT must be an integer 0–65535, got '65536'/);
+  assert.equal(loadConfig({ TOWERWATCH_API_PORT: '0' }).apiPort, 0);
+});
+
+test('the local NATS address: NATS_URL wins; port 0 without NATS_URL names what to set', () => {
+  assert.equal(natsUrlOf(loadConfig({ TOWERWATCH_NATS_PORT: '14222' })), 'nats://127.0.0.1:14222');
+  assert.equal(natsUrlOf(loadConfig({ TOWERWATCH_NATS_PORT: '0', NATS_URL: 'nats://10.0.0.5:4222' })), 'nats://10.0.0.5:4222');
+  assert.throws(() => natsUrlOf(loadConfig({ TOWERWATCH_NATS_PORT: '0' })), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /NATS_URL is unset while TOWERWATCH_NATS_PORT is 0 .*set NATS_URL to the address up printed/);
+    return true;
+  });
 });
 
 test('the variables table covers every config field and renders as Markdown', () => {

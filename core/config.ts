@@ -73,8 +73,8 @@ export const CONFIG_VARIABLES = [
     name: 'TOWERWATCH_NATS_PORT',
     field: 'natsPort',
     default: String(DEFAULT_NATS_PORT),
-    expected: 'an integer 1–65535',
-    description: 'Client port of the local nats-server started when NATS_URL is unset.',
+    expected: 'an integer 0–65535',
+    description: 'Client port of the local nats-server that `towerwatch up` starts when NATS_URL is unset; 0 picks a free one (up prints it, other commands then need NATS_URL).',
   },
   {
     name: 'CLICKHOUSE_URL',
@@ -95,8 +95,8 @@ export const CONFIG_VARIABLES = [
     name: 'TOWERWATCH_API_PORT',
     field: 'apiPort',
     default: String(DEFAULT_API_PORT),
-    expected: 'an integer 1–65535',
-    description: 'HTTP and WebSocket port of the api.',
+    expected: 'an integer 0–65535',
+    description: 'HTTP and WebSocket port of the api; 0 picks a free one (printed at start).',
   },
   {
     name: 'TOWERWATCH_API_HOST',
@@ -212,7 +212,7 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
     )
     .optional()
     .transform((v) => v ?? null),
-  TOWERWATCH_NATS_PORT: integer(1, 65535, DEFAULT_NATS_PORT),
+  TOWERWATCH_NATS_PORT: integer(0, 65535, DEFAULT_NATS_PORT),
   CLICKHOUSE_URL: z
     .string()
     .refine(isHttpUrl)
@@ -222,7 +222,7 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
     .string()
     .optional()
     .transform((v) => v ?? DEFAULT_DATA_DIR),
-  TOWERWATCH_API_PORT: integer(1, 65535, DEFAULT_API_PORT),
+  TOWERWATCH_API_PORT: integer(0, 65535, DEFAULT_API_PORT),
   TOWERWATCH_API_HOST: z
     .string()
     .regex(/^[A-Za-z0-9.:_-]+$/)
@@ -282,9 +282,16 @@ export function loadConfig(
   return Object.freeze({ ...cfg, dataDir: resolve(options.cwd ?? process.cwd(), cfg.dataDir) });
 }
 
-/** Where the CLIs find NATS: NATS_URL, or the local nats-server that `up` starts. */
+/**
+ * Where the CLIs find NATS: NATS_URL, or the local nats-server that `up` starts.
+ * @throws {ConfigError} when that port is 0: only `up` knows which port it picked.
+ */
 export function natsUrlOf(config: Pick<Config, 'natsUrl' | 'natsPort'>): string {
-  return config.natsUrl ?? `nats://127.0.0.1:${config.natsPort}`;
+  if (config.natsUrl !== null) return config.natsUrl;
+  if (config.natsPort === 0) {
+    throw new ConfigError([{ variable: 'NATS_URL', message: 'NATS_URL is unset while TOWERWATCH_NATS_PORT is 0 (a port `towerwatch up` picks at start): set NATS_URL to the address up printed' }]);
+  }
+  return `nats://127.0.0.1:${config.natsPort}`;
 }
 
 /** The variables as a Markdown table, for docs. */

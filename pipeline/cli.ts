@@ -4,8 +4,7 @@
  * ClickHouse server; the embedded engine belongs to one process).
  */
 import type { Command } from 'commander';
-import { fail, loadConfigOrExit } from '../core/cliSupport.js';
-import { natsUrlOf } from '../core/config.js';
+import { fail, loadConfigOrExit, natsUrlOrExit } from '../core/cliSupport.js';
 import { connectNats } from '../core/natsConnection.js';
 import { startPipelineService } from './service.js';
 
@@ -21,7 +20,7 @@ export function registerPipelineCommand(program: Command): void {
       if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) fail(`--threads must be a positive integer, got '${opts.threads}'`);
       const ackWaitSeconds = opts.ackWaitSeconds === undefined ? undefined : Number(opts.ackWaitSeconds);
       if (ackWaitSeconds !== undefined && !(Number.isFinite(ackWaitSeconds) && ackWaitSeconds >= 1)) fail(`--ack-wait-seconds must be a number ≥ 1, got '${opts.ackWaitSeconds}'`);
-      const url = natsUrlOf(config);
+      const url = natsUrlOrExit(config);
       const log = (line: string): void => void process.stderr.write(`${line}\n`);
       const nc = await connectNats(url, 'towerwatch pipeline').catch((err: unknown) => fail((err as Error).message));
       const service = await startPipelineService({ config, nc, natsUrl: url, log, pipeline: { ...(threads ? { threads } : {}), ...(ackWaitSeconds ? { ackWaitMs: ackWaitSeconds * 1000 } : {}) } });
