@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { jetstream } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Packr } from 'msgpackr';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Page, type WebSocketRoute } from 'playwright-core';
 import type { Alert } from '../core/alerts.js';
 import { connectNats } from '../core/natsConnection.js';
 import { briefEvent, publishFrame } from '../fixtures/briefEvents.js';
@@ -62,8 +62,9 @@ after(async () => {
   await up?.waitForExit(20_000).catch(() => up.kill());
 });
 
-async function signIn(username: string, viewport = { width: 1280, height: 800 }): Promise<Page> {
+async function signIn(username: string, viewport = { width: 1280, height: 800 }, prepare?: (context: BrowserContext) => Promise<void>): Promise<Page> {
   const context = await browser.newContext({ viewport });
+  await prepare?.(context);
   const page = await context.newPage();
   page.on('pageerror', (e) => process.stderr.write(`page error (${username}): ${e.message}\n`));
   await page.goto(api);
@@ -279,6 +280,40 @@ describe('the dashboard page', () => {
       const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth');
       assert.ok(overflow <= 1, `the page is ${overflow}px wider than the screen`);
       await shot(page, 'narrow');
+    } finally {
+      await page.context().close();
+    }
+  });
+
+  it('a dropped live connection shows Reconnecting…, then Live again, and the feed carries on', async () => {
+    // The page's socket runs through the browser's WebSocket routing, forwarded to the real api;
+    // "down" refuses new connections the way a restarting api would.
+    let down = false;
+    const sockets: WebSocketRoute[] = [];
+    const page = await signIn('analyst@acme', undefined, (context) =>
+      context.routeWebSocket(/\/ws\/alerts/, (ws) => {
+        if (down) return ws.close({ code: 1013, reason: 'try again later' });
+        sockets.push(ws);
+        ws.connectToServer();
+      }),
+    );
+    try {
+      const state = page.getByTestId('live-state');
+      await page.getByTestId('alert-row').first().waitFor({ timeout: 60_000 });
+      down = true;
+      await (sockets.at(-1) ?? assert.fail('a routed socket')).close({ code: 1001, reason: 'going away' });
+      await state.filter({ hasText: /^Reconnecting…$/ }).waitFor({ timeout: 5_000 });
+      assert.match((await state.getAttribute('title')) ?? '', /going away|try again later/, 'says why');
+      await shot(page, 'reconnecting');
+      const during = await received(page);
+      await page.waitForTimeout(1_500);
+      assert.equal(await page.getByTestId('live-state').textContent(), 'Reconnecting…', 'still retrying while refused');
+      assert.equal(await received(page), during, 'nothing arrives while the connection is down');
+
+      down = false;
+      await state.filter({ hasText: /^Live$/ }).waitFor({ timeout: 20_000 });
+      assert.ok(sockets.length >= 2, 'a new connection was made');
+      await until('the feed to grow again', 30_000, async () => (await received(page)) > during);
     } finally {
       await page.context().close();
     }
