@@ -307,7 +307,7 @@ describe('the dashboard page', () => {
       await shot(page, 'reconnecting');
       const during = await received(page);
       await page.waitForTimeout(1_500);
-      assert.equal(await page.getByTestId('live-state').textContent(), 'Reconnecting…', 'still retrying while refused');
+      assert.equal(await state.textContent(), 'Reconnecting…', 'still retrying while refused');
       assert.equal(await received(page), during, 'nothing arrives while the connection is down');
 
       down = false;

@@ -10,23 +10,23 @@ export function fail(message: string): never {
   process.exit(1);
 }
 
-/** NATS_URL or the local server's address; exits 1 with the reason when there is neither. */
-export function natsUrlOrExit(config: Config): string {
+/** What `read` returns; a configuration error exits 1 with its message instead of a stack trace. */
+function orExit<T>(read: () => T): T {
   try {
-    return natsUrlOf(config);
+    return read();
   } catch (err) {
     if (err instanceof ConfigError) fail(err.message);
     throw err;
   }
 }
 
+/** NATS_URL or the local server's address; exits 1 with the reason when there is neither. */
+export function natsUrlOrExit(config: Config): string {
+  return orExit(() => natsUrlOf(config));
+}
+
 export function loadConfigOrExit(): Config {
-  try {
-    return loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) fail(err.message);
-    throw err;
-  }
+  return orExit(() => loadConfig());
 }
 
 /** commander argument parsers whose messages name the flag. */
