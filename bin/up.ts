@@ -10,7 +10,8 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { Command } from 'commander';
 import { fail, loadConfigOrExit } from '../core/cliSupport.js';
 import { connectNats } from '../core/natsConnection.js';
-import { NatsServerError, startNatsServer, type NatsServerHandle } from '../core/natsServer.js';
+import { NatsServerError } from '../core/natsServer.js';
+import { startSupervisedNatsServer, type SupervisedNatsServer } from '../core/natsSupervisor.js';
 import { ensureStreams } from '../core/streams.js';
 import { apiOptionsFrom, startApiServer, type ApiServer } from '../api/server.js';
 import { DEFAULT_DEMO_PASSWORD } from '../core/config.js';
@@ -52,19 +53,26 @@ async function up(opts: UpFlags): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  let server: NatsServerHandle | null = null;
+  let server: SupervisedNatsServer | null = null;
   let url = config.natsUrl;
   if (url === null) {
     const storeDir = join(config.dataDir, 'nats');
     await mkdir(storeDir, { recursive: true });
     try {
-      server = await startNatsServer({ port: config.natsPort, storeDir });
+      // Supervised: restarted on the same port and store if it dies; ends with us (pdeathsig).
+      server = await startSupervisedNatsServer({ port: config.natsPort, storeDir, log });
     } catch (err) {
       if (err instanceof NatsServerError) fail(err.message);
       throw err;
     }
     url = server.url;
+    if (server.endedStaleServer !== null) log(`ended a nats-server (pid ${server.endedStaleServer}) left running on this store by an earlier up`);
     log(`nats-server ${url} (JetStream store in ${storeDir})`);
+    void server.failed().then((err) => {
+      log(`${err.message}; stopping`);
+      process.exitCode = 1;
+      stop.abort();
+    });
   } else {
     log(`using NATS at ${url}`);
   }
@@ -81,7 +89,19 @@ async function up(opts: UpFlags): Promise<void> {
     log(describeSeed(await seed(nc, world, false, config.demoPassword)));
     // A signal during start-up: start nothing more (the finally stops what has started).
     if (stop.signal.aborted) return;
-    pipeline = await startPipelineService({ config, nc, natsUrl: url, log: (line) => process.stderr.write(`${line}\n`) });
+    pipeline = await startPipelineService({
+      config,
+      nc,
+      natsUrl: url,
+      log: (line) => process.stderr.write(`${line}\n`),
+      pipeline: { natsRetryMs: config.natsRetrySeconds * 1000 },
+    });
+    // The loop ends only on a bug (data and outages are handled inside): stop everything, say why.
+    pipeline.pipeline.done().catch((err: unknown) => {
+      log(`pipeline stopped on an error: ${err instanceof Error ? err.message : String(err)}; stopping`);
+      process.exitCode = 1;
+      stop.abort();
+    });
     // The api shares the pipeline's ClickHouse handle: an embedded engine has one owner process.
     try {
       api = await startApiServer({
@@ -103,6 +123,7 @@ async function up(opts: UpFlags): Promise<void> {
     if (opts.simulator) {
       log(`simulator publishing ${rate > 0 ? `${rate} events/s` : 'as fast as it can'}; Ctrl-C stops everything`);
       const summary = await runTraffic(nc, world, {
+        retryBudgetMs: config.natsRetrySeconds * 1000,
         seed: worldSeed,
         rate,
         frameSize: Math.max(1, Math.min(1000, Math.round(rate / 10) || 1000)),
@@ -110,8 +131,13 @@ async function up(opts: UpFlags): Promise<void> {
         badRatio: 0,
         discovery: 1,
         signal: stop.signal,
+      }).catch((err: unknown) => {
+        // The simulator gave up (NATS away past its retry budget): the rest stays up.
+        log(`simulator stopped: ${err instanceof Error ? err.message : String(err)}; the pipeline and api keep running, Ctrl-C stops them`);
+        return null;
       });
-      log(describeRun(summary, true));
+      if (summary) log(describeRun(summary, true));
+      if (!stop.signal.aborted) await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
     } else {
       log('ready; no simulator (--no-simulator). Ctrl-C stops everything');
       if (!stop.signal.aborted) await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));

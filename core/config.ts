@@ -33,6 +33,8 @@ export interface Config {
   readonly retentionDays: number;
   readonly logLevel: LogLevel;
   readonly demoPassword: string;
+  /** How long NATS operations (publishes, requests) are retried through a broker blip. */
+  readonly natsRetrySeconds: number;
 }
 
 export const DEFAULT_NATS_PORT = 4222;
@@ -46,6 +48,7 @@ export const DEFAULT_RETENTION_DAYS = 30;
 export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 export const DEFAULT_DEMO_PASSWORD = 'towerwatch-demo';
 export const MAX_RETENTION_DAYS = 3650;
+export const DEFAULT_NATS_RETRY_SECONDS = 30;
 
 export interface ConfigVariable {
   /** Environment variable name. */
@@ -148,6 +151,14 @@ export const CONFIG_VARIABLES = [
     expected: 'a non-empty string',
     description: 'Password of the seeded demo console accounts. Change it anywhere reachable by others.',
   },
+  {
+    name: 'TOWERWATCH_NATS_RETRY_SECONDS',
+    field: 'natsRetrySeconds',
+    default: String(DEFAULT_NATS_RETRY_SECONDS),
+    expected: 'an integer 1–3600',
+    description:
+      'How long JetStream publishes and requests are retried (backoff with jitter, by elapsed time) through a broker restart or a leader election before a batch is handed back for redelivery or a publisher gives up.',
+  },
 ] as const satisfies readonly ConfigVariable[];
 
 export type ConfigVariableName = (typeof CONFIG_VARIABLES)[number]['name'];
@@ -246,6 +257,7 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
     .string()
     .optional()
     .transform((v) => v ?? DEFAULT_DEMO_PASSWORD),
+  TOWERWATCH_NATS_RETRY_SECONDS: integer(1, 3600, DEFAULT_NATS_RETRY_SECONDS),
 };
 
 export interface LoadConfigOptions {

@@ -5,10 +5,12 @@
  * we created it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { claimStore, type StoreClaim } from './natsStoreLock.js';
 
 export const DEFAULT_NATS_HOST = '127.0.0.1';
 export const DEFAULT_NATS_BINARY = 'nats-server';
@@ -63,6 +65,8 @@ export interface NatsServerHandle extends AsyncDisposable {
   /** JetStream store directory (null when JetStream is off). */
   readonly storeDir: string | null;
   readonly pid: number;
+  /** Pid of a server left running on this store by a dead earlier owner, ended before this start. */
+  readonly endedStaleServer: number | null;
   /** Last lines the server printed (empty when `logFile` is set). */
   output(): string;
   /** Resolves when the process exits, for whatever reason. */
@@ -74,6 +78,7 @@ export interface NatsServerHandle extends AsyncDisposable {
 export const NatsServerErrorCode = {
   NotFound: 'nats_server_not_found',
   PortInUse: 'nats_port_in_use',
+  StoreInUse: 'nats_store_in_use',
   ExitedEarly: 'nats_server_exited',
   StartTimeout: 'nats_server_start_timeout',
 } as const;
@@ -147,6 +152,32 @@ async function readPortsFile(file: string): Promise<number | null> {
 
 const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** util-linux `setpriv` (Essential on Debian/Ubuntu); without it a SIGKILLed parent can orphan the server. */
+const PDEATHSIG_WRAPPER: string | null = (() => {
+  for (const candidate of ['/usr/bin/setpriv', '/bin/setpriv']) {
+    try {
+      accessSync(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      // next
+    }
+  }
+  return null;
+})();
+
+/** Whether `binary` can be run (a path, or a name on PATH): with the wrapper, ENOENT is setpriv's exit 127. */
+function findBinary(binary: string, env: NodeJS.ProcessEnv): boolean {
+  const candidates = binary.includes('/') ? [binary] : (env['PATH'] ?? '').split(':').filter(Boolean).map((d) => join(d, binary));
+  return candidates.some((c) => {
+    try {
+      accessSync(c, fsConstants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** Starts nats-server and resolves once it accepts client connections. */
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServerHandle> {
   const host = options.host ?? DEFAULT_NATS_HOST;
@@ -164,6 +195,18 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   const ownsStore = jetstream && options.storeDir === undefined;
   const storeDir = jetstream ? (options.storeDir ?? join(workDir, 'store')) : null;
 
+  // A store we were given may hold a server of an earlier run whose parent was SIGKILLed, or
+  // belong to a live process: end the first, refuse the second. Two servers on one store never.
+  let claim: StoreClaim | null = null;
+  if (storeDir !== null && !ownsStore) {
+    try {
+      claim = await claimStore(storeDir);
+    } catch (err) {
+      await rm(workDir, { recursive: true, force: true });
+      throw new NatsServerError(NatsServerErrorCode.StoreInUse, (err as Error).message, { cause: err });
+    }
+  }
+
   const conf: Record<string, unknown> = {
     host,
     // -1 lets the server pick the port; it tells us which through the ports file.
@@ -177,22 +220,33 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
       max_file_store: options.maxFileStore ?? DEFAULT_MAX_FILE_STORE,
     };
   }
+  if (claim !== null) conf['pid_file'] = claim.serverPidFile;
   if (options.logFile !== undefined) conf['log_file'] = options.logFile;
   const confFile = join(workDir, 'nats-server.conf');
   // The NATS config format accepts JSON, which also takes care of quoting paths.
   await writeFile(confFile, JSON.stringify(conf, null, 2), 'utf8');
 
   const cleanupFiles = async () => {
+    await claim?.release();
     await rm(workDir, { recursive: true, force: true });
     if (ownsStore && storeDir !== null) await rm(storeDir, { recursive: true, force: true });
   };
 
+  const env = options.env ?? process.env;
+  if (PDEATHSIG_WRAPPER && !findBinary(binary, env)) {
+    // Through the wrapper a missing binary is not a spawn ENOENT: say the same clear thing.
+    await cleanupFiles();
+    throw await startError({ type: 'spawn_error', error: Object.assign(new Error(`spawn ${binary} ENOENT`), { code: 'ENOENT' }) }, { binary, host, requestedPort, startTimeoutMs, logTail: async () => '' });
+  }
   const out = new TailBuffer(OUTPUT_LINES);
   let child: ChildProcess;
   try {
-    child = spawn(binary, ['-c', confFile], {
+    // setpriv --pdeathsig: the kernel sends the server SIGTERM when we die, even by SIGKILL,
+    // so no orphan outlives us holding the port and the store (it execs: same pid).
+    const [command, args] = PDEATHSIG_WRAPPER ? [PDEATHSIG_WRAPPER, ['--pdeathsig', 'SIGTERM', '--', binary, '-c', confFile]] : [binary, ['-c', confFile]];
+    child = spawn(command, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: options.env ?? process.env,
+      env,
       // Its own process group: Ctrl-C in a terminal reaches only us, and we stop the server
       // after the pipeline has finished its batches (the exit hook still kills it with us).
       detached: true,
@@ -291,6 +345,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     port,
     storeDir,
     pid,
+    endedStaleServer: claim?.endedStaleServer ?? null,
     output: () => out.tail(),
     exited: () => exited,
     stop,

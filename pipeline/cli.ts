@@ -23,7 +23,7 @@ export function registerPipelineCommand(program: Command): void {
       const url = natsUrlOrExit(config);
       const log = (line: string): void => void process.stderr.write(`${line}\n`);
       const nc = await connectNats(url, 'towerwatch pipeline').catch((err: unknown) => fail((err as Error).message));
-      const service = await startPipelineService({ config, nc, natsUrl: url, log, pipeline: { ...(threads ? { threads } : {}), ...(ackWaitSeconds ? { ackWaitMs: ackWaitSeconds * 1000 } : {}) } });
+      const service = await startPipelineService({ config, nc, natsUrl: url, log, pipeline: { natsRetryMs: config.natsRetrySeconds * 1000, ...(threads ? { threads } : {}), ...(ackWaitSeconds ? { ackWaitMs: ackWaitSeconds * 1000 } : {}) } });
       log(`pipeline: consuming from ${url}`);
       await new Promise<void>((resolve) => {
         process.once('SIGINT', resolve);

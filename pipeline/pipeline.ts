@@ -21,7 +21,9 @@ import {
 } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Piscina } from 'piscina';
+import { isTransientNatsError, publishWithRetry } from '../core/natsRetry.js';
 import { remediationMsgId } from '../core/remediation.js';
+import { DEFAULT_RETRY_BUDGET_MS, RetryBudgetExhaustedError } from '../core/retry.js';
 import { deadLetterHeaders, remediationSubject, USAGE_STREAM } from '../core/streams.js';
 import { ClickHouseSinkError, SinkErrorCode } from './clickhouseSink.js';
 import { MessageQueue } from './messageQueue.js';
@@ -58,6 +60,8 @@ export interface PipelineOptions {
   /** The consumer's ack_wait when this process creates it; also paces the in-flight keep-alive. @default ACK_WAIT_MS */
   ackWaitMs?: number;
   cacheDir?: string | undefined;
+  /** How long a batch's JetStream publishes are retried through a broker blip. @default DEFAULT_RETRY_BUDGET_MS */
+  natsRetryMs?: number;
   log?: (line: string) => void;
 }
 
@@ -76,6 +80,10 @@ export interface PipelineCounters {
   batches: number;
   insertMs: number;
   insertRetries: number;
+  /** JetStream publishes retried through a broker blip. */
+  publishRetries: number;
+  /** Batches handed back (nak) because NATS or ClickHouse stayed away through their retries. */
+  batchesHandedBack: number;
   policyVersions: Record<string, string>;
 }
 
@@ -94,6 +102,8 @@ export class Pipeline {
     batches: 0,
     insertMs: 0,
     insertRetries: 0,
+    publishRetries: 0,
+    batchesHandedBack: 0,
     policyVersions: {},
   };
   readonly #opts: Required<Omit<PipelineOptions, 'cacheDir' | 'log'>> & Pick<PipelineOptions, 'cacheDir' | 'log'>;
@@ -121,6 +131,7 @@ export class Pipeline {
       maxInFlight: opts.maxInFlight ?? threads + 1,
       consumer: opts.consumer ?? DEFAULT_CONSUMER,
       ackWaitMs: opts.ackWaitMs ?? ACK_WAIT_MS,
+      natsRetryMs: opts.natsRetryMs ?? DEFAULT_RETRY_BUDGET_MS,
     };
     this.#js = jetstream(opts.nc);
     const workerData: WorkerConfig = { natsUrl: opts.natsUrl, cacheDir: opts.cacheDir };
@@ -221,10 +232,12 @@ export class Pipeline {
         this.counters.fetched += batch.length;
         const p: Promise<void> = this.#process(batch)
           .catch(async (err: unknown) => {
-            if (err instanceof ClickHouseSinkError && err.code === SinkErrorCode.RetriesExhausted) {
-              // ClickHouse is down: hand the messages back for later and hold off fetching.
-              this.#opts.log?.(`pipeline: ${err.message}; pausing ${PAUSE_ON_OUTAGE_MS / 1000} s, nothing is lost`);
-              for (const m of batch) m.nak(PAUSE_ON_OUTAGE_MS);
+            if (isOutage(err)) {
+              // ClickHouse or NATS stayed away through the retries: hand the messages back for
+              // later and hold off fetching. Nothing was acked, so nothing is lost.
+              this.#opts.log?.(`pipeline: ${(err as Error).message}; pausing ${PAUSE_ON_OUTAGE_MS / 1000} s, nothing is lost`);
+              this.counters.batchesHandedBack++;
+              for (const m of batch) nakQuietly(m, PAUSE_ON_OUTAGE_MS);
               this.#pausedUntil = Date.now() + PAUSE_ON_OUTAGE_MS;
               return;
             }
@@ -287,13 +300,17 @@ export class Pipeline {
 
       // Order matters for recovery: everything else before app_usage, whose rows mark a
       // message as done (see #process's redelivery check).
+      // Publishes carry a msgID, so one retried after a lost ack is stored once.
+      const retry = { budgetMs: this.#opts.natsRetryMs, onRetry: () => void c.publishRetries++ };
       for (const d of r.dlqPayloads) {
         const reasons = r.deadLetters.filter((x) => x.seq === d.seq);
-        await this.#js.publish(`dlq.${d.subject}`, d.data, { msgID: `dlq:${d.seq}`, headers: deadLetterHeaders(d.subject, d.seq, reasons) });
+        await publishWithRetry(this.#js, `dlq.${d.subject}`, d.data, { msgID: `dlq:${d.seq}`, headers: deadLetterHeaders(d.subject, d.seq, reasons) }, retry);
       }
-      for (const { request, payload } of r.remediations) {
-        await this.#js.publish(remediationSubject(request.enterprise_id, request.tower_id), payload, { msgID: remediationMsgId(request.alert_id, request.action) });
-      }
+      await Promise.all(
+        r.remediations.map(({ request, payload }) =>
+          publishWithRetry(this.#js, remediationSubject(request.enterprise_id, request.tower_id), payload, { msgID: remediationMsgId(request.alert_id, request.action) }, retry),
+        ),
+      );
       const started = performance.now();
       if (r.deadLetterRows > 0) await sink.insert('dead_letters', r.deadLetterTsv, { token: `dead_letters:${token}` });
       if (r.violationRows > 0) await sink.insert('violations', r.violations, { token: `violations:${token}` });
@@ -320,6 +337,21 @@ export class Pipeline {
     }
   }
 
+}
+
+/** A failure of a dependency that is away for now (retries spent), not of the data. */
+function isOutage(err: unknown): boolean {
+  if (err instanceof ClickHouseSinkError && err.code === SinkErrorCode.RetriesExhausted) return true;
+  return err instanceof RetryBudgetExhaustedError || isTransientNatsError(err);
+}
+
+/** nak on a connection that closed meanwhile throws; the message comes back after ack_wait anyway. */
+function nakQuietly(m: JsMsg, delayMs?: number): void {
+  try {
+    m.nak(delayMs);
+  } catch {
+    // redelivered after ack_wait
+  }
 }
 
 function sleep(ms: number): Promise<void> {

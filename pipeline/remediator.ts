@@ -7,7 +7,7 @@
  * outcome already recorded for it is not executed again (a redelivery, or a repeat after the
  * stream's duplicate window).
  */
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Unpackr } from 'msgpackr';
 import type { ClickHouseHandle } from '../core/clickhouse.js';
@@ -43,7 +43,7 @@ export interface RemediationOutcome {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export class Remediator {
-  readonly counters = { executed: 0, skipped: 0, duplicates: 0, rejected: 0 };
+  readonly counters = { executed: 0, skipped: 0, duplicates: 0, rejected: 0, consumeRestarts: 0 };
   readonly #o: Required<Omit<RemediatorOptions, 'log'>> & Pick<RemediatorOptions, 'log'>;
   #messages: ConsumerMessages | null = null;
   #loop: Promise<void> | null = null;
@@ -71,23 +71,38 @@ export class Remediator {
       });
     }
     const consumer = await jetstream(options.nc).consumers.get(REMEDIATION_STREAM, REMEDIATOR_CONSUMER);
-    r.#messages = await consumer.consume({ max_messages: r.#o.concurrency });
-    r.#loop = r.#run(r.#messages);
+    r.#loop = r.#run(consumer);
     return r;
   }
 
-  async #run(messages: ConsumerMessages): Promise<void> {
-    for await (const m of messages) {
-      if (this.#stopping) break;
-      while (this.#inFlight.size >= this.#o.concurrency) await Promise.race(this.#inFlight);
-      const p = this.#handle(m)
-        .catch((err: unknown) => {
-          // ClickHouse or NATS failed: leave it for redelivery.
-          this.#o.log(`remediator: ${err instanceof Error ? err.message : String(err)}; will retry`);
-          m.nak(5000);
-        })
-        .finally(() => this.#inFlight.delete(p));
-      this.#inFlight.add(p);
+  /** Supervised: a consume that fails or ends (a broker restart) is opened again after a pause. */
+  async #run(consumer: Consumer): Promise<void> {
+    while (!this.#stopping) {
+      try {
+        this.#messages = await consumer.consume({ max_messages: this.#o.concurrency });
+        for await (const m of this.#messages) {
+          if (this.#stopping) break;
+          while (this.#inFlight.size >= this.#o.concurrency) await Promise.race(this.#inFlight);
+          const p = this.#handle(m)
+            .catch((err: unknown) => {
+              // ClickHouse or NATS failed: leave it for redelivery.
+              this.#o.log(`remediator: ${err instanceof Error ? err.message : String(err)}; will retry`);
+              try {
+                m.nak(5000);
+              } catch {
+                // connection closed: redelivered after ack_wait
+              }
+            })
+            .finally(() => this.#inFlight.delete(p));
+          this.#inFlight.add(p);
+        }
+        if (!this.#stopping) throw new Error('the consumer stopped delivering');
+      } catch (err) {
+        if (this.#stopping) break;
+        this.counters.consumeRestarts++;
+        this.#o.log(`remediator: consuming failed, retrying: ${err instanceof Error ? err.message : String(err)}`);
+        await sleep(500);
+      }
     }
   }
 
