@@ -8,6 +8,7 @@ import { registerBenchCommands } from '../bench/cli.js';
 import { registerPipelineCommand } from '../pipeline/cli.js';
 import { registerRulesCommands } from '../rules-wasm/cli.js';
 import { registerSimulateCommands } from '../fixtures/cli.js';
+import { registerChaosCommand } from './chaos.js';
 import { registerUpCommand } from './up.js';
 
 const program = new Command()
@@ -22,5 +23,6 @@ registerUpCommand(program);
 registerPipelineCommand(program);
 registerBenchCommands(program);
 registerApiCommands(program);
+registerChaosCommand(program, () => []);
 
 await program.parseAsync(process.argv);
