@@ -33,6 +33,8 @@ export interface Config {
   readonly retentionDays: number;
   readonly logLevel: LogLevel;
   readonly demoPassword: string;
+  /** Deliveries of a usage message whose processing fails before it is dead-lettered. */
+  readonly maxDeliver: number;
 }
 
 export const DEFAULT_NATS_PORT = 4222;
@@ -46,6 +48,8 @@ export const DEFAULT_RETENTION_DAYS = 30;
 export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 export const DEFAULT_DEMO_PASSWORD = 'towerwatch-demo';
 export const MAX_RETENTION_DAYS = 3650;
+export const DEFAULT_MAX_DELIVER = 5;
+export const MAX_MAX_DELIVER = 100;
 
 export interface ConfigVariable {
   /** Environment variable name. */
@@ -148,6 +152,14 @@ export const CONFIG_VARIABLES = [
     expected: 'a non-empty string',
     description: 'Password of the seeded demo console accounts. Change it anywhere reachable by others.',
   },
+  {
+    name: 'TOWERWATCH_MAX_DELIVER',
+    field: 'maxDeliver',
+    default: String(DEFAULT_MAX_DELIVER),
+    expected: `an integer 1–${MAX_MAX_DELIVER}`,
+    description:
+      'Deliveries of a usage message whose processing fails (a worker throws or dies on it) before the pipeline moves it to the dead letters with reason processing_failed and acks it; earlier failures are retried with a growing delay.',
+  },
 ] as const satisfies readonly ConfigVariable[];
 
 export type ConfigVariableName = (typeof CONFIG_VARIABLES)[number]['name'];
@@ -246,6 +258,7 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
     .string()
     .optional()
     .transform((v) => v ?? DEFAULT_DEMO_PASSWORD),
+  TOWERWATCH_MAX_DELIVER: integer(1, MAX_MAX_DELIVER, DEFAULT_MAX_DELIVER),
 };
 
 export interface LoadConfigOptions {

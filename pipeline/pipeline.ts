@@ -21,7 +21,11 @@ import {
 } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Piscina } from 'piscina';
+import { DEFAULT_MAX_DELIVER } from '../core/config.js';
+import { REJECTION, deadLetterRow, summaryOf } from '../core/deadLetters.js';
 import { remediationMsgId } from '../core/remediation.js';
+import { writeDeadLetterRow } from '../core/schema.js';
+import { TsvWriter } from '../core/tsv.js';
 import { deadLetterHeaders, remediationSubject, USAGE_STREAM } from '../core/streams.js';
 import { ClickHouseSinkError, SinkErrorCode } from './clickhouseSink.js';
 import { MessageQueue } from './messageQueue.js';
@@ -31,6 +35,11 @@ export const DEFAULT_CONSUMER = 'pipeline';
 export const ACK_WAIT_MS = 60_000;
 /** How long fetching pauses when ClickHouse stays down through a batch's retries. */
 export const PAUSE_ON_OUTAGE_MS = 5_000;
+/** Deliveries of a message whose processing fails before it is dead-lettered (TOWERWATCH_MAX_DELIVER). */
+export { DEFAULT_MAX_DELIVER };
+/** Delay before a failed message comes back: doubles with each delivery, at most {@link MAX_RETRY_DELAY_MS}. */
+export const RETRY_DELAY_MS = 1_000;
+export const MAX_RETRY_DELAY_MS = 30_000;
 
 /** Where rows go; ClickHouseSink implements it. */
 export interface RowSink {
@@ -59,6 +68,13 @@ export interface PipelineOptions {
   ackWaitMs?: number;
   cacheDir?: string | undefined;
   log?: (line: string) => void;
+  /**
+   * Deliveries of a message whose processing fails (a worker throws or dies on it) before it
+   * goes to the dead letters with `processing_failed` and is acked. @default DEFAULT_MAX_DELIVER
+   */
+  maxDeliver?: number;
+  /** First delay before a failed message is redelivered (doubling). @default RETRY_DELAY_MS */
+  retryDelayMs?: number;
 }
 
 export interface PipelineCounters {
@@ -76,6 +92,12 @@ export interface PipelineCounters {
   batches: number;
   insertMs: number;
   insertRetries: number;
+  /** Worker tasks that threw or whose worker died (each retried, the messages one by one). */
+  processingFailures: number;
+  /** Messages dead-lettered with `processing_failed` after maxDeliver deliveries. */
+  failedMessages: number;
+  /** Worker threads that ended unexpectedly (piscina starts a new one). */
+  workersLost: number;
   policyVersions: Record<string, string>;
 }
 
@@ -94,6 +116,9 @@ export class Pipeline {
     batches: 0,
     insertMs: 0,
     insertRetries: 0,
+    processingFailures: 0,
+    failedMessages: 0,
+    workersLost: 0,
     policyVersions: {},
   };
   readonly #opts: Required<Omit<PipelineOptions, 'cacheDir' | 'log'>> & Pick<PipelineOptions, 'cacheDir' | 'log'>;
@@ -102,7 +127,6 @@ export class Pipeline {
   readonly #inFlight = new Set<Promise<void>>();
   #stopping = false;
   #loop: Promise<void> = Promise.resolve();
-  #failure: Error | null = null;
   #pausedUntil = 0;
   /** Stream sequences some batch of this process is working on. */
   readonly #seqsInFlight = new Set<number>();
@@ -121,7 +145,10 @@ export class Pipeline {
       maxInFlight: opts.maxInFlight ?? threads + 1,
       consumer: opts.consumer ?? DEFAULT_CONSUMER,
       ackWaitMs: opts.ackWaitMs ?? ACK_WAIT_MS,
+      maxDeliver: opts.maxDeliver ?? DEFAULT_MAX_DELIVER,
+      retryDelayMs: opts.retryDelayMs ?? RETRY_DELAY_MS,
     };
+    if (!Number.isInteger(this.#opts.maxDeliver) || this.#opts.maxDeliver < 1) throw new RangeError(`maxDeliver must be a positive integer, got ${String(opts.maxDeliver)}`);
     this.#js = jetstream(opts.nc);
     const workerData: WorkerConfig = { natsUrl: opts.natsUrl, cacheDir: opts.cacheDir };
     this.#pool = new Piscina({
@@ -134,6 +161,12 @@ export class Pipeline {
       // worker blocks in Atomics.wait and its event loop (and so the watch) stalls.
       atomics: 'async',
     });
+    // A worker that dies (a crash, an uncaught error) fails its task, which is retried below;
+    // piscina starts a new worker. Errors outside a task must not go unhandled.
+    this.#pool.on('workerDestroy', () => {
+      if (!this.#stopping) this.counters.workersLost++;
+    });
+    this.#pool.on('error', (err: unknown) => this.#opts.log?.(`pipeline: worker error: ${errorMessage(err)}`));
   }
 
   static async start(opts: PipelineOptions): Promise<Pipeline> {
@@ -151,7 +184,10 @@ export class Pipeline {
     return this.#ready;
   }
 
-  /** Rejects if the loop failed for good (not for data: bad data goes to the dead-letter path). */
+  /**
+   * Resolves once stopped. The loop does not end on its own: bad data goes to the dead
+   * letters, a failing batch is retried message by message, an outage pauses it.
+   */
   done(): Promise<void> {
     return this.#loop;
   }
@@ -210,7 +246,6 @@ export class Pipeline {
     const keepAlive = setInterval(() => queue.forEach((m) => m.working()), this.#ackWaitMs / 3);
     try {
       while (!this.#stopping) {
-        if (this.#failure) throw this.#failure;
         while (this.#inFlight.size >= maxInFlight) await Promise.race(this.#inFlight);
         if (this.#pausedUntil > Date.now()) {
           await sleep(Math.min(1000, this.#pausedUntil - Date.now()));
@@ -228,9 +263,11 @@ export class Pipeline {
               this.#pausedUntil = Date.now() + PAUSE_ON_OUTAGE_MS;
               return;
             }
-            // A bug, or ClickHouse refusing the rows for good: not acked, so nothing is lost
-            // (JetStream redelivers), but going on would spin.
-            this.#failure ??= err instanceof Error ? err : new Error(String(err));
+            // Bad data never gets here (#process isolates it and dead-letters it): this is
+            // NATS or a lookup failing. Nothing was acked; back later, and pause a little.
+            this.#opts.log?.(`pipeline: batch of ${batch.length} failed, retrying: ${errorMessage(err)}`);
+            for (const m of batch) m.nak(this.#opts.retryDelayMs);
+            this.#pausedUntil = Date.now() + this.#opts.retryDelayMs;
           })
           .finally(() => this.#inFlight.delete(p));
         this.#inFlight.add(p);
@@ -241,12 +278,10 @@ export class Pipeline {
       for (const m of await queue.close()) m.nak();
     }
     await Promise.allSettled(this.#inFlight);
-    if (this.#failure) throw this.#failure;
   }
 
   async #process(batch: JsMsg[]): Promise<void> {
     const c = this.counters;
-    const sink = this.#opts.sink;
     // Keep the messages ours while ClickHouse is slow, instead of letting them be redelivered.
     const keepAlive = setInterval(() => batch.forEach((m) => m.working()), this.#ackWaitMs / 3);
     let owned: number[] = [];
@@ -263,63 +298,136 @@ export class Pipeline {
       }
       owned = [...unique.keys()];
       for (const seq of owned) this.#seqsInFlight.add(seq);
-      // Delivery counts cannot be trusted (above), so every sequence is looked up.
-      const [usage, violations, dead] = await Promise.all([
-        sink.storedSeqs('app_usage', owned),
-        sink.storedSeqs('violations', owned),
-        sink.storedSeqs('dead_letters', owned),
-      ]);
-      // In app_usage means done (it is written last); anything else is processed again,
-      // minus the rows already stored.
-      const todo = [...unique.values()].filter((m) => !usage.has(m.seq));
-      c.redeliveredSkipped += unique.size - todo.length;
-      for (const m of batch) if (usage.has(m.seq) && unique.has(m.seq)) m.ack();
-      const skipViolations = [...violations];
-      const skipDeadLetters = [...dead];
+      const { todo, skipViolations, skipDeadLetters } = await this.#lookUp(unique, batch);
       if (todo.length === 0) return;
-      const task: WorkerTask = {
-        messages: todo.map((m) => ({ seq: m.seq, subject: m.subject, data: m.data })),
-        skipViolations,
-        skipDeadLetters,
-      };
-      const r = await this.#pool.run(task);
-      const token = createHash('sha1').update(todo.map((m) => m.seq).join(',')).digest('hex');
-
-      // Order matters for recovery: everything else before app_usage, whose rows mark a
-      // message as done (see #process's redelivery check).
-      for (const d of r.dlqPayloads) {
-        const reasons = r.deadLetters.filter((x) => x.seq === d.seq);
-        await this.#js.publish(`dlq.${d.subject}`, d.data, { msgID: `dlq:${d.seq}`, headers: deadLetterHeaders(d.subject, d.seq, reasons) });
+      try {
+        await this.#store(todo, batch, skipViolations, skipDeadLetters);
+      } catch (err) {
+        if (isOutage(err)) throw err;
+        // A worker threw or died, or ClickHouse refused a row: find the message that did it.
+        c.processingFailures++;
+        this.#opts.log?.(`pipeline: batch of ${todo.length} failed${todo.length > 1 ? ', retrying its messages one by one' : ''}: ${errorMessage(err)}`);
+        if (todo.length === 1) await this.#failed(todo[0] as JsMsg, batch, err);
+        else for (const m of todo) await this.#isolate(m, batch);
       }
-      for (const { request, payload } of r.remediations) {
-        await this.#js.publish(remediationSubject(request.enterprise_id, request.tower_id), payload, { msgID: remediationMsgId(request.alert_id, request.action) });
-      }
-      const started = performance.now();
-      if (r.deadLetterRows > 0) await sink.insert('dead_letters', r.deadLetterTsv, { token: `dead_letters:${token}` });
-      if (r.violationRows > 0) await sink.insert('violations', r.violations, { token: `violations:${token}` });
-      if (r.appUsageRows > 0) await sink.insert('app_usage', r.appUsage, { token: `app_usage:${token}` });
-      c.insertMs += performance.now() - started;
-
-      for (const a of r.alerts) this.#opts.nc.publish(`alerts.${a.enterpriseId}`, a.payload);
-      const done = new Set(todo.map((m) => m.seq));
-      for (const m of batch) if (done.has(m.seq)) m.ack();
-
-      c.batches++;
-      c.messages += todo.length;
-      c.events += r.counts.events;
-      c.stored += r.appUsageRows;
-      c.violations += r.counts.violations;
-      c.unregistered += r.counts.unregistered;
-      c.deadLetters += r.counts.rejectedEvents + r.counts.rejectedMessages;
-      c.deadLetterMessages += r.dlqPayloads.length;
-      c.remediations += r.remediations.length;
-      Object.assign(c.policyVersions, r.policyVersions);
     } finally {
       clearInterval(keepAlive);
       for (const seq of owned) this.#seqsInFlight.delete(seq);
     }
   }
 
+  /** Which messages still need processing, and which of their rows are stored already. */
+  async #lookUp(unique: Map<number, JsMsg>, batch: JsMsg[]): Promise<{ todo: JsMsg[]; skipViolations: number[]; skipDeadLetters: number[] }> {
+    const sink = this.#opts.sink;
+    const seqs = [...unique.keys()];
+    // Delivery counts cannot be trusted (above), so every sequence is looked up.
+    const [usage, violations, dead] = await Promise.all([
+      sink.storedSeqs('app_usage', seqs),
+      sink.storedSeqs('violations', seqs),
+      sink.storedSeqs('dead_letters', seqs),
+    ]);
+    // In app_usage means done (it is written last); anything else is processed again,
+    // minus the rows already stored.
+    const todo = [...unique.values()].filter((m) => !usage.has(m.seq));
+    this.counters.redeliveredSkipped += unique.size - todo.length;
+    for (const m of batch) if (usage.has(m.seq) && unique.has(m.seq)) m.ack();
+    return { todo, skipViolations: [...violations], skipDeadLetters: [...dead] };
+  }
+
+  /** One message of a failed batch, alone: stored, or (failing again) retried later or dead-lettered. */
+  async #isolate(m: JsMsg, batch: JsMsg[]): Promise<void> {
+    // Looked up again: the failed batch may have stored some of its rows.
+    const { todo, skipViolations, skipDeadLetters } = await this.#lookUp(new Map([[m.seq, m]]), batch);
+    if (todo.length === 0) return;
+    try {
+      await this.#store(todo, batch, skipViolations, skipDeadLetters);
+    } catch (err) {
+      if (isOutage(err)) throw err;
+      this.counters.processingFailures++;
+      await this.#failed(m, batch, err);
+    }
+  }
+
+  /**
+   * A message whose processing failed on its own. Before its maxDeliver-th delivery it is
+   * nak'ed with a growing delay; on it, it goes to the dead letters (`processing_failed`, with
+   * the error) and is acked: a poison message never loops. JetStream's delivery count is an
+   * upper bound here (nats-server 2.9 can count a duplicate delivery), which errs on the side
+   * of giving up one try early, never of looping.
+   */
+  async #failed(m: JsMsg, batch: JsMsg[], err: unknown): Promise<void> {
+    const { maxDeliver, retryDelayMs } = this.#opts;
+    const deliveries = m.info.deliveryCount;
+    const copies = batch.filter((x) => x.seq === m.seq);
+    if (deliveries < maxDeliver) {
+      const delay = Math.min(MAX_RETRY_DELAY_MS, retryDelayMs * 2 ** Math.max(0, deliveries - 1));
+      this.#opts.log?.(`pipeline: message ${m.subject} #${m.seq} failed on delivery ${deliveries} of ${maxDeliver}, again in ${delay} ms: ${errorMessage(err)}`);
+      for (const x of copies) x.nak(delay);
+      return;
+    }
+    const summary = summaryOf([{ index: -1, code: REJECTION.processingFailed, message: `${REJECTION.processingFailed}: ${errorMessage(err)} (delivery ${deliveries} of ${maxDeliver})` }]);
+    await this.#js.publish(`dlq.${m.subject}`, m.data, { msgID: `dlq:${m.seq}:${REJECTION.processingFailed}`, headers: deadLetterHeaders(m.subject, m.seq, summary) });
+    const w = new TsvWriter(1024);
+    writeDeadLetterRow(w, deadLetterRow(USAGE_STREAM, m.subject, m.seq, summary, m.data));
+    // Its own token: a message may also have rejection rows from an earlier delivery.
+    await this.#opts.sink.insert('dead_letters', w.finish(), { token: `dead_letters:${REJECTION.processingFailed}:${m.seq}` });
+    for (const x of copies) x.ack();
+    this.counters.failedMessages++;
+    this.counters.deadLetterMessages++;
+    this.counters.deadLetters++;
+    this.#opts.log?.(`pipeline: message ${m.subject} #${m.seq} dead-lettered after ${deliveries} deliveries: ${errorMessage(err)}`);
+  }
+
+  /** Runs the worker over `todo` and writes what it made; acks `todo` (and copies in `batch`) once stored. */
+  async #store(todo: JsMsg[], batch: JsMsg[], skipViolations: number[], skipDeadLetters: number[]): Promise<void> {
+    const c = this.counters;
+    const sink = this.#opts.sink;
+    const task: WorkerTask = {
+      messages: todo.map((m) => ({ seq: m.seq, subject: m.subject, data: m.data })),
+      skipViolations,
+      skipDeadLetters,
+    };
+    const r = await this.#pool.run(task);
+    const token = createHash('sha1').update(todo.map((m) => m.seq).join(',')).digest('hex');
+
+    // Order matters for recovery: everything else before app_usage, whose rows mark a
+    // message as done (see #process's redelivery check).
+    for (const d of r.dlqPayloads) {
+      const summary = r.deadLetters.find((x) => x.seq === d.seq)?.summary ?? summaryOf([]);
+      await this.#js.publish(`dlq.${d.subject}`, d.data, { msgID: `dlq:${d.seq}`, headers: deadLetterHeaders(d.subject, d.seq, summary) });
+    }
+    for (const { request, payload } of r.remediations) {
+      await this.#js.publish(remediationSubject(request.enterprise_id, request.tower_id), payload, { msgID: remediationMsgId(request.alert_id, request.action) });
+    }
+    const started = performance.now();
+    if (r.deadLetterRows > 0) await sink.insert('dead_letters', r.deadLetterTsv, { token: `dead_letters:${token}` });
+    if (r.violationRows > 0) await sink.insert('violations', r.violations, { token: `violations:${token}` });
+    if (r.appUsageRows > 0) await sink.insert('app_usage', r.appUsage, { token: `app_usage:${token}` });
+    c.insertMs += performance.now() - started;
+
+    for (const a of r.alerts) this.#opts.nc.publish(`alerts.${a.enterpriseId}`, a.payload);
+    const done = new Set(todo.map((m) => m.seq));
+    for (const m of batch) if (done.has(m.seq)) m.ack();
+
+    c.batches++;
+    c.messages += todo.length;
+    c.events += r.counts.events;
+    c.stored += r.appUsageRows;
+    c.violations += r.counts.violations;
+    c.unregistered += r.counts.unregistered;
+    c.deadLetters += r.counts.rejectedEvents + r.counts.rejectedMessages;
+    c.deadLetterMessages += r.dlqPayloads.length;
+    c.remediations += r.remediations.length;
+    Object.assign(c.policyVersions, r.policyVersions);
+  }
+}
+
+function isOutage(err: unknown): boolean {
+  return err instanceof ClickHouseSinkError && err.code === SinkErrorCode.RetriesExhausted;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 function sleep(ms: number): Promise<void> {
