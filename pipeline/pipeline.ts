@@ -128,8 +128,8 @@ export class Pipeline {
   #stopping = false;
   #loop: Promise<void> = Promise.resolve();
   #pausedUntil = 0;
-  /** Stream sequences some batch of this process is working on. */
-  readonly #seqsInFlight = new Set<number>();
+  /** Stream sequences some batch of this process is working on, and the batch's claim. */
+  readonly #seqsInFlight = new Map<number, object>();
   #ready: Promise<void> = Promise.resolve();
   /** The consumer's actual ack_wait (it may predate this process's options). */
   #ackWaitMs = ACK_WAIT_MS;
@@ -285,6 +285,7 @@ export class Pipeline {
     // Keep the messages ours while ClickHouse is slow, instead of letting them be redelivered.
     const keepAlive = setInterval(() => batch.forEach((m) => m.working()), this.#ackWaitMs / 3);
     let owned: number[] = [];
+    const claim = {};
     try {
       // One copy per stream sequence. nats-server 2.9 can hand out a message twice in one
       // fetch after a failed delivery (one copy not even marked redelivered; fixed upstream in
@@ -297,7 +298,7 @@ export class Pipeline {
         if (!seen || m.redelivered) unique.set(m.seq, m);
       }
       owned = [...unique.keys()];
-      for (const seq of owned) this.#seqsInFlight.add(seq);
+      for (const seq of owned) this.#seqsInFlight.set(seq, claim);
       const { todo, skipViolations, skipDeadLetters } = await this.#lookUp(unique, batch);
       if (todo.length === 0) return;
       try {
@@ -307,13 +308,18 @@ export class Pipeline {
         // A worker threw or died, or ClickHouse refused a row: find the message that did it.
         c.processingFailures++;
         this.#opts.log?.(`pipeline: batch of ${todo.length} failed${todo.length > 1 ? ', retrying its messages one by one' : ''}: ${errorMessage(err)}`);
-        if (todo.length === 1) await this.#failed(todo[0] as JsMsg, batch, err);
-        else for (const m of todo) await this.#isolate(m, batch);
+        if (todo.length === 1) await this.#failed(todo[0] as JsMsg, batch, err, claim);
+        else for (const m of todo) await this.#isolate(m, batch, claim);
       }
     } finally {
       clearInterval(keepAlive);
-      for (const seq of owned) this.#seqsInFlight.delete(seq);
+      for (const seq of owned) this.#release(seq, claim);
     }
+  }
+
+  #release(seq: number, claim: object): void {
+    // A message nak'ed early may already be back in another batch: leave that batch's claim.
+    if (this.#seqsInFlight.get(seq) === claim) this.#seqsInFlight.delete(seq);
   }
 
   /** Which messages still need processing, and which of their rows are stored already. */
@@ -335,7 +341,7 @@ export class Pipeline {
   }
 
   /** One message of a failed batch, alone: stored, or (failing again) retried later or dead-lettered. */
-  async #isolate(m: JsMsg, batch: JsMsg[]): Promise<void> {
+  async #isolate(m: JsMsg, batch: JsMsg[], claim: object): Promise<void> {
     // Looked up again: the failed batch may have stored some of its rows.
     const { todo, skipViolations, skipDeadLetters } = await this.#lookUp(new Map([[m.seq, m]]), batch);
     if (todo.length === 0) return;
@@ -344,7 +350,7 @@ export class Pipeline {
     } catch (err) {
       if (isOutage(err)) throw err;
       this.counters.processingFailures++;
-      await this.#failed(m, batch, err);
+      await this.#failed(m, batch, err, claim);
     }
   }
 
@@ -355,7 +361,7 @@ export class Pipeline {
    * upper bound here (nats-server 2.9 can count a duplicate delivery), which errs on the side
    * of giving up one try early, never of looping.
    */
-  async #failed(m: JsMsg, batch: JsMsg[], err: unknown): Promise<void> {
+  async #failed(m: JsMsg, batch: JsMsg[], err: unknown, claim: object): Promise<void> {
     const { maxDeliver, retryDelayMs } = this.#opts;
     const deliveries = m.info.deliveryCount;
     const copies = batch.filter((x) => x.seq === m.seq);
@@ -363,6 +369,8 @@ export class Pipeline {
       const delay = Math.min(MAX_RETRY_DELAY_MS, retryDelayMs * 2 ** Math.max(0, deliveries - 1));
       this.#opts.log?.(`pipeline: message ${m.subject} #${m.seq} failed on delivery ${deliveries} of ${maxDeliver}, again in ${delay} ms: ${errorMessage(err)}`);
       for (const x of copies) x.nak(delay);
+      // Back before this batch ends (its other messages are still being retried): not ours now.
+      this.#release(m.seq, claim);
       return;
     }
     const summary = summaryOf([{ index: -1, code: REJECTION.processingFailed, message: `${REJECTION.processingFailed}: ${errorMessage(err)} (delivery ${deliveries} of ${maxDeliver})` }]);
