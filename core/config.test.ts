@@ -18,6 +18,8 @@ test('defaults when nothing is set', () => {
     retentionDays: 30,
     logLevel: 'info',
     demoPassword: 'towerwatch-demo',
+    maxDeliver: 5,
+    natsRetrySeconds: 30,
   });
   assert.ok(Object.isFrozen(cfg));
 });
@@ -84,6 +86,13 @@ test('negative and too large ports are rejected; 0 (any free port) is accepted',
   assert.throws(() => loadConfig({ TOWERWATCH_API_PORT: '-1' }), /TOWERWATCH_API_PORT must be an integer 0–65535, got '-1'/);
   assert.throws(() => loadConfig({ TOWERWATCH_NATS_PORT: '65536' }), /TOWERWATCH_NATS_PORT must be an integer 0–65535, got '65536'/);
   assert.equal(loadConfig({ TOWERWATCH_API_PORT: '0' }).apiPort, 0);
+});
+
+test('TOWERWATCH_MAX_DELIVER: an integer 1–100, default 5', () => {
+  assert.equal(loadConfig({ TOWERWATCH_MAX_DELIVER: '3' }).maxDeliver, 3);
+  for (const bad of ['0', '-1', '101', '2.5', 'many']) {
+    assert.throws(() => loadConfig({ TOWERWATCH_MAX_DELIVER: bad }), new RegExp(`TOWERWATCH_MAX_DELIVER must be an integer 1–100, got '${bad}'`));
+  }
 });
 
 test('the local NATS address: NATS_URL wins; port 0 without NATS_URL names what to set', () => {

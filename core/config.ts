@@ -35,6 +35,8 @@ export interface Config {
   readonly demoPassword: string;
   /** How long NATS operations (publishes, requests) are retried through a broker blip. */
   readonly natsRetrySeconds: number;
+  /** Deliveries of a usage message whose processing fails before it is dead-lettered. */
+  readonly maxDeliver: number;
 }
 
 export const DEFAULT_NATS_PORT = 4222;
@@ -49,6 +51,8 @@ export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 export const DEFAULT_DEMO_PASSWORD = 'towerwatch-demo';
 export const MAX_RETENTION_DAYS = 3650;
 export const DEFAULT_NATS_RETRY_SECONDS = 30;
+export const DEFAULT_MAX_DELIVER = 5;
+export const MAX_MAX_DELIVER = 100;
 
 export interface ConfigVariable {
   /** Environment variable name. */
@@ -159,6 +163,14 @@ export const CONFIG_VARIABLES = [
     description:
       'How long JetStream publishes and requests are retried (backoff with jitter, by elapsed time) through a broker restart or a leader election before a batch is handed back for redelivery or a publisher gives up.',
   },
+  {
+    name: 'TOWERWATCH_MAX_DELIVER',
+    field: 'maxDeliver',
+    default: String(DEFAULT_MAX_DELIVER),
+    expected: `an integer 1–${MAX_MAX_DELIVER}`,
+    description:
+      'Deliveries of a usage message whose processing fails (a worker throws or dies on it) before the pipeline moves it to the dead letters with reason processing_failed and acks it; earlier failures are retried with a growing delay.',
+  },
 ] as const satisfies readonly ConfigVariable[];
 
 export type ConfigVariableName = (typeof CONFIG_VARIABLES)[number]['name'];
@@ -258,6 +270,7 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
     .optional()
     .transform((v) => v ?? DEFAULT_DEMO_PASSWORD),
   TOWERWATCH_NATS_RETRY_SECONDS: integer(1, 3600, DEFAULT_NATS_RETRY_SECONDS),
+  TOWERWATCH_MAX_DELIVER: integer(1, MAX_MAX_DELIVER, DEFAULT_MAX_DELIVER),
 };
 
 export interface LoadConfigOptions {

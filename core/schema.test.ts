@@ -89,8 +89,8 @@ function usage(over: Partial<AppUsageRow> = {}): AppUsageRow {
 test('migrate creates every table and projection, and a second run is a no-op', async () => {
   const h = await open('schema_idem');
   const first = await migrate(h, { retentionDays: 30 });
-  assert.deepEqual(first.applied, [1, 2, 3, 4, 5]);
-  assert.equal(SCHEMA_VERSION, 5);
+  assert.deepEqual(first.applied, [1, 2, 3, 4, 5, 6]);
+  assert.equal(SCHEMA_VERSION, 6);
   // The tables were created with the TTL already right.
   assert.deepEqual(first.ttlChanged, []);
   const second = await migrate(h, { retentionDays: 30 });
@@ -120,7 +120,7 @@ test('migrate creates every table and projection, and a second run is a no-op', 
     { table: 'violations', name: 'per_minute' },
   ]);
   const versions = await rows<{ version: number }>(h, `SELECT version FROM ${h.database}.schema_migrations ORDER BY version`);
-  assert.deepEqual(versions.map((v) => v.version), [1, 2, 3, 4, 5]);
+  assert.deepEqual(versions.map((v) => v.version), [1, 2, 3, 4, 5, 6]);
 });
 
 test('columns, types, keys and settings are as specified', async () => {
@@ -155,7 +155,7 @@ test('columns, types, keys and settings are as specified', async () => {
   assert.deepEqual(deadLetters.map((c) => c.name), [...DEAD_LETTER_COLUMNS]);
   assert.deepEqual(Object.fromEntries(deadLetters.map((c) => [c.name, c.type])), {
     ts: DT, stream: LC, subject: 'String', stream_seq: 'UInt64', code: LC, message: 'String',
-    event_index: 'Int32', payload_base64: 'String',
+    event_index: 'Int32', payload_base64: 'String', rejected_count: 'UInt32', rejections: 'String', payload_bytes: 'UInt32', payload_truncated: 'Bool',
   });
 
   const meta = await rows<{ name: string; partition_key: string; sorting_key: string; create_table_query: string }>(
@@ -213,7 +213,7 @@ test('upgrading from schema 2 builds the projections for rows stored before and 
   for (let i = 0; i < 5; i++) writeAppUsageRow(w, usage({ event_id: i, ts: T0 + i * 60_000 }));
   await h.insertFormatted({ table: 'app_usage', columns: APP_USAGE_COLUMNS, format: 'TabSeparated', body: w.finish(), settings: INSERT_SETTINGS });
 
-  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3, 4, 5]);
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3, 4, 5, 6]);
   const deadline = Date.now() + 20_000;
   const built = async (): Promise<number> =>
     Number(
@@ -234,7 +234,31 @@ test('a database migrated by a newer towerwatch is refused', async () => {
   const h = await open('schema_newer');
   await migrate(h, { retentionDays: 30 });
   await h.client.insert({ table: `${h.database}.schema_migrations`, values: [{ version: 99, name: 'future' }], format: 'JSONEachRow' });
-  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(5\)/);
+  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(6\)/);
+});
+
+test('upgrading to schema 6 keeps the per-rejection dead letters of before, each counted once, and adds one-row-per-message columns', async () => {
+  const h = await open('schema_dl6');
+  await h.client.command({
+    query: `CREATE TABLE ${h.database}.schema_migrations (version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version`,
+  });
+  for (const m of MIGRATIONS.filter((x) => x.version <= 5)) {
+    for (const statement of m.statements({ db: h.database, retentionDays: 30 })) await h.client.command({ query: statement });
+    await h.client.insert({ table: `${h.database}.schema_migrations`, values: [{ version: m.version, name: m.name }], format: 'JSONEachRow' });
+  }
+  await h.client.insert({
+    table: `${h.database}.dead_letters`,
+    values: [0, 3].map((i) => ({ ts: T0, stream: 'USAGE', subject: 'usage.att.t1', stream_seq: 9, code: 'bad_field', message: 'x', event_index: i, payload_base64: 'AAEC' })),
+    format: 'JSONEachRow',
+  });
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [6]);
+  assert.deepEqual(
+    await rows(h, `SELECT event_index, rejected_count, rejections, payload_bytes, payload_truncated FROM ${h.database}.dead_letters ORDER BY event_index`),
+    [
+      { event_index: 0, rejected_count: 1, rejections: '', payload_bytes: 3, payload_truncated: false },
+      { event_index: 3, rejected_count: 1, rejections: '', payload_bytes: 3, payload_truncated: false },
+    ],
+  );
 });
 
 test('the per-minute and device projections answer the rollup queries (and are used: forced)', async () => {
@@ -317,6 +341,6 @@ test('row writers agree with encodeTsv over the column types', () => {
   writeAppUsageRow(w, row);
   assert.deepEqual(w.finish(), encodeTsv([APP_USAGE_COLUMNS.map((c) => row[c])], APP_USAGE_TSV_TYPES));
   const wd = new TsvWriter();
-  writeDeadLetterRow(wd, { ts: 5, stream: 'USAGE', subject: 'usage.att.t1', stream_seq: 3, code: 'bad_frame', message: 'x', event_index: -1, payload_base64: 'AA==' });
-  assert.equal(wd.finish().toString(), '0.005\tUSAGE\tusage.att.t1\t3\tbad_frame\tx\t-1\tAA==\n');
+  writeDeadLetterRow(wd, { ts: 5, stream: 'USAGE', subject: 'usage.att.t1', stream_seq: 3, code: 'bad_frame', message: 'x', event_index: -1, payload_base64: 'AA==', rejected_count: 1, rejections: '[]', payload_bytes: 1, payload_truncated: false });
+  assert.equal(wd.finish().toString(), '0.005\tUSAGE\tusage.att.t1\t3\tbad_frame\tx\t-1\tAA==\t1\t[]\t1\t0\n');
 });

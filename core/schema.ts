@@ -101,7 +101,19 @@ export interface DeadLetterRow {
   code: string;
   message: string;
   event_index: number;
+  /** The message's bytes (the first DEAD_LETTER_MAX_PAYLOAD_BYTES of them), base64. */
   payload_base64: string;
+  /**
+   * Schema 6: one row per dead-lettered message. `code`, `message` and `event_index` are its
+   * first reason; `rejected_count` counts all of them, `rejections` is a JSON list of the first
+   * few (`{ index, code, message, event_id? }`); rows written before schema 6 are one per
+   * rejection, with `rejected_count` 1 and `rejections` ''.
+   */
+  rejected_count: number;
+  rejections: string;
+  /** Size of the original message; `payload_truncated` when payload_base64 holds less. */
+  payload_bytes: number;
+  payload_truncated: boolean;
 }
 
 /** Columns of app_usage in insert order (all but `ingested_at`, which defaults to now). */
@@ -165,6 +177,10 @@ export const DEAD_LETTER_COLUMNS = [
   'message',
   'event_index',
   'payload_base64',
+  'rejected_count',
+  'rejections',
+  'payload_bytes',
+  'payload_truncated',
 ] as const satisfies readonly (keyof DeadLetterRow)[];
 
 const TSV_TYPE_OF: Readonly<Record<string, TsvColumnType>> = {
@@ -174,6 +190,9 @@ const TSV_TYPE_OF: Readonly<Record<string, TsvColumnType>> = {
   bytes_up: 'uint',
   bytes_down: 'uint',
   event_index: 'int',
+  rejected_count: 'uint',
+  payload_bytes: 'uint',
+  payload_truncated: 'bool',
 };
 const tsvTypes = (columns: readonly string[]): readonly TsvColumnType[] =>
   Object.freeze(columns.map((c) => TSV_TYPE_OF[c] ?? 'string'));
@@ -259,6 +278,10 @@ export function writeDeadLetterRow(w: TsvWriter, r: DeadLetterRow): void {
     .string(r.message)
     .int(r.event_index)
     .string(r.payload_base64)
+    .uint(r.rejected_count)
+    .string(r.rejections)
+    .uint(r.payload_bytes)
+    .bool(r.payload_truncated)
     .endRow();
 }
 
@@ -599,6 +622,18 @@ export const MIGRATIONS: readonly Migration[] = [
       TTL ${ttl('discovery_sightings', days)}
       ${TABLE_SETTINGS}`,
       `ALTER TABLE ${db}.discovery_sightings ADD INDEX IF NOT EXISTS idx_stream_seq stream_seq TYPE minmax GRANULARITY 1`,
+    ],
+  },
+  {
+    version: 6,
+    name: 'dead letters: one row per message (payload stored once, reasons capped and counted)',
+    statements: ({ db }) => [
+      // Rows from before are one per rejection: each counts 1 and has no list.
+      `ALTER TABLE ${db}.dead_letters
+        ADD COLUMN IF NOT EXISTS rejected_count UInt32 DEFAULT 1,
+        ADD COLUMN IF NOT EXISTS rejections String DEFAULT '',
+        ADD COLUMN IF NOT EXISTS payload_bytes UInt32 DEFAULT toUInt32(length(tryBase64Decode(payload_base64))),
+        ADD COLUMN IF NOT EXISTS payload_truncated Bool DEFAULT false`,
     ],
   },
 ];

@@ -13,6 +13,7 @@ import {
   type StreamInfo,
 } from '@nats-io/jetstream';
 import { headers, nanos, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
+import { headerReasons, type DeadLetterSummary } from './deadLetters.js';
 import { ID_PATTERN } from './domain.js';
 
 export const USAGE_STREAM = 'USAGE';
@@ -137,11 +138,16 @@ export function usageDlqSubject(carrier: string, tower: string): string {
   return `dlq.usage.${token('carrier', carrier)}.${token('tower', tower)}`;
 }
 
-/** Headers of a dead letter (docs/wire-format.md): why, and where the message came from. */
-export function deadLetterHeaders(subject: string, seq: number, reasons: ReadonlyArray<{ index: number; code: string; message: string }>): MsgHdrs {
+/**
+ * Headers of a dead letter (docs/wire-format.md): why, and where the message came from. Small
+ * whatever the number of rejections: the first few reasons, the total and a count per code.
+ */
+export function deadLetterHeaders(subject: string, seq: number, summary: DeadLetterSummary): MsgHdrs {
   const h = headers();
-  h.set('Towerwatch-Reason', reasons[0]?.code ?? 'unknown');
-  h.set('Towerwatch-Rejections', JSON.stringify(reasons.map((x) => ({ index: x.index, code: x.code, message: x.message }))));
+  h.set('Towerwatch-Reason', summary.reasons[0]?.code ?? 'unknown');
+  h.set('Towerwatch-Rejections', JSON.stringify(headerReasons(summary).map((x) => ({ index: x.index, code: x.code, message: x.message }))));
+  h.set('Towerwatch-Rejected-Count', String(summary.total));
+  h.set('Towerwatch-Reason-Counts', JSON.stringify(summary.codes));
   h.set('Towerwatch-Original-Subject', subject);
   h.set('Towerwatch-Stream-Seq', String(seq));
   return h;

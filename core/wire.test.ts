@@ -181,6 +181,21 @@ describe('whole-message rejections', () => {
     expectFailure(decodeUsage('hello' as unknown as Uint8Array), DECODE_ERROR.notMsgpack, 'expected bytes (Uint8Array), got "hello"');
   });
 
+  it('not_msgpack: the never-used byte 0xc1, alone or anywhere inside (msgpackr reads it as a marker)', () => {
+    expectFailure(decodeUsage(Uint8Array.of(0xc1)), DECODE_ERROR.notMsgpack, /0xc1/);
+    expectFailure(decodeDiscovery(Uint8Array.of(0xc1)), DECODE_ERROR.notMsgpack, /0xc1/);
+    // As the value of v, and inside a row of an otherwise good frame (fixmap, key "x").
+    expectFailure(decodeUsage(Uint8Array.of(0x81, 0xa1, 0x76, 0xc1)), DECODE_ERROR.notMsgpack, /0xc1/);
+    const good = pack({ v: 1, type: 'usage_frame', carrier: 'att', tower: 'tower123', events: [[1, Date.UTC(2025, 0, 1), 'd', 'a', 'x', 1, 2]] });
+    const i = good.indexOf(0x01, good.length - 3); // bytes_up = 1
+    const bad = Uint8Array.from(good);
+    bad[i] = 0xc1;
+    expectFailure(decodeUsage(bad), DECODE_ERROR.notMsgpack, /0xc1/);
+    // The byte inside a string or a number is data, not the marker.
+    const data = decodeUsage(pack({ v: 1, type: 'usage_frame', carrier: 'att', tower: 'tower123', events: [[1, Date.UTC(2025, 0, 1), 'd\u00c1', 'a', 'x', 0xc1, 2]] }));
+    assert.equal(data.ok && data.events[0]?.bytes_up, 0xc1);
+  });
+
   it('not_a_map', () => {
     expectFailure(decodeUsage(pack([1, 2, 3])), DECODE_ERROR.notAMap, 'a message must be a MessagePack map, got an array of 3');
     expectFailure(decodeUsage(pack('usage')), DECODE_ERROR.notAMap, 'a message must be a MessagePack map, got "usage"');

@@ -10,7 +10,7 @@
  * result.
  */
 import { createHash } from 'node:crypto';
-import { Packr, Unpackr } from 'msgpackr';
+import { C1, Packr, Unpackr } from 'msgpackr';
 import { ID_PATTERN, type DiscoveryReport, type UsageEvent } from './domain.js';
 
 /** The version this codec writes and the only one it reads. */
@@ -595,6 +595,9 @@ function readEnvelope(bytes: Uint8Array, types: readonly string[]): Envelope | F
     const reason = error instanceof Error ? error.message : String(error);
     return new Failure(DECODE_ERROR.notMsgpack, `not a MessagePack value: ${clip(reason, 160)}`);
   }
+  // 0xc1 is "never used" in MessagePack; msgpackr reads it as a marker object instead of
+  // failing. Only inputs holding that byte somewhere (a native scan) are walked for one.
+  if (bytes.includes(0xc1) && holdsC1(value)) return new Failure(DECODE_ERROR.notMsgpack, 'not a MessagePack value: byte 0xc1 is never used in MessagePack');
   if (value === null || typeof value !== 'object' || Object.getPrototypeOf(value) !== Object.prototype) {
     return new Failure(DECODE_ERROR.notAMap, `a message must be a MessagePack map, got ${describe(value)}`);
   }
@@ -612,6 +615,19 @@ function readEnvelope(bytes: Uint8Array, types: readonly string[]): Envelope | F
   const bad = checkId('carrier', carrier) ?? checkId('tower', tower);
   if (bad) return bad;
   return { msg, type, carrier: carrier as string, tower: tower as string };
+}
+
+/** Whether msgpackr's marker for the byte 0xc1 is anywhere in a decoded value (iterative: nesting may be deep). */
+function holdsC1(root: unknown): boolean {
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (v === C1) return true;
+    if (v === null || typeof v !== 'object' || v instanceof Uint8Array) continue;
+    if (Array.isArray(v)) for (const x of v) stack.push(x);
+    else for (const k in v as Wire) stack.push((v as Wire)[k]);
+  }
+  return false;
 }
 
 function checkId(field: string, value: unknown): Failure | null {

@@ -9,6 +9,7 @@ import type { Alert } from '../core/alerts.js';
 import type { RemediationRequest } from '../core/remediation.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import type { Device, UsageEvent } from '../core/domain.js';
+import { addReason, checkSubject, emptySummary, REJECTION, type DeadLetterSummary } from '../core/deadLetters.js';
 import { decodeUsage, type EventRejection } from '../core/wire.js';
 import { enrichEvent, type Directory, type EvalEvent, type PolicyModule, type Verdict } from '../rules-wasm/index.js';
 
@@ -19,15 +20,12 @@ export interface BatchMessage {
   data: Uint8Array;
 }
 
+/** A message with rejections: one per message, its reasons bounded (core/deadLetters.ts). */
 export interface DeadLetter {
   seq: number;
   subject: string;
-  /** The whole message failed (`index` -1), or these events of it. */
-  code: string;
-  message: string;
-  index: number;
+  summary: DeadLetterSummary;
 }
-
 
 /** What the pipeline queues on REMEDIATION: always automatic, and only blocks. */
 export type AutoRemediationRequest = RemediationRequest & { trigger: 'auto'; action: 'block_device' | 'block_app' };
@@ -81,18 +79,36 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
   const byEnterprise = new Map<string, number[]>();
 
   for (const msg of messages) {
-    const decoded = decodeUsage(msg.data);
-    if (!decoded.ok) {
-      out.deadLetters.push({ seq: msg.seq, subject: msg.subject, code: decoded.code, message: decoded.message, index: -1 });
+    const reasons = emptySummary();
+    const rejectMessage = (code: string, message: string): void => {
+      addReason(reasons, { index: -1, code, message });
+      out.deadLetters.push({ seq: msg.seq, subject: msg.subject, summary: reasons });
       out.counts.rejectedMessages++;
+    };
+    // The subject is the truth about who sent it (NATS permissions are per subject).
+    const badSubject = checkSubject('usage', msg.subject);
+    if (badSubject) {
+      rejectMessage(badSubject.code, badSubject.message);
       continue;
     }
-    for (const r of decoded.rejected as EventRejection[]) {
-      out.deadLetters.push({ seq: msg.seq, subject: msg.subject, code: r.code, message: r.message, index: r.index });
-      out.counts.rejectedEvents++;
+    const decoded = decodeUsage(msg.data);
+    if (!decoded.ok) {
+      rejectMessage(decoded.code, decoded.message);
+      continue;
     }
-    if (decoded.events.length > 0) out.storedSeqs.push(msg.seq);
-    for (const event of decoded.events) {
+    // Carrier and tower are the message's (every event of it has the same).
+    const first = decoded.events[0];
+    const mismatch = first ? checkSubject('usage', msg.subject, first.carrier, first.tower) : null;
+    if (mismatch) {
+      rejectMessage(mismatch.code, mismatch.message);
+      continue;
+    }
+    for (const r of decoded.rejected as EventRejection[]) addReason(reasons, r);
+    const events = uniqueEvents(decoded.events, decoded.rejected, reasons);
+    out.counts.rejectedEvents += reasons.total;
+    if (reasons.total > 0) out.deadLetters.push({ seq: msg.seq, subject: msg.subject, summary: reasons });
+    if (events.length > 0) out.storedSeqs.push(msg.seq);
+    for (const event of events) {
       const enriched = enrichEvent(ctx.directory, event);
       const p: Pending = enriched.enforced
         ? { event, seq: msg.seq, device: enriched.device, enterpriseId: enriched.enterpriseId, userId: enriched.userId, eval: enriched.event, verdict: null, version: NO_VERSION }
@@ -189,6 +205,41 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
     }
   }
   return out;
+}
+
+/**
+ * The events of one frame with each `event_id` once: a later copy is rejected with
+ * `duplicate_event_id` (its row index in the frame). Towers number events increasingly, so a
+ * frame is checked in one pass and only a frame out of order pays for a set.
+ */
+function uniqueEvents(events: UsageEvent[], rejected: readonly EventRejection[], reasons: DeadLetterSummary): UsageEvent[] {
+  let increasing = true;
+  for (let i = 1; i < events.length; i++) {
+    if ((events[i] as UsageEvent).event_id <= (events[i - 1] as UsageEvent).event_id) {
+      increasing = false;
+      break;
+    }
+  }
+  if (increasing) return events;
+  const seen = new Set<number>();
+  const kept: UsageEvent[] = [];
+  // The decoder keeps row order and lists rejected rows by ascending index: recover each event's row.
+  let r = 0;
+  let row = 0;
+  for (const e of events) {
+    while (r < rejected.length && (rejected[r] as EventRejection).index === row) {
+      r++;
+      row++;
+    }
+    if (seen.has(e.event_id)) {
+      addReason(reasons, { index: row, code: REJECTION.duplicateEventId, message: `events[${row}].event_id ${e.event_id} is already in this frame`, event_id: e.event_id });
+    } else {
+      seen.add(e.event_id);
+      kept.push(e);
+    }
+    row++;
+  }
+  return kept;
 }
 
 const packr = new Packr({ useRecords: false });

@@ -107,7 +107,7 @@ test('storedSeqs tells which sequences have rows', async () => {
   const big = 2 ** 40 + 1;
   await sink.insert('app_usage', batch(big, 1, 200), { token: 'tbig' });
   const w = new TsvWriter();
-  writeDeadLetterRow(w, { ts: BASE_TS, stream: 'USAGE', subject: 'usage.att.t1', stream_seq: 8, code: 'bad_frame', message: 'not msgpack', event_index: -1, payload_base64: 'AAE=' });
+  writeDeadLetterRow(w, { ts: BASE_TS, stream: 'USAGE', subject: 'usage.att.t1', stream_seq: 8, code: 'bad_frame', message: 'not msgpack', event_index: -1, payload_base64: 'AAE=', rejected_count: 1, rejections: '', payload_bytes: 2, payload_truncated: false });
   await sink.insert('dead_letters', w.finish(), { token: 'dl8' });
 
   assert.deepEqual([...(await sink.storedSeqs('app_usage', [6, 7, 8, 9, 10, big]))].sort((a, b) => a - b), [7, 9, big]);

@@ -171,6 +171,23 @@ describe('discovery worker', () => {
     await until(() => view.device('mixed-good-1') !== undefined, 5000, 'the good report of the mixed frame');
   });
 
+  it("the subject is the truth: a report claiming Verizon on AT&T's subject (or on a malformed subject) creates nothing and is a subject_mismatch (bad_subject) dead letter", async () => {
+    const forged = encodeDiscoveryFrame('verizon', BRIEF.nycTower, [report('forged-1', { carrier: 'verizon' })]);
+    const seq = (await js.publish(discoverySubject('att', BRIEF.nycTower), forged)).seq;
+    const bytes = encodeDiscoveryFrame('att', BRIEF.nycTower, [report('forged-2')]);
+    const extra = (await js.publish(`discovery.att.${BRIEF.nycTower}.extra`, bytes)).seq;
+    const good = await publish([report('honest-1')]);
+    await processed(good);
+    const dead = await rows<{ stream_seq: string; code: string; event_index: number; rejected_count: number }>(
+      `SELECT stream_seq, code, event_index, rejected_count FROM ${ch.database}.dead_letters WHERE stream = 'DISCOVERY' AND stream_seq IN (${seq}, ${extra}) ORDER BY stream_seq`,
+    );
+    assert.deepEqual(dead.map((d) => [Number(d.stream_seq), d.code, d.event_index, d.rejected_count]), [[seq, 'subject_mismatch', -1, 1], [extra, 'bad_subject', -1, 1]]);
+    await until(() => view.device('honest-1') !== undefined, 5000, 'the honest report');
+    assert.equal(view.device('forged-1'), undefined);
+    assert.equal(view.device('forged-2'), undefined);
+    assert.deepEqual(await sightings('forged-1'), []);
+  });
+
   it('a second pass over the stream (redelivery) writes no row or device twice', async () => {
     const countRows = async () => Number((await rows<{ n: string }>(`SELECT count() AS n FROM ${ch.database}.discovery_sightings`))[0]!.n);
     const countDead = async () => Number((await rows<{ n: string }>(`SELECT count() AS n FROM ${ch.database}.dead_letters`))[0]!.n);

@@ -15,6 +15,7 @@ import { ConflictError, type ControlPlaneStore, type ControlPlaneView } from '..
 import { discoveredDeviceView } from '../core/discoveredDevice.js';
 import type { Device, DiscoveryReport } from '../core/domain.js';
 import { enterpriseEventsSubject } from '../core/remediation.js';
+import { addReason, checkSubject, deadLetterRow, emptySummary, summaryOf } from '../core/deadLetters.js';
 import { DEAD_LETTER_COLUMNS, queryStoredSeqs } from '../core/schema.js';
 import { deadLetterHeaders, DISCOVERY_STREAM } from '../core/streams.js';
 import { decodeDiscovery, type EventRejection } from '../core/wire.js';
@@ -142,8 +143,15 @@ export class DiscoveryWorker {
 
   async #process(batch: JsMsg[]): Promise<void> {
     const decoded: Decoded[] = batch.map((m) => {
+      // The subject is the truth about who sent it: a carrier may only speak for itself.
+      const badSubject = checkSubject('discovery', m.subject);
+      if (badSubject) return { m, reports: [], rejected: [], failure: badSubject };
       const r = decodeDiscovery(m.data);
-      return r.ok ? { m, reports: r.reports, rejected: r.rejected, failure: null } : { m, reports: [], rejected: [], failure: { code: r.code, message: r.message } };
+      if (!r.ok) return { m, reports: [], rejected: [], failure: { code: r.code, message: r.message } };
+      const first = r.reports[0];
+      const mismatch = first ? checkSubject('discovery', m.subject, first.carrier, first.tower) : null;
+      if (mismatch) return { m, reports: [], rejected: [], failure: mismatch };
+      return { m, reports: r.reports, rejected: r.rejected, failure: null };
     });
     // Done means: its sightings are stored, or (nothing to store) its dead letters are.
     const seqs = batch.map((m) => m.seq);
@@ -265,13 +273,12 @@ export class DiscoveryWorker {
     const now = Date.now();
     const rows: string[] = [];
     for (const d of bad) {
-      const reasons = d.failure ? [{ index: -1, code: d.failure.code, message: d.failure.message }] : d.rejected.map((x) => ({ index: x.index, code: x.code, message: x.message }));
-      await this.#js.publish(`dlq.${d.m.subject}`, d.m.data, { msgID: `dlq:discovery:${d.m.seq}`, headers: deadLetterHeaders(d.m.subject, d.m.seq, reasons) });
-      const payload = Buffer.from(d.m.data).toString('base64');
-      for (const x of reasons) {
-        rows.push(JSON.stringify({ ts: now, stream: DISCOVERY_STREAM, subject: d.m.subject, stream_seq: d.m.seq, code: x.code, message: x.message, event_index: x.index, payload_base64: payload }));
-      }
-      this.counters.deadLetters += reasons.length;
+      // One row and one DLQ message per message, its reasons bounded (core/deadLetters.ts).
+      const summary = d.failure ? summaryOf([{ index: -1, code: d.failure.code, message: d.failure.message }]) : emptySummary();
+      for (const x of d.rejected) addReason(summary, x);
+      await this.#js.publish(`dlq.${d.m.subject}`, d.m.data, { msgID: `dlq:discovery:${d.m.seq}`, headers: deadLetterHeaders(d.m.subject, d.m.seq, summary) });
+      rows.push(JSON.stringify(deadLetterRow(DISCOVERY_STREAM, d.m.subject, d.m.seq, summary, d.m.data, now)));
+      this.counters.deadLetters += summary.total;
     }
     await this.#o.clickhouse.insertFormatted({
       table: 'dead_letters',

@@ -19,6 +19,7 @@ import { ensureStreams, usageSubject, USAGE_DLQ_STREAM } from '../core/streams.j
 import { projectionTotalQuery } from '../core/testing/rollups.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { until } from '../core/testing/until.js';
+import { encodeUsageFrame } from '../core/wire.js';
 import { briefEvent, publishFrame } from '../fixtures/briefEvents.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { createTrafficGenerator } from '../fixtures/traffic.js';
@@ -29,6 +30,13 @@ import { ClickHouseSink } from './clickhouseSink.js';
 import { Pipeline } from './pipeline.js';
 
 const nats = await withNats();
+// Test hooks of pipeline/worker.ts: a message on the first subject makes the worker throw, one
+// on the second ends the worker thread. Read by the workers when they start.
+const POISON_SUBJECT = 'usage.att.poison-tower';
+const CRASH_SUBJECT = 'usage.att.crash-tower';
+process.env['TOWERWATCH_TEST_POISON_SUBJECT'] = POISON_SUBJECT;
+process.env['TOWERWATCH_TEST_CRASH_SUBJECT'] = CRASH_SUBJECT;
+const MAX_DELIVER = 3;
 const world = generateWorld({ seed: 21, enterprises: 3, usersPerEnterprise: 8, towers: 6 });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
@@ -39,6 +47,7 @@ describe('pipeline', () => {
   let dataDir: string;
   let ch: ClickHouseHandle;
   let pipeline: Pipeline;
+  let pipelineEnded = false;
 
   before(async () => {
     nc = await nats.connect();
@@ -49,7 +58,9 @@ describe('pipeline', () => {
     dataDir = await mkdtemp(join(tmpdir(), 'tw-pipeline-'));
     ch = await openClickHouse({ clickhouseUrl: null, dataDir });
     await migrate(ch, { retentionDays: 30 });
-    pipeline = await Pipeline.start({ nc, natsUrl: nats.url, sink: new ClickHouseSink(ch), threads: 2, cacheDir: join(dataDir, 'wasm') });
+    pipeline = await Pipeline.start({ nc, natsUrl: nats.url, sink: new ClickHouseSink(ch), threads: 2, cacheDir: join(dataDir, 'wasm'), maxDeliver: MAX_DELIVER, retryDelayMs: 200 });
+    pipelineEnded = false;
+    void pipeline.done().finally(() => (pipelineEnded = true));
   });
   after(async () => {
     await pipeline?.stop();
@@ -138,7 +149,7 @@ describe('pipeline', () => {
       await publish(f.carrier, f.tower, f.events);
       good += f.events.length;
       const bad = generator.badFrame(kind);
-      await js.publish(usageSubject('att', BRIEF.nycTower), bad.bytes);
+      await js.publish(usageSubject(bad.carrier, bad.tower), bad.bytes);
       good += kind === 'bad_events' ? countGoodRows(bad) : 0;
     }
     await until(async () => (await count('SELECT count() AS n FROM dead_letters')) >= kinds.length, 30_000);
@@ -154,6 +165,88 @@ describe('pipeline', () => {
     assert.ok(first?.header.get('Towerwatch-Reason'), 'the dead letter says why');
     assert.match(first?.header.get('Towerwatch-Rejections') ?? '', /"code"/);
     assert.equal(pipeline.counters.deadLetterMessages >= kinds.length, true);
+  });
+
+  const settled = async (): Promise<void> => {
+    const jsm = await jetstreamManager(nc);
+    await until(async () => {
+      const info = await jsm.consumers.info('USAGE', 'pipeline');
+      return info.num_ack_pending === 0 && info.num_pending === 0;
+    }, 60_000, 'every message acked');
+  };
+
+  it('a message the worker throws on, and one it dies on, end in the DLQ and dead_letters (processing_failed) and are acked; good messages around them are stored once', async () => {
+    const beforeLost = pipeline.counters.workersLost;
+    const good1 = [event(20_001, {}), event(20_002, {})];
+    const good2 = [event(20_003, {}), event(20_004, {})];
+    const poison = encodeUsageFrame('att', 'poison-tower', [event(1, { tower: 'poison-tower' })]);
+    const crash = encodeUsageFrame('att', 'crash-tower', [event(1, { tower: 'crash-tower' })]);
+    // Published together so that they tend to share a batch.
+    const acks = await Promise.all([
+      js.publish(usageSubject('att', BRIEF.nycTower), encodeUsageFrame('att', BRIEF.nycTower, good1)),
+      js.publish(POISON_SUBJECT, poison),
+      js.publish(CRASH_SUBJECT, crash),
+      js.publish(usageSubject('att', BRIEF.nycTower), encodeUsageFrame('att', BRIEF.nycTower, good2)),
+    ]);
+    const [poisonSeq, crashSeq] = [acks[1]!.seq, acks[2]!.seq];
+    await until(async () => (await count(`SELECT count() AS n FROM dead_letters WHERE stream_seq IN (${poisonSeq}, ${crashSeq})`)) >= 2, 60_000, 'both dead-lettered');
+    await settled();
+    const rs = await ch.client.query({
+      query: `SELECT stream_seq, code, message, event_index, payload_bytes FROM dead_letters WHERE stream_seq IN (${poisonSeq}, ${crashSeq}) ORDER BY stream_seq`,
+      format: 'JSONEachRow',
+    });
+    const dead = (await rs.json()) as Array<{ stream_seq: number; code: string; message: string; event_index: number; payload_bytes: number }>;
+    assert.deepEqual(dead.map((d) => [Number(d.stream_seq), d.code, d.event_index, d.payload_bytes]), [[poisonSeq, 'processing_failed', -1, poison.length], [crashSeq, 'processing_failed', -1, crash.length]]);
+    assert.match(dead[0]!.message, /^processing_failed: test poison message on usage\.att\.poison-tower \(delivery \d+ of 3\)$/);
+    assert.match(dead[1]!.message, /^processing_failed: .*worker exited/);
+    assert.equal(await count("SELECT count() AS n FROM app_usage WHERE tower_id = 'tower123' AND event_id BETWEEN 20001 AND 20004"), 4);
+    assert.equal(await count("SELECT count() AS n FROM app_usage WHERE tower_id IN ('poison-tower', 'crash-tower')"), 0);
+    const jsm = await jetstreamManager(nc);
+    for (const seq of [poisonSeq, crashSeq]) {
+      const dlq = await jsm.streams.getMessage(USAGE_DLQ_STREAM, { last_by_subj: `dlq.${seq === poisonSeq ? POISON_SUBJECT : CRASH_SUBJECT}` });
+      assert.equal(dlq?.header.get('Towerwatch-Reason'), 'processing_failed');
+      assert.equal(dlq?.header.get('Towerwatch-Stream-Seq'), String(seq));
+    }
+    assert.ok(pipeline.counters.workersLost > beforeLost, 'the dead worker was counted (and replaced)');
+    assert.equal(pipeline.counters.failedMessages, 2);
+    assert.equal(pipelineEnded, false, 'the pipeline keeps running');
+    // And it still stores what comes next.
+    await publish('att', BRIEF.nycTower, [event(20_005, {})]);
+    await until(async () => (await count("SELECT count() AS n FROM app_usage WHERE tower_id = 'tower123' AND event_id = 20005")) === 1, 30_000, 'later traffic stored');
+  });
+
+  it('a frame of 10,000 rows with bytes_up = -1 is one dead letter (payload once, 100 reasons, total 10,000) in bounded memory', async () => {
+    const rows = Array.from({ length: 10_000 }, (_, i) => event(30_000 + i, { bytes_up: -1 }));
+    const frame = encodeUsageFrame('att', BRIEF.nycTower, rows);
+    let peak = process.memoryUsage().rss;
+    const base = peak;
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
+    try {
+      const seq = (await js.publish(usageSubject('att', BRIEF.nycTower), frame)).seq;
+      await until(async () => (await count(`SELECT count() AS n FROM dead_letters WHERE stream_seq = ${seq}`)) >= 1, 60_000, 'dead-lettered');
+      await settled();
+      const rs = await ch.client.query({
+        query: `SELECT count() AS n, any(code) AS code, any(rejected_count) AS total, any(JSONLength(rejections)) AS kept, any(payload_bytes) AS bytes, any(length(payload_base64)) AS b64 FROM dead_letters WHERE stream_seq = ${seq}`,
+        format: 'JSONEachRow',
+      });
+      const [row] = (await rs.json()) as Array<Record<string, string | number>>;
+      assert.deepEqual({ n: Number(row!['n']), code: row!['code'], total: Number(row!['total']), kept: Number(row!['kept']), bytes: Number(row!['bytes']) }, { n: 1, code: 'bad_field', total: 10_000, kept: 100, bytes: frame.length });
+      assert.equal(Number(row!['b64']), Buffer.from(frame).toString('base64').length);
+      const jsm = await jetstreamManager(nc);
+      const info = await jsm.streams.info(USAGE_DLQ_STREAM);
+      const dlq = await jsm.streams.getMessage(USAGE_DLQ_STREAM, { seq: info.state.last_seq });
+      assert.equal(dlq?.header.get('Towerwatch-Stream-Seq'), String(seq));
+      assert.equal(dlq?.header.get('Towerwatch-Rejected-Count'), '10000');
+      assert.equal(dlq?.header.get('Towerwatch-Reason-Counts'), '{"bad_field":10000}');
+      const headerBytes = [...(dlq?.header.keys() ?? [])].reduce((n, k) => n + k.length + (dlq?.header.get(k).length ?? 0), 0);
+      assert.ok(headerBytes < 4096, `headers are small: ${headerBytes} bytes`);
+      assert.equal(await count(`SELECT count() AS n FROM app_usage WHERE stream_seq = ${seq}`), 0);
+    } finally {
+      clearInterval(sampler);
+    }
+    const growthMb = (peak - base) / 2 ** 20;
+    assert.ok(growthMb < 300, `RSS grew ${growthMb.toFixed(0)} MB`);
+    assert.equal(pipelineEnded, false);
   });
 
   it('applies a policy change while traffic flows, without a restart', async () => {

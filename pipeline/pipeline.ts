@@ -21,9 +21,13 @@ import {
 } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Piscina } from 'piscina';
+import { DEFAULT_MAX_DELIVER } from '../core/config.js';
+import { REJECTION, deadLetterRow, summaryOf } from '../core/deadLetters.js';
 import { isTransientNatsError, publishWithRetry } from '../core/natsRetry.js';
 import { remediationMsgId } from '../core/remediation.js';
 import { DEFAULT_RETRY_BUDGET_MS, RetryBudgetExhaustedError } from '../core/retry.js';
+import { writeDeadLetterRow } from '../core/schema.js';
+import { TsvWriter } from '../core/tsv.js';
 import { deadLetterHeaders, remediationSubject, USAGE_STREAM } from '../core/streams.js';
 import { ClickHouseSinkError, SinkErrorCode } from './clickhouseSink.js';
 import { MessageQueue } from './messageQueue.js';
@@ -33,6 +37,11 @@ export const DEFAULT_CONSUMER = 'pipeline';
 export const ACK_WAIT_MS = 60_000;
 /** How long fetching pauses when ClickHouse stays down through a batch's retries. */
 export const PAUSE_ON_OUTAGE_MS = 5_000;
+/** Deliveries of a message whose processing fails before it is dead-lettered (TOWERWATCH_MAX_DELIVER). */
+export { DEFAULT_MAX_DELIVER };
+/** Delay before a failed message comes back: doubles with each delivery, at most {@link MAX_RETRY_DELAY_MS}. */
+export const RETRY_DELAY_MS = 1_000;
+export const MAX_RETRY_DELAY_MS = 30_000;
 
 /** Where rows go; ClickHouseSink implements it. */
 export interface RowSink {
@@ -63,6 +72,13 @@ export interface PipelineOptions {
   /** How long a batch's JetStream publishes are retried through a broker blip. @default DEFAULT_RETRY_BUDGET_MS */
   natsRetryMs?: number;
   log?: (line: string) => void;
+  /**
+   * Deliveries of a message whose processing fails (a worker throws or dies on it) before it
+   * goes to the dead letters with `processing_failed` and is acked. @default DEFAULT_MAX_DELIVER
+   */
+  maxDeliver?: number;
+  /** First delay before a failed message is redelivered (doubling). @default RETRY_DELAY_MS */
+  retryDelayMs?: number;
 }
 
 export interface PipelineCounters {
@@ -80,6 +96,12 @@ export interface PipelineCounters {
   batches: number;
   insertMs: number;
   insertRetries: number;
+  /** Worker tasks that threw or whose worker died (each retried, the messages one by one). */
+  processingFailures: number;
+  /** Messages dead-lettered with `processing_failed` after maxDeliver deliveries. */
+  failedMessages: number;
+  /** Worker threads that ended unexpectedly (piscina starts a new one). */
+  workersLost: number;
   /** JetStream publishes retried through a broker blip. */
   publishRetries: number;
   /** Batches handed back (nak) because NATS or ClickHouse stayed away through their retries. */
@@ -102,20 +124,23 @@ export class Pipeline {
     batches: 0,
     insertMs: 0,
     insertRetries: 0,
+    processingFailures: 0,
+    failedMessages: 0,
+    workersLost: 0,
     publishRetries: 0,
     batchesHandedBack: 0,
     policyVersions: {},
   };
   readonly #opts: Required<Omit<PipelineOptions, 'cacheDir' | 'log'>> & Pick<PipelineOptions, 'cacheDir' | 'log'>;
+  readonly #retry = { budgetMs: DEFAULT_RETRY_BUDGET_MS, onRetry: () => void this.counters.publishRetries++ };
   readonly #js: JetStreamClient;
   readonly #pool: Piscina<WorkerTask, WorkerResult>;
   readonly #inFlight = new Set<Promise<void>>();
   #stopping = false;
   #loop: Promise<void> = Promise.resolve();
-  #failure: Error | null = null;
   #pausedUntil = 0;
-  /** Stream sequences some batch of this process is working on. */
-  readonly #seqsInFlight = new Set<number>();
+  /** Stream sequences some batch of this process is working on, and the batch's claim. */
+  readonly #seqsInFlight = new Map<number, object>();
   #ready: Promise<void> = Promise.resolve();
   /** The consumer's actual ack_wait (it may predate this process's options). */
   #ackWaitMs = ACK_WAIT_MS;
@@ -131,8 +156,12 @@ export class Pipeline {
       maxInFlight: opts.maxInFlight ?? threads + 1,
       consumer: opts.consumer ?? DEFAULT_CONSUMER,
       ackWaitMs: opts.ackWaitMs ?? ACK_WAIT_MS,
+      maxDeliver: opts.maxDeliver ?? DEFAULT_MAX_DELIVER,
+      retryDelayMs: opts.retryDelayMs ?? RETRY_DELAY_MS,
       natsRetryMs: opts.natsRetryMs ?? DEFAULT_RETRY_BUDGET_MS,
     };
+    this.#retry.budgetMs = this.#opts.natsRetryMs;
+    if (!Number.isInteger(this.#opts.maxDeliver) || this.#opts.maxDeliver < 1) throw new RangeError(`maxDeliver must be a positive integer, got ${String(opts.maxDeliver)}`);
     this.#js = jetstream(opts.nc);
     const workerData: WorkerConfig = { natsUrl: opts.natsUrl, cacheDir: opts.cacheDir };
     this.#pool = new Piscina({
@@ -145,6 +174,12 @@ export class Pipeline {
       // worker blocks in Atomics.wait and its event loop (and so the watch) stalls.
       atomics: 'async',
     });
+    // A worker that dies (a crash, an uncaught error) fails its task, which is retried below;
+    // piscina starts a new worker. Errors outside a task must not go unhandled.
+    this.#pool.on('workerDestroy', () => {
+      if (!this.#stopping) this.counters.workersLost++;
+    });
+    this.#pool.on('error', (err: unknown) => this.#opts.log?.(`pipeline: worker error: ${errorMessage(err)}`));
   }
 
   static async start(opts: PipelineOptions): Promise<Pipeline> {
@@ -162,7 +197,10 @@ export class Pipeline {
     return this.#ready;
   }
 
-  /** Rejects if the loop failed for good (not for data: bad data goes to the dead-letter path). */
+  /**
+   * Resolves once stopped. The loop does not end on its own: bad data goes to the dead
+   * letters, a failing batch is retried message by message, an outage pauses it.
+   */
   done(): Promise<void> {
     return this.#loop;
   }
@@ -221,7 +259,6 @@ export class Pipeline {
     const keepAlive = setInterval(() => queue.forEach((m) => m.working()), this.#ackWaitMs / 3);
     try {
       while (!this.#stopping) {
-        if (this.#failure) throw this.#failure;
         while (this.#inFlight.size >= maxInFlight) await Promise.race(this.#inFlight);
         if (this.#pausedUntil > Date.now()) {
           await sleep(Math.min(1000, this.#pausedUntil - Date.now()));
@@ -235,15 +272,18 @@ export class Pipeline {
             if (isOutage(err)) {
               // ClickHouse or NATS stayed away through the retries: hand the messages back for
               // later and hold off fetching. Nothing was acked, so nothing is lost.
-              this.#opts.log?.(`pipeline: ${(err as Error).message}; pausing ${PAUSE_ON_OUTAGE_MS / 1000} s, nothing is lost`);
+              this.#opts.log?.(`pipeline: ${errorMessage(err)}; pausing ${PAUSE_ON_OUTAGE_MS / 1000} s, nothing is lost`);
               this.counters.batchesHandedBack++;
               for (const m of batch) nakQuietly(m, PAUSE_ON_OUTAGE_MS);
               this.#pausedUntil = Date.now() + PAUSE_ON_OUTAGE_MS;
               return;
             }
-            // A bug, or ClickHouse refusing the rows for good: not acked, so nothing is lost
-            // (JetStream redelivers), but going on would spin.
-            this.#failure ??= err instanceof Error ? err : new Error(String(err));
+            // Bad data never gets here (#process isolates it and dead-letters it): this is
+            // NATS or a lookup failing. Nothing was acked; back later, and pause a little.
+            this.#opts.log?.(`pipeline: batch of ${batch.length} failed, retrying: ${errorMessage(err)}`);
+            this.counters.batchesHandedBack++;
+            for (const m of batch) nakQuietly(m, this.#opts.retryDelayMs);
+            this.#pausedUntil = Date.now() + this.#opts.retryDelayMs;
           })
           .finally(() => this.#inFlight.delete(p));
         this.#inFlight.add(p);
@@ -251,18 +291,17 @@ export class Pipeline {
     } finally {
       clearInterval(keepAlive);
       // Taken from the server but never processed: back at once, for another replica or the next start.
-      for (const m of await queue.close()) m.nak();
+      for (const m of await queue.close()) nakQuietly(m);
     }
     await Promise.allSettled(this.#inFlight);
-    if (this.#failure) throw this.#failure;
   }
 
   async #process(batch: JsMsg[]): Promise<void> {
     const c = this.counters;
-    const sink = this.#opts.sink;
     // Keep the messages ours while ClickHouse is slow, instead of letting them be redelivered.
     const keepAlive = setInterval(() => batch.forEach((m) => m.working()), this.#ackWaitMs / 3);
     let owned: number[] = [];
+    const claim = {};
     try {
       // One copy per stream sequence. nats-server 2.9 can hand out a message twice in one
       // fetch after a failed delivery (one copy not even marked redelivered; fixed upstream in
@@ -275,83 +314,158 @@ export class Pipeline {
         if (!seen || m.redelivered) unique.set(m.seq, m);
       }
       owned = [...unique.keys()];
-      for (const seq of owned) this.#seqsInFlight.add(seq);
-      // Delivery counts cannot be trusted (above), so every sequence is looked up.
-      const [usage, violations, dead] = await Promise.all([
-        sink.storedSeqs('app_usage', owned),
-        sink.storedSeqs('violations', owned),
-        sink.storedSeqs('dead_letters', owned),
-      ]);
-      // In app_usage means done (it is written last); anything else is processed again,
-      // minus the rows already stored.
-      const todo = [...unique.values()].filter((m) => !usage.has(m.seq));
-      c.redeliveredSkipped += unique.size - todo.length;
-      for (const m of batch) if (usage.has(m.seq) && unique.has(m.seq)) m.ack();
-      const skipViolations = [...violations];
-      const skipDeadLetters = [...dead];
+      for (const seq of owned) this.#seqsInFlight.set(seq, claim);
+      const { todo, skipViolations, skipDeadLetters } = await this.#lookUp(unique, batch);
       if (todo.length === 0) return;
-      const task: WorkerTask = {
-        messages: todo.map((m) => ({ seq: m.seq, subject: m.subject, data: m.data })),
-        skipViolations,
-        skipDeadLetters,
-      };
-      const r = await this.#pool.run(task);
-      const token = createHash('sha1').update(todo.map((m) => m.seq).join(',')).digest('hex');
-
-      // Order matters for recovery: everything else before app_usage, whose rows mark a
-      // message as done (see #process's redelivery check).
-      // Publishes carry a msgID, so one retried after a lost ack is stored once.
-      const retry = { budgetMs: this.#opts.natsRetryMs, onRetry: () => void c.publishRetries++ };
-      for (const d of r.dlqPayloads) {
-        const reasons = r.deadLetters.filter((x) => x.seq === d.seq);
-        await publishWithRetry(this.#js, `dlq.${d.subject}`, d.data, { msgID: `dlq:${d.seq}`, headers: deadLetterHeaders(d.subject, d.seq, reasons) }, retry);
+      try {
+        await this.#store(todo, batch, skipViolations, skipDeadLetters);
+      } catch (err) {
+        if (isOutage(err)) throw err;
+        // A worker threw or died, or ClickHouse refused a row: find the message that did it.
+        c.processingFailures++;
+        this.#opts.log?.(`pipeline: batch of ${todo.length} failed${todo.length > 1 ? ', retrying its messages one by one' : ''}: ${errorMessage(err)}`);
+        if (todo.length === 1) await this.#failed(todo[0] as JsMsg, batch, err, claim);
+        else for (const m of todo) await this.#isolate(m, batch, claim);
       }
-      await Promise.all(
-        r.remediations.map(({ request, payload }) =>
-          publishWithRetry(this.#js, remediationSubject(request.enterprise_id, request.tower_id), payload, { msgID: remediationMsgId(request.alert_id, request.action) }, retry),
-        ),
-      );
-      const started = performance.now();
-      if (r.deadLetterRows > 0) await sink.insert('dead_letters', r.deadLetterTsv, { token: `dead_letters:${token}` });
-      if (r.violationRows > 0) await sink.insert('violations', r.violations, { token: `violations:${token}` });
-      if (r.appUsageRows > 0) await sink.insert('app_usage', r.appUsage, { token: `app_usage:${token}` });
-      c.insertMs += performance.now() - started;
-
-      for (const a of r.alerts) this.#opts.nc.publish(`alerts.${a.enterpriseId}`, a.payload);
-      const done = new Set(todo.map((m) => m.seq));
-      for (const m of batch) if (done.has(m.seq)) m.ack();
-
-      c.batches++;
-      c.messages += todo.length;
-      c.events += r.counts.events;
-      c.stored += r.appUsageRows;
-      c.violations += r.counts.violations;
-      c.unregistered += r.counts.unregistered;
-      c.deadLetters += r.counts.rejectedEvents + r.counts.rejectedMessages;
-      c.deadLetterMessages += r.dlqPayloads.length;
-      c.remediations += r.remediations.length;
-      Object.assign(c.policyVersions, r.policyVersions);
     } finally {
       clearInterval(keepAlive);
-      for (const seq of owned) this.#seqsInFlight.delete(seq);
+      for (const seq of owned) this.#release(seq, claim);
     }
   }
 
+  #release(seq: number, claim: object): void {
+    // A message nak'ed early may already be back in another batch: leave that batch's claim.
+    if (this.#seqsInFlight.get(seq) === claim) this.#seqsInFlight.delete(seq);
+  }
+
+  /** Which messages still need processing, and which of their rows are stored already. */
+  async #lookUp(unique: Map<number, JsMsg>, batch: JsMsg[]): Promise<{ todo: JsMsg[]; skipViolations: number[]; skipDeadLetters: number[] }> {
+    const sink = this.#opts.sink;
+    const seqs = [...unique.keys()];
+    // Delivery counts cannot be trusted (above), so every sequence is looked up.
+    const [usage, violations, dead] = await Promise.all([
+      sink.storedSeqs('app_usage', seqs),
+      sink.storedSeqs('violations', seqs),
+      sink.storedSeqs('dead_letters', seqs),
+    ]);
+    // In app_usage means done (it is written last); anything else is processed again,
+    // minus the rows already stored.
+    const todo = [...unique.values()].filter((m) => !usage.has(m.seq));
+    this.counters.redeliveredSkipped += unique.size - todo.length;
+    for (const m of batch) if (usage.has(m.seq) && unique.has(m.seq)) m.ack();
+    return { todo, skipViolations: [...violations], skipDeadLetters: [...dead] };
+  }
+
+  /** One message of a failed batch, alone: stored, or (failing again) retried later or dead-lettered. */
+  async #isolate(m: JsMsg, batch: JsMsg[], claim: object): Promise<void> {
+    // Looked up again: the failed batch may have stored some of its rows.
+    const { todo, skipViolations, skipDeadLetters } = await this.#lookUp(new Map([[m.seq, m]]), batch);
+    if (todo.length === 0) return;
+    try {
+      await this.#store(todo, batch, skipViolations, skipDeadLetters);
+    } catch (err) {
+      if (isOutage(err)) throw err;
+      this.counters.processingFailures++;
+      await this.#failed(m, batch, err, claim);
+    }
+  }
+
+  /**
+   * A message whose processing failed on its own. Before its maxDeliver-th delivery it is
+   * nak'ed with a growing delay; on it, it goes to the dead letters (`processing_failed`, with
+   * the error) and is acked: a poison message never loops. JetStream's delivery count is an
+   * upper bound here (nats-server 2.9 can count a duplicate delivery), which errs on the side
+   * of giving up one try early, never of looping.
+   */
+  async #failed(m: JsMsg, batch: JsMsg[], err: unknown, claim: object): Promise<void> {
+    const { maxDeliver, retryDelayMs } = this.#opts;
+    const deliveries = m.info.deliveryCount;
+    const copies = batch.filter((x) => x.seq === m.seq);
+    if (deliveries < maxDeliver) {
+      const delay = Math.min(MAX_RETRY_DELAY_MS, retryDelayMs * 2 ** Math.max(0, deliveries - 1));
+      this.#opts.log?.(`pipeline: message ${m.subject} #${m.seq} failed on delivery ${deliveries} of ${maxDeliver}, again in ${delay} ms: ${errorMessage(err)}`);
+      for (const x of copies) x.nak(delay);
+      // Back before this batch ends (its other messages are still being retried): not ours now.
+      this.#release(m.seq, claim);
+      return;
+    }
+    const summary = summaryOf([{ index: -1, code: REJECTION.processingFailed, message: `${REJECTION.processingFailed}: ${errorMessage(err)} (delivery ${deliveries} of ${maxDeliver})` }]);
+    await publishWithRetry(this.#js, `dlq.${m.subject}`, m.data, { msgID: `dlq:${m.seq}:${REJECTION.processingFailed}`, headers: deadLetterHeaders(m.subject, m.seq, summary) }, this.#retry);
+    const w = new TsvWriter(1024);
+    writeDeadLetterRow(w, deadLetterRow(USAGE_STREAM, m.subject, m.seq, summary, m.data));
+    // Its own token: a message may also have rejection rows from an earlier delivery.
+    await this.#opts.sink.insert('dead_letters', w.finish(), { token: `dead_letters:${REJECTION.processingFailed}:${m.seq}` });
+    for (const x of copies) x.ack();
+    this.counters.failedMessages++;
+    this.counters.deadLetterMessages++;
+    this.counters.deadLetters++;
+    this.#opts.log?.(`pipeline: message ${m.subject} #${m.seq} dead-lettered after ${deliveries} deliveries: ${errorMessage(err)}`);
+  }
+
+  /** Runs the worker over `todo` and writes what it made; acks `todo` (and copies in `batch`) once stored. */
+  async #store(todo: JsMsg[], batch: JsMsg[], skipViolations: number[], skipDeadLetters: number[]): Promise<void> {
+    const c = this.counters;
+    const sink = this.#opts.sink;
+    const task: WorkerTask = {
+      messages: todo.map((m) => ({ seq: m.seq, subject: m.subject, data: m.data })),
+      skipViolations,
+      skipDeadLetters,
+    };
+    const r = await this.#pool.run(task);
+    const token = createHash('sha1').update(todo.map((m) => m.seq).join(',')).digest('hex');
+
+    // Order matters for recovery: everything else before app_usage, whose rows mark a
+    // message as done (see #process's redelivery check).
+    // Publishes carry a msgID, so one retried after a lost ack is stored once.
+    for (const d of r.dlqPayloads) {
+      const summary = r.deadLetters.find((x) => x.seq === d.seq)?.summary ?? summaryOf([]);
+      await publishWithRetry(this.#js, `dlq.${d.subject}`, d.data, { msgID: `dlq:${d.seq}`, headers: deadLetterHeaders(d.subject, d.seq, summary) }, this.#retry);
+    }
+    await Promise.all(
+      r.remediations.map(({ request, payload }) =>
+        publishWithRetry(this.#js, remediationSubject(request.enterprise_id, request.tower_id), payload, { msgID: remediationMsgId(request.alert_id, request.action) }, this.#retry),
+      ),
+    );
+    const started = performance.now();
+    if (r.deadLetterRows > 0) await sink.insert('dead_letters', r.deadLetterTsv, { token: `dead_letters:${token}` });
+    if (r.violationRows > 0) await sink.insert('violations', r.violations, { token: `violations:${token}` });
+    if (r.appUsageRows > 0) await sink.insert('app_usage', r.appUsage, { token: `app_usage:${token}` });
+    c.insertMs += performance.now() - started;
+
+    for (const a of r.alerts) this.#opts.nc.publish(`alerts.${a.enterpriseId}`, a.payload);
+    const done = new Set(todo.map((m) => m.seq));
+    for (const m of batch) if (done.has(m.seq)) m.ack();
+
+    c.batches++;
+    c.messages += todo.length;
+    c.events += r.counts.events;
+    c.stored += r.appUsageRows;
+    c.violations += r.counts.violations;
+    c.unregistered += r.counts.unregistered;
+    c.deadLetters += r.counts.rejectedEvents + r.counts.rejectedMessages;
+    c.deadLetterMessages += r.dlqPayloads.length;
+    c.remediations += r.remediations.length;
+    Object.assign(c.policyVersions, r.policyVersions);
+  }
 }
 
-/** A failure of a dependency that is away for now (retries spent), not of the data. */
+/** A dependency away for now (its retries spent), not a failure of the data. */
 function isOutage(err: unknown): boolean {
   if (err instanceof ClickHouseSinkError && err.code === SinkErrorCode.RetriesExhausted) return true;
   return err instanceof RetryBudgetExhaustedError || isTransientNatsError(err);
 }
 
-/** nak on a connection that closed meanwhile throws; the message comes back after ack_wait anyway. */
+/** nak on a connection closed meanwhile throws; the message comes back after ack_wait anyway. */
 function nakQuietly(m: JsMsg, delayMs?: number): void {
   try {
     m.nak(delayMs);
   } catch {
     // redelivered after ack_wait
   }
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 function sleep(ms: number): Promise<void> {

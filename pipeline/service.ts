@@ -18,7 +18,7 @@ import { DEFAULT_CONSUMER, Pipeline, type PipelineOptions } from './pipeline.js'
 import { snapshotCounters, statusLine } from './status.js';
 
 export interface PipelineServiceOptions {
-  config: Pick<Config, 'clickhouseUrl' | 'dataDir' | 'retentionDays'>;
+  config: Pick<Config, 'clickhouseUrl' | 'dataDir' | 'retentionDays'> & Partial<Pick<Config, 'maxDeliver'>>;
   nc: NatsConnection;
   natsUrl: string;
   log: (line: string) => void;
@@ -59,6 +59,7 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
     sink,
     cacheDir: join(config.dataDir, 'wasm-cache'),
     log,
+    maxDeliver: config.maxDeliver,
     ...opts.pipeline,
   });
   const withRemediator = opts.remediator ?? true;

@@ -7,8 +7,9 @@ import { workerData } from 'node:worker_threads';
 import { Packr } from 'msgpackr';
 import { ControlPlaneView } from '../core/controlPlane/index.js';
 import { connectNats } from '../core/natsConnection.js';
-import { APP_USAGE_TSV_TYPES, DEAD_LETTER_TSV_TYPES, VIOLATIONS_COLUMNS, VIOLATIONS_TSV_TYPES } from '../core/schema.js';
-import { encodeTsv } from '../core/tsv.js';
+import { deadLetterRow } from '../core/deadLetters.js';
+import { APP_USAGE_TSV_TYPES, VIOLATIONS_COLUMNS, VIOLATIONS_TSV_TYPES, writeDeadLetterRow } from '../core/schema.js';
+import { encodeTsv, TsvWriter } from '../core/tsv.js';
 import { encodeAlerts, processBatch, type BatchMessage, type AutoRemediationRequest, type DeadLetter } from './batchProcessor.js';
 import { controlPlaneDirectory } from './controlPlaneDirectory.js';
 import { PolicyRegistry } from './policyRegistry.js';
@@ -30,7 +31,7 @@ export interface WorkerResult {
   appUsageRows: number;
   violations: Uint8Array;
   violationRows: number;
-  /** TSV rows for dead_letters (DEAD_LETTER_COLUMNS order). */
+  /** TSV rows for dead_letters (DEAD_LETTER_COLUMNS order), one per message with rejections. */
   deadLetterTsv: Uint8Array;
   deadLetterRows: number;
   deadLetters: DeadLetter[];
@@ -54,6 +55,15 @@ const VIOLATION_SEQ_COLUMN = VIOLATIONS_COLUMNS.indexOf('stream_seq');
 const packr = new Packr({ useRecords: false });
 let state: Promise<WorkerState> | null = null;
 
+/**
+ * Test hooks, for tests of the pipeline's fault handling (pipeline/pipeline.test.ts): a message
+ * on exactly this subject makes the task throw (TOWERWATCH_TEST_POISON_SUBJECT) or ends the
+ * worker thread as a crash would (TOWERWATCH_TEST_CRASH_SUBJECT). Unset (always, outside
+ * tests) they cost one comparison per message.
+ */
+const POISON_SUBJECT = process.env['TOWERWATCH_TEST_POISON_SUBJECT'] || null;
+const CRASH_SUBJECT = process.env['TOWERWATCH_TEST_CRASH_SUBJECT'] || null;
+
 async function init(): Promise<WorkerState> {
   const nc = await connectNats(config.natsUrl, 'towerwatch pipeline worker');
   const view = await ControlPlaneView.open(nc);
@@ -65,7 +75,17 @@ async function init(): Promise<WorkerState> {
 }
 
 export default async function runBatch(task: WorkerTask): Promise<WorkerResult> {
-  const s = await (state ??= init());
+  // A failed start (NATS unreachable) is retried by the next task, not remembered for good.
+  const s = await (state ??= init().catch((err: unknown) => {
+    state = null;
+    throw err;
+  }));
+  if (POISON_SUBJECT !== null || CRASH_SUBJECT !== null) {
+    for (const m of task.messages) {
+      if (m.subject === CRASH_SUBJECT) process.exit(70);
+      if (m.subject === POISON_SUBJECT) throw new Error(`test poison message on ${m.subject}`);
+    }
+  }
   const out = processBatch(task.messages, { directory: s.directory, view: s.view, module: (id) => s.registry.module(id) });
   const skipV = new Set(task.skipViolations);
   const violations = skipV.size ? out.violations.filter((r) => !skipV.has(r[VIOLATION_SEQ_COLUMN] as number)) : out.violations;
@@ -74,10 +94,12 @@ export default async function runBatch(task: WorkerTask): Promise<WorkerResult> 
   // Dead letters already stored were also published to the DLQ stream before the crash.
   const dlqSeqs = new Set(deadLetters.map((d) => d.seq));
   const payloads = new Map(task.messages.filter((m) => dlqSeqs.has(m.seq)).map((m) => [m.seq, m]));
+  // One row per message: its payload once, its reasons capped (core/deadLetters.ts).
   const now = Date.now();
-  const deadLetterRows = deadLetters.map((d) => [
-    now, 'USAGE', d.subject, d.seq, d.code, d.message, d.index, Buffer.from(payloads.get(d.seq)?.data ?? new Uint8Array()).toString('base64'),
-  ]);
+  const deadLetterTsv = new TsvWriter(deadLetters.length > 0 ? undefined : 1);
+  for (const d of deadLetters) {
+    writeDeadLetterRow(deadLetterTsv, deadLetterRow('USAGE', d.subject, d.seq, d.summary, payloads.get(d.seq)?.data ?? new Uint8Array(), now));
+  }
 
   const alertsByEnterprise = new Map<string, typeof out.alerts>();
   for (const a of out.alerts) {
@@ -90,8 +112,8 @@ export default async function runBatch(task: WorkerTask): Promise<WorkerResult> 
     appUsageRows: out.appUsage.length,
     violations: encodeTsv(violations, VIOLATIONS_TSV_TYPES),
     violationRows: violations.length,
-    deadLetterTsv: encodeTsv(deadLetterRows, DEAD_LETTER_TSV_TYPES),
-    deadLetterRows: deadLetterRows.length,
+    deadLetterTsv: deadLetterTsv.finish(),
+    deadLetterRows: deadLetters.length,
     deadLetters,
     dlqPayloads: [...payloads.values()].map((m) => ({ seq: m.seq, subject: m.subject, data: m.data })),
     alerts: [...alertsByEnterprise].map(([enterpriseId, list]) => ({ enterpriseId, count: list.length, payload: encodeAlerts(list) })),
