@@ -9,6 +9,7 @@ import { registerPipelineCommand } from '../pipeline/cli.js';
 import { registerRulesCommands } from '../rules-wasm/cli.js';
 import { registerSimulateCommands } from '../fixtures/cli.js';
 import { registerChaosCommand } from './chaos.js';
+import { chaosFuzzers } from './chaosFuzzers.js';
 import { registerUpCommand } from './up.js';
 
 const program = new Command()
@@ -23,6 +24,6 @@ registerUpCommand(program);
 registerPipelineCommand(program);
 registerBenchCommands(program);
 registerApiCommands(program);
-registerChaosCommand(program, () => []);
+registerChaosCommand(program, chaosFuzzers);
 
 await program.parseAsync(process.argv);
