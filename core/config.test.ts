@@ -18,6 +18,10 @@ test('defaults when nothing is set', () => {
     retentionDays: 30,
     logLevel: 'info',
     demoPassword: 'towerwatch-demo',
+    natsRetrySeconds: 30,
+    pipelinePort: 9464,
+    pipelineHost: '127.0.0.1',
+    metricsToken: null,
   });
   assert.ok(Object.isFrozen(cfg));
 });
@@ -84,6 +88,26 @@ test('negative and too large ports are rejected; 0 (any free port) is accepted',
   assert.throws(() => loadConfig({ TOWERWATCH_API_PORT: '-1' }), /TOWERWATCH_API_PORT must be an integer 0–65535, got '-1'/);
   assert.throws(() => loadConfig({ TOWERWATCH_NATS_PORT: '65536' }), /TOWERWATCH_NATS_PORT must be an integer 0–65535, got '65536'/);
   assert.equal(loadConfig({ TOWERWATCH_API_PORT: '0' }).apiPort, 0);
+});
+
+test('pipeline health port and host; the metrics token is validated but never printed', () => {
+  const cfg = loadConfig({ TOWERWATCH_PIPELINE_PORT: '0', TOWERWATCH_PIPELINE_HOST: '0.0.0.0', TOWERWATCH_METRICS_TOKEN: ' s3cret-scrape-token-0123 ' });
+  assert.equal(cfg.pipelinePort, 0);
+  assert.equal(cfg.pipelineHost, '0.0.0.0');
+  assert.equal(cfg.metricsToken, 's3cret-scrape-token-0123');
+  assert.throws(() => loadConfig({ TOWERWATCH_PIPELINE_PORT: '65536' }), /TOWERWATCH_PIPELINE_PORT must be an integer 0–65535, got '65536'/);
+  for (const bad of ['short-secret', 'has a space in the middle of it']) {
+    assert.throws(
+      () => loadConfig({ TOWERWATCH_METRICS_TOKEN: bad }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.deepEqual(err.issues.map((i) => i.variable), ['TOWERWATCH_METRICS_TOKEN']);
+        assert.match(err.message, new RegExp(`TOWERWATCH_METRICS_TOKEN must be .* got a value of ${bad.length} characters \\(not shown\\)`));
+        assert.ok(!err.message.includes(bad), 'the token is not in the message');
+        return true;
+      },
+    );
+  }
 });
 
 test('the local NATS address: NATS_URL wins; port 0 without NATS_URL names what to set', () => {

@@ -35,6 +35,12 @@ export interface Config {
   readonly demoPassword: string;
   /** How long NATS operations (publishes, requests) are retried through a broker blip. */
   readonly natsRetrySeconds: number;
+  /** Port of the pipeline's /healthz, /readyz and /metrics; 0: a free one. */
+  readonly pipelinePort: number;
+  /** Address the pipeline's health and metrics server binds. */
+  readonly pipelineHost: string;
+  /** Bearer token required for /metrics; `null`: /metrics is served to loopback clients only. */
+  readonly metricsToken: string | null;
 }
 
 export const DEFAULT_NATS_PORT = 4222;
@@ -49,6 +55,10 @@ export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 export const DEFAULT_DEMO_PASSWORD = 'towerwatch-demo';
 export const MAX_RETENTION_DAYS = 3650;
 export const DEFAULT_NATS_RETRY_SECONDS = 30;
+/** The port OpenTelemetry's Prometheus exporter uses by default; free of the api's 8080 and NATS. */
+export const DEFAULT_PIPELINE_PORT = 9464;
+export const DEFAULT_PIPELINE_HOST = '127.0.0.1';
+export const MIN_METRICS_TOKEN_LENGTH = 16;
 
 export interface ConfigVariable {
   /** Environment variable name. */
@@ -59,6 +69,8 @@ export interface ConfigVariable {
   readonly default: string | null;
   /** What a valid value looks like (also used in error messages: "NAME must be …"). */
   readonly expected: string;
+  /** A secret: an invalid value is described by its length, never printed. */
+  readonly secret?: boolean;
   readonly description: string;
 }
 
@@ -113,6 +125,7 @@ export const CONFIG_VARIABLES = [
     field: 'jwtSecret',
     default: null,
     expected: `a string of at least ${MIN_JWT_SECRET_LENGTH} characters`,
+    secret: true,
     description:
       'HMAC-SHA256 key of the api\'s access and refresh tokens. Unset: a random one is generated once and kept in the NATS KV bucket towerwatch-auth, shared by every api node.',
   },
@@ -158,6 +171,30 @@ export const CONFIG_VARIABLES = [
     expected: 'an integer 1–3600',
     description:
       'How long JetStream publishes and requests are retried (backoff with jitter, by elapsed time) through a broker restart or a leader election before a batch is handed back for redelivery or a publisher gives up.',
+  },
+  {
+    name: 'TOWERWATCH_PIPELINE_PORT',
+    field: 'pipelinePort',
+    default: String(DEFAULT_PIPELINE_PORT),
+    expected: 'an integer 0–65535',
+    description:
+      'Port of the pipeline\'s `/healthz`, `/readyz` and `/metrics` (Prometheus), served by `towerwatch pipeline` and by `up`; 0 picks a free one (printed at start).',
+  },
+  {
+    name: 'TOWERWATCH_PIPELINE_HOST',
+    field: 'pipelineHost',
+    default: DEFAULT_PIPELINE_HOST,
+    expected: 'a host name or IP address',
+    description: 'Address the pipeline\'s health and metrics server binds (0.0.0.0 for probes and scrapers on other machines).',
+  },
+  {
+    name: 'TOWERWATCH_METRICS_TOKEN',
+    field: 'metricsToken',
+    default: null,
+    expected: `a string of at least ${MIN_METRICS_TOKEN_LENGTH} printable characters without spaces`,
+    secret: true,
+    description:
+      'Bearer token that `/metrics` requires (`Authorization: Bearer <token>`). Unset: `/metrics` answers loopback clients only (403 to others). `/healthz` and `/readyz` need no token.',
   },
 ] as const satisfies readonly ConfigVariable[];
 
@@ -258,6 +295,17 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
     .optional()
     .transform((v) => v ?? DEFAULT_DEMO_PASSWORD),
   TOWERWATCH_NATS_RETRY_SECONDS: integer(1, 3600, DEFAULT_NATS_RETRY_SECONDS),
+  TOWERWATCH_PIPELINE_PORT: integer(0, 65535, DEFAULT_PIPELINE_PORT),
+  TOWERWATCH_PIPELINE_HOST: z
+    .string()
+    .regex(/^[A-Za-z0-9.:_-]+$/)
+    .optional()
+    .transform((v) => v ?? DEFAULT_PIPELINE_HOST),
+  TOWERWATCH_METRICS_TOKEN: z
+    .string()
+    .regex(new RegExp(`^[\\x21-\\x7e]{${MIN_METRICS_TOKEN_LENGTH},}$`))
+    .optional()
+    .transform((v) => v ?? null),
 };
 
 export interface LoadConfigOptions {
@@ -285,7 +333,7 @@ export function loadConfig(
     } else {
       issues.push({
         variable: variable.name,
-        message: `${variable.name} must be ${variable.expected}, got '${raw ?? ''}'`,
+        message: `${variable.name} must be ${variable.expected}, got ${'secret' in variable && variable.secret ? `a value of ${(raw ?? '').length} characters (not shown)` : `'${raw ?? ''}'`}`,
       });
     }
   }

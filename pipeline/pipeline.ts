@@ -9,6 +9,7 @@
  * are not written again, whatever batch the message lands in this time.
  */
 import { availableParallelism } from 'node:os';
+import type { Worker } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
 import {
   AckPolicy,
@@ -106,6 +107,8 @@ export class Pipeline {
     batchesHandedBack: 0,
     policyVersions: {},
   };
+  /** Worker threads that exited while the pipeline ran (piscina replaces them), and errors of idle workers. */
+  readonly workerStats = { exits: 0, errors: 0 };
   readonly #opts: Required<Omit<PipelineOptions, 'cacheDir' | 'log'>> & Pick<PipelineOptions, 'cacheDir' | 'log'>;
   readonly #js: JetStreamClient;
   readonly #pool: Piscina<WorkerTask, WorkerResult>;
@@ -145,6 +148,21 @@ export class Pipeline {
       // worker blocks in Atomics.wait and its event loop (and so the watch) stalls.
       atomics: 'async',
     });
+    // A worker that exits (crash, out of memory) is replaced by piscina; count it. Its batch
+    // fails with the error. An idle worker's error is emitted on the pool: without a listener
+    // it would crash the process.
+    this.#pool.on('workerDestroy', () => {
+      if (!this.#stopping) this.workerStats.exits++;
+    });
+    this.#pool.on('error', (err: unknown) => {
+      this.workerStats.errors++;
+      this.#opts.log?.(`pipeline: worker thread failed: ${err instanceof Error ? err.message : String(err)}`);
+    });
+  }
+
+  /** The pool's live worker threads (for health checks and tests). */
+  workerThreads(): readonly Worker[] {
+    return this.#pool.threads;
   }
 
   static async start(opts: PipelineOptions): Promise<Pipeline> {
