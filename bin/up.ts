@@ -15,6 +15,7 @@ import { startSupervisedNatsServer, type SupervisedNatsServer } from '../core/na
 import { ensureStreams } from '../core/streams.js';
 import { apiOptionsFrom, startApiServer, type ApiServer } from '../api/server.js';
 import { DEFAULT_DEMO_PASSWORD } from '../core/config.js';
+import { HealthServerListenError } from '../pipeline/healthServer.js';
 import { startPipelineService, type PipelineService } from '../pipeline/service.js';
 import { DEFAULT_SEED, describeRun, describeSeed, makeWorld, runTraffic, seed } from '../fixtures/cli.js';
 
@@ -89,13 +90,21 @@ async function up(opts: UpFlags): Promise<void> {
     log(describeSeed(await seed(nc, world, false, config.demoPassword)));
     // A signal during start-up: start nothing more (the finally stops what has started).
     if (stop.signal.aborted) return;
-    pipeline = await startPipelineService({
-      config,
-      nc,
-      natsUrl: url,
-      log: (line) => process.stderr.write(`${line}\n`),
-      pipeline: { natsRetryMs: config.natsRetrySeconds * 1000 },
-    });
+    try {
+      pipeline = await startPipelineService({
+        config,
+        nc,
+        natsUrl: url,
+        log: (line) => process.stderr.write(`${line}\n`),
+        pipeline: { natsRetryMs: config.natsRetrySeconds * 1000 },
+      });
+    } catch (err) {
+      if (!(err instanceof Error && err.cause instanceof HealthServerListenError)) throw err;
+      // Not fail(): the finally below must still stop nats-server.
+      process.stderr.write(`error: ${err.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
     // The loop ends only on a bug (data and outages are handled inside): stop everything, say why.
     pipeline.pipeline.done().catch((err: unknown) => {
       log(`pipeline stopped on an error: ${err instanceof Error ? err.message : String(err)}; stopping`);

@@ -18,14 +18,15 @@ after(async () => {
 });
 
 /**
- * Environment for an `up` with its own data dir and no NATS_URL. Port 0: nats-server and the
- * api bind free ports themselves (a port picked here could be taken before `up` binds it, by a
- * test running beside it); `Up.natsUrl` and `Up.apiUrl` read back what `up` printed.
+ * Environment for an `up` with its own data dir and no NATS_URL. Port 0: nats-server, the api
+ * and the pipeline's health server bind free ports themselves (a port picked here could be
+ * taken before `up` binds it, by a test running beside it); `Up.natsUrl` and `Up.apiUrl` read
+ * back what `up` printed.
  */
 export async function upEnv(): Promise<{ env: NodeJS.ProcessEnv; dataDir: string }> {
   const dataDir = await mkdtemp(join(tmpdir(), 'towerwatch-up-test-'));
   tempDirs.push(dataDir);
-  const env: NodeJS.ProcessEnv = { ...process.env, TOWERWATCH_DATA_DIR: dataDir, TOWERWATCH_NATS_PORT: '0', TOWERWATCH_API_PORT: '0' };
+  const env: NodeJS.ProcessEnv = { ...process.env, TOWERWATCH_DATA_DIR: dataDir, TOWERWATCH_NATS_PORT: '0', TOWERWATCH_API_PORT: '0', TOWERWATCH_PIPELINE_PORT: '0' };
   delete env['NATS_URL'];
   return { env, dataDir };
 }

@@ -20,6 +20,9 @@ test('defaults when nothing is set', () => {
     demoPassword: 'towerwatch-demo',
     maxDeliver: 5,
     natsRetrySeconds: 30,
+    pipelinePort: 9464,
+    pipelineHost: '127.0.0.1',
+    metricsToken: null,
   });
   assert.ok(Object.isFrozen(cfg));
 });
@@ -92,6 +95,26 @@ test('TOWERWATCH_MAX_DELIVER: an integer 1–100, default 5', () => {
   assert.equal(loadConfig({ TOWERWATCH_MAX_DELIVER: '3' }).maxDeliver, 3);
   for (const bad of ['0', '-1', '101', '2.5', 'many']) {
     assert.throws(() => loadConfig({ TOWERWATCH_MAX_DELIVER: bad }), new RegExp(`TOWERWATCH_MAX_DELIVER must be an integer 1–100, got '${bad}'`));
+  }
+});
+
+test('pipeline health port and host; the metrics token is validated but never printed', () => {
+  const cfg = loadConfig({ TOWERWATCH_PIPELINE_PORT: '0', TOWERWATCH_PIPELINE_HOST: '0.0.0.0', TOWERWATCH_METRICS_TOKEN: ' s3cret-scrape-token-0123 ' });
+  assert.equal(cfg.pipelinePort, 0);
+  assert.equal(cfg.pipelineHost, '0.0.0.0');
+  assert.equal(cfg.metricsToken, 's3cret-scrape-token-0123');
+  assert.throws(() => loadConfig({ TOWERWATCH_PIPELINE_PORT: '65536' }), /TOWERWATCH_PIPELINE_PORT must be an integer 0–65535, got '65536'/);
+  for (const bad of ['short-secret', 'has a space in the middle of it']) {
+    assert.throws(
+      () => loadConfig({ TOWERWATCH_METRICS_TOKEN: bad }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.deepEqual(err.issues.map((i) => i.variable), ['TOWERWATCH_METRICS_TOKEN']);
+        assert.match(err.message, new RegExp(`TOWERWATCH_METRICS_TOKEN must be .* got a value of ${bad.length} characters \\(not shown\\)`));
+        assert.ok(!err.message.includes(bad), 'the token is not in the message');
+        return true;
+      },
+    );
   }
 });
 

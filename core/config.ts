@@ -37,6 +37,12 @@ export interface Config {
   readonly natsRetrySeconds: number;
   /** Deliveries of a usage message whose processing fails before it is dead-lettered. */
   readonly maxDeliver: number;
+  /** Port of the pipeline's /healthz, /readyz and /metrics; 0: a free one. */
+  readonly pipelinePort: number;
+  /** Address the pipeline's health and metrics server binds. */
+  readonly pipelineHost: string;
+  /** Bearer token required for /metrics; `null`: /metrics is served to loopback clients only. */
+  readonly metricsToken: string | null;
 }
 
 export const DEFAULT_NATS_PORT = 4222;
@@ -53,6 +59,10 @@ export const MAX_RETENTION_DAYS = 3650;
 export const DEFAULT_NATS_RETRY_SECONDS = 30;
 export const DEFAULT_MAX_DELIVER = 5;
 export const MAX_MAX_DELIVER = 100;
+/** The port OpenTelemetry's Prometheus exporter uses by default; free of the api's 8080 and NATS. */
+export const DEFAULT_PIPELINE_PORT = 9464;
+export const DEFAULT_PIPELINE_HOST = '127.0.0.1';
+export const MIN_METRICS_TOKEN_LENGTH = 16;
 
 export interface ConfigVariable {
   /** Environment variable name. */
@@ -63,6 +73,8 @@ export interface ConfigVariable {
   readonly default: string | null;
   /** What a valid value looks like (also used in error messages: "NAME must be …"). */
   readonly expected: string;
+  /** A secret: an invalid value is described by its length, never printed. */
+  readonly secret?: boolean;
   readonly description: string;
 }
 
@@ -117,6 +129,7 @@ export const CONFIG_VARIABLES = [
     field: 'jwtSecret',
     default: null,
     expected: `a string of at least ${MIN_JWT_SECRET_LENGTH} characters`,
+    secret: true,
     description:
       'HMAC-SHA256 key of the api\'s access and refresh tokens. Unset: a random one is generated once and kept in the NATS KV bucket towerwatch-auth, shared by every api node.',
   },
@@ -170,6 +183,30 @@ export const CONFIG_VARIABLES = [
     expected: `an integer 1–${MAX_MAX_DELIVER}`,
     description:
       'Deliveries of a usage message whose processing fails (a worker throws or dies on it) before the pipeline moves it to the dead letters with reason processing_failed and acks it; earlier failures are retried with a growing delay.',
+  },
+  {
+    name: 'TOWERWATCH_PIPELINE_PORT',
+    field: 'pipelinePort',
+    default: String(DEFAULT_PIPELINE_PORT),
+    expected: 'an integer 0–65535',
+    description:
+      'Port of the pipeline\'s `/healthz`, `/readyz` and `/metrics` (Prometheus), served by `towerwatch pipeline` and by `up`; 0 picks a free one (printed at start).',
+  },
+  {
+    name: 'TOWERWATCH_PIPELINE_HOST',
+    field: 'pipelineHost',
+    default: DEFAULT_PIPELINE_HOST,
+    expected: 'a host name or IP address',
+    description: 'Address the pipeline\'s health and metrics server binds (0.0.0.0 for probes and scrapers on other machines).',
+  },
+  {
+    name: 'TOWERWATCH_METRICS_TOKEN',
+    field: 'metricsToken',
+    default: null,
+    expected: `a string of at least ${MIN_METRICS_TOKEN_LENGTH} printable characters without spaces`,
+    secret: true,
+    description:
+      'Bearer token that `/metrics` requires (`Authorization: Bearer <token>`). Unset: `/metrics` answers loopback clients only (403 to others). `/healthz` and `/readyz` need no token.',
   },
 ] as const satisfies readonly ConfigVariable[];
 
@@ -271,6 +308,17 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
     .transform((v) => v ?? DEFAULT_DEMO_PASSWORD),
   TOWERWATCH_NATS_RETRY_SECONDS: integer(1, 3600, DEFAULT_NATS_RETRY_SECONDS),
   TOWERWATCH_MAX_DELIVER: integer(1, MAX_MAX_DELIVER, DEFAULT_MAX_DELIVER),
+  TOWERWATCH_PIPELINE_PORT: integer(0, 65535, DEFAULT_PIPELINE_PORT),
+  TOWERWATCH_PIPELINE_HOST: z
+    .string()
+    .regex(/^[A-Za-z0-9.:_-]+$/)
+    .optional()
+    .transform((v) => v ?? DEFAULT_PIPELINE_HOST),
+  TOWERWATCH_METRICS_TOKEN: z
+    .string()
+    .regex(new RegExp(`^[\\x21-\\x7e]{${MIN_METRICS_TOKEN_LENGTH},}$`))
+    .optional()
+    .transform((v) => v ?? null),
 };
 
 export interface LoadConfigOptions {
@@ -298,7 +346,7 @@ export function loadConfig(
     } else {
       issues.push({
         variable: variable.name,
-        message: `${variable.name} must be ${variable.expected}, got '${raw ?? ''}'`,
+        message: `${variable.name} must be ${variable.expected}, got ${'secret' in variable && variable.secret ? `a value of ${(raw ?? '').length} characters (not shown)` : `'${raw ?? ''}'`}`,
       });
     }
   }

@@ -6,6 +6,7 @@
 import type { Command } from 'commander';
 import { fail, loadConfigOrExit, natsUrlOrExit } from '../core/cliSupport.js';
 import { connectNats } from '../core/natsConnection.js';
+import { HealthServerListenError } from './healthServer.js';
 import { startPipelineService } from './service.js';
 
 export function registerPipelineCommand(program: Command): void {
@@ -23,7 +24,7 @@ export function registerPipelineCommand(program: Command): void {
       const url = natsUrlOrExit(config);
       const log = (line: string): void => void process.stderr.write(`${line}\n`);
       const nc = await connectNats(url, 'towerwatch pipeline').catch((err: unknown) => fail((err as Error).message));
-      const service = await startPipelineService({ config, nc, natsUrl: url, log, pipeline: { natsRetryMs: config.natsRetrySeconds * 1000, ...(threads ? { threads } : {}), ...(ackWaitSeconds ? { ackWaitMs: ackWaitSeconds * 1000 } : {}) } });
+      const service = await startPipelineService({ config, nc, natsUrl: url, log, pipeline: { natsRetryMs: config.natsRetrySeconds * 1000, ...(threads ? { threads } : {}), ...(ackWaitSeconds ? { ackWaitMs: ackWaitSeconds * 1000 } : {}) } }).catch((err: unknown) => (err instanceof Error && err.cause instanceof HealthServerListenError ? fail(err.message) : Promise.reject(err)));
       log(`pipeline: consuming from ${url}`);
       await new Promise<void>((resolve) => {
         process.once('SIGINT', resolve);

@@ -9,6 +9,7 @@
  * are not written again, whatever batch the message lands in this time.
  */
 import { availableParallelism } from 'node:os';
+import type { Worker } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
 import {
   AckPolicy,
@@ -131,6 +132,8 @@ export class Pipeline {
     batchesHandedBack: 0,
     policyVersions: {},
   };
+  /** Worker threads that exited while the pipeline ran (piscina replaces them), and errors of idle workers. */
+  readonly workerStats = { exits: 0, errors: 0 };
   readonly #opts: Required<Omit<PipelineOptions, 'cacheDir' | 'log'>> & Pick<PipelineOptions, 'cacheDir' | 'log'>;
   readonly #retry = { budgetMs: DEFAULT_RETRY_BUDGET_MS, onRetry: () => void this.counters.publishRetries++ };
   readonly #js: JetStreamClient;
@@ -174,12 +177,23 @@ export class Pipeline {
       // worker blocks in Atomics.wait and its event loop (and so the watch) stalls.
       atomics: 'async',
     });
-    // A worker that dies (a crash, an uncaught error) fails its task, which is retried below;
-    // piscina starts a new worker. Errors outside a task must not go unhandled.
+    // A worker that dies (a crash, out of memory, an uncaught error) fails its task, which is
+    // retried message by message; piscina starts a new worker. An idle worker's error is
+    // emitted on the pool: without a listener it would crash the process.
     this.#pool.on('workerDestroy', () => {
-      if (!this.#stopping) this.counters.workersLost++;
+      if (this.#stopping) return;
+      this.counters.workersLost++;
+      this.workerStats.exits++;
     });
-    this.#pool.on('error', (err: unknown) => this.#opts.log?.(`pipeline: worker error: ${errorMessage(err)}`));
+    this.#pool.on('error', (err: unknown) => {
+      this.workerStats.errors++;
+      this.#opts.log?.(`pipeline: worker thread failed: ${errorMessage(err)}`);
+    });
+  }
+
+  /** The pool's live worker threads (for health checks and tests). */
+  workerThreads(): readonly Worker[] {
+    return this.#pool.threads;
   }
 
   static async start(opts: PipelineOptions): Promise<Pipeline> {

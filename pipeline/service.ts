@@ -4,21 +4,26 @@
  * and `towerwatch up`.
  */
 import { join } from 'node:path';
-import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
 import type { Config } from '../core/config.js';
 import { migrate, SCHEMA_VERSION } from '../core/schema.js';
-import { ensureStreams, USAGE_STREAM } from '../core/streams.js';
+import { ensureStreams } from '../core/streams.js';
 import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import { ClickHouseSink } from './clickhouseSink.js';
 import { DiscoveryWorker } from './discovery.js';
 import { Remediator } from './remediator.js';
 import { DEFAULT_CONSUMER, Pipeline, type PipelineOptions } from './pipeline.js';
 import { snapshotCounters, statusLine } from './status.js';
+import { HealthServer, HealthServerListenError } from './healthServer.js';
+import { ConsumerLagReader, NatsConnectionWatch, PipelineMetrics } from './pipelineMetrics.js';
 
 export interface PipelineServiceOptions {
-  config: Pick<Config, 'clickhouseUrl' | 'dataDir' | 'retentionDays'> & Partial<Pick<Config, 'maxDeliver'>>;
+  /**
+   * With `pipelinePort` set, /healthz, /readyz and /metrics are served on it (the CLIs pass the
+   * whole config); without, none (tests and benchmarks that do not need them).
+   */
+  config: Pick<Config, 'clickhouseUrl' | 'dataDir' | 'retentionDays'> & Partial<Pick<Config, 'maxDeliver' | 'pipelinePort' | 'pipelineHost' | 'metricsToken'>>;
   nc: NatsConnection;
   natsUrl: string;
   log: (line: string) => void;
@@ -36,18 +41,35 @@ export interface PipelineService {
   readonly clickhouse: ClickHouseHandle;
   readonly remediator: Remediator | null;
   readonly discovery: DiscoveryWorker | null;
+  /** The /healthz, /readyz and /metrics server; null when `config.pipelinePort` was not given. */
+  readonly health: HealthServer | null;
+  readonly metrics: PipelineMetrics;
   stop(): Promise<void>;
 }
 
 export async function startPipelineService(opts: PipelineServiceOptions): Promise<PipelineService> {
   const { config, nc, log } = opts;
   await ensureStreams(nc);
+  // Bound first: a port in use fails start-up before anything heavy is opened, and probes get
+  // answers (not ready yet) while ClickHouse opens and the workers compile.
+  const metrics = new PipelineMetrics();
+  let health: HealthServer | null = null;
+  if (config.pipelinePort !== undefined) {
+    try {
+      health = await HealthServer.start({ port: config.pipelinePort, host: config.pipelineHost ?? '127.0.0.1', metricsToken: config.metricsToken ?? null, metrics, log });
+    } catch (err) {
+      if (err instanceof HealthServerListenError) throw new Error(`pipeline: health and metrics server ${err.message}; set TOWERWATCH_PIPELINE_PORT to a free port (0 picks one)`, { cause: err });
+      throw err;
+    }
+    log(`pipeline: health and metrics on ${health.url} (/healthz /readyz /metrics)`);
+  }
   const clickhouse = await openClickHouse({ clickhouseUrl: config.clickhouseUrl, dataDir: config.dataDir });
   try {
     const migrated = await migrate(clickhouse, { retentionDays: config.retentionDays });
     log(`pipeline: ClickHouse ${clickhouse.embedded ? 'embedded' : 'server'} at ${clickhouse.location}, schema v${SCHEMA_VERSION}${migrated.applied.length ? ` (applied ${migrated.applied.join(', ')})` : ''}`);
   } catch (err) {
     await clickhouse.close();
+    await health?.close();
     throw err;
   }
   const sink = new ClickHouseSink(clickhouse, {
@@ -75,16 +97,19 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
     discovery = await DiscoveryWorker.start({ nc, clickhouse, view, store: await ControlPlaneStore.open(nc), log });
     log('pipeline: discovery worker consuming DISCOVERY');
   }
-  const jsm = await jetstreamManager(nc);
   const consumer = opts.pipeline?.consumer ?? DEFAULT_CONSUMER;
+  const lag = new ConsumerLagReader(nc, consumer);
+  const natsWatch = new NatsConnectionWatch(nc);
+  metrics.attach({ pipeline, lag, nats: natsWatch, sinkStats: () => sink.stats(), discovery, remediator });
+  health?.attach({ pipeline, nats: natsWatch, clickhouse });
   const every = opts.statusEverySeconds ?? 5;
   let before = snapshotCounters(pipeline.counters);
   const timer =
     every > 0
       ? setInterval(() => {
-          void jsm.consumers
-            .info(USAGE_STREAM, consumer)
-            .then((info) => info.num_pending + info.num_ack_pending, () => null)
+          void lag
+            .read()
+            .then((l) => l?.lag ?? null)
             .then((lag) => {
               const now = snapshotCounters(pipeline.counters);
               const d = discovery?.counters;
@@ -100,9 +125,14 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
     clickhouse,
     remediator,
     discovery,
+    health,
+    metrics,
     stop() {
       stopping ??= (async () => {
         if (timer) clearInterval(timer);
+        // Probes see the service go away with it; scrapes during the drain are not needed.
+        await health?.close();
+        natsWatch.stop();
         await Promise.all([remediator?.stop(), discovery?.stop()]);
         await view?.close();
         await pipeline.stop();
