@@ -14,6 +14,7 @@ import type { ClickHouseHandle } from '../core/clickhouse.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { ACTION_NAMES, enterpriseEventsSubject, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus, type TowerAck } from '../core/remediation.js';
 import { REMEDIATION_STREAM, towerCommandSubject } from '../core/streams.js';
+import { NatsConnectionWatch } from './pipelineMetrics.js';
 
 export const REMEDIATOR_CONSUMER = 'remediator';
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
@@ -49,9 +50,12 @@ export class Remediator {
   #loop: Promise<void> | null = null;
   readonly #inFlight = new Set<Promise<void>>();
   #stopping = false;
+  /** Our own link to NATS: a tower cannot answer while it is down, which is not the tower's failure. */
+  readonly #link: NatsConnectionWatch;
 
   private constructor(options: RemediatorOptions) {
     this.#o = { commandTimeoutMs: 2000, maxAttempts: 3, backoffMs: 250, concurrency: 16, ...options };
+    this.#link = new NatsConnectionWatch(options.nc);
   }
 
   static async start(options: RemediatorOptions): Promise<Remediator> {
@@ -172,6 +176,7 @@ export class Remediator {
     let last: RemediationOutcome = { action_id: actionId, status: 'timeout', attempts: 0, reason: '' };
     for (let attempt = 1; attempt <= this.#o.maxAttempts; attempt++) {
       working();
+      const disconnects = this.#link.disconnects;
       try {
         const reply = await this.#o.nc.request(towerCommandSubject(req.tower_id), command, { timeout: this.#o.commandTimeoutMs });
         const answer = reply.json<Partial<TowerAck>>();
@@ -179,6 +184,8 @@ export class Remediator {
         last = { action_id: actionId, status: 'failed', attempts: attempt, reason: answer.reason ?? `tower answered ${String(answer.status)}` };
         if (answer.status === 'rejected') return last; // will never apply: no retry
       } catch (err) {
+        // Our broker connection dropped meanwhile: no outcome to record; redelivered later.
+        if (!this.#link.isConnected() || this.#link.disconnects !== disconnects) throw new Error(`NATS connection lost while commanding ${req.tower_id}`, { cause: err });
         const msg = err instanceof Error ? err.message : String(err);
         const timedOut = /timeout|no responders|503/i.test(msg);
         last = { action_id: actionId, status: timedOut ? 'timeout' : 'failed', attempts: attempt, reason: timedOut ? `no answer from ${req.tower_id} within ${this.#o.commandTimeoutMs} ms` : msg };
@@ -190,6 +197,7 @@ export class Remediator {
 
   async stop(): Promise<void> {
     this.#stopping = true;
+    this.#link.stop();
     await this.#messages?.close();
     await this.#loop?.catch(() => undefined);
     await Promise.all(this.#inFlight);
