@@ -33,6 +33,8 @@ export interface Config {
   readonly retentionDays: number;
   readonly logLevel: LogLevel;
   readonly demoPassword: string;
+  /** Bearer token `/metrics` requires; `null`: /metrics answers loopback clients only. */
+  readonly metricsToken: string | null;
 }
 
 export const DEFAULT_NATS_PORT = 4222;
@@ -46,6 +48,7 @@ export const DEFAULT_RETENTION_DAYS = 30;
 export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 export const DEFAULT_DEMO_PASSWORD = 'towerwatch-demo';
 export const MAX_RETENTION_DAYS = 3650;
+export const MIN_METRICS_TOKEN_LENGTH = 16;
 
 export interface ConfigVariable {
   /** Environment variable name. */
@@ -57,6 +60,11 @@ export interface ConfigVariable {
   /** What a valid value looks like (also used in error messages: "NAME must be …"). */
   readonly expected: string;
   readonly description: string;
+  /**
+   * What an invalid value may show in an error: `secret` values are never printed (only their
+   * length), `url` values are printed with any password replaced by `***`. @default plain
+   */
+  readonly show?: 'plain' | 'secret' | 'url';
 }
 
 /** The one table of configuration: docs, validation messages and defaults all come from it. */
@@ -66,6 +74,7 @@ export const CONFIG_VARIABLES = [
     field: 'natsUrl',
     default: null,
     expected: 'a NATS URL such as nats://host:4222 (or a comma-separated list)',
+    show: 'url',
     description:
       'NATS server(s) with JetStream. Unset: towerwatch starts a local nats-server on TOWERWATCH_NATS_PORT with its store in TOWERWATCH_DATA_DIR.',
   },
@@ -81,6 +90,7 @@ export const CONFIG_VARIABLES = [
     field: 'clickhouseUrl',
     default: null,
     expected: 'an http:// or https:// URL',
+    show: 'url',
     description:
       'ClickHouse server or cluster over HTTP. Unset: embedded ClickHouse (chdb) with its data in TOWERWATCH_DATA_DIR; one process owns it.',
   },
@@ -110,6 +120,7 @@ export const CONFIG_VARIABLES = [
     field: 'jwtSecret',
     default: null,
     expected: `a string of at least ${MIN_JWT_SECRET_LENGTH} characters`,
+    show: 'secret',
     description:
       'HMAC-SHA256 key of the api\'s access and refresh tokens. Unset: a random one is generated once and kept in the NATS KV bucket towerwatch-auth, shared by every api node.',
   },
@@ -146,7 +157,17 @@ export const CONFIG_VARIABLES = [
     field: 'demoPassword',
     default: DEFAULT_DEMO_PASSWORD,
     expected: 'a non-empty string',
+    show: 'secret',
     description: 'Password of the seeded demo console accounts. Change it anywhere reachable by others.',
+  },
+  {
+    name: 'TOWERWATCH_METRICS_TOKEN',
+    field: 'metricsToken',
+    default: null,
+    expected: `a string of at least ${MIN_METRICS_TOKEN_LENGTH} characters without spaces`,
+    show: 'secret',
+    description:
+      'Bearer token that GET /metrics requires (`Authorization: Bearer <token>`, 401 otherwise). Unset: /metrics answers loopback clients only (127.0.0.0/8, ::1; 403 otherwise).',
   },
 ] as const satisfies readonly ConfigVariable[];
 
@@ -246,7 +267,26 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
     .string()
     .optional()
     .transform((v) => v ?? DEFAULT_DEMO_PASSWORD),
+  TOWERWATCH_METRICS_TOKEN: z
+    .string()
+    .min(MIN_METRICS_TOKEN_LENGTH)
+    .regex(/^\S+$/)
+    .optional()
+    .transform((v) => v ?? null),
 };
+
+/** A URL (or comma-separated URLs) with every password replaced by `***`; unparseable userinfo too. */
+export function redactUrl(value: string): string {
+  return value.replace(/(\/\/[^/@\s,]*?):[^@\s,]*@/g, '$1:***@').replace(/([?&](?:password|pass|pwd|token|secret)=)[^&\s,]*/gi, '$1***');
+}
+
+/** How a rejected value appears in an error message: never a secret, never a password in a URL. */
+function shown(variable: ConfigVariable, raw: string | undefined): string {
+  const value = raw ?? '';
+  if (variable.show === 'secret') return value === '' ? 'nothing' : `a value of ${value.trim().length} characters (not shown)`;
+  if (variable.show === 'url') return `'${redactUrl(value)}'`;
+  return `'${value}'`;
+}
 
 export interface LoadConfigOptions {
   /** Base for a relative TOWERWATCH_DATA_DIR. @default process.cwd() */
@@ -263,7 +303,7 @@ export function loadConfig(
 ): Readonly<Config> {
   const issues: ConfigIssue[] = [];
   const out: Record<string, unknown> = {};
-  for (const variable of CONFIG_VARIABLES) {
+  for (const variable of CONFIG_VARIABLES as readonly (ConfigVariable & { name: ConfigVariableName })[]) {
     const raw = env[variable.name];
     // Trim: values from env files often carry stray spaces; blank means unset.
     const trimmed = raw === undefined || raw.trim() === '' ? undefined : raw.trim();
@@ -273,7 +313,7 @@ export function loadConfig(
     } else {
       issues.push({
         variable: variable.name,
-        message: `${variable.name} must be ${variable.expected}, got '${raw ?? ''}'`,
+        message: `${variable.name} must be ${variable.expected}, got ${shown(variable, raw)}`,
       });
     }
   }
