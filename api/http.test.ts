@@ -211,3 +211,15 @@ test('headers over the limit → 431 in the envelope; a head uWS cannot hold is 
   const r = await fetch(`${server.url}/healthz`);
   assert.equal(r.status, 200);
 });
+
+test('HEAD is answered without a body (405/404), so a keep-alive connection stays in step', async () => {
+  for (const path of ['/healthz', '/nope']) {
+    const reply = await rawRequest([`HEAD ${path} HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`]);
+    const [first, ...rest] = reply.split(/(?=HTTP\/1\.1 )/);
+    assert.equal(statusOf(first ?? ''), path === '/nope' ? 404 : 405, reply);
+    assert.ok((first ?? '').endsWith('\r\n\r\n'), `no body after the HEAD reply's headers: ${JSON.stringify(first)}`);
+    assert.equal(rest.length, 1, reply);
+    assert.equal(statusOf(rest[0]!), 200);
+    assert.deepEqual(jsonOf(rest[0]!), { status: 'ok' });
+  }
+});

@@ -344,7 +344,9 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         const bytes = headBytes(req);
         if (bytes > MAX_HEADER_BYTES) throw headersTooLarge(bytes);
         const method = req.getCaseSensitiveMethod();
-        send(res, { value: false }, 405, new ApiError(405, 'method_not_allowed', `${method} is not allowed here`, { allowed: methods }).body(), { allow: methods.join(', ') });
+        const error = new ApiError(405, 'method_not_allowed', `${method} is not allowed here`, { allowed: methods });
+        // A HEAD reply has no body: uWS would send one, and the client would read it as the next reply.
+        sendRaw(res, { value: false }, 405, req.getMethod() === 'head' ? null : JSON.stringify(error.body()), { allow: methods.join(', ') });
       }),
     );
   }
@@ -354,7 +356,8 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       const bytes = headBytes(req);
       if (bytes > MAX_HEADER_BYTES) throw headersTooLarge(bytes);
       // Echo a bounded path: it may be long, and it is the client's own text.
-      send(res, { value: false }, 404, new ApiError(404, 'not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl().slice(0, 200)}`).body());
+      const error = new ApiError(404, 'not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl().slice(0, 200)}`);
+      sendRaw(res, { value: false }, 404, req.getMethod() === 'head' ? null : JSON.stringify(error.body()), {});
     }),
   );
 
