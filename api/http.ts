@@ -342,11 +342,10 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     app.any(pattern, (res: HttpResponse, req: HttpRequest) =>
       guarded(res, log, 'method not allowed', () => {
         const bytes = headBytes(req);
-        if (bytes > MAX_HEADER_BYTES) throw headersTooLarge(bytes);
         const method = req.getCaseSensitiveMethod();
-        const error = new ApiError(405, 'method_not_allowed', `${method} is not allowed here`, { allowed: methods });
+        const error = bytes > MAX_HEADER_BYTES ? headersTooLarge(bytes) : new ApiError(405, 'method_not_allowed', `${method} is not allowed here`, { allowed: methods });
         // A HEAD reply has no body: uWS would send one, and the client would read it as the next reply.
-        sendRaw(res, { value: false }, 405, req.getMethod() === 'head' ? null : JSON.stringify(error.body()), { allow: methods.join(', ') });
+        sendRaw(res, { value: false }, error.status, req.getMethod() === 'head' ? null : JSON.stringify(error.body()), { allow: methods.join(', ') });
       }),
     );
   }
@@ -354,10 +353,9 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   app.any('/*', (res: HttpResponse, req: HttpRequest) =>
     guarded(res, log, 'no route', () => {
       const bytes = headBytes(req);
-      if (bytes > MAX_HEADER_BYTES) throw headersTooLarge(bytes);
       // Echo a bounded path: it may be long, and it is the client's own text.
-      const error = new ApiError(404, 'not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl().slice(0, 200)}`);
-      sendRaw(res, { value: false }, 404, req.getMethod() === 'head' ? null : JSON.stringify(error.body()), {});
+      const error = bytes > MAX_HEADER_BYTES ? headersTooLarge(bytes) : new ApiError(404, 'not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl().slice(0, 200)}`);
+      sendRaw(res, { value: false }, error.status, req.getMethod() === 'head' ? null : JSON.stringify(error.body()), {});
     }),
   );
 
