@@ -21,7 +21,7 @@ import { alertView, type AlertView } from './alerts.js';
 import type { AuthService, Principal } from './auth.js';
 import { ApiError, statusLine } from './errors.js';
 import type { ApiMetrics } from './metrics.js';
-import { validationError } from './http.js';
+import { headBytes, headersTooLarge, MAX_HEADER_BYTES, validationError } from './http.js';
 import { scopeOf } from './tenancy.js';
 
 export const CLOSE = { badMessage: 4000, unauthorized: 4001, tokenExpired: 4002, forbidden: 4003, slowConsumer: 4008 } as const;
@@ -107,7 +107,11 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
     if (d.closed) return;
     d.closed = true;
     metrics.socketsDropped.inc({ reason: metric });
-    ws.end(code, reason);
+    try {
+      ws.end(code, reason);
+    } catch (err) {
+      log(`ws: could not close a socket: ${err instanceof Error ? err.message : String(err)}`);
+    }
   };
 
   const subscribe = (ws: WebSocket<SocketData>, principal: Principal): void => {
@@ -240,6 +244,52 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
     },
   });
 
+  const onOpen = (ws: WebSocket<SocketData>): void => {
+    sockets.add(ws);
+    metrics.sockets.set(sockets.size);
+    const d = ws.getUserData();
+    if (d.principal !== null) subscribe(ws, d.principal);
+    else d.authTimer = setTimeout(() => end(ws, CLOSE.unauthorized, 'no auth message within 5 s', 'auth_timeout'), AUTH_TIMEOUT_MS);
+  };
+
+  const onClose = (ws: WebSocket<SocketData>): void => {
+    const d = ws.getUserData();
+    d.closed = true;
+    if (d.authTimer !== null) clearTimeout(d.authTimer);
+    sockets.delete(ws);
+    if (d.enterprise !== null) filtered.get(d.enterprise)?.delete(ws);
+    metrics.sockets.set(sockets.size);
+  };
+
+  const onMessage = (ws: WebSocket<SocketData>, message: ArrayBuffer): void => {
+    let m: unknown;
+    try {
+      m = JSON.parse(Buffer.from(message).toString('utf8'));
+    } catch {
+      return end(ws, CLOSE.badMessage, 'messages must be JSON', 'bad_message');
+    }
+    // Any JSON parses: null, numbers and arrays are bad messages, not a crash.
+    const o = typeof m === 'object' && m !== null && !Array.isArray(m) ? (m as { type?: unknown; token?: unknown }) : {};
+    if (o.type === 'ping') {
+      ws.send(JSON.stringify({ type: 'pong', ts: new Date().toISOString() }));
+      return;
+    }
+    if (o.type !== 'auth' || typeof o.token !== 'string' || o.token.length > 4096) return end(ws, CLOSE.badMessage, 'expected {"type":"auth","token":…} or {"type":"ping"}', 'bad_message');
+    void auth.verifyAccessToken(o.token).then(
+      (principal) => {
+        if (ws.getUserData().closed) return;
+        try {
+          subscribe(ws, principal);
+        } catch (err) {
+          refuse(ws, err);
+        }
+      },
+      (err: unknown) => {
+        if (!ws.getUserData().closed) refuse(ws, err);
+      },
+    );
+  };
+
   return {
     get connections() {
       return sockets.size;
@@ -258,85 +308,71 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
         idleTimeout: 60,
         sendPingsAutomatically: true,
         upgrade: (res: HttpResponse, req: HttpRequest, context) => {
-          const key = req.getHeader('sec-websocket-key');
-          const protocol = req.getHeader('sec-websocket-protocol');
-          const extensions = req.getHeader('sec-websocket-extensions');
-          const parsed = filtersSchema.safeParse(Object.fromEntries(new URLSearchParams(req.getQuery() ?? '')));
           const aborted = { value: false };
-          res.onAborted(() => (aborted.value = true));
           const reject = (err: ApiError): void => {
             if (aborted.value) return;
-            res.cork(() => res.writeStatus(statusLine(err.status)).writeHeader('content-type', 'application/json').end(JSON.stringify(err.body())));
-          };
-          if (!parsed.success) return reject(validationError('query', parsed.error));
-          const filters = parsed.data;
-          const data: SocketData = { filters, principal: null, enterprise: null, authTimer: null, closed: false };
-          void (async () => {
-            if (filters.token !== undefined) {
-              try {
-                const principal = await auth.verifyAccessToken(filters.token);
-                scopeOf(view, principal, filters.enterprise_id);
-                data.principal = principal;
-              } catch (err) {
-                if (err instanceof ApiError) return reject(err);
-                throw err;
-              }
+            aborted.value = true; // answered: nothing more is written
+            try {
+              res.cork(() => res.writeStatus(statusLine(err.status)).writeHeader('content-type', 'application/json').end(JSON.stringify(err.body())));
+            } catch (e) {
+              log(`ws: could not refuse an upgrade: ${e instanceof Error ? e.message : String(e)}`);
             }
-            if (aborted.value) return;
-            res.cork(() => res.upgrade(data, key, protocol, extensions, context));
-          })().catch((err: unknown) => {
-            log(`ws: upgrade failed: ${err instanceof Error ? err.message : String(err)}`);
-            reject(new ApiError(500, 'internal', 'internal error'));
-          });
+          };
+          // Nothing thrown here may reach uWS (it would end the process): a bug is a 500.
+          try {
+            res.onAborted(() => (aborted.value = true));
+            const key = req.getHeader('sec-websocket-key');
+            const protocol = req.getHeader('sec-websocket-protocol');
+            const extensions = req.getHeader('sec-websocket-extensions');
+            const bytes = headBytes(req);
+            if (bytes > MAX_HEADER_BYTES) return reject(headersTooLarge(bytes));
+            const parsed = filtersSchema.safeParse(Object.fromEntries(new URLSearchParams(req.getQuery() ?? '')));
+            if (!parsed.success) return reject(validationError('query', parsed.error));
+            const filters = parsed.data;
+            const data: SocketData = { filters, principal: null, enterprise: null, authTimer: null, closed: false };
+            void (async () => {
+              if (filters.token !== undefined) {
+                try {
+                  const principal = await auth.verifyAccessToken(filters.token);
+                  scopeOf(view, principal, filters.enterprise_id);
+                  data.principal = principal;
+                } catch (err) {
+                  if (err instanceof ApiError) return reject(err);
+                  throw err;
+                }
+              }
+              if (aborted.value) return;
+              res.cork(() => res.upgrade(data, key, protocol, extensions, context));
+            })().catch((err: unknown) => {
+              log(`ws: upgrade failed: ${err instanceof Error ? err.message : String(err)}`);
+              reject(new ApiError(500, 'internal', 'internal error; the server log has the details'));
+            });
+          } catch (err) {
+            log(`ws: upgrade failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+            reject(new ApiError(500, 'internal', 'internal error; the server log has the details'));
+          }
         },
         open: (ws) => {
-          sockets.add(ws);
-          metrics.sockets.set(sockets.size);
-          const d = ws.getUserData();
-          if (d.principal !== null) {
-            try {
-              subscribe(ws, d.principal);
-            } catch (err) {
-              refuse(ws, err);
-            }
-          } else {
-            d.authTimer = setTimeout(() => end(ws, CLOSE.unauthorized, 'no auth message within 5 s', 'auth_timeout'), AUTH_TIMEOUT_MS);
+          try {
+            onOpen(ws);
+          } catch (err) {
+            refuse(ws, err);
           }
         },
         message: (ws, message) => {
-          let m: { type?: unknown; token?: unknown };
+          // Nothing thrown here may reach uWS (it would end the process).
           try {
-            m = JSON.parse(Buffer.from(message).toString('utf8')) as typeof m;
-          } catch {
-            return end(ws, CLOSE.badMessage, 'messages must be JSON', 'bad_message');
+            onMessage(ws, message);
+          } catch (err) {
+            refuse(ws, err);
           }
-          if (m.type === 'ping') {
-            ws.send(JSON.stringify({ type: 'pong', ts: new Date().toISOString() }));
-            return;
-          }
-          if (m.type !== 'auth' || typeof m.token !== 'string') return end(ws, CLOSE.badMessage, 'expected {"type":"auth","token":…} or {"type":"ping"}', 'bad_message');
-          const token = m.token;
-          void auth.verifyAccessToken(token).then(
-            (principal) => {
-              if (ws.getUserData().closed) return;
-              try {
-                subscribe(ws, principal);
-              } catch (err) {
-                refuse(ws, err);
-              }
-            },
-            (err: unknown) => {
-              if (!ws.getUserData().closed) refuse(ws, err);
-            },
-          );
         },
         close: (ws) => {
-          const d = ws.getUserData();
-          d.closed = true;
-          if (d.authTimer !== null) clearTimeout(d.authTimer);
-          sockets.delete(ws);
-          if (d.enterprise !== null) filtered.get(d.enterprise)?.delete(ws);
-          metrics.sockets.set(sockets.size);
+          try {
+            onClose(ws);
+          } catch (err) {
+            log(`ws: close: ${err instanceof Error ? err.message : String(err)}`);
+          }
         },
       });
     },

@@ -9,6 +9,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import { guarded, headBytes, headersTooLarge, MAX_HEADER_BYTES } from './http.js';
 
 /** Where the build puts the page, beside the compiled api. */
 export const WEB_DIR = new URL('../web/', import.meta.url);
@@ -32,7 +33,8 @@ interface StaticFile {
 export interface DashboardPage {
   /** False when the page was not built: `/` then says how to build it. */
   readonly built: boolean;
-  attach(app: TemplatedApp): void;
+  /** Registers `/` and the assets; `log` gets what a bug in a handler would have thrown. */
+  attach(app: TemplatedApp, log?: (line: string) => void): void;
 }
 
 function load(path: string, immutable: boolean): StaticFile {
@@ -52,6 +54,8 @@ export function loadDashboardPage(dir: URL = WEB_DIR): DashboardPage {
     if (existsSync(assets)) for (const name of readdirSync(assets)) files.set(`/assets/${name}`, load(join(assets, name), true));
   }
   const send = (res: HttpResponse, req: HttpRequest, file: StaticFile): void => {
+    const bytes = headBytes(req);
+    if (bytes > MAX_HEADER_BYTES) throw headersTooLarge(bytes);
     const gzip = file.gzip !== null && /\bgzip\b/.test(req.getHeader('accept-encoding'));
     if (req.getHeader('if-none-match') === file.etag) {
       res.cork(() => res.writeStatus('304 Not Modified').writeHeader('etag', file.etag).end());
@@ -68,13 +72,16 @@ export function loadDashboardPage(dir: URL = WEB_DIR): DashboardPage {
   const page = files.get('/');
   return {
     built: page !== undefined,
-    attach(app) {
-      for (const [path, file] of files) if (path !== '/') app.get(path, (res, req) => send(res, req, file));
+    attach(app, log = (line) => void process.stderr.write(`${line}\n`)) {
+      // guarded: nothing thrown in a uWS handler may reach uWS (it would end the process).
+      for (const [path, file] of files) if (path !== '/') app.get(path, (res, req) => guarded(res, log, `GET ${path}`, () => send(res, req, file)));
       // One path: the app routes with the URL hash (#/devices), so no page path can shadow an api route.
-      app.get('/', (res, req) => {
-        if (page) send(res, req, page);
-        else res.cork(() => res.writeStatus('503 Service Unavailable').writeHeader('content-type', 'text/plain; charset=utf-8').end('The dashboard page is not built: run `npm run build`.\n'));
-      });
+      app.get('/', (res, req) =>
+        guarded(res, log, 'GET /', () => {
+          if (page) send(res, req, page);
+          else res.cork(() => res.writeStatus('503 Service Unavailable').writeHeader('content-type', 'text/plain; charset=utf-8').end('The dashboard page is not built: run `npm run build`.\n'));
+        }),
+      );
     },
   };
 }

@@ -1,6 +1,7 @@
 /** The HTTP layer against a real uWebSockets.js server and real HTTP requests (fetch). */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { connect } from 'node:net';
 import { after, before, test } from 'node:test';
 import { z } from 'zod';
 import { ApiError } from './errors.js';
@@ -48,6 +49,9 @@ before(async () => {
         },
       },
       { method: 'get', path: '/bug', summary: 'a bug', tag: 't', access: 'public', handler: () => { throw new Error('secret internals'); } },
+      { method: 'get', path: '/policies/{policy_id}', summary: 'one param', tag: 't', access: 'public', handler: ({ params }) => ({ body: params }) },
+      { method: 'post', path: '/devices/{device_id}/retire', summary: 'param and body', tag: 't', access: 'public', handler: ({ params }) => ({ body: params }) },
+      { method: 'del', path: '/users/{user_id}/roles/{role_id}', summary: 'two params', tag: 't', access: 'public', handler: () => ({ status: 204 }) },
     ],
   });
 });
@@ -141,4 +145,81 @@ test('the port is exclusive: another process cannot listen on it too (no silent 
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
   assert.equal(r.status, 3, r.stdout + r.stderr);
   assert.match(r.stdout, /cannot listen on 127\.0\.0\.1:\d+ \(port taken\?\)/);
+});
+
+/** One raw HTTP exchange over node:net: the bytes are written as given (in `parts`, a pause between them). */
+function rawRequest(parts: readonly string[], port = server.port): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    let got = '';
+    socket.on('data', (d) => (got += d.toString('latin1')));
+    socket.on('close', () => resolve(got));
+    socket.on('error', () => undefined);
+    void (async () => {
+      for (const p of parts) {
+        if (socket.destroyed) break;
+        socket.write(p);
+        await new Promise((r) => setTimeout(r, 30));
+      }
+      setTimeout(() => socket.end(), 300);
+    })();
+  });
+}
+const statusOf = (reply: string): number => Number(/^HTTP\/1\.1 (\d{3})/.exec(reply)?.[1] ?? 0);
+const jsonOf = (reply: string): any => JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4));
+
+test('broken percent-encoding in a path parameter → 400 bad_path, and the process stays up', async () => {
+  for (const [method, path] of [
+    ['GET', '/policies/%ZZ'],
+    ['GET', '/policies/%'],
+    ['DELETE', '/users/%E0%A4%A/roles/x'],
+    ['POST', '/devices/%/retire'],
+    ['GET', '/roles/%C0%AF/policies/%ED%A0%80'],
+  ] as const) {
+    const r = await call(path, { method, ...(method === 'POST' ? { body: '{}', headers: { 'content-type': 'application/json' } } : {}) });
+    assert.equal(r.status, 400, `${method} ${path}`);
+    assert.equal(r.body.error.code, 'bad_path');
+    assert.ok('details' in r.body.error && typeof r.body.error.message === 'string');
+  }
+  // Raw bytes a client library would not send: still an answer, and the server serves on.
+  const raw = await rawRequest(['GET /policies/%ZZ%00%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n']);
+  assert.equal(statusOf(raw), 400, raw);
+  assert.equal(jsonOf(raw).error.code, 'bad_path');
+  assert.deepEqual((await call('/policies/a%20b')).body, { policy_id: 'a b' });
+  assert.equal((await call('/healthz')).status, 200);
+});
+
+test('headers over the limit → 431 in the envelope; a head uWS cannot hold is closed cleanly; the server serves on', async () => {
+  const head = (bytes: number): string => `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(bytes)}\r\nConnection: close\r\n\r\n`;
+  assert.equal(statusOf(await rawRequest([head(2000)])), 200, 'a 2 KB header is fine');
+  for (const bytes of [6 * 1024, 64 * 1024]) {
+    const reply = await rawRequest([head(bytes)]);
+    assert.equal(statusOf(reply), 431, `${bytes} B: ${reply.slice(0, 80)}`);
+    assert.equal(jsonOf(reply).error.code, 'headers_too_large');
+    assert.equal(jsonOf(reply).error.details.limit_bytes, 4096);
+  }
+  // Unknown routes and wrong methods too.
+  assert.equal(statusOf(await rawRequest([head(6000).replace('/healthz', '/nope')])), 431);
+  assert.equal(statusOf(await rawRequest([head(6000).replace('GET', 'DELETE')])), 431);
+  // The same head arriving in two reads: this uWS build keeps 4 KiB of a partial head and closes
+  // the connection past it (no reply). The server must still serve the next request.
+  for (const bytes of [6 * 1024, 64 * 1024]) {
+    const text = head(bytes);
+    const reply = await rawRequest([text.slice(0, 100), text.slice(100)]);
+    assert.ok(reply === '' || statusOf(reply) === 431, reply.slice(0, 80));
+  }
+  const r = await fetch(`${server.url}/healthz`);
+  assert.equal(r.status, 200);
+});
+
+test('HEAD is answered without a body (405/404/431), so a keep-alive connection stays in step', async () => {
+  for (const [path, status] of [['/healthz', 405], ['/nope', 404], [`/healthz?x=${'y'.repeat(5000)}`, 431], [`/nope?x=${'y'.repeat(5000)}`, 431]] as const) {
+    const reply = await rawRequest([`HEAD ${path} HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`]);
+    const [first, ...rest] = reply.split(/(?=HTTP\/1\.1 )/);
+    assert.equal(statusOf(first ?? ''), status, reply.slice(0, 200));
+    assert.ok((first ?? '').endsWith('\r\n\r\n'), `no body after the HEAD reply's headers: ${JSON.stringify(first)}`);
+    assert.equal(rest.length, 1, reply);
+    assert.equal(statusOf(rest[0]!), 200);
+    assert.deepEqual(jsonOf(rest[0]!), { status: 'ok' });
+  }
 });

@@ -153,7 +153,7 @@ export function etagMatches(header: string | undefined, etag: string): boolean {
   return header.split(',').some((t) => t.trim() === '*' || bare(t) === bare(etag));
 }
 
-function sendError(res: HttpResponse, aborted: { value: boolean }, err: unknown, log: (line: string) => void, what: string): number {
+export function sendError(res: HttpResponse, aborted: { value: boolean }, err: unknown, log: (line: string) => void, what: string): number {
   if (err instanceof ApiError) {
     send(res, aborted, err.status, err.body(), err.headers);
     return err.status;
@@ -161,6 +161,50 @@ function sendError(res: HttpResponse, aborted: { value: boolean }, err: unknown,
   log(`api: ${what} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   send(res, aborted, 500, new ApiError(500, 'internal', 'internal error; the server log has the details').body());
   return 500;
+}
+
+/**
+ * The most a request's head (request line and headers) may take. uWebSockets.js v20.30 keeps at
+ * most 4 KiB of a head that arrives in more than one read and closes the connection beyond it,
+ * with no reply (this build ignores UWS_HTTP_MAX_HEADERS_SIZE); a head that arrives whole is
+ * parsed at any size. Refusing the same size with a 431 here makes the limit one limit.
+ */
+export const MAX_HEADER_BYTES = 4096;
+
+/** Bytes of a request's head as sent (near enough: request line and `name: value\r\n` lines). */
+export function headBytes(req: HttpRequest): number {
+  let n = req.getCaseSensitiveMethod().length + req.getUrl().length + (req.getQuery()?.length ?? 0) + 12;
+  req.forEach((k, v) => (n += k.length + v.length + 4));
+  return n;
+}
+
+export const headersTooLarge = (bytes: number): ApiError =>
+  new ApiError(431, 'headers_too_large', `the request's headers take ${bytes} bytes; at most ${MAX_HEADER_BYTES} are accepted`, { limit_bytes: MAX_HEADER_BYTES, bytes });
+
+/** A percent-decoded path parameter. @throws {ApiError} 400 `bad_path` for broken percent-encoding */
+export function decodePathParam(name: string, raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new ApiError(400, 'bad_path', `path parameter ${name} is not valid percent-encoding`, { parameter: name });
+  }
+}
+
+/**
+ * Runs a uWS handler's synchronous part so that nothing it throws escapes into uWS (which would
+ * end the process): an ApiError is answered as such, anything else is logged and answered 500.
+ */
+export function guarded(res: HttpResponse, log: (line: string) => void, what: string, fn: () => void): void {
+  try {
+    fn();
+  } catch (err) {
+    try {
+      sendError(res, { value: false }, err, log, what);
+    } catch (sendErr) {
+      // The response was already ended or aborted: nothing more can be said to this client.
+      log(`api: ${what}: could not answer: ${sendErr instanceof Error ? sendErr.message : String(sendErr)}`);
+    }
+  }
 }
 
 /** Query string to an object; a repeated parameter becomes an array. */
@@ -203,10 +247,18 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     const { pattern, names } = compilePath(route.path);
     methodsByPattern.set(pattern, [...(methodsByPattern.get(pattern) ?? []), METHOD_NAME[route.method]]);
     app[route.method](pattern, (res: HttpResponse, req: HttpRequest) => {
+      const method = METHOD_NAME[route.method];
+      // Nothing thrown here may reach uWS: it would end the process.
+      guarded(res, log, `${method} ${route.path}`, () => handle(route, names, method, res, req));
+    });
+  }
+  /** One request of a route; the synchronous part reads req, the rest runs after it is gone. */
+  function handle(route: Route<any, any>, names: readonly string[], method: string, res: HttpResponse, req: HttpRequest): void {
       const aborted = { value: false };
-      // Everything from req now: it is gone after the first await.
-      const params: Record<string, string> = {};
-      names.forEach((n, i) => (params[n] = decodeURIComponent(req.getParameter(i) ?? '')));
+      // Everything from req now: it is gone after the first await. Path parameters are decoded
+      // below, inside the try: broken percent-encoding is the client's error (400), not a crash.
+      const rawParams = names.map((_n, i) => req.getParameter(i) ?? '');
+      const bytes = headBytes(req);
       // The headers routes use, one native call each (cheaper than visiting every header).
       const headers: Record<string, string> = {};
       for (const h of READ_HEADERS) {
@@ -218,7 +270,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       let address: string | undefined;
       const head = {
         get remoteAddress(): string {
-          // Read on demand (sign-in only); res is valid until it ends or aborts.
+          // Read on demand (sign-in, /metrics); res is valid until it ends or aborts.
           address ??= aborted.value ? '' : Buffer.from(res.getRemoteAddressAsText()).toString();
           return address;
         },
@@ -229,12 +281,16 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         body = null;
       } else {
         body = readBody(res, limit, aborted);
+        // Refused before the body was read: its rejection is not waited for.
+        body.catch(() => undefined);
       }
-      const method = METHOD_NAME[route.method];
       const started = performance.now();
       void (async () => {
         let status: number;
         try {
+          if (bytes > MAX_HEADER_BYTES) throw headersTooLarge(bytes);
+          const params: Record<string, string> = {};
+          names.forEach((n, i) => (params[n] = decodePathParam(n, rawParams[i] ?? '')));
           const principal = route.access === 'public' ? null : await options.authorize?.(route, { method, path, headers, get remoteAddress() { return head.remoteAddress; } });
           const query = parse(route.query, rawQuery === '' ? {} : queryObject(rawQuery), 'query');
           const parsedBody = body === null ? parse(route.body, undefined, 'body') : parse(route.body, parseJson(await body), 'body');
@@ -253,7 +309,13 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
             }
             if (reply.text !== undefined) {
               const { body: textBody, contentType } = reply.text;
-              if (!aborted.value) res.cork(() => res.writeStatus(statusLine(status)).writeHeader('content-type', contentType).end(textBody));
+              const extra = reply.headers ?? {};
+              if (!aborted.value)
+                res.cork(() => {
+                  res.writeStatus(statusLine(status));
+                  for (const [k, v] of Object.entries(extra)) res.writeHeader(k, v);
+                  res.writeHeader('content-type', contentType).end(textBody);
+                });
             } else {
               const text = status === 204 ? null : JSON.stringify(reply.body ?? null);
               if (route.method === 'get' && status === 200 && text !== null) {
@@ -271,19 +333,31 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
           status = sendError(res, aborted, err, log, `${method} ${route.path}`);
         }
         options.onReply?.(route, status, (performance.now() - started) / 1000);
-      })();
-    });
+      })().catch((err: unknown) => {
+        // Only a failure to answer (the reply could not be written) or of onReply lands here.
+        log(`api: ${method} ${route.path}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      });
   }
   for (const [pattern, methods] of methodsByPattern) {
-    app.any(pattern, (res: HttpResponse, req: HttpRequest) => {
-      const method = req.getCaseSensitiveMethod();
-      send(res, { value: false }, 405, new ApiError(405, 'method_not_allowed', `${method} is not allowed here`, { allowed: methods }).body(), { allow: methods.join(', ') });
-    });
+    app.any(pattern, (res: HttpResponse, req: HttpRequest) =>
+      guarded(res, log, 'method not allowed', () => {
+        const bytes = headBytes(req);
+        const method = req.getCaseSensitiveMethod();
+        const error = bytes > MAX_HEADER_BYTES ? headersTooLarge(bytes) : new ApiError(405, 'method_not_allowed', `${method} is not allowed here`, { allowed: methods });
+        // A HEAD reply has no body: uWS would send one, and the client would read it as the next reply.
+        sendRaw(res, { value: false }, error.status, req.getMethod() === 'head' ? null : JSON.stringify(error.body()), { allow: methods.join(', ') });
+      }),
+    );
   }
   options.extend?.(app);
-  app.any('/*', (res: HttpResponse, req: HttpRequest) => {
-    send(res, { value: false }, 404, new ApiError(404, 'not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`).body());
-  });
+  app.any('/*', (res: HttpResponse, req: HttpRequest) =>
+    guarded(res, log, 'no route', () => {
+      const bytes = headBytes(req);
+      // Echo a bounded path: it may be long, and it is the client's own text.
+      const error = bytes > MAX_HEADER_BYTES ? headersTooLarge(bytes) : new ApiError(404, 'not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl().slice(0, 200)}`);
+      sendRaw(res, { value: false }, error.status, req.getMethod() === 'head' ? null : JSON.stringify(error.body()), {});
+    }),
+  );
 
   const host = options.host ?? '127.0.0.1';
   const socket = await new Promise<us_listen_socket>((resolve, reject) => {

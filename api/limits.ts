@@ -1,9 +1,17 @@
 /**
- * Request rate limits (rate-limiter-flexible, in memory): per console account on every
- * authenticated route, and, stricter, on sign-in attempts per username (failures only, so a
- * user who knows the password is not locked out by a noisy neighbour) and per client address
- * (every attempt, against password spraying). Limits are per api node: N nodes allow N times
- * as much, which is acceptable for abuse protection; a shared store would make them global.
+ * Request rate limits, in memory, per api node (N nodes allow N times as much, acceptable for
+ * abuse protection; a shared store would make them global):
+ *
+ * - every authenticated route: requests per minute per console account (rate-limiter-flexible);
+ * - sign-in attempts per client address per minute, every attempt counted (password spraying);
+ * - failed sign-ins per username *and* address: past the allowance (10 in 15 minutes) that pair
+ *   waits, and each further failure doubles the wait (15 s, 30 s, 1 min, … at most 15 min);
+ *   a success from that address clears it. The real user at another address is not affected;
+ * - failed sign-ins per username from all addresses together: a much higher ceiling (100 in
+ *   15 minutes), past which the username backs off the same way everywhere: a distributed guess
+ *   at one account is slowed down, while one noisy address cannot lock its owner out.
+ *
+ * A refused attempt is a 429 `rate_limited` with `Retry-After`; the password is not checked.
  */
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { ApiError } from './errors.js';
@@ -11,14 +19,24 @@ import { ApiError } from './errors.js';
 export interface LimitOptions {
   /** Requests per minute per account. @default 100 */
   perAccountPerMinute?: number;
-  /** Failed sign-ins per username per 15 minutes. @default 10 */
+  /** Failed sign-ins per username and address per window before backing off. @default 10 */
+  loginFailuresPerUserAddress?: number;
+  /** Failed sign-ins per username from all addresses per window before backing off. @default 100 */
   loginFailuresPerUser?: number;
   /** Sign-in attempts per client address per minute. @default 30 */
   loginAttemptsPerAddress?: number;
+  /** The window failures are counted in, seconds. @default 900 */
+  loginFailureWindowSeconds?: number;
+  /** First wait past an allowance, seconds; doubled by each further failure. @default 15 */
+  loginBackoffBaseSeconds?: number;
+  /** Longest wait, seconds. @default 900 */
+  loginBackoffMaxSeconds?: number;
+  /** Epoch ms. @default Date.now */
+  now?: () => number;
 }
 
-function tooMany(what: string, res: RateLimiterRes, limit: number): ApiError {
-  const retryAfter = Math.max(1, Math.ceil(res.msBeforeNext / 1000));
+function tooMany(what: string, retryAfterMs: number, limit: number): ApiError {
+  const retryAfter = Math.max(1, Math.ceil(retryAfterMs / 1000));
   return new ApiError(429, 'rate_limited', `${what}; retry in ${retryAfter} s`, { retry_after_seconds: retryAfter, limit }, {
     'retry-after': String(retryAfter),
     'x-ratelimit-limit': String(limit),
@@ -26,21 +44,90 @@ function tooMany(what: string, res: RateLimiterRes, limit: number): ApiError {
   });
 }
 
+interface FailureRecord {
+  failures: number;
+  /** When the last failure was (epoch ms): the count lapses a window after it. */
+  last: number;
+  /** No attempt is checked before this (epoch ms). */
+  blockedUntil: number;
+}
+
+/** Failure counts with a growing wait past an allowance; bounded in memory. */
+class FailureBackoff {
+  readonly #records = new Map<string, FailureRecord>();
+  constructor(
+    readonly allowance: number,
+    private readonly windowMs: number,
+    private readonly baseMs: number,
+    private readonly maxMs: number,
+    private readonly maxKeys = 100_000,
+  ) {}
+
+  #current(key: string, now: number): FailureRecord | undefined {
+    const r = this.#records.get(key);
+    if (r !== undefined && now - r.last > this.windowMs && now >= r.blockedUntil) {
+      this.#records.delete(key);
+      return undefined;
+    }
+    return r;
+  }
+
+  /** Milliseconds this key must still wait (0: go ahead). */
+  waitMs(key: string, now: number): number {
+    const r = this.#current(key, now);
+    return r === undefined ? 0 : Math.max(0, r.blockedUntil - now);
+  }
+
+  failed(key: string, now: number): void {
+    let r = this.#current(key, now);
+    if (r === undefined) {
+      if (this.#records.size >= this.maxKeys) this.#prune(now);
+      r = { failures: 0, last: now, blockedUntil: 0 };
+      this.#records.set(key, r);
+    }
+    r.failures++;
+    r.last = now;
+    const past = r.failures - this.allowance;
+    if (past >= 0) r.blockedUntil = now + Math.min(this.maxMs, this.baseMs * 2 ** Math.min(past, 30));
+  }
+
+  clear(key: string): void {
+    this.#records.delete(key);
+  }
+
+  #prune(now: number): void {
+    for (const [k, r] of this.#records) if (now - r.last > this.windowMs && now >= r.blockedUntil) this.#records.delete(k);
+    // Still full (a flood of distinct keys): forget the oldest half.
+    if (this.#records.size >= this.maxKeys) {
+      let drop = this.#records.size / 2;
+      for (const k of this.#records.keys()) {
+        if (drop-- <= 0) break;
+        this.#records.delete(k);
+      }
+    }
+  }
+}
+
 export class RateLimits {
   readonly perAccount: number;
   readonly #accounts: RateLimiterMemory;
-  readonly #loginUser: RateLimiterMemory;
   readonly #loginAddress: RateLimiterMemory;
-  readonly #loginUserPoints: number;
   readonly #loginAddressPoints: number;
+  readonly #pair: FailureBackoff;
+  readonly #user: FailureBackoff;
+  readonly #now: () => number;
 
   constructor(options: LimitOptions = {}) {
     this.perAccount = options.perAccountPerMinute ?? 100;
-    this.#loginUserPoints = options.loginFailuresPerUser ?? 10;
     this.#loginAddressPoints = options.loginAttemptsPerAddress ?? 30;
     this.#accounts = new RateLimiterMemory({ points: this.perAccount, duration: 60 });
-    this.#loginUser = new RateLimiterMemory({ points: this.#loginUserPoints, duration: 15 * 60 });
     this.#loginAddress = new RateLimiterMemory({ points: this.#loginAddressPoints, duration: 60 });
+    const windowMs = (options.loginFailureWindowSeconds ?? 15 * 60) * 1000;
+    const baseMs = (options.loginBackoffBaseSeconds ?? 15) * 1000;
+    const maxMs = (options.loginBackoffMaxSeconds ?? 15 * 60) * 1000;
+    this.#pair = new FailureBackoff(options.loginFailuresPerUserAddress ?? 10, windowMs, baseMs, maxMs);
+    this.#user = new FailureBackoff(options.loginFailuresPerUser ?? 100, windowMs, baseMs, maxMs);
+    this.#now = options.now ?? Date.now;
   }
 
   /** Counts one request of `username`. @throws {ApiError} 429 */
@@ -49,30 +136,36 @@ export class RateLimits {
       const r = await this.#accounts.consume(username);
       return { remaining: r.remainingPoints };
     } catch (err) {
-      if (err instanceof RateLimiterRes) throw tooMany(`more than ${this.perAccount} requests per minute from this account`, err, this.perAccount);
+      if (err instanceof RateLimiterRes) throw tooMany(`more than ${this.perAccount} requests per minute from this account`, err.msBeforeNext, this.perAccount);
       throw err;
     }
   }
 
-  /** Before checking a password: counts the attempt from `address`, refuses a locked username. */
+  /** Before checking a password: counts the attempt from `address`; refuses a pair or username that is backing off. @throws {ApiError} 429 */
   async beforeLogin(username: string, address: string): Promise<void> {
     try {
       await this.#loginAddress.consume(address);
     } catch (err) {
-      if (err instanceof RateLimiterRes) throw tooMany('too many sign-in attempts from this address', err, this.#loginAddressPoints);
+      if (err instanceof RateLimiterRes) throw tooMany('too many sign-in attempts from this address', err.msBeforeNext, this.#loginAddressPoints);
       throw err;
     }
-    const user = await this.#loginUser.get(username);
-    if (user !== null && user.consumedPoints >= this.#loginUserPoints) {
-      throw tooMany('too many failed sign-ins for this username', user, this.#loginUserPoints);
-    }
+    const now = this.#now();
+    const pairWait = this.#pair.waitMs(pairKey(username, address), now);
+    if (pairWait > 0) throw tooMany('too many failed sign-ins for this username from this address', pairWait, this.#pair.allowance);
+    const userWait = this.#user.waitMs(username, now);
+    if (userWait > 0) throw tooMany('too many failed sign-ins for this username', userWait, this.#user.allowance);
   }
 
-  async loginFailed(username: string): Promise<void> {
-    await this.#loginUser.penalty(username, 1);
+  async loginFailed(username: string, address: string): Promise<void> {
+    const now = this.#now();
+    this.#pair.failed(pairKey(username, address), now);
+    this.#user.failed(username, now);
   }
 
-  async loginSucceeded(username: string): Promise<void> {
-    await this.#loginUser.delete(username);
+  /** A success clears its address's failures; the username's total stays until its window lapses. */
+  async loginSucceeded(username: string, address: string): Promise<void> {
+    this.#pair.clear(pairKey(username, address));
   }
 }
+
+const pairKey = (username: string, address: string): string => `${address}\n${username}`;

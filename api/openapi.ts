@@ -24,13 +24,14 @@ function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): Record<string, u
 }
 
 const ERROR_STATUSES: Readonly<Record<string, string>> = {
-  '400': 'invalid query or body',
+  '400': 'invalid query or body, or a path parameter that is not valid percent-encoding',
   '401': 'missing, invalid or expired token',
   '403': 'the account may not do this, or not for this enterprise',
   '404': 'no such resource (in this enterprise)',
   '412': 'If-Match names a stale revision',
   '413': 'body over the size limit',
   '429': 'rate limited; see Retry-After',
+  '431': 'request headers over 4 KiB',
 };
 
 export function openApiDocument(routes: readonly ApiRoute[], version: string): Record<string, unknown> {

@@ -41,17 +41,41 @@ export function paginate<T>(items: readonly T[], page: number, limit: number): {
 export const isoTime = z.string().describe('ISO 8601 time, UTC');
 export const enterpriseQuery = { enterprise_id: id.optional().describe('for carrier operators: which enterprise') };
 
+/** Times a query may name: 2000-01-01 to 2100-01-01 UTC (anything else is a mistake, not a range). */
+export const MIN_TIME_MS = Date.UTC(2000, 0, 1);
+export const MAX_TIME_MS = Date.UTC(2100, 0, 1);
+/** ISO 8601 as `Date.parse` reads it unambiguously: a date, optionally a time and a zone. */
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
+const EPOCH_MS = /^\d{1,15}$/;
+
+/**
+ * A query time (ISO 8601 or epoch milliseconds) as epoch ms; null when it is neither, or falls
+ * outside {@link MIN_TIME_MS}–{@link MAX_TIME_MS}. Strict on purpose: `Date.parse` alone reads
+ * `-1` as 2001-01-01 and `1e3` or `Infinity` as whatever it likes.
+ */
+export function parseQueryTime(s: string): number | null {
+  const ms = EPOCH_MS.test(s) ? Number(s) : ISO_TIME.test(s) ? Date.parse(s) : Number.NaN;
+  return Number.isFinite(ms) && ms >= MIN_TIME_MS && ms <= MAX_TIME_MS ? ms : null;
+}
+
+const queryTime = (what: string) =>
+  z
+    .string()
+    .max(40)
+    .refine((s) => parseQueryTime(s) !== null, 'must be ISO 8601 (2026-01-02T03:04:05Z) or epoch milliseconds, between 2000-01-01 and 2100-01-01')
+    .describe(what);
+
 /** `from`/`to` as ISO times or epoch ms, or `range` back from now. */
 export const timeRangeQuery = {
-  from: z.string().optional().describe('start (ISO 8601 or epoch ms), inclusive'),
-  to: z.string().optional().describe('end (ISO 8601 or epoch ms), exclusive; default now'),
+  from: queryTime('start (ISO 8601 or epoch ms), inclusive').optional(),
+  to: queryTime('end (ISO 8601 or epoch ms), exclusive; default now').optional(),
   range: z.enum(['15m', '1h', '6h', '24h', '7d', '30d']).optional().describe('instead of from: this long before `to`'),
 };
 const RANGE_MS: Readonly<Record<string, number>> = { '15m': 15 * 60e3, '1h': 3600e3, '6h': 6 * 3600e3, '24h': 24 * 3600e3, '7d': 7 * 24 * 3600e3, '30d': 30 * 24 * 3600e3 };
 
 function parseTime(name: string, s: string): number {
-  const ms = /^\d+$/.test(s) ? Number(s) : Date.parse(s);
-  if (!Number.isFinite(ms)) throw new ApiError(400, 'validation_failed', `query.${name}: not a time: '${s}'`, [{ path: `query.${name}`, message: 'must be ISO 8601 or epoch milliseconds', code: 'invalid_format' }]);
+  const ms = parseQueryTime(s);
+  if (ms === null) throw new ApiError(400, 'validation_failed', `query.${name}: not a time: '${s.slice(0, 40)}'`, [{ path: `query.${name}`, message: 'must be ISO 8601 or epoch milliseconds, between 2000-01-01 and 2100-01-01', code: 'invalid_format' }]);
   return ms;
 }
 

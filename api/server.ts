@@ -45,12 +45,14 @@ export interface ApiServerOptions {
   heartbeatEveryMs?: number;
   /** Validate replies against their documented schemas (tests). */
   checkResponses?: boolean;
+  /** Bearer token `/metrics` requires; null or absent: loopback clients only. */
+  metricsToken?: string | null;
   log: (line: string) => void;
 }
 
-/** The options a deployment's configuration sets (port, address, token key and lifetime, rate limit). */
-export function apiOptionsFrom(config: Pick<Config, 'apiPort' | 'apiHost' | 'jwtSecret' | 'rateLimitPerMinute' | 'accessTtlSeconds'>): Pick<ApiServerOptions, 'port' | 'host' | 'jwtSecret' | 'limits' | 'accessTtlSeconds'> {
-  return { port: config.apiPort, host: config.apiHost, jwtSecret: config.jwtSecret, limits: { perAccountPerMinute: config.rateLimitPerMinute }, accessTtlSeconds: config.accessTtlSeconds };
+/** The options a deployment's configuration sets (port, address, token key and lifetime, rate limit, metrics token). */
+export function apiOptionsFrom(config: Pick<Config, 'apiPort' | 'apiHost' | 'jwtSecret' | 'rateLimitPerMinute' | 'accessTtlSeconds' | 'metricsToken'>): Pick<ApiServerOptions, 'port' | 'host' | 'jwtSecret' | 'limits' | 'accessTtlSeconds' | 'metricsToken'> {
+  return { port: config.apiPort, host: config.apiHost, jwtSecret: config.jwtSecret, limits: { perAccountPerMinute: config.rateLimitPerMinute }, accessTtlSeconds: config.accessTtlSeconds, metricsToken: config.metricsToken };
 }
 
 export interface ApiServer {
@@ -94,7 +96,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       ...roleRoutes(ctx),
       ...networkRoutes(ctx),
       ...remediationRoutes(ctx),
-      ...opsRoutes(ctx, metrics, () => (openapi ??= openApiDocument(routes, version))),
+      ...opsRoutes(ctx, metrics, () => (openapi ??= openApiDocument(routes, version)), { metricsToken: options.metricsToken ?? null }),
     );
     const alerts = createAlertsSocket({
       nc: options.nc,
@@ -123,7 +125,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       onReply: (route, status, seconds) => metrics.observeRequest(route.method === 'del' ? 'DELETE' : route.method.toUpperCase(), route.path, status, seconds),
       extend: (app) => {
         alerts.attach(app);
-        page.attach(app);
+        page.attach(app, options.log);
       },
     });
     let closing: Promise<void> | undefined;

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { test } from 'node:test';
 import { CONFIG_VARIABLES, ConfigError, configVariablesMarkdown, loadConfig, natsUrlOf } from './config.js';
@@ -133,4 +134,38 @@ test('the variables table covers every config field and renders as Markdown', ()
   assert.deepEqual(fields, Object.keys(loadConfig({})).sort());
   const md = configVariablesMarkdown();
   for (const v of CONFIG_VARIABLES) assert.ok(md.includes(`\`${v.name}\``));
+});
+
+test('a rejected secret is never printed: JWT secret, metrics token, passwords in NATS and ClickHouse URLs', () => {
+  const secrets = ['short-jwt-Zq7', 'tok3n-Xy', 'hunter2-ch', 'hunter2-nats', 'querypw-9'];
+  let err: unknown;
+  try {
+    loadConfig({
+      TOWERWATCH_JWT_SECRET: secrets[0],
+      TOWERWATCH_METRICS_TOKEN: secrets[1],
+      CLICKHOUSE_URL: `ftp://default:${secrets[2]}@ch.example:8123/?password=${secrets[4]}`,
+      NATS_URL: `http://user:${secrets[3]}@nats.example:4222`,
+    });
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err instanceof ConfigError);
+  assert.deepEqual(err.issues.map((i) => i.variable).sort(), ['CLICKHOUSE_URL', 'NATS_URL', 'TOWERWATCH_JWT_SECRET', 'TOWERWATCH_METRICS_TOKEN']);
+  const everything = `${err.message}\n${JSON.stringify(err.issues)}\n${String(err.stack)}`;
+  for (const s of secrets) assert.ok(!everything.includes(s), `'${s}' is printed: ${err.message}`);
+  assert.match(err.message, /TOWERWATCH_JWT_SECRET must be a string of at least 32 characters, got a value of 13 characters \(not shown\)/);
+  assert.match(err.message, /TOWERWATCH_METRICS_TOKEN must be a string of at least 16 printable characters without spaces, got a value of 8 characters \(not shown\)/);
+  assert.match(err.message, /CLICKHOUSE_URL must be an http:\/\/ or https:\/\/ URL, got 'ftp:\/\/default:\*\*\*@ch\.example:8123\/\?password=\*\*\*'/);
+  assert.match(err.message, /NATS_URL must be .* got 'http:\/\/user:\*\*\*@nats\.example:4222'/);
+});
+
+test('the metrics token: unset is null; a valid one is kept', () => {
+  assert.equal(loadConfig({}).metricsToken, null);
+  assert.equal(loadConfig({ TOWERWATCH_METRICS_TOKEN: ' 0123456789abcdef ' }).metricsToken, '0123456789abcdef');
+  assert.throws(() => loadConfig({ TOWERWATCH_METRICS_TOKEN: 'has a space in it ok' }), /TOWERWATCH_METRICS_TOKEN must be/);
+});
+
+test("README's variables table is the generated one (regenerate it from configVariablesMarkdown())", () => {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  assert.ok(readme.includes(configVariablesMarkdown()), 'README.md: replace the table under "Configuration" with configVariablesMarkdown()');
 });

@@ -73,9 +73,12 @@ export interface ConfigVariable {
   readonly default: string | null;
   /** What a valid value looks like (also used in error messages: "NAME must be …"). */
   readonly expected: string;
-  /** A secret: an invalid value is described by its length, never printed. */
-  readonly secret?: boolean;
   readonly description: string;
+  /**
+   * What an invalid value may show in an error: `secret` values are never printed (only their
+   * length), `url` values are printed with any password replaced by `***`. @default plain
+   */
+  readonly show?: 'plain' | 'secret' | 'url';
 }
 
 /** The one table of configuration: docs, validation messages and defaults all come from it. */
@@ -85,6 +88,7 @@ export const CONFIG_VARIABLES = [
     field: 'natsUrl',
     default: null,
     expected: 'a NATS URL such as nats://host:4222 (or a comma-separated list)',
+    show: 'url',
     description:
       'NATS server(s) with JetStream. Unset: towerwatch starts a local nats-server on TOWERWATCH_NATS_PORT with its store in TOWERWATCH_DATA_DIR.',
   },
@@ -100,6 +104,7 @@ export const CONFIG_VARIABLES = [
     field: 'clickhouseUrl',
     default: null,
     expected: 'an http:// or https:// URL',
+    show: 'url',
     description:
       'ClickHouse server or cluster over HTTP. Unset: embedded ClickHouse (chdb) with its data in TOWERWATCH_DATA_DIR; one process owns it.',
   },
@@ -129,7 +134,7 @@ export const CONFIG_VARIABLES = [
     field: 'jwtSecret',
     default: null,
     expected: `a string of at least ${MIN_JWT_SECRET_LENGTH} characters`,
-    secret: true,
+    show: 'secret',
     description:
       'HMAC-SHA256 key of the api\'s access and refresh tokens. Unset: a random one is generated once and kept in the NATS KV bucket towerwatch-auth, shared by every api node.',
   },
@@ -166,6 +171,7 @@ export const CONFIG_VARIABLES = [
     field: 'demoPassword',
     default: DEFAULT_DEMO_PASSWORD,
     expected: 'a non-empty string',
+    show: 'secret',
     description: 'Password of the seeded demo console accounts. Change it anywhere reachable by others.',
   },
   {
@@ -204,7 +210,7 @@ export const CONFIG_VARIABLES = [
     field: 'metricsToken',
     default: null,
     expected: `a string of at least ${MIN_METRICS_TOKEN_LENGTH} printable characters without spaces`,
-    secret: true,
+    show: 'secret',
     description:
       'Bearer token that `/metrics` requires (`Authorization: Bearer <token>`). Unset: `/metrics` answers loopback clients only (403 to others). `/healthz` and `/readyz` need no token.',
   },
@@ -321,6 +327,19 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
     .transform((v) => v ?? null),
 };
 
+/** A URL (or comma-separated URLs) with every password replaced by `***`; unparseable userinfo too. */
+export function redactUrl(value: string): string {
+  return value.replace(/(\/\/[^/@\s,]*?):[^@\s,]*@/g, '$1:***@').replace(/([?&](?:password|pass|pwd|token|secret)=)[^&\s,]*/gi, '$1***');
+}
+
+/** How a rejected value appears in an error message: never a secret, never a password in a URL. */
+function shown(variable: ConfigVariable, raw: string | undefined): string {
+  const value = raw ?? '';
+  if (variable.show === 'secret') return value === '' ? 'nothing' : `a value of ${value.trim().length} characters (not shown)`;
+  if (variable.show === 'url') return `'${redactUrl(value)}'`;
+  return `'${value}'`;
+}
+
 export interface LoadConfigOptions {
   /** Base for a relative TOWERWATCH_DATA_DIR. @default process.cwd() */
   cwd?: string;
@@ -336,7 +355,7 @@ export function loadConfig(
 ): Readonly<Config> {
   const issues: ConfigIssue[] = [];
   const out: Record<string, unknown> = {};
-  for (const variable of CONFIG_VARIABLES) {
+  for (const variable of CONFIG_VARIABLES as readonly (ConfigVariable & { name: ConfigVariableName })[]) {
     const raw = env[variable.name];
     // Trim: values from env files often carry stray spaces; blank means unset.
     const trimmed = raw === undefined || raw.trim() === '' ? undefined : raw.trim();
@@ -346,7 +365,7 @@ export function loadConfig(
     } else {
       issues.push({
         variable: variable.name,
-        message: `${variable.name} must be ${variable.expected}, got ${'secret' in variable && variable.secret ? `a value of ${(raw ?? '').length} characters (not shown)` : `'${raw ?? ''}'`}`,
+        message: `${variable.name} must be ${variable.expected}, got ${shown(variable, raw)}`,
       });
     }
   }

@@ -1,5 +1,6 @@
 /** The one place that opens NATS connections, so every process reconnects the same way. */
 import { connect, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
+import { redactUrl } from './config.js';
 
 /**
  * Reconnect for ever (a service outliving a NATS restart or failover should not need its own
@@ -29,7 +30,7 @@ export async function connectNats(
   try {
     return await connect({ ...DEFAULT_CONNECTION_OPTIONS, ...options, servers, name });
   } catch (err) {
-    throw new Error(`cannot connect to NATS at ${url}: ${err instanceof Error ? err.message : String(err)}`, {
+    throw new Error(`cannot connect to NATS at ${redactUrl(url)}: ${err instanceof Error ? err.message : String(err)}`, {
       cause: err,
     });
   }

@@ -25,10 +25,10 @@ export function authRoutes(ctx: ApiContext): ApiRoute[] {
         await ctx.limits.beforeLogin(body.username, remoteAddress);
         try {
           const tokens = await ctx.auth.login(body.username, body.password);
-          await ctx.limits.loginSucceeded(body.username);
+          await ctx.limits.loginSucceeded(body.username, remoteAddress);
           return { body: tokens };
         } catch (err) {
-          if (err instanceof ApiError && err.status === 401) await ctx.limits.loginFailed(body.username);
+          if (err instanceof ApiError && err.status === 401) await ctx.limits.loginFailed(body.username, remoteAddress);
           throw err;
         }
       },

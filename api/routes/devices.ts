@@ -150,9 +150,15 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
         }
         const now = iso(ctx.now());
         const deviceId = body.device_id ?? `dev_${randomBytes(8).toString('hex')}`;
-        const existing = ctx.view.device(deviceId);
-        if (existing !== undefined && (existing.enterprise_id !== enterprise || IN_SERVICE.has(existing.status))) {
-          // Same answer whether it is ours or another enterprise's: ids of others are not revealed.
+        // Device ids are global (a tower reports a device before anyone owns it), so a chosen id
+        // must name a device this enterprise already knows (discovered, rejected or retired): one
+        // unknown here gets the same 404 whether it exists elsewhere or nowhere, so another
+        // enterprise's ids are never revealed (nor taken).
+        const existing = ctx.view.get('device', enterprise, deviceId)?.value;
+        if (body.device_id !== undefined && existing === undefined) {
+          throw new ApiError(404, 'not_found', `no device '${deviceId}' known to this enterprise; to register a new device leave device_id out`, { device_id: deviceId });
+        }
+        if (existing !== undefined && IN_SERVICE.has(existing.status)) {
           throw new ApiError(409, 'device_exists', `device '${deviceId}' is already registered`, { device_id: deviceId });
         }
         // A discovered device's model and OS are known from the towers; a new one needs them.

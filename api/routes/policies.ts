@@ -207,8 +207,9 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
       handler: async ({ body, principal, headers }) => {
         const enterprise = scopeOf(view, principal, body.enterprise_id);
         const policyId = body.policy_id ?? newId('policy');
+        // Ids are per enterprise (KV key policy.<enterprise>.<id>): another enterprise's policy of
+        // the same id is neither a conflict nor anything this reply may hint at.
         const current = view.get('policy', enterprise, policyId);
-        if (current === undefined && view.policy(policyId) !== undefined) throw new ApiError(409, 'policy_exists', `policy id '${policyId}' is taken`, { policy_id: policyId });
         const before = current?.value;
         const policy: Policy = {
           id: policyId,
@@ -277,10 +278,8 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
         if (body.role_id !== undefined && view.role(body.role_id, enterprise) === undefined) throw unknown('role_id', body.role_id);
         if (body.app_id !== undefined && view.app(body.app_id) === undefined) throw unknown('app_id', body.app_id);
         if (body.action_id !== undefined && view.action(body.action_id) === undefined) throw unknown('action_id', body.action_id);
+        // Rule ids are per enterprise too (policy_rule.<enterprise>.<id>): only this enterprise's rules are looked at.
         let current = body.policy_rule_id === undefined ? undefined : view.get('policy_rule', enterprise, body.policy_rule_id);
-        if (body.policy_rule_id !== undefined && current === undefined && view.policyRule(body.policy_rule_id) !== undefined) {
-          throw new ApiError(409, 'policy_rule_exists', `rule id '${body.policy_rule_id}' is taken`, { policy_rule_id: body.policy_rule_id });
-        }
         if (current !== undefined && current.value.policy_id !== body.policy_id) {
           throw new ApiError(400, 'validation_failed', `rule '${current.value.id}' belongs to policy '${current.value.policy_id}'`, [{ path: 'body.policy_id', message: 'a rule cannot move to another policy', code: 'custom' }]);
         }
