@@ -9,6 +9,8 @@ import { createHash } from 'node:crypto';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import { z } from 'zod';
 import { DEFAULT_BODY_LIMIT_BYTES, parseJson, readBody } from './body.js';
+import { isTransientNatsError } from '../core/natsRetry.js';
+import { RetryBudgetExhaustedError } from '../core/retry.js';
 import { ApiError, statusLine } from './errors.js';
 import { loadUws } from './uws.js';
 
@@ -157,6 +159,13 @@ export function sendError(res: HttpResponse, aborted: { value: boolean }, err: u
   if (err instanceof ApiError) {
     send(res, aborted, err.status, err.body(), err.headers);
     return err.status;
+  }
+  if (isTransientNatsError(err) || err instanceof RetryBudgetExhaustedError) {
+    // The broker is away (a restart, a leader election): say so, and when to try again.
+    const e = new ApiError(503, 'unavailable', 'the message broker is not reachable right now; try again shortly', { retry_after_seconds: 2 }, { 'Retry-After': '2' });
+    log(`api: ${what}: 503, NATS unavailable: ${(err as Error).message}`);
+    send(res, aborted, 503, e.body(), e.headers);
+    return 503;
   }
   log(`api: ${what} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   send(res, aborted, 500, new ApiError(500, 'internal', 'internal error; the server log has the details').body());

@@ -9,6 +9,7 @@
  * pipeline (and, through pdeathsig, the nats-server) mid-batch.
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -54,8 +55,10 @@ export interface ChaosTarget {
 
 export interface FuzzReport {
   cases: number;
-  /** Replies ≥ 500 (api) — must be 0. */
+  /** Replies ≥ 500 other than 503 `unavailable` (api) — must be 0. */
   serverErrors: number;
+  /** 503 `unavailable` replies: the broker was away (api). */
+  unavailable?: number;
   /** Good events among fuzzed frames the pipeline must store (frame fuzzers). */
   expectedEvents: number;
   /** Messages that must land in dead_letters (frame fuzzers). */
@@ -84,6 +87,8 @@ export interface ChaosSummary {
   nats_restarts_seen: number;
   fuzz_cases: number;
   api_5xx: number;
+  /** 503 `unavailable` while the broker was down: the documented answer, not an error. */
+  api_503_unavailable: number;
   crashes: number;
   crash_reasons: string[];
   max_rss_mb: number;
@@ -96,29 +101,69 @@ type KillTarget = 'nats-server' | 'up';
 
 const READY = [/^up: api (http:\/\/\S+)/m, /^up: ready; no simulator/m];
 
+/**
+ * Ports for a run, below Linux's ephemeral range (32768–60999): `up` comes back on the same
+ * ports after a kill, and a port from that range may meanwhile be the source port of some
+ * outgoing connection (as happened: the api could not listen again). Free when picked.
+ */
+async function pickPorts(n: number, random: Random): Promise<number[]> {
+  const ports: number[] = [];
+  while (ports.length < n) {
+    const port = random.int(20_000, 32_000);
+    if (ports.includes(port)) continue;
+    const free = await new Promise<boolean>((resolve) => {
+      const srv = createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    });
+    if (free) ports.push(port);
+  }
+  return ports;
+}
+
 /** `up` restarted on the same data dir and ports whenever it goes away. */
 class SupervisedUp {
   current: Up;
-  natsPort = 0;
-  apiPort = 0;
   crashes: string[] = [];
+  /** nats-server restarts reported by ups that have since been replaced. */
+  #pastNatsRestarts = 0;
   #expectedExit = false;
   #restarting: Promise<void> = Promise.resolve();
   #stopped = false;
 
   constructor(
     readonly env: NodeJS.ProcessEnv,
+    readonly ports: { nats: number; api: number; pipeline: number },
     readonly seed: number,
     readonly log: (line: string) => void,
   ) {
     this.current = this.#spawn();
   }
 
+  get natsPort(): number {
+    return this.ports.nats;
+  }
+
+  get apiUrl(): string {
+    return `http://127.0.0.1:${this.ports.api}`;
+  }
+
+  get pid(): number {
+    return this.current.child.pid ?? -1;
+  }
+
+  /** nats-server restarts `up` reported over the run (each up supervises its own server). */
+  natsRestarts(): number {
+    return this.#pastNatsRestarts + (this.current.stderr.match(/nats-server restarted/g) ?? []).length;
+  }
+
   #spawn(): Up {
-    const env = { ...this.env, ...(this.natsPort ? { TOWERWATCH_NATS_PORT: String(this.natsPort), TOWERWATCH_API_PORT: String(this.apiPort) } : {}) };
+    if (this.current as Up | undefined) this.#pastNatsRestarts += (this.current.stderr.match(/nats-server restarted/g) ?? []).length;
+    const env = { ...this.env, TOWERWATCH_NATS_PORT: String(this.ports.nats), TOWERWATCH_API_PORT: String(this.ports.api), TOWERWATCH_PIPELINE_PORT: String(this.ports.pipeline) };
     const up = new Up(['--no-simulator', '--seed', String(this.seed)], env);
     void up.exited.then((exit) => {
-      if (this.#stopped || this.#expectedExit || up !== this.current) return;
+      // Only an up that had come up counts: start-up failures are retried by #restart.
+      if (this.#stopped || this.#expectedExit || up !== this.current || !READY.every((r) => r.test(up.stderr))) return;
       // Not our kill: a crash. Record it and bring `up` back, as a supervisor would.
       const reason = `up exited by itself (${JSON.stringify(exit)}); last output:\n${up.stderr.split('\n').slice(-15).join('\n')}`;
       this.crashes.push(reason);
@@ -131,25 +176,28 @@ class SupervisedUp {
   async ready(): Promise<void> {
     await this.#restarting;
     await this.current.waitForOutput(READY, 120_000);
-    if (this.natsPort === 0) {
-      this.natsPort = Number(new URL(this.current.natsUrl.replace('nats:', 'http:')).port);
-      this.apiPort = Number(new URL(this.current.apiUrl).port);
-    }
   }
 
-  get apiUrl(): string {
-    return `http://127.0.0.1:${this.apiPort}`;
-  }
-
-  get pid(): number {
-    return this.current.child.pid ?? -1;
-  }
-
+  /** Starts `up` again; a start that fails (a port not yet free) is tried again for a minute. */
   async #restart(): Promise<void> {
-    if (this.#stopped) return;
-    this.current = this.#spawn();
-    this.#expectedExit = false;
-    await this.current.waitForOutput(READY, 120_000);
+    const until = Date.now() + 60_000;
+    for (;;) {
+      if (this.#stopped) return;
+      this.current = this.#spawn();
+      this.#expectedExit = false;
+      try {
+        await this.current.waitForOutput(READY, 120_000);
+        return;
+      } catch (err) {
+        if (Date.now() > until) {
+          this.crashes.push(`up did not start again within a minute: ${String(err)}`);
+          throw err;
+        }
+        this.log(`chaos: up did not start (${this.current.stderr.split('\n').filter((l) => /error/i.test(l)).join('; ')}); again in 1 s`);
+        await this.current.kill();
+        await sleep(1000);
+      }
+    }
   }
 
   async kill(): Promise<void> {
@@ -207,7 +255,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   delete env['CLICKHOUSE_URL'];
   const failures: string[] = [];
   const killsByTarget: Record<KillTarget, number> = { 'nats-server': 0, up: 0 };
-  const up = new SupervisedUp(env, DEFAULT_SEED, log);
+  const [natsPort, apiPort, pipelinePort] = await pickPorts(3, random.fork('ports'));
+  const up = new SupervisedUp(env, { nats: natsPort as number, api: apiPort as number, pipeline: pipelinePort as number }, DEFAULT_SEED, log);
   let nc: NatsConnection | null = null;
   let maxRss = 0;
   const sampler = setInterval(() => void rssMb(up.pid).then((mb) => (maxRss = Math.max(maxRss, mb))), 250);
@@ -264,7 +313,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
           await up.current.waitForOutput([/nats-server restarted/], 60_000).catch((err: unknown) => failures.push(String(err)));
         }
       }
-    })();
+    })().catch((err: unknown) => void failures.push(`the kills stopped: ${String(err)}`));
     const progress = await publishing;
     await killing;
     stopFuzz.abort();
@@ -284,7 +333,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     }
     drained = quiet >= 4;
     if (!drained) failures.push('the pipeline did not drain within 180 s');
-    const natsRestarts = (up.current.stderr.match(/nats-server restarted/g) ?? []).length;
+    const natsRestarts = up.natsRestarts();
     await nc.drain().catch(() => undefined);
     nc = null;
     await up.stop();
@@ -321,6 +370,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
         nats_restarts_seen: natsRestarts,
         fuzz_cases: fuzz.reduce((n, f) => n + f.r.cases, 0),
         api_5xx: fuzz.reduce((n, f) => n + f.r.serverErrors, 0),
+        api_503_unavailable: fuzz.reduce((n, f) => n + (f.r.unavailable ?? 0), 0),
         crashes: up.crashes.length,
         crash_reasons: up.crashes,
         max_rss_mb: Math.round(maxRss),

@@ -7,6 +7,7 @@
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
 import { ACTION_NAMES, REMEDIAL_ACTIONS, REMEDIATION_STATUSES, remedialActionId, remediationMsgId, type RemedialAction, type RemediationRequest } from '../../core/remediation.js';
+import { publishWithRetry } from '../../core/natsRetry.js';
 import { remediationSubject } from '../../core/streams.js';
 import type { ApiContext, ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
@@ -107,7 +108,8 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
           requested_at: requestedAt,
           requested_by: principal.account.username,
         };
-        const ack = await ctx.js.publish(remediationSubject(enterprise, alert.tower_id), packr.pack(request), { msgID: remediationMsgId(alert.alert_id, body.action) });
+        // A short retry rides out a leader election's first seconds; longer, the caller gets 503.
+        const ack = await publishWithRetry(ctx.js, remediationSubject(enterprise, alert.tower_id), packr.pack(request), { msgID: remediationMsgId(alert.alert_id, body.action) }, { budgetMs: 5_000 });
         return {
           status: 202,
           body: {

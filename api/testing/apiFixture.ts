@@ -48,9 +48,10 @@ export interface ApiFixture {
   call(method: string, path: string, opts?: { as?: string; token?: string; body?: unknown; raw?: string; headers?: Record<string, string>; server?: ApiServer }): Promise<FixtureReply>;
 }
 
-export async function startApiFixture(options: Partial<ApiServerOptions> = {}): Promise<ApiFixture> {
+export async function startApiFixture(options: Partial<ApiServerOptions> = {}, fixture: { reconnect?: boolean } = {}): Promise<ApiFixture> {
   const nats = await withNats();
-  const nc = await nats.connect('api-fixture');
+  // `reconnect`: the api's connection rides out a broker that goes away, as in production.
+  const nc = await nats.connect('api-fixture', fixture.reconnect ? { maxReconnectAttempts: -1, reconnectTimeWait: 100 } : {});
   await ensureStreams(nc);
   const store = await ControlPlaneStore.open(nc);
   const world = generateWorld({ seed: 7, enterprises: 3, usersPerEnterprise: 6, towers: 4 });

@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { after } from 'node:test';
-import type { NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection, NodeConnectionOptions } from '@nats-io/transport-node';
 import { connectNats } from '../natsConnection.js';
 import { startNatsServer, type NatsServerHandle, type NatsServerOptions } from '../natsServer.js';
 
@@ -18,7 +18,7 @@ export interface NatsFixture {
   readonly server: NatsServerHandle;
   readonly url: string;
   /** A connection closed automatically at teardown (closing it earlier is fine). */
-  connect(name?: string): Promise<NatsConnection>;
+  connect(name?: string, options?: Omit<NodeConnectionOptions, 'servers' | 'name'>): Promise<NatsConnection>;
   /** Closes connections and stops the server; registered as teardown, idempotent. */
   stop(): Promise<void>;
 }
@@ -39,10 +39,11 @@ export async function withNats(scope?: TeardownScope, options: NatsServerOptions
   const fixture: NatsFixture = {
     server,
     url: server.url,
-    async connect(name = 'test') {
+    async connect(name = 'test', options = {}) {
       const nc = await connectNats(server.url, name, {
-        // Tests should fail, not hang, if the server went away.
+        // Tests should fail, not hang, if the server went away (unless they ask to ride it out).
         maxReconnectAttempts: 0,
+        ...options,
       });
       connections.add(nc);
       return nc;

@@ -1,0 +1,22 @@
+/**
+ * The api while its NATS broker is away: reads served from the process's view go on, writes
+ * that need the broker answer 503 `unavailable` with Retry-After (not 500), and nothing ends
+ * the process. (The broker coming back is covered by bin/chaos.test.ts and bin/resilience.test.ts.)
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startApiFixture } from './testing/apiFixture.js';
+
+const fx = await startApiFixture({}, { reconnect: true });
+
+test('broker away: view reads 200, writes 503 unavailable with Retry-After, the process stays up', { timeout: 60_000 }, async () => {
+  assert.equal((await fx.call('POST', '/policies', { as: 'admin@acme', body: { policy_id: 'before_outage', name: 'Before' } })).status, 201);
+  await fx.nats.server.stop();
+  const read = await fx.call('GET', '/towers', { as: 'admin@acme' });
+  assert.equal(read.status, 200, read.text);
+  const write = await fx.call('POST', '/policies', { as: 'admin@acme', body: { policy_id: 'during_outage', name: 'During' } });
+  assert.equal(write.status, 503, write.text);
+  assert.equal(write.json.error.code, 'unavailable');
+  assert.equal(write.headers.get('retry-after'), '2');
+  assert.equal((await fx.call('GET', '/healthz')).status, 200);
+});
