@@ -26,6 +26,7 @@ import { BRIEF, generateWorld } from '../fixtures/world.js';
 import { startPipelineService, type PipelineService } from '../pipeline/service.js';
 import { CLOSE } from './alertsSocket.js';
 import { startApiServer, type ApiServer } from './server.js';
+import { callApi } from './testing/apiFixture.js';
 
 const PASSWORD = 'test-password-1';
 const nats = await withNats();
@@ -50,22 +51,8 @@ interface Res {
   text: string;
 }
 
-async function call(server: ApiServer, method: string, path: string, opts: { token?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> } = {}): Promise<Res> {
-  const headers: Record<string, string> = { ...opts.headers };
-  if (opts.token) headers['authorization'] = `Bearer ${opts.token}`;
-  let body: string | undefined;
-  if (opts.raw !== undefined) body = opts.raw;
-  else if (opts.body !== undefined) body = JSON.stringify(opts.body);
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const r = await fetch(`${server.url}${path}`, { method, headers, ...(body === undefined ? {} : { body }) });
-  const text = await r.text();
-  let json: unknown = null;
-  try {
-    json = text === '' ? null : JSON.parse(text);
-  } catch {
-    json = null;
-  }
-  return { status: r.status, headers: r.headers, json, text };
+function call(server: ApiServer, method: string, path: string, opts: { token?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> } = {}): Promise<Res> {
+  return callApi(server.url, method, path, opts);
 }
 
 async function login(username: string, server: ApiServer = api): Promise<any> {

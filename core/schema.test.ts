@@ -86,6 +86,17 @@ function usage(over: Partial<AppUsageRow> = {}): AppUsageRow {
   };
 }
 
+/** The database as a towerwatch of schema `version` left it (migrations up to it, recorded). */
+async function migrateUpTo(h: ClickHouseHandle, version: number): Promise<void> {
+  await h.client.command({
+    query: `CREATE TABLE ${h.database}.schema_migrations (version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version`,
+  });
+  for (const m of MIGRATIONS.filter((x) => x.version <= version)) {
+    for (const statement of m.statements({ db: h.database, retentionDays: 30 })) await h.client.command({ query: statement });
+    await h.client.insert({ table: `${h.database}.schema_migrations`, values: [{ version: m.version, name: m.name }], format: 'JSONEachRow' });
+  }
+}
+
 test('migrate creates every table and projection, and a second run is a no-op', async () => {
   const h = await open('schema_idem');
   const first = await migrate(h, { retentionDays: 30 });
@@ -202,13 +213,7 @@ test('TTL follows retentionDays, changed only when it differs', async () => {
 
 test('upgrading from schema 2 builds the projections for rows stored before and drops the views', async () => {
   const h = await open('schema_upgrade');
-  await h.client.command({
-    query: `CREATE TABLE ${h.database}.schema_migrations (version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version`,
-  });
-  for (const m of MIGRATIONS.filter((x) => x.version <= 2)) {
-    for (const statement of m.statements({ db: h.database, retentionDays: 30 })) await h.client.command({ query: statement });
-    await h.client.insert({ table: `${h.database}.schema_migrations`, values: [{ version: m.version, name: m.name }], format: 'JSONEachRow' });
-  }
+  await migrateUpTo(h, 2);
   const w = new TsvWriter();
   for (let i = 0; i < 5; i++) writeAppUsageRow(w, usage({ event_id: i, ts: T0 + i * 60_000 }));
   await h.insertFormatted({ table: 'app_usage', columns: APP_USAGE_COLUMNS, format: 'TabSeparated', body: w.finish(), settings: INSERT_SETTINGS });
@@ -239,13 +244,7 @@ test('a database migrated by a newer towerwatch is refused', async () => {
 
 test('upgrading to schema 6 keeps the per-rejection dead letters of before, each counted once, and adds one-row-per-message columns', async () => {
   const h = await open('schema_dl6');
-  await h.client.command({
-    query: `CREATE TABLE ${h.database}.schema_migrations (version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version`,
-  });
-  for (const m of MIGRATIONS.filter((x) => x.version <= 5)) {
-    for (const statement of m.statements({ db: h.database, retentionDays: 30 })) await h.client.command({ query: statement });
-    await h.client.insert({ table: `${h.database}.schema_migrations`, values: [{ version: m.version, name: m.name }], format: 'JSONEachRow' });
-  }
+  await migrateUpTo(h, 5);
   await h.client.insert({
     table: `${h.database}.dead_letters`,
     values: [0, 3].map((i) => ({ ts: T0, stream: 'USAGE', subject: 'usage.att.t1', stream_seq: 9, code: 'bad_field', message: 'x', event_index: i, payload_base64: 'AAEC' })),

@@ -33,6 +33,28 @@ export interface FixtureReply {
   text: string;
 }
 
+/** One request to the api at `baseUrl`, its reply read whole (JSON parsed when it is JSON). */
+export async function callApi(
+  baseUrl: string,
+  method: string,
+  path: string,
+  opts: { token?: string | null | undefined; body?: unknown; raw?: string; headers?: Record<string, string> } = {},
+): Promise<FixtureReply> {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.token) headers['authorization'] = `Bearer ${opts.token}`;
+  const body = opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body));
+  if (body !== undefined) headers['content-type'] ??= 'application/json';
+  const r = await fetch(`${baseUrl}${path}`, { method, headers, ...(body === undefined ? {} : { body }) });
+  const text = await r.text();
+  let json: unknown = null;
+  try {
+    json = text === '' ? null : JSON.parse(text);
+  } catch {
+    json = null;
+  }
+  return { status: r.status, headers: r.headers, json, text };
+}
+
 export interface ApiFixture {
   readonly nats: NatsFixture;
   readonly nc: NatsConnection;
@@ -74,22 +96,8 @@ export async function startApiFixture(options: Partial<ApiServerOptions> = {}, f
   });
   const api = await startServer();
   const tokens: Record<string, string> = {};
-  const call: ApiFixture['call'] = async (method, path, opts = {}) => {
-    const headers: Record<string, string> = { ...opts.headers };
-    const token = opts.token ?? (opts.as === undefined ? undefined : tokens[opts.as]);
-    if (token !== undefined) headers['authorization'] = `Bearer ${token}`;
-    const body = opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body));
-    if (body !== undefined) headers['content-type'] ??= 'application/json';
-    const r = await fetch(`${(opts.server ?? api).url}${path}`, { method, headers, ...(body === undefined ? {} : { body }) });
-    const text = await r.text();
-    let json: unknown = null;
-    try {
-      json = text === '' ? null : JSON.parse(text);
-    } catch {
-      json = null;
-    }
-    return { status: r.status, headers: r.headers, json, text };
-  };
+  const call: ApiFixture['call'] = (method, path, opts = {}) =>
+    callApi((opts.server ?? api).url, method, path, { ...opts, token: opts.token ?? (opts.as === undefined ? undefined : tokens[opts.as]) });
   for (const a of DEMO_ACCOUNTS) {
     const r = await call('POST', '/auth/login', { body: { username: a.username, password: FIXTURE_PASSWORD } });
     if (r.status !== 200) throw new Error(`fixture: cannot sign in ${a.username}: ${r.text}`);
