@@ -291,3 +291,15 @@ test('opens from a KV handle; close is idempotent; a closed connection ends the 
   assert.equal(err.name, 'UnavailableError');
   assert.equal(view.user('u1')?.id, 'u1', 'keeps answering from its last state');
 });
+
+test('waitForRevision: a write of this process is in the view once it resolves true; a revision never written times out false', async (t) => {
+  const { store, openView } = await setup(t);
+  const view = await openView();
+  const revision = await store.create('device', device('acme', 'ryw1', null));
+  assert.equal(await view.waitForRevision(revision, 5_000), true);
+  assert.equal(view.get('device', 'acme', 'ryw1')?.value.id, 'ryw1');
+  assert.equal(await view.waitForRevision(revision, 0), true, 'already there: at once');
+  const started = Date.now();
+  assert.equal(await view.waitForRevision(revision + 1_000, 100), false);
+  assert.ok(Date.now() - started >= 90);
+});

@@ -102,6 +102,7 @@ export class ControlPlaneView implements AsyncDisposable {
 
   #version = 0;
   #revision = 0;
+  readonly #revisionWaiters = new Set<{ revision: number; resolve: (ok: boolean) => void }>();
   #loaded = false;
   #resolveLoaded!: () => void;
   readonly #loadedPromise = new Promise<void>((r) => {
@@ -200,6 +201,7 @@ export class ControlPlaneView implements AsyncDisposable {
 
   #apply(e: KvWatchEntry): void {
     this.#revision = Math.max(this.#revision, e.revision);
+    for (const w of this.#revisionWaiters) if (this.#revision >= w.revision) w.resolve(true);
     const ref = parseEntityKey(e.key);
     if (ref === null) return; // a key that is not ours: leave it alone
     let value: Entity | null = null;
@@ -311,6 +313,26 @@ export class ControlPlaneView implements AsyncDisposable {
   /** The highest KV revision seen. */
   get revision(): number {
     return this.#revision;
+  }
+
+  /**
+   * Resolves true once the view has applied KV revision `revision` (a write of this process:
+   * read your own writes), false after `timeoutMs` without it.
+   */
+  waitForRevision(revision: number, timeoutMs: number): Promise<boolean> {
+    if (this.#revision >= revision) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const waiter = {
+        revision,
+        resolve: (ok: boolean) => {
+          clearTimeout(timer);
+          this.#revisionWaiters.delete(waiter);
+          resolve(ok);
+        },
+      };
+      const timer = setTimeout(() => waiter.resolve(false), timeoutMs);
+      this.#revisionWaiters.add(waiter);
+    });
   }
 
   /** One entry with its revision (an ETag), by its exact location. */
