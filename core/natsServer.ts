@@ -4,6 +4,7 @@
  * by TCP connect while racing an early exit, clear errors, and the store deleted on stop when
  * we created it.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -150,7 +151,6 @@ async function readPortsFile(file: string): Promise<number | null> {
   }
 }
 
-const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** util-linux `setpriv` (Essential on Debian/Ubuntu); without it a SIGKILLed parent can orphan the server. */
 const PDEATHSIG_WRAPPER: string | null = (() => {
@@ -288,7 +288,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
         const port = await readPortsFile(join(workDir, `nats-server_${child.pid}.ports`));
         if (port !== null && (await tcpReachable(host, port))) return { type: 'ready', port };
       }
-      await delay(POLL_MS);
+      await sleep(POLL_MS);
     }
     return { type: 'timeout' };
   })();

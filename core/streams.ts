@@ -3,11 +3,14 @@
  * makes a server match them (create, or update when the config differs).
  */
 import {
+  AckPolicy,
+  DeliverPolicy,
   DiscardPolicy,
   jetstreamManager,
   JetStreamApiError,
   RetentionPolicy,
   StorageType,
+  type ConsumerConfig,
   type JetStreamManager,
   type StreamConfig,
   type StreamInfo,
@@ -282,4 +285,34 @@ export async function ensureStreams(
     results.push({ name, action: await ensureStream(jsm, streamConfig(STREAM_LIMITS[name], replicas)) });
   }
   return results;
+}
+
+export interface DurableConsumerOptions {
+  /** How long a delivered message waits for its ack before redelivery (ms). */
+  ackWaitMs: number;
+  maxAckPending: number;
+}
+
+/**
+ * The durable pull consumer `name` on `stream` (explicit acks, every message, redelivered
+ * without limit: the workers, not the server, decide when a message has failed for good),
+ * created when missing. An existing one is kept as it is (its ack_wait may predate these
+ * options): its config is returned so the caller can pace itself on it.
+ */
+export async function ensureConsumer(nc: NatsConnection, stream: string, name: string, options: DurableConsumerOptions): Promise<ConsumerConfig> {
+  const jsm = await jetstreamManager(nc);
+  try {
+    return (await jsm.consumers.info(stream, name)).config;
+  } catch {
+    return (
+      await jsm.consumers.add(stream, {
+        durable_name: name,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        ack_wait: nanos(options.ackWaitMs),
+        max_ack_pending: options.maxAckPending,
+        max_deliver: -1,
+      })
+    ).config;
+  }
 }

@@ -5,6 +5,7 @@
  * are retried with exponential backoff and jitter; permanent ones (the rows or the schema are
  * wrong) are thrown at once with ClickHouse's message.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ClickHouseError } from '@clickhouse/client';
 import type { ClickHouseHandle, FormattedInsertFormat } from '../core/clickhouse.js';
 import { INSERT_COLUMNS, queryStoredSeqs, type InsertTable } from '../core/schema.js';
@@ -302,7 +303,7 @@ export class ClickHouseSink {
         this.#stats.retries++;
         callHook(this.#onRetry, { table, attempt, delayMs: wait, error: err });
         try {
-          await sleep(wait, waitSignal);
+          await sleep(wait, undefined, { signal: waitSignal });
         } catch {
           this.#stats.failures++;
           throw new ClickHouseSinkError(
@@ -361,20 +362,3 @@ function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}

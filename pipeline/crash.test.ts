@@ -9,6 +9,7 @@
  * The data dirs are opened here only after their process has exited: one process owns an
  * embedded data dir, and this process may hold one at a time.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -106,9 +107,6 @@ async function tempDir(label: string): Promise<string> {
   return dir;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /** Messages of the stream acked by the consumer: every delivered one that is not pending an ack. */
 function acked(info: ConsumerInfo | null): number {

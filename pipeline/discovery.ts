@@ -7,8 +7,9 @@
  * A message that cannot be decoded, or a report in it, goes to DISCOVERY_DLQ and `dead_letters`
  * with the reason. A redelivered message whose rows are stored is acked without a second copy.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createHash } from 'node:crypto';
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type Consumer, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
+import { jetstream, type Consumer, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouseHandle } from '../core/clickhouse.js';
 import { ConflictError, type ControlPlaneStore, type ControlPlaneView } from '../core/controlPlane/index.js';
@@ -17,7 +18,7 @@ import type { Device, DiscoveryReport } from '../core/domain.js';
 import { enterpriseEventsSubject } from '../core/remediation.js';
 import { addReason, checkSubject, deadLetterRow, emptySummary, summaryOf } from '../core/deadLetters.js';
 import { DEAD_LETTER_COLUMNS, queryStoredSeqs } from '../core/schema.js';
-import { deadLetterHeaders, DISCOVERY_STREAM } from '../core/streams.js';
+import { deadLetterHeaders, DISCOVERY_STREAM, ensureConsumer } from '../core/streams.js';
 import { decodeDiscovery, type EventRejection } from '../core/wire.js';
 import { MessageQueue } from './messageQueue.js';
 
@@ -76,7 +77,6 @@ interface Pending {
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 export class DiscoveryWorker {
@@ -98,19 +98,7 @@ export class DiscoveryWorker {
 
   static async start(options: DiscoveryWorkerOptions): Promise<DiscoveryWorker> {
     const w = new DiscoveryWorker(options);
-    const jsm = await jetstreamManager(options.nc);
-    try {
-      await jsm.consumers.info(DISCOVERY_STREAM, w.#o.consumer);
-    } catch {
-      await jsm.consumers.add(DISCOVERY_STREAM, {
-        durable_name: w.#o.consumer,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.All,
-        ack_wait: 30_000 * 1_000_000,
-        max_ack_pending: Math.max(1000, w.#o.batchSize * 2),
-        max_deliver: -1,
-      });
-    }
+    await ensureConsumer(options.nc, DISCOVERY_STREAM, w.#o.consumer, { ackWaitMs: 30_000, maxAckPending: Math.max(1000, w.#o.batchSize * 2) });
     const consumer = await w.#js.consumers.get(DISCOVERY_STREAM, w.#o.consumer);
     w.#loop = w.#run(consumer);
     return w;

@@ -1,9 +1,9 @@
 /**
  * A read-ahead queue over a JetStream consume() iterator, for workers that process batches.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ConsumerMessages, JsMsg } from '@nats-io/jetstream';
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Messages read ahead from a consume() iterator, handed out in batches: `take` waits for a

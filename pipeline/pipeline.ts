@@ -8,14 +8,12 @@
  * redelivered after a crash is first looked up by its stream sequence — rows already stored
  * are not written again, whatever batch the message lands in this time.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
 import {
-  AckPolicy,
-  DeliverPolicy,
   jetstream,
-  jetstreamManager,
   type Consumer,
   type JetStreamClient,
   type JsMsg,
@@ -29,7 +27,7 @@ import { remediationMsgId } from '../core/remediation.js';
 import { DEFAULT_RETRY_BUDGET_MS, RetryBudgetExhaustedError } from '../core/retry.js';
 import { writeDeadLetterRow } from '../core/schema.js';
 import { TsvWriter } from '../core/tsv.js';
-import { deadLetterHeaders, remediationSubject, USAGE_STREAM } from '../core/streams.js';
+import { deadLetterHeaders, ensureConsumer, remediationSubject, USAGE_STREAM } from '../core/streams.js';
 import { ClickHouseSinkError, SinkErrorCode } from './clickhouseSink.js';
 import { MessageQueue } from './messageQueue.js';
 import type { WorkerConfig, WorkerResult, WorkerTask } from './worker.js';
@@ -239,22 +237,9 @@ export class Pipeline {
   }
 
   async #ensureConsumer(): Promise<Consumer> {
-    const jsm = await jetstreamManager(this.#opts.nc);
     const name = this.#opts.consumer;
-    try {
-      const info = await jsm.consumers.info(USAGE_STREAM, name);
-      this.#ackWaitMs = info.config.ack_wait ? info.config.ack_wait / 1_000_000 : this.#opts.ackWaitMs;
-    } catch {
-      this.#ackWaitMs = this.#opts.ackWaitMs;
-      await jsm.consumers.add(USAGE_STREAM, {
-        durable_name: name,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.All,
-        ack_wait: this.#opts.ackWaitMs * 1_000_000,
-        max_ack_pending: 4096,
-        max_deliver: -1,
-      });
-    }
+    const config = await ensureConsumer(this.#opts.nc, USAGE_STREAM, name, { ackWaitMs: this.#opts.ackWaitMs, maxAckPending: 4096 });
+    this.#ackWaitMs = config.ack_wait ? config.ack_wait / 1_000_000 : this.#opts.ackWaitMs;
     return this.#js.consumers.get(USAGE_STREAM, name);
   }
 
@@ -482,6 +467,3 @@ function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}

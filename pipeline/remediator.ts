@@ -7,13 +7,14 @@
  * outcome already recorded for it is not executed again (a redelivery, or a repeat after the
  * stream's duplicate window).
  */
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { jetstream, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Unpackr } from 'msgpackr';
 import type { ClickHouseHandle } from '../core/clickhouse.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { ACTION_NAMES, enterpriseEventsSubject, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus, type TowerAck } from '../core/remediation.js';
-import { REMEDIATION_STREAM, towerCommandSubject } from '../core/streams.js';
+import { ensureConsumer, REMEDIATION_STREAM, towerCommandSubject } from '../core/streams.js';
 import { NatsConnectionWatch } from './pipelineMetrics.js';
 
 export const REMEDIATOR_CONSUMER = 'remediator';
@@ -41,7 +42,6 @@ export interface RemediationOutcome {
   reason: string;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export class Remediator {
   readonly counters = { executed: 0, skipped: 0, duplicates: 0, rejected: 0, consumeRestarts: 0 };
@@ -60,20 +60,8 @@ export class Remediator {
 
   static async start(options: RemediatorOptions): Promise<Remediator> {
     const r = new Remediator(options);
-    const jsm = await jetstreamManager(options.nc);
-    try {
-      await jsm.consumers.info(REMEDIATION_STREAM, REMEDIATOR_CONSUMER);
-    } catch {
-      await jsm.consumers.add(REMEDIATION_STREAM, {
-        durable_name: REMEDIATOR_CONSUMER,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.All,
-        // Longer than a command's worst case (attempts × timeout + backoff); working() extends it.
-        ack_wait: 30_000 * 1_000_000,
-        max_ack_pending: 256,
-        max_deliver: -1,
-      });
-    }
+    // ack_wait longer than a command's worst case (attempts × timeout + backoff); working() extends it.
+    await ensureConsumer(options.nc, REMEDIATION_STREAM, REMEDIATOR_CONSUMER, { ackWaitMs: 30_000, maxAckPending: 256 });
     const consumer = await jetstream(options.nc).consumers.get(REMEDIATION_STREAM, REMEDIATOR_CONSUMER);
     r.#loop = r.#run(consumer);
     return r;
