@@ -35,6 +35,12 @@ export function frameFuzzer(chunk = 20, pauseMs = 500): ChaosFuzzer {
   };
 }
 
+/** fetch's failure to connect at all (refused, reset), as opposed to a reply it did not like. */
+function isConnectionFailure(err: unknown): boolean {
+  const cause = (err as { cause?: { code?: unknown } } | null)?.cause;
+  return err instanceof TypeError && /fetch failed|terminated/.test(err.message) && (cause === undefined || /^(ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET|EPIPE)$/.test(String(cause.code)));
+}
+
 async function healthy(url: string): Promise<boolean> {
   try {
     return (await fetch(new URL('/healthz', url), { signal: AbortSignal.timeout(2000) })).status === 200;
@@ -77,7 +83,9 @@ export function apiFuzzer(roundMs = 3000): ChaosFuzzer {
         }
         if (round % 20 === 0) await signIn(url, tokens);
         const r = await fuzzApi({ url, tokens, durationMs: roundMs, seed: seed * 1000 + round, timeoutMs: 10_000 }).catch((err: unknown) => {
-          report.failures.push(`api fuzz round ${round}: ${String(err)}`);
+          // No connection (killed between the health check and the round's first request): a
+          // kill, which the run counts itself; an exit of up's own is caught as a crash.
+          if (!isConnectionFailure(err)) report.failures.push(`api fuzz round ${round}: ${String(err)}`);
           return null;
         });
         if (r === null) continue;
