@@ -11,7 +11,7 @@ import WebSocket from 'ws';
 import { until } from '../core/testing/until.js';
 import { BRIEF } from '../fixtures/world.js';
 import { CLOSE } from './alertsSocket.js';
-import { isLoopback } from './routes/ops.js';
+import { isLoopbackAddress } from '../core/metricsAccess.js';
 import { FIXTURE_PASSWORD, startApiFixture, type FixtureReply } from './testing/apiFixture.js';
 
 const fx = await startApiFixture();
@@ -116,8 +116,8 @@ describe('/metrics', () => {
   it('without a token: loopback clients only, 403 for others', async () => {
     assert.equal((await call('GET', '/metrics')).status, 200);
     assert.equal((await from('127.0.0.9', fx.api.url, 'GET', '/metrics')).status, 200, '127.0.0.0/8 is loopback');
-    for (const a of ['127.0.0.1', '0000:0000:0000:0000:0000:0000:0000:0001', '0000:0000:0000:0000:0000:ffff:7f00:0001', '::1']) assert.ok(isLoopback(a), a);
-    for (const a of ['192.0.2.2', '10.0.0.1', '0000:0000:0000:0000:0000:ffff:0a00:0001', 'fd00::2', '', 'garbage']) assert.ok(!isLoopback(a), a);
+    for (const a of ['127.0.0.1', '0000:0000:0000:0000:0000:0000:0000:0001', '0000:0000:0000:0000:0000:ffff:7f00:0001', '::1']) assert.ok(isLoopbackAddress(a), a);
+    for (const a of ['192.0.2.2', '10.0.0.1', '0000:0000:0000:0000:0000:ffff:0a00:0001', 'fd00::2', '', 'garbage']) assert.ok(!isLoopbackAddress(a), a);
     // A real non-loopback client, when this machine has an address other than loopback.
     const external = Object.values(networkInterfaces()).flat().find((i) => i !== undefined && !i.internal && i.family === 'IPv4');
     if (external === undefined) return;

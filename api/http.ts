@@ -156,16 +156,14 @@ export function etagMatches(header: string | undefined, etag: string): boolean {
 }
 
 export function sendError(res: HttpResponse, aborted: { value: boolean }, err: unknown, log: (line: string) => void, what: string): number {
+  if (!(err instanceof ApiError) && (isTransientNatsError(err) || err instanceof RetryBudgetExhaustedError)) {
+    // The broker is away (a restart, a leader election): say so, and when to try again.
+    log(`api: ${what}: 503, NATS unavailable: ${(err as Error).message}`);
+    err = new ApiError(503, 'unavailable', 'the message broker is not reachable right now; try again shortly', { retry_after_seconds: 2 }, { 'Retry-After': '2' });
+  }
   if (err instanceof ApiError) {
     send(res, aborted, err.status, err.body(), err.headers);
     return err.status;
-  }
-  if (isTransientNatsError(err) || err instanceof RetryBudgetExhaustedError) {
-    // The broker is away (a restart, a leader election): say so, and when to try again.
-    const e = new ApiError(503, 'unavailable', 'the message broker is not reachable right now; try again shortly', { retry_after_seconds: 2 }, { 'Retry-After': '2' });
-    log(`api: ${what}: 503, NATS unavailable: ${(err as Error).message}`);
-    send(res, aborted, 503, e.body(), e.headers);
-    return 503;
   }
   log(`api: ${what} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   send(res, aborted, 500, new ApiError(500, 'internal', 'internal error; the server log has the details').body());
@@ -189,6 +187,16 @@ export function headBytes(req: HttpRequest): number {
 
 export const headersTooLarge = (bytes: number): ApiError =>
   new ApiError(431, 'headers_too_large', `the request's headers take ${bytes} bytes; at most ${MAX_HEADER_BYTES} are accepted`, { limit_bytes: MAX_HEADER_BYTES, bytes });
+
+/**
+ * Answers a request no route takes with `error`, or 431 for a head over the limit. A HEAD reply
+ * has no body: uWS would send one, and the client would read it as the start of its next reply.
+ */
+function refuse(res: HttpResponse, req: HttpRequest, error: ApiError, headers: Readonly<Record<string, string>> = {}): void {
+  const bytes = headBytes(req);
+  const e = bytes > MAX_HEADER_BYTES ? headersTooLarge(bytes) : error;
+  sendRaw(res, { value: false }, e.status, req.getMethod() === 'head' ? null : JSON.stringify(e.body()), headers);
+}
 
 /** A percent-decoded path parameter. @throws {ApiError} 400 `bad_path` for broken percent-encoding */
 export function decodePathParam(name: string, raw: string): string {
@@ -349,23 +357,15 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   }
   for (const [pattern, methods] of methodsByPattern) {
     app.any(pattern, (res: HttpResponse, req: HttpRequest) =>
-      guarded(res, log, 'method not allowed', () => {
-        const bytes = headBytes(req);
-        const method = req.getCaseSensitiveMethod();
-        const error = bytes > MAX_HEADER_BYTES ? headersTooLarge(bytes) : new ApiError(405, 'method_not_allowed', `${method} is not allowed here`, { allowed: methods });
-        // A HEAD reply has no body: uWS would send one, and the client would read it as the next reply.
-        sendRaw(res, { value: false }, error.status, req.getMethod() === 'head' ? null : JSON.stringify(error.body()), { allow: methods.join(', ') });
-      }),
+      guarded(res, log, 'method not allowed', () =>
+        refuse(res, req, new ApiError(405, 'method_not_allowed', `${req.getCaseSensitiveMethod()} is not allowed here`, { allowed: methods }), { allow: methods.join(', ') }),
+      ),
     );
   }
   options.extend?.(app);
   app.any('/*', (res: HttpResponse, req: HttpRequest) =>
-    guarded(res, log, 'no route', () => {
-      const bytes = headBytes(req);
-      // Echo a bounded path: it may be long, and it is the client's own text.
-      const error = bytes > MAX_HEADER_BYTES ? headersTooLarge(bytes) : new ApiError(404, 'not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl().slice(0, 200)}`);
-      sendRaw(res, { value: false }, error.status, req.getMethod() === 'head' ? null : JSON.stringify(error.body()), {});
-    }),
+    // Echo a bounded path: it may be long, and it is the client's own text.
+    guarded(res, log, 'no route', () => refuse(res, req, new ApiError(404, 'not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl().slice(0, 200)}`))),
   );
 
   const host = options.host ?? '127.0.0.1';

@@ -13,6 +13,7 @@ import { Unpackr } from 'msgpackr';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
 import { connectNats } from '../core/natsConnection.js';
 import { startNatsServer } from '../core/natsServer.js';
+import { processRssBytes } from '../core/processes.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { generateWorld } from '../fixtures/world.js';
 import { startPipelineService } from '../pipeline/service.js';
@@ -63,8 +64,8 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
   let simulatorPid: number | null = null;
   const sampler = setInterval(() => {
     peak.bench = Math.max(peak.bench, process.memoryUsage().rss);
-    void rssOf(server.pid).then((r) => (peak.nats_server = Math.max(peak.nats_server, r)));
-    if (simulatorPid !== null) void rssOf(simulatorPid).then((r) => (peak.simulator = Math.max(peak.simulator, r)));
+    void processRssBytes(server.pid).then((r) => (peak.nats_server = Math.max(peak.nats_server, r)));
+    if (simulatorPid !== null) void processRssBytes(simulatorPid).then((r) => (peak.simulator = Math.max(peak.simulator, r)));
   }, 250);
   try {
     const world = generateWorld({ seed: SEED });
@@ -183,12 +184,6 @@ function runSimulator(natsUrl: string, opts: E2eOptions, onPid: (pid: number) =>
       }
     });
   });
-}
-
-async function rssOf(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-  const kb = /VmRSS:\s+(\d+)/.exec(status)?.[1];
-  return kb ? Number(kb) * 1024 : 0;
 }
 
 /** User + system CPU seconds of a process, from /proc (Linux). */

@@ -16,10 +16,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Command } from 'commander';
-import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
+import { openClickHouse, queryNumber } from '../core/clickhouse.js';
 import { fail } from '../core/cliSupport.js';
 import { connectNats } from '../core/natsConnection.js';
 import { SERVER_PID_FILE } from '../core/natsStoreLock.js';
+import { processRssBytes } from '../core/processes.js';
 import { USAGE_STREAM } from '../core/streams.js';
 import { projectionTotalQuery } from '../core/testing/rollups.js';
 import { DEFAULT_SEED, makeWorld } from '../fixtures/cli.js';
@@ -226,21 +227,6 @@ class SupervisedUp {
   }
 }
 
-async function rssMb(pid: number): Promise<number> {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
-async function scalar(ch: ClickHouseHandle, query: string): Promise<number> {
-  const rs = await ch.client.query({ query, format: 'JSONCompactEachRow' });
-  const rows = await rs.json<[string | number]>();
-  return Number(rows[0]?.[0] ?? Number.NaN);
-}
-
 export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   const log = options.log ?? (() => undefined);
   const seed = options.seed ?? 1;
@@ -259,7 +245,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   const up = new SupervisedUp(env, { nats: natsPort as number, api: apiPort as number, pipeline: pipelinePort as number }, DEFAULT_SEED, log);
   let nc: NatsConnection | null = null;
   let maxRss = 0;
-  const sampler = setInterval(() => void rssMb(up.pid).then((mb) => (maxRss = Math.max(maxRss, mb))), 250);
+  const sampler = setInterval(() => void processRssBytes(up.pid).then((bytes) => (maxRss = Math.max(maxRss, bytes / 1024 ** 2))), 250);
   try {
     await up.ready();
     log(`chaos: up ready (nats port ${up.natsPort}, api ${up.apiUrl}, data ${dataDir})`);
@@ -341,16 +327,16 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     const ch = await openClickHouse({ clickhouseUrl: null, dataDir });
     let summary: ChaosSummary;
     try {
-      const stored = await scalar(ch, 'SELECT count() FROM app_usage');
-      const distinct = await scalar(ch, 'SELECT uniqExact(carrier, tower_id, event_id) FROM app_usage');
-      const violations = await scalar(ch, 'SELECT count() FROM violations');
+      const stored = await queryNumber(ch, 'SELECT count() FROM app_usage');
+      const distinct = await queryNumber(ch, 'SELECT uniqExact(carrier, tower_id, event_id) FROM app_usage');
+      const violations = await queryNumber(ch, 'SELECT count() FROM violations');
       // The known set's towers are the world's; fuzzed frames use towers of their own.
-      const knownViolations = await scalar(ch, `SELECT count() FROM violations WHERE tower_id IN (${world.towers.map((t) => `'${t.id}'`).join(', ')})`);
-      const distinctViolations = await scalar(ch, 'SELECT uniqExact(alert_id) FROM violations');
-      const denied = await scalar(ch, "SELECT countIf(verdict = 'deny') FROM app_usage");
-      const usageRollup = await scalar(ch, projectionTotalQuery('app_usage', 'per_minute'));
-      const violationRollup = await scalar(ch, projectionTotalQuery('violations', 'per_minute'));
-      const deadLetterMessages = await scalar(ch, `SELECT uniqExact(stream_seq) FROM dead_letters WHERE stream = '${USAGE_STREAM}'`);
+      const knownViolations = await queryNumber(ch, `SELECT count() FROM violations WHERE tower_id IN (${world.towers.map((t) => `'${t.id}'`).join(', ')})`);
+      const distinctViolations = await queryNumber(ch, 'SELECT uniqExact(alert_id) FROM violations');
+      const denied = await queryNumber(ch, "SELECT countIf(verdict = 'deny') FROM app_usage");
+      const usageRollup = await queryNumber(ch, projectionTotalQuery('app_usage', 'per_minute'));
+      const violationRollup = await queryNumber(ch, projectionTotalQuery('violations', 'per_minute'));
+      const deadLetterMessages = await queryNumber(ch, `SELECT uniqExact(stream_seq) FROM dead_letters WHERE stream = '${USAGE_STREAM}'`);
       const fuzzEvents = fuzz.reduce((n, f) => n + f.r.expectedEvents, 0);
       const fuzzDead = fuzz.reduce((n, f) => n + f.r.expectedDeadLetterMessages, 0);
       const expected = progress.events + fuzzEvents;

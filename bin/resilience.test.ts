@@ -8,16 +8,11 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SERVER_PID_FILE } from '../core/natsStoreLock.js';
+import { processEnded } from '../core/processes.js';
 import { startUp, upEnv } from './upHarness.js';
 
 async function serverPid(dataDir: string): Promise<number> {
   return Number((await readFile(join(dataDir, 'nats', SERVER_PID_FILE), 'utf8')).trim());
-}
-
-/** Gone, or a zombie (exited, not yet reaped): either way it holds no port and no store. */
-async function gone(pid: number): Promise<boolean> {
-  const state = await readFile(`/proc/${pid}/stat`, 'utf8').then((s) => s.split(') ')[1]?.[0], () => 'X');
-  return state === 'Z' || state === 'X';
 }
 
 const count = (text: string, re: RegExp): number => (text.match(re) ?? []).length;
@@ -47,7 +42,7 @@ describe('up under faults', { concurrency: true }, () => {
     up.child.kill('SIGINT');
     const exit = await up.waitForExit(60_000);
     assert.deepEqual(exit, { code: 0, signal: null }, up.stderr);
-    assert.ok(await gone(await serverPid(dataDir).catch(() => -1)));
+    assert.ok(await processEnded(await serverPid(dataDir).catch(() => -1)));
   });
 
   test('SIGKILL of up takes its nats-server along; the next up on the same data dir starts cleanly', { timeout: 150_000 }, async () => {
@@ -60,7 +55,7 @@ describe('up under faults', { concurrency: true }, () => {
     await first.exited;
     let ended = false;
     for (let i = 0; i < 200 && !ended; i++) {
-      ended = await gone(server);
+      ended = await processEnded(server);
       if (!ended) await sleep(25);
     }
     assert.ok(ended, `nats-server ${server} outlived its SIGKILLed up`);

@@ -28,6 +28,7 @@ import {
   type ClickHouseClient,
   type ClickHouseClientConfigOptions,
 } from '@clickhouse/client';
+import { processAlive } from './processes.js';
 
 /** Database created and used when none is given. */
 export const DEFAULT_DATABASE = 'towerwatch';
@@ -162,6 +163,13 @@ function checkColumns(columns: readonly string[]): void {
  * chdb's own ClickHouseError (a second copy of the class, from @clickhouse/client-common, so
  * `instanceof` fails against @clickhouse/client's) become @clickhouse/client's ClickHouseError.
  */
+/** The first column of the first row of `query`, as a number (NaN when there is no row). */
+export async function queryNumber(ch: Pick<ClickHouseHandle, 'client'>, query: string): Promise<number> {
+  const rs = await ch.client.query({ query, format: 'JSONCompactEachRow' });
+  const rows = await rs.json<[string | number]>();
+  return Number(rows[0]?.[0] ?? Number.NaN);
+}
+
 export function toClickHouseError(err: unknown): unknown {
   if (!(err instanceof Error) || err instanceof ClickHouseError) return err;
   const { code, type } = err as { code?: unknown; type?: unknown };
@@ -399,16 +407,6 @@ function readStatusFile(dir: string): { pid: number; started: string | undefined
     return { pid: Number(pid), started: /^Started at:\s*(.+)$/m.exec(text)?.[1]?.trim() };
   } catch {
     return undefined;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

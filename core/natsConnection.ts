@@ -1,5 +1,5 @@
 /** The one place that opens NATS connections, so every process reconnects the same way. */
-import { connect, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
+import { connect, type NatsConnection, type NodeConnectionOptions, type Status } from '@nats-io/transport-node';
 import { redactUrl } from './config.js';
 
 /**
@@ -33,5 +33,47 @@ export async function connectNats(
     throw new Error(`cannot connect to NATS at ${redactUrl(url)}: ${err instanceof Error ? err.message : String(err)}`, {
       cause: err,
     });
+  }
+}
+
+/** NATS connection state from `nc.status()`, counted. */
+export class NatsConnectionWatch {
+  connected: boolean;
+  disconnects = 0;
+  reconnects = 0;
+  readonly #iterator: AsyncIterable<Status>;
+
+  constructor(private readonly nc: NatsConnection) {
+    this.connected = !nc.isClosed();
+    this.#iterator = nc.status();
+    void this.#watch();
+  }
+
+  /** Connected as far as the client knows (a closed connection never is). */
+  isConnected(): boolean {
+    return this.connected && !this.nc.isClosed();
+  }
+
+  async #watch(): Promise<void> {
+    try {
+      for await (const s of this.#iterator) {
+        if (s.type === 'disconnect') {
+          this.connected = false;
+          this.disconnects++;
+        } else if (s.type === 'reconnect') {
+          this.connected = true;
+          this.reconnects++;
+        } else if (s.type === 'close') {
+          this.connected = false;
+        }
+      }
+    } catch {
+      // the iterator ends with the connection
+    }
+    this.connected = false;
+  }
+
+  stop(): void {
+    (this.#iterator as { stop?: () => void }).stop?.();
   }
 }

@@ -6,16 +6,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { OWNER_PID_FILE, SERVER_PID_FILE } from './natsStoreLock.js';
+import { processAlive, processEnded } from './processes.js';
 import { NatsServerError, startNatsServer } from './natsServer.js';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** A pid that was ours and is gone now. */
 async function deadPid(): Promise<number> {
@@ -38,7 +30,7 @@ test('a server left on the store by a dead owner is ended before a new one start
     const server = await startNatsServer({ storeDir: store });
     try {
       assert.equal(server.endedStaleServer, stale.pid);
-      assert.equal(alive(stale.pid ?? -1), false, 'the stale server is gone');
+      assert.equal(processAlive(stale.pid ?? -1), false, 'the stale server is gone');
       assert.equal((await readFile(join(store, OWNER_PID_FILE), 'utf8')).trim(), String(process.pid));
       assert.equal((await readFile(join(store, SERVER_PID_FILE), 'utf8')).trim(), String(server.pid));
     } finally {
@@ -46,7 +38,7 @@ test('a server left on the store by a dead owner is ended before a new one start
     }
     await assert.rejects(readFile(join(store, OWNER_PID_FILE)), 'the claim is released on stop');
   } finally {
-    if (stale.pid !== undefined && alive(stale.pid)) process.kill(stale.pid, 'SIGKILL');
+    if (stale.pid !== undefined && processAlive(stale.pid)) process.kill(stale.pid, 'SIGKILL');
     await rm(store, { recursive: true, force: true });
   }
 });
@@ -71,13 +63,11 @@ test('the server ends with its parent, even when the parent is SIGKILLed', async
   parent.stdout?.setEncoding('utf8').on('data', (c: string) => (out += c));
   for (let i = 0; i < 400 && !out.includes('\n'); i++) await sleep(25);
   const serverPid = Number(out.trim());
-  assert.ok(serverPid > 0 && alive(serverPid), `server pid ${out}`);
+  assert.ok(serverPid > 0 && processAlive(serverPid), `server pid ${out}`);
   parent.kill('SIGKILL');
   let gone = false;
   for (let i = 0; i < 200 && !gone; i++) {
-    // A zombie (exited, not yet reaped by init) counts as gone: it holds no port or file.
-    const state = await readFile(`/proc/${serverPid}/stat`, 'utf8').then((s) => s.split(') ')[1]?.[0], () => 'X');
-    gone = state === 'Z' || state === 'X';
+    gone = await processEnded(serverPid);
     if (!gone) await sleep(25);
   }
   assert.ok(gone, 'the server outlived its SIGKILLed parent');

@@ -8,6 +8,7 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { processAlive, processCmdline } from './processes.js';
 
 export const OWNER_PID_FILE = 'towerwatch-owner.pid';
 export const SERVER_PID_FILE = 'nats-server.pid';
@@ -19,23 +20,6 @@ export interface StoreClaim {
   /** Pid of a stale server of an earlier owner that this claim ended, if any. */
   readonly endedStaleServer: number | null;
   release(): Promise<void>;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-async function cmdline(pid: number): Promise<string> {
-  try {
-    return (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replaceAll('\0', ' ');
-  } catch {
-    return '';
-  }
 }
 
 async function readPid(file: string): Promise<number | null> {
@@ -50,10 +34,10 @@ async function readPid(file: string): Promise<number | null> {
 async function waitGone(pid: number, ms: number): Promise<boolean> {
   const until = Date.now() + ms;
   while (Date.now() < until) {
-    if (!alive(pid)) return true;
+    if (!processAlive(pid)) return true;
     await sleep(25);
   }
-  return !alive(pid);
+  return !processAlive(pid);
 }
 
 /** Claims `storeDir` for this process; throws when another live process holds it. */
@@ -64,7 +48,7 @@ export async function claimStore(storeDir: string): Promise<StoreClaim> {
 
   const owner = await readPid(ownerFile);
   // A pid can be reused: only a live node process counts as an owner.
-  if (owner !== null && owner !== process.pid && alive(owner) && /\bnode\b|towerwatch/.test(await cmdline(owner))) {
+  if (owner !== null && owner !== process.pid && processAlive(owner) && /\bnode\b|towerwatch/.test(await processCmdline(owner))) {
     throw new Error(
       `the NATS store ${storeDir} is in use by process ${owner} (another towerwatch up?): stop it first, or use another TOWERWATCH_DATA_DIR`,
     );
@@ -73,7 +57,7 @@ export async function claimStore(storeDir: string): Promise<StoreClaim> {
 
   let endedStaleServer: number | null = null;
   const stale = await readPid(serverPidFile);
-  if (stale !== null && alive(stale) && /nats-server/.test(await cmdline(stale))) {
+  if (stale !== null && processAlive(stale) && /nats-server/.test(await processCmdline(stale))) {
     process.kill(stale, 'SIGTERM');
     if (!(await waitGone(stale, STALE_STOP_TIMEOUT_MS))) {
       process.kill(stale, 'SIGKILL');

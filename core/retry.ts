@@ -44,9 +44,14 @@ export class RetryBudgetExhaustedError extends Error {
   }
 }
 
-/** The wait before attempt `attempt + 1`: doubling from `initial`, capped, with full jitter. */
+/** The wait after failed attempt `attempt` (1, 2, …) without jitter: doubling from `initial`, capped at `max`. */
+export function backoffStep(attempt: number, initialDelayMs: number, maxDelayMs: number): number {
+  return Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(30, Math.max(0, attempt - 1)));
+}
+
+/** {@link backoffStep} with jitter: half to all of the step, so clients that failed together spread out. */
 export function backoffDelay(attempt: number, initialDelayMs: number, maxDelayMs: number, random: () => number = Math.random): number {
-  const step = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(30, attempt - 1));
+  const step = backoffStep(attempt, initialDelayMs, maxDelayMs);
   return Math.round(step / 2 + (random() * step) / 2);
 }
 

@@ -8,6 +8,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClickHouseError } from '@clickhouse/client';
 import type { ClickHouseHandle, FormattedInsertFormat } from '../core/clickhouse.js';
+import { backoffDelay, backoffStep } from '../core/retry.js';
 import { INSERT_COLUMNS, queryStoredSeqs, type InsertTable } from '../core/schema.js';
 
 export const DEFAULT_RETRY_INITIAL_DELAY_MS = 100;
@@ -256,7 +257,6 @@ export class ClickHouseSink {
     const settings = { ...this.#settings, insert_deduplication_token: options.token };
     // close() cuts a backoff wait short but lets a running attempt finish.
     const waitSignal = options.signal === undefined ? this.#closing.signal : AbortSignal.any([options.signal, this.#closing.signal]);
-    let delay = this.#retry.initialDelayMs;
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#handle.insertFormatted({
@@ -299,7 +299,8 @@ export class ClickHouseSink {
             { cause: err },
           );
         }
-        const wait = this.#retry.jitter ? delay / 2 + Math.random() * (delay / 2) : delay;
+        const { initialDelayMs, maxDelayMs, jitter } = this.#retry;
+        const wait = jitter ? backoffDelay(attempt, initialDelayMs, maxDelayMs) : backoffStep(attempt, initialDelayMs, maxDelayMs);
         this.#stats.retries++;
         callHook(this.#onRetry, { table, attempt, delayMs: wait, error: err });
         try {
@@ -314,7 +315,6 @@ export class ClickHouseSink {
             { cause: err },
           );
         }
-        delay = Math.min(delay * 2, this.#retry.maxDelayMs);
       }
     }
   }

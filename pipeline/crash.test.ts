@@ -19,7 +19,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { jetstream, jetstreamManager, type ConsumerInfo, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
+import { openClickHouse, queryNumber } from '../core/clickhouse.js';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
 import { ensureStreams, USAGE_STREAM } from '../core/streams.js';
 import { projectionTotalQuery } from '../core/testing/rollups.js';
@@ -130,12 +130,6 @@ async function waitDrained(jsm: JetStreamManager, alive: readonly PipelineProces
     }
     await sleep(100);
   }
-}
-
-async function scalar(ch: ClickHouseHandle, query: string): Promise<number> {
-  const rs = await ch.client.query({ query, format: 'JSONCompactEachRow' });
-  const rows = await rs.json<[string | number]>();
-  return Number(rows[0]?.[0] ?? Number.NaN);
 }
 
 describe('pipeline crash safety (child processes, embedded ClickHouse)', () => {
@@ -255,15 +249,15 @@ describe('pipeline crash safety (child processes, embedded ClickHouse)', () => {
 
     const ch = await openClickHouse({ clickhouseUrl: null, dataDir });
     try {
-      const count = await scalar(ch, 'SELECT count() FROM app_usage');
-      const distinct = await scalar(ch, 'SELECT uniqExact(carrier, tower_id, event_id) FROM app_usage');
-      const messages = await scalar(ch, 'SELECT uniqExact(stream_seq) FROM app_usage');
-      const denied = await scalar(ch, "SELECT countIf(verdict = 'deny') FROM app_usage");
-      const violations = await scalar(ch, 'SELECT count() FROM violations');
-      const distinctAlerts = await scalar(ch, 'SELECT uniqExact(alert_id) FROM violations');
-      const deadLetters = await scalar(ch, 'SELECT count() FROM dead_letters');
-      const perMinute = await scalar(ch, projectionTotalQuery('app_usage', 'per_minute'));
-      const violationsPerMinute = await scalar(ch, projectionTotalQuery('violations', 'per_minute'));
+      const count = await queryNumber(ch, 'SELECT count() FROM app_usage');
+      const distinct = await queryNumber(ch, 'SELECT uniqExact(carrier, tower_id, event_id) FROM app_usage');
+      const messages = await queryNumber(ch, 'SELECT uniqExact(stream_seq) FROM app_usage');
+      const denied = await queryNumber(ch, "SELECT countIf(verdict = 'deny') FROM app_usage");
+      const violations = await queryNumber(ch, 'SELECT count() FROM violations');
+      const distinctAlerts = await queryNumber(ch, 'SELECT uniqExact(alert_id) FROM violations');
+      const deadLetters = await queryNumber(ch, 'SELECT count() FROM dead_letters');
+      const perMinute = await queryNumber(ch, projectionTotalQuery('app_usage', 'per_minute'));
+      const violationsPerMinute = await queryNumber(ch, projectionTotalQuery('violations', 'per_minute'));
       const verdicts = await ch.client.query({ query: 'SELECT verdict, count() FROM app_usage GROUP BY verdict ORDER BY verdict', format: 'JSONCompactEachRow' });
       t.diagnostic(`verdicts: ${(await verdicts.json<[string, string]>()).map(([v, n]) => `${v} ${n}`).join(', ')}`);
       t.diagnostic(`stored: ${count} rows, ${distinct} distinct events, ${messages} messages, ${violations} violations, ${deadLetters} dead letters, per-minute ${perMinute}/${violationsPerMinute}`);
@@ -306,10 +300,10 @@ describe('pipeline crash safety (child processes, embedded ClickHouse)', () => {
       // One embedded data dir per process at a time: each handle is closed before the next opens.
       const ch = await openClickHouse({ clickhouseUrl: null, dataDir });
       try {
-        const count = await scalar(ch, 'SELECT count() FROM app_usage');
-        const distinct = await scalar(ch, 'SELECT uniqExact(carrier, tower_id, event_id) FROM app_usage');
+        const count = await queryNumber(ch, 'SELECT count() FROM app_usage');
+        const distinct = await queryNumber(ch, 'SELECT uniqExact(carrier, tower_id, event_id) FROM app_usage');
         assert.equal(distinct, count, `no duplicates within ${procs[i]?.name}`);
-        assert.equal(await scalar(ch, projectionTotalQuery('app_usage', 'per_minute')), count, `the per-minute rollup of ${procs[i]?.name} sums to its rows`);
+        assert.equal(await queryNumber(ch, projectionTotalQuery('app_usage', 'per_minute')), count, `the per-minute rollup of ${procs[i]?.name} sums to its rows`);
         counts.push(count);
         const rs = await ch.client.query({ query: 'SELECT carrier, tower_id, event_id FROM app_usage', format: 'JSONCompactEachRow' });
         for (const [carrier, tower, eventId] of await rs.json<[string, string, string | number]>()) {

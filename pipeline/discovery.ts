@@ -20,7 +20,7 @@ import { addReason, checkSubject, deadLetterRow, emptySummary, summaryOf } from 
 import { DEAD_LETTER_COLUMNS, queryStoredSeqs } from '../core/schema.js';
 import { deadLetterHeaders, DISCOVERY_STREAM, ensureConsumer } from '../core/streams.js';
 import { decodeDiscovery, type EventRejection } from '../core/wire.js';
-import { MessageQueue } from './messageQueue.js';
+import { MessageQueue, nakQuietly } from './messageQueue.js';
 
 export const DISCOVERY_CONSUMER = 'discovery';
 /** What became of a sighting (the `outcome` column). */
@@ -120,12 +120,12 @@ export class DiscoveryWorker {
         } catch (err) {
           // ClickHouse or the control plane failed: everything comes back after a pause.
           this.#o.log(`discovery: batch of ${batch.length} failed, will retry: ${message(err)}`);
-          for (const m of batch) m.nak(5000);
+          for (const m of batch) nakQuietly(m, 5000);
           await sleep(1000);
         }
       }
     } finally {
-      for (const m of await queue.close()) m.nak();
+      for (const m of await queue.close()) nakQuietly(m);
     }
   }
 

@@ -19,7 +19,8 @@ import { until } from '../core/testing/until.js';
 import { briefEvent, publishFrame } from '../fixtures/briefEvents.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
-import { bearerMatches, HealthServer, HealthServerListenError, isLoopbackAddress } from './healthServer.js';
+import { bearerMatches, isLoopbackAddress } from '../core/metricsAccess.js';
+import { HealthServer, HealthServerListenError } from './healthServer.js';
 import { PipelineMetrics } from './pipelineMetrics.js';
 import { startPipelineService, type PipelineService } from './service.js';
 

@@ -8,12 +8,13 @@
  * only (403 otherwise). Errors use the api's envelope `{ "error": { "code", "message", "details" } }`.
  * Nothing a request sends can throw out of a handler: a failing one answers 500 and is logged.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import type { ClickHouseHandle } from '../core/clickhouse.js';
+import { bearerMatches, isLoopbackAddress } from '../core/metricsAccess.js';
 import type { Pipeline } from './pipeline.js';
-import type { NatsConnectionWatch, PipelineMetrics } from './pipelineMetrics.js';
+import type { NatsConnectionWatch } from '../core/natsConnection.js';
+import type { PipelineMetrics } from './pipelineMetrics.js';
 
 /** How long a ClickHouse readiness answer is reused. */
 export const CLICKHOUSE_CHECK_CACHE_MS = 3_000;
@@ -58,28 +59,6 @@ export class HealthServerListenError extends Error {
     super(`cannot listen on ${host}:${port}${code === 'EADDRINUSE' ? ' (address in use)' : code ? ` (${code})` : ''}`, { cause });
     this.name = 'HealthServerListenError';
   }
-}
-
-const LOOPBACK = new BlockList();
-LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
-LOOPBACK.addAddress('::1', 'ipv6');
-
-/** True for 127.0.0.0/8, ::1 and IPv4-mapped loopback (::ffff:127.x.x.x); false for anything else or nothing. */
-export function isLoopbackAddress(address: string | undefined): boolean {
-  if (address === undefined) return false;
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  const a = mapped?.[1] ?? address;
-  if (isIPv4(a)) return LOOPBACK.check(a, 'ipv4');
-  if (isIPv6(a)) return LOOPBACK.check(a, 'ipv6');
-  return false;
-}
-
-/** Constant-time check of an `Authorization` header against the token (digests compared, so length leaks nothing). */
-export function bearerMatches(header: string | undefined, token: string): boolean {
-  const m = header === undefined ? null : /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
-  const given = createHash('sha256').update(m?.[1] ?? '').digest();
-  const expected = createHash('sha256').update(token).digest();
-  return timingSafeEqual(given, expected) && m !== null;
 }
 
 interface ErrorEnvelope {

@@ -93,3 +93,12 @@ export class MessageQueue {
     return this.#buf.splice(0);
   }
 }
+
+/** nak on a connection closed meanwhile throws; the message comes back after ack_wait anyway. */
+export function nakQuietly(m: JsMsg, delayMs?: number): void {
+  try {
+    m.nak(delayMs);
+  } catch {
+    // redelivered after ack_wait
+  }
+}

@@ -24,12 +24,12 @@ import { DEFAULT_MAX_DELIVER } from '../core/config.js';
 import { REJECTION, deadLetterRow, summaryOf } from '../core/deadLetters.js';
 import { isTransientNatsError, publishWithRetry } from '../core/natsRetry.js';
 import { remediationMsgId } from '../core/remediation.js';
-import { DEFAULT_RETRY_BUDGET_MS, RetryBudgetExhaustedError } from '../core/retry.js';
+import { backoffStep, DEFAULT_RETRY_BUDGET_MS, RetryBudgetExhaustedError } from '../core/retry.js';
 import { writeDeadLetterRow } from '../core/schema.js';
 import { TsvWriter } from '../core/tsv.js';
 import { deadLetterHeaders, ensureConsumer, remediationSubject, USAGE_STREAM } from '../core/streams.js';
 import { ClickHouseSinkError, SinkErrorCode } from './clickhouseSink.js';
-import { MessageQueue } from './messageQueue.js';
+import { MessageQueue, nakQuietly } from './messageQueue.js';
 import type { WorkerConfig, WorkerResult, WorkerTask } from './worker.js';
 
 export const DEFAULT_CONSUMER = 'pipeline';
@@ -101,6 +101,8 @@ export interface PipelineCounters {
   failedMessages: number;
   /** Worker threads that ended unexpectedly (piscina starts a new one). */
   workersLost: number;
+  /** Errors raised by idle worker threads (logged; without a listener they would end the process). */
+  workerErrors: number;
   /** JetStream publishes retried through a broker blip. */
   publishRetries: number;
   /** Batches handed back (nak) because NATS or ClickHouse stayed away through their retries. */
@@ -126,12 +128,11 @@ export class Pipeline {
     processingFailures: 0,
     failedMessages: 0,
     workersLost: 0,
+    workerErrors: 0,
     publishRetries: 0,
     batchesHandedBack: 0,
     policyVersions: {},
   };
-  /** Worker threads that exited while the pipeline ran (piscina replaces them), and errors of idle workers. */
-  readonly workerStats = { exits: 0, errors: 0 };
   readonly #opts: Required<Omit<PipelineOptions, 'cacheDir' | 'log'>> & Pick<PipelineOptions, 'cacheDir' | 'log'>;
   readonly #retry = { budgetMs: DEFAULT_RETRY_BUDGET_MS, onRetry: () => void this.counters.publishRetries++ };
   readonly #js: JetStreamClient;
@@ -181,10 +182,9 @@ export class Pipeline {
     this.#pool.on('workerDestroy', () => {
       if (this.#stopping) return;
       this.counters.workersLost++;
-      this.workerStats.exits++;
     });
     this.#pool.on('error', (err: unknown) => {
-      this.workerStats.errors++;
+      this.counters.workerErrors++;
       this.#opts.log?.(`pipeline: worker thread failed: ${errorMessage(err)}`);
     });
   }
@@ -381,7 +381,7 @@ export class Pipeline {
     const deliveries = m.info.deliveryCount;
     const copies = batch.filter((x) => x.seq === m.seq);
     if (deliveries < maxDeliver) {
-      const delay = Math.min(MAX_RETRY_DELAY_MS, retryDelayMs * 2 ** Math.max(0, deliveries - 1));
+      const delay = backoffStep(deliveries, retryDelayMs, MAX_RETRY_DELAY_MS);
       this.#opts.log?.(`pipeline: message ${m.subject} #${m.seq} failed on delivery ${deliveries} of ${maxDeliver}, again in ${delay} ms: ${errorMessage(err)}`);
       for (const x of copies) x.nak(delay);
       // Back before this batch ends (its other messages are still being retried): not ours now.
@@ -452,15 +452,6 @@ export class Pipeline {
 function isOutage(err: unknown): boolean {
   if (err instanceof ClickHouseSinkError && err.code === SinkErrorCode.RetriesExhausted) return true;
   return err instanceof RetryBudgetExhaustedError || isTransientNatsError(err);
-}
-
-/** nak on a connection closed meanwhile throws; the message comes back after ack_wait anyway. */
-function nakQuietly(m: JsMsg, delayMs?: number): void {
-  try {
-    m.nak(delayMs);
-  } catch {
-    // redelivered after ack_wait
-  }
 }
 
 function errorMessage(err: unknown): string {

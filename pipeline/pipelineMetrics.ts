@@ -6,7 +6,8 @@
  * numbers.
  */
 import { jetstreamManager, type ConsumerInfo, type JetStreamManager } from '@nats-io/jetstream';
-import type { NatsConnection, Status } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnectionWatch } from '../core/natsConnection.js';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { USAGE_STREAM } from '../core/streams.js';
 import type { SinkStats } from './clickhouseSink.js';
@@ -65,48 +66,6 @@ export class ConsumerLagReader {
     }
     this.#cached = { at: Date.now(), value };
     return value;
-  }
-}
-
-/** NATS connection state from `nc.status()`, counted. */
-export class NatsConnectionWatch {
-  connected: boolean;
-  disconnects = 0;
-  reconnects = 0;
-  readonly #iterator: AsyncIterable<Status>;
-
-  constructor(private readonly nc: NatsConnection) {
-    this.connected = !nc.isClosed();
-    this.#iterator = nc.status();
-    void this.#watch();
-  }
-
-  /** Connected as far as the client knows (a closed connection never is). */
-  isConnected(): boolean {
-    return this.connected && !this.nc.isClosed();
-  }
-
-  async #watch(): Promise<void> {
-    try {
-      for await (const s of this.#iterator) {
-        if (s.type === 'disconnect') {
-          this.connected = false;
-          this.disconnects++;
-        } else if (s.type === 'reconnect') {
-          this.connected = true;
-          this.reconnects++;
-        } else if (s.type === 'close') {
-          this.connected = false;
-        }
-      }
-    } catch {
-      // the iterator ends with the connection
-    }
-    this.connected = false;
-  }
-
-  stop(): void {
-    (this.#iterator as { stop?: () => void }).stop?.();
   }
 }
 
@@ -208,8 +167,8 @@ export class PipelineMetrics {
     gauge(r, 'towerwatch_pipeline_policies', 'enterprise policy modules in use', () => (this.#s ? Object.keys(this.#s.pipeline.counters.policyVersions).length : undefined));
 
     gauge(r, 'towerwatch_pipeline_worker_threads', 'worker threads alive in the pool', () => this.#s?.pipeline.workerThreads().length);
-    mirrored(r, 'towerwatch_pipeline_worker_exits_total', 'worker threads that exited while the pipeline ran (piscina starts a replacement)', () => this.#s?.pipeline.workerStats.exits);
-    mirrored(r, 'towerwatch_pipeline_worker_errors_total', 'errors raised by idle worker threads', () => this.#s?.pipeline.workerStats.errors);
+    mirrored(r, 'towerwatch_pipeline_worker_exits_total', 'worker threads that exited while the pipeline ran (piscina starts a replacement)', () => this.#s?.pipeline.counters.workersLost);
+    mirrored(r, 'towerwatch_pipeline_worker_errors_total', 'errors raised by idle worker threads', () => this.#s?.pipeline.counters.workerErrors);
 
     // One JetStream request per scrape at most (cached), shared by the four gauges.
     const lag = (pick: (l: ConsumerLag) => number) => async () => {

@@ -12,10 +12,11 @@ import { jetstream, type Consumer, type ConsumerMessages, type JsMsg } from '@na
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Unpackr } from 'msgpackr';
 import type { ClickHouseHandle } from '../core/clickhouse.js';
+import { NatsConnectionWatch } from '../core/natsConnection.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { ACTION_NAMES, enterpriseEventsSubject, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus, type TowerAck } from '../core/remediation.js';
 import { ensureConsumer, REMEDIATION_STREAM, towerCommandSubject } from '../core/streams.js';
-import { NatsConnectionWatch } from './pipelineMetrics.js';
+import { nakQuietly } from './messageQueue.js';
 
 export const REMEDIATOR_CONSUMER = 'remediator';
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
@@ -79,11 +80,7 @@ export class Remediator {
             .catch((err: unknown) => {
               // ClickHouse or NATS failed: leave it for redelivery.
               this.#o.log(`remediator: ${err instanceof Error ? err.message : String(err)}; will retry`);
-              try {
-                m.nak(5000);
-              } catch {
-                // connection closed: redelivered after ack_wait
-              }
+              nakQuietly(m, 5000);
             })
             .finally(() => this.#inFlight.delete(p));
           this.#inFlight.add(p);

@@ -16,7 +16,8 @@ import { Remediator } from './remediator.js';
 import { DEFAULT_CONSUMER, Pipeline, type PipelineOptions } from './pipeline.js';
 import { snapshotCounters, statusLine } from './status.js';
 import { HealthServer, HealthServerListenError } from './healthServer.js';
-import { ConsumerLagReader, NatsConnectionWatch, PipelineMetrics } from './pipelineMetrics.js';
+import { NatsConnectionWatch } from '../core/natsConnection.js';
+import { ConsumerLagReader, PipelineMetrics } from './pipelineMetrics.js';
 
 export interface PipelineServiceOptions {
   /**

@@ -1,7 +1,6 @@
 /** `/healthz`, `/readyz`, `/metrics`, `/openapi.json`: for load balancers, Prometheus and clients. */
-import { createHash, timingSafeEqual } from 'node:crypto';
-import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
+import { bearerToken, isLoopbackAddress, sameSecret } from '../../core/metricsAccess.js';
 import type { ApiContext, ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import type { ApiMetrics } from '../metrics.js';
@@ -23,23 +22,6 @@ async function check(fn: () => Promise<unknown>): Promise<{ ok: boolean; latency
   }
 }
 
-/** 127.0.0.0/8 and ::1, also as uWS spells them (full IPv6 form, IPv4-mapped). */
-const LOOPBACK = new BlockList();
-LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
-LOOPBACK.addAddress('::1', 'ipv6');
-LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
-
-export function isLoopback(address: string): boolean {
-  const family = isIP(address);
-  return family !== 0 && LOOPBACK.check(address, family === 6 ? 'ipv6' : 'ipv4');
-}
-
-/** Constant-time: both sides hashed to one length first, so neither content nor length leaks. */
-function sameToken(given: string, expected: string): boolean {
-  const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
-  return timingSafeEqual(digest(given), digest(expected));
-}
-
 /**
  * Who may read /metrics: with a token configured, whoever sends it as a bearer token (401
  * otherwise); without one, loopback clients only (403 otherwise). The address is the TCP peer's:
@@ -47,13 +29,13 @@ function sameToken(given: string, expected: string): boolean {
  */
 export function authorizeMetrics(token: string | null, head: { headers: Readonly<Record<string, string>>; remoteAddress: string }): void {
   if (token !== null) {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(head.headers['authorization'] ?? '');
-    if (m?.[1] === undefined || !sameToken(m[1], token)) {
-      throw new ApiError(401, m === null ? 'missing_token' : 'invalid_token', '/metrics needs Authorization: Bearer <TOWERWATCH_METRICS_TOKEN>', null, { 'www-authenticate': 'Bearer realm="metrics"' });
+    const given = bearerToken(head.headers['authorization']);
+    if (given === null || !sameSecret(given, token)) {
+      throw new ApiError(401, given === null ? 'missing_token' : 'invalid_token', '/metrics needs Authorization: Bearer <TOWERWATCH_METRICS_TOKEN>', null, { 'www-authenticate': 'Bearer realm="metrics"' });
     }
     return;
   }
-  if (!isLoopback(head.remoteAddress)) {
+  if (!isLoopbackAddress(head.remoteAddress)) {
     throw new ApiError(403, 'forbidden', '/metrics answers loopback clients only; set TOWERWATCH_METRICS_TOKEN to scrape it from elsewhere');
   }
 }
