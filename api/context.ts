@@ -4,7 +4,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouseHandle } from '../core/clickhouse.js';
 import type { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import type { AuthService, Principal } from './auth.js';
-import type { Route } from './http.js';
+import { routeFor, type AnyRoute } from './http.js';
 import type { RateLimits } from './limits.js';
 
 export interface ApiContext {
@@ -22,6 +22,11 @@ export interface ApiContext {
   log(line: string): void;
 }
 
-/** A route of this api: handlers get the authenticated principal (null on public routes). */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type ApiRoute = Route<any, any, Principal>;
+/** A route of this api, as `route()` made it. */
+export type ApiRoute = AnyRoute<Principal>;
+
+/**
+ * Declares a route of this api: its handler's query and body are typed as its schemas parse
+ * them, its principal as the authenticated one (null on a public route).
+ */
+export const route = routeFor<Principal>();

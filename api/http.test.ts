@@ -5,10 +5,11 @@ import { connect } from 'node:net';
 import { after, before, test } from 'node:test';
 import { z } from 'zod';
 import { ApiError } from './errors.js';
-import { startHttpServer, type HttpServer } from './http.js';
+import { routeFor, startHttpServer, type HttpServer } from './http.js';
 import { loadUws } from './uws.js';
 
 let server: HttpServer;
+const route = routeFor<never>();
 let version = 1;
 let cachedCalls = 0;
 
@@ -28,13 +29,13 @@ before(async () => {
           return { status: 201, body };
         },
       },
-      {
+      route({
         method: 'get',
         path: '/roles/{role_id}/policies/{policy_id}',
         summary: 'params', tag: 't', access: 'public',
         query: z.strictObject({ page: z.coerce.number().int().min(1).default(1) }),
         handler: ({ params, query }) => ({ body: { ...params, page: query.page } }),
-      },
+      }),
       { method: 'get', path: '/teapot', summary: 'refuses', tag: 't', access: 'public', handler: () => { throw new ApiError(409, 'conflict', 'no', { why: 'test' }); } },
       {
         method: 'get',

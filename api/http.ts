@@ -40,7 +40,7 @@ export interface Reply {
 /** Who may call a route: anyone, or an authenticated account with this permission. */
 export type Access = 'public' | 'read' | 'history' | 'write';
 
-export interface Route<Q = unknown, B = unknown, P = any> {
+export interface Route<Q, B, P> {
   method: Method;
   /** e.g. `/roles/{role_id}/policies/{policy_id}` */
   path: string;
@@ -63,6 +63,22 @@ export interface Route<Q = unknown, B = unknown, P = any> {
   handler: (ctx: RequestContext<Q, B, P>) => Reply | Promise<Reply>;
 }
 
+/**
+ * A route as a table of routes holds it: its query and body types erased, and its handler given
+ * a principal of type P, or null on a public route. Made by the constructor of {@link routeFor}.
+ */
+export type AnyRoute<P> = Route<unknown, unknown, P | null>;
+
+/**
+ * The route constructor for handlers given principals of type P: it types a handler's query and
+ * body as its route's schemas parse them, and its principal as null on a public route, then
+ * erases them for the table. Sound because startHttpServer gives a handler only what its own
+ * route's schemas parsed, and a principal only on a route that is not public.
+ */
+export function routeFor<P>(): <Q = undefined, B = undefined, A extends Access = Access>(route: Route<Q, B, A extends 'public' ? null : P> & { access: A }) => AnyRoute<P> {
+  return (route) => route as unknown as AnyRoute<P>;
+}
+
 /** What the HTTP layer knows of a request before its body is read. */
 export interface RequestHead {
   readonly method: string;
@@ -71,9 +87,8 @@ export interface RequestHead {
   readonly remoteAddress: string;
 }
 
-export interface HttpServerOptions {
-  // Each route's own Q and B are checked where it is declared; the table holds them all.
-  routes: readonly Route<any, any>[];
+export interface HttpServerOptions<P> {
+  routes: readonly AnyRoute<P>[];
   /** @default 0 (a free port) */
   port?: number;
   /** @default '127.0.0.1' */
@@ -82,9 +97,9 @@ export interface HttpServerOptions {
   bodyLimitBytes?: number;
   log?: (line: string) => void;
   /** Finds the principal of a non-public route, or throws an ApiError (401, 403, 429). */
-  authorize?: (route: Route<any, any>, head: RequestHead) => unknown;
+  authorize?: (route: AnyRoute<P>, head: RequestHead) => P | Promise<P>;
   /** Called once per reply, for metrics. */
-  onReply?: (route: Route<any, any>, status: number, seconds: number) => void;
+  onReply?: (route: AnyRoute<P>, status: number, seconds: number) => void;
   /** Validate every successful reply against the route's `response` schema (tests). */
   checkResponses?: boolean;
   /** Registers more handlers (the WebSocket) before the catch-all 404. */
@@ -252,7 +267,7 @@ const LIBUS_LISTEN_EXCLUSIVE_PORT = 1;
 const READ_HEADERS = ['authorization', 'if-none-match', 'if-match', 'content-type', 'user-agent', 'x-forwarded-for'] as const;
 
 /** Starts listening. @throws {Error} when the port cannot be bound. */
-export async function startHttpServer(options: HttpServerOptions): Promise<HttpServer> {
+export async function startHttpServer<P>(options: HttpServerOptions<P>): Promise<HttpServer> {
   const uws = loadUws();
   const log = options.log ?? (() => undefined);
   const limit = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
@@ -270,7 +285,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     });
   }
   /** One request of a route; the synchronous part reads req, the rest runs after it is gone. */
-  function handle(route: Route<any, any>, names: readonly string[], method: string, res: HttpResponse, req: HttpRequest): void {
+  function handle(route: AnyRoute<P>, names: readonly string[], method: string, res: HttpResponse, req: HttpRequest): void {
       const aborted = { value: false };
       // Everything from req now: it is gone after the first await. Path parameters are decoded
       // below, inside the try: broken percent-encoding is the client's error (400), not a crash.
@@ -308,7 +323,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
           if (bytes > MAX_HEADER_BYTES) throw headersTooLarge(bytes);
           const params: Record<string, string> = {};
           names.forEach((n, i) => (params[n] = decodePathParam(n, rawParams[i] ?? '')));
-          const principal = route.access === 'public' ? null : await options.authorize?.(route, { method, path, headers, get remoteAddress() { return head.remoteAddress; } });
+          const principal = route.access === 'public' || options.authorize === undefined ? null : await options.authorize(route, { method, path, headers, get remoteAddress() { return head.remoteAddress; } });
           const query = parse(route.query, rawQuery === '' ? {} : queryObject(rawQuery), 'query');
           const parsedBody = body === null ? parse(route.body, undefined, 'body') : parse(route.body, parseJson(await body), 'body');
           const ctx = { principal, method, path, params, query, body: parsedBody, headers, get remoteAddress() { return head.remoteAddress; } };

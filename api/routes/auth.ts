@@ -1,6 +1,6 @@
 /** `/auth/login`, `/auth/refresh`, `/auth/logout`. */
 import { z } from 'zod';
-import type { ApiContext, ApiRoute } from '../context.js';
+import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { ROLE_ACCESS, visibleEnterprises } from '../tenancy.js';
 
@@ -13,7 +13,7 @@ const tokenPair = z.strictObject({
 
 export function authRoutes(ctx: ApiContext): ApiRoute[] {
   return [
-    {
+    route({
       method: 'post',
       path: '/auth/login',
       tag: 'auth',
@@ -32,8 +32,8 @@ export function authRoutes(ctx: ApiContext): ApiRoute[] {
           throw err;
         }
       },
-    },
-    {
+    }),
+    route({
       method: 'post',
       path: '/auth/refresh',
       tag: 'auth',
@@ -42,8 +42,8 @@ export function authRoutes(ctx: ApiContext): ApiRoute[] {
       body: z.strictObject({ refresh_token: z.string().min(1).max(4096) }),
       response: tokenPair,
       handler: async ({ body }) => ({ body: await ctx.auth.refresh(body.refresh_token) }),
-    },
-    {
+    }),
+    route({
       method: 'get',
       path: '/me',
       tag: 'auth',
@@ -77,8 +77,8 @@ export function authRoutes(ctx: ApiContext): ApiRoute[] {
           },
         };
       },
-    },
-    {
+    }),
+    route({
       method: 'post',
       path: '/auth/logout',
       tag: 'auth',
@@ -91,6 +91,6 @@ export function authRoutes(ctx: ApiContext): ApiRoute[] {
         await ctx.auth.logout(family);
         return { status: 204 };
       },
-    },
+    }),
   ];
 }

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { SEVERITIES } from '../../core/domain.js';
 import { alertShape, alertView } from '../alerts.js';
-import type { ApiContext, ApiRoute } from '../context.js';
+import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { dashboardMetrics, recentAlerts, userAppUsage } from '../history.js';
 import { enterpriseQuery, id, iso, pageInfo, pageOf, pageQuery, resolveRange, timeRangeQuery } from '../schemas.js';
@@ -19,7 +19,7 @@ export function dashboardRoutes(ctx: ApiContext): ApiRoute[] {
   const towerLocation = (towerId: string): string => ctx.view.tower(towerId)?.location ?? '';
   const metricsCache = new ShortCache<Awaited<ReturnType<typeof dashboardMetrics>>>(ctx.metricsCacheMs);
   return [
-    {
+    route({
       method: 'get',
       path: '/dashboard/metrics',
       tag: 'dashboard',
@@ -70,8 +70,8 @@ export function dashboardRoutes(ctx: ApiContext): ApiRoute[] {
           },
         };
       },
-    },
-    {
+    }),
+    route({
       method: 'get',
       path: '/dashboard/alerts',
       tag: 'dashboard',
@@ -102,8 +102,8 @@ export function dashboardRoutes(ctx: ApiContext): ApiRoute[] {
         });
         return { body: { enterprise_id: enterprise, alerts: alerts.map(alertView), ...pageOf(query.page, query.limit, total) } };
       },
-    },
-    {
+    }),
+    route({
       method: 'get',
       path: '/app-usage',
       tag: 'dashboard',
@@ -163,6 +163,6 @@ export function dashboardRoutes(ctx: ApiContext): ApiRoute[] {
           },
         };
       },
-    },
+    }),
   ];
 }

@@ -5,7 +5,7 @@ import { ConflictError } from '../../core/controlPlane/index.js';
 import { discoveredDeviceView } from '../../core/discoveredDevice.js';
 import type { Device } from '../../core/domain.js';
 import { queryDeviceLastSeen, queryDeviceSightings, type DeviceSighting } from '../../core/schema.js';
-import type { ApiContext, ApiRoute } from '../context.js';
+import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate, revisionTag, naturalCompare } from '../schemas.js';
 import { scopeOf } from '../tenancy.js';
@@ -53,7 +53,7 @@ const READ_YOUR_WRITES_MS = 2_000;
 
 export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
   /** `POST /devices/{device_id}/<verb>`: moves a device of the caller's enterprise to `to`. */
-  const transition = (verb: string, to: 'rejected' | 'retired', from: readonly Device['status'][], summary: string): ApiRoute => ({
+  const transition = (verb: string, to: 'rejected' | 'retired', from: readonly Device['status'][], summary: string): ApiRoute => route({
     method: 'post',
     path: `/devices/{device_id}/${verb}`,
     tag: 'devices',
@@ -86,7 +86,7 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
   });
 
   return [
-    {
+    route({
       method: 'get',
       path: '/devices',
       tag: 'devices',
@@ -137,8 +137,8 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
         const { items, info } = paginate(shaped.filter((d) => d.status === query.status), query.page, query.limit);
         return { body: { devices: items, ...info } };
       },
-    },
-    {
+    }),
+    route({
       method: 'post',
       path: '/devices',
       tag: 'devices',
@@ -201,10 +201,10 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
           body: { device_id: deviceId, user_id: body.user_id, model: device.model, os: device.os, os_version: device.os_version, status: 'registered', registered_at: now },
         };
       },
-    },
+    }),
     transition('reject', 'rejected', ['discovered'], 'Reject a discovered device: it stays known (towers reporting it do not list it again) and its usage is not enforced'),
     transition('retire', 'retired', ['discovered', 'registered', 'active', 'inactive', 'rejected'], 'Retire a device (lost, replaced): its usage is no longer enforced; its history stays'),
-    {
+    route({
       method: 'get',
       path: '/devices/discovered',
       tag: 'devices',
@@ -233,6 +233,6 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
         const sighted = await queryDeviceSightings(ctx.clickhouse, { enterpriseId: enterprise, deviceIds: items.map((d) => d.id) });
         return { body: { devices: items.map((d) => discoveredView(ctx, d, sighted.get(d.id))), ...info } };
       },
-    },
+    }),
   ];
 }

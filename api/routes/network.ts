@@ -1,7 +1,7 @@
 /** `/carriers` and `/towers`: the networks' reference data. A carrier operator sees its own only. */
 import { z } from 'zod';
 import type { Principal } from '../auth.js';
-import type { ApiContext, ApiRoute } from '../context.js';
+import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { id, pageInfo, pageQuery, paginate, naturalCompare } from '../schemas.js';
 
 const carrierShape = z.strictObject({
@@ -27,7 +27,7 @@ const ownCarrier = (p: Principal): string | null => (p.account.role === 'carrier
 
 export function networkRoutes(ctx: ApiContext): ApiRoute[] {
   return [
-    {
+    route({
       method: 'get',
       path: '/carriers',
       tag: 'network',
@@ -47,8 +47,8 @@ export function networkRoutes(ctx: ApiContext): ApiRoute[] {
         const { items, info } = paginate(carriers, query.page, query.limit);
         return { body: { carriers: items, ...info } };
       },
-    },
-    {
+    }),
+    route({
       method: 'get',
       path: '/towers',
       tag: 'network',
@@ -68,6 +68,6 @@ export function networkRoutes(ctx: ApiContext): ApiRoute[] {
         const { items, info } = paginate(towers, query.page, query.limit);
         return { body: { towers: items, ...info } };
       },
-    },
+    }),
   ];
 }

@@ -1,7 +1,7 @@
 /** `/healthz`, `/readyz`, `/metrics`, `/openapi.json`: for load balancers, Prometheus and clients. */
 import { z } from 'zod';
 import { bearerToken, isLoopbackAddress, sameSecret } from '../../core/metricsAccess.js';
-import type { ApiContext, ApiRoute } from '../context.js';
+import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import type { ApiMetrics } from '../metrics.js';
 
@@ -44,7 +44,7 @@ const checkShape = z.strictObject({ ok: z.boolean(), latency_ms: z.number(), err
 
 export function opsRoutes(ctx: ApiContext, metrics: ApiMetrics, openapi: () => unknown, options: { metricsToken: string | null } = { metricsToken: null }): ApiRoute[] {
   return [
-    {
+    route({
       method: 'get',
       path: '/healthz',
       tag: 'operations',
@@ -52,8 +52,8 @@ export function opsRoutes(ctx: ApiContext, metrics: ApiMetrics, openapi: () => u
       access: 'public',
       response: z.strictObject({ status: z.literal('ok') }),
       handler: () => ({ body: { status: 'ok' } }),
-    },
-    {
+    }),
+    route({
       method: 'get',
       path: '/readyz',
       tag: 'operations',
@@ -67,8 +67,8 @@ export function opsRoutes(ctx: ApiContext, metrics: ApiMetrics, openapi: () => u
         if (!nats.ok || !clickhouse.ok) throw new ApiError(503, 'not_ready', 'a dependency is not answering', checks);
         return { body: { status: 'ready', checks } };
       },
-    },
-    {
+    }),
+    route({
       method: 'get',
       path: '/metrics',
       tag: 'operations',
@@ -78,14 +78,14 @@ export function opsRoutes(ctx: ApiContext, metrics: ApiMetrics, openapi: () => u
         authorizeMetrics(options.metricsToken, req);
         return { text: { body: await metrics.registry.metrics(), contentType: metrics.registry.contentType }, headers: { 'cache-control': 'no-store' } };
       },
-    },
-    {
+    }),
+    route({
       method: 'get',
       path: '/openapi.json',
       tag: 'operations',
       summary: 'This OpenAPI 3.1 document',
       access: 'public',
       handler: () => ({ body: openapi() }),
-    },
+    }),
   ];
 }

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { ConflictError, type ControlPlaneView } from '../../core/controlPlane/index.js';
 import { PERMISSIONS, REMEDIATIONS, SEVERITIES, type Policy, type PolicyRule } from '../../core/domain.js';
 import { conditionsSchema, enterprisePolicyInputs, normalizePolicies, PolicyValidationError } from '../../rules-wasm/index.js';
-import type { ApiContext, ApiRoute } from '../context.js';
+import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, id, ifMatchRevision, iso, pageInfo, pageQuery, paginate, revisionTag, naturalCompare } from '../schemas.js';
 import { scopeOf, viewReplyKey } from '../tenancy.js';
@@ -130,7 +130,7 @@ const newId = (prefix: string): string => `${prefix}_${randomBytes(6).toString('
 export function policyRoutes(ctx: ApiContext): ApiRoute[] {
   const { view } = ctx;
   return [
-    {
+    route({
       method: 'get',
       path: '/policies',
       cacheKey: (c) => viewReplyKey(ctx.view, c),
@@ -171,8 +171,8 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
         const { items, info } = paginate(policies, query.page, query.limit);
         return { body: { enterprise_id: enterprise, ...about, policies: items.map((p) => policyView(view, p)), ...info } };
       },
-    },
-    {
+    }),
+    route({
       method: 'get',
       path: '/policies/{policy_id}',
       cacheKey: (c) => viewReplyKey(ctx.view, c),
@@ -187,8 +187,8 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
         if (entry === undefined) throw new ApiError(404, 'not_found', `no policy '${params['policy_id']}' in this enterprise`);
         return { body: policyView(view, entry.value), headers: { etag: revisionTag(entry.revision) } };
       },
-    },
-    {
+    }),
+    route({
       method: 'post',
       path: '/policies',
       tag: 'policies',
@@ -231,8 +231,8 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
           body: { ...shown, revision, status: current === undefined ? 'created' : 'updated' },
         };
       },
-    },
-    {
+    }),
+    route({
       method: 'get',
       path: '/policy-rules',
       cacheKey: (c) => viewReplyKey(ctx.view, c),
@@ -249,8 +249,8 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
         const { items, info } = paginate(rules, query.page, query.limit);
         return { body: { policy_id: policy.id, policy_name: policy.name, policy_rules: items.map((r) => ruleView(view, r)), ...info } };
       },
-    },
-    {
+    }),
+    route({
       method: 'post',
       path: '/policy-rules',
       tag: 'policies',
@@ -307,6 +307,6 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
           body: { ...ruleView(view, rule), revision, status: current === undefined ? 'created' : 'updated' },
         };
       },
-    },
+    }),
   ];
 }

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { ACTION_NAMES, REMEDIAL_ACTIONS, REMEDIATION_STATUSES, remedialActionId, remediationMsgId, type RemedialAction, type RemediationRequest } from '../../core/remediation.js';
 import { publishWithRetry } from '../../core/natsRetry.js';
 import { remediationSubject } from '../../core/streams.js';
-import type { ApiContext, ApiRoute } from '../context.js';
+import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { findAlert, remedialActions } from '../history.js';
 import { enterpriseQuery, iso, pageInfo, pageOf, pageQuery, resolveRange, timeRangeQuery } from '../schemas.js';
@@ -19,7 +19,7 @@ const packr = new Packr({ useRecords: false });
 
 export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
   return [
-    {
+    route({
       method: 'get',
       path: '/remedial-actions',
       tag: 'remediation',
@@ -69,8 +69,8 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
           },
         };
       },
-    },
-    {
+    }),
+    route({
       method: 'post',
       path: '/remedial-actions',
       tag: 'remediation',
@@ -103,7 +103,7 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
           tower_id: alert.tower_id,
           carrier: alert.carrier,
           app_id: alert.app_id,
-          action: body.action as RemedialAction,
+          action: body.action,
           rule_id: alert.rule_id === '' ? null : alert.rule_id,
           requested_at: requestedAt,
           requested_by: principal.account.username,
@@ -115,7 +115,7 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
           body: {
             action_id: remedialActionId(alert.alert_id, body.action),
             alert_id: alert.alert_id,
-            action_name: ACTION_NAMES[body.action as RemedialAction],
+            action_name: ACTION_NAMES[body.action],
             status: ack.duplicate ? 'already_queued' : 'queued',
             trigger: 'manual',
             device_id: alert.device_id,
@@ -125,6 +125,6 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
           },
         };
       },
-    },
+    }),
   ];
 }

@@ -1,7 +1,7 @@
 /** Role assignments: policies to roles, roles to users; plus the enterprise's users and roles to pick from. */
 import { z } from 'zod';
 import { ConflictError, InvalidKeyError, NotFoundError, rolePolicyId, userRoleId, type EntityByKind } from '../../core/controlPlane/index.js';
-import type { ApiContext, ApiRoute } from '../context.js';
+import { route, type ApiContext, type ApiRoute } from '../context.js';
 import type { Reply } from '../http.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate, naturalCompare } from '../schemas.js';
@@ -38,7 +38,7 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
 
   const assigned = z.strictObject({ status: z.enum(['assigned', 'already_assigned']), assigned_at: z.string() });
   return [
-    {
+    route({
       method: 'get',
       path: '/users',
       cacheKey: (c) => viewReplyKey(ctx.view, c),
@@ -53,8 +53,8 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         const { items, info } = paginate(users, query.page, query.limit);
         return { body: { users: items.map((u) => ({ id: u.id, name: u.name, email: u.email, role_ids: view.rolesOfUser(u.id, enterprise).map((r) => r.id).sort() })), ...info } };
       },
-    },
-    {
+    }),
+    route({
       method: 'get',
       path: '/roles',
       cacheKey: (c) => viewReplyKey(ctx.view, c),
@@ -69,8 +69,8 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         const { items, info } = paginate(roles, query.page, query.limit);
         return { body: { roles: items.map((r) => ({ id: r.id, name: r.name, policy_ids: view.policiesOfRole(r.id, enterprise).map((p) => p.id).sort() })), ...info } };
       },
-    },
-    {
+    }),
+    route({
       method: 'post',
       path: '/roles/policies/assign',
       tag: 'roles',
@@ -85,8 +85,8 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         const shown = { role_id: body.role_id, policy_id: body.policy_id };
         return assign('role_policy', enterprise, rolePolicyId(body.role_id, body.policy_id), { enterprise_id: enterprise, ...shown }, shown);
       },
-    },
-    {
+    }),
+    route({
       method: 'post',
       path: '/users/roles/assign',
       tag: 'roles',
@@ -101,8 +101,8 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         const shown = { user_id: body.user_id, role_id: body.role_id };
         return assign('user_role', enterprise, userRoleId(body.user_id, body.role_id), { enterprise_id: enterprise, ...shown }, shown);
       },
-    },
-    {
+    }),
+    route({
       method: 'get',
       path: '/roles/policies',
       cacheKey: (c) => viewReplyKey(ctx.view, c),
@@ -119,8 +119,8 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         const { items, info } = paginate(policies, query.page, query.limit);
         return { body: { role_id: role.id, role_name: role.name, policies: items.map((p) => ({ policy_id: p.id, name: p.name, enabled: p.enabled })), ...info } };
       },
-    },
-    {
+    }),
+    route({
       method: 'get',
       path: '/users/roles',
       cacheKey: (c) => viewReplyKey(ctx.view, c),
@@ -137,8 +137,8 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         const { items, info } = paginate(roles, query.page, query.limit);
         return { body: { user_id: user.id, user_name: user.name, roles: items.map((r) => ({ role_id: r.id, name: r.name })), ...info } };
       },
-    },
-    {
+    }),
+    route({
       method: 'del',
       path: '/roles/{role_id}/policies/{policy_id}',
       tag: 'roles',
@@ -151,8 +151,8 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         const [role, policy] = [params['role_id'] ?? '', params['policy_id'] ?? ''];
         return unassign('role_policy', enterprise, rolePolicyId(role, policy), `policy '${policy}' is not assigned to role '${role}' in this enterprise`);
       },
-    },
-    {
+    }),
+    route({
       method: 'del',
       path: '/users/{user_id}/roles/{role_id}',
       tag: 'roles',
@@ -165,6 +165,6 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         const [user, role] = [params['user_id'] ?? '', params['role_id'] ?? ''];
         return unassign('user_role', enterprise, userRoleId(user, role), `role '${role}' is not assigned to user '${user}' in this enterprise`);
       },
-    },
+    }),
   ];
 }
