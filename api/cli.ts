@@ -5,6 +5,7 @@
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { fail, loadConfigOrExit, natsUrlOrExit } from '../core/cliSupport.js';
+import { processLog } from '../core/log.js';
 import { ClickHouseOpenError, openClickHouse } from '../core/clickhouse.js';
 import { ControlPlaneStore, ControlPlaneView, ConflictError, CARRIER_SCOPE } from '../core/controlPlane/index.js';
 import { ACCOUNT_ROLES, type Account, type AccountRole } from '../core/domain.js';
@@ -19,7 +20,7 @@ export function registerApiCommands(program: Command): void {
     .description('Serve the REST api and the /ws/alerts socket (with the embedded engine, `towerwatch up` runs it instead)')
     .action(async () => {
       const config = loadConfigOrExit();
-      const log = (line: string): void => void process.stderr.write(`${line}\n`);
+      const log = processLog(config);
       const url = natsUrlOrExit(config);
       const nc = await connectNats(url, 'towerwatch api').catch((err: unknown) => fail((err as Error).message));
       const clickhouse = await openClickHouse({ clickhouseUrl: config.clickhouseUrl, dataDir: config.dataDir }).catch((err: unknown) =>

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Command } from 'commander';
 import { fail, loadConfigOrExit } from '../core/cliSupport.js';
+import { processLog, type LineLevel } from '../core/log.js';
 import { connectNats } from '../core/natsConnection.js';
 import { NatsServerError } from '../core/natsServer.js';
 import { startSupervisedNatsServer, type SupervisedNatsServer } from '../core/natsSupervisor.js';
@@ -38,8 +39,9 @@ export function registerUpCommand(program: Command): void {
 }
 
 async function up(opts: UpFlags): Promise<void> {
-  const log = (line: string): void => void process.stderr.write(`up: ${line}\n`);
   const config = loadConfigOrExit();
+  const logLine = processLog(config);
+  const log = (line: string, level?: LineLevel): void => logLine(`up: ${line}`, level);
   const rate = Number(opts.rate);
   const worldSeed = Number(opts.seed);
   if (!Number.isFinite(rate) || rate < 0) fail(`--rate must be a non-negative number, got '${opts.rate}'`);
@@ -70,7 +72,7 @@ async function up(opts: UpFlags): Promise<void> {
     if (server.endedStaleServer !== null) log(`ended a nats-server (pid ${server.endedStaleServer}) left running on this store by an earlier up`);
     log(`nats-server ${url} (JetStream store in ${storeDir})`);
     void server.failed().then((err) => {
-      log(`${err.message}; stopping`);
+      log(`${err.message}; stopping`, 'error');
       process.exitCode = 1;
       stop.abort();
     });
@@ -95,19 +97,19 @@ async function up(opts: UpFlags): Promise<void> {
         config,
         nc,
         natsUrl: url,
-        log: (line) => process.stderr.write(`${line}\n`),
+        log: logLine,
         pipeline: { natsRetryMs: config.natsRetrySeconds * 1000 },
       });
     } catch (err) {
       if (!(err instanceof Error && err.cause instanceof HealthServerListenError)) throw err;
       // Not fail(): the finally below must still stop nats-server.
-      process.stderr.write(`error: ${err.message}\n`);
+      logLine(err.message, 'error');
       process.exitCode = 1;
       return;
     }
     // The loop ends only on a bug (data and outages are handled inside): stop everything, say why.
     pipeline.pipeline.done().catch((err: unknown) => {
-      log(`pipeline stopped on an error: ${err instanceof Error ? err.message : String(err)}; stopping`);
+      log(`pipeline stopped on an error: ${err instanceof Error ? err.message : String(err)}; stopping`, 'error');
       process.exitCode = 1;
       stop.abort();
     });
@@ -117,11 +119,11 @@ async function up(opts: UpFlags): Promise<void> {
         nc,
         clickhouse: pipeline.clickhouse,
         ...apiOptionsFrom(config),
-        log: (line) => process.stderr.write(`${line}\n`),
+        log: logLine,
       });
     } catch (err) {
       // Not fail(): the finally below must still stop the pipeline and nats-server.
-      process.stderr.write(`error: api: ${(err as Error).message}; set TOWERWATCH_API_PORT to a free port (0 picks one)\n`);
+      logLine(`api: ${(err as Error).message}; set TOWERWATCH_API_PORT to a free port (0 picks one)`, 'error');
       process.exitCode = 1;
       return;
     }
@@ -140,6 +142,7 @@ async function up(opts: UpFlags): Promise<void> {
         badRatio: 0,
         discovery: 1,
         signal: stop.signal,
+        log: logLine,
       }).catch((err: unknown) => {
         // The simulator gave up (NATS away past its retry budget): the rest stays up.
         log(`simulator stopped: ${err instanceof Error ? err.message : String(err)}; the pipeline and api keep running, Ctrl-C stops them`);

@@ -18,6 +18,7 @@ test('defaults when nothing is set', () => {
     accessTtlSeconds: 900,
     retentionDays: 30,
     logLevel: 'info',
+    logFormat: 'auto',
     demoPassword: 'towerwatch-demo',
     maxDeliver: 5,
     natsRetrySeconds: 30,
@@ -43,6 +44,7 @@ test('valid values are parsed; blank counts as unset', () => {
     TOWERWATCH_API_PORT: '',
     TOWERWATCH_RETENTION_DAYS: '7',
     TOWERWATCH_LOG_LEVEL: 'DEBUG',
+    TOWERWATCH_LOG_FORMAT: 'JSON',
     TOWERWATCH_DEMO_PASSWORD: 's3cret',
   });
   assert.equal(cfg.natsUrl, 'nats://a:4222,tls://b:4223,c:4224');
@@ -52,6 +54,7 @@ test('valid values are parsed; blank counts as unset', () => {
   assert.equal(cfg.apiPort, 8080);
   assert.equal(cfg.retentionDays, 7);
   assert.equal(cfg.logLevel, 'debug');
+  assert.equal(cfg.logFormat, 'json');
   assert.equal(cfg.demoPassword, 's3cret');
 });
 

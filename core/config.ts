@@ -11,6 +11,9 @@ import { z } from 'zod';
 /** pino's level names, in order of severity, plus `silent`. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
+/** `text`: status lines for people; `json`: pino's JSON lines; `auto`: text on a TTY, else JSON. */
+export const LOG_FORMATS = ['auto', 'text', 'json'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
 
 export interface Config {
   /** NATS server URL(s), comma-separated; `null`: start a local nats-server. */
@@ -32,6 +35,7 @@ export interface Config {
   readonly accessTtlSeconds: number;
   readonly retentionDays: number;
   readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
   readonly demoPassword: string;
   /** How long NATS operations (publishes, requests) are retried through a broker blip. */
   readonly natsRetrySeconds: number;
@@ -54,6 +58,7 @@ export const DEFAULT_ACCESS_TTL_SECONDS = 15 * 60;
 export const MIN_JWT_SECRET_LENGTH = 32;
 export const DEFAULT_RETENTION_DAYS = 30;
 export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
+export const DEFAULT_LOG_FORMAT: LogFormat = 'auto';
 export const DEFAULT_DEMO_PASSWORD = 'towerwatch-demo';
 export const MAX_RETENTION_DAYS = 3650;
 export const DEFAULT_NATS_RETRY_SECONDS = 30;
@@ -164,7 +169,14 @@ export const CONFIG_VARIABLES = [
     field: 'logLevel',
     default: DEFAULT_LOG_LEVEL,
     expected: `one of ${LOG_LEVELS.join(', ')}`,
-    description: 'pino log level.',
+    description: 'Least severe level logged (pino levels); `silent` logs nothing.',
+  },
+  {
+    name: 'TOWERWATCH_LOG_FORMAT',
+    field: 'logFormat',
+    default: DEFAULT_LOG_FORMAT,
+    expected: `one of ${LOG_FORMATS.join(', ')}`,
+    description: 'How logs are written to stderr: `text` status lines, `json` (pino JSON lines, one object each, for log shippers), or `auto`: text on a terminal, JSON otherwise.',
   },
   {
     name: 'TOWERWATCH_DEMO_PASSWORD',
@@ -308,6 +320,12 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
     .pipe(z.enum(LOG_LEVELS))
     .optional()
     .transform((v) => v ?? DEFAULT_LOG_LEVEL),
+  TOWERWATCH_LOG_FORMAT: z
+    .string()
+    .transform((s) => s.toLowerCase())
+    .pipe(z.enum(LOG_FORMATS))
+    .optional()
+    .transform((v) => v ?? DEFAULT_LOG_FORMAT),
   TOWERWATCH_DEMO_PASSWORD: z
     .string()
     .optional()

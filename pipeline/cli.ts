@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { fail, loadConfigOrExit, natsUrlOrExit } from '../core/cliSupport.js';
+import { processLog } from '../core/log.js';
 import { connectNats } from '../core/natsConnection.js';
 import { HealthServerListenError } from './healthServer.js';
 import { startPipelineService } from './service.js';
@@ -22,7 +23,7 @@ export function registerPipelineCommand(program: Command): void {
       const ackWaitSeconds = opts.ackWaitSeconds === undefined ? undefined : Number(opts.ackWaitSeconds);
       if (ackWaitSeconds !== undefined && !(Number.isFinite(ackWaitSeconds) && ackWaitSeconds >= 1)) fail(`--ack-wait-seconds must be a number ≥ 1, got '${opts.ackWaitSeconds}'`);
       const url = natsUrlOrExit(config);
-      const log = (line: string): void => void process.stderr.write(`${line}\n`);
+      const log = processLog(config);
       const nc = await connectNats(url, 'towerwatch pipeline').catch((err: unknown) => fail((err as Error).message));
       const service = await startPipelineService({ config, nc, natsUrl: url, log, pipeline: { natsRetryMs: config.natsRetrySeconds * 1000, ...(threads ? { threads } : {}), ...(ackWaitSeconds ? { ackWaitMs: ackWaitSeconds * 1000 } : {}) } }).catch((err: unknown) => (err instanceof Error && err.cause instanceof HealthServerListenError ? fail(err.message) : Promise.reject(err)));
       log(`pipeline: consuming from ${url}`);
@@ -30,7 +31,7 @@ export function registerPipelineCommand(program: Command): void {
         process.once('SIGINT', resolve);
         process.once('SIGTERM', resolve);
         service.pipeline.done().then(resolve, (err: unknown) => {
-          log(`pipeline: stopped on an error: ${(err as Error).message}`);
+          log(`pipeline: stopped on an error: ${(err as Error).message}`, 'error');
           process.exitCode = 1;
           resolve();
         });

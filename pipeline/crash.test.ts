@@ -54,7 +54,7 @@ class PipelineProcess {
   exit: Exit | null = null;
 
   constructor(readonly name: string, readonly dataDir: string, args: readonly string[] = []) {
-    const env: NodeJS.ProcessEnv = { ...process.env, NATS_URL: nats.url, TOWERWATCH_DATA_DIR: dataDir, TOWERWATCH_PIPELINE_PORT: '0' };
+    const env: NodeJS.ProcessEnv = { ...process.env, NATS_URL: nats.url, TOWERWATCH_DATA_DIR: dataDir, TOWERWATCH_PIPELINE_PORT: '0', TOWERWATCH_LOG_FORMAT: 'text' };
     delete env['CLICKHOUSE_URL'];
     this.child = spawn(process.execPath, [CLI, 'pipeline', '--ack-wait-seconds', String(ACK_WAIT_SECONDS), ...args], {
       env,
