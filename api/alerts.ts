@@ -1,6 +1,6 @@
 /** The one alert shape of `/dashboard/alerts` and `/ws/alerts`: the brief's fields plus where and which rule. */
 import { z } from 'zod';
-import type { Alert } from '../core/alerts.js';
+import type { Alert, LiveAlert } from '../core/live.js';
 import type { AlertRow } from './history.js';
 
 export const alertShape = z.strictObject({
@@ -22,7 +22,11 @@ export const alertShape = z.strictObject({
   carrier: z.string(),
   timestamp: z.string(),
 });
-export type AlertView = z.infer<typeof alertShape>;
+/** What pages read (core/liveMessages.ts); the build fails if the schema and it drift apart. */
+export type AlertView = LiveAlert;
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const schemaIsLiveAlert: Same<z.infer<typeof alertShape>, LiveAlert> = true;
+void schemaIsLiveAlert;
 
 /** From a violations row or a pipeline alert (the row says `action_name` where the alert says `action`). */
 export function alertView(a: AlertRow | Alert): AlertView {

@@ -1,9 +1,8 @@
 /**
  * `/ws/alerts`: violations pushed live to dashboards. One NATS subscription (`alerts.*`) per
- * api process; each violation is published once per uWebSockets.js topic (`alerts/<enterprise>`,
- * and `alerts/<enterprise>/severity/<s>` for sockets that filter on severity only), and uWS
- * fans it out to every subscribed socket in C++. Sockets with other filters (tower, app, user)
- * are few and are sent to one by one.
+ * api process, and one for dashboard events (`events.*`); each message is published once per
+ * uWebSockets.js topic, and uWS fans it out to every subscribed socket in C++. Which socket gets
+ * what is liveFanout.ts; this file is the NATS and uWS wiring, authentication and closing.
  *
  * A socket authenticates with `?token=<access token>` (checked before the upgrade: a bad one
  * gets an HTTP 401) or with a first message `{"type":"auth","token":…}` within 5 s; sending a
@@ -12,16 +11,15 @@
  */
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket } from 'uWebSockets.js';
-import { Unpackr } from 'msgpackr';
 import { z } from 'zod';
-import type { Alert } from '../core/alerts.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { SEVERITIES } from '../core/domain.js';
-import { alertView, type AlertView } from './alerts.js';
+import { ALL_ALERTS_SUBJECT, ALL_ENTERPRISE_EVENTS_SUBJECT, decodeAlerts, enterpriseEventType, enterpriseOfSubject, type HeartbeatMessage, type PongMessage, type SubscribedMessage } from '../core/live.js';
 import type { AuthService, Principal } from './auth.js';
 import { ApiError, statusLine } from './errors.js';
 import type { ApiMetrics } from './metrics.js';
 import { headBytes, headersTooLarge, MAX_HEADER_BYTES, validationError } from './http.js';
+import { HEARTBEAT_TOPIC, LiveFanout } from './liveFanout.js';
 import { scopeOf } from './tenancy.js';
 
 export const CLOSE = { badMessage: 4000, unauthorized: 4001, tokenExpired: 4002, forbidden: 4003, slowConsumer: 4008 } as const;
@@ -76,29 +74,16 @@ export interface AlertsSocket {
   close(): Promise<void>;
 }
 
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
-const topicOf = (enterprise: string): string => `alerts/${enterprise}`;
-const enterpriseTopic = (enterprise: string): string => `enterprise/${enterprise}`;
-const severityTopic = (enterprise: string, severity: string): string => `alerts/${enterprise}/severity/${severity}`;
-const batchTopic = (enterprise: string): string => `alerts/${enterprise}/batch`;
-const needsOwnSend = (f: Filters): boolean => f.tower_id !== undefined || f.app_id !== undefined || f.user_id !== undefined || (f.batch === true && f.severity !== undefined);
-
-function matches(f: Filters, a: AlertView): boolean {
-  return (
-    (f.severity === undefined || f.severity.includes(a.severity as (typeof SEVERITIES)[number])) &&
-    (f.tower_id === undefined || f.tower_id === a.tower_id) &&
-    (f.app_id === undefined || f.app_id === a.app_id) &&
-    (f.user_id === undefined || f.user_id === a.user_id)
-  );
-}
-
 export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
   const { view, auth, metrics, log } = options;
   const maxBackpressure = options.maxBackpressureBytes ?? DEFAULT_MAX_BACKPRESSURE_BYTES;
   const sockets = new Set<WebSocket<SocketData>>();
-  /** Sockets sent to one by one, per enterprise. */
-  const filtered = new Map<string, Set<WebSocket<SocketData>>>();
   let app: TemplatedApp | null = null;
+  const fanout = new LiveFanout<WebSocket<SocketData>>({
+    numSubscribers: (topic) => app?.numSubscribers(topic) ?? 0,
+    publish: (topic, message) => void app?.publish(topic, message),
+    send: (ws, message) => void ws.send(message),
+  });
   let sub: Subscription | null = null;
   let eventsSub: Subscription | null = null;
 
@@ -123,20 +108,8 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
     d.enterprise = enterprise;
     if (d.authTimer !== null) clearTimeout(d.authTimer);
     d.authTimer = null;
-    ws.subscribe('heartbeat');
-    ws.subscribe(enterpriseTopic(enterprise));
-    if (needsOwnSend(d.filters)) {
-      let set = filtered.get(enterprise);
-      if (set === undefined) filtered.set(enterprise, (set = new Set()));
-      set.add(ws);
-    } else if (d.filters.batch === true) {
-      ws.subscribe(batchTopic(enterprise));
-    } else if (d.filters.severity !== undefined) {
-      for (const s of d.filters.severity) ws.subscribe(severityTopic(enterprise, s));
-    } else {
-      ws.subscribe(topicOf(enterprise));
-    }
-    ws.send(JSON.stringify({ type: 'subscribed', enterprise_id: enterprise, filters: { ...d.filters, token: undefined }, expires_at: new Date(principal.expiresAt * 1000).toISOString() }));
+    for (const topic of fanout.join(ws, enterprise, d.filters)) ws.subscribe(topic);
+    ws.send(JSON.stringify({ type: 'subscribed', enterprise_id: enterprise, filters: { ...d.filters, token: undefined }, expires_at: new Date(principal.expiresAt * 1000).toISOString() } satisfies SubscribedMessage));
   };
 
   const refuse = (ws: WebSocket<SocketData>, err: unknown): void => {
@@ -146,48 +119,6 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
     } else {
       log(`ws: ${err instanceof Error ? err.message : String(err)}`);
       end(ws, 1011, 'internal', 'internal');
-    }
-  };
-
-  const deliver = (alerts: readonly Alert[]): void => {
-    if (app === null) return;
-    const byEnterprise = new Map<string, AlertView[]>();
-    for (const alert of alerts) {
-      const a = alertView(alert);
-      const enterprise = alert.enterprise_id;
-      let views = byEnterprise.get(enterprise);
-      if (views === undefined) byEnterprise.set(enterprise, (views = []));
-      views.push(a);
-      const msg = JSON.stringify({ type: 'alert', ...a });
-      metrics.alertsReceived.inc();
-      let sent = app.numSubscribers(topicOf(enterprise));
-      if (sent > 0) app.publish(topicOf(enterprise), msg);
-      const sevTopic = severityTopic(enterprise, a.severity);
-      const bySeverity = app.numSubscribers(sevTopic);
-      if (bySeverity > 0) app.publish(sevTopic, msg);
-      sent += bySeverity;
-      for (const ws of filtered.get(enterprise) ?? []) {
-        const f = ws.getUserData().filters;
-        if (f.batch === true || !matches(f, a)) continue;
-        ws.send(msg);
-        sent++;
-      }
-      if (sent > 0) metrics.socketMessages.inc({ type: 'alert' }, sent);
-    }
-    // Batched sockets: one message per enterprise per pipeline batch.
-    for (const [enterprise, views] of byEnterprise) {
-      const topic = batchTopic(enterprise);
-      let sent = app.numSubscribers(topic);
-      if (sent > 0) app.publish(topic, JSON.stringify({ type: 'alerts', alerts: views }));
-      for (const ws of filtered.get(enterprise) ?? []) {
-        const f = ws.getUserData().filters;
-        if (f.batch !== true) continue;
-        const mine = views.filter((a) => matches(f, a));
-        if (mine.length === 0) continue;
-        ws.send(JSON.stringify({ type: 'alerts', alerts: mine }));
-        sent++;
-      }
-      if (sent > 0) metrics.socketMessages.inc({ type: 'alerts' }, sent);
     }
   };
 
@@ -203,19 +134,24 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
   }, SWEEP_EVERY_MS);
   sweep.unref();
   const heartbeat = setInterval(() => {
-    if (app !== null && sockets.size > 0) app.publish('heartbeat', JSON.stringify({ type: 'heartbeat', ts: new Date().toISOString() }));
+    if (app !== null && sockets.size > 0) app.publish(HEARTBEAT_TOPIC, JSON.stringify({ type: 'heartbeat', ts: new Date().toISOString() } satisfies HeartbeatMessage));
   }, options.heartbeatEveryMs ?? HEARTBEAT_EVERY_MS);
   heartbeat.unref();
 
-  sub = options.nc.subscribe('alerts.*', {
+  // A message that does not decode is logged and dropped: it must not take the api down.
+  sub = options.nc.subscribe(ALL_ALERTS_SUBJECT, {
     callback: (err, msg) => {
       if (err !== null) return log(`ws: alerts subscription: ${err.message}`);
+      const decoded = decodeAlerts(msg.data);
+      if (!decoded.ok) return log(`ws: unreadable message on ${msg.subject}: ${decoded.reason}`);
+      if (app === null) return;
       try {
-        // msgpack, as the pipeline publishes it (docs/wire-format.md).
-        const body = unpackr.unpack(msg.data) as { type?: string; alerts?: Alert[] };
-        if (Array.isArray(body.alerts)) deliver(body.alerts);
+        metrics.alertsReceived.inc(decoded.value.length);
+        const sent = fanout.alerts(decoded.value);
+        if (sent.alert > 0) metrics.socketMessages.inc({ type: 'alert' }, sent.alert);
+        if (sent.alerts > 0) metrics.socketMessages.inc({ type: 'alerts' }, sent.alerts);
       } catch (e) {
-        log(`ws: unreadable message on ${msg.subject}: ${e instanceof Error ? e.message : String(e)}`);
+        log(`ws: could not deliver alerts from ${msg.subject}: ${e instanceof Error ? e.message : String(e)}`);
       }
     },
   });
@@ -223,23 +159,22 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
   /** A typed message to every authenticated socket of an enterprise, whatever its filters. */
   const toEnterprise = (enterprise: string, type: string, text: string): void => {
     if (app === null) return;
-    const topic = enterpriseTopic(enterprise);
-    const n = app.numSubscribers(topic);
-    if (n === 0) return;
-    app.publish(topic, text);
-    metrics.socketMessages.inc({ type }, n);
+    const n = fanout.toEnterprise(enterprise, text);
+    if (n > 0) metrics.socketMessages.inc({ type }, n);
   };
 
-  // Typed events for dashboards (remediation outcomes, discovered devices), JSON on events.<enterprise>.
-  eventsSub = options.nc.subscribe('events.*', {
+  // Dashboard events (remediation outcomes, discovered devices), forwarded as they came.
+  eventsSub = options.nc.subscribe(ALL_ENTERPRISE_EVENTS_SUBJECT, {
     callback: (err, msg) => {
       if (err !== null || app === null) return;
-      const enterprise = msg.subject.slice('events.'.length);
+      const enterprise = enterpriseOfSubject(msg.subject);
+      const text = msg.string();
+      const type = enterpriseEventType(text);
+      if (enterprise === null || !type.ok) return log(`ws: unreadable message on ${msg.subject}: ${type.ok ? 'no enterprise in the subject' : type.reason}`);
       try {
-        const body = msg.json<{ type?: unknown }>();
-        if (typeof body.type === 'string') toEnterprise(enterprise, body.type, msg.string());
+        toEnterprise(enterprise, type.value, text);
       } catch (e) {
-        log(`ws: unreadable message on ${msg.subject}: ${e instanceof Error ? e.message : String(e)}`);
+        log(`ws: could not deliver an event from ${msg.subject}: ${e instanceof Error ? e.message : String(e)}`);
       }
     },
   });
@@ -257,7 +192,7 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
     d.closed = true;
     if (d.authTimer !== null) clearTimeout(d.authTimer);
     sockets.delete(ws);
-    if (d.enterprise !== null) filtered.get(d.enterprise)?.delete(ws);
+    if (d.enterprise !== null) fanout.leave(ws, d.enterprise);
     metrics.sockets.set(sockets.size);
   };
 
@@ -271,7 +206,7 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
     // Any JSON parses: null, numbers and arrays are bad messages, not a crash.
     const o = typeof m === 'object' && m !== null && !Array.isArray(m) ? (m as { type?: unknown; token?: unknown }) : {};
     if (o.type === 'ping') {
-      ws.send(JSON.stringify({ type: 'pong', ts: new Date().toISOString() }));
+      ws.send(JSON.stringify({ type: 'pong', ts: new Date().toISOString() } satisfies PongMessage));
       return;
     }
     if (o.type !== 'auth' || typeof o.token !== 'string' || o.token.length > 4096) return end(ws, CLOSE.badMessage, 'expected {"type":"auth","token":…} or {"type":"ping"}', 'bad_message');

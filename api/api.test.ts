@@ -13,6 +13,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import WebSocket from 'ws';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
 import type { DiscoveryReport, UsageEvent } from '../core/domain.js';
+import { enterpriseEventsSubject } from '../core/live.js';
 import { hashPassword } from '../core/passwords.js';
 import { discoverySubject, ensureStreams } from '../core/streams.js';
 import { discoveryMsgId, encodeDiscoveryFrame } from '../core/wire.js';
@@ -656,7 +657,7 @@ describe('/ws/alerts', () => {
     }
     assert.equal(batchedLow.of('alerts').length, 0, 'severity filter on a batched socket');
     // Typed events (remediation outcomes, discovered devices) reach the enterprise's sockets, filtered or not.
-    nc.publish('events.acme', JSON.stringify({ type: 'remediation', action_id: 'ra_x', status: 'success' }));
+    nc.publish(enterpriseEventsSubject('acme'), JSON.stringify({ type: 'remediation', action_id: 'ra_x', status: 'success' }));
     await until(() => acme.of('remediation').length === 1 && nycOnly.of('remediation').length === 1, 5000, 'the remediation message');
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(globex.of('remediation').length, 0, 'not to another enterprise');

@@ -10,10 +10,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Packr } from 'msgpackr';
 import { startApiServer } from '../api/server.js';
 import { openClickHouse } from '../core/clickhouse.js';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
+import { alertsSubject, encodeAlerts, type Alert } from '../core/live.js';
 import { connectNats } from '../core/natsConnection.js';
 import { startNatsServer } from '../core/natsServer.js';
 import { migrate } from '../core/schema.js';
@@ -124,17 +124,16 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
       const metricsShared = await http('GET /dashboard/metrics?range=24h, 2 s cache', '/dashboard/metrics?range=24h', auth);
 
       opts.log(`bench api: fan-out of ${opts.alerts} alerts to ${opts.sockets} sockets…`);
-      const packr = new Packr({ useRecords: false });
       const fanout = await runClient({ kind: 'ws', url: `${api.url.replace('http', 'ws')}/ws/alerts?token=${token}`, sockets: opts.sockets }, (send) => {
         void (async () => {
           const perFrame = 10;
           for (let i = 0; i < opts.alerts; i += perFrame) {
-            const alerts = Array.from({ length: perFrame }, (_, k) => ({
+            const alerts = Array.from({ length: perFrame }, (_, k): Alert => ({
               alert_id: `bench:${i + k}`, enterprise_id: BRIEF.acme, ts: Date.now(), user_id: BRIEF.john, user_name: 'John Doe', device_id: BRIEF.johnDevice, app_id: BRIEF.slack,
               app_name: 'Slack', action: 'Upload File', tower_id: BRIEF.nycTower, tower_location: 'New York City', region: 'US-NY', lat: 40.7, lon: -74, carrier: 'att',
               policy_id: BRIEF.adminPolicy, policy_name: 'Admin Policy', rule_id: 'r1', severity: 'high', remediation: null, policy_version: 'bench',
             }));
-            nc.publish(`alerts.${BRIEF.acme}`, packr.pack({ type: 'alerts', alerts }));
+            nc.publish(alertsSubject(BRIEF.acme), encodeAlerts(alerts));
             await new Promise((r) => setTimeout(r, (1000 * perFrame) / opts.alertRate));
           }
           await nc.flush();

@@ -9,8 +9,8 @@ import { readFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Unpackr } from 'msgpackr';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
+import { ALL_ALERTS_SUBJECT, decodeAlerts } from '../core/live.js';
 import { connectNats } from '../core/natsConnection.js';
 import { startNatsServer } from '../core/natsServer.js';
 import { processRssBytes } from '../core/processes.js';
@@ -89,12 +89,11 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
     try {
       await service.pipeline.ready();
       const latencies: number[] = [];
-      const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
-      const sub = nc.subscribe('alerts.*', {
+      const sub = nc.subscribe(ALL_ALERTS_SUBJECT, {
         callback: (_err, msg) => {
           const now = Date.now();
-          const body = unpackr.unpack(msg.data) as { alerts: Array<{ ts: number }> };
-          for (const a of body.alerts) latencies.push(now - a.ts);
+          const decoded = decodeAlerts(msg.data);
+          if (decoded.ok) for (const a of decoded.value) latencies.push(now - a.ts);
         },
       });
       const cpuBefore = process.cpuUsage();

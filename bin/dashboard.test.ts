@@ -13,9 +13,8 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { jetstream } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { Packr } from 'msgpackr';
 import { chromium, type Browser, type BrowserContext, type Page, type WebSocketRoute } from 'playwright-core';
-import type { Alert } from '../core/alerts.js';
+import { alertsSubject, encodeAlerts, type Alert } from '../core/live.js';
 import { connectNats } from '../core/natsConnection.js';
 import { briefEvent, publishFrame } from '../fixtures/briefEvents.js';
 import { BRIEF } from '../fixtures/world.js';
@@ -331,13 +330,12 @@ describe('the dashboard page', () => {
         requestAnimationFrame(tick);
       })()`);
       const before = await received(page);
-      const packr = new Packr({ useRecords: false });
       const seconds = 5;
       const perTick = 100;
       const started = Date.now();
       for (let tick = 0; tick < seconds * 10; tick++) {
         const alerts: Alert[] = Array.from({ length: perTick }, (_, i) => syntheticAlert(tick * perTick + i));
-        nc.publish(`alerts.${BRIEF.acme}`, packr.pack({ type: 'alerts', alerts }));
+        nc.publish(alertsSubject(BRIEF.acme), encodeAlerts(alerts));
         const due = started + (tick + 1) * 100;
         await new Promise((r) => setTimeout(r, Math.max(0, due - Date.now())));
       }

@@ -46,11 +46,6 @@ export function remediationMsgId(alertId: string, action: string): string {
   return `${alertId}:${action}`;
 }
 
-/** Core NATS subject of an enterprise's live events for dashboards (remediation outcomes…). */
-export function enterpriseEventsSubject(enterprise: string): string {
-  return `events.${enterprise}`;
-}
-
 /** A tower's answer on `tower.<tower>.commands` (docs/wire-format.md). */
 export interface TowerAck {
   command_id: string;

@@ -4,8 +4,7 @@
  * alerts for the live socket, remediation requests and dead letters. Pure apart from the
  * lookups it is given, so it is tested without threads or servers.
  */
-import { Packr } from 'msgpackr';
-import type { Alert } from '../core/alerts.js';
+import type { Alert } from '../core/live.js';
 import type { RemediationRequest } from '../core/remediation.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import type { Device, UsageEvent } from '../core/domain.js';
@@ -240,11 +239,4 @@ function uniqueEvents(events: UsageEvent[], rejected: readonly EventRejection[],
     row++;
   }
   return kept;
-}
-
-const packr = new Packr({ useRecords: false });
-
-/** Alerts of one enterprise as one msgpack message: `{ type: 'alerts', alerts: [...] }`. */
-export function encodeAlerts(alerts: readonly Alert[]): Uint8Array {
-  return Uint8Array.from(packr.pack({ type: 'alerts', alerts }));
 }

@@ -12,6 +12,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
 import { CONTROL_BUCKET, ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import type { DiscoveryReport } from '../core/domain.js';
+import { ALL_ENTERPRISE_EVENTS_SUBJECT, enterpriseEventsSubject } from '../core/live.js';
 import { migrate } from '../core/schema.js';
 import { DISCOVERY_DLQ_STREAM, discoverySubject, ensureStreams } from '../core/streams.js';
 import { withNats } from '../core/testing/natsFixture.js';
@@ -47,7 +48,7 @@ describe('discovery worker', () => {
     dataDir = await mkdtemp(join(tmpdir(), 'tw-discovery-'));
     ch = await openClickHouse({ clickhouseUrl: null, dataDir });
     await migrate(ch, { retentionDays: 30 });
-    nc.subscribe('events.*', { callback: (_e, m) => void events.push({ subject: m.subject, body: m.json() }) });
+    nc.subscribe(ALL_ENTERPRISE_EVENTS_SUBJECT, { callback: (_e, m) => void events.push({ subject: m.subject, body: m.json() }) });
     worker = await DiscoveryWorker.start({ nc, clickhouse: ch, view, store, log: () => undefined, lingerMs: 100 });
   });
   after(async () => {
@@ -96,7 +97,7 @@ describe('discovery worker', () => {
     await until(() => events.some((e) => e.body['type'] === 'device.discovered' && e.body['device']?.id === 'new-acme-1'), 5000, 'device.discovered');
     const announced = events.filter((e) => e.body['type'] === 'device.discovered' && e.body['device']?.id === 'new-acme-1');
     assert.equal(announced.length, 1);
-    assert.equal(announced[0]!.subject, `events.${BRIEF.acme}`);
+    assert.equal(announced[0]!.subject, enterpriseEventsSubject(BRIEF.acme));
     assert.equal(announced[0]!.body['device'].first_tower_location, 'New York City');
   });
 
@@ -140,7 +141,7 @@ describe('discovery worker', () => {
       assert.equal(s?.enterprise_id, '', `${id} is stored under no enterprise`);
     }
     assert.equal((await sightings('wrong-carrier-1'))[0]?.reported_enterprise, 'attonly');
-    assert.ok(!events.some((e) => e.subject === 'events.nosuchcorp'));
+    assert.ok(!events.some((e) => e.subject === enterpriseEventsSubject('nosuchcorp')));
   });
 
   it('a device of one enterprise reported as another\'s stays its owner\'s', async () => {

@@ -14,8 +14,8 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouseHandle } from '../core/clickhouse.js';
 import { ConflictError, type ControlPlaneStore, type ControlPlaneView } from '../core/controlPlane/index.js';
 import { discoveredDeviceView } from '../core/discoveredDevice.js';
+import { encodeEnterpriseEvent, enterpriseEventsSubject } from '../core/live.js';
 import type { Device, DiscoveryReport } from '../core/domain.js';
-import { enterpriseEventsSubject } from '../core/remediation.js';
 import { addReason, checkSubject, deadLetterRow, emptySummary, summaryOf } from '../core/deadLetters.js';
 import { DEAD_LETTER_COLUMNS, queryStoredSeqs } from '../core/schema.js';
 import { deadLetterHeaders, DISCOVERY_STREAM, ensureConsumer } from '../core/streams.js';
@@ -253,7 +253,7 @@ export class DiscoveryWorker {
 
   #announce(d: Device): void {
     const device = discoveredDeviceView(d, (tower) => this.#o.view.tower(tower)?.location);
-    this.#o.nc.publish(enterpriseEventsSubject(d.enterprise_id), JSON.stringify({ type: 'device.discovered', device }));
+    this.#o.nc.publish(enterpriseEventsSubject(d.enterprise_id), encodeEnterpriseEvent({ type: 'device.discovered', device }));
   }
 
   async #deadLetters(bad: Decoded[]): Promise<void> {

@@ -14,6 +14,7 @@ import { Unpackr } from 'msgpackr';
 import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
 import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import type { UsageEvent } from '../core/domain.js';
+import { alertsSubject, decodeAlerts, type Alert } from '../core/live.js';
 import { migrate } from '../core/schema.js';
 import { ensureStreams, usageSubject, USAGE_DLQ_STREAM } from '../core/streams.js';
 import { projectionTotalQuery } from '../core/testing/rollups.js';
@@ -77,11 +78,13 @@ describe('pipeline', () => {
   const event = (id: number, fields: Partial<UsageEvent>): UsageEvent => briefEvent(id, fields);
 
   it("stores a known set exactly, and alerts on John Doe's denied Slack upload", async () => {
-    const alerts: Array<Record<string, unknown>> = [];
-    const sub = nc.subscribe('alerts.acme', {
+    const alerts: Alert[] = [];
+    const undecodable: string[] = [];
+    const sub = nc.subscribe(alertsSubject('acme'), {
       callback: (_err, msg) => {
-        const body = unpackr.unpack(msg.data) as { type: string; alerts: Array<Record<string, unknown>> };
-        alerts.push(...body.alerts);
+        const decoded = decodeAlerts(msg.data);
+        if (decoded.ok) alerts.push(...decoded.value);
+        else undecodable.push(decoded.reason);
       },
     });
     const generator = createTrafficGenerator(world, { seed: 4, violationRatio: 0.2, firstEventId: 1_000_000, now: () => Date.now() });
@@ -129,6 +132,7 @@ describe('pipeline', () => {
 
     await until(() => alerts.length >= expectedAcme, 10_000);
     sub.unsubscribe();
+    assert.deepEqual(undecodable, []);
     assert.equal(alerts.length, expectedAcme);
     const john = alerts.find((a) => a['alert_id'] === 'att:tower123:1') ?? assert.fail('no alert for John');
     assert.equal(john['user_name'], 'John Doe');

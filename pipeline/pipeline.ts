@@ -22,6 +22,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { Piscina } from 'piscina';
 import { DEFAULT_MAX_DELIVER } from '../core/config.js';
 import { REJECTION, deadLetterRow, summaryOf } from '../core/deadLetters.js';
+import { alertsSubject } from '../core/live.js';
 import { isTransientNatsError, publishWithRetry } from '../core/natsRetry.js';
 import { remediationMsgId } from '../core/remediation.js';
 import { backoffStep, DEFAULT_RETRY_BUDGET_MS, RetryBudgetExhaustedError } from '../core/retry.js';
@@ -431,7 +432,7 @@ export class Pipeline {
     if (r.appUsageRows > 0) await sink.insert('app_usage', r.appUsage, { token: `app_usage:${token}` });
     c.insertMs += performance.now() - started;
 
-    for (const a of r.alerts) this.#opts.nc.publish(`alerts.${a.enterpriseId}`, a.payload);
+    for (const a of r.alerts) this.#opts.nc.publish(alertsSubject(a.enterpriseId), a.payload);
     const done = new Set(todo.map((m) => m.seq));
     for (const m of batch) if (done.has(m.seq)) m.ack();
 

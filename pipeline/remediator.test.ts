@@ -12,6 +12,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { Packr } from 'msgpackr';
 import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
 import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
+import { ALL_ENTERPRISE_EVENTS_SUBJECT } from '../core/live.js';
 import { remedialActionId, type RemediationRequest } from '../core/remediation.js';
 import { migrate } from '../core/schema.js';
 import { ensureStreams, remediationSubject } from '../core/streams.js';
@@ -46,7 +47,7 @@ describe('remediator', () => {
     ch = await openClickHouse({ clickhouseUrl: null, dataDir });
     await migrate(ch, { retentionDays: 30 });
     towers = TowerAgent.start({ nc, silentTowers: ['tower128'] });
-    nc.subscribe('events.*', { callback: (_e, m) => void events.push(m.json()) });
+    nc.subscribe(ALL_ENTERPRISE_EVENTS_SUBJECT, { callback: (_e, m) => void events.push(m.json()) });
     remediator = await Remediator.start({ nc, clickhouse: ch, view, log: () => undefined, commandTimeoutMs: 300, backoffMs: 50 });
   });
   after(async () => {

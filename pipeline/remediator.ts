@@ -14,7 +14,8 @@ import { Unpackr } from 'msgpackr';
 import type { ClickHouseHandle } from '../core/clickhouse.js';
 import { NatsConnectionWatch } from '../core/natsConnection.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
-import { ACTION_NAMES, enterpriseEventsSubject, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus, type TowerAck } from '../core/remediation.js';
+import { encodeEnterpriseEvent, enterpriseEventsSubject } from '../core/live.js';
+import { ACTION_NAMES, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus, type TowerAck } from '../core/remediation.js';
 import { ensureConsumer, REMEDIATION_STREAM, towerCommandSubject } from '../core/streams.js';
 import { nakQuietly } from './messageQueue.js';
 
@@ -130,7 +131,7 @@ export class Remediator {
     });
     this.#o.nc.publish(
       enterpriseEventsSubject(req.enterprise_id),
-      JSON.stringify({
+      encodeEnterpriseEvent({
         type: 'remediation', action_id: actionId, alert_id: req.alert_id, action_name: ACTION_NAMES[req.action], status: outcome.status, trigger: req.trigger,
         device_id: req.device_id, tower_id: req.tower_id, attempts: outcome.attempts, reason: outcome.reason || null, executed_at: new Date(executedAt).toISOString(),
       }),

@@ -8,9 +8,10 @@ import { Packr } from 'msgpackr';
 import { ControlPlaneView } from '../core/controlPlane/index.js';
 import { connectNats } from '../core/natsConnection.js';
 import { deadLetterRow } from '../core/deadLetters.js';
+import { encodeAlerts } from '../core/live.js';
 import { APP_USAGE_TSV_TYPES, VIOLATIONS_COLUMNS, VIOLATIONS_TSV_TYPES, writeDeadLetterRow } from '../core/schema.js';
 import { encodeTsv, TsvWriter } from '../core/tsv.js';
-import { encodeAlerts, processBatch, type BatchMessage, type AutoRemediationRequest, type DeadLetter } from './batchProcessor.js';
+import { processBatch, type BatchMessage, type AutoRemediationRequest, type DeadLetter } from './batchProcessor.js';
 import { controlPlaneDirectory } from './controlPlaneDirectory.js';
 import { PolicyRegistry } from './policyRegistry.js';
 

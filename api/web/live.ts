@@ -5,59 +5,15 @@
  */
 
 import type { DiscoveredDeviceView } from '../../core/discoveredDevice.js';
+import type { LiveMessage } from '../../core/liveMessages.js';
+
+export type { AlertMessage, AlertsMessage, DeviceDiscoveredMessage, LiveMessage, RemediationMessage } from '../../core/liveMessages.js';
 
 export type LiveState = 'connecting' | 'live' | 'reconnecting' | 'closed';
-
-export interface AlertMessage {
-  type: 'alert';
-  alert_id: string;
-  user_id: string;
-  user_name: string;
-  device_id: string;
-  app_id: string;
-  app_name: string;
-  action: string;
-  policy_id: string;
-  policy_name: string;
-  rule_id: string | null;
-  severity: string;
-  remediation: string | null;
-  tower_id: string;
-  tower_location: string;
-  region: string;
-  carrier: string;
-  timestamp: string;
-}
-
-/** What the socket sends with `batch=1`: the alerts of one pipeline batch. */
-export interface AlertsMessage {
-  type: 'alerts';
-  alerts: Array<Omit<AlertMessage, 'type'>>;
-}
-
-export interface RemediationMessage {
-  type: 'remediation';
-  action_id: string;
-  alert_id: string;
-  action_name: string;
-  status: string;
-  trigger: string;
-  device_id: string;
-  tower_id: string;
-  attempts: number;
-  reason: string | null;
-  executed_at: string;
-}
 
 /** A discovered device as the worker announces it (`sightings` only in `GET /devices/discovered`). */
 export type DiscoveredDevice = DiscoveredDeviceView & { sightings?: number };
 
-export interface DeviceDiscoveredMessage {
-  type: 'device.discovered';
-  device: DiscoveredDevice;
-}
-
-export type LiveMessage = AlertsMessage | RemediationMessage | DeviceDiscoveredMessage | { type: 'subscribed' | 'heartbeat' | 'pong' };
 type Listener<T> = (m: T) => void;
 type ByType = { [K in LiveMessage['type']]: Extract<LiveMessage, { type: K }> };
 
