@@ -11,7 +11,7 @@ import { ControlPlaneStore, ControlPlaneView, ConflictError, CARRIER_SCOPE } fro
 import { ACCOUNT_ROLES, type Account, type AccountRole } from '../core/domain.js';
 import { connectNats } from '../core/natsConnection.js';
 import { hashPassword, MIN_PASSWORD_LENGTH } from '../core/passwords.js';
-import { migrate } from '../core/schema.js';
+import { migrate } from '../core/clickhouse/migrations.js';
 import { apiOptionsFrom, startApiServer } from './server.js';
 
 export function registerApiCommands(program: Command): void {

@@ -5,7 +5,7 @@
  * them from the projections: thousands of pre-aggregated rows instead of millions of events.
  */
 import type { ClickHouseHandle } from '../core/clickhouse.js';
-import { PER_MINUTE } from '../core/schema.js';
+import { PER_MINUTE } from '../core/clickhouse/migrations.js';
 
 const MINUTE = PER_MINUTE.minute;
 /** The range on the projection key: the whole minutes that overlap [from, to). */

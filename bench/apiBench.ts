@@ -16,7 +16,7 @@ import { ControlPlaneStore } from '../core/controlPlane/index.js';
 import { alertsSubject, encodeAlerts, type Alert } from '../core/live.js';
 import { connectNats } from '../core/natsConnection.js';
 import { startNatsServer } from '../core/natsServer.js';
-import { migrate } from '../core/schema.js';
+import { migrate } from '../core/clickhouse/migrations.js';
 import { seedDemoAccounts } from '../fixtures/accounts.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';

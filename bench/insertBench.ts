@@ -16,8 +16,8 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
-import { APP_USAGE_COLUMNS, migrate, writeAppUsageRow, type AppUsageRow } from '../core/schema.js';
-import { TsvWriter } from '../core/tsv.js';
+import { migrate } from '../core/clickhouse/migrations.js';
+import { APP_USAGE, type AppUsageRow } from '../core/clickhouse/rows.js';
 import { round, writeResults } from './benchReport.js';
 
 export type InsertBenchFormat =
@@ -101,7 +101,7 @@ interface Timed {
 
 async function insertOnce(ch: ClickHouseHandle, format: InsertBenchFormat, rows: AppUsageRow[]): Promise<Timed> {
   const table = `${ch.database}.app_usage`;
-  const columns = [...APP_USAGE_COLUMNS] as [string, ...string[]];
+  const columns = [...APP_USAGE.columns] as [string, ...string[]];
   let encodeMs = 0;
   let bytes: number | null = null;
   let run: () => Promise<unknown>;
@@ -112,13 +112,13 @@ async function insertOnce(ch: ClickHouseHandle, format: InsertBenchFormat, rows:
     const values = rows.map((r) => ({ ...r, ts: (r.ts / 1000).toFixed(3) }));
     run = () => ch.client.insert({ table, columns, values, format: 'JSONEachRow', clickhouse_settings: settings });
   } else if (format === 'JSONCompactEachRow (client.insert)') {
-    const values = rows.map((r) => APP_USAGE_COLUMNS.map((c) => (c === 'ts' ? (r.ts / 1000).toFixed(3) : r[c])));
+    const values = rows.map((r) => APP_USAGE.columns.map((c) => (c === 'ts' ? (r.ts / 1000).toFixed(3) : r[c])));
     run = () => ch.client.insert({ table, columns, values, format: 'JSONCompactEachRow', clickhouse_settings: settings });
   } else {
+    // Positional values, as the pipeline's batch processor builds them; encoded as its workers do.
+    const values = rows.map((r) => APP_USAGE.values(r));
     const t0 = performance.now();
-    const w = new TsvWriter(rows.length * 200);
-    for (const r of rows) writeAppUsageRow(w, r);
-    const body = w.finish();
+    const body = APP_USAGE.encode(values);
     encodeMs = performance.now() - t0;
     bytes = body.byteLength;
     run =
@@ -131,7 +131,7 @@ async function insertOnce(ch: ClickHouseHandle, format: InsertBenchFormat, rows:
               format: 'TabSeparated',
               clickhouse_settings: settings,
             })
-        : () => ch.insertFormatted({ table: 'app_usage', columns: APP_USAGE_COLUMNS, format: 'TabSeparated', body, settings });
+        : () => ch.insertFormatted({ table: 'app_usage', columns: APP_USAGE.columns, format: 'TabSeparated', body, settings });
   }
   const h = monitorEventLoopDelay({ resolution: 10 });
   h.enable();

@@ -69,7 +69,7 @@ export function escapeTsvString(s: string): string {
 /**
  * Appends TSV fields to a growing buffer. Each field method writes its value followed by a
  * tab; {@link endRow} turns the last tab into a line feed. Call the methods in the table's
- * column order (e.g. `APP_USAGE_COLUMNS`).
+ * column order (e.g. `APP_USAGE.columns`, core/clickhouse/rows.ts).
  *
  * ```ts
  * const w = new TsvWriter();

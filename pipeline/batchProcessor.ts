@@ -5,6 +5,7 @@
  * lookups it is given, so it is tested without threads or servers.
  */
 import type { Alert } from '../core/live.js';
+import type { AppUsageValues, ViolationValues } from '../core/clickhouse/rows.js';
 import type { RemediationRequest } from '../core/remediation.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import type { Device, UsageEvent } from '../core/domain.js';
@@ -30,9 +31,9 @@ export interface DeadLetter {
 export type AutoRemediationRequest = RemediationRequest & { trigger: 'auto'; action: 'block_device' | 'block_app' };
 
 export interface BatchOutput {
-  /** Rows in APP_USAGE_COLUMNS order. */
-  appUsage: unknown[][];
-  violations: unknown[][];
+  /** Rows as positional values, written by APP_USAGE.encode (core/clickhouse/rows.ts). */
+  appUsage: AppUsageValues[];
+  violations: ViolationValues[];
   alerts: Alert[];
   remediations: AutoRemediationRequest[];
   deadLetters: DeadLetter[];

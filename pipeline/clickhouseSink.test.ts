@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ClickHouseError } from '@clickhouse/client';
 import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
-import { migrate, writeAppUsageRow, writeDeadLetterRow, type AppUsageRow } from '../core/schema.js';
+import { migrate } from '../core/clickhouse/migrations.js';
+import { APP_USAGE, DEAD_LETTERS, type AppUsageRow } from '../core/clickhouse/rows.js';
 import { TsvWriter } from '../core/tsv.js';
 import { projectionTotalQuery } from '../core/testing/rollups.js';
 import { ClickHouseSink, ClickHouseSinkError, isTransientInsertError, type InsertMetrics, type RetryInfo } from './clickhouseSink.js';
@@ -46,7 +47,7 @@ function batch(seq: number, events: number, firstEventId = 1): Uint8Array {
       app_category: 'c', action_id: 'x', action_name: 'X', bytes_up: 1, bytes_down: 2, verdict: 'allow',
       policy_id: 'p', policy_name: 'P', rule_id: '', severity: '', remediation: '', policy_version: 'v1',
     };
-    writeAppUsageRow(w, row);
+    APP_USAGE.writeRow(w, row);
   }
   return w.finish();
 }
@@ -107,7 +108,7 @@ test('storedSeqs tells which sequences have rows', async () => {
   const big = 2 ** 40 + 1;
   await sink.insert('app_usage', batch(big, 1, 200), { token: 'tbig' });
   const w = new TsvWriter();
-  writeDeadLetterRow(w, { ts: BASE_TS, stream: 'USAGE', subject: 'usage.att.t1', stream_seq: 8, code: 'bad_frame', message: 'not msgpack', event_index: -1, payload_base64: 'AAE=', rejected_count: 1, rejections: '', payload_bytes: 2, payload_truncated: false });
+  DEAD_LETTERS.writeRow(w, { ts: BASE_TS, stream: 'USAGE', subject: 'usage.att.t1', stream_seq: 8, code: 'bad_frame', message: 'not msgpack', event_index: -1, payload_base64: 'AAE=', rejected_count: 1, rejections: '', payload_bytes: 2, payload_truncated: false });
   await sink.insert('dead_letters', w.finish(), { token: 'dl8' });
 
   assert.deepEqual([...(await sink.storedSeqs('app_usage', [6, 7, 8, 9, 10, big]))].sort((a, b) => a - b), [7, 9, big]);

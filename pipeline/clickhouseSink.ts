@@ -9,7 +9,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ClickHouseError } from '@clickhouse/client';
 import type { ClickHouseHandle, FormattedInsertFormat } from '../core/clickhouse.js';
 import { backoffDelay, backoffStep } from '../core/retry.js';
-import { INSERT_COLUMNS, queryStoredSeqs, type InsertTable } from '../core/schema.js';
+import { queryStoredSeqs } from '../core/clickhouse/queries.js';
+import { isInsertTable, ROW_TABLES, type InsertTable } from '../core/clickhouse/rows.js';
 
 export const DEFAULT_RETRY_INITIAL_DELAY_MS = 100;
 export const DEFAULT_RETRY_MAX_DELAY_MS = 5_000;
@@ -57,7 +58,7 @@ export interface ClickHouseSinkOptions {
 export interface InsertOptions {
   /** Deduplication token: the same token with the same table stores the batch once. */
   token: string;
-  /** Columns of the body; default: the table's insert columns (INSERT_COLUMNS). */
+  /** Columns of the body; default: the table's insert columns (ROW_TABLES, core/clickhouse/rows.ts). */
   columns?: readonly string[];
   /** Rows in the body (for metrics); default: counted from its line feeds. */
   rows?: number;
@@ -202,10 +203,20 @@ function countLines(body: Uint8Array): number {
 }
 
 /**
+ * Where rows go: the pipeline, discovery and remediation workers write through this
+ * ({@link ClickHouseSink} implements it), so every runtime insert has a token and retries.
+ */
+export interface RowSink {
+  insert(table: InsertTable, body: Uint8Array, options: InsertOptions): Promise<void>;
+  /** @param stream JetStream stream of the sequences (dead_letters holds several). @default 'USAGE' */
+  storedSeqs(table: InsertTable, seqs: readonly number[], stream?: string): Promise<Set<number>>;
+}
+
+/**
  * Writes batches to ClickHouse through a {@link ClickHouseHandle} it does not own (closing
  * the sink leaves the handle open).
  */
-export class ClickHouseSink {
+export class ClickHouseSink implements RowSink {
   readonly #handle: ClickHouseHandle;
   readonly #retry: ResolvedRetry;
   readonly #onInsert: ((m: InsertMetrics) => void) | undefined;
@@ -239,7 +250,7 @@ export class ClickHouseSink {
    */
   async insert(table: InsertTable | (string & {}), body: Uint8Array, options: InsertOptions): Promise<void> {
     if (this.#closed !== undefined) throw new ClickHouseSinkError(SinkErrorCode.Closed, table, 0, 'the ClickHouse sink is closed');
-    const columns = options.columns ?? (INSERT_COLUMNS as Record<string, readonly string[] | undefined>)[table];
+    const columns = options.columns ?? (isInsertTable(table) ? ROW_TABLES[table].columns : undefined);
     if (columns === undefined) throw new TypeError(`columns are required for table ${table}`);
     if (options.token === '') throw new TypeError('token must be a non-empty string');
     const p = this.#insert(table, body, columns, options);
@@ -320,13 +331,13 @@ export class ClickHouseSink {
   }
 
   /**
-   * Which of `seqs` (JetStream sequences) already have rows in `table`: for a redelivered
-   * message whose rows were stored before a crash but never acked.
+   * Which of `seqs` (JetStream sequences of `stream`) already have rows in `table`: for a
+   * redelivered message whose rows were stored before a crash but never acked.
    */
-  async storedSeqs(table: InsertTable | (string & {}), seqs: readonly number[]): Promise<Set<number>> {
+  async storedSeqs(table: InsertTable | (string & {}), seqs: readonly number[], stream?: string): Promise<Set<number>> {
     if (seqs.length === 0) return new Set();
-    if (!(table in INSERT_COLUMNS)) throw new TypeError(`storedSeqs: unknown table ${table}`);
-    return queryStoredSeqs(this.#handle, table as InsertTable, seqs);
+    if (!isInsertTable(table)) throw new TypeError(`storedSeqs: unknown table ${table}`);
+    return queryStoredSeqs(this.#handle, table, seqs, stream);
   }
 
   /** Stops accepting inserts, cuts retry waits short and waits for in-flight inserts. Idempotent. */

@@ -13,13 +13,14 @@ import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
 import { CONTROL_BUCKET, ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import type { DiscoveryReport } from '../core/domain.js';
 import { ALL_ENTERPRISE_EVENTS_SUBJECT, enterpriseEventsSubject } from '../core/live.js';
-import { migrate } from '../core/schema.js';
+import { migrate } from '../core/clickhouse/migrations.js';
 import { DISCOVERY_DLQ_STREAM, discoverySubject, ensureStreams } from '../core/streams.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { until } from '../core/testing/until.js';
 import { discoveryMsgId, encodeDiscoveryFrame } from '../core/wire.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
+import { ClickHouseSink } from './clickhouseSink.js';
 import { DiscoveryWorker } from './discovery.js';
 
 const nats = await withNats();
@@ -32,6 +33,7 @@ describe('discovery worker', () => {
   let store: ControlPlaneStore;
   let dataDir: string;
   let ch: ClickHouseHandle;
+  let sink: ClickHouseSink;
   let worker: DiscoveryWorker;
   const events: Array<{ subject: string; body: Record<string, any> }> = [];
 
@@ -48,12 +50,14 @@ describe('discovery worker', () => {
     dataDir = await mkdtemp(join(tmpdir(), 'tw-discovery-'));
     ch = await openClickHouse({ clickhouseUrl: null, dataDir });
     await migrate(ch, { retentionDays: 30 });
+    sink = new ClickHouseSink(ch);
     nc.subscribe(ALL_ENTERPRISE_EVENTS_SUBJECT, { callback: (_e, m) => void events.push({ subject: m.subject, body: m.json() }) });
-    worker = await DiscoveryWorker.start({ nc, clickhouse: ch, view, store, log: () => undefined, lingerMs: 100 });
+    worker = await DiscoveryWorker.start({ nc, sink, view, store, log: () => undefined, lingerMs: 100 });
   });
   after(async () => {
     await worker?.stop();
     await view?.close();
+    await sink?.close();
     await ch?.close();
     await rm(dataDir, { recursive: true, force: true });
   });
@@ -197,7 +201,7 @@ describe('discovery worker', () => {
     const jsm = await jetstreamManager(nc);
     const last = (await jsm.streams.info('DISCOVERY')).state.last_seq;
     // A fresh consumer delivers every message again, as a redelivery after a crash would.
-    const replay = await DiscoveryWorker.start({ nc, clickhouse: ch, view, store, log: () => undefined, lingerMs: 100, consumer: 'discovery-replay' });
+    const replay = await DiscoveryWorker.start({ nc, sink, view, store, log: () => undefined, lingerMs: 100, consumer: 'discovery-replay' });
     try {
       await until(async () => (await jsm.consumers.info('DISCOVERY', 'discovery-replay')).ack_floor.stream_seq >= last, 10_000, 'replay acked');
       assert.equal(replay.counters.redeliveredSkipped, last);

@@ -11,15 +11,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createHash } from 'node:crypto';
 import { jetstream, type Consumer, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { ClickHouseHandle } from '../core/clickhouse.js';
 import { ConflictError, type ControlPlaneStore, type ControlPlaneView } from '../core/controlPlane/index.js';
 import { discoveredDeviceView } from '../core/discoveredDevice.js';
 import { encodeEnterpriseEvent, enterpriseEventsSubject } from '../core/live.js';
 import type { Device, DiscoveryReport } from '../core/domain.js';
 import { addReason, checkSubject, deadLetterRow, emptySummary, summaryOf } from '../core/deadLetters.js';
-import { DEAD_LETTER_COLUMNS, queryStoredSeqs } from '../core/schema.js';
+import { DEAD_LETTERS, DISCOVERY_SIGHTINGS, type DeadLetterRow, type DiscoverySightingRow } from '../core/clickhouse/rows.js';
 import { deadLetterHeaders, DISCOVERY_STREAM, ensureConsumer } from '../core/streams.js';
 import { decodeDiscovery, type EventRejection } from '../core/wire.js';
+import type { RowSink } from './clickhouseSink.js';
 import { MessageQueue, nakQuietly } from './messageQueue.js';
 
 export const DISCOVERY_CONSUMER = 'discovery';
@@ -38,7 +38,8 @@ export type SightingOutcome = (typeof SIGHTING_OUTCOMES)[keyof typeof SIGHTING_O
 
 export interface DiscoveryWorkerOptions {
   nc: NatsConnection;
-  clickhouse: ClickHouseHandle;
+  /** Where sightings and dead letters go (the service's one ClickHouseSink). */
+  sink: RowSink;
   view: ControlPlaneView;
   store: ControlPlaneStore;
   log: (line: string) => void;
@@ -143,34 +144,26 @@ export class DiscoveryWorker {
     });
     // Done means: its sightings are stored, or (nothing to store) its dead letters are.
     const seqs = batch.map((m) => m.seq);
-    const [sighted, dead] = await Promise.all([queryStoredSeqs(this.#o.clickhouse, 'discovery_sightings', seqs, DISCOVERY_STREAM), queryStoredSeqs(this.#o.clickhouse, 'dead_letters', seqs, DISCOVERY_STREAM)]);
+    const [sighted, dead] = await Promise.all([this.#o.sink.storedSeqs('discovery_sightings', seqs, DISCOVERY_STREAM), this.#o.sink.storedSeqs('dead_letters', seqs, DISCOVERY_STREAM)]);
     const todo = decoded.filter((d) => !(d.reports.length > 0 ? sighted.has(d.m.seq) : dead.has(d.m.seq)));
     this.counters.redeliveredSkipped += decoded.length - todo.length;
 
     await this.#deadLetters(todo.filter((d) => d.failure !== null || d.rejected.length > 0));
 
-    const rows: string[] = [];
+    const rows: DiscoverySightingRow[] = [];
     const pending = new Map<string, Pending>();
     for (const d of todo) {
       d.reports.forEach((r, index) => {
         const { owner, outcome } = this.#sight(r, pending);
-        rows.push(
-          JSON.stringify({
-            enterprise_id: owner, device_id: r.device, ts: r.ts, carrier: r.carrier, tower_id: r.tower, model: r.model, os: r.os, os_version: r.os_version,
-            first_seen: r.first_seen, reported_enterprise: r.enterprise ?? '', outcome, stream_seq: d.m.seq, report_index: index,
-          }),
-        );
+        rows.push({
+          enterprise_id: owner, device_id: r.device, ts: r.ts, carrier: r.carrier, tower_id: r.tower, model: r.model, os: r.os, os_version: r.os_version,
+          first_seen: r.first_seen, reported_enterprise: r.enterprise ?? '', outcome, stream_seq: d.m.seq, report_index: index,
+        });
       });
     }
     await this.#write(pending);
     if (rows.length > 0) {
-      await this.#o.clickhouse.insertFormatted({
-        table: 'discovery_sightings',
-        columns: ['enterprise_id', 'device_id', 'ts', 'carrier', 'tower_id', 'model', 'os', 'os_version', 'first_seen', 'reported_enterprise', 'outcome', 'stream_seq', 'report_index'],
-        format: 'JSONEachRow',
-        body: new TextEncoder().encode(`${rows.join('\n')}\n`),
-        settings: { insert_deduplication_token: `discovery_sightings:${this.#token(todo)}` },
-      });
+      await this.#o.sink.insert('discovery_sightings', DISCOVERY_SIGHTINGS.encodeRows(rows), { token: `discovery_sightings:${this.#token(todo)}`, rows: rows.length });
     }
     for (const m of batch) m.ack();
     this.counters.messages += todo.length;
@@ -259,22 +252,16 @@ export class DiscoveryWorker {
   async #deadLetters(bad: Decoded[]): Promise<void> {
     if (bad.length === 0) return;
     const now = Date.now();
-    const rows: string[] = [];
+    const rows: DeadLetterRow[] = [];
     for (const d of bad) {
       // One row and one DLQ message per message, its reasons bounded (core/deadLetters.ts).
       const summary = d.failure ? summaryOf([{ index: -1, code: d.failure.code, message: d.failure.message }]) : emptySummary();
       for (const x of d.rejected) addReason(summary, x);
       await this.#js.publish(`dlq.${d.m.subject}`, d.m.data, { msgID: `dlq:discovery:${d.m.seq}`, headers: deadLetterHeaders(d.m.subject, d.m.seq, summary) });
-      rows.push(JSON.stringify(deadLetterRow(DISCOVERY_STREAM, d.m.subject, d.m.seq, summary, d.m.data, now)));
+      rows.push(deadLetterRow(DISCOVERY_STREAM, d.m.subject, d.m.seq, summary, d.m.data, now));
       this.counters.deadLetters += summary.total;
     }
-    await this.#o.clickhouse.insertFormatted({
-      table: 'dead_letters',
-      columns: DEAD_LETTER_COLUMNS,
-      format: 'JSONEachRow',
-      body: new TextEncoder().encode(`${rows.join('\n')}\n`),
-      settings: { insert_deduplication_token: `dead_letters:discovery:${this.#token(bad)}` },
-    });
+    await this.#o.sink.insert('dead_letters', DEAD_LETTERS.encodeRows(rows), { token: `dead_letters:discovery:${this.#token(bad)}`, rows: rows.length });
     for (const d of bad) this.#o.log(`discovery: dead letter ${d.m.subject} #${d.m.seq}: ${d.failure?.code ?? d.rejected[0]?.code} (${d.failure?.message ?? d.rejected[0]?.message})`);
   }
 

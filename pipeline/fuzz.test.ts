@@ -14,7 +14,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import fc from 'fast-check';
 import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
-import { migrate } from '../core/schema.js';
+import { migrate } from '../core/clickhouse/migrations.js';
 import { ensureStreams, USAGE_DLQ_STREAM } from '../core/streams.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { until } from '../core/testing/until.js';

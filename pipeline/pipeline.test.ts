@@ -15,7 +15,7 @@ import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
 import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import type { UsageEvent } from '../core/domain.js';
 import { alertsSubject, decodeAlerts, type Alert } from '../core/live.js';
-import { migrate } from '../core/schema.js';
+import { migrate } from '../core/clickhouse/migrations.js';
 import { ensureStreams, usageSubject, USAGE_DLQ_STREAM } from '../core/streams.js';
 import { projectionTotalQuery } from '../core/testing/rollups.js';
 import { withNats } from '../core/testing/natsFixture.js';

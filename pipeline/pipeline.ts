@@ -26,10 +26,9 @@ import { alertsSubject } from '../core/live.js';
 import { isTransientNatsError, publishWithRetry } from '../core/natsRetry.js';
 import { remediationMsgId } from '../core/remediation.js';
 import { backoffStep, DEFAULT_RETRY_BUDGET_MS, RetryBudgetExhaustedError } from '../core/retry.js';
-import { writeDeadLetterRow } from '../core/schema.js';
-import { TsvWriter } from '../core/tsv.js';
+import { DEAD_LETTERS } from '../core/clickhouse/rows.js';
 import { deadLetterHeaders, ensureConsumer, remediationSubject, USAGE_STREAM } from '../core/streams.js';
-import { ClickHouseSinkError, SinkErrorCode } from './clickhouseSink.js';
+import { ClickHouseSinkError, SinkErrorCode, type RowSink } from './clickhouseSink.js';
 import { MessageQueue, nakQuietly } from './messageQueue.js';
 import type { WorkerConfig, WorkerResult, WorkerTask } from './worker.js';
 
@@ -43,11 +42,8 @@ export { DEFAULT_MAX_DELIVER };
 export const RETRY_DELAY_MS = 1_000;
 export const MAX_RETRY_DELAY_MS = 30_000;
 
-/** Where rows go; ClickHouseSink implements it. */
-export interface RowSink {
-  insert(table: string, tsv: Uint8Array, options: { token: string }): Promise<void>;
-  storedSeqs(table: string, seqs: readonly number[]): Promise<Set<number>>;
-}
+/** Where rows go (pipeline/clickhouseSink.ts: ClickHouseSink implements it). */
+export type { RowSink };
 
 export interface PipelineOptions {
   nc: NatsConnection;
@@ -391,10 +387,9 @@ export class Pipeline {
     }
     const summary = summaryOf([{ index: -1, code: REJECTION.processingFailed, message: `${REJECTION.processingFailed}: ${errorMessage(err)} (delivery ${deliveries} of ${maxDeliver})` }]);
     await publishWithRetry(this.#js, `dlq.${m.subject}`, m.data, { msgID: `dlq:${m.seq}:${REJECTION.processingFailed}`, headers: deadLetterHeaders(m.subject, m.seq, summary) }, this.#retry);
-    const w = new TsvWriter(1024);
-    writeDeadLetterRow(w, deadLetterRow(USAGE_STREAM, m.subject, m.seq, summary, m.data));
+    const body = DEAD_LETTERS.encodeRows([deadLetterRow(USAGE_STREAM, m.subject, m.seq, summary, m.data)]);
     // Its own token: a message may also have rejection rows from an earlier delivery.
-    await this.#opts.sink.insert('dead_letters', w.finish(), { token: `dead_letters:${REJECTION.processingFailed}:${m.seq}` });
+    await this.#opts.sink.insert('dead_letters', body, { token: `dead_letters:${REJECTION.processingFailed}:${m.seq}` });
     for (const x of copies) x.ack();
     this.counters.failedMessages++;
     this.counters.deadLetterMessages++;

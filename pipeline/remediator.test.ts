@@ -14,13 +14,14 @@ import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
 import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import { ALL_ENTERPRISE_EVENTS_SUBJECT } from '../core/live.js';
 import { remedialActionId, type RemediationRequest } from '../core/remediation.js';
-import { migrate } from '../core/schema.js';
+import { migrate } from '../core/clickhouse/migrations.js';
 import { ensureStreams, remediationSubject } from '../core/streams.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { until } from '../core/testing/until.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { TowerAgent } from '../fixtures/towerAgent.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
+import { ClickHouseSink } from './clickhouseSink.js';
 import { Remediator } from './remediator.js';
 
 const nats = await withNats();
@@ -33,6 +34,7 @@ describe('remediator', () => {
   let view: ControlPlaneView;
   let dataDir: string;
   let ch: ClickHouseHandle;
+  let sink: ClickHouseSink;
   let towers: TowerAgent;
   let remediator: Remediator;
   const events: Array<Record<string, unknown>> = [];
@@ -46,14 +48,16 @@ describe('remediator', () => {
     dataDir = await mkdtemp(join(tmpdir(), 'tw-remediator-'));
     ch = await openClickHouse({ clickhouseUrl: null, dataDir });
     await migrate(ch, { retentionDays: 30 });
+    sink = new ClickHouseSink(ch);
     towers = TowerAgent.start({ nc, silentTowers: ['tower128'] });
     nc.subscribe(ALL_ENTERPRISE_EVENTS_SUBJECT, { callback: (_e, m) => void events.push(m.json()) });
-    remediator = await Remediator.start({ nc, clickhouse: ch, view, log: () => undefined, commandTimeoutMs: 300, backoffMs: 50 });
+    remediator = await Remediator.start({ nc, sink, clickhouse: ch, view, log: () => undefined, commandTimeoutMs: 300, backoffMs: 50 });
   });
   after(async () => {
     await remediator?.stop();
     towers?.stop();
     await view?.close();
+    await sink?.close();
     await ch?.close();
     await rm(dataDir, { recursive: true, force: true });
   });

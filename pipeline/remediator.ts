@@ -12,11 +12,13 @@ import { jetstream, type Consumer, type ConsumerMessages, type JsMsg } from '@na
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Unpackr } from 'msgpackr';
 import type { ClickHouseHandle } from '../core/clickhouse.js';
+import { REMEDIAL_ACTIONS as REMEDIAL_ACTIONS_TABLE } from '../core/clickhouse/rows.js';
 import { NatsConnectionWatch } from '../core/natsConnection.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { encodeEnterpriseEvent, enterpriseEventsSubject } from '../core/live.js';
 import { ACTION_NAMES, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus, type TowerAck } from '../core/remediation.js';
 import { ensureConsumer, REMEDIATION_STREAM, towerCommandSubject } from '../core/streams.js';
+import type { RowSink } from './clickhouseSink.js';
 import { nakQuietly } from './messageQueue.js';
 
 export const REMEDIATOR_CONSUMER = 'remediator';
@@ -24,6 +26,9 @@ const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
 export interface RemediatorOptions {
   nc: NatsConnection;
+  /** Where outcomes go (the service's one ClickHouseSink). */
+  sink: RowSink;
+  /** For reading the outcomes already recorded. */
   clickhouse: ClickHouseHandle;
   view: ControlPlaneView;
   log: (line: string) => void;
@@ -115,20 +120,15 @@ export class Remediator {
     }
     const outcome = await this.execute(req, actionId, () => m.working());
     const executedAt = Date.now();
-    await this.#o.clickhouse.insertFormatted({
-      table: 'remedial_actions',
-      columns: ['action_id', 'alert_id', 'enterprise_id', 'device_id', 'tower_id', 'carrier', 'app_id', 'action', 'trigger', 'status', 'attempts', 'reason', 'requested_by', 'requested_at', 'executed_at', 'stream_seq'],
-      format: 'JSONEachRow',
-      body: new TextEncoder().encode(
-        `${JSON.stringify({
-          action_id: actionId, alert_id: req.alert_id, enterprise_id: req.enterprise_id, device_id: req.device_id, tower_id: req.tower_id, carrier: req.carrier ?? '',
-          app_id: req.app_id ?? '', action: req.action, trigger: req.trigger, status: outcome.status, attempts: outcome.attempts, reason: outcome.reason,
-          requested_by: req.requested_by ?? '', requested_at: new Date(req.requested_at ?? executedAt).toISOString(), executed_at: new Date(executedAt).toISOString(), stream_seq: m.seq,
-        })}\n`,
-      ),
-      // A retried insert of this outcome (same message) is dropped by ClickHouse.
-      settings: { insert_deduplication_token: `${actionId}:${m.seq}`, date_time_input_format: 'best_effort' },
-    });
+    const row = REMEDIAL_ACTIONS_TABLE.encodeRows([
+      {
+        action_id: actionId, alert_id: req.alert_id, enterprise_id: req.enterprise_id, device_id: req.device_id ?? '', tower_id: req.tower_id, carrier: req.carrier ?? '',
+        app_id: req.app_id ?? '', action: req.action, trigger: req.trigger ?? '', status: outcome.status, attempts: outcome.attempts, reason: outcome.reason,
+        requested_by: req.requested_by ?? '', requested_at: req.requested_at ?? executedAt, executed_at: executedAt, stream_seq: m.seq,
+      },
+    ]);
+    // A retried insert of this outcome (same message) is dropped by ClickHouse.
+    await this.#o.sink.insert('remedial_actions', row, { token: `${actionId}:${m.seq}`, rows: 1 });
     this.#o.nc.publish(
       enterpriseEventsSubject(req.enterprise_id),
       encodeEnterpriseEvent({

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
 import type { Config } from '../core/config.js';
-import { migrate, SCHEMA_VERSION } from '../core/schema.js';
+import { migrate, SCHEMA_VERSION } from '../core/clickhouse/migrations.js';
 import { ensureStreams } from '../core/streams.js';
 import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import { ClickHouseSink } from './clickhouseSink.js';
@@ -91,11 +91,11 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
   let remediator: Remediator | null = null;
   let discovery: DiscoveryWorker | null = null;
   if (view && withRemediator) {
-    remediator = await Remediator.start({ nc, clickhouse, view, log });
+    remediator = await Remediator.start({ nc, sink, clickhouse, view, log });
     log('pipeline: remediation worker consuming REMEDIATION');
   }
   if (view && withDiscovery) {
-    discovery = await DiscoveryWorker.start({ nc, clickhouse, view, store: await ControlPlaneStore.open(nc), log });
+    discovery = await DiscoveryWorker.start({ nc, sink, view, store: await ControlPlaneStore.open(nc), log });
     log('pipeline: discovery worker consuming DISCOVERY');
   }
   const consumer = opts.pipeline?.consumer ?? DEFAULT_CONSUMER;

@@ -9,8 +9,8 @@ import { ControlPlaneView } from '../core/controlPlane/index.js';
 import { connectNats } from '../core/natsConnection.js';
 import { deadLetterRow } from '../core/deadLetters.js';
 import { encodeAlerts } from '../core/live.js';
-import { APP_USAGE_TSV_TYPES, VIOLATIONS_COLUMNS, VIOLATIONS_TSV_TYPES, writeDeadLetterRow } from '../core/schema.js';
-import { encodeTsv, TsvWriter } from '../core/tsv.js';
+import { APP_USAGE, DEAD_LETTERS, VIOLATIONS } from '../core/clickhouse/rows.js';
+import { TsvWriter } from '../core/tsv.js';
 import { processBatch, type BatchMessage, type AutoRemediationRequest, type DeadLetter } from './batchProcessor.js';
 import { controlPlaneDirectory } from './controlPlaneDirectory.js';
 import { PolicyRegistry } from './policyRegistry.js';
@@ -32,7 +32,7 @@ export interface WorkerResult {
   appUsageRows: number;
   violations: Uint8Array;
   violationRows: number;
-  /** TSV rows for dead_letters (DEAD_LETTER_COLUMNS order), one per message with rejections. */
+  /** TSV rows for dead_letters (DEAD_LETTERS.columns order), one per message with rejections. */
   deadLetterTsv: Uint8Array;
   deadLetterRows: number;
   deadLetters: DeadLetter[];
@@ -52,7 +52,7 @@ interface WorkerState {
 }
 
 const config = workerData as WorkerConfig;
-const VIOLATION_SEQ_COLUMN = VIOLATIONS_COLUMNS.indexOf('stream_seq');
+const VIOLATION_SEQ_COLUMN = VIOLATIONS.index('stream_seq');
 const packr = new Packr({ useRecords: false });
 let state: Promise<WorkerState> | null = null;
 
@@ -99,7 +99,7 @@ export default async function runBatch(task: WorkerTask): Promise<WorkerResult> 
   const now = Date.now();
   const deadLetterTsv = new TsvWriter(deadLetters.length > 0 ? undefined : 1);
   for (const d of deadLetters) {
-    writeDeadLetterRow(deadLetterTsv, deadLetterRow('USAGE', d.subject, d.seq, d.summary, payloads.get(d.seq)?.data ?? new Uint8Array(), now));
+    DEAD_LETTERS.writeRow(deadLetterTsv, deadLetterRow('USAGE', d.subject, d.seq, d.summary, payloads.get(d.seq)?.data ?? new Uint8Array(), now));
   }
 
   const alertsByEnterprise = new Map<string, typeof out.alerts>();
@@ -109,9 +109,9 @@ export default async function runBatch(task: WorkerTask): Promise<WorkerResult> 
     list.push(a);
   }
   const result: WorkerResult = {
-    appUsage: encodeTsv(out.appUsage, APP_USAGE_TSV_TYPES),
+    appUsage: APP_USAGE.encode(out.appUsage),
     appUsageRows: out.appUsage.length,
-    violations: encodeTsv(violations, VIOLATIONS_TSV_TYPES),
+    violations: VIOLATIONS.encode(violations),
     violationRows: violations.length,
     deadLetterTsv: deadLetterTsv.finish(),
     deadLetterRows: deadLetters.length,

@@ -16,7 +16,7 @@ import { after } from 'node:test';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { openClickHouse, type ClickHouseHandle } from '../../core/clickhouse.js';
 import { ControlPlaneStore } from '../../core/controlPlane/index.js';
-import { migrate } from '../../core/schema.js';
+import { migrate } from '../../core/clickhouse/migrations.js';
 import { ensureStreams } from '../../core/streams.js';
 import { withNats, type NatsFixture } from '../../core/testing/natsFixture.js';
 import { DEMO_ACCOUNTS, seedDemoAccounts } from '../../fixtures/accounts.js';

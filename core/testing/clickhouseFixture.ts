@@ -1,0 +1,88 @@
+/**
+ * Test helper: one embedded ClickHouse data directory per test file (libchdb binds one per
+ * process), a database per test, closed and deleted after the file's tests.
+ *
+ * ```ts
+ * const clickhouse = withClickHouse('towerwatch-schema-'); // top level: registers before()/after()
+ * test('…', async () => { const h = await clickhouse.open('my_test'); … });
+ * ```
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before } from 'node:test';
+import { openClickHouse, type ClickHouseHandle } from '../clickhouse.js';
+import type { AppUsageRow } from '../clickhouse/rows.js';
+
+export interface ClickHouseFixture {
+  /** A handle on `database` (created if missing) in the file's data directory. */
+  open(database: string): Promise<ClickHouseHandle>;
+}
+
+export function withClickHouse(prefix: string): ClickHouseFixture {
+  let dir: string | undefined;
+  const handles: ClickHouseHandle[] = [];
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), prefix));
+  });
+  after(async () => {
+    for (const h of handles) await h.close();
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+  return {
+    async open(database) {
+      if (dir === undefined) throw new Error('withClickHouse: open() before the tests started');
+      const h = await openClickHouse({ clickhouseUrl: null, dataDir: dir, database });
+      handles.push(h);
+      return h;
+    },
+  };
+}
+
+export async function rows<T>(h: ClickHouseHandle, query: string, query_params?: Record<string, unknown>): Promise<T[]> {
+  return (await h.client.query({ query, format: 'JSONEachRow', ...(query_params ? { query_params } : {}) })).json<T>();
+}
+
+/** Runs a query that must be answered from a projection (ClickHouse refuses it otherwise). */
+export async function projected<T>(h: ClickHouseHandle, query: string): Promise<T[]> {
+  return (await h.client.query({ query, format: 'JSONEachRow', clickhouse_settings: { force_optimize_projection: 1 } })).json<T>();
+}
+
+/** What ClickHouseSink pins for TSV inserts (core/tsv.ts says why). */
+export const INSERT_SETTINGS = { date_time_input_format: 'basic' } as const;
+
+/**
+ * A recent timestamp (10.123 s into a minute, three hours ago): rows older than the retention
+ * TTL would be dropped as they are inserted.
+ */
+export const RECENT_TS = Math.floor((Date.now() - 3 * 3_600_000) / 60_000) * 60_000 + 10_123;
+
+/** An app_usage row at {@link RECENT_TS}, with `over` applied. */
+export function usageRow(over: Partial<AppUsageRow> = {}): AppUsageRow {
+  return {
+    enterprise_id: 'acme',
+    ts: RECENT_TS,
+    carrier: 'att',
+    tower_id: 'nyc-001',
+    event_id: 1,
+    stream_seq: 10,
+    device_id: 'dev-1',
+    user_id: 'u-1',
+    user_name: 'Ada',
+    app_id: 'tiktok',
+    app_name: 'TikTok',
+    app_category: 'social',
+    action_id: 'upload',
+    action_name: 'Upload',
+    bytes_up: 100,
+    bytes_down: 1000,
+    verdict: 'allow',
+    policy_id: 'p-1',
+    policy_name: 'Default',
+    rule_id: '',
+    severity: '',
+    remediation: '',
+    policy_version: 'v1',
+    ...over,
+  };
+}
