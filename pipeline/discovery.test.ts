@@ -52,7 +52,7 @@ describe('discovery worker', () => {
     worker = await DiscoveryWorker.start({ nc, clickhouse: ch, view, store, log: () => undefined, lingerMs: 100 });
   });
   after(async () => {
-    await worker?.stop();
+    await worker?.close();
     await view?.close();
     await ch?.close();
     await rm(dataDir, { recursive: true, force: true });
@@ -203,7 +203,7 @@ describe('discovery worker', () => {
       assert.equal(replay.counters.redeliveredSkipped, last);
       assert.equal(replay.counters.sightings, 0);
     } finally {
-      await replay.stop();
+      await replay.close();
     }
     assert.equal(await countRows(), sightingsBefore);
     assert.equal(await countDead(), deadBefore);

@@ -51,7 +51,7 @@ describe('remediator', () => {
     remediator = await Remediator.start({ nc, clickhouse: ch, view, log: () => undefined, commandTimeoutMs: 300, backoffMs: 50 });
   });
   after(async () => {
-    await remediator?.stop();
+    await remediator?.close();
     towers?.stop();
     await view?.close();
     await ch?.close();
