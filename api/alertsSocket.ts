@@ -65,12 +65,13 @@ export interface AlertsSocketOptions {
   heartbeatEveryMs?: number;
 }
 
-export interface AlertsSocket {
+export interface AlertsSocket extends AsyncDisposable {
   /** Registers `/ws/alerts` on the app. */
   attach(app: TemplatedApp): void;
   /** Sends a typed message to every socket of an enterprise (e.g. `device.discovered`). */
   publish(enterprise: string, message: { type: string } & Record<string, unknown>): void;
   readonly connections: number;
+  /** Ends every socket (1001) and stops listening for alerts. Idempotent. */
   close(): Promise<void>;
 }
 
@@ -326,6 +327,9 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
         }
       }
       await Promise.resolve();
+    },
+    [Symbol.asyncDispose]() {
+      return this.close();
     },
   };
 }

@@ -145,7 +145,7 @@ before(async () => {
 after(async () => {
   await strict?.close();
   await api?.close();
-  await pipeline?.stop();
+  await pipeline?.close();
   towers?.stop();
   await rm(dataDir, { recursive: true, force: true });
 });

@@ -63,7 +63,7 @@ export interface AuthOptions {
 const unauthorized = (code: string, message: string): ApiError =>
   new ApiError(401, code, message, null, { 'www-authenticate': `Bearer error="invalid_token", error_description="${message}"` });
 
-export class AuthService {
+export class AuthService implements Disposable {
   readonly accessTtlSeconds: number;
   readonly refreshTtlSeconds: number;
   readonly #view: ControlPlaneView;
@@ -192,8 +192,13 @@ export class AuthService {
     return Math.floor(this.#now() / 1000);
   }
 
+  /** Stops watching the sessions bucket. Idempotent. */
   close(): void {
     this.#watch?.stop();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
   }
 
   async #revoke(id: string, family: Family, reason: string): Promise<void> {

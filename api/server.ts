@@ -55,13 +55,14 @@ export function apiOptionsFrom(config: Pick<Config, 'apiPort' | 'apiHost' | 'jwt
   return { port: config.apiPort, host: config.apiHost, jwtSecret: config.jwtSecret, limits: { perAccountPerMinute: config.rateLimitPerMinute }, accessTtlSeconds: config.accessTtlSeconds, metricsToken: config.metricsToken };
 }
 
-export interface ApiServer {
+export interface ApiServer extends AsyncDisposable {
   readonly url: string;
   readonly port: number;
   readonly routes: readonly ApiRoute[];
   readonly alerts: AlertsSocket;
   readonly metrics: ApiMetrics;
   readonly view: ControlPlaneView;
+  /** Stops listening, then closes the alerts socket, the auth watch and the view. Idempotent. */
   close(): Promise<void>;
 }
 
@@ -129,6 +130,11 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       },
     });
     let closing: Promise<void> | undefined;
+    const close = (): Promise<void> =>
+      (closing ??= (async () => {
+        http.close();
+        for (const c of cleanups.reverse()) await c();
+      })());
     return {
       url: http.url,
       port: http.port,
@@ -136,11 +142,8 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       alerts,
       metrics,
       view,
-      close: () =>
-        (closing ??= (async () => {
-          http.close();
-          for (const c of cleanups.reverse()) await c();
-        })()),
+      close,
+      [Symbol.asyncDispose]: close,
     };
   } catch (err) {
     for (const c of cleanups.reverse()) await c();

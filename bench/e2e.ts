@@ -145,7 +145,7 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
         },
       };
     } finally {
-      await service.stop();
+      await service.close();
     }
   } finally {
     clearInterval(sampler);

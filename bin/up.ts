@@ -108,7 +108,7 @@ async function up(opts: UpFlags): Promise<void> {
       return;
     }
     // The loop ends only on a bug (data and outages are handled inside): stop everything, say why.
-    pipeline.pipeline.done().catch((err: unknown) => {
+    pipeline.pipeline.closed().catch((err: unknown) => {
       log(`pipeline stopped on an error: ${err instanceof Error ? err.message : String(err)}; stopping`, 'error');
       process.exitCode = 1;
       stop.abort();
@@ -158,7 +158,7 @@ async function up(opts: UpFlags): Promise<void> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await api?.close();
-    await pipeline?.stop();
+    await pipeline?.close();
     const conn = nc as NatsConnection | null;
     // drain fails when the server is already gone: close, or it reconnects for ever.
     await conn?.drain().catch(() => conn.close());

@@ -30,14 +30,14 @@ export function registerPipelineCommand(program: Command): void {
       await new Promise<void>((resolve) => {
         process.once('SIGINT', resolve);
         process.once('SIGTERM', resolve);
-        service.pipeline.done().then(resolve, (err: unknown) => {
+        service.pipeline.closed().then(resolve, (err: unknown) => {
           log(`pipeline: stopped on an error: ${(err as Error).message}`, 'error');
           process.exitCode = 1;
           resolve();
         });
       });
       log('pipeline: stopping, finishing the batches in flight…');
-      await service.stop();
+      await service.close();
       await nc.drain();
       log('pipeline: stopped');
     });

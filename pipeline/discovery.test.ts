@@ -55,7 +55,7 @@ describe('discovery worker', () => {
     worker = await DiscoveryWorker.start({ nc, sink, view, store, log: () => undefined, lingerMs: 100 });
   });
   after(async () => {
-    await worker?.stop();
+    await worker?.close();
     await view?.close();
     await sink?.close();
     await ch?.close();
@@ -207,7 +207,7 @@ describe('discovery worker', () => {
       assert.equal(replay.counters.redeliveredSkipped, last);
       assert.equal(replay.counters.sightings, 0);
     } finally {
-      await replay.stop();
+      await replay.close();
     }
     assert.equal(await countRows(), sightingsBefore);
     assert.equal(await countDead(), deadBefore);

@@ -17,12 +17,18 @@ import { encodeEnterpriseEvent, enterpriseEventsSubject } from '../core/live.js'
 import type { Device, DiscoveryReport } from '../core/domain.js';
 import { addReason, checkSubject, deadLetterRow, emptySummary, summaryOf } from '../core/deadLetters.js';
 import { DEAD_LETTERS, DISCOVERY_SIGHTINGS, type DeadLetterRow, type DiscoverySightingRow } from '../core/clickhouse/rows.js';
+import { integerOption, nameOption, numberOption } from '../core/options.js';
 import { deadLetterHeaders, DISCOVERY_STREAM, ensureConsumer } from '../core/streams.js';
 import { decodeDiscovery, type EventRejection } from '../core/wire.js';
 import type { RowSink } from './clickhouseSink.js';
+import { ConsumerLoop } from './consumerLoop.js';
 import { MessageQueue, nakQuietly } from './messageQueue.js';
 
 export const DISCOVERY_CONSUMER = 'discovery';
+/** Messages per batch. */
+export const DEFAULT_DISCOVERY_BATCH_SIZE = 500;
+/** Longest wait for a batch to fill once a message came. */
+export const DEFAULT_DISCOVERY_LINGER_MS = 200;
 /** What became of a sighting (the `outcome` column). */
 export const SIGHTING_OUTCOMES = {
   /** A device the registry did not know, of a known enterprise: now `discovered`. */
@@ -43,12 +49,27 @@ export interface DiscoveryWorkerOptions {
   view: ControlPlaneView;
   store: ControlPlaneStore;
   log: (line: string) => void;
-  /** Messages per batch. @default 500 */
+  /** Messages per batch. @default DEFAULT_DISCOVERY_BATCH_SIZE */
   batchSize?: number;
-  /** Longest wait for a batch to fill once a message came: bounds how late a new device shows. @default 200 */
+  /** Longest wait for a batch to fill once a message came: bounds how late a new device shows. @default DEFAULT_DISCOVERY_LINGER_MS */
   lingerMs?: number;
-  /** Durable consumer name. @default 'discovery' */
+  /** Durable consumer name. @default DISCOVERY_CONSUMER */
   consumer?: string;
+}
+
+/** The options {@link resolveDiscoveryOptions} fills in and checks. */
+export type DiscoveryTuning = Pick<DiscoveryWorkerOptions, 'batchSize' | 'lingerMs' | 'consumer'>;
+
+/**
+ * The tuning options with their defaults (an option given as `undefined` keeps its default).
+ * @throws {RangeError} or {TypeError} naming an option that is out of range or of the wrong kind
+ */
+export function resolveDiscoveryOptions(o: DiscoveryTuning): Required<DiscoveryTuning> {
+  return {
+    batchSize: integerOption('batchSize', o.batchSize, DEFAULT_DISCOVERY_BATCH_SIZE),
+    lingerMs: numberOption('lingerMs', o.lingerMs, DEFAULT_DISCOVERY_LINGER_MS),
+    consumer: nameOption('consumer', o.consumer, DISCOVERY_CONSUMER),
+  };
 }
 
 export interface DiscoveryCounters {
@@ -80,20 +101,20 @@ interface Pending {
 const iso = (ms: number): string => new Date(ms).toISOString();
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
-export class DiscoveryWorker {
+export class DiscoveryWorker extends ConsumerLoop {
   readonly counters: DiscoveryCounters = { messages: 0, sightings: 0, discovered: 0, updated: 0, unclaimed: 0, conflicts: 0, deadLetters: 0, redeliveredSkipped: 0 };
-  readonly #o: Required<Omit<DiscoveryWorkerOptions, 'log'>> & Pick<DiscoveryWorkerOptions, 'log'>;
+  readonly #o: DiscoveryWorkerOptions & Required<DiscoveryTuning>;
   readonly #js: JetStreamClient;
   /**
    * Registry entries this worker wrote that the view may not show yet (the KV watch lags a
    * write by a moment): without them a device sighted twice in a row would be created twice.
    */
   readonly #written = new Map<string, { device: Device; revision: number }>();
-  #loop: Promise<void> | null = null;
-  #stopping = false;
 
   private constructor(options: DiscoveryWorkerOptions) {
-    this.#o = { batchSize: 500, lingerMs: 200, consumer: DISCOVERY_CONSUMER, ...options };
+    super();
+    // Resolved after the spread: an option passed as `undefined` must not erase its default.
+    this.#o = { ...options, ...resolveDiscoveryOptions(options) };
     this.#js = jetstream(options.nc);
   }
 
@@ -101,7 +122,7 @@ export class DiscoveryWorker {
     const w = new DiscoveryWorker(options);
     await ensureConsumer(options.nc, DISCOVERY_STREAM, w.#o.consumer, { ackWaitMs: 30_000, maxAckPending: Math.max(1000, w.#o.batchSize * 2) });
     const consumer = await w.#js.consumers.get(DISCOVERY_STREAM, w.#o.consumer);
-    w.#loop = w.#run(consumer);
+    w.follow(w.#run(consumer));
     return w;
   }
 
@@ -113,8 +134,8 @@ export class DiscoveryWorker {
       (err) => this.#o.log(`discovery: consuming failed, retrying: ${err.message}`),
     );
     try {
-      while (!this.#stopping) {
-        const batch = await queue.take(this.#o.batchSize, this.#o.lingerMs, () => this.#stopping);
+      while (!this.stopping) {
+        const batch = await queue.take(this.#o.batchSize, this.#o.lingerMs, () => this.stopping);
         if (batch.length === 0) continue;
         try {
           await this.#process(batch);
@@ -267,10 +288,5 @@ export class DiscoveryWorker {
 
   #token(of: readonly Decoded[]): string {
     return createHash('sha1').update(of.map((d) => d.m.seq).join(',')).digest('hex');
-  }
-
-  async stop(): Promise<void> {
-    this.#stopping = true;
-    await this.#loop?.catch(() => undefined);
   }
 }

@@ -42,10 +42,10 @@ before(async () => {
   ch = await openClickHouse({ clickhouseUrl: null, dataDir });
   await migrate(ch, { retentionDays: 3650 });
   pipeline = await Pipeline.start({ nc, natsUrl: nats.url, sink: new ClickHouseSink(ch), threads: 2, cacheDir: join(dataDir, 'wasm'), maxDeliver: 2, retryDelayMs: 100 });
-  void pipeline.done().finally(() => (ended = true));
+  void pipeline.closed().finally(() => (ended = true));
 });
 after(async () => {
-  await pipeline?.stop();
+  await pipeline?.close();
   await ch?.close();
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
 });

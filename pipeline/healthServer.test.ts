@@ -81,7 +81,7 @@ describe('pipeline health and metrics server', () => {
   });
 
   after(async () => {
-    await service?.stop();
+    await service?.close();
     await Promise.allSettled([nc?.close(), pub?.close()]);
     await server?.stop();
     await rm(storeDir, { recursive: true, force: true });

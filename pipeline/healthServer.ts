@@ -32,7 +32,7 @@ export interface Readiness {
 
 /** What readiness looks at; given once the service has started them. */
 export interface ReadinessSources {
-  pipeline: Pick<Pipeline, 'ready' | 'done' | 'workerThreads'>;
+  pipeline: Pick<Pipeline, 'ready' | 'closed' | 'workerThreads'>;
   nats: Pick<NatsConnectionWatch, 'isConnected'>;
   clickhouse: Pick<ClickHouseHandle, 'client'>;
 }
@@ -124,7 +124,7 @@ export class HealthServer implements AsyncDisposable {
       () => (this.#workersReady = true),
       (err: unknown) => (this.#workersError = `workers failed to start: ${errorText(err)}`),
     );
-    sources.pipeline.done().then(
+    sources.pipeline.closed().then(
       () => (this.#loopEnded = 'the pipeline loop has stopped'),
       (err: unknown) => {
         this.#loopFailed = true;

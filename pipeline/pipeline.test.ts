@@ -61,10 +61,10 @@ describe('pipeline', () => {
     await migrate(ch, { retentionDays: 30 });
     pipeline = await Pipeline.start({ nc, natsUrl: nats.url, sink: new ClickHouseSink(ch), threads: 2, cacheDir: join(dataDir, 'wasm'), maxDeliver: MAX_DELIVER, retryDelayMs: 200 });
     pipelineEnded = false;
-    void pipeline.done().finally(() => (pipelineEnded = true));
+    void pipeline.closed().finally(() => (pipelineEnded = true));
   });
   after(async () => {
-    await pipeline?.stop();
+    await pipeline?.close();
     await ch?.close();
     await rm(dataDir, { recursive: true, force: true });
   });

@@ -21,6 +21,7 @@ import {
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Piscina } from 'piscina';
 import { DEFAULT_MAX_DELIVER } from '../core/config.js';
+import { integerOption, nameOption, numberOption } from '../core/options.js';
 import { REJECTION, deadLetterRow, summaryOf } from '../core/deadLetters.js';
 import { alertsSubject } from '../core/live.js';
 import { isTransientNatsError, publishWithRetry } from '../core/natsRetry.js';
@@ -29,11 +30,16 @@ import { backoffStep, DEFAULT_RETRY_BUDGET_MS, RetryBudgetExhaustedError } from 
 import { DEAD_LETTERS } from '../core/clickhouse/rows.js';
 import { deadLetterHeaders, ensureConsumer, remediationSubject, USAGE_STREAM } from '../core/streams.js';
 import { ClickHouseSinkError, SinkErrorCode, type RowSink } from './clickhouseSink.js';
+import { ConsumerLoop } from './consumerLoop.js';
 import { MessageQueue, nakQuietly } from './messageQueue.js';
 import type { WorkerConfig, WorkerResult, WorkerTask } from './worker.js';
 
 export const DEFAULT_CONSUMER = 'pipeline';
 export const ACK_WAIT_MS = 60_000;
+/** Messages (frames) per batch. */
+export const DEFAULT_BATCH_MESSAGES = 64;
+/** How long a batch waits to fill once its first message is in. */
+export const DEFAULT_LINGER_MS = 5;
 /** How long fetching pauses when ClickHouse stays down through a batch's retries. */
 export const PAUSE_ON_OUTAGE_MS = 5_000;
 /** Deliveries of a message whose processing fails before it is dead-lettered (TOWERWATCH_MAX_DELIVER). */
@@ -52,11 +58,11 @@ export interface PipelineOptions {
   sink: RowSink;
   /** Worker threads. @default the cores available */
   threads?: number;
-  /** Messages (frames) per batch. @default 64 */
+  /** Messages (frames) per batch. @default DEFAULT_BATCH_MESSAGES */
   batchMessages?: number;
   /**
    * How long a batch waits to fill once its first message is in. Under load batches fill at
-   * once; at a trickle this bounds the latency a message adds waiting for company. @default 5
+   * once; at a trickle this bounds the latency a message adds waiting for company. @default DEFAULT_LINGER_MS
    */
   lingerMs?: number;
   /** Batches in flight at once. @default threads + 1 */
@@ -75,6 +81,28 @@ export interface PipelineOptions {
   maxDeliver?: number;
   /** First delay before a failed message is redelivered (doubling). @default RETRY_DELAY_MS */
   retryDelayMs?: number;
+}
+
+/** The options {@link resolvePipelineOptions} fills in and checks. */
+export type PipelineTuning = Pick<PipelineOptions, 'threads' | 'batchMessages' | 'lingerMs' | 'maxInFlight' | 'consumer' | 'ackWaitMs' | 'natsRetryMs' | 'maxDeliver' | 'retryDelayMs'>;
+
+/**
+ * The tuning options with their defaults (an option given as `undefined` keeps its default).
+ * @throws {RangeError} or {TypeError} naming an option that is out of range or of the wrong kind
+ */
+export function resolvePipelineOptions(o: PipelineTuning): Required<PipelineTuning> {
+  const threads = integerOption('threads', o.threads, Math.max(1, availableParallelism()));
+  return {
+    threads,
+    batchMessages: integerOption('batchMessages', o.batchMessages, DEFAULT_BATCH_MESSAGES),
+    lingerMs: numberOption('lingerMs', o.lingerMs, DEFAULT_LINGER_MS),
+    maxInFlight: integerOption('maxInFlight', o.maxInFlight, threads + 1),
+    consumer: nameOption('consumer', o.consumer, DEFAULT_CONSUMER),
+    ackWaitMs: numberOption('ackWaitMs', o.ackWaitMs, ACK_WAIT_MS, 0, true),
+    natsRetryMs: numberOption('natsRetryMs', o.natsRetryMs, DEFAULT_RETRY_BUDGET_MS),
+    maxDeliver: integerOption('maxDeliver', o.maxDeliver, DEFAULT_MAX_DELIVER),
+    retryDelayMs: numberOption('retryDelayMs', o.retryDelayMs, RETRY_DELAY_MS),
+  };
 }
 
 export interface PipelineCounters {
@@ -107,7 +135,7 @@ export interface PipelineCounters {
   policyVersions: Record<string, string>;
 }
 
-export class Pipeline {
+export class Pipeline extends ConsumerLoop {
   readonly counters: PipelineCounters = {
     fetched: 0,
     messages: 0,
@@ -130,13 +158,11 @@ export class Pipeline {
     batchesHandedBack: 0,
     policyVersions: {},
   };
-  readonly #opts: Required<Omit<PipelineOptions, 'cacheDir' | 'log'>> & Pick<PipelineOptions, 'cacheDir' | 'log'>;
+  readonly #opts: PipelineOptions & Required<PipelineTuning>;
   readonly #retry = { budgetMs: DEFAULT_RETRY_BUDGET_MS, onRetry: () => void this.counters.publishRetries++ };
   readonly #js: JetStreamClient;
   readonly #pool: Piscina<WorkerTask, WorkerResult>;
   readonly #inFlight = new Set<Promise<void>>();
-  #stopping = false;
-  #loop: Promise<void> = Promise.resolve();
   #pausedUntil = 0;
   /** Stream sequences some batch of this process is working on, and the batch's claim. */
   readonly #seqsInFlight = new Map<number, object>();
@@ -145,22 +171,11 @@ export class Pipeline {
   #ackWaitMs = ACK_WAIT_MS;
 
   private constructor(opts: PipelineOptions) {
-    const threads = opts.threads ?? Math.max(1, availableParallelism());
-    // Defaults after the spread: an option passed as `undefined` must not erase its default.
-    this.#opts = {
-      ...opts,
-      threads,
-      batchMessages: opts.batchMessages ?? 64,
-      lingerMs: opts.lingerMs ?? 5,
-      maxInFlight: opts.maxInFlight ?? threads + 1,
-      consumer: opts.consumer ?? DEFAULT_CONSUMER,
-      ackWaitMs: opts.ackWaitMs ?? ACK_WAIT_MS,
-      maxDeliver: opts.maxDeliver ?? DEFAULT_MAX_DELIVER,
-      retryDelayMs: opts.retryDelayMs ?? RETRY_DELAY_MS,
-      natsRetryMs: opts.natsRetryMs ?? DEFAULT_RETRY_BUDGET_MS,
-    };
+    super();
+    // Resolved after the spread: an option passed as `undefined` must not erase its default.
+    this.#opts = { ...opts, ...resolvePipelineOptions(opts) };
+    const { threads } = this.#opts;
     this.#retry.budgetMs = this.#opts.natsRetryMs;
-    if (!Number.isInteger(this.#opts.maxDeliver) || this.#opts.maxDeliver < 1) throw new RangeError(`maxDeliver must be a positive integer, got ${String(opts.maxDeliver)}`);
     this.#js = jetstream(opts.nc);
     const workerData: WorkerConfig = { natsUrl: opts.natsUrl, cacheDir: opts.cacheDir };
     this.#pool = new Piscina({
@@ -177,7 +192,7 @@ export class Pipeline {
     // retried message by message; piscina starts a new worker. An idle worker's error is
     // emitted on the pool: without a listener it would crash the process.
     this.#pool.on('workerDestroy', () => {
-      if (this.#stopping) return;
+      if (this.stopping) return;
       this.counters.workersLost++;
     });
     this.#pool.on('error', (err: unknown) => {
@@ -195,9 +210,9 @@ export class Pipeline {
     const pipeline = new Pipeline(opts);
     const consumer = await pipeline.#ensureConsumer();
     pipeline.#ready = pipeline.#warmUp();
-    // A worker that cannot start fails its first batch too; stop() also ends warm-ups early.
+    // A worker that cannot start fails its first batch too; close() also ends warm-ups early.
     pipeline.#ready.catch(() => undefined);
-    pipeline.#loop = pipeline.#run(consumer);
+    pipeline.follow(pipeline.#run(consumer));
     return pipeline;
   }
 
@@ -206,18 +221,8 @@ export class Pipeline {
     return this.#ready;
   }
 
-  /**
-   * Resolves once stopped. The loop does not end on its own: bad data goes to the dead
-   * letters, a failing batch is retried message by message, an outage pauses it.
-   */
-  done(): Promise<void> {
-    return this.#loop;
-  }
-
-  /** Stops fetching, finishes and acks what is in flight, closes the workers. */
-  async stop(): Promise<void> {
-    this.#stopping = true;
-    await this.#loop.catch(() => undefined);
+  /** After the loop: finishes and acks what is in flight, closes the workers. */
+  protected override async release(): Promise<void> {
     await Promise.allSettled(this.#inFlight);
     // Every batch has settled above; what may still run is a warm-up compile: end it now.
     await this.#pool.destroy();
@@ -254,13 +259,13 @@ export class Pipeline {
     // Buffered messages belong to this process as much as batches do.
     const keepAlive = setInterval(() => queue.forEach((m) => m.working()), this.#ackWaitMs / 3);
     try {
-      while (!this.#stopping) {
+      while (!this.stopping) {
         while (this.#inFlight.size >= maxInFlight) await Promise.race(this.#inFlight);
         if (this.#pausedUntil > Date.now()) {
           await sleep(Math.min(1000, this.#pausedUntil - Date.now()));
           continue;
         }
-        const batch = await queue.take(batchMessages, lingerMs, () => this.#stopping);
+        const batch = await queue.take(batchMessages, lingerMs, () => this.stopping);
         if (batch.length === 0) continue;
         this.counters.fetched += batch.length;
         const p: Promise<void> = this.#process(batch)

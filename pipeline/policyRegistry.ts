@@ -15,7 +15,7 @@ export interface PolicyRegistryOptions {
   onError?: (enterpriseId: string, error: Error) => void;
 }
 
-export class PolicyRegistry {
+export class PolicyRegistry implements Disposable {
   readonly #view: ControlPlaneView;
   readonly #options: PolicyRegistryOptions;
   readonly #modules = new Map<string, PolicyModule>();
@@ -51,8 +51,13 @@ export class PolicyRegistry {
     return this.#running;
   }
 
+  /** Stops following the control plane; the compiled modules stay usable. Idempotent. */
   close(): void {
     this.#unsubscribe();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
   }
 
   #onChange(change: ControlPlaneChange): void {

@@ -54,7 +54,7 @@ describe('remediator', () => {
     remediator = await Remediator.start({ nc, sink, clickhouse: ch, view, log: () => undefined, commandTimeoutMs: 300, backoffMs: 50 });
   });
   after(async () => {
-    await remediator?.stop();
+    await remediator?.close();
     towers?.stop();
     await view?.close();
     await sink?.close();

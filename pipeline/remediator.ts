@@ -17,11 +17,21 @@ import { NatsConnectionWatch } from '../core/natsConnection.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { encodeEnterpriseEvent, enterpriseEventsSubject } from '../core/live.js';
 import { ACTION_NAMES, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus, type TowerAck } from '../core/remediation.js';
+import { integerOption, numberOption } from '../core/options.js';
 import { ensureConsumer, REMEDIATION_STREAM, towerCommandSubject } from '../core/streams.js';
 import type { RowSink } from './clickhouseSink.js';
+import { ConsumerLoop } from './consumerLoop.js';
 import { nakQuietly } from './messageQueue.js';
 
 export const REMEDIATOR_CONSUMER = 'remediator';
+/** How long to wait for a tower's answer. */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 2000;
+/** Attempts per command. */
+export const DEFAULT_COMMAND_ATTEMPTS = 3;
+/** First backoff between a command's attempts; doubles per attempt. */
+export const DEFAULT_COMMAND_BACKOFF_MS = 250;
+/** Requests executed at once. */
+export const DEFAULT_REMEDIATION_CONCURRENCY = 16;
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
 export interface RemediatorOptions {
@@ -32,14 +42,30 @@ export interface RemediatorOptions {
   clickhouse: ClickHouseHandle;
   view: ControlPlaneView;
   log: (line: string) => void;
-  /** How long to wait for a tower's answer. @default 2000 */
+  /** How long to wait for a tower's answer. @default DEFAULT_COMMAND_TIMEOUT_MS */
   commandTimeoutMs?: number;
-  /** Attempts per command. @default 3 */
+  /** Attempts per command. @default DEFAULT_COMMAND_ATTEMPTS */
   maxAttempts?: number;
-  /** First backoff; doubles per attempt. @default 250 */
+  /** First backoff; doubles per attempt. @default DEFAULT_COMMAND_BACKOFF_MS */
   backoffMs?: number;
-  /** Requests executed at once (a silent tower must not hold up the others). @default 16 */
+  /** Requests executed at once (a silent tower must not hold up the others). @default DEFAULT_REMEDIATION_CONCURRENCY */
   concurrency?: number;
+}
+
+/** The options {@link resolveRemediatorOptions} fills in and checks. */
+export type RemediatorTuning = Pick<RemediatorOptions, 'commandTimeoutMs' | 'maxAttempts' | 'backoffMs' | 'concurrency'>;
+
+/**
+ * The tuning options with their defaults (an option given as `undefined` keeps its default).
+ * @throws {RangeError} or {TypeError} naming an option that is out of range or of the wrong kind
+ */
+export function resolveRemediatorOptions(o: RemediatorTuning): Required<RemediatorTuning> {
+  return {
+    commandTimeoutMs: numberOption('commandTimeoutMs', o.commandTimeoutMs, DEFAULT_COMMAND_TIMEOUT_MS, 0, true),
+    maxAttempts: integerOption('maxAttempts', o.maxAttempts, DEFAULT_COMMAND_ATTEMPTS),
+    backoffMs: numberOption('backoffMs', o.backoffMs, DEFAULT_COMMAND_BACKOFF_MS),
+    concurrency: integerOption('concurrency', o.concurrency, DEFAULT_REMEDIATION_CONCURRENCY),
+  };
 }
 
 export interface RemediationOutcome {
@@ -50,18 +76,18 @@ export interface RemediationOutcome {
 }
 
 
-export class Remediator {
+export class Remediator extends ConsumerLoop {
   readonly counters = { executed: 0, skipped: 0, duplicates: 0, rejected: 0, consumeRestarts: 0 };
-  readonly #o: Required<Omit<RemediatorOptions, 'log'>> & Pick<RemediatorOptions, 'log'>;
+  readonly #o: RemediatorOptions & Required<RemediatorTuning>;
   #messages: ConsumerMessages | null = null;
-  #loop: Promise<void> | null = null;
   readonly #inFlight = new Set<Promise<void>>();
-  #stopping = false;
   /** Our own link to NATS: a tower cannot answer while it is down, which is not the tower's failure. */
   readonly #link: NatsConnectionWatch;
 
   private constructor(options: RemediatorOptions) {
-    this.#o = { commandTimeoutMs: 2000, maxAttempts: 3, backoffMs: 250, concurrency: 16, ...options };
+    super();
+    // Resolved after the spread: an option passed as `undefined` must not erase its default.
+    this.#o = { ...options, ...resolveRemediatorOptions(options) };
     this.#link = new NatsConnectionWatch(options.nc);
   }
 
@@ -70,17 +96,17 @@ export class Remediator {
     // ack_wait longer than a command's worst case (attempts × timeout + backoff); working() extends it.
     await ensureConsumer(options.nc, REMEDIATION_STREAM, REMEDIATOR_CONSUMER, { ackWaitMs: 30_000, maxAckPending: 256 });
     const consumer = await jetstream(options.nc).consumers.get(REMEDIATION_STREAM, REMEDIATOR_CONSUMER);
-    r.#loop = r.#run(consumer);
+    r.follow(r.#run(consumer));
     return r;
   }
 
   /** Supervised: a consume that fails or ends (a broker restart) is opened again after a pause. */
   async #run(consumer: Consumer): Promise<void> {
-    while (!this.#stopping) {
+    while (!this.stopping) {
       try {
         this.#messages = await consumer.consume({ max_messages: this.#o.concurrency });
         for await (const m of this.#messages) {
-          if (this.#stopping) break;
+          if (this.stopping) break;
           while (this.#inFlight.size >= this.#o.concurrency) await Promise.race(this.#inFlight);
           const p = this.#handle(m)
             .catch((err: unknown) => {
@@ -91,9 +117,9 @@ export class Remediator {
             .finally(() => this.#inFlight.delete(p));
           this.#inFlight.add(p);
         }
-        if (!this.#stopping) throw new Error('the consumer stopped delivering');
+        if (!this.stopping) throw new Error('the consumer stopped delivering');
       } catch (err) {
-        if (this.#stopping) break;
+        if (this.stopping) break;
         this.counters.consumeRestarts++;
         this.#o.log(`remediator: consuming failed, retrying: ${err instanceof Error ? err.message : String(err)}`);
         await sleep(500);
@@ -181,11 +207,14 @@ export class Remediator {
     return last;
   }
 
-  async stop(): Promise<void> {
-    this.#stopping = true;
+  /** Ends the consume the loop is reading. */
+  protected override async interrupt(): Promise<void> {
     this.#link.stop();
     await this.#messages?.close();
-    await this.#loop?.catch(() => undefined);
+  }
+
+  /** After the loop: the requests in flight. */
+  protected override async release(): Promise<void> {
     await Promise.all(this.#inFlight);
   }
 }

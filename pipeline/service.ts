@@ -37,7 +37,7 @@ export interface PipelineServiceOptions {
   discovery?: boolean;
 }
 
-export interface PipelineService {
+export interface PipelineService extends AsyncDisposable {
   readonly pipeline: Pipeline;
   readonly clickhouse: ClickHouseHandle;
   readonly remediator: Remediator | null;
@@ -45,7 +45,10 @@ export interface PipelineService {
   /** The /healthz, /readyz and /metrics server; null when `config.pipelinePort` was not given. */
   readonly health: HealthServer | null;
   readonly metrics: PipelineMetrics;
-  stop(): Promise<void>;
+  /** Stops everything it started, the pipeline's batches in flight finished first. Idempotent. */
+  close(): Promise<void>;
+  /** Resolves once close() has finished; rejects as soon as the pipeline loop fails (see Pipeline.closed). */
+  closed(): Promise<void>;
 }
 
 export async function startPipelineService(opts: PipelineServiceOptions): Promise<PipelineService> {
@@ -120,27 +123,35 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
         }, every * 1000)
       : null;
   timer?.unref();
-  let stopping: Promise<void> | null = null;
-  return {
+  let closing: Promise<void> | null = null;
+  let ended!: (closing: Promise<void>) => void;
+  const closed = new Promise<void>((resolve) => (ended = resolve));
+  // A failed close() is the caller's to handle, whether or not anyone asked for closed().
+  closed.catch(() => undefined);
+  const service: PipelineService = {
     pipeline,
     clickhouse,
     remediator,
     discovery,
     health,
     metrics,
-    stop() {
-      stopping ??= (async () => {
+    close() {
+      closing ??= (async () => {
         if (timer) clearInterval(timer);
         // Probes see the service go away with it; scrapes during the drain are not needed.
         await health?.close();
         natsWatch.stop();
-        await Promise.all([remediator?.stop(), discovery?.stop()]);
+        await Promise.all([remediator?.close(), discovery?.close()]);
         await view?.close();
-        await pipeline.stop();
+        await pipeline.close();
         await sink.close();
         await clickhouse.close();
       })();
-      return stopping;
+      ended(closing);
+      return closing;
     },
+    closed: () => Promise.all([pipeline.closed(), closed]).then(() => undefined),
+    [Symbol.asyncDispose]: () => service.close(),
   };
+  return service;
 }
