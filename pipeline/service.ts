@@ -83,10 +83,11 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
     nc,
     natsUrl: opts.natsUrl,
     sink,
-    cacheDir: join(config.dataDir, 'wasm-cache'),
-    log,
-    maxDeliver: config.maxDeliver,
     ...opts.pipeline,
+    // After the spread: an override given as undefined keeps the service's value.
+    cacheDir: opts.pipeline?.cacheDir ?? join(config.dataDir, 'wasm-cache'),
+    log: opts.pipeline?.log ?? log,
+    maxDeliver: opts.pipeline?.maxDeliver ?? config.maxDeliver,
   });
   const withRemediator = opts.remediator ?? true;
   const withDiscovery = opts.discovery ?? true;
