@@ -15,7 +15,7 @@ import { ControlPlaneStore } from '../core/controlPlane/index.js';
 import type { DiscoveryReport, UsageEvent } from '../core/domain.js';
 import { enterpriseEventsSubject } from '../core/live.js';
 import { hashPassword } from '../core/passwords.js';
-import { discoverySubject, ensureStreams } from '../core/streams.js';
+import { discoverySubject, ensureStreams } from '../core/nats/index.js';
 import { discoveryMsgId, encodeDiscoveryFrame } from '../core/wire.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { until } from '../core/testing/until.js';

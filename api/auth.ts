@@ -8,9 +8,8 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
-import { Kvm, type KV } from '@nats-io/kv';
+import { type KV, Kvm, type KvWatchEntry } from '@nats-io/kv';
 import type { NatsConnection, QueuedIterator } from '@nats-io/transport-node';
-import type { KvWatchEntry } from '@nats-io/kv';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import type { Account } from '../core/domain.js';
 import { dummyPasswordHash, verifyPassword } from '../core/passwords.js';

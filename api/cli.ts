@@ -6,12 +6,11 @@ import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { fail, loadConfigOrExit, natsUrlOrExit } from '../core/cliSupport.js';
 import { processLog } from '../core/log.js';
-import { ClickHouseOpenError, openClickHouse } from '../core/clickhouse.js';
+import { ClickHouseOpenError, migrate, openClickHouse } from '../core/clickhouse/index.js';
 import { ControlPlaneStore, ControlPlaneView, ConflictError, CARRIER_SCOPE } from '../core/controlPlane/index.js';
 import { ACCOUNT_ROLES, type Account, type AccountRole } from '../core/domain.js';
-import { connectNats } from '../core/natsConnection.js';
+import { connectNats } from '../core/nats/index.js';
 import { hashPassword, MIN_PASSWORD_LENGTH } from '../core/passwords.js';
-import { migrate } from '../core/clickhouse/migrations.js';
 import { apiOptionsFrom, startApiServer } from './server.js';
 
 export function registerApiCommands(program: Command): void {

@@ -1,7 +1,7 @@
 /** What route handlers are given: the connections and services of one api process. */
 import type { JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { ClickHouseHandle } from '../core/clickhouse.js';
+import type { ClickHouseHandle } from '../core/clickhouse/index.js';
 import type { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import type { AuthService, Principal } from './auth.js';
 import { routeFor, type AnyRoute } from './http.js';

@@ -4,8 +4,7 @@
  * filter on the per-minute projections' keys only (minute, not ts), so ClickHouse answers
  * them from the projections: thousands of pre-aggregated rows instead of millions of events.
  */
-import type { ClickHouseHandle } from '../core/clickhouse.js';
-import { PER_MINUTE } from '../core/clickhouse/migrations.js';
+import { type ClickHouseHandle, PER_MINUTE } from '../core/clickhouse/index.js';
 
 const MINUTE = PER_MINUTE.minute;
 /** The range on the projection key: the whole minutes that overlap [from, to). */

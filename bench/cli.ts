@@ -1,7 +1,6 @@
 /** `towerwatch bench e2e`: the end-to-end benchmark from the command line. */
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { spawnSync } from 'node:child_process';
-import { InvalidArgumentError } from 'commander';
 import { integerOption } from '../core/cliSupport.js';
 
 const hasWrk = (): boolean => spawnSync('wrk', ['--version']).error === undefined;

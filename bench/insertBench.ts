@@ -15,9 +15,7 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
-import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
-import { migrate } from '../core/clickhouse/migrations.js';
-import { APP_USAGE, type AppUsageRow } from '../core/clickhouse/rows.js';
+import { APP_USAGE, type AppUsageRow, type ClickHouseHandle, migrate, openClickHouse } from '../core/clickhouse/index.js';
 import { round, writeResults } from './benchReport.js';
 
 export type InsertBenchFormat =

@@ -7,7 +7,7 @@ import { jetstream } from '@nats-io/jetstream';
 import fc from 'fast-check';
 import { fuzzApi } from '../api/apiFuzz.js';
 import { DEFAULT_DEMO_PASSWORD } from '../core/config.js';
-import { publishWithRetry } from '../core/natsRetry.js';
+import { publishWithRetry } from '../core/nats/index.js';
 import { DEMO_ACCOUNTS } from '../fixtures/accounts.js';
 import { frameCases, type FrameCase } from '../fixtures/frameFuzz.js';
 import type { ChaosFuzzer, FuzzReport } from './chaos.js';

@@ -15,7 +15,7 @@ import { jetstream } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { chromium, type Browser, type BrowserContext, type Page, type WebSocketRoute } from 'playwright-core';
 import { alertsSubject, encodeAlerts, type Alert } from '../core/live.js';
-import { connectNats } from '../core/natsConnection.js';
+import { connectNats } from '../core/nats/index.js';
 import { briefEvent, publishFrame } from '../fixtures/briefEvents.js';
 import { BRIEF } from '../fixtures/world.js';
 import { startUp, upEnv, type Up } from './upHarness.js';

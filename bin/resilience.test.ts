@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SERVER_PID_FILE } from '../core/natsStoreLock.js';
+import { SERVER_PID_FILE } from '../core/nats/index.js';
 import { processEnded } from '../core/processes.js';
 import { startUp, upEnv } from './upHarness.js';
 

@@ -9,7 +9,7 @@
  * Besides the wire codes of core/wire.ts (DECODE_ERROR), these codes come from the consumers:
  * see {@link REJECTION} and docs/wire-format.md.
  */
-import type { DeadLetterRow } from './clickhouse/rows.js';
+import type { DeadLetterRow } from './clickhouse/index.js';
 import { ID_PATTERN } from './domain.js';
 
 /** Rejection codes decided by the consumers rather than the codec. */

@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { jetstream } from '@nats-io/jetstream';
-import { connectNats } from './natsConnection.js';
-import { isTransientNatsError, publishWithRetry } from './natsRetry.js';
-import { startNatsServer } from './natsServer.js';
+import { connectNats, isTransientNatsError, publishWithRetry, startNatsServer } from './nats/index.js';
 import { backoffDelay, retryFor, RetryBudgetExhaustedError } from './retry.js';
 
 test('backoff doubles from the initial delay, is capped, and jitters within half a step', () => {

@@ -5,7 +5,7 @@
  * lookups it is given, so it is tested without threads or servers.
  */
 import type { Alert } from '../core/live.js';
-import type { AppUsageValues, ViolationValues } from '../core/clickhouse/rows.js';
+import type { AppUsageValues, ViolationValues } from '../core/clickhouse/index.js';
 import type { RemediationRequest } from '../core/remediation.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import type { Device, UsageEvent } from '../core/domain.js';

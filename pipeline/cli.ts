@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { fail, loadConfigOrExit, natsUrlOrExit } from '../core/cliSupport.js';
 import { processLog } from '../core/log.js';
-import { connectNats } from '../core/natsConnection.js';
+import { connectNats } from '../core/nats/index.js';
 import { HealthServerListenError } from './healthServer.js';
 import { startPipelineService } from './service.js';
 

@@ -4,10 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ClickHouseError } from '@clickhouse/client';
-import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
-import { migrate } from '../core/clickhouse/migrations.js';
-import { APP_USAGE, DEAD_LETTERS, type AppUsageRow } from '../core/clickhouse/rows.js';
-import { TsvWriter } from '../core/tsv.js';
+import { APP_USAGE, type AppUsageRow, type ClickHouseHandle, DEAD_LETTERS, migrate, openClickHouse, TsvWriter } from '../core/clickhouse/index.js';
 import { projectionTotalQuery } from '../core/testing/rollups.js';
 import { ClickHouseSink, ClickHouseSinkError, isTransientInsertError, type InsertMetrics, type RetryInfo } from './clickhouseSink.js';
 

@@ -7,10 +7,8 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClickHouseError } from '@clickhouse/client';
-import type { ClickHouseHandle, FormattedInsertFormat } from '../core/clickhouse.js';
+import { type ClickHouseHandle, type FormattedInsertFormat, type InsertTable, isInsertTable, queryStoredSeqs, ROW_TABLES } from '../core/clickhouse/index.js';
 import { backoffDelay, backoffStep } from '../core/retry.js';
-import { queryStoredSeqs } from '../core/clickhouse/queries.js';
-import { isInsertTable, ROW_TABLES, type InsertTable } from '../core/clickhouse/rows.js';
 
 export const DEFAULT_RETRY_INITIAL_DELAY_MS = 100;
 export const DEFAULT_RETRY_MAX_DELAY_MS = 5_000;

@@ -10,10 +10,10 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ClickHouseHandle } from '../core/clickhouse.js';
+import type { ClickHouseHandle } from '../core/clickhouse/index.js';
 import { bearerMatches, isLoopbackAddress } from '../core/metricsAccess.js';
 import type { Pipeline } from './pipeline.js';
-import type { NatsConnectionWatch } from '../core/natsConnection.js';
+import type { NatsConnectionWatch } from '../core/nats/index.js';
 import type { PipelineMetrics } from './pipelineMetrics.js';
 
 /** How long a ClickHouse readiness answer is reused. */

@@ -7,9 +7,8 @@
  */
 import { jetstreamManager, type ConsumerInfo, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { NatsConnectionWatch } from '../core/natsConnection.js';
+import { type NatsConnectionWatch, USAGE_STREAM } from '../core/nats/index.js';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
-import { USAGE_STREAM } from '../core/streams.js';
 import type { SinkStats } from './clickhouseSink.js';
 import type { DiscoveryCounters } from './discovery.js';
 import type { Pipeline, PipelineCounters } from './pipeline.js';

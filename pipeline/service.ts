@@ -5,10 +5,9 @@
  */
 import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { openClickHouse, type ClickHouseHandle } from '../core/clickhouse.js';
+import { type ClickHouseHandle, migrate, openClickHouse, SCHEMA_VERSION } from '../core/clickhouse/index.js';
 import type { Config } from '../core/config.js';
-import { migrate, SCHEMA_VERSION } from '../core/clickhouse/migrations.js';
-import { ensureStreams } from '../core/streams.js';
+import { ensureStreams, NatsConnectionWatch } from '../core/nats/index.js';
 import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import { ClickHouseSink } from './clickhouseSink.js';
 import { DiscoveryWorker } from './discovery.js';
@@ -16,7 +15,6 @@ import { Remediator } from './remediator.js';
 import { DEFAULT_CONSUMER, Pipeline, type PipelineOptions } from './pipeline.js';
 import { snapshotCounters, statusLine } from './status.js';
 import { HealthServer, HealthServerListenError } from './healthServer.js';
-import { NatsConnectionWatch } from '../core/natsConnection.js';
 import { ConsumerLagReader, PipelineMetrics } from './pipelineMetrics.js';
 
 export interface PipelineServiceOptions {

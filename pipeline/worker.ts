@@ -6,11 +6,12 @@
 import { workerData } from 'node:worker_threads';
 import { Packr } from 'msgpackr';
 import { ControlPlaneView } from '../core/controlPlane/index.js';
-import { connectNats } from '../core/natsConnection.js';
+import { connectNats } from '../core/nats/index.js';
 import { deadLetterRow } from '../core/deadLetters.js';
 import { encodeAlerts } from '../core/live.js';
+// The pure modules, not the folder's index: a worker thread has no use for the ClickHouse client.
 import { APP_USAGE, DEAD_LETTERS, VIOLATIONS } from '../core/clickhouse/rows.js';
-import { TsvWriter } from '../core/tsv.js';
+import { TsvWriter } from '../core/clickhouse/tsv.js';
 import { processBatch, type BatchMessage, type AutoRemediationRequest, type DeadLetter } from './batchProcessor.js';
 import { controlPlaneDirectory } from './controlPlaneDirectory.js';
 import { PolicyRegistry } from './policyRegistry.js';

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { ConflictError } from '../../core/controlPlane/index.js';
 import { discoveredDeviceView } from '../../core/discoveredDevice.js';
 import type { Device } from '../../core/domain.js';
-import { queryDeviceLastSeen, queryDeviceSightings, type DeviceSighting } from '../../core/clickhouse/queries.js';
+import { queryDeviceLastSeen, queryDeviceSightings, type DeviceSighting } from '../../core/clickhouse/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate, revisionTag, naturalCompare } from '../schemas.js';

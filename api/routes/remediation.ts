@@ -7,8 +7,7 @@
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
 import { ACTION_NAMES, REMEDIAL_ACTIONS, REMEDIATION_STATUSES, remedialActionId, remediationMsgId, type RemedialAction, type RemediationRequest } from '../../core/remediation.js';
-import { publishWithRetry } from '../../core/natsRetry.js';
-import { remediationSubject } from '../../core/streams.js';
+import { publishWithRetry, remediationSubject } from '../../core/nats/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { findAlert, remedialActions } from '../history.js';

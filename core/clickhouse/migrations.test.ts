@@ -1,11 +1,11 @@
 /** The schema's migrations (core/clickhouse/migrations.ts) on the embedded engine. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { ClickHouseHandle } from '../clickhouse.js';
+import type { ClickHouseHandle } from './open.js';
 import { INSERT_SETTINGS, projected, RECENT_TS, rows, usageRow, withClickHouse } from '../testing/clickhouseFixture.js';
 import { currentTtlDays, migrate, MIGRATIONS, PER_MINUTE, SCHEMA_VERSION, TTL_COLUMNS } from './migrations.js';
 import { APP_USAGE, DEAD_LETTERS, VIOLATIONS } from './rows.js';
-import { TsvWriter } from '../tsv.js';
+import { TsvWriter } from './tsv.js';
 
 // One embedded data directory per test process; each test uses its own database.
 // 64-bit integers are read as strings (toString) or cast to 32 bits: JSON output quotes them

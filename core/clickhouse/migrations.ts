@@ -20,7 +20,7 @@
  *   that a retried batch with the same `insert_deduplication_token` is dropped, projections and
  *   all.
  */
-import { ClickHouseOpenError, ClickHouseErrorCode, type ClickHouseHandle } from '../clickhouse.js';
+import { ClickHouseOpenError, ClickHouseErrorCode, type ClickHouseHandle } from './open.js';
 import { MAX_RETENTION_DAYS } from '../config.js';
 import { VERDICTS } from './rows.js';
 

@@ -5,7 +5,7 @@ import { INSERT_SETTINGS, projected, RECENT_TS, rows, usageRow, withClickHouse }
 import { migrate, PER_MINUTE } from './migrations.js';
 import { queryDeviceLastSeen } from './queries.js';
 import { APP_USAGE, VIOLATIONS, type ViolationRow } from './rows.js';
-import { TsvWriter } from '../tsv.js';
+import { TsvWriter } from './tsv.js';
 
 const clickhouse = withClickHouse('towerwatch-queries-');
 

@@ -3,7 +3,7 @@
  * sightings (from app_usage's `device_days` projection, and from discovery_sightings), and which
  * JetStream sequences already have rows (a redelivery after a crash).
  */
-import type { ClickHouseHandle } from '../clickhouse.js';
+import type { ClickHouseHandle } from './open.js';
 import type { InsertTable } from './rows.js';
 
 /** A device's first and last sighting, and its last tower and carrier, over the rows grouped. */

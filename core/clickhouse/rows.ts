@@ -9,7 +9,7 @@
  * {@link RowTable.writeRow}. Both go through `ClickHouseSink` as TabSeparated.
  */
 import type { Remediation, Severity } from '../domain.js';
-import { TsvEncodeError, TsvWriter, type TsvColumnType } from '../tsv.js';
+import { TsvEncodeError, TsvWriter, type TsvColumnType } from './tsv.js';
 
 export const VERDICTS = ['allow', 'deny', 'unregistered'] as const;
 export type Verdict = (typeof VERDICTS)[number];

@@ -11,8 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
-import { openClickHouse, type ClickHouseHandle } from '../clickhouse.js';
-import type { AppUsageRow } from '../clickhouse/rows.js';
+import { type AppUsageRow, type ClickHouseHandle, openClickHouse } from '../clickhouse/index.js';
 
 export interface ClickHouseFixture {
   /** A handle on `database` (created if missing) in the file's data directory. */
@@ -48,7 +47,7 @@ export async function projected<T>(h: ClickHouseHandle, query: string): Promise<
   return (await h.client.query({ query, format: 'JSONEachRow', clickhouse_settings: { force_optimize_projection: 1 } })).json<T>();
 }
 
-/** What ClickHouseSink pins for TSV inserts (core/tsv.ts says why). */
+/** What ClickHouseSink pins for TSV inserts (core/clickhouse/tsv.ts says why). */
 export const INSERT_SETTINGS = { date_time_input_format: 'basic' } as const;
 
 /**

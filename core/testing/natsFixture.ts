@@ -11,8 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { after } from 'node:test';
 import type { NatsConnection, NodeConnectionOptions } from '@nats-io/transport-node';
-import { connectNats } from '../natsConnection.js';
-import { startNatsServer, type NatsServerHandle, type NatsServerOptions } from '../natsServer.js';
+import { connectNats, type NatsServerHandle, type NatsServerOptions, startNatsServer } from '../nats/index.js';
 
 export interface NatsFixture {
   readonly server: NatsServerHandle;

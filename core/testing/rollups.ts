@@ -1,5 +1,5 @@
 /** Test helpers for the rollup projections (core/clickhouse/migrations.ts). */
-import { PROJECTIONS } from '../clickhouse/migrations.js';
+import { PROJECTIONS } from '../clickhouse/index.js';
 
 /**
  * SQL for the rows a projection counts, summed over its groups (column `n`), that ClickHouse

@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { OWNER_PID_FILE, SERVER_PID_FILE } from './natsStoreLock.js';
-import { processAlive, processEnded } from './processes.js';
-import { NatsServerError, startNatsServer } from './natsServer.js';
+import { OWNER_PID_FILE, SERVER_PID_FILE } from './storeLock.js';
+import { processAlive, processEnded } from '../processes.js';
+import { NatsServerError, startNatsServer } from './server.js';
 
 /** A pid that was ours and is gone now. */
 async function deadPid(): Promise<number> {
@@ -57,7 +57,7 @@ test('a store owned by another live process is refused with a clear error', asyn
 
 test('the server ends with its parent, even when the parent is SIGKILLed', async () => {
   // A parent that starts a server, prints its pid, and waits to be killed.
-  const script = `import('${new URL('./natsServer.js', import.meta.url).href}').then(async (m) => { const s = await m.startNatsServer(); process.stdout.write(String(s.pid) + '\\n'); setInterval(() => {}, 1000); });`;
+  const script = `import('${new URL('./server.js', import.meta.url).href}').then(async (m) => { const s = await m.startNatsServer(); process.stdout.write(String(s.pid) + '\\n'); setInterval(() => {}, 1000); });`;
   const parent = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   parent.stdout?.setEncoding('utf8').on('data', (c: string) => (out += c));

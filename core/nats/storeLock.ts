@@ -8,7 +8,7 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { processAlive, processCmdline } from './processes.js';
+import { processAlive, processCmdline } from '../processes.js';
 
 export const OWNER_PID_FILE = 'towerwatch-owner.pid';
 export const SERVER_PID_FILE = 'nats-server.pid';

@@ -1,6 +1,6 @@
 /** The one place that opens NATS connections, so every process reconnects the same way. */
 import { connect, type NatsConnection, type NodeConnectionOptions, type Status } from '@nats-io/transport-node';
-import { redactUrl } from './config.js';
+import { redactUrl } from '../config.js';
 
 /**
  * Reconnect for ever (a service outliving a NATS restart or failover should not need its own

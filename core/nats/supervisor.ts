@@ -5,8 +5,8 @@
  * `giveUpAfterMs` is reported through `failed()`, for the owner to stop cleanly.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startNatsServer, type NatsServerExit, type NatsServerHandle, type NatsServerOptions } from './natsServer.js';
-import { backoffDelay } from './retry.js';
+import { startNatsServer, type NatsServerExit, type NatsServerHandle, type NatsServerOptions } from './server.js';
+import { backoffDelay } from '../retry.js';
 
 /** @default 60 s of failed restarts before giving up. */
 export const DEFAULT_GIVE_UP_AFTER_MS = 60_000;

@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { connectNats } from './natsConnection.js';
-import { publishWithRetry } from './natsRetry.js';
-import { startSupervisedNatsServer } from './natsSupervisor.js';
+import { connectNats } from './connection.js';
+import { publishWithRetry } from './retry.js';
+import { startSupervisedNatsServer } from './supervisor.js';
 
 test('a killed server is started again on the same port and store; clients ride through', async () => {
   const store = await mkdtemp(join(tmpdir(), 'tw-sup-'));

@@ -16,8 +16,8 @@ import {
   type StreamInfo,
 } from '@nats-io/jetstream';
 import { headers, nanos, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
-import { headerReasons, type DeadLetterSummary } from './deadLetters.js';
-import { ID_PATTERN } from './domain.js';
+import { headerReasons, type DeadLetterSummary } from '../deadLetters.js';
+import { ID_PATTERN } from '../domain.js';
 
 export const USAGE_STREAM = 'USAGE';
 export const DISCOVERY_STREAM = 'DISCOVERY';

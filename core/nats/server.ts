@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { claimStore, type StoreClaim } from './natsStoreLock.js';
+import { claimStore, type StoreClaim } from './storeLock.js';
 
 export const DEFAULT_NATS_HOST = '127.0.0.1';
 export const DEFAULT_NATS_BINARY = 'nats-server';

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { openClickHouse, type ClickHouseHandle } from './clickhouse.js';
+import { openClickHouse, type ClickHouseHandle } from './open.js';
 import { encodeTsv, escapeTsvString, formatDateTime64, TsvEncodeError, TsvWriter } from './tsv.js';
 
 // One embedded engine per test process (libchdb binds one data directory per process).

@@ -4,8 +4,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { connectNats } from './natsConnection.js';
-import { findFreePort, NatsServerError, startNatsServer } from './natsServer.js';
+import { connectNats } from './connection.js';
+import { findFreePort, NatsServerError, startNatsServer } from './server.js';
 
 test('starts on a free port with JetStream, stops, and deletes its temporary store', async () => {
   const server = await startNatsServer();

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { ClickHouseError } from '@clickhouse/client';
-import { ClickHouseOpenError, openClickHouse, type ClickHouseHandle } from './clickhouse.js';
+import { ClickHouseOpenError, openClickHouse, type ClickHouseHandle } from './open.js';
 
 // One embedded data directory per test process (libchdb binds one per process).
 let dir: string;
@@ -83,7 +83,7 @@ test('insertFormatted: statement-scoped settings, explicit columns, server error
 });
 
 test('a second process cannot open the same embedded directory: data_dir_locked naming our PID', async () => {
-  const moduleUrl = new URL('./clickhouse.js', import.meta.url).href;
+  const moduleUrl = new URL('./open.js', import.meta.url).href;
   const script = `
     const { openClickHouse } = await import(${JSON.stringify(moduleUrl)});
     try {

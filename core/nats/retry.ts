@@ -3,7 +3,7 @@
  * or a leader election ({@link retryFor} by elapsed time).
  */
 import type { JetStreamClient, JetStreamPublishOptions, PubAck } from '@nats-io/jetstream';
-import { retryFor, type RetryOptions } from './retry.js';
+import { retryFor, type RetryOptions } from '../retry.js';
 
 /** Errors of a broker that is away for now: no answer, no JetStream leader, a dropped connection. */
 const TRANSIENT = new Set(['TimeoutError', 'NoRespondersError', 'RequestError', 'JetStreamNotEnabled', 'ConnectionError']);

@@ -28,7 +28,7 @@ import {
   type ClickHouseClient,
   type ClickHouseClientConfigOptions,
 } from '@clickhouse/client';
-import { processAlive } from './processes.js';
+import { processAlive } from '../processes.js';
 
 /** Database created and used when none is given. */
 export const DEFAULT_DATABASE = 'towerwatch';

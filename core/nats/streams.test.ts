@@ -12,9 +12,9 @@ import {
   usageDlqSubject,
   usageSubject,
 } from './streams.js';
-import { connectNats } from './natsConnection.js';
-import { startNatsServer } from './natsServer.js';
-import { withNats } from './testing/natsFixture.js';
+import { connectNats } from './connection.js';
+import { startNatsServer } from './server.js';
+import { withNats } from '../testing/natsFixture.js';
 
 const nats = await withNats();
 
