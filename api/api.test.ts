@@ -82,7 +82,7 @@ async function publishDiscovery(reports: DiscoveryReport[]): Promise<void> {
 }
 async function violationCount(enterprise: string): Promise<number> {
   const rs = await pipeline.clickhouse.client.query({ query: 'SELECT count() AS n FROM violations WHERE enterprise_id = {e:String}', query_params: { e: enterprise }, format: 'JSONEachRow' });
-  return Number(((await rs.json()) as Array<{ n: string }>)[0]?.n ?? 0);
+  return Number((await rs.json<{ n: string }>())[0]?.n ?? 0);
 }
 
 /** A WebSocket client that records what it receives and how it closed. */
@@ -293,7 +293,7 @@ describe('endpoints of the brief', () => {
       format: 'JSONEachRow',
       clickhouse_settings: { force_optimize_projection: 1 },
     });
-    assert.ok(((await rs.json()) as unknown[]).length >= 1);
+    assert.ok((await rs.json<unknown>()).length >= 1);
     assertError(await as('analyst@acme', 'GET', '/dashboard/metrics?from=2025-01-02T00:00:00Z&to=2025-01-01T00:00:00Z'), 400, 'validation_failed');
     assertError(await as('analyst@acme', 'GET', '/dashboard/metrics?from=yesterday'), 400, 'validation_failed');
   });

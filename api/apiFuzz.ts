@@ -108,15 +108,22 @@ export interface RouteSpec {
   public: boolean;
 }
 
+/** The parts of an OpenAPI operation the fuzzer reads. */
+interface OpenApiOperation {
+  parameters?: Array<{ name: string; in: string; required?: boolean; schema?: JsonSchema }>;
+  requestBody?: { required?: boolean; content?: Record<string, { schema?: JsonSchema } | undefined> };
+  security?: unknown[];
+}
+
 export async function routeTable(url: string): Promise<RouteSpec[]> {
   const r = await fetch(new URL('/openapi.json', url));
   if (r.status !== 200) throw new Error(`fuzzApi: GET /openapi.json answered ${r.status}`);
-  const doc = (await r.json()) as { paths: Record<string, Record<string, any>> };
+  const doc = (await r.json()) as { paths: Record<string, Record<string, OpenApiOperation>> };
   const routes: RouteSpec[] = [];
   for (const [path, methods] of Object.entries(doc.paths)) {
     for (const [method, op] of Object.entries(methods)) {
-      const params = (op.parameters ?? []) as Array<{ name: string; in: string; required?: boolean; schema?: JsonSchema }>;
-      const body = op.requestBody?.content?.['application/json']?.schema as JsonSchema | undefined;
+      const params = op.parameters ?? [];
+      const body = op.requestBody?.content?.['application/json']?.schema;
       routes.push({
         method: method.toUpperCase(),
         path,
@@ -372,14 +379,16 @@ function send(base: URL, d: Draft, agent: Agent, timeoutMs: number): Promise<{ s
 function judge(d: Draft, status: number, body: string, bodyLimit: number): string | null {
   if (status >= 500) return `${status}: a 5xx`;
   if (status >= 400 && d.method !== 'HEAD') {
-    let parsed: any;
+    let parsed: unknown;
     try {
       parsed = JSON.parse(body);
     } catch {
       return `${status} without a JSON body`;
     }
-    const e = parsed?.error;
-    if (typeof e !== 'object' || e === null || typeof e.code !== 'string' || typeof e.message !== 'string' || !('details' in e)) return `${status} not in the error envelope`;
+    const e = typeof parsed === 'object' && parsed !== null ? (parsed as { error?: unknown }).error : undefined;
+    if (typeof e !== 'object' || e === null) return `${status} not in the error envelope`;
+    const { code, message } = e as { code?: unknown; message?: unknown };
+    if (typeof code !== 'string' || typeof message !== 'string' || !('details' in e)) return `${status} not in the error envelope`;
   }
   void bodyLimit;
   return null;

@@ -107,7 +107,7 @@ export class AuthService implements Disposable {
       for await (const e of this.#watch!) {
         if (e.operation !== 'PUT') continue;
         try {
-          if ((e.json() as Family).revoked) this.#revoked.add(e.key);
+          if (e.json<Family>().revoked) this.#revoked.add(e.key);
         } catch {
           // not ours
         }
@@ -132,7 +132,7 @@ export class AuthService implements Disposable {
     const claims = await this.#verify(refreshToken, 'refresh');
     const entry = await this.#sessions.get(claims.family);
     if (entry === null || entry.operation !== 'PUT') throw unauthorized('session_revoked', 'this session has ended; sign in again');
-    const family = entry.json() as Family;
+    const family = entry.json<Family>();
     if (family.revoked) throw unauthorized('session_revoked', 'this session has ended; sign in again');
     if (family.current !== claims.jti) {
       await this.#revoke(claims.family, family, 'refresh token reused');
@@ -154,7 +154,7 @@ export class AuthService implements Disposable {
   async logout(family: string): Promise<void> {
     const entry = await this.#sessions.get(family);
     if (entry === null || entry.operation !== 'PUT') return;
-    await this.#revoke(family, entry.json() as Family, 'logout');
+    await this.#revoke(family, entry.json<Family>(), 'logout');
   }
 
   /** Family of a refresh token, for logout; the token must be valid. */

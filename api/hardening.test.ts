@@ -34,7 +34,7 @@ function from(localAddress: string, url: string, method: string, path: string, b
       res.setEncoding('utf8');
       res.on('data', (d: string) => (got += d));
       res.on('end', () => {
-        let json: unknown = null;
+        let json: unknown;
         try {
           json = got === '' ? null : JSON.parse(got);
         } catch {

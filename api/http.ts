@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
-import { z } from 'zod';
+import { type z } from 'zod';
 import { DEFAULT_BODY_LIMIT_BYTES, parseJson, readBody } from './body.js';
 import { isTransientNatsError } from '../core/nats/index.js';
 import { RetryBudgetExhaustedError } from '../core/retry.js';

@@ -7,8 +7,9 @@
  */
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import type * as UwsModule from 'uWebSockets.js';
 
-export type Uws = typeof import('uWebSockets.js');
+export type Uws = typeof UwsModule;
 
 export class UwsLoadError extends Error {
   constructor(message: string, options?: ErrorOptions) {

@@ -54,7 +54,7 @@ function runClient(job: unknown, onReady?: (send: (line: string) => void) => voi
       try {
         resolve(JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>);
       } catch (err) {
-        reject(err);
+        reject(err instanceof Error ? err : new Error(String(err)));
       }
     });
   });

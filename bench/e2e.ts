@@ -117,7 +117,7 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
       const natsCpu = (await cpuOf(server.pid)) - natsCpuBefore;
       const q = async (sql: string): Promise<number> => {
         const rs = await service.clickhouse.client.query({ query: sql, format: 'JSONEachRow' });
-        return Number(((await rs.json()) as Array<{ n: unknown }>)[0]?.n ?? 0);
+        return Number((await rs.json<{ n: unknown }>())[0]?.n ?? 0);
       };
       const stored = await q('SELECT count() AS n FROM app_usage');
       const violations = await q('SELECT count() AS n FROM violations');

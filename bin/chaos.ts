@@ -272,7 +272,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       (options.fuzzers ?? []).map((f) =>
         f.run({ nc: nc as NatsConnection, apiUrl: () => up.apiUrl, seed, signal: stopFuzz.signal }).then(
           (r) => ({ name: f.name, r }),
-          (err: unknown) => ({ name: f.name, r: { cases: 0, serverErrors: 0, expectedEvents: 0, expectedDeadLetterMessages: 0, failures: [`${f.name} failed: ${String(err)}`] } as FuzzReport }),
+          (err: unknown): { name: string; r: FuzzReport } => ({ name: f.name, r: { cases: 0, serverErrors: 0, expectedEvents: 0, expectedDeadLetterMessages: 0, failures: [`${f.name} failed: ${String(err)}`] } }),
         ),
       ),
     );

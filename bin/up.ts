@@ -156,7 +156,7 @@ async function up(opts: UpFlags): Promise<void> {
     process.off('SIGTERM', onSignal);
     await api?.close();
     await pipeline?.close();
-    const conn = nc as NatsConnection | null;
+    const conn = nc;
     // drain fails when the server is already gone: close, or it reconnects for ever.
     await conn?.drain().catch(() => conn.close());
     await server?.stop();

@@ -103,7 +103,7 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
       rejectMessage(mismatch.code, mismatch.message);
       continue;
     }
-    for (const r of decoded.rejected as EventRejection[]) addReason(reasons, r);
+    for (const r of decoded.rejected) addReason(reasons, r);
     const events = uniqueEvents(decoded.events, decoded.rejected, reasons);
     out.counts.rejectedEvents += reasons.total;
     if (reasons.total > 0) out.deadLetters.push({ seq: msg.seq, subject: msg.subject, summary: reasons });

@@ -25,7 +25,10 @@ export function registerPipelineCommand(program: Command): void {
       const url = natsUrlOrExit(config);
       const log = processLog(config);
       const nc = await connectNats(url, 'towerwatch pipeline').catch((err: unknown) => fail((err as Error).message));
-      const service = await startPipelineService({ config, nc, natsUrl: url, log, pipeline: { natsRetryMs: config.natsRetrySeconds * 1000, ...(threads ? { threads } : {}), ...(ackWaitSeconds ? { ackWaitMs: ackWaitSeconds * 1000 } : {}) } }).catch((err: unknown) => (err instanceof Error && err.cause instanceof HealthServerListenError ? fail(err.message) : Promise.reject(err)));
+      const service = await startPipelineService({ config, nc, natsUrl: url, log, pipeline: { natsRetryMs: config.natsRetrySeconds * 1000, ...(threads ? { threads } : {}), ...(ackWaitSeconds ? { ackWaitMs: ackWaitSeconds * 1000 } : {}) } }).catch((err: unknown) => {
+        if (err instanceof Error && err.cause instanceof HealthServerListenError) fail(err.message);
+        throw err;
+      });
       log(`pipeline: consuming from ${url}`);
       await new Promise<void>((resolve) => {
         process.once('SIGINT', resolve);

@@ -71,7 +71,7 @@ describe('discovery worker', () => {
     return (await js.publish(discoverySubject(carrier, tower), bytes, { msgID: discoveryMsgId(carrier, tower, bytes) })).seq;
   };
   const rows = async <T>(query: string, params: Record<string, unknown> = {}): Promise<T[]> =>
-    (await (await ch.client.query({ query, query_params: params, format: 'JSONEachRow' })).json()) as T[];
+    (await ch.client.query({ query, query_params: params, format: 'JSONEachRow' })).json<T>();
   const sightings = (device: string) =>
     rows<{ enterprise_id: string; tower_id: string; outcome: string; os_version: string; reported_enterprise: string }>(
       `SELECT enterprise_id, tower_id, outcome, os_version, reported_enterprise FROM ${ch.database}.discovery_sightings WHERE device_id = {d:String} ORDER BY ts, report_index`,

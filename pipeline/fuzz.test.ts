@@ -49,7 +49,7 @@ after(async () => {
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
 });
 
-const rows = async <T>(query: string): Promise<T[]> => (await (await ch.client.query({ query, format: 'JSONEachRow' })).json()) as T[];
+const rows = async <T>(query: string): Promise<T[]> => (await ch.client.query({ query, format: 'JSONEachRow' })).json<T>();
 
 test(`${CASES} fuzzed messages: each fully stored or dead-lettered with its reason, all acked, none twice (seed ${SEED})`, async (t) => {
   const [cases] = fc.sample(frameCases(CASES), { seed: SEED, numRuns: 1 }) as [FrameCase[]];

@@ -138,7 +138,7 @@ describe('pipeline health and metrics server', () => {
     assert.equal(sample(text, 'towerwatch_pipeline_batches_total'), c.batches);
     assert.ok(c.batches >= 1);
     const rs = await service.clickhouse.client.query({ query: 'SELECT count() AS n FROM app_usage', format: 'JSONEachRow' });
-    const stored = Number(((await rs.json()) as Array<{ n: string }>)[0]?.n);
+    const stored = Number((await rs.json<{ n: string }>())[0]?.n);
     assert.equal(stored, frames * perFrame);
     assert.equal(sample(text, 'towerwatch_pipeline_stored_rows_total'), stored);
     assert.ok((sample(text, 'towerwatch_pipeline_dead_letters_total') ?? 0) >= 1);

@@ -164,7 +164,7 @@ export class HealthServer implements AsyncDisposable {
       try {
         const query = (async () => {
           const rs = await s.clickhouse.client.query({ query: 'SELECT 1 AS ok', format: 'JSONEachRow', abort_signal: abort.signal });
-          const rows = (await rs.json()) as Array<{ ok: number }>;
+          const rows = await rs.json<{ ok: number }>();
           if (Number(rows[0]?.ok) !== 1) throw new Error('unexpected answer to SELECT 1');
         })();
         query.catch(() => undefined);

@@ -70,7 +70,7 @@ describe('pipeline', () => {
 
   const count = async (sql: string): Promise<number> => {
     const rs = await ch.client.query({ query: sql, format: 'JSONEachRow' });
-    const rows = (await rs.json()) as Array<{ n: string | number }>;
+    const rows = await rs.json<{ n: string | number }>();
     return Number(rows[0]?.n ?? 0);
   };
   const publish = (carrier: string, tower: string, events: UsageEvent[]): Promise<void> => publishFrame(js, carrier, tower, events);
@@ -159,7 +159,7 @@ describe('pipeline', () => {
     await until(async () => (await count('SELECT count() AS n FROM app_usage')) >= before + good, 30_000);
     assert.equal(await count('SELECT count() AS n FROM app_usage'), before + good);
     const rs = await ch.client.query({ query: 'SELECT DISTINCT code FROM dead_letters ORDER BY code', format: 'JSONEachRow' });
-    const codes = ((await rs.json()) as Array<{ code: string }>).map((r) => r.code);
+    const codes = (await rs.json<{ code: string }>()).map((r) => r.code);
     assert.ok(codes.includes('not_msgpack') || codes.includes('unknown_version'), codes.join());
     const jsm = await jetstreamManager(nc);
     const info = await jsm.streams.info(USAGE_DLQ_STREAM);
@@ -191,14 +191,14 @@ describe('pipeline', () => {
       js.publish(CRASH_SUBJECT, crash),
       js.publish(usageSubject('att', BRIEF.nycTower), encodeUsageFrame('att', BRIEF.nycTower, good2)),
     ]);
-    const [poisonSeq, crashSeq] = [acks[1]!.seq, acks[2]!.seq];
+    const [poisonSeq, crashSeq] = [acks[1].seq, acks[2].seq];
     await until(async () => (await count(`SELECT count() AS n FROM dead_letters WHERE stream_seq IN (${poisonSeq}, ${crashSeq})`)) >= 2, 60_000, 'both dead-lettered');
     await settled();
     const rs = await ch.client.query({
       query: `SELECT stream_seq, code, message, event_index, payload_bytes FROM dead_letters WHERE stream_seq IN (${poisonSeq}, ${crashSeq}) ORDER BY stream_seq`,
       format: 'JSONEachRow',
     });
-    const dead = (await rs.json()) as Array<{ stream_seq: number; code: string; message: string; event_index: number; payload_bytes: number }>;
+    const dead = await rs.json<{ stream_seq: number; code: string; message: string; event_index: number; payload_bytes: number }>();
     assert.deepEqual(dead.map((d) => [Number(d.stream_seq), d.code, d.event_index, d.payload_bytes]), [[poisonSeq, 'processing_failed', -1, poison.length], [crashSeq, 'processing_failed', -1, crash.length]]);
     assert.match(dead[0]!.message, /^processing_failed: test poison message on usage\.att\.poison-tower \(delivery \d+ of 3\)$/);
     assert.match(dead[1]!.message, /^processing_failed: .*worker exited/);
@@ -232,7 +232,7 @@ describe('pipeline', () => {
         query: `SELECT count() AS n, any(code) AS code, any(rejected_count) AS total, any(JSONLength(rejections)) AS kept, any(payload_bytes) AS bytes, any(length(payload_base64)) AS b64 FROM dead_letters WHERE stream_seq = ${seq}`,
         format: 'JSONEachRow',
       });
-      const [row] = (await rs.json()) as Array<Record<string, string | number>>;
+      const [row] = await rs.json<Record<string, string | number>>();
       assert.deepEqual({ n: Number(row!['n']), code: row!['code'], total: Number(row!['total']), kept: Number(row!['kept']), bytes: Number(row!['bytes']) }, { n: 1, code: 'bad_field', total: 10_000, kept: 100, bytes: frame.length });
       assert.equal(Number(row!['b64']), Buffer.from(frame).toString('base64').length);
       const jsm = await jetstreamManager(nc);
@@ -263,7 +263,7 @@ describe('pipeline', () => {
         await until(async () => (await count(`SELECT count() AS n FROM app_usage WHERE ${ours}`)) > 5, 60_000, 'traffic stored');
         const oldVersion = pipeline.counters.policyVersions['acme'] ?? assert.fail('no acme version yet');
         const entry = await store.get('policy_rule', 'acme', rule.id);
-        await store.update('policy_rule', { ...rule, permission: 'allow', severity: undefined, remediation: undefined } as typeof rule, entry?.revision ?? assert.fail());
+        await store.update('policy_rule', { ...rule, permission: 'allow', severity: undefined, remediation: undefined }, entry?.revision ?? assert.fail());
         await until(() => pipeline.counters.policyVersions['acme'] !== oldVersion, 30_000, 'new policy version in use');
         // Both workers swap within about a second of the change; give them 2 s of traffic.
         const settledFrom = id + 100;

@@ -171,7 +171,7 @@ export class Remediator extends ConsumerLoop {
       query_params: { id: actionId },
       format: 'JSONEachRow',
     });
-    return Number(((await rs.json()) as Array<{ n: string }>)[0]?.n ?? 0) > 0;
+    return Number((await rs.json<{ n: string }>())[0]?.n ?? 0) > 0;
   }
 
   /** Runs one request against its tower (plan checked again for automatic ones). */

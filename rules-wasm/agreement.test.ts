@@ -73,7 +73,7 @@ const rule: fc.Arbitrary<RuleInput> = fc
     ...app,
     ...action,
     ...(remediation !== undefined && r.permission === 'deny' ? { remediation } : {}),
-  }) as RuleInput);
+  }));
 
 const policySet = fc
   .array(

@@ -40,7 +40,7 @@ async function devicesSightedAt(ctx: ApiContext, enterprise: string, tower: stri
     query_params: { enterprise, tower },
     format: 'JSONEachRow',
   });
-  return new Set(((await rs.json()) as Array<{ device_id: string }>).map((r) => r.device_id));
+  return new Set((await rs.json<{ device_id: string }>()).map((r) => r.device_id));
 }
 
 /** A registered device seen within this long is "active", else "inactive". */

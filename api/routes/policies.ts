@@ -61,7 +61,7 @@ function ruleView(view: ControlPlaneView, r: PolicyRule): z.infer<typeof ruleSha
     permission: r.permission,
     severity: r.severity ?? null,
     remediation: r.remediation ?? null,
-    when: (r.when as z.infer<typeof conditions> | undefined) ?? null,
+    when: (r.when) ?? null,
     enabled: r.enabled,
     updated_at: r.updated_at,
     revision: view.get('policy_rule', r.enterprise_id, r.id)?.revision ?? 0,

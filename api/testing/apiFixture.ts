@@ -45,7 +45,7 @@ export async function callApi(
   if (body !== undefined) headers['content-type'] ??= 'application/json';
   const r = await fetch(`${baseUrl}${path}`, { method, headers, ...(body === undefined ? {} : { body }) });
   const text = await r.text();
-  let json: unknown = null;
+  let json: unknown;
   try {
     json = text === '' ? null : JSON.parse(text);
   } catch {

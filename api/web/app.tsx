@@ -97,11 +97,11 @@ function Login({ notice, onSignedIn }: { notice: string | null; onSignedIn: () =
         {notice && <p class="state">{notice}</p>}
         <label>
           Username
-          <input name="username" autocomplete="username" placeholder="admin@acme" required value={username} onInput={(e) => setUsername((e.currentTarget as HTMLInputElement).value)} />
+          <input name="username" autocomplete="username" placeholder="admin@acme" required value={username} onInput={(e) => setUsername((e.currentTarget).value)} />
         </label>
         <label>
           Password
-          <input name="password" type="password" autocomplete="current-password" required value={password} onInput={(e) => setPassword((e.currentTarget as HTMLInputElement).value)} />
+          <input name="password" type="password" autocomplete="current-password" required value={password} onInput={(e) => setPassword((e.currentTarget).value)} />
         </label>
         {error && (
           <p class="state error" role="alert" data-testid="login-error">
@@ -155,7 +155,7 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
       <header class="top">
         <strong class="brand">towerwatch</strong>
         {me.enterprises.length > 1 ? (
-          <select data-testid="enterprise" aria-label="Enterprise" value={enterpriseId ?? ''} onChange={(e) => setEnterpriseId((e.currentTarget as HTMLSelectElement).value)}>
+          <select data-testid="enterprise" aria-label="Enterprise" value={enterpriseId ?? ''} onChange={(e) => setEnterpriseId((e.currentTarget).value)}>
             {me.enterprises.map((e) => (
               <option value={e.id}>{e.name}</option>
             ))}

@@ -163,7 +163,7 @@ function DiscoveredRow({ ctx, device: d, users, fresh, onDone }: { ctx: PageCont
       <td>
         {ctx.me.can.write && (
           <div class="inline-form">
-            <select data-testid="onboard-user" aria-label={`User for ${d.id}`} value={user} onChange={(e) => setUser((e.currentTarget as HTMLSelectElement).value)} disabled={busy}>
+            <select data-testid="onboard-user" aria-label={`User for ${d.id}`} value={user} onChange={(e) => setUser((e.currentTarget).value)} disabled={busy}>
               <option value="">Assign to…</option>
               {users.map((u) => (
                 <option value={u.id}>{u.name}</option>

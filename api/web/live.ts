@@ -48,8 +48,8 @@ export class LiveSocket {
   on<K extends keyof ByType>(type: K, fn: Listener<ByType[K]>): () => void {
     let set = this.#listeners.get(type);
     if (!set) this.#listeners.set(type, (set = new Set()));
-    set.add(fn as Listener<never>);
-    return () => set.delete(fn as Listener<never>);
+    set.add(fn);
+    return () => set.delete(fn);
   }
 
   onState(fn: (s: LiveState, why: string) => void): () => void {

@@ -130,7 +130,7 @@ function RuleRow({ ctx, rule, role, onSaved }: { ctx: PageContext; rule: Rule; r
     );
   };
   const select = (value: string, set: (v: string) => void, options: string[], label: string, none?: string) => (
-    <select aria-label={label} data-testid={`edit-${label}`} value={value} disabled={busy} onChange={(e) => set((e.currentTarget as HTMLSelectElement).value)}>
+    <select aria-label={label} data-testid={`edit-${label}`} value={value} disabled={busy} onChange={(e) => set((e.currentTarget).value)}>
       {none !== undefined && <option value="">{none}</option>}
       {options.map((o) => (
         <option value={o}>{o}</option>

@@ -20,7 +20,7 @@ export function RemediationView({ ctx }: { ctx: PageContext }) {
       <div class="toolbar">
         <label>
           Status
-          <select value={status} onChange={(e) => setStatus((e.currentTarget as HTMLSelectElement).value)}>
+          <select value={status} onChange={(e) => setStatus((e.currentTarget).value)}>
             <option value="">all</option>
             {['success', 'failed', 'timeout', 'skipped_by_plan'].map((s) => (
               <option value={s}>{s.replace(/_/g, ' ')}</option>

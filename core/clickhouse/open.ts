@@ -28,6 +28,7 @@ import {
   type ClickHouseClient,
   type ClickHouseClientConfigOptions,
 } from '@clickhouse/client';
+import type * as ChdbConnection from 'chdb/connection';
 import { processAlive } from '../processes.js';
 
 /** Database created and used when none is given. */
@@ -294,14 +295,14 @@ function closedError(): ClickHouseOpenError {
 // Embedded engine (chdb)
 
 type Connection = NonNullable<ClickHouseClientConfigOptions['connection']>;
-type ChdbModule = typeof import('chdb/connection');
+type ChdbModule = typeof ChdbConnection;
 type ChdbConnection = ReturnType<ChdbModule['createChdbConnection']>;
 
 async function openEmbedded(dataDir: string, db: string): Promise<ClickHouseHandle> {
   const dir = resolve(dataDir, EMBEDDED_SUBDIR);
   mkdirSync(dir, { recursive: true });
   // Loaded only here: a server deployment never loads the native engine.
-  const { createChdbConnection } = (await import('chdb/connection')) as ChdbModule;
+  const { createChdbConnection }: ChdbModule = await import('chdb/connection');
   const open = (): ChdbConnection => {
     try {
       return createChdbConnection({ path: dir });

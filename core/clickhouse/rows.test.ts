@@ -35,7 +35,7 @@ test('each runtime table is defined once, as migrate builds it: columns in order
       'SELECT name, type, default_kind FROM system.columns WHERE database = {db:String} AND table = {t:String} ORDER BY position',
       { db: h.database, t: def.table },
     );
-    const columns = def.columns as readonly string[];
+    const columns = def.columns;
     assert.deepEqual(ddl.filter((c) => columns.includes(c.name)).map((c) => c.name), columns, `${def.table}: insert columns, in the table's order`);
     assert.deepEqual(ddl.filter((c) => !columns.includes(c.name) && c.default_kind === '').map((c) => c.name), [], `${def.table}: columns left out have a default`);
     for (const c of ddl.filter((x) => columns.includes(x.name))) {

@@ -210,7 +210,7 @@ export class TsvWriter {
     const b = this.#buf;
     const seconds = Math.floor(ms / 1000);
     const frac = ms - seconds * 1000;
-    let p = writeUint(b, this.#pos, seconds);
+    const p = writeUint(b, this.#pos, seconds);
     const hundreds = (frac / 100) | 0;
     const rest = frac - hundreds * 100;
     const tens = (rest / 10) | 0;
@@ -384,6 +384,6 @@ function writeUint32(b: Buffer, p: number, n: number): number {
     b[--q] = 48 + n - m * 10;
     n = m;
   }
-  b[--q] = 48 + n;
+  b[q - 1] = 48 + n;
   return p + digits;
 }
