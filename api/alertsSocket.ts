@@ -14,7 +14,16 @@ import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket } from 'uWebSoc
 import { z } from 'zod';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { SEVERITIES } from '../core/domain.js';
-import { ALL_ALERTS_SUBJECT, ALL_ENTERPRISE_EVENTS_SUBJECT, decodeAlerts, enterpriseEventType, enterpriseOfSubject, type HeartbeatMessage, type PongMessage, type SubscribedMessage } from '../core/live.js';
+import {
+  ALL_ALERTS_SUBJECT,
+  ALL_ENTERPRISE_EVENTS_SUBJECT,
+  decodeAlerts,
+  enterpriseEventType,
+  enterpriseOfSubject,
+  type HeartbeatMessage,
+  type PongMessage,
+  type SubscribedMessage,
+} from '../core/live.js';
 import type { AuthService, Principal } from './auth.js';
 import { ApiError, statusLine } from './errors.js';
 import type { ApiMetrics } from './metrics.js';
@@ -41,7 +50,10 @@ const filtersSchema = z.strictObject({
   app_id: z.string().max(64).optional(),
   user_id: z.string().max(64).optional(),
   /** `batch=1`: alerts come as `{type:"alerts", alerts:[…]}`, one message per pipeline batch (pages that draw thousands a second). */
-  batch: z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true').optional(),
+  batch: z
+    .enum(['0', '1', 'true', 'false'])
+    .transform((v) => v === '1' || v === 'true')
+    .optional(),
 });
 type Filters = z.infer<typeof filtersSchema>;
 
@@ -110,7 +122,14 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
     if (d.authTimer !== null) clearTimeout(d.authTimer);
     d.authTimer = null;
     for (const topic of fanout.join(ws, enterprise, d.filters)) ws.subscribe(topic);
-    ws.send(JSON.stringify({ type: 'subscribed', enterprise_id: enterprise, filters: { ...d.filters, token: undefined }, expires_at: new Date(principal.expiresAt * 1000).toISOString() } satisfies SubscribedMessage));
+    ws.send(
+      JSON.stringify({
+        type: 'subscribed',
+        enterprise_id: enterprise,
+        filters: { ...d.filters, token: undefined },
+        expires_at: new Date(principal.expiresAt * 1000).toISOString(),
+      } satisfies SubscribedMessage),
+    );
   };
 
   const refuse = (ws: WebSocket<SocketData>, err: unknown): void => {
@@ -129,13 +148,15 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
       const d = ws.getUserData();
       if (d.closed) continue;
       if (ws.getBufferedAmount() >= maxBackpressure) end(ws, CLOSE.slowConsumer, 'slow consumer: messages are not being read', 'slow_consumer');
-      else if (d.principal !== null && d.principal.expiresAt <= now) end(ws, CLOSE.tokenExpired, 'token expired: send a fresh one or reconnect', 'token_expired');
+      else if (d.principal !== null && d.principal.expiresAt <= now)
+        end(ws, CLOSE.tokenExpired, 'token expired: send a fresh one or reconnect', 'token_expired');
       else if (d.principal !== null && auth.isRevoked(d.principal.family)) end(ws, CLOSE.unauthorized, 'session ended', 'session_revoked');
     }
   }, SWEEP_EVERY_MS);
   sweep.unref();
   const heartbeat = setInterval(() => {
-    if (app !== null && sockets.size > 0) app.publish(HEARTBEAT_TOPIC, JSON.stringify({ type: 'heartbeat', ts: new Date().toISOString() } satisfies HeartbeatMessage));
+    if (app !== null && sockets.size > 0)
+      app.publish(HEARTBEAT_TOPIC, JSON.stringify({ type: 'heartbeat', ts: new Date().toISOString() } satisfies HeartbeatMessage));
   }, options.heartbeatEveryMs ?? HEARTBEAT_EVERY_MS);
   heartbeat.unref();
 
@@ -210,7 +231,8 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
       ws.send(JSON.stringify({ type: 'pong', ts: new Date().toISOString() } satisfies PongMessage));
       return;
     }
-    if (o.type !== 'auth' || typeof o.token !== 'string' || o.token.length > 4096) return end(ws, CLOSE.badMessage, 'expected {"type":"auth","token":…} or {"type":"ping"}', 'bad_message');
+    if (o.type !== 'auth' || typeof o.token !== 'string' || o.token.length > 4096)
+      return end(ws, CLOSE.badMessage, 'expected {"type":"auth","token":…} or {"type":"ping"}', 'bad_message');
     void auth.verifyAccessToken(o.token).then(
       (principal) => {
         if (ws.getUserData().closed) return;

@@ -52,7 +52,12 @@ interface Res {
   text: string;
 }
 
-function call(server: ApiServer, method: string, path: string, opts: { token?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> } = {}): Promise<Res> {
+function call(
+  server: ApiServer,
+  method: string,
+  path: string,
+  opts: { token?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> } = {},
+): Promise<Res> {
   return callApi(server.url, method, path, opts);
 }
 
@@ -62,7 +67,8 @@ async function login(username: string, server: ApiServer = api): Promise<any> {
   return r.json;
 }
 const tokenOf = (username: string): string => tokens.get(username) ?? assert.fail(`no token for ${username}`);
-const as = (username: string, method: string, path: string, opts: { body?: unknown; headers?: Record<string, string> } = {}): Promise<Res> => call(api, method, path, { ...opts, token: tokenOf(username) });
+const as = (username: string, method: string, path: string, opts: { body?: unknown; headers?: Record<string, string> } = {}): Promise<Res> =>
+  call(api, method, path, { ...opts, token: tokenOf(username) });
 
 function assertError(r: Res, status: number, code: string): void {
   assert.equal(r.status, status, `expected ${status} ${code}, got ${r.status}: ${r.text}`);
@@ -81,7 +87,11 @@ async function publishDiscovery(reports: DiscoveryReport[]): Promise<void> {
   await js.publish(discoverySubject(carrier, tower), bytes, { msgID: discoveryMsgId(carrier, tower, bytes) });
 }
 async function violationCount(enterprise: string): Promise<number> {
-  const rs = await pipeline.clickhouse.client.query({ query: 'SELECT count() AS n FROM violations WHERE enterprise_id = {e:String}', query_params: { e: enterprise }, format: 'JSONEachRow' });
+  const rs = await pipeline.clickhouse.client.query({
+    query: 'SELECT count() AS n FROM violations WHERE enterprise_id = {e:String}',
+    query_params: { e: enterprise },
+    format: 'JSONEachRow',
+  });
   return Number((await rs.json<{ n: string }>())[0]?.n ?? 0);
 }
 
@@ -122,7 +132,15 @@ before(async () => {
   await seedDemoAccounts(store, PASSWORD);
   // An enterprise with no devices on the demo carrier's network, and an account of it.
   await store.create('enterprise', { id: 'initech', name: 'Initech', plan_id: 'business', timezone: 'UTC', carrier_ids: ['rogers'] });
-  await store.create('account', { username: 'admin@initech', display_name: 'Initech admin', role: 'enterprise_admin', enterprise_id: 'initech', carrier_id: null, password_hash: await hashPassword(PASSWORD), created_at: new Date().toISOString() });
+  await store.create('account', {
+    username: 'admin@initech',
+    display_name: 'Initech admin',
+    role: 'enterprise_admin',
+    enterprise_id: 'initech',
+    carrier_id: null,
+    password_hash: await hashPassword(PASSWORD),
+    created_at: new Date().toISOString(),
+  });
   dataDir = await mkdtemp(join(tmpdir(), 'tw-api-'));
   towers = TowerAgent.start({ nc });
   pipeline = await startPipelineService({
@@ -133,13 +151,29 @@ before(async () => {
     statusEverySeconds: 0,
     pipeline: { threads: 1 },
   });
-  const common = { nc, clickhouse: pipeline.clickhouse, port: 0, jwtSecret: 'x'.repeat(40), now, checkResponses: true, log: (l: string) => process.stderr.write(`${l}\n`) };
+  const common = {
+    nc,
+    clickhouse: pipeline.clickhouse,
+    port: 0,
+    jwtSecret: 'x'.repeat(40),
+    now,
+    checkResponses: true,
+    log: (l: string) => process.stderr.write(`${l}\n`),
+  };
   api = await startApiServer({ ...common, limits: { perAccountPerMinute: 100_000, loginAttemptsPerAddress: 10_000 } });
-  strict = await startApiServer({ ...common, limits: { perAccountPerMinute: 5, loginFailuresPerUserAddress: 3, loginAttemptsPerAddress: 10_000 }, maxBackpressureBytes: 64 * 1024 });
+  strict = await startApiServer({
+    ...common,
+    limits: { perAccountPerMinute: 5, loginFailuresPerUserAddress: 3, loginAttemptsPerAddress: 10_000 },
+    maxBackpressureBytes: 64 * 1024,
+  });
   for (const u of ['admin@acme', 'analyst@acme', 'viewer@acme', 'admin@globex', 'ops@carrier', 'admin@initech']) tokens.set(u, (await login(u)).access_token);
 
   // Known history: John Doe's denied Slack upload (the brief's alert), and allowed events.
-  await publishEvents([event(1), event(2, { app: BRIEF.zoom, action: BRIEF.startMeeting }), event(3, { device: BRIEF.janeDevice, app: BRIEF.zoom, action: BRIEF.startMeeting })]);
+  await publishEvents([
+    event(1),
+    event(2, { app: BRIEF.zoom, action: BRIEF.startMeeting }),
+    event(3, { device: BRIEF.janeDevice, app: BRIEF.zoom, action: BRIEF.startMeeting }),
+  ]);
   await until(async () => (await violationCount('acme')) >= 1, 60_000, 'the first violation in ClickHouse');
 });
 after(async () => {
@@ -221,7 +255,8 @@ describe('auth', () => {
     assert.deepEqual(statuses, [200, 200, 200, 200, 200, 429, 429]);
     assertError(limited!, 429, 'rate_limited');
     assert.ok(Number(limited!.headers.get('retry-after')) >= 1);
-    for (let i = 0; i < 3; i++) assertError(await call(strict, 'POST', '/auth/login', { body: { username: 'viewer@acme', password: 'wrong-wrong' } }), 401, 'invalid_credentials');
+    for (let i = 0; i < 3; i++)
+      assertError(await call(strict, 'POST', '/auth/login', { body: { username: 'viewer@acme', password: 'wrong-wrong' } }), 401, 'invalid_credentials');
     const locked = await call(strict, 'POST', '/auth/login', { body: { username: 'viewer@acme', password: PASSWORD } });
     assertError(locked, 429, 'rate_limited');
     assert.equal(locked.headers.get('retry-after'), '15', 'this address backs off (15 s, doubling with each further failure)');
@@ -268,8 +303,24 @@ describe('endpoints of the brief', () => {
     assert.equal(r.status, 200, r.text);
     const john = r.json.alerts.find((a: any) => a.alert_id === 'att:tower123:1') ?? assert.fail(r.text);
     assert.deepEqual(
-      { user_id: john.user_id, user_name: john.user_name, app_name: john.app_name, action: john.action, policy_name: john.policy_name, severity: john.severity, tower_location: john.tower_location },
-      { user_id: BRIEF.john, user_name: 'John Doe', app_name: 'Slack', action: 'Upload File', policy_name: 'Admin Policy', severity: 'high', tower_location: 'New York City' },
+      {
+        user_id: john.user_id,
+        user_name: john.user_name,
+        app_name: john.app_name,
+        action: john.action,
+        policy_name: john.policy_name,
+        severity: john.severity,
+        tower_location: john.tower_location,
+      },
+      {
+        user_id: BRIEF.john,
+        user_name: 'John Doe',
+        app_name: 'Slack',
+        action: 'Upload File',
+        policy_name: 'Admin Policy',
+        severity: 'high',
+        tower_location: 'New York City',
+      },
     );
     assert.ok(!Number.isNaN(Date.parse(john.timestamp)));
     const low = await as('viewer@acme', 'GET', '/dashboard/alerts?severity=low');
@@ -283,13 +334,21 @@ describe('endpoints of the brief', () => {
     assert.equal(r.json.bucket, 'minute');
     assert.ok(r.json.totals.events >= 3);
     assert.ok(r.json.totals.violations >= 1);
-    assert.equal(r.json.totals.events, r.json.series.reduce((n: number, s: any) => n + s.events, 0));
+    assert.equal(
+      r.json.totals.events,
+      r.json.series.reduce((n: number, s: any) => n + s.events, 0),
+    );
     assert.ok(r.json.top_users.some((u: any) => u.user_name === 'John Doe'));
     assert.ok(r.json.top_towers.some((t: any) => t.tower_id === BRIEF.nycTower && t.location === 'New York City' && t.violations >= 1));
-    assert.ok(r.json.violations_by.some((v: any) => v.user_name === 'John Doe' && v.app_name === 'Slack' && v.tower_id === BRIEF.nycTower && v.policy_name === 'Admin Policy'));
+    assert.ok(
+      r.json.violations_by.some(
+        (v: any) => v.user_name === 'John Doe' && v.app_name === 'Slack' && v.tower_id === BRIEF.nycTower && v.policy_name === 'Admin Policy',
+      ),
+    );
     // The same queries with projections forced: a query the projections cannot answer fails.
     const rs = await pipeline.clickhouse.client.query({
-      query: "SELECT count() AS n FROM violations WHERE enterprise_id = 'acme' AND toStartOfMinute(ts) >= toStartOfMinute(now64() - INTERVAL 1 HOUR) GROUP BY user_id, user_name",
+      query:
+        "SELECT count() AS n FROM violations WHERE enterprise_id = 'acme' AND toStartOfMinute(ts) >= toStartOfMinute(now64() - INTERVAL 1 HOUR) GROUP BY user_id, user_name",
       format: 'JSONEachRow',
       clickhouse_settings: { force_optimize_projection: 1 },
     });
@@ -314,15 +373,32 @@ describe('endpoints of the brief', () => {
     const listed = await as('viewer@acme', 'GET', `/devices?user_id=${BRIEF.john}&status=registered`);
     assert.ok(listed.json.devices.some((x: any) => x.id === created.json.device_id));
     assertError(await as('admin@acme', 'POST', '/devices', { body: { user_id: 'user999999', model: 'x', os: 'iOS' } }), 400, 'unknown_reference');
-    assertError(await as('admin@acme', 'POST', '/devices', { body: { device_id: BRIEF.johnDevice, user_id: BRIEF.john, model: 'x', os: 'iOS' } }), 409, 'device_exists');
+    assertError(
+      await as('admin@acme', 'POST', '/devices', { body: { device_id: BRIEF.johnDevice, user_id: BRIEF.john, model: 'x', os: 'iOS' } }),
+      409,
+      'device_exists',
+    );
   });
 
   it('GET /devices/discovered lists discovered devices of the enterprise only', async () => {
-    await store.create('device', { id: 'disc-acme-1', enterprise_id: 'acme', user_id: null, model: 'Pixel 8', os: 'Android', os_version: '14', status: 'discovered', registered_at: null, first_seen: new Date(Date.now() - 60_000).toISOString() });
+    await store.create('device', {
+      id: 'disc-acme-1',
+      enterprise_id: 'acme',
+      user_id: null,
+      model: 'Pixel 8',
+      os: 'Android',
+      os_version: '14',
+      status: 'discovered',
+      registered_at: null,
+      first_seen: new Date(Date.now() - 60_000).toISOString(),
+    });
     await until(() => api.view.device('disc-acme-1') !== undefined, 5000, 'the view');
     const r = await as('viewer@acme', 'GET', '/devices/discovered');
     assert.equal(r.status, 200, r.text);
-    assert.deepEqual(r.json.devices.map((d: any) => [d.id, d.status, d.sightings]), [['disc-acme-1', 'discovered', 0]]);
+    assert.deepEqual(
+      r.json.devices.map((d: any) => [d.id, d.status, d.sightings]),
+      [['disc-acme-1', 'discovered', 0]],
+    );
     assert.equal((await as('admin@globex', 'GET', '/devices/discovered')).json.devices.length, 0);
     const onboarded = await as('admin@acme', 'POST', '/devices', { body: { device_id: 'disc-acme-1', user_id: BRIEF.jane, model: 'Pixel 8', os: 'Android' } });
     assert.equal(onboarded.status, 201, onboarded.text);
@@ -334,15 +410,40 @@ describe('endpoints of the brief', () => {
     const globex = new Socket(wsUrl(api, `token=${tokenOf('admin@globex')}`));
     await until(() => acme.of('subscribed').length === 1 && globex.of('subscribed').length === 1, 5000, 'subscribed');
     const ts = Date.now() - 5000;
-    const sighting = (device: string, over: Partial<DiscoveryReport> = {}): DiscoveryReport => ({ ts, carrier: 'att', tower: BRIEF.nycTower, device, model: 'Samsung Galaxy S24', os: 'Android', os_version: '14', first_seen: true, enterprise: 'acme', ...over });
-    await publishDiscovery([sighting('disc-acme-2'), sighting('disc-acme-2', { ts: ts + 2000, first_seen: false }), sighting('disc-acme-3', { model: 'iPhone 15', os: 'iOS', os_version: '18' })]);
+    const sighting = (device: string, over: Partial<DiscoveryReport> = {}): DiscoveryReport => ({
+      ts,
+      carrier: 'att',
+      tower: BRIEF.nycTower,
+      device,
+      model: 'Samsung Galaxy S24',
+      os: 'Android',
+      os_version: '14',
+      first_seen: true,
+      enterprise: 'acme',
+      ...over,
+    });
+    await publishDiscovery([
+      sighting('disc-acme-2'),
+      sighting('disc-acme-2', { ts: ts + 2000, first_seen: false }),
+      sighting('disc-acme-3', { model: 'iPhone 15', os: 'iOS', os_version: '18' }),
+    ]);
     await until(() => acme.of('device.discovered').length === 2, 10_000, 'device.discovered on the socket');
-    assert.deepEqual(acme.of('device.discovered').map((m) => m.device.id).sort(), ['disc-acme-2', 'disc-acme-3']);
+    assert.deepEqual(
+      acme
+        .of('device.discovered')
+        .map((m) => m.device.id)
+        .sort(),
+      ['disc-acme-2', 'disc-acme-3'],
+    );
     await new Promise((r) => setTimeout(r, 200));
-    assert.equal(globex.of('device.discovered').length, 0, 'not on another enterprise\'s socket');
+    assert.equal(globex.of('device.discovered').length, 0, "not on another enterprise's socket");
     for (const s of [acme, globex]) s.ws.close();
 
-    await until(async () => (await as('viewer@acme', 'GET', '/devices/discovered')).json.devices.some((d: any) => d.id === 'disc-acme-2' && d.sightings === 2), 10_000, 'listed with its sightings');
+    await until(
+      async () => (await as('viewer@acme', 'GET', '/devices/discovered')).json.devices.some((d: any) => d.id === 'disc-acme-2' && d.sightings === 2),
+      10_000,
+      'listed with its sightings',
+    );
     const listed = (await as('viewer@acme', 'GET', '/devices/discovered')).json.devices;
     const d2 = listed.find((d: any) => d.id === 'disc-acme-2');
     assert.deepEqual(
@@ -364,7 +465,11 @@ describe('endpoints of the brief', () => {
     assert.equal(api.view.device('disc-acme-2')?.first_tower_id, BRIEF.nycTower, 'discovery facts are kept');
     // From now on its usage is John's: the brief's denied upload is a violation of the Admin Policy.
     await publishEvents([event(7001, { device: 'disc-acme-2' })]);
-    await until(async () => (await as('viewer@acme', 'GET', '/dashboard/alerts?limit=500')).json.alerts.some((a: any) => a.alert_id === 'att:tower123:7001'), 20_000, 'the onboarded device\'s violation');
+    await until(
+      async () => (await as('viewer@acme', 'GET', '/dashboard/alerts?limit=500')).json.alerts.some((a: any) => a.alert_id === 'att:tower123:7001'),
+      20_000,
+      "the onboarded device's violation",
+    );
     const alert = (await as('viewer@acme', 'GET', '/dashboard/alerts?limit=500')).json.alerts.find((a: any) => a.alert_id === 'att:tower123:7001');
     assert.deepEqual([alert.user_id, alert.device_id, alert.policy_name], [BRIEF.john, 'disc-acme-2', 'Admin Policy']);
   });
@@ -398,10 +503,20 @@ describe('endpoints of the brief', () => {
   it('GET /me tells the page who is signed in, what they may do and which enterprises they see', async () => {
     const admin = await as('admin@acme', 'GET', '/me');
     assert.equal(admin.status, 200, admin.text);
-    assert.deepEqual([admin.json.username, admin.json.role, admin.json.enterprise_id, admin.json.can], ['admin@acme', 'enterprise_admin', 'acme', { read: true, history: true, write: true }]);
-    assert.deepEqual(admin.json.enterprises.map((e: any) => e.id), ['acme']);
+    assert.deepEqual(
+      [admin.json.username, admin.json.role, admin.json.enterprise_id, admin.json.can],
+      ['admin@acme', 'enterprise_admin', 'acme', { read: true, history: true, write: true }],
+    );
+    assert.deepEqual(
+      admin.json.enterprises.map((e: any) => e.id),
+      ['acme'],
+    );
     assert.deepEqual((await as('viewer@acme', 'GET', '/me')).json.can, { read: true, history: false, write: false });
-    assert.deepEqual((await as('admin@globex', 'GET', '/me')).json.enterprises.map((e: any) => e.id), ['globex'], 'only its own enterprise');
+    assert.deepEqual(
+      (await as('admin@globex', 'GET', '/me')).json.enterprises.map((e: any) => e.id),
+      ['globex'],
+      'only its own enterprise',
+    );
     const ops = (await as('ops@carrier', 'GET', '/me')).json;
     assert.equal(ops.enterprise_id, null);
     assert.ok(ops.enterprises.some((e: any) => e.id === 'acme') && !ops.enterprises.some((e: any) => e.id === 'initech'), JSON.stringify(ops.enterprises));
@@ -451,7 +566,11 @@ describe('endpoints of the brief', () => {
     assert.equal(updated.json.status, 'updated');
     assert.notEqual(updated.headers.get('etag'), etag);
     await until(() => api.view.policy('policy_test', 'acme')?.name === 'Test Policy v2', 5000, 'the view');
-    assertError(await as('admin@acme', 'POST', '/policies', { body: { policy_id: 'policy_test', name: 'stale' }, headers: { 'if-match': etag } }), 412, 'precondition_failed');
+    assertError(
+      await as('admin@acme', 'POST', '/policies', { body: { policy_id: 'policy_test', name: 'stale' }, headers: { 'if-match': etag } }),
+      412,
+      'precondition_failed',
+    );
     assert.equal((await store.get('policy', 'acme', 'policy_test'))?.value.name, 'Test Policy v2', 'the stale write changed nothing');
   });
 
@@ -460,7 +579,13 @@ describe('endpoints of the brief', () => {
     const first = await as('admin@acme', 'POST', '/policy-rules', { body });
     assert.ok(first.status === 201 || first.status === 200, first.text);
     assert.deepEqual(
-      { policy_id: first.json.policy_id, role_id: first.json.role_id, app_id: first.json.app_id, action_id: first.json.action_id, permission: first.json.permission },
+      {
+        policy_id: first.json.policy_id,
+        role_id: first.json.role_id,
+        app_id: first.json.app_id,
+        action_id: first.json.action_id,
+        permission: first.json.permission,
+      },
       body,
     );
     assert.ok(first.json.policy_rule_id);
@@ -471,7 +596,14 @@ describe('endpoints of the brief', () => {
     assert.equal(second.json.status, 'updated');
     assert.equal(second.json.policy_rule_id, first.json.policy_rule_id);
     const list = await as('viewer@acme', 'GET', `/policy-rules?policy_id=${BRIEF.adminPolicy}`);
-    await until(async () => (await as('viewer@acme', 'GET', `/policy-rules?policy_id=${BRIEF.adminPolicy}`)).json.policy_rules.some((r: any) => r.policy_rule_id === first.json.policy_rule_id && r.permission === 'allow'), 5000, 'the update');
+    await until(
+      async () =>
+        (await as('viewer@acme', 'GET', `/policy-rules?policy_id=${BRIEF.adminPolicy}`)).json.policy_rules.some(
+          (r: any) => r.policy_rule_id === first.json.policy_rule_id && r.permission === 'allow',
+        ),
+      5000,
+      'the update',
+    );
     assert.equal(list.json.policy_id, BRIEF.adminPolicy);
     assertError(await as('admin@acme', 'POST', '/policy-rules', { body: { ...body, app_id: 'no_such_app' } }), 400, 'unknown_reference');
     assertError(await as('admin@acme', 'POST', '/policy-rules', { body: { ...body, when: { time: { from: '25:00', to: '26:00' } } } }), 400, 'invalid_policy');
@@ -482,10 +614,19 @@ describe('endpoints of the brief', () => {
     const a = await as('admin@acme', 'POST', '/roles/policies/assign', { body: { role_id: BRIEF.contractorRole, policy_id: 'policy_test' } });
     assert.equal(a.status, 201, a.text);
     assert.equal(a.json.status, 'assigned');
-    await until(async () => (await as('viewer@acme', 'GET', `/roles/policies?role=${BRIEF.contractorRole}`)).json.policies.some((p: any) => p.policy_id === 'policy_test'), 5000, 'assignment');
+    await until(
+      async () =>
+        (await as('viewer@acme', 'GET', `/roles/policies?role=${BRIEF.contractorRole}`)).json.policies.some((p: any) => p.policy_id === 'policy_test'),
+      5000,
+      'assignment',
+    );
     const u = await as('admin@acme', 'POST', '/users/roles/assign', { body: { user_id: BRIEF.jane, role_id: BRIEF.adminRole } });
     assert.equal(u.status, 201, u.text);
-    await until(async () => (await as('viewer@acme', 'GET', `/users/roles?user=${BRIEF.jane}`)).json.roles.some((r: any) => r.role_id === BRIEF.adminRole), 5000, 'role');
+    await until(
+      async () => (await as('viewer@acme', 'GET', `/users/roles?user=${BRIEF.jane}`)).json.roles.some((r: any) => r.role_id === BRIEF.adminRole),
+      5000,
+      'role',
+    );
     const roles = await as('viewer@acme', 'GET', `/users/roles?user=${BRIEF.jane}`);
     assert.equal(roles.json.user_name, 'Jane Smith');
     assert.equal((await as('admin@acme', 'DELETE', `/users/${BRIEF.jane}/roles/${BRIEF.adminRole}`)).status, 204);
@@ -505,7 +646,10 @@ describe('endpoints of the brief', () => {
     const ops = await as('ops@carrier', 'GET', '/towers?limit=100');
     assert.ok(ops.json.towers.length > 0);
     assert.ok(ops.json.towers.every((x: any) => x.carrier_ids.includes(DEMO_CARRIER)));
-    assert.deepEqual((await as('ops@carrier', 'GET', '/carriers')).json.carriers.map((x: any) => x.id), [DEMO_CARRIER]);
+    assert.deepEqual(
+      (await as('ops@carrier', 'GET', '/carriers')).json.carriers.map((x: any) => x.id),
+      [DEMO_CARRIER],
+    );
   });
 
   it('GET /app-usage has the brief shape', async () => {
@@ -526,8 +670,14 @@ describe('endpoints of the brief', () => {
     const again = await as('admin@acme', 'POST', '/remedial-actions', { body: { alert_id: 'att:tower123:1', action: 'block_app' } });
     assert.equal(again.json.status, 'already_queued');
     assert.equal(again.json.action_id, r.json.action_id);
-    await until(async () => (await as('viewer@acme', 'GET', '/remedial-actions')).json.remedial_actions.some((a: any) => a.action_id === r.json.action_id), 20_000, 'the outcome');
-    const listed = (await as('viewer@acme', 'GET', '/remedial-actions?status=success')).json.remedial_actions.filter((a: any) => a.action_id === r.json.action_id);
+    await until(
+      async () => (await as('viewer@acme', 'GET', '/remedial-actions')).json.remedial_actions.some((a: any) => a.action_id === r.json.action_id),
+      20_000,
+      'the outcome',
+    );
+    const listed = (await as('viewer@acme', 'GET', '/remedial-actions?status=success')).json.remedial_actions.filter(
+      (a: any) => a.action_id === r.json.action_id,
+    );
     assert.equal(listed.length, 1, 'executed once');
     assert.deepEqual([listed[0].action_name, listed[0].trigger, listed[0].requested_by, listed[0].attempts], ['Block App', 'manual', 'admin@acme', 1]);
     assert.equal(towers.allows({ tower: BRIEF.nycTower, device: BRIEF.johnDevice, app: BRIEF.slack }), false, 'the tower blocked the app for the device');
@@ -574,7 +724,11 @@ describe('tenancy', () => {
     assertError(await w('DELETE', `/roles/${BRIEF.adminRole}/policies/${BRIEF.adminPolicy}`), 404, 'not_found');
     assertError(await w('DELETE', `/users/${BRIEF.john}/roles/${BRIEF.adminRole}`), 404, 'not_found');
     assertError(await w('POST', '/devices', { user_id: BRIEF.john, model: 'x', os: 'iOS' }), 400, 'unknown_reference');
-    assertError(await w('POST', '/devices', { device_id: BRIEF.johnDevice, user_id: world.users.find((u) => u.enterprise_id === 'globex')!.id, model: 'x', os: 'iOS' }), 404, 'not_found');
+    assertError(
+      await w('POST', '/devices', { device_id: BRIEF.johnDevice, user_id: world.users.find((u) => u.enterprise_id === 'globex')!.id, model: 'x', os: 'iOS' }),
+      404,
+      'not_found',
+    );
     assertError(await w('POST', '/remedial-actions', { alert_id: 'att:tower123:1', action: 'block_device' }), 404, 'not_found');
     assertError(await w('POST', `/devices/${BRIEF.johnDevice}/retire`), 404, 'not_found');
     assertError(await w('POST', `/devices/${BRIEF.johnDevice}/reject`), 404, 'not_found');
@@ -611,10 +765,34 @@ describe('operations', () => {
   it('/openapi.json documents every route with its parameters and reply shape', async () => {
     const doc = (await call(api, 'GET', '/openapi.json')).json;
     assert.equal(doc.openapi, '3.1.0');
-    const documented = Object.entries(doc.paths as Record<string, Record<string, any>>).flatMap(([p, ms]) => Object.keys(ms).map((m) => `${m.toUpperCase()} ${p}`));
+    const documented = Object.entries(doc.paths as Record<string, Record<string, any>>).flatMap(([p, ms]) =>
+      Object.keys(ms).map((m) => `${m.toUpperCase()} ${p}`),
+    );
     const served = api.routes.map((r) => `${r.method === 'del' ? 'DELETE' : r.method.toUpperCase()} ${r.path}`);
     assert.deepEqual(documented.sort(), served.sort());
-    for (const brief of ['POST /auth/login', 'POST /auth/refresh', 'GET /dashboard/metrics', 'GET /dashboard/alerts', 'GET /devices', 'POST /devices', 'GET /devices/discovered', 'GET /policies', 'POST /policies', 'GET /policy-rules', 'POST /policy-rules', 'POST /roles/policies/assign', 'POST /users/roles/assign', 'GET /roles/policies', 'GET /users/roles', 'DELETE /roles/{role_id}/policies/{policy_id}', 'DELETE /users/{user_id}/roles/{role_id}', 'GET /carriers', 'GET /towers', 'GET /app-usage', 'POST /remedial-actions']) {
+    for (const brief of [
+      'POST /auth/login',
+      'POST /auth/refresh',
+      'GET /dashboard/metrics',
+      'GET /dashboard/alerts',
+      'GET /devices',
+      'POST /devices',
+      'GET /devices/discovered',
+      'GET /policies',
+      'POST /policies',
+      'GET /policy-rules',
+      'POST /policy-rules',
+      'POST /roles/policies/assign',
+      'POST /users/roles/assign',
+      'GET /roles/policies',
+      'GET /users/roles',
+      'DELETE /roles/{role_id}/policies/{policy_id}',
+      'DELETE /users/{user_id}/roles/{role_id}',
+      'GET /carriers',
+      'GET /towers',
+      'GET /app-usage',
+      'POST /remedial-actions',
+    ]) {
       assert.ok(served.includes(brief), `${brief} is served`);
     }
     const alerts = doc.paths['/dashboard/alerts'].get;
@@ -642,9 +820,16 @@ describe('/ws/alerts', () => {
     assert.equal(acme.of('subscribed')[0].enterprise_id, 'acme');
 
     await publishEvents([event(100)]);
-    await until(() => acme.of('alert').some((a) => a.alert_id === 'att:tower123:100') && firstMessage.of('alert').length > 0 && nycOnly.of('alert').length > 0, 60_000, 'the alert on the socket');
+    await until(
+      () => acme.of('alert').some((a) => a.alert_id === 'att:tower123:100') && firstMessage.of('alert').length > 0 && nycOnly.of('alert').length > 0,
+      60_000,
+      'the alert on the socket',
+    );
     const a = acme.of('alert').find((x) => x.alert_id === 'att:tower123:100');
-    assert.deepEqual([a.user_name, a.app_name, a.action, a.policy_name, a.severity, a.tower_location], ['John Doe', 'Slack', 'Upload File', 'Admin Policy', 'high', 'New York City']);
+    assert.deepEqual(
+      [a.user_name, a.app_name, a.action, a.policy_name, a.severity, a.tower_location],
+      ['John Doe', 'Slack', 'Upload File', 'Admin Policy', 'high', 'New York City'],
+    );
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(lowOnly.of('alert').length, 0, 'severity filter');
     assert.equal(otherTower.of('alert').length, 0, 'tower filter');
@@ -652,7 +837,12 @@ describe('/ws/alerts', () => {
     // batch=1: one `alerts` message per pipeline batch, filters applied, never single `alert`s.
     await until(() => batched.of('alerts').length > 0 && batchedHigh.of('alerts').length > 0, 5000, 'the batched alerts');
     for (const s of [batched, batchedHigh]) {
-      assert.ok(s.of('alerts').flatMap((m) => m.alerts).some((x: any) => x.alert_id === 'att:tower123:100' && x.user_name === 'John Doe'));
+      assert.ok(
+        s
+          .of('alerts')
+          .flatMap((m) => m.alerts)
+          .some((x: any) => x.alert_id === 'att:tower123:100' && x.user_name === 'John Doe'),
+      );
       assert.equal(s.of('alert').length, 0);
     }
     assert.equal(batchedLow.of('alerts').length, 0, 'severity filter on a batched socket');
@@ -704,7 +894,10 @@ describe('/ws/alerts', () => {
     assert.ok([CLOSE.slowConsumer, 1006].includes(slow.closed!.code), `closed with ${slow.closed!.code}`);
     const m = await call(strict, 'GET', '/metrics');
     const drops = m.text.split('\n').filter((l) => l.startsWith('towerwatch_ws_dropped_total'));
-    assert.ok(drops.some((l) => /reason="slow_consumer"\} [1-9]/.test(l)), `the server closed it as a slow consumer: ${drops.join('; ')}`);
+    assert.ok(
+      drops.some((l) => /reason="slow_consumer"\} [1-9]/.test(l)),
+      `the server closed it as a slow consumer: ${drops.join('; ')}`,
+    );
     assert.equal(fast.closed, null, 'a reading socket stays');
     assert.ok(fast.of('test.filler').length > 100);
     fast.ws.close();

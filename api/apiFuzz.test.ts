@@ -14,8 +14,26 @@ const fx = await startApiFixture();
 
 test('fuzzing every route: no 5xx, every 4xx in the error envelope, the server still up', { timeout: 120_000 }, async () => {
   // Ids that exist (each kind, both enterprises) so that requests get past "not found".
-  const some = <K extends 'user' | 'role' | 'policy' | 'device' | 'policy_rule'>(kind: K): string[] => fx.api.view.list(kind, undefined).slice(0, 4).map((e) => e.id);
-  const ids = [...new Set([...Object.values(BRIEF), 'globex', ...some('user'), ...some('role'), ...some('policy'), ...some('device'), ...some('policy_rule'), ...fx.world.towers.slice(0, 2).map((t) => t.id), 'att', 'high', 'critical'])];
+  const some = <K extends 'user' | 'role' | 'policy' | 'device' | 'policy_rule'>(kind: K): string[] =>
+    fx.api.view
+      .list(kind, undefined)
+      .slice(0, 4)
+      .map((e) => e.id);
+  const ids = [
+    ...new Set([
+      ...Object.values(BRIEF),
+      'globex',
+      ...some('user'),
+      ...some('role'),
+      ...some('policy'),
+      ...some('device'),
+      ...some('policy_rule'),
+      ...fx.world.towers.slice(0, 2).map((t) => t.id),
+      'att',
+      'high',
+      'critical',
+    ]),
+  ];
   const seed = Number(process.env['TOWERWATCH_FUZZ_SEED'] ?? 1414);
   const cases = Number(process.env['TOWERWATCH_FUZZ_CASES'] ?? 2000);
   const r = await fuzzApi({ url: fx.api.url, tokens: fx.tokens, cases, seed, ids, concurrency: 4 });

@@ -178,7 +178,13 @@ export function idPool(ids: readonly string[]): IdPool {
     const stem = field.replace(/_ids?$/, '');
     let arb = byStem.get(stem);
     if (arb === undefined) {
-      const matching = ids.filter((id) => id.toLowerCase().includes(stem.toLowerCase()) || (stem === 'enterprise' && /^[a-z]+$/.test(id)) || (stem === 'user' && /-u\d+$/.test(id)) || (stem === 'role' && /^role/.test(id)));
+      const matching = ids.filter(
+        (id) =>
+          id.toLowerCase().includes(stem.toLowerCase()) ||
+          (stem === 'enterprise' && /^[a-z]+$/.test(id)) ||
+          (stem === 'user' && /-u\d+$/.test(id)) ||
+          (stem === 'role' && /^role/.test(id)),
+      );
       arb = matching.length === 0 ? any : fc.oneof({ arbitrary: fc.constantFrom(...matching), weight: 4 }, { arbitrary: any, weight: 1 });
       byStem.set(stem, arb);
     }
@@ -214,7 +220,10 @@ function validValueOf(schema: JsonSchema, pool: IdPool, ids: fc.Arbitrary<string
       return fc.oneof(fc.integer({ min: Math.max(min, -(2 ** 31)), max: Math.min(max, 2 ** 31) }), fc.constantFrom(min - 1, max + 1, 0));
     }
     case 'number':
-      return fc.oneof(fc.double({ noNaN: true, noDefaultInfinity: true, min: schema.minimum ?? -1e6, max: schema.maximum ?? 1e15 }), fc.constantFrom(0, -1, 1.5));
+      return fc.oneof(
+        fc.double({ noNaN: true, noDefaultInfinity: true, min: schema.minimum ?? -1e6, max: schema.maximum ?? 1e15 }),
+        fc.constantFrom(0, -1, 1.5),
+      );
     case 'string': {
       if (schema.pattern !== undefined) {
         try {
@@ -224,7 +233,12 @@ function validValueOf(schema: JsonSchema, pool: IdPool, ids: fc.Arbitrary<string
         }
       }
       const maxLength = Math.min(schema.maxLength ?? 80, 300);
-      return fc.oneof({ arbitrary: ids, weight: field === null ? 1 : 3 }, fc.string({ minLength: schema.minLength ?? 0, maxLength }), fc.string({ unit: 'grapheme', maxLength: 20 }), fc.date({ noInvalidDate: true }).map((d) => d.toISOString()));
+      return fc.oneof(
+        { arbitrary: ids, weight: field === null ? 1 : 3 },
+        fc.string({ minLength: schema.minLength ?? 0, maxLength }),
+        fc.string({ unit: 'grapheme', maxLength: 20 }),
+        fc.date({ noInvalidDate: true }).map((d) => d.toISOString()),
+      );
     }
     case 'array': {
       const items = schema.items ?? {};
@@ -235,13 +249,15 @@ function validValueOf(schema: JsonSchema, pool: IdPool, ids: fc.Arbitrary<string
       const required = new Set(schema.required ?? []);
       const shape: Record<string, fc.Arbitrary<unknown>> = {};
       // Optional fields now and then (each one given makes a refusal likelier: reach the handlers).
-      for (const [k, s] of Object.entries(props)) shape[k] = required.has(k) ? valueOf(s, pool, depth + 1, k) : fc.option(valueOf(s, pool, depth + 1, k), { freq: 2, nil: undefined });
+      for (const [k, s] of Object.entries(props))
+        shape[k] = required.has(k) ? valueOf(s, pool, depth + 1, k) : fc.option(valueOf(s, pool, depth + 1, k), { freq: 2, nil: undefined });
       const base = fc.record(shape).map((o) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)));
       // Now and then an unknown field (strict objects refuse it with a 400).
-      const unknownField = fc.oneof({ arbitrary: fc.constant(null), weight: 10 }, { arbitrary: fc.tuple(fc.string({ minLength: 1, maxLength: 10 }), fc.jsonValue({ maxDepth: 1 })), weight: 1 });
-      return fc.tuple(base, unknownField).map(([o, extra]) =>
-        extra === null ? o : { ...(o as object), [extra[0]]: extra[1] },
+      const unknownField = fc.oneof(
+        { arbitrary: fc.constant(null), weight: 10 },
+        { arbitrary: fc.tuple(fc.string({ minLength: 1, maxLength: 10 }), fc.jsonValue({ maxDepth: 1 })), weight: 1 },
       );
+      return fc.tuple(base, unknownField).map(([o, extra]) => (extra === null ? o : { ...(o as object), [extra[0]]: extra[1] }));
     }
     default:
       return fc.jsonValue({ maxDepth: 2 });
@@ -284,14 +300,37 @@ function queryValue(v: unknown): string[] {
 
 function queryString(route: RouteSpec, pool: IdPool): fc.Arbitrary<string> {
   const params = route.query.map((q) =>
-    fc.option(valueOf(q.schema, pool, 0, q.name).map((v) => queryValue(v).map((x) => `${enc(q.name)}=${enc(x)}`).join('&')), { freq: q.required ? 8 : 2 }),
+    fc.option(
+      valueOf(q.schema, pool, 0, q.name).map((v) =>
+        queryValue(v)
+          .map((x) => `${enc(q.name)}=${enc(x)}`)
+          .join('&'),
+      ),
+      { freq: q.required ? 8 : 2 },
+    ),
   );
   const extra = fc.oneof(
     { arbitrary: fc.constant(''), weight: 6 },
     { arbitrary: fc.constantFrom(...BAD_ENCODINGS).map((bad) => `${route.query[0]?.name ?? 'x'}=${bad}`), weight: 2 },
     { arbitrary: fc.constantFrom(...BAD_ENCODINGS).map((bad) => `${bad}=1`), weight: 1 },
     { arbitrary: fc.tuple(fc.string({ maxLength: 8 }), fc.string({ maxLength: 8 })).map(([k, v]) => `${enc(k)}=${enc(v)}`), weight: 1 },
-    { arbitrary: fc.constantFrom('from=-1', 'to=-1', 'to=Infinity', 'from=2026-01-02&to=2026-01-01', 'range=1h&from=2026-01-01', 'page=0', 'limit=100000', 'page=1e3', 'severity=high&severity=low', '&&&', '=', 'a=1&a=2&a=3'), weight: 2 },
+    {
+      arbitrary: fc.constantFrom(
+        'from=-1',
+        'to=-1',
+        'to=Infinity',
+        'from=2026-01-02&to=2026-01-01',
+        'range=1h&from=2026-01-01',
+        'page=0',
+        'limit=100000',
+        'page=1e3',
+        'severity=high&severity=low',
+        '&&&',
+        '=',
+        'a=1&a=2&a=3',
+      ),
+      weight: 2,
+    },
   );
   return fc.tuple(fc.tuple(...params), extra).map(([ps, x]) => [...ps.filter((p): p is string => p !== null && p !== ''), ...(x === '' ? [] : [x])].join('&'));
 }
@@ -303,11 +342,38 @@ function bodyOf(route: RouteSpec, pool: IdPool, limit: number): fc.Arbitrary<{ k
     { arbitrary: valueOf(schema, pool).map(json('schema body')), weight: 10 },
     { arbitrary: fc.constant({ kind: 'no body', body: null, type: null }), weight: 2 },
     { arbitrary: fc.jsonValue({ maxDepth: 3 }).map(json('any JSON')), weight: 2 },
-    { arbitrary: fc.constantFrom('{', '{"a":', '[1,2', 'nul', '{"a":1}}', '\u0000', '\uFEFF{}', '{"__proto__":{"polluted":1}}', '{"constructor":{"prototype":{"x":1}}}').map((b) => ({ kind: 'malformed JSON', body: b, type: 'application/json' })), weight: 2 },
-    { arbitrary: fc.integer({ min: 10, max: Math.floor(limit / 2) - 10 }).map((n) => ({ kind: 'deeply nested JSON under the limit', body: '['.repeat(n) + ']'.repeat(n), type: 'application/json' })), weight: 1 },
-    { arbitrary: fc.integer({ min: 10, max: 3000 }).map((n) => ({ kind: 'deeply nested object', body: '{"a":'.repeat(n) + '1' + '}'.repeat(n), type: 'application/json' })), weight: 1 },
-    { arbitrary: fc.constantFrom(limit - 64, limit + 1, limit * 2, limit * 8).map((n) => ({ kind: 'body near or over the limit', body: JSON.stringify({ name: 'x'.repeat(Math.max(0, n - 12)) }), type: 'application/json' })), weight: 1 },
-    { arbitrary: valueOf(schema, pool).chain((v) => fc.constantFrom('text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/xml', '').map((type) => ({ kind: 'wrong content type', body: JSON.stringify(v) ?? '', type }))), weight: 1 },
+    {
+      arbitrary: fc
+        .constantFrom('{', '{"a":', '[1,2', 'nul', '{"a":1}}', '\u0000', '\uFEFF{}', '{"__proto__":{"polluted":1}}', '{"constructor":{"prototype":{"x":1}}}')
+        .map((b) => ({ kind: 'malformed JSON', body: b, type: 'application/json' })),
+      weight: 2,
+    },
+    {
+      arbitrary: fc
+        .integer({ min: 10, max: Math.floor(limit / 2) - 10 })
+        .map((n) => ({ kind: 'deeply nested JSON under the limit', body: '['.repeat(n) + ']'.repeat(n), type: 'application/json' })),
+      weight: 1,
+    },
+    {
+      arbitrary: fc
+        .integer({ min: 10, max: 3000 })
+        .map((n) => ({ kind: 'deeply nested object', body: '{"a":'.repeat(n) + '1' + '}'.repeat(n), type: 'application/json' })),
+      weight: 1,
+    },
+    {
+      arbitrary: fc
+        .constantFrom(limit - 64, limit + 1, limit * 2, limit * 8)
+        .map((n) => ({ kind: 'body near or over the limit', body: JSON.stringify({ name: 'x'.repeat(Math.max(0, n - 12)) }), type: 'application/json' })),
+      weight: 1,
+    },
+    {
+      arbitrary: valueOf(schema, pool).chain((v) =>
+        fc
+          .constantFrom('text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/xml', '')
+          .map((type) => ({ kind: 'wrong content type', body: JSON.stringify(v) ?? '', type })),
+      ),
+      weight: 1,
+    },
     { arbitrary: fc.uint8Array({ maxLength: 200 }).map((b) => ({ kind: 'binary body', body: Buffer.from(b), type: 'application/octet-stream' })), weight: 1 },
   );
 }
@@ -316,7 +382,18 @@ export function draftOf(routes: readonly RouteSpec[], tokens: readonly string[],
   const token = fc.oneof(
     { arbitrary: tokens.length === 0 ? fc.constant<string | null>(null) : fc.constantFrom<string | null>(...tokens), weight: 6 },
     { arbitrary: fc.constant<string | null>(null), weight: 2 },
-    { arbitrary: fc.constantFrom<string | null>('Bearer', 'Bearer ', 'Basic YWRtaW46YWRtaW4=', 'Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbkBhY21lIn0.', 'Bearer a.b.c', `Bearer ${'A'.repeat(3000)}`, 'Bearer \u00e9t\u00e9'), weight: 1 },
+    {
+      arbitrary: fc.constantFrom<string | null>(
+        'Bearer',
+        'Bearer ',
+        'Basic YWRtaW46YWRtaW4=',
+        'Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbkBhY21lIn0.',
+        'Bearer a.b.c',
+        `Bearer ${'A'.repeat(3000)}`,
+        'Bearer \u00e9t\u00e9',
+      ),
+      weight: 1,
+    },
   );
   const route = fc.constantFrom(...routes);
   return fc.tuple(route, token, fc.nat({ max: 99 })).chain(([r, tok, roll]) => {
@@ -330,15 +407,23 @@ export function draftOf(routes: readonly RouteSpec[], tokens: readonly string[],
         ? fc.constantFrom('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD', 'TRACE').map((m) => ({ m, kind: 'any method' }))
         : fc.constant({ m: r.method, kind: 'route method' });
     const wantsBody = r.method === 'POST' || r.method === 'PUT' || r.method === 'PATCH';
-    return fc.tuple(pathArb, queryString(r, pool), methodArb, wantsBody || roll < 12 ? bodyOf(r, pool, limit) : fc.constant({ kind: 'no body', body: null, type: null })).map(([p, q, { m, kind }, b]) => {
-      const headers: Record<string, string> = {};
-      // A real token is not spent on logging out: it is the fuzzer's key to the rest.
-      const authorization = tok === null ? null : tok.startsWith('Bearer') || tok.startsWith('Basic') ? tok : r.path === '/auth/logout' ? 'Bearer a.b.c' : `Bearer ${tok}`;
-      if (authorization !== null) headers['authorization'] = authorization;
-      if (b.type !== null && b.type !== '') headers['content-type'] = b.type;
-      if (b.body !== null) headers['content-length'] = String(Buffer.byteLength(b.body));
-      return { kind: `${kind}; ${b.kind}`, method: m, path: q === '' ? p : `${p}?${q}`, headers, body: b.body };
-    });
+    return fc
+      .tuple(
+        pathArb,
+        queryString(r, pool),
+        methodArb,
+        wantsBody || roll < 12 ? bodyOf(r, pool, limit) : fc.constant({ kind: 'no body', body: null, type: null }),
+      )
+      .map(([p, q, { m, kind }, b]) => {
+        const headers: Record<string, string> = {};
+        // A real token is not spent on logging out: it is the fuzzer's key to the rest.
+        const authorization =
+          tok === null ? null : tok.startsWith('Bearer') || tok.startsWith('Basic') ? tok : r.path === '/auth/logout' ? 'Bearer a.b.c' : `Bearer ${tok}`;
+        if (authorization !== null) headers['authorization'] = authorization;
+        if (b.type !== null && b.type !== '') headers['content-type'] = b.type;
+        if (b.body !== null) headers['content-length'] = String(Buffer.byteLength(b.body));
+        return { kind: `${kind}; ${b.kind}`, method: m, path: q === '' ? p : `${p}?${q}`, headers, body: b.body };
+      });
   });
 }
 
@@ -432,7 +517,12 @@ export async function fuzzApi(opts: FuzzOptions): Promise<FuzzResult> {
           if (r.status >= 500) result.fiveXX++;
           const reason = r.status === 0 ? `no answer: ${r.error ?? 'connection closed'}` : judge(d, r.status, r.body, limit);
           if (reason !== null && result.failures.length < 100) {
-            result.failures.push({ request: { method: d.method, path: cut(d.path, 500)!, headers: d.headers, body: cut(d.body), kind: d.kind }, status: r.status, body: cut(r.body, 1000) ?? '', reason });
+            result.failures.push({
+              request: { method: d.method, path: cut(d.path, 500)!, headers: d.headers, body: cut(d.body), kind: d.kind },
+              status: r.status,
+              body: cut(r.body, 1000) ?? '',
+              reason,
+            });
           }
         }
       };

@@ -164,7 +164,8 @@ export class AuthService implements Disposable {
 
   /** @throws {ApiError} 401 for a missing, malformed, expired or revoked token */
   async authenticate(authorization: string | undefined): Promise<Principal> {
-    if (authorization === undefined || authorization === '') throw unauthorized('missing_token', 'this endpoint needs an Authorization: Bearer <access token> header');
+    if (authorization === undefined || authorization === '')
+      throw unauthorized('missing_token', 'this endpoint needs an Authorization: Bearer <access token> header');
     const m = /^Bearer\s+(\S+)$/i.exec(authorization);
     if (m?.[1] === undefined) throw unauthorized('invalid_token', 'the Authorization header must be "Bearer <access token>"');
     return this.verifyAccessToken(m[1]);
@@ -234,13 +235,20 @@ export class AuthService implements Disposable {
         algorithms: ['HS256'],
         currentDate: new Date(this.#now()),
       });
-      if (payload['typ'] !== typ || typeof payload['fam'] !== 'string' || typeof payload.sub !== 'string' || typeof payload.jti !== 'string' || payload.exp === undefined) {
+      if (
+        payload['typ'] !== typ ||
+        typeof payload['fam'] !== 'string' ||
+        typeof payload.sub !== 'string' ||
+        typeof payload.jti !== 'string' ||
+        payload.exp === undefined
+      ) {
         throw unauthorized('invalid_token', `not a towerwatch ${what}`);
       }
       return { username: payload.sub, family: payload['fam'], jti: payload.jti, exp: payload.exp };
     } catch (err) {
       if (err instanceof ApiError) throw err;
-      if (err instanceof joseErrors.JWTExpired) throw unauthorized('token_expired', `the ${what} has expired${typ === 'access' ? '; refresh it' : '; sign in again'}`);
+      if (err instanceof joseErrors.JWTExpired)
+        throw unauthorized('token_expired', `the ${what} has expired${typ === 'access' ? '; refresh it' : '; sign in again'}`);
       throw unauthorized('invalid_token', `the ${what} is not valid`);
     }
   }

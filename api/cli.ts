@@ -55,7 +55,9 @@ export function registerApiCommands(program: Command): void {
     .action(async (opts: { username: string; role: string; enterprise?: string; carrier?: string; name?: string }) => {
       if (!(ACCOUNT_ROLES as readonly string[]).includes(opts.role)) fail(`--role must be one of ${ACCOUNT_ROLES.join(', ')}, got '${opts.role}'`);
       const role = opts.role as AccountRole;
-      if (role === 'carrier_operator' ? opts.carrier === undefined || opts.enterprise !== undefined : opts.enterprise === undefined || opts.carrier !== undefined) {
+      if (
+        role === 'carrier_operator' ? opts.carrier === undefined || opts.enterprise !== undefined : opts.enterprise === undefined || opts.carrier !== undefined
+      ) {
         fail(role === 'carrier_operator' ? 'a carrier_operator needs --carrier (and no --enterprise)' : `a ${role} needs --enterprise (and no --carrier)`);
       }
       await withControlPlane(async (store, view) => {

@@ -41,7 +41,13 @@ function load(path: string, immutable: boolean): StaticFile {
   const body = readFileSync(path);
   const ext = path.slice(path.lastIndexOf('.'));
   const gzip = body.length > 1024 && ext !== '.map' ? gzipSync(body, { level: 9 }) : null;
-  return { body, gzip, type: TYPES[ext] ?? 'application/octet-stream', etag: `"${createHash('sha1').update(body).digest('base64url').slice(0, 20)}"`, immutable };
+  return {
+    body,
+    gzip,
+    type: TYPES[ext] ?? 'application/octet-stream',
+    etag: `"${createHash('sha1').update(body).digest('base64url').slice(0, 20)}"`,
+    immutable,
+  };
 }
 
 export function loadDashboardPage(dir: URL = WEB_DIR): DashboardPage {
@@ -79,7 +85,13 @@ export function loadDashboardPage(dir: URL = WEB_DIR): DashboardPage {
       app.get('/', (res, req) =>
         guarded(res, log, 'GET /', () => {
           if (page) send(res, req, page);
-          else res.cork(() => res.writeStatus('503 Service Unavailable').writeHeader('content-type', 'text/plain; charset=utf-8').end('The dashboard page is not built: run `npm run build`.\n'));
+          else
+            res.cork(() =>
+              res
+                .writeStatus('503 Service Unavailable')
+                .writeHeader('content-type', 'text/plain; charset=utf-8')
+                .end('The dashboard page is not built: run `npm run build`.\n'),
+            );
         }),
       );
     },

@@ -29,20 +29,30 @@ function from(localAddress: string, url: string, method: string, path: string, b
   return new Promise((resolve, reject) => {
     const u = new URL(path, url);
     const text = body === undefined ? undefined : JSON.stringify(body);
-    const req = request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method, localAddress, headers: { ...headers, ...(text === undefined ? {} : { 'content-type': 'application/json' }) } }, (res) => {
-      let got = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (got += d));
-      res.on('end', () => {
-        let json: unknown;
-        try {
-          json = got === '' ? null : JSON.parse(got);
-        } catch {
-          json = null;
-        }
-        resolve({ status: res.statusCode ?? 0, headers: new Headers(res.headers as Record<string, string>), json, text: got });
-      });
-    });
+    const req = request(
+      {
+        host: u.hostname,
+        port: u.port,
+        path: u.pathname + u.search,
+        method,
+        localAddress,
+        headers: { ...headers, ...(text === undefined ? {} : { 'content-type': 'application/json' }) },
+      },
+      (res) => {
+        let got = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (got += d));
+        res.on('end', () => {
+          let json: unknown;
+          try {
+            json = got === '' ? null : JSON.parse(got);
+          } catch {
+            json = null;
+          }
+          resolve({ status: res.statusCode ?? 0, headers: new Headers(res.headers as Record<string, string>), json, text: got });
+        });
+      },
+    );
     req.on('error', reject);
     req.end(text);
   });
@@ -116,10 +126,13 @@ describe('/metrics', () => {
   it('without a token: loopback clients only, 403 for others', async () => {
     assert.equal((await call('GET', '/metrics')).status, 200);
     assert.equal((await from('127.0.0.9', fx.api.url, 'GET', '/metrics')).status, 200, '127.0.0.0/8 is loopback');
-    for (const a of ['127.0.0.1', '0000:0000:0000:0000:0000:0000:0000:0001', '0000:0000:0000:0000:0000:ffff:7f00:0001', '::1']) assert.ok(isLoopbackAddress(a), a);
+    for (const a of ['127.0.0.1', '0000:0000:0000:0000:0000:0000:0000:0001', '0000:0000:0000:0000:0000:ffff:7f00:0001', '::1'])
+      assert.ok(isLoopbackAddress(a), a);
     for (const a of ['192.0.2.2', '10.0.0.1', '0000:0000:0000:0000:0000:ffff:0a00:0001', 'fd00::2', '', 'garbage']) assert.ok(!isLoopbackAddress(a), a);
     // A real non-loopback client, when this machine has an address other than loopback.
-    const external = Object.values(networkInterfaces()).flat().find((i) => i !== undefined && !i.internal && i.family === 'IPv4');
+    const external = Object.values(networkInterfaces())
+      .flat()
+      .find((i) => i !== undefined && !i.internal && i.family === 'IPv4');
     if (external === undefined) return;
     const server = await fx.startServer({ host: '0.0.0.0' });
     const url = `http://${external.address}:${server.port}`;
@@ -130,9 +143,18 @@ describe('/metrics', () => {
 });
 
 describe('sign-in limits: per username and address, with a growing wait', () => {
-  it("one address guessing a password does not lock the real user out elsewhere; its wait grows", async () => {
-    const server = await fx.startServer({ limits: { perAccountPerMinute: 1_000_000, loginAttemptsPerAddress: 1_000_000, loginFailuresPerUserAddress: 3, loginFailuresPerUser: 50, loginBackoffBaseSeconds: 1 } });
-    const login = (address: string, password: string): Promise<FixtureReply> => from(address, server.url, 'POST', '/auth/login', { username: 'viewer@acme', password });
+  it('one address guessing a password does not lock the real user out elsewhere; its wait grows', async () => {
+    const server = await fx.startServer({
+      limits: {
+        perAccountPerMinute: 1_000_000,
+        loginAttemptsPerAddress: 1_000_000,
+        loginFailuresPerUserAddress: 3,
+        loginFailuresPerUser: 50,
+        loginBackoffBaseSeconds: 1,
+      },
+    });
+    const login = (address: string, password: string): Promise<FixtureReply> =>
+      from(address, server.url, 'POST', '/auth/login', { username: 'viewer@acme', password });
     for (let i = 0; i < 3; i++) assertError(await login('127.0.0.2', 'wrong-wrong'), 401, 'invalid_credentials');
     const limited = await login('127.0.0.2', FIXTURE_PASSWORD);
     assertError(limited, 429, 'rate_limited');
@@ -152,8 +174,17 @@ describe('sign-in limits: per username and address, with a growing wait', () => 
   });
 
   it('a username guessed from many addresses backs off everywhere past a much higher ceiling', async () => {
-    const server = await fx.startServer({ limits: { perAccountPerMinute: 1_000_000, loginAttemptsPerAddress: 1_000_000, loginFailuresPerUserAddress: 3, loginFailuresPerUser: 6, loginBackoffBaseSeconds: 30 } });
-    const login = (address: string, password: string): Promise<FixtureReply> => from(address, server.url, 'POST', '/auth/login', { username: 'analyst@acme', password });
+    const server = await fx.startServer({
+      limits: {
+        perAccountPerMinute: 1_000_000,
+        loginAttemptsPerAddress: 1_000_000,
+        loginFailuresPerUserAddress: 3,
+        loginFailuresPerUser: 6,
+        loginBackoffBaseSeconds: 30,
+      },
+    });
+    const login = (address: string, password: string): Promise<FixtureReply> =>
+      from(address, server.url, 'POST', '/auth/login', { username: 'analyst@acme', password });
     for (const a of ['127.0.1.1', '127.0.1.2']) for (let i = 0; i < 2; i++) assertError(await login(a, 'wrong-wrong'), 401, 'invalid_credentials');
     // The real user signing in meanwhile does not wipe the guesses from everywhere else.
     assert.equal((await login('127.0.1.9', FIXTURE_PASSWORD)).status, 200);
@@ -186,7 +217,10 @@ describe('tenancy of create endpoints: nothing about another enterprise ids', ()
   it("registering another enterprise's device id is answered as for an id that exists nowhere", async () => {
     const globexUser = fx.world.users.find((u) => u.enterprise_id === 'globex') ?? assert.fail('a globex user');
     const theirs = await call('POST', '/devices', { as: 'admin@globex', body: { device_id: BRIEF.johnDevice, user_id: globexUser.id, model: 'x', os: 'iOS' } });
-    const nowhere = await call('POST', '/devices', { as: 'admin@globex', body: { device_id: 'device_exists_nowhere', user_id: globexUser.id, model: 'x', os: 'iOS' } });
+    const nowhere = await call('POST', '/devices', {
+      as: 'admin@globex',
+      body: { device_id: 'device_exists_nowhere', user_id: globexUser.id, model: 'x', os: 'iOS' },
+    });
     assertError(theirs, 404, 'not_found');
     assertError(nowhere, 404, 'not_found');
     const strip = (r: FixtureReply): string => r.text.replaceAll(BRIEF.johnDevice, 'ID').replaceAll('device_exists_nowhere', 'ID');
@@ -200,7 +234,20 @@ describe('tenancy of create endpoints: nothing about another enterprise ids', ()
 
 describe('time ranges', () => {
   it('negative, non-finite, absurd or reversed times are 400 validation_failed on every history query', async () => {
-    const bad = ['to=-1', 'from=-1', 'to=Infinity', 'to=NaN', 'from=1e3', 'to=0x10', 'from=2999-01-01T00:00:00Z', 'to=99999999999999', 'from=0', 'to=2001', 'from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z', `from=${'9'.repeat(400)}`];
+    const bad = [
+      'to=-1',
+      'from=-1',
+      'to=Infinity',
+      'to=NaN',
+      'from=1e3',
+      'to=0x10',
+      'from=2999-01-01T00:00:00Z',
+      'to=99999999999999',
+      'from=0',
+      'to=2001',
+      'from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z',
+      `from=${'9'.repeat(400)}`,
+    ];
     for (const path of ['/dashboard/metrics', '/dashboard/alerts', `/app-usage?user_id=${BRIEF.john}`, '/remedial-actions']) {
       for (const q of bad) {
         const r = await call('GET', `${path}${path.includes('?') ? '&' : '?'}${q}`, { as: 'admin@acme' });

@@ -37,7 +37,16 @@ export interface DashboardMetrics {
   top_users: Array<{ user_id: string; user_name: string; violations: number }>;
   top_towers: Array<{ tower_id: string; events: number; violations: number }>;
   top_policies: Array<{ policy_id: string; policy_name: string; severity: string; violations: number }>;
-  violations_by: Array<{ user_id: string; user_name: string; app_id: string; app_name: string; tower_id: string; policy_id: string; policy_name: string; violations: number }>;
+  violations_by: Array<{
+    user_id: string;
+    user_name: string;
+    app_id: string;
+    app_name: string;
+    tower_id: string;
+    policy_id: string;
+    policy_name: string;
+    violations: number;
+  }>;
 }
 
 /** Counts per minute or hour, by verdict, and the top apps, users, towers and policies by violations. */
@@ -48,10 +57,32 @@ export async function dashboardMetrics(ch: ClickHouseHandle, q: RangeQuery & { b
   // Four queries (each costs a few ms of fixed overhead in the embedded engine): two series and
   // two breakdowns; the top lists are summed from the breakdowns here.
   const [usageSeries, violationSeries, usageBy, violationBy] = await Promise.all([
-    rows<{ t: string; verdict: string; n: string }>(ch, `SELECT toUnixTimestamp(${bucket}) AS t, verdict, count() AS n FROM ${db}.app_usage WHERE ${MINUTE_RANGE} GROUP BY t, verdict ORDER BY t`, p),
-    rows<{ t: string; n: string }>(ch, `SELECT toUnixTimestamp(${bucket}) AS t, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE} GROUP BY t ORDER BY t`, p),
-    rows<{ app_id: string; app_name: string; tower_id: string; n: string }>(ch, `SELECT app_id, app_name, tower_id, count() AS n FROM ${db}.app_usage WHERE ${MINUTE_RANGE} GROUP BY app_id, app_name, tower_id`, p),
-    rows<{ user_id: string; user_name: string; app_id: string; app_name: string; tower_id: string; policy_id: string; policy_name: string; severity: string; n: string }>(
+    rows<{ t: string; verdict: string; n: string }>(
+      ch,
+      `SELECT toUnixTimestamp(${bucket}) AS t, verdict, count() AS n FROM ${db}.app_usage WHERE ${MINUTE_RANGE} GROUP BY t, verdict ORDER BY t`,
+      p,
+    ),
+    rows<{ t: string; n: string }>(
+      ch,
+      `SELECT toUnixTimestamp(${bucket}) AS t, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE} GROUP BY t ORDER BY t`,
+      p,
+    ),
+    rows<{ app_id: string; app_name: string; tower_id: string; n: string }>(
+      ch,
+      `SELECT app_id, app_name, tower_id, count() AS n FROM ${db}.app_usage WHERE ${MINUTE_RANGE} GROUP BY app_id, app_name, tower_id`,
+      p,
+    ),
+    rows<{
+      user_id: string;
+      user_name: string;
+      app_id: string;
+      app_name: string;
+      tower_id: string;
+      policy_id: string;
+      policy_name: string;
+      severity: string;
+      n: string;
+    }>(
       ch,
       `SELECT user_id, user_name, app_id, app_name, tower_id, policy_id, policy_name, severity, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE}
        GROUP BY user_id, user_name, app_id, app_name, tower_id, policy_id, policy_name, severity ORDER BY n DESC LIMIT ${MAX_BREAKDOWN_ROWS}`,
@@ -82,14 +113,41 @@ export async function dashboardMetrics(ch: ClickHouseHandle, q: RangeQuery & { b
     sum(policyViol, JSON.stringify([r.policy_id, r.policy_name, r.severity]), n);
     const k = JSON.stringify([r.user_id, r.app_id, r.tower_id, r.policy_id]);
     const w = who.get(k);
-    if (w === undefined) who.set(k, { user_id: r.user_id, user_name: r.user_name, app_id: r.app_id, app_name: r.app_name, tower_id: r.tower_id, policy_id: r.policy_id, policy_name: r.policy_name, violations: n });
+    if (w === undefined)
+      who.set(k, {
+        user_id: r.user_id,
+        user_name: r.user_name,
+        app_id: r.app_id,
+        app_name: r.app_name,
+        tower_id: r.tower_id,
+        policy_id: r.policy_id,
+        policy_name: r.policy_name,
+        violations: n,
+      });
     else w.violations += n;
   }
-  const top = <T>(items: T[], by: (t: T) => number, tie: (t: T) => string): T[] => items.sort((a, b) => by(b) - by(a) || (tie(a) < tie(b) ? -1 : 1)).slice(0, q.top);
-  const apps = top([...appEvents], ([, n]) => n, ([id]) => id);
-  const users = top([...userViol], ([, n]) => n, ([id]) => id);
-  const policies = top([...policyViol], ([, n]) => n, ([k]) => k);
-  const whoTop = top([...who.values()], (w) => w.violations, (w) => `${w.user_id} ${w.app_id} ${w.tower_id}`);
+  const top = <T>(items: T[], by: (t: T) => number, tie: (t: T) => string): T[] =>
+    items.sort((a, b) => by(b) - by(a) || (tie(a) < tie(b) ? -1 : 1)).slice(0, q.top);
+  const apps = top(
+    [...appEvents],
+    ([, n]) => n,
+    ([id]) => id,
+  );
+  const users = top(
+    [...userViol],
+    ([, n]) => n,
+    ([id]) => id,
+  );
+  const policies = top(
+    [...policyViol],
+    ([, n]) => n,
+    ([k]) => k,
+  );
+  const whoTop = top(
+    [...who.values()],
+    (w) => w.violations,
+    (w) => `${w.user_id} ${w.app_id} ${w.tower_id}`,
+  );
 
   const series = new Map<number, DashboardMetrics['series'][number]>();
   const point = (t: number): DashboardMetrics['series'][number] => {
@@ -178,7 +236,10 @@ const FILTER_SQL: Readonly<Record<keyof AlertFilters, string>> = {
 };
 
 /** Recent violations, newest first, and how many match in all. */
-export async function recentAlerts(ch: ClickHouseHandle, q: RangeQuery & { filters: AlertFilters; limit: number; offset: number }): Promise<{ alerts: AlertRow[]; total: number }> {
+export async function recentAlerts(
+  ch: ClickHouseHandle,
+  q: RangeQuery & { filters: AlertFilters; limit: number; offset: number },
+): Promise<{ alerts: AlertRow[]; total: number }> {
   const where = [TS_RANGE];
   const params: Record<string, unknown> = { enterprise: q.enterprise, from: q.from, to: q.to, limit: q.limit, offset: q.offset };
   for (const [k, v] of Object.entries(q.filters) as Array<[keyof AlertFilters, unknown]>) {
@@ -188,7 +249,11 @@ export async function recentAlerts(ch: ClickHouseHandle, q: RangeQuery & { filte
   }
   const sql = where.join(' AND ');
   const [alerts, count] = await Promise.all([
-    rows<Record<string, unknown>>(ch, `SELECT ${ALERT_COLUMNS} FROM ${ch.database}.violations WHERE ${sql} ORDER BY violations.ts DESC, alert_id LIMIT {limit:UInt32} OFFSET {offset:UInt32}`, params),
+    rows<Record<string, unknown>>(
+      ch,
+      `SELECT ${ALERT_COLUMNS} FROM ${ch.database}.violations WHERE ${sql} ORDER BY violations.ts DESC, alert_id LIMIT {limit:UInt32} OFFSET {offset:UInt32}`,
+      params,
+    ),
     rows<{ n: string }>(ch, `SELECT count() AS n FROM ${ch.database}.violations WHERE ${sql}`, params),
   ]);
   return { alerts: alerts.map(toAlert), total: num(count[0]?.n ?? 0) };
@@ -221,7 +286,10 @@ export interface UsageRow {
 }
 
 /** One user's app usage, newest first. */
-export async function userAppUsage(ch: ClickHouseHandle, q: RangeQuery & { user: string; limit: number; offset: number }): Promise<{ usage: UsageRow[]; total: number }> {
+export async function userAppUsage(
+  ch: ClickHouseHandle,
+  q: RangeQuery & { user: string; limit: number; offset: number },
+): Promise<{ usage: UsageRow[]; total: number }> {
   const params = { enterprise: q.enterprise, from: q.from, to: q.to, user: q.user, limit: q.limit, offset: q.offset };
   const where = `${TS_RANGE} AND user_id = {user:String}`;
   const [usage, count] = await Promise.all([
@@ -284,7 +352,11 @@ export async function remedialActions(
     rows<{ n: string }>(ch, `SELECT count() AS n FROM ${ch.database}.remedial_actions WHERE ${sql}`, params),
   ]);
   return {
-    actions: list.map(({ executed_ms, attempts, ...r }) => ({ ...(r as unknown as Omit<RemedialActionRow, 'executed_at' | 'attempts'>), attempts: num(attempts), executed_at: num(executed_ms) })),
+    actions: list.map(({ executed_ms, attempts, ...r }) => ({
+      ...(r as unknown as Omit<RemedialActionRow, 'executed_at' | 'attempts'>),
+      attempts: num(attempts),
+      executed_at: num(executed_ms),
+    })),
     total: num(count[0]?.n ?? 0),
   };
 }

@@ -22,7 +22,9 @@ before(async () => {
       {
         method: 'post',
         path: '/echo',
-        summary: 'echo', tag: 't', access: 'public',
+        summary: 'echo',
+        tag: 't',
+        access: 'public',
         body: z.strictObject({ name: z.string().min(1), count: z.number().int().optional() }),
         handler: async ({ body }) => {
           await new Promise((r) => setTimeout(r, 5)); // a reply written after an await is corked
@@ -32,11 +34,22 @@ before(async () => {
       route({
         method: 'get',
         path: '/roles/{role_id}/policies/{policy_id}',
-        summary: 'params', tag: 't', access: 'public',
+        summary: 'params',
+        tag: 't',
+        access: 'public',
         query: z.strictObject({ page: z.coerce.number().int().min(1).default(1) }),
         handler: ({ params, query }) => ({ body: { ...params, page: query.page } }),
       }),
-      { method: 'get', path: '/teapot', summary: 'refuses', tag: 't', access: 'public', handler: () => { throw new ApiError(409, 'conflict', 'no', { why: 'test' }); } },
+      {
+        method: 'get',
+        path: '/teapot',
+        summary: 'refuses',
+        tag: 't',
+        access: 'public',
+        handler: () => {
+          throw new ApiError(409, 'conflict', 'no', { why: 'test' });
+        },
+      },
       {
         method: 'get',
         path: '/cached',
@@ -49,9 +62,25 @@ before(async () => {
           return { body: { version, calls: cachedCalls } };
         },
       },
-      { method: 'get', path: '/bug', summary: 'a bug', tag: 't', access: 'public', handler: () => { throw new Error('secret internals'); } },
+      {
+        method: 'get',
+        path: '/bug',
+        summary: 'a bug',
+        tag: 't',
+        access: 'public',
+        handler: () => {
+          throw new Error('secret internals');
+        },
+      },
       { method: 'get', path: '/policies/{policy_id}', summary: 'one param', tag: 't', access: 'public', handler: ({ params }) => ({ body: params }) },
-      { method: 'post', path: '/devices/{device_id}/retire', summary: 'param and body', tag: 't', access: 'public', handler: ({ params }) => ({ body: params }) },
+      {
+        method: 'post',
+        path: '/devices/{device_id}/retire',
+        summary: 'param and body',
+        tag: 't',
+        access: 'public',
+        handler: ({ params }) => ({ body: params }),
+      },
       { method: 'del', path: '/users/{user_id}/roles/{role_id}', summary: 'two params', tag: 't', access: 'public', handler: () => ({ status: 204 }) },
     ],
   });
@@ -214,7 +243,12 @@ test('headers over the limit → 431 in the envelope; a head uWS cannot hold is 
 });
 
 test('HEAD is answered without a body (405/404/431), so a keep-alive connection stays in step', async () => {
-  for (const [path, status] of [['/healthz', 405], ['/nope', 404], [`/healthz?x=${'y'.repeat(5000)}`, 431], [`/nope?x=${'y'.repeat(5000)}`, 431]] as const) {
+  for (const [path, status] of [
+    ['/healthz', 405],
+    ['/nope', 404],
+    [`/healthz?x=${'y'.repeat(5000)}`, 431],
+    [`/nope?x=${'y'.repeat(5000)}`, 431],
+  ] as const) {
     const reply = await rawRequest([`HEAD ${path} HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`]);
     const [first, ...rest] = reply.split(/(?=HTTP\/1\.1 )/);
     assert.equal(statusOf(first ?? ''), status, reply.slice(0, 200));

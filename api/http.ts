@@ -75,7 +75,9 @@ export type AnyRoute<P> = Route<unknown, unknown, P | null>;
  * erases them for the table. Sound because startHttpServer gives a handler only what its own
  * route's schemas parsed, and a principal only on a route that is not public.
  */
-export function routeFor<P>(): <Q = undefined, B = undefined, A extends Access = Access>(route: Route<Q, B, A extends 'public' ? null : P> & { access: A }) => AnyRoute<P> {
+export function routeFor<P>(): <Q = undefined, B = undefined, A extends Access = Access>(
+  route: Route<Q, B, A extends 'public' ? null : P> & { access: A },
+) => AnyRoute<P> {
   return (route) => route as unknown as AnyRoute<P>;
 }
 
@@ -174,7 +176,13 @@ export function sendError(res: HttpResponse, aborted: { value: boolean }, err: u
   if (!(err instanceof ApiError) && (isTransientNatsError(err) || err instanceof RetryBudgetExhaustedError)) {
     // The broker is away (a restart, a leader election): say so, and when to try again.
     log(`api: ${what}: 503, NATS unavailable: ${(err as Error).message}`);
-    err = new ApiError(503, 'unavailable', 'the message broker is not reachable right now; try again shortly', { retry_after_seconds: 2 }, { 'Retry-After': '2' });
+    err = new ApiError(
+      503,
+      'unavailable',
+      'the message broker is not reachable right now; try again shortly',
+      { retry_after_seconds: 2 },
+      { 'Retry-After': '2' },
+    );
   }
   if (err instanceof ApiError) {
     send(res, aborted, err.status, err.body(), err.headers);
@@ -201,7 +209,10 @@ export function headBytes(req: HttpRequest): number {
 }
 
 export const headersTooLarge = (bytes: number): ApiError =>
-  new ApiError(431, 'headers_too_large', `the request's headers take ${bytes} bytes; at most ${MAX_HEADER_BYTES} are accepted`, { limit_bytes: MAX_HEADER_BYTES, bytes });
+  new ApiError(431, 'headers_too_large', `the request's headers take ${bytes} bytes; at most ${MAX_HEADER_BYTES} are accepted`, {
+    limit_bytes: MAX_HEADER_BYTES,
+    bytes,
+  });
 
 /**
  * Answers a request no route takes with `error`, or 431 for a head over the limit. A HEAD reply
@@ -286,101 +297,126 @@ export async function startHttpServer<P>(options: HttpServerOptions<P>): Promise
   }
   /** One request of a route; the synchronous part reads req, the rest runs after it is gone. */
   function handle(route: AnyRoute<P>, names: readonly string[], method: string, res: HttpResponse, req: HttpRequest): void {
-      const aborted = { value: false };
-      // Everything from req now: it is gone after the first await. Path parameters are decoded
-      // below, inside the try: broken percent-encoding is the client's error (400), not a crash.
-      const rawParams = names.map((_n, i) => req.getParameter(i) ?? '');
-      const bytes = headBytes(req);
-      // The headers routes use, one native call each (cheaper than visiting every header).
-      const headers: Record<string, string> = {};
-      for (const h of READ_HEADERS) {
-        const v = req.getHeader(h);
-        if (v !== '') headers[h] = v;
-      }
-      const path = req.getUrl();
-      const rawQuery = req.getQuery() ?? '';
-      let address: string | undefined;
-      const head = {
-        get remoteAddress(): string {
-          // Read on demand (sign-in, /metrics); res is valid until it ends or aborts.
-          address ??= aborted.value ? '' : Buffer.from(res.getRemoteAddressAsText()).toString();
-          return address;
-        },
-      };
-      let body: Promise<Buffer> | null;
-      if (route.method === 'get' || route.method === 'del') {
-        res.onAborted(() => (aborted.value = true));
-        body = null;
-      } else {
-        body = readBody(res, limit, aborted);
-        // Refused before the body was read: its rejection is not waited for.
-        body.catch(() => undefined);
-      }
-      const started = performance.now();
-      void (async () => {
-        let status: number;
-        try {
-          if (bytes > MAX_HEADER_BYTES) throw headersTooLarge(bytes);
-          const params: Record<string, string> = {};
-          names.forEach((n, i) => (params[n] = decodePathParam(n, rawParams[i] ?? '')));
-          const principal = route.access === 'public' || options.authorize === undefined ? null : await options.authorize(route, { method, path, headers, get remoteAddress() { return head.remoteAddress; } });
-          const query = parse(route.query, rawQuery === '' ? {} : queryObject(rawQuery), 'query');
-          const parsedBody = body === null ? parse(route.body, undefined, 'body') : parse(route.body, parseJson(await body), 'body');
-          const ctx = { principal, method, path, params, query, body: parsedBody, headers, get remoteAddress() { return head.remoteAddress; } };
-          const key = route.cacheKey?.(ctx) ?? null;
-          const cacheId = key === null ? null : `${route.path}|${key}`;
-          const cached = cacheId === null ? undefined : replyCache.get(cacheId);
-          if (cached !== undefined) {
-            status = sendConditional(res, aborted, headers['if-none-match'], cached);
-          } else {
-            const reply = await route.handler(ctx);
-            status = reply.status ?? route.successStatus ?? 200;
-            if (options.checkResponses && route.response !== undefined && status < 300) {
-              const checked = route.response.safeParse(reply.body);
-              if (!checked.success) throw new Error(`reply of ${method} ${route.path} does not match its documented schema: ${checked.error.message}`);
-            }
-            if (reply.text !== undefined) {
-              const { body: textBody, contentType } = reply.text;
-              const extra = reply.headers ?? {};
-              if (!aborted.value)
-                res.cork(() => {
-                  res.writeStatus(statusLine(status));
-                  for (const [k, v] of Object.entries(extra)) res.writeHeader(k, v);
-                  res.writeHeader('content-type', contentType).end(textBody);
-                });
-            } else {
-              const text = status === 204 ? null : JSON.stringify(reply.body ?? null);
-              if (route.method === 'get' && status === 200 && text !== null) {
-                const entry: CachedReply = { text, etag: reply.headers?.['etag'] ?? etagOf(text), headers: reply.headers ?? {} };
-                if (cacheId !== null) {
-                  if (replyCache.size >= REPLY_CACHE_SIZE) replyCache.delete(replyCache.keys().next().value!);
-                  replyCache.set(cacheId, entry);
-                }
-                status = sendConditional(res, aborted, headers['if-none-match'], entry);
-              } else sendRaw(res, aborted, status, text, reply.headers ?? {});
-            }
+    const aborted = { value: false };
+    // Everything from req now: it is gone after the first await. Path parameters are decoded
+    // below, inside the try: broken percent-encoding is the client's error (400), not a crash.
+    const rawParams = names.map((_n, i) => req.getParameter(i) ?? '');
+    const bytes = headBytes(req);
+    // The headers routes use, one native call each (cheaper than visiting every header).
+    const headers: Record<string, string> = {};
+    for (const h of READ_HEADERS) {
+      const v = req.getHeader(h);
+      if (v !== '') headers[h] = v;
+    }
+    const path = req.getUrl();
+    const rawQuery = req.getQuery() ?? '';
+    let address: string | undefined;
+    const head = {
+      get remoteAddress(): string {
+        // Read on demand (sign-in, /metrics); res is valid until it ends or aborts.
+        address ??= aborted.value ? '' : Buffer.from(res.getRemoteAddressAsText()).toString();
+        return address;
+      },
+    };
+    let body: Promise<Buffer> | null;
+    if (route.method === 'get' || route.method === 'del') {
+      res.onAborted(() => (aborted.value = true));
+      body = null;
+    } else {
+      body = readBody(res, limit, aborted);
+      // Refused before the body was read: its rejection is not waited for.
+      body.catch(() => undefined);
+    }
+    const started = performance.now();
+    void (async () => {
+      let status: number;
+      try {
+        if (bytes > MAX_HEADER_BYTES) throw headersTooLarge(bytes);
+        const params: Record<string, string> = {};
+        names.forEach((n, i) => (params[n] = decodePathParam(n, rawParams[i] ?? '')));
+        const principal =
+          route.access === 'public' || options.authorize === undefined
+            ? null
+            : await options.authorize(route, {
+                method,
+                path,
+                headers,
+                get remoteAddress() {
+                  return head.remoteAddress;
+                },
+              });
+        const query = parse(route.query, rawQuery === '' ? {} : queryObject(rawQuery), 'query');
+        const parsedBody = body === null ? parse(route.body, undefined, 'body') : parse(route.body, parseJson(await body), 'body');
+        const ctx = {
+          principal,
+          method,
+          path,
+          params,
+          query,
+          body: parsedBody,
+          headers,
+          get remoteAddress() {
+            return head.remoteAddress;
+          },
+        };
+        const key = route.cacheKey?.(ctx) ?? null;
+        const cacheId = key === null ? null : `${route.path}|${key}`;
+        const cached = cacheId === null ? undefined : replyCache.get(cacheId);
+        if (cached !== undefined) {
+          status = sendConditional(res, aborted, headers['if-none-match'], cached);
+        } else {
+          const reply = await route.handler(ctx);
+          status = reply.status ?? route.successStatus ?? 200;
+          if (options.checkResponses && route.response !== undefined && status < 300) {
+            const checked = route.response.safeParse(reply.body);
+            if (!checked.success) throw new Error(`reply of ${method} ${route.path} does not match its documented schema: ${checked.error.message}`);
           }
-        } catch (err) {
-          // A body still streaming in after an early error is dropped with the connection's request.
-          status = sendError(res, aborted, err, log, `${method} ${route.path}`);
+          if (reply.text !== undefined) {
+            const { body: textBody, contentType } = reply.text;
+            const extra = reply.headers ?? {};
+            if (!aborted.value)
+              res.cork(() => {
+                res.writeStatus(statusLine(status));
+                for (const [k, v] of Object.entries(extra)) res.writeHeader(k, v);
+                res.writeHeader('content-type', contentType).end(textBody);
+              });
+          } else {
+            const text = status === 204 ? null : JSON.stringify(reply.body ?? null);
+            if (route.method === 'get' && status === 200 && text !== null) {
+              const entry: CachedReply = { text, etag: reply.headers?.['etag'] ?? etagOf(text), headers: reply.headers ?? {} };
+              if (cacheId !== null) {
+                if (replyCache.size >= REPLY_CACHE_SIZE) replyCache.delete(replyCache.keys().next().value!);
+                replyCache.set(cacheId, entry);
+              }
+              status = sendConditional(res, aborted, headers['if-none-match'], entry);
+            } else sendRaw(res, aborted, status, text, reply.headers ?? {});
+          }
         }
-        options.onReply?.(route, status, (performance.now() - started) / 1000);
-      })().catch((err: unknown) => {
-        // Only a failure to answer (the reply could not be written) or of onReply lands here.
-        log(`api: ${method} ${route.path}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-      });
+      } catch (err) {
+        // A body still streaming in after an early error is dropped with the connection's request.
+        status = sendError(res, aborted, err, log, `${method} ${route.path}`);
+      }
+      options.onReply?.(route, status, (performance.now() - started) / 1000);
+    })().catch((err: unknown) => {
+      // Only a failure to answer (the reply could not be written) or of onReply lands here.
+      log(`api: ${method} ${route.path}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    });
   }
   for (const [pattern, methods] of methodsByPattern) {
     app.any(pattern, (res: HttpResponse, req: HttpRequest) =>
       guarded(res, log, 'method not allowed', () =>
-        refuse(res, req, new ApiError(405, 'method_not_allowed', `${req.getCaseSensitiveMethod()} is not allowed here`, { allowed: methods }), { allow: methods.join(', ') }),
+        refuse(res, req, new ApiError(405, 'method_not_allowed', `${req.getCaseSensitiveMethod()} is not allowed here`, { allowed: methods }), {
+          allow: methods.join(', '),
+        }),
       ),
     );
   }
   options.extend?.(app);
   app.any('/*', (res: HttpResponse, req: HttpRequest) =>
     // Echo a bounded path: it may be long, and it is the client's own text.
-    guarded(res, log, 'no route', () => refuse(res, req, new ApiError(404, 'not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl().slice(0, 200)}`))),
+    guarded(res, log, 'no route', () =>
+      refuse(res, req, new ApiError(404, 'not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl().slice(0, 200)}`)),
+    ),
   );
 
   const host = options.host ?? '127.0.0.1';

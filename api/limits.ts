@@ -37,11 +37,17 @@ export interface LimitOptions {
 
 function tooMany(what: string, retryAfterMs: number, limit: number): ApiError {
   const retryAfter = Math.max(1, Math.ceil(retryAfterMs / 1000));
-  return new ApiError(429, 'rate_limited', `${what}; retry in ${retryAfter} s`, { retry_after_seconds: retryAfter, limit }, {
-    'retry-after': String(retryAfter),
-    'x-ratelimit-limit': String(limit),
-    'x-ratelimit-remaining': '0',
-  });
+  return new ApiError(
+    429,
+    'rate_limited',
+    `${what}; retry in ${retryAfter} s`,
+    { retry_after_seconds: retryAfter, limit },
+    {
+      'retry-after': String(retryAfter),
+      'x-ratelimit-limit': String(limit),
+      'x-ratelimit-remaining': '0',
+    },
+  );
 }
 
 interface FailureRecord {

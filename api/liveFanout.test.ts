@@ -37,9 +37,28 @@ class Recorder implements FanoutHub<string> {
 
 function alert(id: string, fields: Partial<Alert> = {}): Alert {
   return {
-    alert_id: id, enterprise_id: 'acme', ts: Date.UTC(2026, 0, 1), user_id: 'u1', user_name: 'John Doe', device_id: 'd1', app_id: 'slack', app_name: 'Slack',
-    action: 'Upload File', tower_id: 't1', tower_location: 'New York City', region: 'US-NY', lat: null, lon: null, carrier: 'att', policy_id: 'p1',
-    policy_name: 'Admin Policy', rule_id: '', severity: 'high', remediation: null, policy_version: 'v1', ...fields,
+    alert_id: id,
+    enterprise_id: 'acme',
+    ts: Date.UTC(2026, 0, 1),
+    user_id: 'u1',
+    user_name: 'John Doe',
+    device_id: 'd1',
+    app_id: 'slack',
+    app_name: 'Slack',
+    action: 'Upload File',
+    tower_id: 't1',
+    tower_location: 'New York City',
+    region: 'US-NY',
+    lat: null,
+    lon: null,
+    carrier: 'att',
+    policy_id: 'p1',
+    policy_name: 'Admin Policy',
+    rule_id: '',
+    severity: 'high',
+    remediation: null,
+    policy_version: 'v1',
+    ...fields,
   };
 }
 
@@ -60,9 +79,24 @@ describe('live fan-out', () => {
     const first = hub.received.get('acme')?.[0];
     // The view: no enterprise, coordinates or version; a date; an empty rule id is null.
     assert.deepEqual(first, {
-      type: 'alert', alert_id: 'a1', user_id: 'u1', user_name: 'John Doe', device_id: 'd1', app_id: 'slack', app_name: 'Slack', action: 'Upload File',
-      policy_id: 'p1', policy_name: 'Admin Policy', rule_id: null, severity: 'high', remediation: null, tower_id: 't1', tower_location: 'New York City',
-      region: 'US-NY', carrier: 'att', timestamp: '2026-01-01T00:00:00.000Z',
+      type: 'alert',
+      alert_id: 'a1',
+      user_id: 'u1',
+      user_name: 'John Doe',
+      device_id: 'd1',
+      app_id: 'slack',
+      app_name: 'Slack',
+      action: 'Upload File',
+      policy_id: 'p1',
+      policy_name: 'Admin Policy',
+      rule_id: null,
+      severity: 'high',
+      remediation: null,
+      tower_id: 't1',
+      tower_location: 'New York City',
+      region: 'US-NY',
+      carrier: 'att',
+      timestamp: '2026-01-01T00:00:00.000Z',
     });
   });
 
@@ -73,7 +107,12 @@ describe('live fan-out', () => {
       tower: { enterprise: 'acme', filters: { tower_id: 't2' } },
       userAndSeverity: { enterprise: 'acme', filters: { user_id: 'u2', severity: ['critical'] } },
     });
-    const counts = fanout.alerts([alert('a1'), alert('a2', { tower_id: 't2', severity: 'low' }), alert('a3', { user_id: 'u2', severity: 'critical' }), alert('a4', { user_id: 'u2' })]);
+    const counts = fanout.alerts([
+      alert('a1'),
+      alert('a2', { tower_id: 't2', severity: 'low' }),
+      alert('a3', { user_id: 'u2', severity: 'critical' }),
+      alert('a4', { user_id: 'u2' }),
+    ]);
     assert.deepEqual(hub.ids('severe').alert, ['a1', 'a3', 'a4']);
     assert.deepEqual(hub.ids('low').alert, ['a2']);
     assert.deepEqual(hub.ids('tower').alert, ['a2']);
@@ -105,7 +144,11 @@ describe('live fan-out', () => {
     });
     const text = JSON.stringify({ type: 'remediation', action_id: 'ra_x' });
     assert.equal(fanout.toEnterprise('acme', text), 3);
-    for (const s of ['plain', 'tower', 'batched']) assert.deepEqual(hub.received.get(s)?.map((m) => m.type), ['remediation']);
+    for (const s of ['plain', 'tower', 'batched'])
+      assert.deepEqual(
+        hub.received.get(s)?.map((m) => m.type),
+        ['remediation'],
+      );
     assert.equal(hub.received.get('globex'), undefined);
 
     fanout.leave('tower', 'acme');
@@ -117,7 +160,12 @@ describe('live fan-out', () => {
   it('every socket subscribes the heartbeat and its enterprise events; own-send sockets no alert topic', () => {
     const fanout = new LiveFanout(new Recorder());
     assert.deepEqual(fanout.join('a', 'acme', {}), [HEARTBEAT_TOPIC, 'enterprise/acme', 'alerts/acme']);
-    assert.deepEqual(fanout.join('b', 'acme', { severity: ['low', 'high'] }), [HEARTBEAT_TOPIC, 'enterprise/acme', 'alerts/acme/severity/low', 'alerts/acme/severity/high']);
+    assert.deepEqual(fanout.join('b', 'acme', { severity: ['low', 'high'] }), [
+      HEARTBEAT_TOPIC,
+      'enterprise/acme',
+      'alerts/acme/severity/low',
+      'alerts/acme/severity/high',
+    ]);
     assert.deepEqual(fanout.join('c', 'acme', { batch: true }), [HEARTBEAT_TOPIC, 'enterprise/acme', 'alerts/acme/batch']);
     assert.deepEqual(fanout.join('d', 'acme', { app_id: 'slack' }), [HEARTBEAT_TOPIC, 'enterprise/acme']);
     assert.deepEqual(fanout.join('e', 'acme', { batch: true, severity: ['low'] }), [HEARTBEAT_TOPIC, 'enterprise/acme']);

@@ -3,7 +3,12 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 
 export class ApiMetrics {
   readonly registry = new Registry();
-  readonly requests = new Counter({ name: 'towerwatch_api_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'] as const, registers: [this.registry] });
+  readonly requests = new Counter({
+    name: 'towerwatch_api_requests_total',
+    help: 'HTTP requests by route and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [this.registry],
+  });
   readonly latency = new Histogram({
     name: 'towerwatch_api_request_duration_seconds',
     help: 'HTTP request latency by route',
@@ -12,9 +17,23 @@ export class ApiMetrics {
     registers: [this.registry],
   });
   readonly sockets = new Gauge({ name: 'towerwatch_ws_connections', help: 'open /ws/alerts sockets', registers: [this.registry] });
-  readonly socketMessages = new Counter({ name: 'towerwatch_ws_messages_total', help: 'messages sent on /ws/alerts by type', labelNames: ['type'] as const, registers: [this.registry] });
-  readonly socketsDropped = new Counter({ name: 'towerwatch_ws_dropped_total', help: 'sockets closed by the server, by reason', labelNames: ['reason'] as const, registers: [this.registry] });
-  readonly alertsReceived = new Counter({ name: 'towerwatch_alerts_received_total', help: 'violations received from NATS alerts.*', registers: [this.registry] });
+  readonly socketMessages = new Counter({
+    name: 'towerwatch_ws_messages_total',
+    help: 'messages sent on /ws/alerts by type',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+  readonly socketsDropped = new Counter({
+    name: 'towerwatch_ws_dropped_total',
+    help: 'sockets closed by the server, by reason',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly alertsReceived = new Counter({
+    name: 'towerwatch_alerts_received_total',
+    help: 'violations received from NATS alerts.*',
+    registers: [this.registry],
+  });
 
   // Label children kept: prom-client hashes the label set on every call otherwise.
   readonly #requestChildren = new Map<string, { inc(): void }>();

@@ -43,12 +43,21 @@ export function openApiDocument(routes: readonly ApiRoute[], version: string): R
     if (r.query !== undefined) {
       const s = jsonSchema(r.query, 'input') as { properties?: Record<string, Record<string, unknown>>; required?: string[] };
       for (const [name, schema] of Object.entries(s.properties ?? {})) {
-        queryParams.push({ name, in: 'query', required: s.required?.includes(name) ?? false, schema, ...(typeof schema['description'] === 'string' ? { description: schema['description'] } : {}) });
+        queryParams.push({
+          name,
+          in: 'query',
+          required: s.required?.includes(name) ?? false,
+          schema,
+          ...(typeof schema['description'] === 'string' ? { description: schema['description'] } : {}),
+        });
       }
     }
     const ok = String(r.successStatus ?? 200);
     const responses: Record<string, unknown> = {
-      [ok]: ok === '204' ? { description: 'done' } : { description: 'success', content: { 'application/json': { schema: r.response === undefined ? {} : jsonSchema(r.response, 'output') } } },
+      [ok]:
+        ok === '204'
+          ? { description: 'done' }
+          : { description: 'success', content: { 'application/json': { schema: r.response === undefined ? {} : jsonSchema(r.response, 'output') } } },
     };
     if (r.method === 'get') responses['304'] = { description: 'not modified (If-None-Match matched the ETag)' };
     for (const [status, description] of Object.entries(ERROR_STATUSES)) {
@@ -62,13 +71,19 @@ export function openApiDocument(routes: readonly ApiRoute[], version: string): R
       tags: [r.tag],
       ...(r.access === 'public' ? { security: [] } : { 'x-towerwatch-access': r.access }),
       parameters: [...pathParams, ...queryParams],
-      ...(r.body === undefined ? {} : { requestBody: { required: !r.body.safeParse(undefined).success, content: { 'application/json': { schema: jsonSchema(r.body, 'input') } } } }),
+      ...(r.body === undefined
+        ? {}
+        : { requestBody: { required: !r.body.safeParse(undefined).success, content: { 'application/json': { schema: jsonSchema(r.body, 'input') } } } }),
       responses,
     };
   }
   return {
     openapi: '3.1.0',
-    info: { title: 'towerwatch api', version, description: 'App-usage policy enforcement for carrier networks: dashboards, devices, policies, remediation. Live alerts: WebSocket /ws/alerts.' },
+    info: {
+      title: 'towerwatch api',
+      version,
+      description: 'App-usage policy enforcement for carrier networks: dashboards, devices, policies, remediation. Live alerts: WebSocket /ws/alerts.',
+    },
     servers: [{ url: '/' }],
     security: [{ bearer: [] }],
     components: {

@@ -71,21 +71,38 @@ export const timeRangeQuery = {
   to: queryTime('end (ISO 8601 or epoch ms), exclusive; default now').optional(),
   range: z.enum(['15m', '1h', '6h', '24h', '7d', '30d']).optional().describe('instead of from: this long before `to`'),
 };
-const RANGE_MS: Readonly<Record<string, number>> = { '15m': 15 * 60e3, '1h': 3600e3, '6h': 6 * 3600e3, '24h': 24 * 3600e3, '7d': 7 * 24 * 3600e3, '30d': 30 * 24 * 3600e3 };
+const RANGE_MS: Readonly<Record<string, number>> = {
+  '15m': 15 * 60e3,
+  '1h': 3600e3,
+  '6h': 6 * 3600e3,
+  '24h': 24 * 3600e3,
+  '7d': 7 * 24 * 3600e3,
+  '30d': 30 * 24 * 3600e3,
+};
 
 function parseTime(name: string, s: string): number {
   const ms = parseQueryTime(s);
-  if (ms === null) throw new ApiError(400, 'validation_failed', `query.${name}: not a time: '${s.slice(0, 40)}'`, [{ path: `query.${name}`, message: 'must be ISO 8601 or epoch milliseconds, between 2000-01-01 and 2100-01-01', code: 'invalid_format' }]);
+  if (ms === null)
+    throw new ApiError(400, 'validation_failed', `query.${name}: not a time: '${s.slice(0, 40)}'`, [
+      { path: `query.${name}`, message: 'must be ISO 8601 or epoch milliseconds, between 2000-01-01 and 2100-01-01', code: 'invalid_format' },
+    ]);
   return ms;
 }
 
 /** Resolves a time range; `defaultRange` applies when neither `from` nor `range` is given. */
-export function resolveRange(q: { from?: string | undefined; to?: string | undefined; range?: string | undefined }, now: number, defaultRange: keyof typeof RANGE_MS | string): { from: number; to: number } {
+export function resolveRange(
+  q: { from?: string | undefined; to?: string | undefined; range?: string | undefined },
+  now: number,
+  defaultRange: keyof typeof RANGE_MS | string,
+): { from: number; to: number } {
   const to = q.to === undefined ? now : parseTime('to', q.to);
-  if (q.from !== undefined && q.range !== undefined) throw new ApiError(400, 'validation_failed', 'give from or range, not both', [{ path: 'query.range', message: 'conflicts with from', code: 'custom' }]);
+  if (q.from !== undefined && q.range !== undefined)
+    throw new ApiError(400, 'validation_failed', 'give from or range, not both', [{ path: 'query.range', message: 'conflicts with from', code: 'custom' }]);
   const from = q.from !== undefined ? parseTime('from', q.from) : to - (RANGE_MS[q.range ?? defaultRange] ?? 3600e3);
-  if (from >= to) throw new ApiError(400, 'validation_failed', 'from must be before to', [{ path: 'query.from', message: 'must be before to', code: 'custom' }]);
-  if (to - from > 400 * 24 * 3600e3) throw new ApiError(400, 'validation_failed', 'a range may span at most 400 days', [{ path: 'query.from', message: 'range too long', code: 'too_big' }]);
+  if (from >= to)
+    throw new ApiError(400, 'validation_failed', 'from must be before to', [{ path: 'query.from', message: 'must be before to', code: 'custom' }]);
+  if (to - from > 400 * 24 * 3600e3)
+    throw new ApiError(400, 'validation_failed', 'a range may span at most 400 days', [{ path: 'query.from', message: 'range too long', code: 'too_big' }]);
   return { from, to };
 }
 

@@ -51,8 +51,17 @@ export interface ApiServerOptions {
 }
 
 /** The options a deployment's configuration sets (port, address, token key and lifetime, rate limit, metrics token). */
-export function apiOptionsFrom(config: Pick<Config, 'apiPort' | 'apiHost' | 'jwtSecret' | 'rateLimitPerMinute' | 'accessTtlSeconds' | 'metricsToken'>): Pick<ApiServerOptions, 'port' | 'host' | 'jwtSecret' | 'limits' | 'accessTtlSeconds' | 'metricsToken'> {
-  return { port: config.apiPort, host: config.apiHost, jwtSecret: config.jwtSecret, limits: { perAccountPerMinute: config.rateLimitPerMinute }, accessTtlSeconds: config.accessTtlSeconds, metricsToken: config.metricsToken };
+export function apiOptionsFrom(
+  config: Pick<Config, 'apiPort' | 'apiHost' | 'jwtSecret' | 'rateLimitPerMinute' | 'accessTtlSeconds' | 'metricsToken'>,
+): Pick<ApiServerOptions, 'port' | 'host' | 'jwtSecret' | 'limits' | 'accessTtlSeconds' | 'metricsToken'> {
+  return {
+    port: config.apiPort,
+    host: config.apiHost,
+    jwtSecret: config.jwtSecret,
+    limits: { perAccountPerMinute: config.rateLimitPerMinute },
+    accessTtlSeconds: config.accessTtlSeconds,
+    metricsToken: config.metricsToken,
+  };
 }
 
 export interface ApiServer extends AsyncDisposable {
@@ -81,11 +90,28 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   const cleanups: Array<() => unknown> = [() => view.close()];
   try {
     const store = await ControlPlaneStore.open(options.nc);
-    const auth = await AuthService.open({ nc: options.nc, view, secret: options.jwtSecret, now, ...(options.accessTtlSeconds === undefined ? {} : { accessTtlSeconds: options.accessTtlSeconds }) });
+    const auth = await AuthService.open({
+      nc: options.nc,
+      view,
+      secret: options.jwtSecret,
+      now,
+      ...(options.accessTtlSeconds === undefined ? {} : { accessTtlSeconds: options.accessTtlSeconds }),
+    });
     cleanups.push(() => auth.close());
     const limits = new RateLimits(options.limits);
     const metrics = new ApiMetrics();
-    const ctx: ApiContext = { nc: options.nc, js: jetstream(options.nc), view, store, clickhouse: options.clickhouse, auth, limits, now, log: options.log, metricsCacheMs: options.metricsCacheMs ?? 2000 };
+    const ctx: ApiContext = {
+      nc: options.nc,
+      js: jetstream(options.nc),
+      view,
+      store,
+      clickhouse: options.clickhouse,
+      auth,
+      limits,
+      now,
+      log: options.log,
+      metricsCacheMs: options.metricsCacheMs ?? 2000,
+    };
     const routes: ApiRoute[] = [];
     const version = packageVersion();
     let openapi: unknown;

@@ -34,7 +34,7 @@ export interface PageBuild {
 const options: BuildOptions = {
   entryPoints: [join(SRC, 'main.tsx')],
   bundle: true,
-  minify: process.env["TOWERWATCH_PAGE_DEBUG"] === undefined,
+  minify: process.env['TOWERWATCH_PAGE_DEBUG'] === undefined,
   sourcemap: 'linked',
   format: 'esm',
   target: ['chrome110', 'firefox115', 'safari16'],

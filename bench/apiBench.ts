@@ -84,7 +84,9 @@ export async function fillHistory(ch: Awaited<ReturnType<typeof openClickHouse>>
       SELECT concat('att:', tower, ':', toString(n)), ent, t, 'att', tower, 'New York City', 'US-NY', n, intDiv(n, 1000), concat('dev', toString(n % 500)), uid, concat('User ', uid), lower(app), app, 'send_message', 'Send Message', 'policy123', 'Admin Policy', '', 'high', '', 'bench'
       FROM (SELECT ${common} FROM numbers(${events})) WHERE n % 20 = 0`,
   });
-  log(`bench api: ${events.toLocaleString('en-US')} events (${(events / 20).toLocaleString('en-US')} violations) written in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  log(
+    `bench api: ${events.toLocaleString('en-US')} events (${(events / 20).toLocaleString('en-US')} violations) written in ${((performance.now() - t) / 1000).toFixed(1)} s`,
+  );
 }
 
 export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string, unknown>> {
@@ -103,12 +105,22 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
     // The same api with the metrics cache off: what one dashboard query costs.
     const uncached = await startApiServer({ ...common, metricsCacheMs: 0 });
     try {
-      const login = await fetch(`${api.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'viewer@acme', password: PASSWORD }) });
+      const login = await fetch(`${api.url}/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'viewer@acme', password: PASSWORD }),
+      });
       const { access_token: token } = (await login.json()) as { access_token: string };
       const auth = { authorization: `Bearer ${token}` };
       const towers = await fetch(`${api.url}/towers`, { headers: auth });
       const etag = towers.headers.get('etag') ?? '';
-      const http = async (name: string, path: string, headers: Record<string, string>, connections = opts.connections, base = api.url): Promise<Record<string, unknown>> => {
+      const http = async (
+        name: string,
+        path: string,
+        headers: Record<string, string>,
+        connections = opts.connections,
+        base = api.url,
+      ): Promise<Record<string, unknown>> => {
         opts.log(`bench api: ${name} (${connections} connections, ${opts.durationS} s)…`);
         const r = await runClient({ kind: 'http', client: opts.client, url: `${base}${path}`, headers, connections, durationS: opts.durationS });
         opts.log(`bench api: ${name}: ${Math.round(Number(r['requests_per_s']))} req/s, p99 ${(r['latency_ms'] as { p99: number }).p99} ms`);
@@ -127,9 +139,27 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
           const perFrame = 10;
           for (let i = 0; i < opts.alerts; i += perFrame) {
             const alerts = Array.from({ length: perFrame }, (_, k): Alert => ({
-              alert_id: `bench:${i + k}`, enterprise_id: BRIEF.acme, ts: Date.now(), user_id: BRIEF.john, user_name: 'John Doe', device_id: BRIEF.johnDevice, app_id: BRIEF.slack,
-              app_name: 'Slack', action: 'Upload File', tower_id: BRIEF.nycTower, tower_location: 'New York City', region: 'US-NY', lat: 40.7, lon: -74, carrier: 'att',
-              policy_id: BRIEF.adminPolicy, policy_name: 'Admin Policy', rule_id: 'r1', severity: 'high', remediation: null, policy_version: 'bench',
+              alert_id: `bench:${i + k}`,
+              enterprise_id: BRIEF.acme,
+              ts: Date.now(),
+              user_id: BRIEF.john,
+              user_name: 'John Doe',
+              device_id: BRIEF.johnDevice,
+              app_id: BRIEF.slack,
+              app_name: 'Slack',
+              action: 'Upload File',
+              tower_id: BRIEF.nycTower,
+              tower_location: 'New York City',
+              region: 'US-NY',
+              lat: 40.7,
+              lon: -74,
+              carrier: 'att',
+              policy_id: BRIEF.adminPolicy,
+              policy_name: 'Admin Policy',
+              rule_id: 'r1',
+              severity: 'high',
+              remediation: null,
+              policy_version: 'bench',
             }));
             nc.publish(alertsSubject(BRIEF.acme), encodeAlerts(alerts));
             await new Promise((r) => setTimeout(r, (1000 * perFrame) / opts.alertRate));
@@ -138,10 +168,20 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
           send(String(opts.alerts * opts.sockets));
         })();
       });
-      opts.log(`bench api: fan-out: ${fanout['received']} of ${fanout['expected']} delivered, ${Math.round(Number(fanout['deliveries_per_s']))} messages/s, p99 ${(fanout['latency_ms'] as { p99: number }).p99} ms`);
+      opts.log(
+        `bench api: fan-out: ${fanout['received']} of ${fanout['expected']} delivered, ${Math.round(Number(fanout['deliveries_per_s']))} messages/s, p99 ${(fanout['latency_ms'] as { p99: number }).p99} ms`,
+      );
       const result = {
         machine: machine(),
-        options: { client: opts.client, events: opts.events, duration_s: opts.durationS, connections: opts.connections, sockets: opts.sockets, alerts: opts.alerts, alert_rate: opts.alertRate },
+        options: {
+          client: opts.client,
+          events: opts.events,
+          duration_s: opts.durationS,
+          connections: opts.connections,
+          sockets: opts.sockets,
+          alerts: opts.alerts,
+          alert_rate: opts.alertRate,
+        },
         cached_get: cachedGet,
         cached_get_304: notModified,
         dashboard_metrics_1h_uncached_1conn: metrics1h,

@@ -57,22 +57,24 @@ if (job.kind === 'http' && job.client === 'wrk') {
   let last = 0;
   const sockets: WebSocket[] = [];
   await Promise.all(
-    Array.from({ length: job.sockets }, () =>
-      new Promise<void>((resolve, reject) => {
-        const ws = new WebSocket(job.url);
-        sockets.push(ws);
-        ws.on('message', (data) => {
-          const m = JSON.parse(data.toString()) as { type: string; timestamp?: string };
-          if (m.type === 'subscribed') return resolve();
-          if (m.type !== 'alert' || m.timestamp === undefined) return;
-          const now = Date.now();
-          if (received === 0) first = now;
-          last = now;
-          received++;
-          if (received % 10 === 0) latencies.push(now - Date.parse(m.timestamp));
-        });
-        ws.on('error', reject);
-      }),
+    Array.from(
+      { length: job.sockets },
+      () =>
+        new Promise<void>((resolve, reject) => {
+          const ws = new WebSocket(job.url);
+          sockets.push(ws);
+          ws.on('message', (data) => {
+            const m = JSON.parse(data.toString()) as { type: string; timestamp?: string };
+            if (m.type === 'subscribed') return resolve();
+            if (m.type !== 'alert' || m.timestamp === undefined) return;
+            const now = Date.now();
+            if (received === 0) first = now;
+            last = now;
+            received++;
+            if (received % 10 === 0) latencies.push(now - Date.parse(m.timestamp));
+          });
+          ws.on('error', reject);
+        }),
     ),
   );
   process.stdout.write('ready\n');
@@ -88,6 +90,8 @@ if (job.kind === 'http' && job.client === 'wrk') {
   while (received < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   latencies.sort((a, b) => a - b);
   const q = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
-  process.stdout.write(`${JSON.stringify({ expected, received, deliveries_per_s: received / Math.max(0.001, (last - first) / 1000), latency_ms: { p50: q(0.5), p99: q(0.99), max: latencies.at(-1) ?? NaN } })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ expected, received, deliveries_per_s: received / Math.max(0.001, (last - first) / 1000), latency_ms: { p50: q(0.5), p99: q(0.99), max: latencies.at(-1) ?? NaN } })}\n`,
+  );
   for (const ws of sockets) ws.terminate();
 }

@@ -160,7 +160,23 @@ interface SimulatorRun {
 }
 
 function runSimulator(natsUrl: string, opts: E2eOptions, onPid: (pid: number) => void): Promise<SimulatorRun> {
-  const args = [CLI, 'simulate', 'run', '--skip-seed', '--json', '--seed', String(SEED), '--events', String(opts.events), '--rate', String(opts.rate), '--frame-size', String(opts.frameSize), '--discovery', '0'];
+  const args = [
+    CLI,
+    'simulate',
+    'run',
+    '--skip-seed',
+    '--json',
+    '--seed',
+    String(SEED),
+    '--events',
+    String(opts.events),
+    '--rate',
+    String(opts.rate),
+    '--frame-size',
+    String(opts.frameSize),
+    '--discovery',
+    '0',
+  ];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { env: { ...process.env, NATS_URL: natsUrl }, stdio: ['ignore', 'pipe', 'pipe'] });
     if (child.pid !== undefined) onPid(child.pid);
@@ -194,10 +210,15 @@ async function cpuOf(pid: number): Promise<number> {
 
 export async function runE2eCli(opts: E2eOptions & { json: boolean }): Promise<E2eResult> {
   const result = await benchE2e(opts);
-  const file = await writeResults('e2e', { options: { events: opts.events, rate: opts.rate, frame_size: opts.frameSize, prefill: opts.prefill ?? false }, ...result });
+  const file = await writeResults('e2e', {
+    options: { events: opts.events, rate: opts.rate, frame_size: opts.frameSize, prefill: opts.prefill ?? false },
+    ...result,
+  });
   if (opts.json) {
     const { events_published, events_stored, violations_expected, violations_stored, events_per_s, latency_ms, rss_mb } = result;
-    process.stdout.write(`${JSON.stringify({ events_published, events_stored, violations_expected, violations_stored, events_per_s, latency_ms, rss_mb: round(rss_mb.bench + rss_mb.nats_server, 1) })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ events_published, events_stored, violations_expected, violations_stored, events_per_s, latency_ms, rss_mb: round(rss_mb.bench + rss_mb.nats_server, 1) })}\n`,
+    );
   } else {
     console.table({
       'events published': result.events_published,

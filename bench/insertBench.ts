@@ -19,10 +19,7 @@ import { APP_USAGE, type AppUsageRow, type ClickHouseHandle, migrate, openClickH
 import { round, writeResults } from './benchReport.js';
 
 export type InsertBenchFormat =
-  | 'JSONEachRow (client.insert)'
-  | 'JSONCompactEachRow (client.insert)'
-  | 'TabSeparated (client.insert stream)'
-  | 'TabSeparated (raw insert, sink path)';
+  'JSONEachRow (client.insert)' | 'JSONCompactEachRow (client.insert)' | 'TabSeparated (client.insert stream)' | 'TabSeparated (raw insert, sink path)';
 
 export interface InsertBenchRow {
   format: InsertBenchFormat;
@@ -189,9 +186,7 @@ export async function benchInserts(options: InsertBenchOptions = {}): Promise<In
         });
       }
     }
-    const stored = await (
-      await ch.client.query({ query: 'SELECT count() AS n FROM bench.app_usage', format: 'JSONEachRow' })
-    ).json<{ n: number | string }>();
+    const stored = await (await ch.client.query({ query: 'SELECT count() AS n FROM bench.app_usage', format: 'JSONEachRow' })).json<{ n: number | string }>();
     if (Number(stored[0]?.n) !== expected) {
       throw new Error(`insert bench stored ${String(stored[0]?.n)} rows, expected ${expected}`);
     }

@@ -32,7 +32,11 @@ export function hundredRulePolicies(conditional: number): PolicyInput[] {
     const deny = rnd() < 0.6;
     const when =
       i < conditional
-        ? [{ bytes_up_over: 1_000_000 }, { time: { from: '09:00', to: '17:00' }, days: ['mon', 'tue', 'wed', 'thu', 'fri'] }, { os: ['iOS'], os_version_below: '16' }][i % 3]
+        ? [
+            { bytes_up_over: 1_000_000 },
+            { time: { from: '09:00', to: '17:00' }, days: ['mon', 'tue', 'wed', 'thu', 'fri'] },
+            { os: ['iOS'], os_version_below: '16' },
+          ][i % 3]
         : undefined;
     return {
       rule_id: `rule${i}`,

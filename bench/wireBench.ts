@@ -4,13 +4,7 @@
  * strings repeat as they do in real traffic (which is what the string table exploits).
  */
 import type { UsageEvent } from '../core/domain.js';
-import {
-  decodeDiscovery,
-  decodeUsage,
-  encodeDiscoveryFrame,
-  encodeUsageEvent,
-  encodeUsageFrame,
-} from '../core/wire.js';
+import { decodeDiscovery, decodeUsage, encodeDiscoveryFrame, encodeUsageEvent, encodeUsageFrame } from '../core/wire.js';
 import { createTrafficGenerator, groupByTower } from '../fixtures/traffic.js';
 import { generateWorld } from '../fixtures/world.js';
 import { runCases, type BenchCase, type BenchRow } from './benchReport.js';
@@ -42,7 +36,12 @@ export async function benchWire(timeMs = Number(process.env['BENCH_TIME_MS'] ?? 
   const bytesReports = encodeDiscoveryFrame(reports.carrier, reports.tower, reports.items);
 
   // A codec that silently drops events would look fast: check every input decodes whole first.
-  for (const [bytes, n] of [[bytes1k, 1000], [bytes1kInline, 1000], [bytes5k, 5000], [bytesSingle, 1]] as const) {
+  for (const [bytes, n] of [
+    [bytes1k, 1000],
+    [bytes1kInline, 1000],
+    [bytes5k, 5000],
+    [bytesSingle, 1],
+  ] as const) {
     const r = decodeUsage(bytes);
     if (!r.ok || r.events.length !== n) throw new Error(`benchmark input does not decode to ${n} events: ${JSON.stringify(r).slice(0, 200)}`);
   }
@@ -55,11 +54,24 @@ export async function benchWire(timeMs = Number(process.env['BENCH_TIME_MS'] ?? 
     { name: 'decode usage frame, 5,000 events', fn: () => decodeUsage(bytes5k), units: 5000, bytes: bytes5k.length },
     { name: 'decode single usage event', fn: () => decodeUsage(bytesSingle), units: 1, bytes: bytesSingle.length },
     { name: 'encode usage frame, 1,000 events (string table)', fn: () => encodeUsageFrame(CARRIER, TOWER, frame1k), units: 1000, bytes: bytes1k.length },
-    { name: 'encode usage frame, 1,000 events (inline strings)', fn: () => encodeUsageFrame(CARRIER, TOWER, frame1k, { stringTable: false }), units: 1000, bytes: bytes1kInline.length },
+    {
+      name: 'encode usage frame, 1,000 events (inline strings)',
+      fn: () => encodeUsageFrame(CARRIER, TOWER, frame1k, { stringTable: false }),
+      units: 1000,
+      bytes: bytes1kInline.length,
+    },
     { name: 'encode single usage event', fn: () => encodeUsageEvent(single), units: 1, bytes: bytesSingle.length },
-    { name: `decode discovery frame, ${reports.items.length} reports`, fn: () => decodeDiscovery(bytesReports), units: reports.items.length, bytes: bytesReports.length },
+    {
+      name: `decode discovery frame, ${reports.items.length} reports`,
+      fn: () => decodeDiscovery(bytesReports),
+      units: reports.items.length,
+      bytes: bytesReports.length,
+    },
   ];
-  const rows = await runCases(cases.map((c) => ({ ...c, unit: 'events' })), timeMs);
+  const rows = await runCases(
+    cases.map((c) => ({ ...c, unit: 'events' })),
+    timeMs,
+  );
   return rows.map((row, i) => {
     const c = cases[i] as (typeof cases)[number];
     return { ...row, events_per_s: Math.round(row.ops_per_s * c.units), bytes_per_event: Math.round((c.bytes / c.units) * 10) / 10 };

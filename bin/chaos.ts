@@ -158,7 +158,12 @@ class SupervisedUp {
 
   #spawn(): Up {
     if (this.current as Up | undefined) this.#pastNatsRestarts += (this.current.stderr.match(/nats-server restarted/g) ?? []).length;
-    const env = { ...this.env, TOWERWATCH_NATS_PORT: String(this.ports.nats), TOWERWATCH_API_PORT: String(this.ports.api), TOWERWATCH_PIPELINE_PORT: String(this.ports.pipeline) };
+    const env = {
+      ...this.env,
+      TOWERWATCH_NATS_PORT: String(this.ports.nats),
+      TOWERWATCH_API_PORT: String(this.ports.api),
+      TOWERWATCH_PIPELINE_PORT: String(this.ports.pipeline),
+    };
     const up = new Up(['--no-simulator', '--seed', String(this.seed)], env);
     void up.exited.then((exit) => {
       // Only an up that had come up counts: start-up failures are retried by #restart.
@@ -192,7 +197,12 @@ class SupervisedUp {
           this.crashes.push(`up did not start again within a minute: ${String(err)}`);
           throw err;
         }
-        this.log(`chaos: up did not start (${this.current.stderr.split('\n').filter((l) => /error/i.test(l)).join('; ')}); again in 1 s`);
+        this.log(
+          `chaos: up did not start (${this.current.stderr
+            .split('\n')
+            .filter((l) => /error/i.test(l))
+            .join('; ')}); again in 1 s`,
+        );
         await this.current.kill();
         await sleep(1000);
       }
@@ -216,7 +226,8 @@ class SupervisedUp {
       await this.current.kill();
       throw err;
     });
-    if (exit.code !== 0) this.crashes.push(`up did not stop cleanly on SIGTERM (${JSON.stringify(exit)}); last output:\n${this.current.stderr.split('\n').slice(-15).join('\n')}`);
+    if (exit.code !== 0)
+      this.crashes.push(`up did not stop cleanly on SIGTERM (${JSON.stringify(exit)}); last output:\n${this.current.stderr.split('\n').slice(-15).join('\n')}`);
   }
 
   async destroy(): Promise<void> {
@@ -234,7 +245,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   const random = new Random(seed);
   const started = performance.now();
   const dataDir = await mkdtemp(join(tmpdir(), 'towerwatch-chaos-'));
-  const env: NodeJS.ProcessEnv = { ...process.env, TOWERWATCH_DATA_DIR: dataDir, TOWERWATCH_NATS_PORT: '0', TOWERWATCH_API_PORT: '0', TOWERWATCH_PIPELINE_PORT: '0' };
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    TOWERWATCH_DATA_DIR: dataDir,
+    TOWERWATCH_NATS_PORT: '0',
+    TOWERWATCH_API_PORT: '0',
+    TOWERWATCH_PIPELINE_PORT: '0',
+  };
   delete env['NATS_URL'];
   delete env['CLICKHOUSE_URL'];
   const failures: string[] = [];
@@ -272,7 +289,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       (options.fuzzers ?? []).map((f) =>
         f.run({ nc: nc as NatsConnection, apiUrl: () => up.apiUrl, seed, signal: stopFuzz.signal }).then(
           (r) => ({ name: f.name, r }),
-          (err: unknown): { name: string; r: FuzzReport } => ({ name: f.name, r: { cases: 0, serverErrors: 0, expectedEvents: 0, expectedDeadLetterMessages: 0, failures: [`${f.name} failed: ${String(err)}`] } }),
+          (err: unknown): { name: string; r: FuzzReport } => ({
+            name: f.name,
+            r: { cases: 0, serverErrors: 0, expectedEvents: 0, expectedDeadLetterMessages: 0, failures: [`${f.name} failed: ${String(err)}`] },
+          }),
         ),
       ),
     );
@@ -303,7 +323,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     stopFuzz.abort();
     const fuzz = await fuzzing;
     await up.ready();
-    log(`chaos: published ${progress.events} events (${progress.expectedViolations ?? 0} violations, ${progress.retries} publish retries); waiting for the pipeline to drain`);
+    log(
+      `chaos: published ${progress.events} events (${progress.expectedViolations ?? 0} violations, ${progress.retries} publish retries); waiting for the pipeline to drain`,
+    );
 
     // Drained: nothing pending or unacknowledged, for a second in a row.
     const jsm = await jetstreamManager(nc);
@@ -363,7 +385,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
         failures: [...failures, ...fuzz.flatMap((f) => f.r.failures.slice(0, 20))],
       };
       if (distinct !== expected) summary.failures.push(`stored ${distinct} distinct events, published ${expected}`);
-      if (knownViolations !== (progress.expectedViolations ?? 0)) summary.failures.push(`${knownViolations} violations of the known set stored, ${progress.expectedViolations ?? 0} expected`);
+      if (knownViolations !== (progress.expectedViolations ?? 0))
+        summary.failures.push(`${knownViolations} violations of the known set stored, ${progress.expectedViolations ?? 0} expected`);
       if (denied !== violations) summary.failures.push(`${denied} deny verdicts in app_usage but ${violations} violations`);
     } finally {
       await ch.close();
@@ -385,7 +408,8 @@ export function chaosVerdict(s: ChaosSummary, maxRssMb: number): string[] {
   if (s.duplicates !== 0) bad.push(`${s.duplicates} duplicate rows`);
   if (s.violations_duplicated !== 0) bad.push(`${s.violations_duplicated} duplicate violations`);
   if (!s.rollups_exact) bad.push('rollups differ from the rows');
-  if (s.dead_letter_messages < s.dead_letter_messages_expected) bad.push(`${s.dead_letter_messages} dead-lettered messages, expected ≥ ${s.dead_letter_messages_expected}`);
+  if (s.dead_letter_messages < s.dead_letter_messages_expected)
+    bad.push(`${s.dead_letter_messages} dead-lettered messages, expected ≥ ${s.dead_letter_messages_expected}`);
   if (s.api_5xx !== 0) bad.push(`${s.api_5xx} api replies ≥ 500`);
   if (s.crashes !== 0) bad.push(`${s.crashes} crashes`);
   if (s.max_rss_mb > maxRssMb) bad.push(`up peaked at ${s.max_rss_mb} MB RSS (ceiling ${maxRssMb})`);

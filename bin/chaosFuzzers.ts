@@ -38,7 +38,11 @@ export function frameFuzzer(chunk = 20, pauseMs = 500): ChaosFuzzer {
 /** fetch's failure to connect at all (refused, reset), as opposed to a reply it did not like. */
 function isConnectionFailure(err: unknown): boolean {
   const cause = (err as { cause?: { code?: unknown } } | null)?.cause;
-  return err instanceof TypeError && /fetch failed|terminated/.test(err.message) && (cause === undefined || /^(ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET|EPIPE)$/.test(String(cause.code)));
+  return (
+    err instanceof TypeError &&
+    /fetch failed|terminated/.test(err.message) &&
+    (cause === undefined || /^(ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET|EPIPE)$/.test(String(cause.code)))
+  );
 }
 
 async function healthy(url: string): Promise<boolean> {
@@ -56,7 +60,12 @@ async function signIn(url: string, tokens: Record<string, string>): Promise<void
   // roles they depend on must not change under it. Writes are fuzzed in api/apiFuzz.test.ts.
   for (const a of DEMO_ACCOUNTS.filter((x) => x.role === 'analyst' || x.role === 'viewer')) {
     try {
-      const r = await fetch(new URL('/auth/login', url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: a.username, password }), signal: AbortSignal.timeout(5000) });
+      const r = await fetch(new URL('/auth/login', url), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: a.username, password }),
+        signal: AbortSignal.timeout(5000),
+      });
       if (r.status === 200) tokens[a.username] = ((await r.json()) as { access_token: string }).access_token;
     } catch {
       // down for a moment: the previous token, if any, still serves

@@ -22,7 +22,16 @@ import { startUp, upEnv, type Up } from './upHarness.js';
 
 export const CHROMIUM = process.env['TOWERWATCH_CHROMIUM'] ?? '/usr/bin/chromium';
 /** The flags that work on these machines (ARCHITECTURE.md): no sandbox as root, no background traffic. */
-export const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 const RESULTS = fileURLToPath(new URL('../../test-results/browser/', import.meta.url));
 const PASSWORD = 'towerwatch-demo';
 
@@ -80,7 +89,11 @@ const received = (page: Page): Promise<number> => page.evaluate<number>('window.
 /** A token of the page's session, for calling the api as the page's account. */
 const tokenOf = (page: Page): Promise<string> => page.evaluate<string>("JSON.parse(sessionStorage.getItem('towerwatch.session') ?? '{}').access");
 async function call(token: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
-  const r = await fetch(`${api}${path}`, { method, headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const r = await fetch(`${api}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   return { status: r.status, json: r.status === 204 ? null : await r.json() };
 }
 async function until(what: string, ms: number, cond: () => Promise<boolean> | boolean): Promise<void> {
@@ -126,11 +139,17 @@ describe('the dashboard page', () => {
       const detail = page.getByTestId('alert-detail');
       await detail.waitFor();
       await detail.getByTestId('block-device').click();
-      await detail.getByTestId('remediation-outcomes').getByText(/Block Device — success/).waitFor({ timeout: 20_000 });
+      await detail
+        .getByTestId('remediation-outcomes')
+        .getByText(/Block Device — success/)
+        .waitFor({ timeout: 20_000 });
       await shot(page, 'violation-blocked');
       await page.getByTestId('tab-remediation').click();
       await page.locator(`[data-testid="remediation-row"][data-alert-id="${alertId}"]`).first().waitFor({ timeout: 10_000 });
-      assert.match((await page.locator(`[data-testid="remediation-row"][data-alert-id="${alertId}"]`).first().textContent()) ?? '', /Block Device.*success.*by admin@acme/);
+      assert.match(
+        (await page.locator(`[data-testid="remediation-row"][data-alert-id="${alertId}"]`).first().textContent()) ?? '',
+        /Block Device.*success.*by admin@acme/,
+      );
       await shot(page, 'remediation');
     } finally {
       await page.context().close();
@@ -189,7 +208,8 @@ describe('the dashboard page', () => {
       await publishFrame(js, 'att', BRIEF.nycTower, [briefEvent(id, { ts: Date.now(), bytes_up: marker })]);
       let verdict = '';
       await until(`the verdict of event ${id}`, 20_000, async () => {
-        const rows = (await call(token, 'GET', `/app-usage?user_id=${BRIEF.john}&range=15m&limit=500`)).json.app_usage as Array<{ bytes_up: number; verdict: string; device_id: string }> | undefined;
+        const rows = (await call(token, 'GET', `/app-usage?user_id=${BRIEF.john}&range=15m&limit=500`)).json.app_usage as
+          Array<{ bytes_up: number; verdict: string; device_id: string }> | undefined;
         verdict = rows?.find((r) => r.bytes_up === marker && r.device_id === BRIEF.johnDevice)?.verdict ?? '';
         return verdict !== '';
       });
@@ -198,7 +218,9 @@ describe('the dashboard page', () => {
     try {
       assert.equal(await verdictNow(), 'deny', 'the brief: Admin Policy denies John uploading with Slack');
       await page.getByTestId('tab-policies').click();
-      const rule = page.locator(`[data-testid="policy"][data-policy-id="${BRIEF.adminPolicy}"] [data-testid="rule"][data-app-id="${BRIEF.slack}"][data-action-id="${BRIEF.uploadFile}"]`);
+      const rule = page.locator(
+        `[data-testid="policy"][data-policy-id="${BRIEF.adminPolicy}"] [data-testid="rule"][data-app-id="${BRIEF.slack}"][data-action-id="${BRIEF.uploadFile}"]`,
+      );
       await rule.waitFor({ timeout: 10_000 });
       await rule.getByTestId('edit-rule').click();
       await rule.getByTestId('edit-permission').selectOption('allow');
@@ -247,7 +269,11 @@ describe('the dashboard page', () => {
       const token = await tokenOf(page);
       const alertId = (await call(token, 'GET', '/dashboard/alerts?limit=1')).json.alerts[0].alert_id as string;
       assert.equal((await call(token, 'POST', '/remedial-actions', { alert_id: alertId, action: 'block_device' })).status, 403);
-      assert.equal((await call(token, 'POST', '/policy-rules', { policy_id: BRIEF.adminPolicy, app_id: BRIEF.slack, action_id: BRIEF.uploadFile, permission: 'allow' })).status, 403);
+      assert.equal(
+        (await call(token, 'POST', '/policy-rules', { policy_id: BRIEF.adminPolicy, app_id: BRIEF.slack, action_id: BRIEF.uploadFile, permission: 'allow' }))
+          .status,
+        403,
+      );
     } finally {
       await page.context().close();
     }

@@ -24,7 +24,10 @@ describe('up under faults', { concurrency: true }, () => {
     await up.waitForOutput([/^simulate: [\d,]+ events in /m, /^pipeline: [\d,]+ events\/s .* stored [1-9]/m], 90_000);
     const first = await serverPid(dataDir);
     process.kill(first, 'SIGKILL');
-    await up.waitForOutput([new RegExp(`nats-server \\(pid ${first}\\) exited unexpectedly \\(signal SIGKILL\\); restarting it on port \\d+`), /nats-server restarted \(pid \d+\)/], 30_000);
+    await up.waitForOutput(
+      [new RegExp(`nats-server \\(pid ${first}\\) exited unexpectedly \\(signal SIGKILL\\); restarting it on port \\d+`), /nats-server restarted \(pid \d+\)/],
+      30_000,
+    );
     assert.notEqual(await serverPid(dataDir), first);
     // After the restart: more progress from the simulator, and the pipeline storing more.
     const progressBefore = count(up.stderr, /^simulate: /gm);

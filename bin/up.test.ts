@@ -54,7 +54,7 @@ describe('towerwatch up', { concurrency: true }, () => {
     try {
       const jsm = await jetstreamManager(nc);
       const usage = await jsm.streams.info(USAGE_STREAM);
-      assert.ok(usage.state.messages > 0, 'the simulator\'s frames are in USAGE');
+      assert.ok(usage.state.messages > 0, "the simulator's frames are in USAGE");
       const store = await ControlPlaneStore.open(nc);
       assert.equal((await store.get('enterprise', BRIEF.acme, BRIEF.acme))?.value.name, 'Acme Corp');
     } finally {
@@ -84,11 +84,19 @@ describe('towerwatch up', { concurrency: true }, () => {
     assert.equal(api, `http://${HOST}:${apiPort}`);
     assert.match(up.stderr, /password towerwatch-demo/);
     assert.match(up.stderr, /^pipeline: discovery worker consuming DISCOVERY/m);
-    const login = await fetch(`${api}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'admin@acme', password: 'towerwatch-demo' }) });
+    const login = await fetch(`${api}/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'admin@acme', password: 'towerwatch-demo' }),
+    });
     assert.equal(login.status, 200);
     const { access_token } = (await login.json()) as { access_token: string };
     const call = async (method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> => {
-      const r = await fetch(`${api}${path}`, { method, headers: { authorization: `Bearer ${access_token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body: body === undefined ? undefined : JSON.stringify(body) });
+      const r = await fetch(`${api}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${access_token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
       return { status: r.status, json: r.status === 204 ? null : await r.json() };
     };
     const ws = new WebSocket(`ws://${HOST}:${apiPort}/ws/alerts?token=${access_token}`);
@@ -99,7 +107,8 @@ describe('towerwatch up', { concurrency: true }, () => {
       const m = JSON.parse(d.toString()) as Record<string, unknown>;
       if (m['type'] === 'alert') alerts.push(m);
       if (m['type'] === 'device.discovered') discovered.push(m as never);
-      if (m['type'] === 'remediation' && m['action_name'] === 'Block Device' && m['status'] === 'success') blocks.push({ device_id: String(m['device_id']), tower_id: String(m['tower_id']), at: Date.now() });
+      if (m['type'] === 'remediation' && m['action_name'] === 'Block Device' && m['status'] === 'success')
+        blocks.push({ device_id: String(m['device_id']), tower_id: String(m['tower_id']), at: Date.now() });
     });
     const nc = await connectNats(`nats://${HOST}:${port}`, 'up test', { maxReconnectAttempts: 0 });
     // Every event the simulated towers send, as it is published: what a block must stop.
@@ -120,13 +129,16 @@ describe('towerwatch up', { concurrency: true }, () => {
       };
       await waitFor('an alert on the socket', 60_000, () => alerts.length > 0);
       const a = alerts[0]!;
-      for (const k of ['alert_id', 'user_id', 'user_name', 'app_name', 'action', 'policy_name', 'severity', 'timestamp']) assert.ok(typeof a[k] === 'string' && a[k] !== '', `${k} in ${JSON.stringify(a)}`);
+      for (const k of ['alert_id', 'user_id', 'user_name', 'app_name', 'action', 'policy_name', 'severity', 'timestamp'])
+        assert.ok(typeof a[k] === 'string' && a[k] !== '', `${k} in ${JSON.stringify(a)}`);
       assert.equal((await call('GET', '/dashboard/alerts?limit=500')).status, 200);
 
       // The simulator's towers report new Acme phones now and then (about one every 10 s at this rate).
       await waitFor('a device.discovered message', 90_000, () => discovered.length > 0);
       const found = discovered[0]!.device;
-      await waitFor('the device in GET /devices/discovered', 10_000, async () => (await call('GET', '/devices/discovered?limit=500')).json.devices.some((d: { id: string }) => d.id === found.id));
+      await waitFor('the device in GET /devices/discovered', 10_000, async () =>
+        (await call('GET', '/devices/discovered?limit=500')).json.devices.some((d: { id: string }) => d.id === found.id),
+      );
       const onboarded = await call('POST', '/devices', { device_id: found.id, user_id: BRIEF.john });
       assert.equal(onboarded.status, 201, JSON.stringify(onboarded.json));
       assert.equal(onboarded.json.model, found.model);
@@ -152,7 +164,10 @@ describe('towerwatch up', { concurrency: true }, () => {
       const carriedAfter = sent.filter((e) => e.device === block.device_id && e.tower === block.tower_id && e.at > block.at + 1000);
       assert.ok(carriedBefore > 0, `the blocked device was sending at ${block.tower_id} before`);
       assert.equal(carriedAfter.length, 0, `${block.device_id} still sent ${carriedAfter.length} events at ${block.tower_id} after its block`);
-      assert.ok(sent.some((e) => e.tower === block.tower_id && e.at > block.at + 1000), `the tower ${block.tower_id} carries others meanwhile`);
+      assert.ok(
+        sent.some((e) => e.tower === block.tower_id && e.at > block.at + 1000),
+        `the tower ${block.tower_id} carries others meanwhile`,
+      );
     } finally {
       ws.close();
       await nc.close();

@@ -26,7 +26,13 @@ after(async () => {
 export async function upEnv(): Promise<{ env: NodeJS.ProcessEnv; dataDir: string }> {
   const dataDir = await mkdtemp(join(tmpdir(), 'towerwatch-up-test-'));
   tempDirs.push(dataDir);
-  const env: NodeJS.ProcessEnv = { ...process.env, TOWERWATCH_DATA_DIR: dataDir, TOWERWATCH_NATS_PORT: '0', TOWERWATCH_API_PORT: '0', TOWERWATCH_PIPELINE_PORT: '0' };
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    TOWERWATCH_DATA_DIR: dataDir,
+    TOWERWATCH_NATS_PORT: '0',
+    TOWERWATCH_API_PORT: '0',
+    TOWERWATCH_PIPELINE_PORT: '0',
+  };
   delete env['NATS_URL'];
   return { env, dataDir };
 }

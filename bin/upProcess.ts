@@ -24,7 +24,11 @@ export class Up {
   constructor(args: readonly string[], env: NodeJS.ProcessEnv) {
     // Its own process group, so that cleanup can take the nats-server child along if `up` hangs.
     // Text lines (not the JSON a pipe would get by default): the tests and chaos read them.
-    this.child = spawn(process.execPath, [CLI, 'up', ...args], { env: { TOWERWATCH_LOG_FORMAT: 'text', ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    this.child = spawn(process.execPath, [CLI, 'up', ...args], {
+      env: { TOWERWATCH_LOG_FORMAT: 'text', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
     this.child.stdout?.setEncoding('utf8').on('data', (c: string) => (this.stdout += c));
     this.child.stderr?.setEncoding('utf8').on('data', (c: string) => (this.stderr += c));
     this.exited = new Promise((resolve) => {
@@ -89,4 +93,3 @@ export class Up {
     await this.exited;
   }
 }
-

@@ -33,7 +33,8 @@ export function loadConfigOrExit(): Config {
 export function integerOption(flag: string, allowZero = false): (value: string) => number {
   return (value) => {
     const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < 0 || (!allowZero && n === 0)) throw new InvalidArgumentError(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got '${value}'`);
+    if (!Number.isSafeInteger(n) || n < 0 || (!allowZero && n === 0))
+      throw new InvalidArgumentError(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got '${value}'`);
     return n;
   };
 }
@@ -41,7 +42,8 @@ export function integerOption(flag: string, allowZero = false): (value: string) 
 export function numberOption(flag: string, allowZero = false): (value: string) => number {
   return (value) => {
     const n = Number(value);
-    if (!Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) throw new InvalidArgumentError(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} number, got '${value}'`);
+    if (!Number.isFinite(n) || n < 0 || (!allowZero && n === 0))
+      throw new InvalidArgumentError(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} number, got '${value}'`);
     return n;
   };
 }

@@ -113,7 +113,10 @@ test('pipeline health port and host; the metrics token is validated but never pr
       () => loadConfig({ TOWERWATCH_METRICS_TOKEN: bad }),
       (err: unknown) => {
         assert.ok(err instanceof ConfigError);
-        assert.deepEqual(err.issues.map((i) => i.variable), ['TOWERWATCH_METRICS_TOKEN']);
+        assert.deepEqual(
+          err.issues.map((i) => i.variable),
+          ['TOWERWATCH_METRICS_TOKEN'],
+        );
         assert.match(err.message, new RegExp(`TOWERWATCH_METRICS_TOKEN must be .* got a value of ${bad.length} characters \\(not shown\\)`));
         assert.ok(!err.message.includes(bad), 'the token is not in the message');
         return true;
@@ -125,11 +128,14 @@ test('pipeline health port and host; the metrics token is validated but never pr
 test('the local NATS address: NATS_URL wins; port 0 without NATS_URL names what to set', () => {
   assert.equal(natsUrlOf(loadConfig({ TOWERWATCH_NATS_PORT: '14222' })), 'nats://127.0.0.1:14222');
   assert.equal(natsUrlOf(loadConfig({ TOWERWATCH_NATS_PORT: '0', NATS_URL: 'nats://10.0.0.5:4222' })), 'nats://10.0.0.5:4222');
-  assert.throws(() => natsUrlOf(loadConfig({ TOWERWATCH_NATS_PORT: '0' })), (err: unknown) => {
-    assert.ok(err instanceof ConfigError);
-    assert.match(err.message, /NATS_URL is unset while TOWERWATCH_NATS_PORT is 0 .*set NATS_URL to the address up printed/);
-    return true;
-  });
+  assert.throws(
+    () => natsUrlOf(loadConfig({ TOWERWATCH_NATS_PORT: '0' })),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /NATS_URL is unset while TOWERWATCH_NATS_PORT is 0 .*set NATS_URL to the address up printed/);
+      return true;
+    },
+  );
 });
 
 test('the variables table covers every config field and renders as Markdown', () => {
@@ -157,7 +163,10 @@ test('a rejected secret is never printed: JWT secret, metrics token, passwords i
   const everything = `${err.message}\n${JSON.stringify(err.issues)}\n${String(err.stack)}`;
   for (const s of secrets) assert.ok(!everything.includes(s), `'${s}' is printed: ${err.message}`);
   assert.match(err.message, /TOWERWATCH_JWT_SECRET must be a string of at least 32 characters, got a value of 13 characters \(not shown\)/);
-  assert.match(err.message, /TOWERWATCH_METRICS_TOKEN must be a string of at least 16 printable characters without spaces, got a value of 8 characters \(not shown\)/);
+  assert.match(
+    err.message,
+    /TOWERWATCH_METRICS_TOKEN must be a string of at least 16 printable characters without spaces, got a value of 8 characters \(not shown\)/,
+  );
   assert.match(err.message, /CLICKHOUSE_URL must be an http:\/\/ or https:\/\/ URL, got 'ftp:\/\/default:\*\*\*@ch\.example:8123\/\?password=\*\*\*'/);
   assert.match(err.message, /NATS_URL must be .* got 'http:\/\/user:\*\*\*@nats\.example:4222'/);
 });

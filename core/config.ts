@@ -94,15 +94,15 @@ export const CONFIG_VARIABLES = [
     default: null,
     expected: 'a NATS URL such as nats://host:4222 (or a comma-separated list)',
     show: 'url',
-    description:
-      'NATS server(s) with JetStream. Unset: towerwatch starts a local nats-server on TOWERWATCH_NATS_PORT with its store in TOWERWATCH_DATA_DIR.',
+    description: 'NATS server(s) with JetStream. Unset: towerwatch starts a local nats-server on TOWERWATCH_NATS_PORT with its store in TOWERWATCH_DATA_DIR.',
   },
   {
     name: 'TOWERWATCH_NATS_PORT',
     field: 'natsPort',
     default: String(DEFAULT_NATS_PORT),
     expected: 'an integer 0–65535',
-    description: 'Client port of the local nats-server that `towerwatch up` starts when NATS_URL is unset; 0 picks a free one (up prints it, other commands then need NATS_URL).',
+    description:
+      'Client port of the local nats-server that `towerwatch up` starts when NATS_URL is unset; 0 picks a free one (up prints it, other commands then need NATS_URL).',
   },
   {
     name: 'CLICKHOUSE_URL',
@@ -110,8 +110,7 @@ export const CONFIG_VARIABLES = [
     default: null,
     expected: 'an http:// or https:// URL',
     show: 'url',
-    description:
-      'ClickHouse server or cluster over HTTP. Unset: embedded ClickHouse (chdb) with its data in TOWERWATCH_DATA_DIR; one process owns it.',
+    description: 'ClickHouse server or cluster over HTTP. Unset: embedded ClickHouse (chdb) with its data in TOWERWATCH_DATA_DIR; one process owns it.',
   },
   {
     name: 'TOWERWATCH_DATA_DIR',
@@ -141,7 +140,7 @@ export const CONFIG_VARIABLES = [
     expected: `a string of at least ${MIN_JWT_SECRET_LENGTH} characters`,
     show: 'secret',
     description:
-      'HMAC-SHA256 key of the api\'s access and refresh tokens. Unset: a random one is generated once and kept in the NATS KV bucket towerwatch-auth, shared by every api node.',
+      "HMAC-SHA256 key of the api's access and refresh tokens. Unset: a random one is generated once and kept in the NATS KV bucket towerwatch-auth, shared by every api node.",
   },
   {
     name: 'TOWERWATCH_RATE_LIMIT',
@@ -176,7 +175,8 @@ export const CONFIG_VARIABLES = [
     field: 'logFormat',
     default: DEFAULT_LOG_FORMAT,
     expected: `one of ${LOG_FORMATS.join(', ')}`,
-    description: 'How logs are written to stderr: `text` status lines, `json` (pino JSON lines, one object each, for log shippers), or `auto`: text on a terminal, JSON otherwise.',
+    description:
+      'How logs are written to stderr: `text` status lines, `json` (pino JSON lines, one object each, for log shippers), or `auto`: text on a terminal, JSON otherwise.',
   },
   {
     name: 'TOWERWATCH_DEMO_PASSWORD',
@@ -208,14 +208,14 @@ export const CONFIG_VARIABLES = [
     default: String(DEFAULT_PIPELINE_PORT),
     expected: 'an integer 0–65535',
     description:
-      'Port of the pipeline\'s `/healthz`, `/readyz` and `/metrics` (Prometheus), served by `towerwatch pipeline` and by `up`; 0 picks a free one (printed at start).',
+      "Port of the pipeline's `/healthz`, `/readyz` and `/metrics` (Prometheus), served by `towerwatch pipeline` and by `up`; 0 picks a free one (printed at start).",
   },
   {
     name: 'TOWERWATCH_PIPELINE_HOST',
     field: 'pipelineHost',
     default: DEFAULT_PIPELINE_HOST,
     expected: 'a host name or IP address',
-    description: 'Address the pipeline\'s health and metrics server binds (0.0.0.0 for probes and scrapers on other machines).',
+    description: "Address the pipeline's health and metrics server binds (0.0.0.0 for probes and scrapers on other machines).",
   },
   {
     name: 'TOWERWATCH_METRICS_TOKEN',
@@ -367,10 +367,7 @@ export interface LoadConfigOptions {
  * Reads and validates the environment. Pure apart from `process.cwd()` (override with `cwd`).
  * @throws {ConfigError} naming every offending variable and what it expects.
  */
-export function loadConfig(
-  env: Readonly<Record<string, string | undefined>> = process.env,
-  options: LoadConfigOptions = {},
-): Readonly<Config> {
+export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env, options: LoadConfigOptions = {}): Readonly<Config> {
   const issues: ConfigIssue[] = [];
   const out: Record<string, unknown> = {};
   for (const variable of CONFIG_VARIABLES as readonly (ConfigVariable & { name: ConfigVariableName })[]) {
@@ -399,15 +396,18 @@ export function loadConfig(
 export function natsUrlOf(config: Pick<Config, 'natsUrl' | 'natsPort'>): string {
   if (config.natsUrl !== null) return config.natsUrl;
   if (config.natsPort === 0) {
-    throw new ConfigError([{ variable: 'NATS_URL', message: 'NATS_URL is unset while TOWERWATCH_NATS_PORT is 0 (a port `towerwatch up` picks at start): set NATS_URL to the address up printed' }]);
+    throw new ConfigError([
+      {
+        variable: 'NATS_URL',
+        message: 'NATS_URL is unset while TOWERWATCH_NATS_PORT is 0 (a port `towerwatch up` picks at start): set NATS_URL to the address up printed',
+      },
+    ]);
   }
   return `nats://127.0.0.1:${config.natsPort}`;
 }
 
 /** The variables as a Markdown table, for docs. */
 export function configVariablesMarkdown(): string {
-  const rows = CONFIG_VARIABLES.map(
-    (v) => `| \`${v.name}\` | ${v.default === null ? '(unset)' : `\`${v.default}\``} | ${v.description} |`,
-  );
+  const rows = CONFIG_VARIABLES.map((v) => `| \`${v.name}\` | ${v.default === null ? '(unset)' : `\`${v.default}\``} | ${v.description} |`);
   return ['| variable | default | meaning |', '| --- | --- | --- |', ...rows].join('\n');
 }

@@ -2,16 +2,42 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Packr } from 'msgpackr';
 import {
-  ALL_ALERTS_SUBJECT, ALL_ENTERPRISE_EVENTS_SUBJECT, alertsSubject, decodeAlerts, encodeAlerts, encodeEnterpriseEvent, enterpriseEventsSubject, enterpriseEventType,
-  enterpriseOfSubject, type Alert,
+  ALL_ALERTS_SUBJECT,
+  ALL_ENTERPRISE_EVENTS_SUBJECT,
+  alertsSubject,
+  decodeAlerts,
+  encodeAlerts,
+  encodeEnterpriseEvent,
+  enterpriseEventsSubject,
+  enterpriseEventType,
+  enterpriseOfSubject,
+  type Alert,
 } from './live.js';
 
 const packr = new Packr({ useRecords: false });
 
 const ALERT: Alert = {
-  alert_id: 'att:tower123:1', enterprise_id: 'acme', ts: 1_767_225_600_000, user_id: 'u1', user_name: 'John Doe', device_id: 'd1', app_id: 'slack',
-  app_name: 'Slack', action: 'Upload File', tower_id: 'tower123', tower_location: 'New York City', region: 'US-NY', lat: 40.7, lon: -74.01, carrier: 'att',
-  policy_id: 'p1', policy_name: 'Admin Policy', rule_id: null, severity: 'high', remediation: 'block_device', policy_version: 'abc',
+  alert_id: 'att:tower123:1',
+  enterprise_id: 'acme',
+  ts: 1_767_225_600_000,
+  user_id: 'u1',
+  user_name: 'John Doe',
+  device_id: 'd1',
+  app_id: 'slack',
+  app_name: 'Slack',
+  action: 'Upload File',
+  tower_id: 'tower123',
+  tower_location: 'New York City',
+  region: 'US-NY',
+  lat: 40.7,
+  lon: -74.01,
+  carrier: 'att',
+  policy_id: 'p1',
+  policy_name: 'Admin Policy',
+  rule_id: null,
+  severity: 'high',
+  remediation: 'block_device',
+  policy_version: 'abc',
 };
 
 describe('live subjects', () => {
@@ -62,8 +88,17 @@ describe('alerts codec', () => {
 describe('dashboard events', () => {
   it('are JSON; only the type is read', () => {
     const text = encodeEnterpriseEvent({
-      type: 'remediation', action_id: 'ra_1', alert_id: 'a1', action_name: 'Block Device', status: 'success', trigger: 'auto', device_id: 'd1',
-      tower_id: 't1', attempts: 1, reason: null, executed_at: '2026-01-01T00:00:00.000Z',
+      type: 'remediation',
+      action_id: 'ra_1',
+      alert_id: 'a1',
+      action_name: 'Block Device',
+      status: 'success',
+      trigger: 'auto',
+      device_id: 'd1',
+      tower_id: 't1',
+      attempts: 1,
+      reason: null,
+      executed_at: '2026-01-01T00:00:00.000Z',
     });
     assert.deepEqual(enterpriseEventType(text), { ok: true, value: 'remediation' });
     assert.deepEqual(enterpriseEventType('{"type":"test.filler","data":"x"}'), { ok: true, value: 'test.filler' });

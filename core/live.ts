@@ -50,8 +50,22 @@ export function encodeAlerts(alerts: readonly Alert[]): Uint8Array {
 }
 
 const STRING_FIELDS = [
-  'alert_id', 'enterprise_id', 'user_id', 'user_name', 'device_id', 'app_id', 'app_name', 'action', 'tower_id',
-  'tower_location', 'region', 'carrier', 'policy_id', 'policy_name', 'severity', 'policy_version',
+  'alert_id',
+  'enterprise_id',
+  'user_id',
+  'user_name',
+  'device_id',
+  'app_id',
+  'app_name',
+  'action',
+  'tower_id',
+  'tower_location',
+  'region',
+  'carrier',
+  'policy_id',
+  'policy_name',
+  'severity',
+  'policy_version',
 ] as const satisfies ReadonlyArray<keyof Alert>;
 const NULLABLE_STRING_FIELDS = ['rule_id', 'remediation'] as const satisfies ReadonlyArray<keyof Alert>;
 const NULLABLE_NUMBER_FIELDS = ['lat', 'lon'] as const satisfies ReadonlyArray<keyof Alert>;
@@ -64,7 +78,8 @@ export function decodeAlerts(data: Uint8Array): LiveDecoding<Alert[]> {
   } catch (err) {
     return { ok: false, reason: `not msgpack: ${err instanceof Error ? err.message : String(err)}` };
   }
-  if (!isObject(body) || body['type'] !== 'alerts' || !Array.isArray(body['alerts'])) return { ok: false, reason: 'expected { type: "alerts", alerts: [...] }' };
+  if (!isObject(body) || body['type'] !== 'alerts' || !Array.isArray(body['alerts']))
+    return { ok: false, reason: 'expected { type: "alerts", alerts: [...] }' };
   const alerts: unknown[] = body['alerts'];
   for (let i = 0; i < alerts.length; i++) {
     const problem = alertProblem(alerts[i]);

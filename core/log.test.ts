@@ -23,7 +23,10 @@ test('json: one pino object per line, the leading name as its component', () => 
     log('a line of no component');
     log('sink: insert failed: x: y', 'warn');
   });
-  const lines = out.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const lines = out
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   assert.equal(lines.length, 3);
   assert.deepEqual(
     lines.map((l) => [l['level'], l['component'], l['msg']]),

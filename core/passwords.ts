@@ -14,9 +14,7 @@ export const MIN_PASSWORD_LENGTH = 8;
 function scrypt(password: string, salt: Buffer, options: ScryptOptions): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     // maxmem must cover 128·N·r (plus slack), or Node refuses N=2^15.
-    scryptCb(password, salt, KEY_BYTES, { ...options, maxmem: 256 * (options.N ?? 1) * (options.r ?? 1) }, (err, key) =>
-      err ? reject(err) : resolve(key),
-    );
+    scryptCb(password, salt, KEY_BYTES, { ...options, maxmem: 256 * (options.N ?? 1) * (options.r ?? 1) }, (err, key) => (err ? reject(err) : resolve(key)));
   });
 }
 

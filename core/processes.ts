@@ -32,6 +32,9 @@ export async function processRssBytes(pid: number): Promise<number> {
  * no port and no file any more.
  */
 export async function processEnded(pid: number): Promise<boolean> {
-  const state = await readFile(`/proc/${pid}/stat`, 'utf8').then((s) => s.slice(s.lastIndexOf(')') + 2)[0], () => 'X');
+  const state = await readFile(`/proc/${pid}/stat`, 'utf8').then(
+    (s) => s.slice(s.lastIndexOf(')') + 2)[0],
+    () => 'X',
+  );
   return state === 'Z' || state === 'X';
 }

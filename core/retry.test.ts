@@ -5,22 +5,42 @@ import { connectNats, isTransientNatsError, publishWithRetry, startNatsServer } 
 import { backoffDelay, retryFor, RetryBudgetExhaustedError } from './retry.js';
 
 test('backoff doubles from the initial delay, is capped, and jitters within half a step', () => {
-  assert.equal(backoffDelay(1, 100, 2000, () => 0), 50);
-  assert.equal(backoffDelay(1, 100, 2000, () => 1), 100);
-  assert.equal(backoffDelay(3, 100, 2000, () => 1), 400);
-  assert.equal(backoffDelay(30, 100, 2000, () => 1), 2000);
-  assert.equal(backoffDelay(30, 100, 2000, () => 0), 1000);
+  assert.equal(
+    backoffDelay(1, 100, 2000, () => 0),
+    50,
+  );
+  assert.equal(
+    backoffDelay(1, 100, 2000, () => 1),
+    100,
+  );
+  assert.equal(
+    backoffDelay(3, 100, 2000, () => 1),
+    400,
+  );
+  assert.equal(
+    backoffDelay(30, 100, 2000, () => 1),
+    2000,
+  );
+  assert.equal(
+    backoffDelay(30, 100, 2000, () => 0),
+    1000,
+  );
 });
 
 test('retries by elapsed time: gives up once the budget is spent, not after a count', async () => {
   let attempts = 0;
   const started = performance.now();
   await assert.rejects(
-    retryFor('flaky', async () => {
-      attempts++;
-      throw new Error('still down');
-    }, { budgetMs: 400, initialDelayMs: 10, maxDelayMs: 40 }),
-    (err: unknown) => err instanceof RetryBudgetExhaustedError && /flaky: gave up after \d+ attempts/.test(err.message) && (err.cause as Error).message === 'still down',
+    retryFor(
+      'flaky',
+      async () => {
+        attempts++;
+        throw new Error('still down');
+      },
+      { budgetMs: 400, initialDelayMs: 10, maxDelayMs: 40 },
+    ),
+    (err: unknown) =>
+      err instanceof RetryBudgetExhaustedError && /flaky: gave up after \d+ attempts/.test(err.message) && (err.cause as Error).message === 'still down',
   );
   const elapsed = performance.now() - started;
   assert.ok(elapsed <= 450 && elapsed >= 300, `spent ${elapsed} ms of a 400 ms budget`);
@@ -29,10 +49,27 @@ test('retries by elapsed time: gives up once the budget is spent, not after a co
 
 test('an error that is not retryable is thrown at once; success after failures returns', async () => {
   let n = 0;
-  await assert.rejects(retryFor('x', async () => { n++; throw new TypeError('bad'); }, { retryable: (e) => !(e instanceof TypeError) }), TypeError);
+  await assert.rejects(
+    retryFor(
+      'x',
+      async () => {
+        n++;
+        throw new TypeError('bad');
+      },
+      { retryable: (e) => !(e instanceof TypeError) },
+    ),
+    TypeError,
+  );
   assert.equal(n, 1);
   const retries: number[] = [];
-  const v = await retryFor('y', async (attempt) => { if (attempt < 3) throw new Error('no'); return attempt; }, { initialDelayMs: 1, onRetry: (i) => retries.push(i.attempt) });
+  const v = await retryFor(
+    'y',
+    async (attempt) => {
+      if (attempt < 3) throw new Error('no');
+      return attempt;
+    },
+    { initialDelayMs: 1, onRetry: (i) => retries.push(i.attempt) },
+  );
   assert.equal(v, 3);
   assert.deepEqual(retries, [1, 2]);
 });
@@ -41,7 +78,16 @@ test('an abort ends the waiting with the last error', async () => {
   const ac = new AbortController();
   setTimeout(() => ac.abort(), 50);
   const started = performance.now();
-  await assert.rejects(retryFor('z', async () => { throw new Error('down'); }, { budgetMs: 60_000, initialDelayMs: 1000, signal: ac.signal }), /down/);
+  await assert.rejects(
+    retryFor(
+      'z',
+      async () => {
+        throw new Error('down');
+      },
+      { budgetMs: 60_000, initialDelayMs: 1000, signal: ac.signal },
+    ),
+    /down/,
+  );
   assert.ok(performance.now() - started < 1000);
 });
 
@@ -51,20 +97,36 @@ test('real NATS failures are classified: a broker away is transient, a closed co
   try {
     const js = jetstream(nc, { timeout: 300 });
     // No stream listens on this subject: JetStream answers no one (no responders).
-    const noStream = await js.publish('nowhere.at.all', new Uint8Array([1])).then(() => null, (e: unknown) => e);
+    const noStream = await js.publish('nowhere.at.all', new Uint8Array([1])).then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.ok(noStream instanceof Error && isTransientNatsError(noStream), String(noStream));
-    const badSubject = await Promise.resolve().then(() => nc.publish('bad subject', 'x')).then(() => null, (e: unknown) => e);
+    const badSubject = await Promise.resolve()
+      .then(() => nc.publish('bad subject', 'x'))
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
     assert.ok(badSubject instanceof Error && !isTransientNatsError(badSubject), String(badSubject));
 
     // Broker gone: a timeout, retried until the budget ends; back within the budget: it goes through.
     await server.stop();
-    const gone = await publishWithRetry(js, 'nowhere.at.all', new Uint8Array([1]), {}, { budgetMs: 600, initialDelayMs: 20, maxDelayMs: 100 }).then(() => null, (e: unknown) => e);
+    const gone = await publishWithRetry(js, 'nowhere.at.all', new Uint8Array([1]), {}, { budgetMs: 600, initialDelayMs: 20, maxDelayMs: 100 }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.ok(gone instanceof RetryBudgetExhaustedError, String(gone));
     assert.ok(isTransientNatsError(gone.cause), String(gone.cause));
   } finally {
     await nc.close();
     await server.stop();
   }
-  const closed = await Promise.resolve().then(() => nc.publish('a.b', 'x')).then(() => null, (e: unknown) => e);
+  const closed = await Promise.resolve()
+    .then(() => nc.publish('a.b', 'x'))
+    .then(
+      () => null,
+      (e: unknown) => e,
+    );
   assert.ok(closed instanceof Error && !isTransientNatsError(closed), String(closed));
 });

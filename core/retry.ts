@@ -37,7 +37,9 @@ export class RetryBudgetExhaustedError extends Error {
   readonly attempts: number;
   readonly elapsedMs: number;
   constructor(what: string, attempts: number, elapsedMs: number, cause: unknown) {
-    super(`${what}: gave up after ${attempts} attempts in ${(elapsedMs / 1000).toFixed(1)} s: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    super(`${what}: gave up after ${attempts} attempts in ${(elapsedMs / 1000).toFixed(1)} s: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      cause,
+    });
     this.name = 'RetryBudgetExhaustedError';
     this.attempts = attempts;
     this.elapsedMs = elapsedMs;

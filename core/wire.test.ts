@@ -119,14 +119,36 @@ describe('usage round trips', () => {
   });
 
   it('reads 64-bit integers (as other msgpack libraries write large values)', () => {
-    const bytes = pack({ v: 1, type: 'usage', event_id: 7n, ts: BigInt(TS), carrier: 'att', tower: 'tower123', device: 'dev1', app: 'app123', action: 'login', bytes_up: 0n, bytes_down: 5_000_000_000n });
+    const bytes = pack({
+      v: 1,
+      type: 'usage',
+      event_id: 7n,
+      ts: BigInt(TS),
+      carrier: 'att',
+      tower: 'tower123',
+      device: 'dev1',
+      app: 'app123',
+      action: 'login',
+      bytes_up: 0n,
+      bytes_down: 5_000_000_000n,
+    });
     assert.equal(bytes.includes(0xd3), true, 'msgpackr writes BigInt as int64');
     // The same values as uint64 (0xcf): none of the payload bytes here is 0xd3.
     const unsigned = bytes.map((b) => (b === 0xd3 ? 0xcf : b));
     for (const message of [bytes, unsigned]) {
       const result = decodeUsage(message);
       assert.ok(result.ok);
-      assert.deepEqual(result.events[0], { event_id: 7, ts: TS, carrier: 'att', tower: 'tower123', device: 'dev1', app: 'app123', action: 'login', bytes_up: 0, bytes_down: 5_000_000_000 });
+      assert.deepEqual(result.events[0], {
+        event_id: 7,
+        ts: TS,
+        carrier: 'att',
+        tower: 'tower123',
+        device: 'dev1',
+        app: 'app123',
+        action: 'login',
+        bytes_up: 0,
+        bytes_down: 5_000_000_000,
+      });
     }
   });
 
@@ -134,7 +156,9 @@ describe('usage round trips', () => {
     const bytes = usageFrame([[1, TS, 0, 'app123', 1, 0, 0]], { strings: ['devA', 'login'], gateway: 'gw-7' });
     const result = decodeUsage(bytes);
     assert.ok(result.ok);
-    assert.deepEqual(result.events, [{ event_id: 1, ts: TS, carrier: 'att', tower: 'tower123', device: 'devA', app: 'app123', action: 'login', bytes_up: 0, bytes_down: 0 }]);
+    assert.deepEqual(result.events, [
+      { event_id: 1, ts: TS, carrier: 'att', tower: 'tower123', device: 'devA', app: 'app123', action: 'login', bytes_up: 0, bytes_down: 0 },
+    ]);
   });
 
   it('encodes deterministically and returns owned bytes', () => {
@@ -166,7 +190,9 @@ describe('discovery round trips', () => {
     const bytes = pack({ v: 1, type: 'discovery_frame', carrier: 'att', tower: 'tower123', reports: [[TS, 'dev1', 'iPhone 13', 'iOS', '17.5', true]] });
     const result = decodeDiscovery(bytes);
     assert.ok(result.ok);
-    assert.deepEqual(result.reports, [{ ts: TS, carrier: 'att', tower: 'tower123', device: 'dev1', model: 'iPhone 13', os: 'iOS', os_version: '17.5', first_seen: true }]);
+    assert.deepEqual(result.reports, [
+      { ts: TS, carrier: 'att', tower: 'tower123', device: 'dev1', model: 'iPhone 13', os: 'iOS', os_version: '17.5', first_seen: true },
+    ]);
   });
 });
 
@@ -192,7 +218,9 @@ describe('whole-message rejections', () => {
     bad[i] = 0xc1;
     expectFailure(decodeUsage(bad), DECODE_ERROR.notMsgpack, /0xc1/);
     // The byte inside a string or a number is data, not the marker.
-    const data = decodeUsage(pack({ v: 1, type: 'usage_frame', carrier: 'att', tower: 'tower123', events: [[1, Date.UTC(2025, 0, 1), 'd\u00c1', 'a', 'x', 0xc1, 2]] }));
+    const data = decodeUsage(
+      pack({ v: 1, type: 'usage_frame', carrier: 'att', tower: 'tower123', events: [[1, Date.UTC(2025, 0, 1), 'd\u00c1', 'a', 'x', 0xc1, 2]] }),
+    );
     assert.equal(data.ok && data.events[0]?.bytes_up, 0xc1);
   });
 
@@ -207,7 +235,11 @@ describe('whole-message rejections', () => {
     expectFailure(decodeUsage(pack({ v: 1 })), DECODE_ERROR.missingField, 'type is required (one of usage, usage_frame)');
     expectFailure(decodeUsage(pack({ v: 1, type: 'usage_frame', tower: 'tower123' })), DECODE_ERROR.missingField, 'carrier is required');
     expectFailure(decodeUsage(pack({ v: 1, type: 'usage_frame', carrier: 'att', tower: null })), DECODE_ERROR.missingField, 'tower is required');
-    expectFailure(decodeUsage(pack({ v: 1, type: 'usage_frame', carrier: 'att', tower: 'tower123' })), DECODE_ERROR.missingField, 'events is required in a frame');
+    expectFailure(
+      decodeUsage(pack({ v: 1, type: 'usage_frame', carrier: 'att', tower: 'tower123' })),
+      DECODE_ERROR.missingField,
+      'events is required in a frame',
+    );
   });
 
   it('unknown_version', () => {
@@ -215,7 +247,7 @@ describe('whole-message rejections', () => {
     expectFailure(decodeUsage(pack({ v: '1', type: 'usage' })), DECODE_ERROR.unknownVersion, 'v "1" is not supported: this reader speaks v1');
   });
 
-  it('unknown_type, including the other stream\'s messages', () => {
+  it("unknown_type, including the other stream's messages", () => {
     expectFailure(decodeUsage(encodeDiscovery(report(1))), DECODE_ERROR.unknownType, 'type must be one of usage, usage_frame, got "discovery"');
     expectFailure(decodeDiscovery(frame), DECODE_ERROR.unknownType, 'type must be one of discovery, discovery_frame, got "usage_frame"');
     expectFailure(decodeUsage(pack({ v: 1, type: 7 })), DECODE_ERROR.unknownType, 'type must be one of usage, usage_frame, got 7');
@@ -239,7 +271,11 @@ describe('whole-message rejections', () => {
   it('empty_frame and too_many_events', () => {
     expectFailure(decodeUsage(usageFrame([])), DECODE_ERROR.emptyFrame, 'events is empty: a frame carries at least one');
     const rows = Array.from({ length: MAX_FRAME_EVENTS + 1 }, (_, i) => goodRow(i));
-    expectFailure(decodeUsage(usageFrame(rows)), DECODE_ERROR.tooManyEvents, `events has ${MAX_FRAME_EVENTS + 1} rows; a frame carries at most ${MAX_FRAME_EVENTS}`);
+    expectFailure(
+      decodeUsage(usageFrame(rows)),
+      DECODE_ERROR.tooManyEvents,
+      `events has ${MAX_FRAME_EVENTS + 1} rows; a frame carries at most ${MAX_FRAME_EVENTS}`,
+    );
     expectFailure(
       decodeDiscovery(pack({ v: 1, type: 'discovery_frame', carrier: 'att', tower: 'tower123', reports: [] })),
       DECODE_ERROR.emptyFrame,
@@ -256,16 +292,56 @@ describe('per-event rejections', () => {
     ['bytes as string', [1, TS, 'd', 'a', 'x', '12', 0], 'bad_field', 'events[0].bytes_up must be a non-negative integer, got "12"'],
     ['unsafe event_id', [2 ** 53, TS, 'd', 'a', 'x', 0, 0], 'bad_field', 'events[0].event_id must be a non-negative integer, got 9007199254740992'],
     ['negative event_id', [-1, TS, 'd', 'a', 'x', 0, 0], 'bad_field', 'events[0].event_id must be a non-negative integer, got -1'],
-    ['ts in seconds', [1, TS / 1000, 'd', 'a', 'x', 0, 0], 'bad_field', `events[0].ts must be integer milliseconds since the epoch between 2000-01-01 and 2100-01-01, got ${TS / 1000} (seconds? ts is in milliseconds)`],
-    ['ts in microseconds', [1, TS * 1000, 'd', 'a', 'x', 0, 0], 'bad_field', `events[0].ts must be integer milliseconds since the epoch between 2000-01-01 and 2100-01-01, got ${TS * 1000} (microseconds? ts is in milliseconds)`],
-    ['ts Infinity', [1, Infinity, 'd', 'a', 'x', 0, 0], 'bad_field', 'events[0].ts must be integer milliseconds since the epoch between 2000-01-01 and 2100-01-01, got Infinity'],
+    [
+      'ts in seconds',
+      [1, TS / 1000, 'd', 'a', 'x', 0, 0],
+      'bad_field',
+      `events[0].ts must be integer milliseconds since the epoch between 2000-01-01 and 2100-01-01, got ${TS / 1000} (seconds? ts is in milliseconds)`,
+    ],
+    [
+      'ts in microseconds',
+      [1, TS * 1000, 'd', 'a', 'x', 0, 0],
+      'bad_field',
+      `events[0].ts must be integer milliseconds since the epoch between 2000-01-01 and 2100-01-01, got ${TS * 1000} (microseconds? ts is in milliseconds)`,
+    ],
+    [
+      'ts Infinity',
+      [1, Infinity, 'd', 'a', 'x', 0, 0],
+      'bad_field',
+      'events[0].ts must be integer milliseconds since the epoch between 2000-01-01 and 2100-01-01, got Infinity',
+    ],
     ['ts zero', [1, 0, 'd', 'a', 'x', 0, 0], 'bad_field', 'events[0].ts must be integer milliseconds since the epoch between 2000-01-01 and 2100-01-01, got 0'],
-    ['empty device', [1, TS, '', 'a', 'x', 0, 0], 'bad_field', `events[0].device must be a non-empty string of at most ${MAX_STRING_LENGTH} characters, got an empty string`],
-    ['over-long app', [1, TS, 'd', 'a'.repeat(129), 'x', 0, 0], 'bad_field', `events[0].app must be a non-empty string of at most ${MAX_STRING_LENGTH} characters, got a string of 129 characters`],
-    ['action as boolean', [1, TS, 'd', 'a', true, 0, 0], 'bad_field', `events[0].action must be a non-empty string of at most ${MAX_STRING_LENGTH} characters, got true`],
+    [
+      'empty device',
+      [1, TS, '', 'a', 'x', 0, 0],
+      'bad_field',
+      `events[0].device must be a non-empty string of at most ${MAX_STRING_LENGTH} characters, got an empty string`,
+    ],
+    [
+      'over-long app',
+      [1, TS, 'd', 'a'.repeat(129), 'x', 0, 0],
+      'bad_field',
+      `events[0].app must be a non-empty string of at most ${MAX_STRING_LENGTH} characters, got a string of 129 characters`,
+    ],
+    [
+      'action as boolean',
+      [1, TS, 'd', 'a', true, 0, 0],
+      'bad_field',
+      `events[0].action must be a non-empty string of at most ${MAX_STRING_LENGTH} characters, got true`,
+    ],
     ['nil device', [1, TS, null, 'a', 'x', 0, 0], 'missing_field', 'events[0].device is required'],
-    ['row is a map', [] /* replaced below */, 'bad_event', 'events[0] must be an array of 7 values [event_id, ts, device, app, action, bytes_up, bytes_down], got a map'],
-    ['short row', [1, TS, 'd', 'a', 'x', 0], 'bad_event', 'events[0] must be an array of 7 values [event_id, ts, device, app, action, bytes_up, bytes_down], got an array of 6'],
+    [
+      'row is a map',
+      [] /* replaced below */,
+      'bad_event',
+      'events[0] must be an array of 7 values [event_id, ts, device, app, action, bytes_up, bytes_down], got a map',
+    ],
+    [
+      'short row',
+      [1, TS, 'd', 'a', 'x', 0],
+      'bad_event',
+      'events[0] must be an array of 7 values [event_id, ts, device, app, action, bytes_up, bytes_down], got an array of 6',
+    ],
   ];
   for (const [name, row, code, message] of cases) {
     it(name, () => {
@@ -307,7 +383,11 @@ describe('per-event rejections', () => {
     assert.deepEqual(result.rejected, [
       { index: 3, code: 'bad_field', message: 'events[3].bytes_up must be a non-negative integer, got -1', event_id: 1003 },
       { index: 17, code: 'bad_field', message: 'events[17].bytes_up must be a non-negative integer, got -5', event_id: 1017 },
-      { index: 18, code: 'bad_event', message: 'events[18] must be an array of 7 values [event_id, ts, device, app, action, bytes_up, bytes_down], got "garbage"' },
+      {
+        index: 18,
+        code: 'bad_event',
+        message: 'events[18] must be an array of 7 values [event_id, ts, device, app, action, bytes_up, bytes_down], got "garbage"',
+      },
     ]);
   });
 
@@ -320,12 +400,26 @@ describe('per-event rejections', () => {
       'reports[0].enterprise must be an enterprise id (1–64 letters, digits, "_" or "-") or nil, got "Acme Corp"',
     );
     expectOneRejection(decodeDiscovery(frame([TS, 'dev', null, 'iOS', '17.5', true])), 'missing_field', 'reports[0].model is required');
-    expectOneRejection(decodeDiscovery(frame([TS, 'dev'])), 'bad_event', 'reports[0] must be an array of 6 or 7 values [ts, device, model, os, os_version, first_seen, enterprise], got an array of 2');
+    expectOneRejection(
+      decodeDiscovery(frame([TS, 'dev'])),
+      'bad_event',
+      'reports[0] must be an array of 6 or 7 values [ts, device, model, os, os_version, first_seen, enterprise], got an array of 2',
+    );
   });
 
   it('every decode error code is exercised above', () => {
     // Keep this list in step with DECODE_ERROR: a new code needs a test and a line in the docs.
-    assert.deepEqual([...DECODE_ERROR_CODES].sort(), ['bad_event', 'bad_field', 'empty_frame', 'missing_field', 'not_a_map', 'not_msgpack', 'too_many_events', 'unknown_type', 'unknown_version']);
+    assert.deepEqual([...DECODE_ERROR_CODES].sort(), [
+      'bad_event',
+      'bad_field',
+      'empty_frame',
+      'missing_field',
+      'not_a_map',
+      'not_msgpack',
+      'too_many_events',
+      'unknown_type',
+      'unknown_version',
+    ]);
   });
 });
 
@@ -340,10 +434,28 @@ describe('encoders', () => {
       }
       return undefined;
     };
-    assert.equal(codeOf(() => encodeUsageFrame('att', 'tower123', [])), ENCODE_ERROR.emptyFrame);
-    assert.equal(codeOf(() => encodeUsageFrame('att', 'tower123', Array.from({ length: MAX_FRAME_EVENTS + 1 }, (_, i) => usage(i)))), ENCODE_ERROR.tooManyEvents);
-    assert.equal(codeOf(() => encodeUsageFrame('att', 'tower124', [usage(1)])), ENCODE_ERROR.mixedFrame);
-    assert.equal(codeOf(() => encodeDiscoveryFrame('att', 'tower124', [report(1)])), ENCODE_ERROR.mixedFrame);
+    assert.equal(
+      codeOf(() => encodeUsageFrame('att', 'tower123', [])),
+      ENCODE_ERROR.emptyFrame,
+    );
+    assert.equal(
+      codeOf(() =>
+        encodeUsageFrame(
+          'att',
+          'tower123',
+          Array.from({ length: MAX_FRAME_EVENTS + 1 }, (_, i) => usage(i)),
+        ),
+      ),
+      ENCODE_ERROR.tooManyEvents,
+    );
+    assert.equal(
+      codeOf(() => encodeUsageFrame('att', 'tower124', [usage(1)])),
+      ENCODE_ERROR.mixedFrame,
+    );
+    assert.equal(
+      codeOf(() => encodeDiscoveryFrame('att', 'tower124', [report(1)])),
+      ENCODE_ERROR.mixedFrame,
+    );
   });
 
   it('message ids', () => {
@@ -388,7 +500,11 @@ describe('the fast route for canonical frames', () => {
 
   it('differential fuzz: mutated canonical frames decode the same on both routes', () => {
     const frames = [1, 3, 40].map((n) =>
-      encodeUsageFrame('att', 'tower123', Array.from({ length: n }, (_, i) => usage(i, { bytes_up: i * 70_001, event_id: 2 ** 31 + i }))),
+      encodeUsageFrame(
+        'att',
+        'tower123',
+        Array.from({ length: n }, (_, i) => usage(i, { bytes_up: i * 70_001, event_id: 2 ** 31 + i })),
+      ),
     );
     let fastTaken = 0;
     fc.assert(
@@ -420,7 +536,12 @@ describe('the fast route for canonical frames', () => {
     );
     const value = fc.oneof(num, fc.constantFrom('dev', '', 'é', null, true));
     const row = fc.oneof(
-      { weight: 12, arbitrary: fc.tuple(fc.nat(), fc.constant(TS), fc.nat({ max: 3 }), fc.nat({ max: 3 }), fc.nat({ max: 3 }), fc.nat(), fc.nat()).map((r) => [...r] as unknown[]) },
+      {
+        weight: 12,
+        arbitrary: fc
+          .tuple(fc.nat(), fc.constant(TS), fc.nat({ max: 3 }), fc.nat({ max: 3 }), fc.nat({ max: 3 }), fc.nat(), fc.nat())
+          .map((r) => [...r] as unknown[]),
+      },
       { weight: 1, arbitrary: fc.array(value, { minLength: 7, maxLength: 7 }) },
       { weight: 1, arbitrary: fc.array(value, { minLength: 6, maxLength: 8 }) },
     );
@@ -485,8 +606,17 @@ describe('fuzz: the decoders never throw and always return a typed result', () =
 
   it('mutated and truncated valid frames', () => {
     const frames = [
-      encodeUsageFrame('att', 'tower123', Array.from({ length: 8 }, (_, i) => usage(i))),
-      encodeUsageFrame('att', 'tower123', Array.from({ length: 8 }, (_, i) => usage(i)), { stringTable: false }),
+      encodeUsageFrame(
+        'att',
+        'tower123',
+        Array.from({ length: 8 }, (_, i) => usage(i)),
+      ),
+      encodeUsageFrame(
+        'att',
+        'tower123',
+        Array.from({ length: 8 }, (_, i) => usage(i)),
+        { stringTable: false },
+      ),
       encodeDiscoveryFrame('tmobile', 'tower124', [report(1, { enterprise: 'acme' }), report(2)]),
     ];
     fc.assert(
@@ -561,17 +691,19 @@ describe('fuzz: the decoders never throw and always return a typed result', () =
 
   it('valid events of any content round-trip', () => {
     const str = fc.string({ minLength: 1, maxLength: MAX_STRING_LENGTH, unit: 'grapheme' }).filter((s) => s.length <= MAX_STRING_LENGTH);
-    const event = fc.record({
-      event_id: fc.maxSafeNat(),
-      ts: fc.integer({ min: Date.UTC(2000, 0, 1), max: Date.UTC(2100, 0, 1) - 1 }),
-      carrier: fc.constant('att'),
-      tower: fc.constant('tower123'),
-      device: str,
-      app: str,
-      action: str,
-      bytes_up: fc.maxSafeNat(),
-      bytes_down: fc.maxSafeNat(),
-    }).map((e): UsageEvent => ({ ...e })); // fc.record builds null-prototype objects
+    const event = fc
+      .record({
+        event_id: fc.maxSafeNat(),
+        ts: fc.integer({ min: Date.UTC(2000, 0, 1), max: Date.UTC(2100, 0, 1) - 1 }),
+        carrier: fc.constant('att'),
+        tower: fc.constant('tower123'),
+        device: str,
+        app: str,
+        action: str,
+        bytes_up: fc.maxSafeNat(),
+        bytes_down: fc.maxSafeNat(),
+      })
+      .map((e): UsageEvent => ({ ...e })); // fc.record builds null-prototype objects
     fc.assert(
       fc.property(fc.array(event, { minLength: 1, maxLength: 20 }), fc.boolean(), (events, stringTable) => {
         assert.deepEqual(decodeUsage(encodeUsageFrame('att', 'tower123', events, { stringTable })), { ok: true, events, rejected: [] });

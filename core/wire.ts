@@ -74,13 +74,9 @@ export interface EventRejection {
   event_id?: number;
 }
 
-export type UsageDecodeResult =
-  | { ok: true; events: UsageEvent[]; rejected: EventRejection[] }
-  | DecodeFailure;
+export type UsageDecodeResult = { ok: true; events: UsageEvent[]; rejected: EventRejection[] } | DecodeFailure;
 
-export type DiscoveryDecodeResult =
-  | { ok: true; reports: DiscoveryReport[]; rejected: EventRejection[] }
-  | DecodeFailure;
+export type DiscoveryDecodeResult = { ok: true; reports: DiscoveryReport[]; rejected: EventRejection[] } | DecodeFailure;
 
 export const ENCODE_ERROR = {
   emptyFrame: 'empty_frame',
@@ -145,12 +141,7 @@ export function encodeUsageEvent(e: UsageEvent): Uint8Array {
  * A frame of usage events from one tower of one carrier. Throws WireEncodeError when the frame
  * is empty, too large, or holds an event of another carrier or tower.
  */
-export function encodeUsageFrame(
-  carrier: string,
-  tower: string,
-  events: readonly UsageEvent[],
-  options: FrameEncodeOptions = {},
-): Uint8Array {
+export function encodeUsageFrame(carrier: string, tower: string, events: readonly UsageEvent[], options: FrameEncodeOptions = {}): Uint8Array {
   checkFrameSize(events.length, 'events');
   const table = options.stringTable === false ? null : new StringTable();
   const rows = new Array<unknown[]>(events.length);
@@ -187,12 +178,7 @@ export function encodeDiscovery(r: DiscoveryReport): Uint8Array {
 }
 
 /** A frame of discovery reports from one tower of one carrier. Throws like encodeUsageFrame. */
-export function encodeDiscoveryFrame(
-  carrier: string,
-  tower: string,
-  reports: readonly DiscoveryReport[],
-  options: FrameEncodeOptions = {},
-): Uint8Array {
+export function encodeDiscoveryFrame(carrier: string, tower: string, reports: readonly DiscoveryReport[], options: FrameEncodeOptions = {}): Uint8Array {
   checkFrameSize(reports.length, 'reports');
   const table = options.stringTable === false ? null : new StringTable();
   const s = (text: string): string | number => (table ? table.ref(text) : text);
@@ -543,9 +529,7 @@ export function decodeDiscovery(bytes: Uint8Array): DiscoveryDecodeResult {
   if (env.type === MESSAGE_TYPES.discovery) {
     const values = [msg['ts'], msg['device'], msg['model'], msg['os'], msg['os_version'], msg['first_seen'], msg['enterprise']];
     const report = discoveryOf(carrier, tower, values, null);
-    return report
-      ? { ok: true, reports: [report], rejected: [] }
-      : { ok: true, reports: [], rejected: [diagnoseDiscovery(0, '', null, values)] };
+    return report ? { ok: true, reports: [report], rejected: [] } : { ok: true, reports: [], rejected: [diagnoseDiscovery(0, '', null, values)] };
   }
 
   const frame = readFrameBody(msg, 'reports');
@@ -672,15 +656,7 @@ function validTs(n: unknown): n is number {
   return Number.isSafeInteger(n) && (n as number) >= MIN_TS && (n as number) < MAX_TS;
 }
 
-function usageValid(
-  id: unknown,
-  ts: unknown,
-  device: unknown,
-  app: unknown,
-  action: unknown,
-  up: unknown,
-  down: unknown,
-): boolean {
+function usageValid(id: unknown, ts: unknown, device: unknown, app: unknown, action: unknown, up: unknown, down: unknown): boolean {
   return validCount(id) && validTs(ts) && validString(device) && validString(app) && validString(action) && validCount(up) && validCount(down);
 }
 
@@ -717,14 +693,7 @@ function discoveryOf(carrier: string, tower: string, values: readonly unknown[],
   const osVersion = deref(values[4], strings);
   const firstSeen = values[5];
   const enterprise = deref(values[6], strings);
-  if (
-    !validTs(ts) ||
-    !validString(device) ||
-    !validString(model) ||
-    !validString(os) ||
-    !validString(osVersion) ||
-    typeof firstSeen !== 'boolean'
-  ) {
+  if (!validTs(ts) || !validString(device) || !validString(model) || !validString(os) || !validString(osVersion) || typeof firstSeen !== 'boolean') {
     return null;
   }
   const report: DiscoveryReport = { ts, carrier, tower, device, model, os, os_version: osVersion, first_seen: firstSeen };
@@ -784,13 +753,7 @@ function diagnoseDiscovery(index: number, where: string, strings: readonly strin
   return diagnose(index, where, strings, checks, undefined);
 }
 
-function diagnose(
-  index: number,
-  where: string,
-  strings: readonly string[] | null,
-  checks: readonly Check[],
-  eventId: number | undefined,
-): EventRejection {
+function diagnose(index: number, where: string, strings: readonly string[] | null, checks: readonly Check[], eventId: number | undefined): EventRejection {
   const reject = (code: DecodeErrorCode, message: string): EventRejection =>
     eventId === undefined ? { index, code, message } : { index, code, message, event_id: eventId };
   for (const [field, raw, kind] of checks) {
@@ -830,14 +793,7 @@ function diagnose(
   return reject(DECODE_ERROR.badField, `${where || 'event'} is invalid`);
 }
 
-function badRow(
-  index: number,
-  key: string,
-  row: unknown,
-  layout: readonly string[],
-  min: number,
-  max: number,
-): EventRejection {
+function badRow(index: number, key: string, row: unknown, layout: readonly string[], min: number, max: number): EventRejection {
   const count = min === max ? `${min}` : `${min} or ${max}`;
   return {
     index,
@@ -859,7 +815,11 @@ function describe(value: unknown): string {
     case 'number':
       return Object.is(value, -0) ? '-0' : String(value);
     case 'string':
-      return value.length > MAX_STRING_LENGTH ? `a string of ${value.length} characters` : value.length === 0 ? 'an empty string' : JSON.stringify(clip(value, 40));
+      return value.length > MAX_STRING_LENGTH
+        ? `a string of ${value.length} characters`
+        : value.length === 0
+          ? 'an empty string'
+          : JSON.stringify(clip(value, 40));
     case 'boolean':
       return String(value);
     case 'bigint':

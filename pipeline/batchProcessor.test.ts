@@ -34,7 +34,17 @@ describe('processBatch', () => {
   });
 
   it("denies John Doe's Slack upload, alerts with who and where, and asks for auto-remediation", () => {
-    const john: UsageEvent = { event_id: 7, ts: Date.parse('2025-06-12T14:00:00Z'), carrier: 'att', tower: BRIEF.nycTower, device: BRIEF.johnDevice, app: BRIEF.slack, action: BRIEF.uploadFile, bytes_up: 2048, bytes_down: 100 };
+    const john: UsageEvent = {
+      event_id: 7,
+      ts: Date.parse('2025-06-12T14:00:00Z'),
+      carrier: 'att',
+      tower: BRIEF.nycTower,
+      device: BRIEF.johnDevice,
+      app: BRIEF.slack,
+      action: BRIEF.uploadFile,
+      bytes_up: 2048,
+      bytes_down: 100,
+    };
     const out = processBatch([{ seq: 11, subject: 'usage.att.tower123', data: encodeUsageEvent(john) }], ctx);
     assert.equal(out.counts.events, 1);
     assert.equal(out.counts.violations, 1);
@@ -55,7 +65,10 @@ describe('processBatch', () => {
     assert.equal(alert.tower_location, 'New York City');
     assert.equal(alert.policy_name, 'Admin Policy');
     assert.equal(out.violations.length, 1);
-    assert.deepEqual(out.remediations.map((r) => [r.alert_id, r.action, r.device_id]), [['att:tower123:7', 'block_device', 'device123']]);
+    assert.deepEqual(
+      out.remediations.map((r) => [r.alert_id, r.action, r.device_id]),
+      [['att:tower123:7', 'block_device', 'device123']],
+    );
   });
 
   it('agrees with the reference evaluator on generated traffic; unknown devices are unregistered; bad frames are dead letters', () => {
@@ -93,17 +106,35 @@ describe('processBatch', () => {
     assert.ok(out.remediations.length > 0);
     const auto = new Set(world.enterprises.filter((e) => world.plans.find((p) => p.id === e.plan_id)?.auto_remediation).map((e) => e.id));
     assert.ok(!auto.has('globex'));
-    assert.ok(out.remediations.every((r) => auto.has(r.enterprise_id)), 'remediation only on auto-remediation plans');
-    assert.deepEqual(out.deadLetters.map((d) => [d.seq, d.summary.reasons[0]?.code, d.summary.reasons[0]?.index, d.summary.total]), [[9999, bad.expectedCode, -1, 1]]);
+    assert.ok(
+      out.remediations.every((r) => auto.has(r.enterprise_id)),
+      'remediation only on auto-remediation plans',
+    );
+    assert.deepEqual(
+      out.deadLetters.map((d) => [d.seq, d.summary.reasons[0]?.code, d.summary.reasons[0]?.index, d.summary.total]),
+      [[9999, bad.expectedCode, -1, 1]],
+    );
     assert.equal(out.storedSeqs.length, frames.length);
   });
 
   const ev = (id: number, fields: Partial<UsageEvent> = {}): UsageEvent => ({
-    event_id: id, ts: Date.parse('2025-06-12T14:00:00Z'), carrier: 'att', tower: BRIEF.nycTower, device: BRIEF.johnDevice, app: BRIEF.slack, action: BRIEF.uploadFile, bytes_up: 1, bytes_down: 1, ...fields,
+    event_id: id,
+    ts: Date.parse('2025-06-12T14:00:00Z'),
+    carrier: 'att',
+    tower: BRIEF.nycTower,
+    device: BRIEF.johnDevice,
+    app: BRIEF.slack,
+    action: BRIEF.uploadFile,
+    bytes_up: 1,
+    bytes_down: 1,
+    ...fields,
   });
 
   it('the subject is the truth: a payload of another carrier or tower, or a malformed subject, is dead-lettered whole', () => {
-    const forged = encodeUsageFrame('verizon', 'tower124', [ev(1, { carrier: 'verizon', tower: 'tower124' }), ev(2, { carrier: 'verizon', tower: 'tower124' })]);
+    const forged = encodeUsageFrame('verizon', 'tower124', [
+      ev(1, { carrier: 'verizon', tower: 'tower124' }),
+      ev(2, { carrier: 'verizon', tower: 'tower124' }),
+    ]);
     const good = encodeUsageFrame('att', BRIEF.nycTower, [ev(3)]);
     const out = processBatch(
       [
@@ -116,26 +147,51 @@ describe('processBatch', () => {
       ],
       ctx,
     );
-    assert.deepEqual(out.deadLetters.map((d) => [d.seq, d.summary.reasons.map((r) => [r.code, r.index])]), [
-      [1, [['subject_mismatch', -1]]],
-      [2, [['bad_subject', -1]]],
-      [3, [['bad_subject', -1]]],
-      [4, [['subject_mismatch', -1]]],
-      [5, [['subject_mismatch', -1]]],
-    ]);
+    assert.deepEqual(
+      out.deadLetters.map((d) => [d.seq, d.summary.reasons.map((r) => [r.code, r.index])]),
+      [
+        [1, [['subject_mismatch', -1]]],
+        [2, [['bad_subject', -1]]],
+        [3, [['bad_subject', -1]]],
+        [4, [['subject_mismatch', -1]]],
+        [5, [['subject_mismatch', -1]]],
+      ],
+    );
     assert.deepEqual(out.storedSeqs, [6]);
-    assert.deepEqual(out.appUsage.map((r) => [r[2], r[3], r[4]]), [['att', 'tower123', 3]]);
+    assert.deepEqual(
+      out.appUsage.map((r) => [r[2], r[3], r[4]]),
+      [['att', 'tower123', 3]],
+    );
   });
 
   it('a duplicate event_id within a frame is stored once; the later copy is dead-lettered with its row index', () => {
     const rows = [ev(5), ev(6), ev(5, { bytes_up: 99 }), ev(7), ev(6)];
     const out = processBatch([{ seq: 1, subject: 'usage.att.tower123', data: encodeUsageFrame('att', BRIEF.nycTower, rows) }], ctx);
-    assert.deepEqual(out.appUsage.map((r) => [r[4], r[14]]), [[5, 1], [6, 1], [7, 1]]);
-    assert.deepEqual(out.deadLetters[0]?.summary.reasons.map((r) => [r.code, r.index, r.event_id]), [['duplicate_event_id', 2, 5], ['duplicate_event_id', 4, 6]]);
+    assert.deepEqual(
+      out.appUsage.map((r) => [r[4], r[14]]),
+      [
+        [5, 1],
+        [6, 1],
+        [7, 1],
+      ],
+    );
+    assert.deepEqual(
+      out.deadLetters[0]?.summary.reasons.map((r) => [r.code, r.index, r.event_id]),
+      [
+        ['duplicate_event_id', 2, 5],
+        ['duplicate_event_id', 4, 6],
+      ],
+    );
     // With a rejected row before it, the index is still the row's position in the frame.
     const mixed = encodeUsageFrame('att', BRIEF.nycTower, [ev(1), ev(2, { bytes_up: -1 }), ev(1)]);
     const out2 = processBatch([{ seq: 2, subject: 'usage.att.tower123', data: mixed }], ctx);
-    assert.deepEqual(out2.deadLetters[0]?.summary.reasons.map((r) => [r.code, r.index]), [['bad_field', 1], ['duplicate_event_id', 2]]);
+    assert.deepEqual(
+      out2.deadLetters[0]?.summary.reasons.map((r) => [r.code, r.index]),
+      [
+        ['bad_field', 1],
+        ['duplicate_event_id', 2],
+      ],
+    );
     assert.equal(out2.appUsage.length, 1);
   });
 

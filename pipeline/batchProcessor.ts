@@ -111,8 +111,26 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
     for (const event of events) {
       const enriched = enrichEvent(ctx.directory, event);
       const p: Pending = enriched.enforced
-        ? { event, seq: msg.seq, device: enriched.device, enterpriseId: enriched.enterpriseId, userId: enriched.userId, eval: enriched.event, verdict: null, version: NO_VERSION }
-        : { event, seq: msg.seq, device: enriched.device, enterpriseId: enriched.device?.enterprise_id ?? '', userId: '', eval: null, verdict: null, version: NO_VERSION };
+        ? {
+            event,
+            seq: msg.seq,
+            device: enriched.device,
+            enterpriseId: enriched.enterpriseId,
+            userId: enriched.userId,
+            eval: enriched.event,
+            verdict: null,
+            version: NO_VERSION,
+          }
+        : {
+            event,
+            seq: msg.seq,
+            device: enriched.device,
+            enterpriseId: enriched.device?.enterprise_id ?? '',
+            userId: '',
+            eval: null,
+            verdict: null,
+            version: NO_VERSION,
+          };
       if (p.eval) {
         let list = byEnterprise.get(p.enterpriseId);
         if (!list) byEnterprise.set(p.enterpriseId, (list = []));
@@ -152,9 +170,29 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
     if (v) out.counts.enforced++;
     else out.counts.unregistered++;
     out.appUsage.push([
-      p.enterpriseId, e.ts, e.carrier, e.tower, e.event_id, p.seq, e.device, p.userId, user?.name ?? '',
-      e.app, app?.name ?? e.app, app?.category ?? '', e.action, action?.name ?? e.action, e.bytes_up, e.bytes_down,
-      verdict, v?.policy_id ?? '', policy?.name ?? '', v?.rule_id ?? '', v?.severity ?? '', v?.remediation ?? '', p.version,
+      p.enterpriseId,
+      e.ts,
+      e.carrier,
+      e.tower,
+      e.event_id,
+      p.seq,
+      e.device,
+      p.userId,
+      user?.name ?? '',
+      e.app,
+      app?.name ?? e.app,
+      app?.category ?? '',
+      e.action,
+      action?.name ?? e.action,
+      e.bytes_up,
+      e.bytes_down,
+      verdict,
+      v?.policy_id ?? '',
+      policy?.name ?? '',
+      v?.rule_id ?? '',
+      v?.severity ?? '',
+      v?.remediation ?? '',
+      p.version,
     ]);
     if (v?.permission !== 'deny') continue;
     out.counts.violations++;
@@ -184,9 +222,28 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
     };
     out.alerts.push(alert);
     out.violations.push([
-      alert.alert_id, alert.enterprise_id, e.ts, e.carrier, e.tower, alert.tower_location, alert.region, e.event_id, p.seq,
-      e.device, p.userId, alert.user_name, e.app, alert.app_name, e.action, alert.action, alert.policy_id, alert.policy_name,
-      v.rule_id ?? '', alert.severity, v.remediation ?? '', p.version,
+      alert.alert_id,
+      alert.enterprise_id,
+      e.ts,
+      e.carrier,
+      e.tower,
+      alert.tower_location,
+      alert.region,
+      e.event_id,
+      p.seq,
+      e.device,
+      p.userId,
+      alert.user_name,
+      e.app,
+      alert.app_name,
+      e.action,
+      alert.action,
+      alert.policy_id,
+      alert.policy_name,
+      v.rule_id ?? '',
+      alert.severity,
+      v.remediation ?? '',
+      p.version,
     ]);
     if ((v.remediation === 'block_device' || v.remediation === 'block_app') && view.planOfEnterprise(p.enterpriseId)?.auto_remediation) {
       out.remediations.push({
@@ -232,7 +289,12 @@ function uniqueEvents(events: UsageEvent[], rejected: readonly EventRejection[],
       row++;
     }
     if (seen.has(e.event_id)) {
-      addReason(reasons, { index: row, code: REJECTION.duplicateEventId, message: `events[${row}].event_id ${e.event_id} is already in this frame`, event_id: e.event_id });
+      addReason(reasons, {
+        index: row,
+        code: REJECTION.duplicateEventId,
+        message: `events[${row}].event_id ${e.event_id} is already in this frame`,
+        event_id: e.event_id,
+      });
     } else {
       seen.add(e.event_id);
       kept.push(e);

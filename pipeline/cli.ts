@@ -15,17 +15,31 @@ export function registerPipelineCommand(program: Command): void {
     .command('pipeline')
     .description('Consume usage events from JetStream, evaluate policies, store verdicts in ClickHouse, publish alerts')
     .option('--threads <n>', 'worker threads (default: the cores available)')
-    .option('--ack-wait-seconds <s>', 'ack_wait of the durable consumer when this process creates it: how long an unacked message waits before redelivery (default: 60)')
+    .option(
+      '--ack-wait-seconds <s>',
+      'ack_wait of the durable consumer when this process creates it: how long an unacked message waits before redelivery (default: 60)',
+    )
     .action(async (opts: { threads?: string; ackWaitSeconds?: string }) => {
       const config = loadConfigOrExit();
       const threads = opts.threads === undefined ? undefined : Number(opts.threads);
       if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) fail(`--threads must be a positive integer, got '${opts.threads}'`);
       const ackWaitSeconds = opts.ackWaitSeconds === undefined ? undefined : Number(opts.ackWaitSeconds);
-      if (ackWaitSeconds !== undefined && !(Number.isFinite(ackWaitSeconds) && ackWaitSeconds >= 1)) fail(`--ack-wait-seconds must be a number ≥ 1, got '${opts.ackWaitSeconds}'`);
+      if (ackWaitSeconds !== undefined && !(Number.isFinite(ackWaitSeconds) && ackWaitSeconds >= 1))
+        fail(`--ack-wait-seconds must be a number ≥ 1, got '${opts.ackWaitSeconds}'`);
       const url = natsUrlOrExit(config);
       const log = processLog(config);
       const nc = await connectNats(url, 'towerwatch pipeline').catch((err: unknown) => fail((err as Error).message));
-      const service = await startPipelineService({ config, nc, natsUrl: url, log, pipeline: { natsRetryMs: config.natsRetrySeconds * 1000, ...(threads ? { threads } : {}), ...(ackWaitSeconds ? { ackWaitMs: ackWaitSeconds * 1000 } : {}) } }).catch((err: unknown) => {
+      const service = await startPipelineService({
+        config,
+        nc,
+        natsUrl: url,
+        log,
+        pipeline: {
+          natsRetryMs: config.natsRetrySeconds * 1000,
+          ...(threads ? { threads } : {}),
+          ...(ackWaitSeconds ? { ackWaitMs: ackWaitSeconds * 1000 } : {}),
+        },
+      }).catch((err: unknown) => {
         if (err instanceof Error && err.cause instanceof HealthServerListenError) fail(err.message);
         throw err;
       });

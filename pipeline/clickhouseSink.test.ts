@@ -39,10 +39,29 @@ function batch(seq: number, events: number, firstEventId = 1): Uint8Array {
   const w = new TsvWriter();
   for (let i = 0; i < events; i++) {
     const row: AppUsageRow = {
-      enterprise_id: 'acme', ts: BASE_TS + i, carrier: 'att', tower_id: 't1', event_id: firstEventId + i,
-      stream_seq: seq, device_id: `d${i % 3}`, user_id: 'u', user_name: 'U', app_id: 'a', app_name: 'A',
-      app_category: 'c', action_id: 'x', action_name: 'X', bytes_up: 1, bytes_down: 2, verdict: 'allow',
-      policy_id: 'p', policy_name: 'P', rule_id: '', severity: '', remediation: '', policy_version: 'v1',
+      enterprise_id: 'acme',
+      ts: BASE_TS + i,
+      carrier: 'att',
+      tower_id: 't1',
+      event_id: firstEventId + i,
+      stream_seq: seq,
+      device_id: `d${i % 3}`,
+      user_id: 'u',
+      user_name: 'U',
+      app_id: 'a',
+      app_name: 'A',
+      app_category: 'c',
+      action_id: 'x',
+      action_name: 'X',
+      bytes_up: 1,
+      bytes_down: 2,
+      verdict: 'allow',
+      policy_id: 'p',
+      policy_name: 'P',
+      rule_id: '',
+      severity: '',
+      remediation: '',
+      policy_version: 'v1',
     };
     APP_USAGE.writeRow(w, row);
   }
@@ -65,11 +84,14 @@ test('the same token stores a batch once (projections included); another token s
   assert.equal(await count(h, projectionTotalQuery('app_usage', 'per_minute', h.database)), 100);
 
   assert.equal(metrics.length, 3);
-  assert.deepEqual(metrics.map((m) => [m.table, m.rows, m.bytes, m.attempts]), [
-    ['app_usage', 50, body.byteLength, 1],
-    ['app_usage', 50, body.byteLength, 1],
-    ['app_usage', 50, body.byteLength, 1],
-  ]);
+  assert.deepEqual(
+    metrics.map((m) => [m.table, m.rows, m.bytes, m.attempts]),
+    [
+      ['app_usage', 50, body.byteLength, 1],
+      ['app_usage', 50, body.byteLength, 1],
+      ['app_usage', 50, body.byteLength, 1],
+    ],
+  );
   assert.ok(metrics.every((m) => m.latencyMs > 0));
   const stats = sink.stats();
   assert.equal(stats.inserts, 3);
@@ -86,12 +108,34 @@ test('a token used on one connection does not leak into later inserts', async ()
   // A plain client insert afterwards, no token: must be stored.
   await h.client.insert({
     table: `${h.database}.dead_letters`,
-    values: [{ ts: new Date(BASE_TS).toISOString().replace('T', ' ').replace('Z', ''), stream: 'USAGE', subject: 's', stream_seq: 1, code: 'c', message: 'm', event_index: -1, payload_base64: '' }],
+    values: [
+      {
+        ts: new Date(BASE_TS).toISOString().replace('T', ' ').replace('Z', ''),
+        stream: 'USAGE',
+        subject: 's',
+        stream_seq: 1,
+        code: 'c',
+        message: 'm',
+        event_index: -1,
+        payload_base64: '',
+      },
+    ],
     format: 'JSONEachRow',
   });
   await h.client.insert({
     table: `${h.database}.dead_letters`,
-    values: [{ ts: new Date(BASE_TS).toISOString().replace('T', ' ').replace('Z', ''), stream: 'USAGE', subject: 's', stream_seq: 2, code: 'c', message: 'm', event_index: -1, payload_base64: '' }],
+    values: [
+      {
+        ts: new Date(BASE_TS).toISOString().replace('T', ' ').replace('Z', ''),
+        stream: 'USAGE',
+        subject: 's',
+        stream_seq: 2,
+        code: 'c',
+        message: 'm',
+        event_index: -1,
+        payload_base64: '',
+      },
+    ],
     format: 'JSONEachRow',
   });
   assert.equal(await count(h, `SELECT count() AS n FROM ${h.database}.dead_letters`), 2);
@@ -105,17 +149,33 @@ test('storedSeqs tells which sequences have rows', async () => {
   const big = 2 ** 40 + 1;
   await sink.insert('app_usage', batch(big, 1, 200), { token: 'tbig' });
   const w = new TsvWriter();
-  DEAD_LETTERS.writeRow(w, { ts: BASE_TS, stream: 'USAGE', subject: 'usage.att.t1', stream_seq: 8, code: 'bad_frame', message: 'not msgpack', event_index: -1, payload_base64: 'AAE=', rejected_count: 1, rejections: '', payload_bytes: 2, payload_truncated: false });
+  DEAD_LETTERS.writeRow(w, {
+    ts: BASE_TS,
+    stream: 'USAGE',
+    subject: 'usage.att.t1',
+    stream_seq: 8,
+    code: 'bad_frame',
+    message: 'not msgpack',
+    event_index: -1,
+    payload_base64: 'AAE=',
+    rejected_count: 1,
+    rejections: '',
+    payload_bytes: 2,
+    payload_truncated: false,
+  });
   await sink.insert('dead_letters', w.finish(), { token: 'dl8' });
 
-  assert.deepEqual([...(await sink.storedSeqs('app_usage', [6, 7, 8, 9, 10, big]))].sort((a, b) => a - b), [7, 9, big]);
+  assert.deepEqual(
+    [...(await sink.storedSeqs('app_usage', [6, 7, 8, 9, 10, big]))].sort((a, b) => a - b),
+    [7, 9, big],
+  );
   assert.deepEqual([...(await sink.storedSeqs('dead_letters', [7, 8, 9]))], [8]);
   assert.deepEqual([...(await sink.storedSeqs('violations', [7, 8, 9]))], []);
   assert.deepEqual([...(await sink.storedSeqs('app_usage', []))], []);
   await assert.rejects(sink.storedSeqs('nope', [1]), /unknown table/);
 });
 
-test('a wrong column count is a permanent error with ClickHouse\'s message, not retried', async () => {
+test("a wrong column count is a permanent error with ClickHouse's message, not retried", async () => {
   const h = await freshDatabase();
   const retries: RetryInfo[] = [];
   const sink = new ClickHouseSink(h, { onRetry: (r) => retries.push(r), retry: { initialDelayMs: 1000 } });
@@ -157,8 +217,7 @@ function flaky(h: ClickHouseHandle, failures: number, error: () => unknown): Cli
   return wrapped;
 }
 
-const overloaded = () =>
-  new ClickHouseError({ message: 'Too many simultaneous queries', code: '202', type: 'TOO_MANY_SIMULTANEOUS_QUERIES' });
+const overloaded = () => new ClickHouseError({ message: 'Too many simultaneous queries', code: '202', type: 'TOO_MANY_SIMULTANEOUS_QUERIES' });
 
 test('transient errors are retried with backoff, and the token keeps the retried batch single', async () => {
   const h = await freshDatabase();
@@ -172,7 +231,13 @@ test('transient errors are retried with backoff, and the token keeps the retried
   });
   await sink.insert('app_usage', batch(1, 4), { token: 'retry-1' });
   assert.equal(f.calls, 3);
-  assert.deepEqual(retries.map((r) => [r.attempt, r.delayMs]), [[1, 20], [2, 30]]);
+  assert.deepEqual(
+    retries.map((r) => [r.attempt, r.delayMs]),
+    [
+      [1, 20],
+      [2, 30],
+    ],
+  );
   assert.equal(metrics[0]?.attempts, 3);
   assert.ok((metrics[0]?.latencyMs ?? 0) >= 50);
   assert.equal(sink.stats().retries, 2);

@@ -370,4 +370,3 @@ function describe(err: unknown): string {
   }
   return err instanceof Error ? err.message : String(err);
 }
-

@@ -53,8 +53,18 @@ class PipelineProcess {
   output = '';
   exit: Exit | null = null;
 
-  constructor(readonly name: string, readonly dataDir: string, args: readonly string[] = []) {
-    const env: NodeJS.ProcessEnv = { ...process.env, NATS_URL: nats.url, TOWERWATCH_DATA_DIR: dataDir, TOWERWATCH_PIPELINE_PORT: '0', TOWERWATCH_LOG_FORMAT: 'text' };
+  constructor(
+    readonly name: string,
+    readonly dataDir: string,
+    args: readonly string[] = [],
+  ) {
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      NATS_URL: nats.url,
+      TOWERWATCH_DATA_DIR: dataDir,
+      TOWERWATCH_PIPELINE_PORT: '0',
+      TOWERWATCH_LOG_FORMAT: 'text',
+    };
     delete env['CLICKHOUSE_URL'];
     this.child = spawn(process.execPath, [CLI, 'pipeline', '--ack-wait-seconds', String(ACK_WAIT_SECONDS), ...args], {
       env,
@@ -107,7 +117,6 @@ async function tempDir(label: string): Promise<string> {
   return dir;
 }
 
-
 /** Messages of the stream acked by the consumer: every delivered one that is not pending an ack. */
 function acked(info: ConsumerInfo | null): number {
   return info ? info.delivered.stream_seq - info.num_ack_pending : 0;
@@ -126,7 +135,9 @@ async function waitDrained(jsm: JetStreamManager, alive: readonly PipelineProces
     if (info && info.num_pending === 0 && info.num_ack_pending === 0 && info.ack_floor.stream_seq >= lastSeq) return info;
     for (const p of alive) if (p.exit !== null) throw new Error(`${p.name} exited (${JSON.stringify(p.exit)}) before the consumer drained:\n${p.output}`);
     if (Date.now() > deadline) {
-      throw new Error(`consumer not drained after ${timeoutMs} ms: ${JSON.stringify(info && { pending: info.num_pending, ackPending: info.num_ack_pending, ackFloor: info.ack_floor, lastSeq })}`);
+      throw new Error(
+        `consumer not drained after ${timeoutMs} ms: ${JSON.stringify(info && { pending: info.num_pending, ackPending: info.num_ack_pending, ackFloor: info.ack_floor, lastSeq })}`,
+      );
     }
     await sleep(100);
   }
@@ -229,7 +240,9 @@ describe('pipeline crash safety (child processes, embedded ClickHouse)', () => {
     assert.ok(expectedViolations > 0);
     const frames = published.frames;
     const lastSeq = (await jsm.streams.info(USAGE_STREAM)).state.last_seq;
-    t.diagnostic(`published ${published.events} events in ${frames} frames (seq ≤ ${lastSeq}), ${expectedViolations} violations expected, in ${(published.elapsedMs / 1000).toFixed(1)} s`);
+    t.diagnostic(
+      `published ${published.events} events in ${frames} frames (seq ≤ ${lastSeq}), ${expectedViolations} violations expected, in ${(published.elapsedMs / 1000).toFixed(1)} s`,
+    );
     t.diagnostic(
       `SIGKILLs: ${kills.map((k) => `#${k.round} ${k.afterMs} ms after its first ack (${k.acked}/${lastSeq} acked, ${k.ackPending} in hand, ${k.redelivered} redelivered)`).join('; ')}`,
     );
@@ -258,9 +271,14 @@ describe('pipeline crash safety (child processes, embedded ClickHouse)', () => {
       const deadLetters = await queryNumber(ch, 'SELECT count() FROM dead_letters');
       const perMinute = await queryNumber(ch, projectionTotalQuery('app_usage', 'per_minute'));
       const violationsPerMinute = await queryNumber(ch, projectionTotalQuery('violations', 'per_minute'));
-      const verdicts = await ch.client.query({ query: 'SELECT verdict, count() FROM app_usage GROUP BY verdict ORDER BY verdict', format: 'JSONCompactEachRow' });
+      const verdicts = await ch.client.query({
+        query: 'SELECT verdict, count() FROM app_usage GROUP BY verdict ORDER BY verdict',
+        format: 'JSONCompactEachRow',
+      });
       t.diagnostic(`verdicts: ${(await verdicts.json<[string, string]>()).map(([v, n]) => `${v} ${n}`).join(', ')}`);
-      t.diagnostic(`stored: ${count} rows, ${distinct} distinct events, ${messages} messages, ${violations} violations, ${deadLetters} dead letters, per-minute ${perMinute}/${violationsPerMinute}`);
+      t.diagnostic(
+        `stored: ${count} rows, ${distinct} distinct events, ${messages} messages, ${violations} violations, ${deadLetters} dead letters, per-minute ${perMinute}/${violationsPerMinute}`,
+      );
       assert.equal(distinct, published.events, 'every published event stored (no loss)');
       assert.equal(count, published.events, 'every event stored once (no duplicates)');
       assert.equal(messages, frames, 'every frame stored');
@@ -291,7 +309,9 @@ describe('pipeline crash safety (child processes, embedded ClickHouse)', () => {
     const exits = await Promise.all(procs.map((p) => p.kill('SIGTERM')));
     for (const [i, exit] of exits.entries()) assert.deepEqual(exit, { code: 0, signal: null }, procs[i]?.output);
     for (const p of procs) assert.doesNotMatch(p.output, /did not compile|stopped on an error/, p.output);
-    t.diagnostic(`published ${published.events} events in ${published.frames} frames; drained (redelivered ${info.num_redelivered}) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    t.diagnostic(
+      `published ${published.events} events in ${published.frames} frames; drained (redelivered ${info.num_redelivered}) in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+    );
 
     const counts: number[] = [];
     const keysOfFirst = new Set<string>();
@@ -303,7 +323,11 @@ describe('pipeline crash safety (child processes, embedded ClickHouse)', () => {
         const count = await queryNumber(ch, 'SELECT count() FROM app_usage');
         const distinct = await queryNumber(ch, 'SELECT uniqExact(carrier, tower_id, event_id) FROM app_usage');
         assert.equal(distinct, count, `no duplicates within ${procs[i]?.name}`);
-        assert.equal(await queryNumber(ch, projectionTotalQuery('app_usage', 'per_minute')), count, `the per-minute rollup of ${procs[i]?.name} sums to its rows`);
+        assert.equal(
+          await queryNumber(ch, projectionTotalQuery('app_usage', 'per_minute')),
+          count,
+          `the per-minute rollup of ${procs[i]?.name} sums to its rows`,
+        );
         counts.push(count);
         const rs = await ch.client.query({ query: 'SELECT carrier, tower_id, event_id FROM app_usage', format: 'JSONCompactEachRow' });
         for (const [carrier, tower, eventId] of await rs.json<[string, string, string | number]>()) {
@@ -317,7 +341,13 @@ describe('pipeline crash safety (child processes, embedded ClickHouse)', () => {
     }
     t.diagnostic(`stored A ${counts[0]}, B ${counts[1]}, in both ${shared}`);
     assert.equal(shared, 0, 'no event stored by both processes');
-    assert.ok(counts.every((c) => c > 0), `both processes stored a share: ${counts.join(', ')}`);
-    assert.equal(counts.reduce((a, b) => a + b, 0), published.events);
+    assert.ok(
+      counts.every((c) => c > 0),
+      `both processes stored a share: ${counts.join(', ')}`,
+    );
+    assert.equal(
+      counts.reduce((a, b) => a + b, 0),
+      published.events,
+    );
   });
 });

@@ -63,7 +63,16 @@ describe('discovery worker', () => {
 
   const t0 = Date.parse('2026-12-01T12:00:00Z');
   const report = (device: string, fields: Partial<DiscoveryReport> = {}): DiscoveryReport => ({
-    ts: t0, carrier: 'att', tower: BRIEF.nycTower, device, model: 'Google Pixel 8', os: 'Android', os_version: '14', first_seen: true, enterprise: BRIEF.acme, ...fields,
+    ts: t0,
+    carrier: 'att',
+    tower: BRIEF.nycTower,
+    device,
+    model: 'Google Pixel 8',
+    os: 'Android',
+    os_version: '14',
+    first_seen: true,
+    enterprise: BRIEF.acme,
+    ...fields,
   });
   const publish = async (reports: DiscoveryReport[]): Promise<number> => {
     const { carrier, tower } = reports[0]!;
@@ -80,23 +89,49 @@ describe('discovery worker', () => {
   /** Messages in the control-plane bucket's stream: one per registry write. */
   const kvWrites = async (): Promise<number> => (await (await jetstreamManager(nc)).streams.info(`KV_${CONTROL_BUCKET}`)).state.last_seq;
   const processed = async (seq: number): Promise<void> =>
-    until(async () => (await (await jetstreamManager(nc)).consumers.info('DISCOVERY', 'discovery')).ack_floor.stream_seq >= seq, 10_000, `message ${seq} acked`);
+    until(
+      async () => (await (await jetstreamManager(nc)).consumers.info('DISCOVERY', 'discovery')).ack_floor.stream_seq >= seq,
+      10_000,
+      `message ${seq} acked`,
+    );
 
   it('a new device of a known enterprise becomes discovered, once, and its dashboards hear of it', async () => {
     // Reported three times in one frame: one registry entry, three sightings.
-    const seq = await publish([report('new-acme-1'), report('new-acme-1', { ts: t0 + 1000, first_seen: false }), report('new-acme-1', { ts: t0 + 2000, tower: BRIEF.nycTower, first_seen: false })]);
+    const seq = await publish([
+      report('new-acme-1'),
+      report('new-acme-1', { ts: t0 + 1000, first_seen: false }),
+      report('new-acme-1', { ts: t0 + 2000, tower: BRIEF.nycTower, first_seen: false }),
+    ]);
     await processed(seq);
     await until(() => view.device('new-acme-1') !== undefined, 5000, 'the device in the view');
     const d = view.device('new-acme-1')!;
     assert.deepEqual(
       { ...d },
       {
-        id: 'new-acme-1', enterprise_id: BRIEF.acme, user_id: null, model: 'Google Pixel 8', os: 'Android', os_version: '14', status: 'discovered', registered_at: null,
-        first_seen: new Date(t0).toISOString(), last_seen: new Date(t0 + 2000).toISOString(), first_tower_id: BRIEF.nycTower, last_tower_id: BRIEF.nycTower, carrier_id: 'att',
+        id: 'new-acme-1',
+        enterprise_id: BRIEF.acme,
+        user_id: null,
+        model: 'Google Pixel 8',
+        os: 'Android',
+        os_version: '14',
+        status: 'discovered',
+        registered_at: null,
+        first_seen: new Date(t0).toISOString(),
+        last_seen: new Date(t0 + 2000).toISOString(),
+        first_tower_id: BRIEF.nycTower,
+        last_tower_id: BRIEF.nycTower,
+        carrier_id: 'att',
       },
     );
     assert.equal(view.get('device', BRIEF.acme, 'new-acme-1')!.revision > 0, true);
-    assert.deepEqual((await sightings('new-acme-1')).map((s) => [s.enterprise_id, s.outcome]), [[BRIEF.acme, 'discovered'], [BRIEF.acme, 'sighted'], [BRIEF.acme, 'sighted']]);
+    assert.deepEqual(
+      (await sightings('new-acme-1')).map((s) => [s.enterprise_id, s.outcome]),
+      [
+        [BRIEF.acme, 'discovered'],
+        [BRIEF.acme, 'sighted'],
+        [BRIEF.acme, 'sighted'],
+      ],
+    );
     await until(() => events.some((e) => e.body['type'] === 'device.discovered' && e.body['device']?.id === 'new-acme-1'), 5000, 'device.discovered');
     const announced = events.filter((e) => e.body['type'] === 'device.discovered' && e.body['device']?.id === 'new-acme-1');
     assert.equal(announced.length, 1);
@@ -107,7 +142,15 @@ describe('discovery worker', () => {
   it('re-sightings of known devices are ClickHouse rows only: no registry write', async () => {
     await until(() => view.device('new-acme-1') !== undefined, 5000, 'the device of the first test');
     const before = await kvWrites();
-    const reports = Array.from({ length: 200 }, (_, i) => report(i % 2 === 0 ? 'new-acme-1' : BRIEF.johnDevice, { ts: t0 + 10_000 + i, first_seen: false, model: i % 2 === 0 ? 'Google Pixel 8' : view.device(BRIEF.johnDevice)!.model, os: i % 2 === 0 ? 'Android' : view.device(BRIEF.johnDevice)!.os, os_version: i % 2 === 0 ? '14' : view.device(BRIEF.johnDevice)!.os_version }));
+    const reports = Array.from({ length: 200 }, (_, i) =>
+      report(i % 2 === 0 ? 'new-acme-1' : BRIEF.johnDevice, {
+        ts: t0 + 10_000 + i,
+        first_seen: false,
+        model: i % 2 === 0 ? 'Google Pixel 8' : view.device(BRIEF.johnDevice)!.model,
+        os: i % 2 === 0 ? 'Android' : view.device(BRIEF.johnDevice)!.os,
+        os_version: i % 2 === 0 ? '14' : view.device(BRIEF.johnDevice)!.os_version,
+      }),
+    );
     const seq = await publish(reports);
     await processed(seq);
     assert.equal(await kvWrites(), before, 'no KV write for 200 sightings of unchanged devices');
@@ -147,8 +190,17 @@ describe('discovery worker', () => {
     assert.ok(!events.some((e) => e.subject === enterpriseEventsSubject('nosuchcorp')));
   });
 
-  it('a device of one enterprise reported as another\'s stays its owner\'s', async () => {
-    const seq = await publish([report(BRIEF.johnDevice, { enterprise: BRIEF.globex, ts: t0 + 90_000, model: view.device(BRIEF.johnDevice)!.model, os: view.device(BRIEF.johnDevice)!.os, os_version: view.device(BRIEF.johnDevice)!.os_version, first_seen: false })]);
+  it("a device of one enterprise reported as another's stays its owner's", async () => {
+    const seq = await publish([
+      report(BRIEF.johnDevice, {
+        enterprise: BRIEF.globex,
+        ts: t0 + 90_000,
+        model: view.device(BRIEF.johnDevice)!.model,
+        os: view.device(BRIEF.johnDevice)!.os,
+        os_version: view.device(BRIEF.johnDevice)!.os_version,
+        first_seen: false,
+      }),
+    ]);
     await processed(seq);
     const last = (await sightings(BRIEF.johnDevice)).at(-1)!;
     assert.deepEqual([last.enterprise_id, last.reported_enterprise, last.outcome], [BRIEF.acme, BRIEF.globex, 'sighted']);
@@ -164,7 +216,13 @@ describe('discovery worker', () => {
     const dead = await rows<{ stream_seq: string; code: string; event_index: number; stream: string }>(
       `SELECT stream_seq, code, event_index, stream FROM ${ch.database}.dead_letters WHERE stream = 'DISCOVERY' ORDER BY stream_seq, event_index`,
     );
-    assert.deepEqual(dead.map((d) => [Number(d.stream_seq), d.code, d.event_index]), [[garbage, 'not_msgpack', -1], [mixed, 'bad_field', 1]]);
+    assert.deepEqual(
+      dead.map((d) => [Number(d.stream_seq), d.code, d.event_index]),
+      [
+        [garbage, 'not_msgpack', -1],
+        [mixed, 'bad_field', 1],
+      ],
+    );
     const jsm = await jetstreamManager(nc);
     const info = await jsm.streams.info(DISCOVERY_DLQ_STREAM);
     assert.equal(info.state.messages, 2);
@@ -185,7 +243,13 @@ describe('discovery worker', () => {
     const dead = await rows<{ stream_seq: string; code: string; event_index: number; rejected_count: number }>(
       `SELECT stream_seq, code, event_index, rejected_count FROM ${ch.database}.dead_letters WHERE stream = 'DISCOVERY' AND stream_seq IN (${seq}, ${extra}) ORDER BY stream_seq`,
     );
-    assert.deepEqual(dead.map((d) => [Number(d.stream_seq), d.code, d.event_index, d.rejected_count]), [[seq, 'subject_mismatch', -1, 1], [extra, 'bad_subject', -1, 1]]);
+    assert.deepEqual(
+      dead.map((d) => [Number(d.stream_seq), d.code, d.event_index, d.rejected_count]),
+      [
+        [seq, 'subject_mismatch', -1, 1],
+        [extra, 'bad_subject', -1, 1],
+      ],
+    );
     await until(() => view.device('honest-1') !== undefined, 5000, 'the honest report');
     assert.equal(view.device('forged-1'), undefined);
     assert.equal(view.device('forged-2'), undefined);

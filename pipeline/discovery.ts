@@ -102,7 +102,16 @@ const iso = (ms: number): string => new Date(ms).toISOString();
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 export class DiscoveryWorker extends ConsumerLoop {
-  readonly counters: DiscoveryCounters = { messages: 0, sightings: 0, discovered: 0, updated: 0, unclaimed: 0, conflicts: 0, deadLetters: 0, redeliveredSkipped: 0 };
+  readonly counters: DiscoveryCounters = {
+    messages: 0,
+    sightings: 0,
+    discovered: 0,
+    updated: 0,
+    unclaimed: 0,
+    conflicts: 0,
+    deadLetters: 0,
+    redeliveredSkipped: 0,
+  };
   readonly #o: DiscoveryWorkerOptions & Required<DiscoveryTuning>;
   readonly #js: JetStreamClient;
   /**
@@ -165,7 +174,10 @@ export class DiscoveryWorker extends ConsumerLoop {
     });
     // Done means: its sightings are stored, or (nothing to store) its dead letters are.
     const seqs = batch.map((m) => m.seq);
-    const [sighted, dead] = await Promise.all([this.#o.sink.storedSeqs('discovery_sightings', seqs, DISCOVERY_STREAM), this.#o.sink.storedSeqs('dead_letters', seqs, DISCOVERY_STREAM)]);
+    const [sighted, dead] = await Promise.all([
+      this.#o.sink.storedSeqs('discovery_sightings', seqs, DISCOVERY_STREAM),
+      this.#o.sink.storedSeqs('dead_letters', seqs, DISCOVERY_STREAM),
+    ]);
     const todo = decoded.filter((d) => !(d.reports.length > 0 ? sighted.has(d.m.seq) : dead.has(d.m.seq)));
     this.counters.redeliveredSkipped += decoded.length - todo.length;
 
@@ -177,14 +189,28 @@ export class DiscoveryWorker extends ConsumerLoop {
       d.reports.forEach((r, index) => {
         const { owner, outcome } = this.#sight(r, pending);
         rows.push({
-          enterprise_id: owner, device_id: r.device, ts: r.ts, carrier: r.carrier, tower_id: r.tower, model: r.model, os: r.os, os_version: r.os_version,
-          first_seen: r.first_seen, reported_enterprise: r.enterprise ?? '', outcome, stream_seq: d.m.seq, report_index: index,
+          enterprise_id: owner,
+          device_id: r.device,
+          ts: r.ts,
+          carrier: r.carrier,
+          tower_id: r.tower,
+          model: r.model,
+          os: r.os,
+          os_version: r.os_version,
+          first_seen: r.first_seen,
+          reported_enterprise: r.enterprise ?? '',
+          outcome,
+          stream_seq: d.m.seq,
+          report_index: index,
         });
       });
     }
     await this.#write(pending);
     if (rows.length > 0) {
-      await this.#o.sink.insert('discovery_sightings', DISCOVERY_SIGHTINGS.encodeRows(rows), { token: `discovery_sightings:${this.#token(todo)}`, rows: rows.length });
+      await this.#o.sink.insert('discovery_sightings', DISCOVERY_SIGHTINGS.encodeRows(rows), {
+        token: `discovery_sightings:${this.#token(todo)}`,
+        rows: rows.length,
+      });
     }
     for (const m of batch) m.ack();
     this.counters.messages += todo.length;
@@ -219,8 +245,19 @@ export class DiscoveryWorker extends ConsumerLoop {
     pending.set(r.device, {
       revision: null,
       device: {
-        id: r.device, enterprise_id: enterprise.id, user_id: null, model: r.model, os: r.os, os_version: r.os_version, status: 'discovered', registered_at: null,
-        first_seen: seen, last_seen: seen, first_tower_id: r.tower, last_tower_id: r.tower, carrier_id: r.carrier,
+        id: r.device,
+        enterprise_id: enterprise.id,
+        user_id: null,
+        model: r.model,
+        os: r.os,
+        os_version: r.os_version,
+        status: 'discovered',
+        registered_at: null,
+        first_seen: seen,
+        last_seen: seen,
+        first_tower_id: r.tower,
+        last_tower_id: r.tower,
+        carrier_id: r.carrier,
       },
     });
     this.counters.discovered++;
@@ -283,10 +320,15 @@ export class DiscoveryWorker extends ConsumerLoop {
       this.counters.deadLetters += summary.total;
     }
     await this.#o.sink.insert('dead_letters', DEAD_LETTERS.encodeRows(rows), { token: `dead_letters:discovery:${this.#token(bad)}`, rows: rows.length });
-    for (const d of bad) this.#o.log(`discovery: dead letter ${d.m.subject} #${d.m.seq}: ${d.failure?.code ?? d.rejected[0]?.code} (${d.failure?.message ?? d.rejected[0]?.message})`);
+    for (const d of bad)
+      this.#o.log(
+        `discovery: dead letter ${d.m.subject} #${d.m.seq}: ${d.failure?.code ?? d.rejected[0]?.code} (${d.failure?.message ?? d.rejected[0]?.message})`,
+      );
   }
 
   #token(of: readonly Decoded[]): string {
-    return createHash('sha1').update(of.map((d) => d.m.seq).join(',')).digest('hex');
+    return createHash('sha1')
+      .update(of.map((d) => d.m.seq).join(','))
+      .digest('hex');
   }
 }

@@ -40,7 +40,15 @@ before(async () => {
   dataDir = await mkdtemp(join(tmpdir(), 'tw-fuzz-'));
   ch = await openClickHouse({ clickhouseUrl: null, dataDir });
   await migrate(ch, { retentionDays: 3650 });
-  pipeline = await Pipeline.start({ nc, natsUrl: nats.url, sink: new ClickHouseSink(ch), threads: 2, cacheDir: join(dataDir, 'wasm'), maxDeliver: 2, retryDelayMs: 100 });
+  pipeline = await Pipeline.start({
+    nc,
+    natsUrl: nats.url,
+    sink: new ClickHouseSink(ch),
+    threads: 2,
+    cacheDir: join(dataDir, 'wasm'),
+    maxDeliver: 2,
+    retryDelayMs: 100,
+  });
   void pipeline.closed().finally(() => (ended = true));
 });
 after(async () => {
@@ -62,16 +70,28 @@ test(`${CASES} fuzzed messages: each fully stored or dead-lettered with its reas
   }
   const lastSeq = Math.max(...bySeq.keys());
   const jsm = await jetstreamManager(nc);
-  await until(async () => {
-    const info = await jsm.consumers.info('USAGE', 'pipeline');
-    return info.ack_floor.stream_seq >= lastSeq && info.num_ack_pending === 0 && info.num_pending === 0;
-  }, 80_000, 'every message acked');
+  await until(
+    async () => {
+      const info = await jsm.consumers.info('USAGE', 'pipeline');
+      return info.ack_floor.stream_seq >= lastSeq && info.num_ack_pending === 0 && info.num_pending === 0;
+    },
+    80_000,
+    'every message acked',
+  );
 
   const stored = new Map(
-    (await rows<{ seq: string; n: string; ids: string }>('SELECT stream_seq AS seq, count() AS n, uniqExact(event_id) AS ids FROM app_usage GROUP BY stream_seq')).map((r) => [Number(r.seq), r]),
+    (
+      await rows<{ seq: string; n: string; ids: string }>(
+        'SELECT stream_seq AS seq, count() AS n, uniqExact(event_id) AS ids FROM app_usage GROUP BY stream_seq',
+      )
+    ).map((r) => [Number(r.seq), r]),
   );
   const dead = new Map(
-    (await rows<{ seq: string; n: string; code: string; total: string }>("SELECT stream_seq AS seq, count() AS n, any(code) AS code, sum(rejected_count) AS total FROM dead_letters WHERE stream = 'USAGE' GROUP BY stream_seq")).map((r) => [Number(r.seq), r]),
+    (
+      await rows<{ seq: string; n: string; code: string; total: string }>(
+        "SELECT stream_seq AS seq, count() AS n, any(code) AS code, sum(rejected_count) AS total FROM dead_letters WHERE stream = 'USAGE' GROUP BY stream_seq",
+      )
+    ).map((r) => [Number(r.seq), r]),
   );
   const kinds = new Map<string, number>();
   const problems: string[] = [];

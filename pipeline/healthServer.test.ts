@@ -111,7 +111,15 @@ describe('pipeline health and metrics server', () => {
     const ok = await get(`${base}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
     assert.equal(ok.status, 200);
     assert.match(ok.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
-    for (const name of ['towerwatch_pipeline_events_total', 'towerwatch_pipeline_consumer_lag_messages', 'towerwatch_pipeline_worker_exits_total', 'towerwatch_pipeline_nats_reconnects_total', 'towerwatch_discovery_sightings_total', 'towerwatch_remediation_executed_total', 'towerwatch_pipeline_process_cpu_seconds_total']) {
+    for (const name of [
+      'towerwatch_pipeline_events_total',
+      'towerwatch_pipeline_consumer_lag_messages',
+      'towerwatch_pipeline_worker_exits_total',
+      'towerwatch_pipeline_nats_reconnects_total',
+      'towerwatch_discovery_sightings_total',
+      'towerwatch_remediation_executed_total',
+      'towerwatch_pipeline_process_cpu_seconds_total',
+    ]) {
       assert.match(ok.text, new RegExp(`^# TYPE ${name} `, 'm'), name);
     }
     // /healthz and /readyz need no token.
@@ -125,11 +133,22 @@ describe('pipeline health and metrics server', () => {
     const perFrame = 40;
     for (let f = 0; f < frames; f++) {
       // John Doe's Slack upload: denied by Acme's Admin Policy, so every event is a violation.
-      await publishFrame(js, 'att', BRIEF.nycTower, Array.from({ length: perFrame }, (_, i) => briefEvent(10_000 + f * perFrame + i)));
+      await publishFrame(
+        js,
+        'att',
+        BRIEF.nycTower,
+        Array.from({ length: perFrame }, (_, i) => briefEvent(10_000 + f * perFrame + i)),
+      );
     }
     await js.publish(usageSubject('att', BRIEF.nycTower), new Uint8Array([0xc1, 0xc1, 0xc1]));
     let text = before;
-    await until(async () => sample((text = await metrics()), 'towerwatch_pipeline_dlq_messages_total') === 1 && sample(text, 'towerwatch_pipeline_events_total') === events0 + frames * perFrame, 30_000, 'events counted');
+    await until(
+      async () =>
+        sample((text = await metrics()), 'towerwatch_pipeline_dlq_messages_total') === 1 &&
+        sample(text, 'towerwatch_pipeline_events_total') === events0 + frames * perFrame,
+      30_000,
+      'events counted',
+    );
     const c = service.pipeline.counters;
     assert.equal(sample(text, 'towerwatch_pipeline_events_total'), frames * perFrame);
     assert.equal(sample(text, 'towerwatch_pipeline_violations_total'), frames * perFrame);
@@ -160,7 +179,12 @@ describe('pipeline health and metrics server', () => {
     assert.notEqual(service.pipeline.workerThreads()[0], worker);
     await until(async () => (await get(`${base}/readyz`)).status === 200, 10_000, '/readyz 200');
     const events0 = sample(text, 'towerwatch_pipeline_events_total') ?? 0;
-    await publishFrame(js, 'att', BRIEF.nycTower, Array.from({ length: 10 }, (_, i) => briefEvent(20_000 + i)));
+    await publishFrame(
+      js,
+      'att',
+      BRIEF.nycTower,
+      Array.from({ length: 10 }, (_, i) => briefEvent(20_000 + i)),
+    );
     await until(async () => sample(await metrics(), 'towerwatch_pipeline_events_total') === events0 + 10, 30_000, 'events after the restart');
   });
 
@@ -188,7 +212,10 @@ describe('pipeline health and metrics server', () => {
     const failed = await get(`${base}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
     assert.equal(failed.status, 500);
     assert.deepEqual(failed.json(), { error: { code: 'internal', message: 'internal error; see the pipeline log', details: null } });
-    assert.ok(logs.slice(logged).some((l) => /GET \/metrics failed: Error: collector exploded/.test(l)), logs.slice(logged).join('\n'));
+    assert.ok(
+      logs.slice(logged).some((l) => /GET \/metrics failed: Error: collector exploded/.test(l)),
+      logs.slice(logged).join('\n'),
+    );
     service.metrics.registry.removeSingleMetric('towerwatch_test_broken');
     assert.equal((await get(`${base}/healthz`)).status, 200);
     assert.equal((await get(`${base}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).status, 200);
@@ -226,14 +253,24 @@ describe('pipeline health and metrics server', () => {
     const taken = service.health?.port ?? assert.fail();
     await assert.rejects(
       startPipelineService({
-        config: { clickhouseUrl: null, dataDir: join(dataDir, 'unused'), retentionDays: 30, pipelinePort: taken, pipelineHost: '127.0.0.1', metricsToken: null },
+        config: {
+          clickhouseUrl: null,
+          dataDir: join(dataDir, 'unused'),
+          retentionDays: 30,
+          pipelinePort: taken,
+          pipelineHost: '127.0.0.1',
+          metricsToken: null,
+        },
         nc,
         natsUrl: server.url,
         log: () => undefined,
       }),
       (err: unknown) => {
         assert.ok(err instanceof Error && err.cause instanceof HealthServerListenError);
-        assert.equal(err.message, `pipeline: health and metrics server cannot listen on 127.0.0.1:${taken} (address in use); set TOWERWATCH_PIPELINE_PORT to a free port (0 picks one)`);
+        assert.equal(
+          err.message,
+          `pipeline: health and metrics server cannot listen on 127.0.0.1:${taken} (address in use); set TOWERWATCH_PIPELINE_PORT to a free port (0 picks one)`,
+        );
         return true;
       },
     );
@@ -243,7 +280,13 @@ describe('pipeline health and metrics server', () => {
 describe('health server without a token, before the service attaches', () => {
   it('serves /metrics to loopback clients; /readyz 503 while starting', async () => {
     const logs: string[] = [];
-    await using server = await HealthServer.start({ port: 0, host: '0.0.0.0', metricsToken: null, metrics: new PipelineMetrics(), log: (l) => void logs.push(l) });
+    await using server = await HealthServer.start({
+      port: 0,
+      host: '0.0.0.0',
+      metricsToken: null,
+      metrics: new PipelineMetrics(),
+      log: (l) => void logs.push(l),
+    });
     const local = await get(`http://127.0.0.1:${server.port}/metrics`);
     assert.equal(local.status, 200);
     assert.match(local.text, /^towerwatch_pipeline_events_total 0$/m);
@@ -261,23 +304,28 @@ describe('health server without a token, before the service attaches', () => {
 
   it('a second server on the same port fails with address in use', async () => {
     await using first = await HealthServer.start({ port: 0, host: '127.0.0.1', metricsToken: null, metrics: new PipelineMetrics(), log: () => undefined });
-    await assert.rejects(HealthServer.start({ port: first.port, host: '127.0.0.1', metricsToken: null, metrics: new PipelineMetrics(), log: () => undefined }), (err: unknown) => {
-      assert.ok(err instanceof HealthServerListenError);
-      assert.equal(err.code, 'EADDRINUSE');
-      return true;
-    });
+    await assert.rejects(
+      HealthServer.start({ port: first.port, host: '127.0.0.1', metricsToken: null, metrics: new PipelineMetrics(), log: () => undefined }),
+      (err: unknown) => {
+        assert.ok(err instanceof HealthServerListenError);
+        assert.equal(err.code, 'EADDRINUSE');
+        return true;
+      },
+    );
   });
 });
 
 describe('access rules as functions', () => {
   it('isLoopbackAddress: 127/8, ::1 and IPv4-mapped loopback only', () => {
     for (const a of ['127.0.0.1', '127.1.2.3', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1']) assert.equal(isLoopbackAddress(a), true, a);
-    for (const a of [undefined, '', '10.0.0.1', '192.168.1.5', '::ffff:10.0.0.1', '::2', 'fe80::1', '128.0.0.1', 'localhost', '0.0.0.0']) assert.equal(isLoopbackAddress(a), false, String(a));
+    for (const a of [undefined, '', '10.0.0.1', '192.168.1.5', '::ffff:10.0.0.1', '::2', 'fe80::1', '128.0.0.1', 'localhost', '0.0.0.0'])
+      assert.equal(isLoopbackAddress(a), false, String(a));
   });
 
   it('bearerMatches: the exact token after Bearer (any case of the scheme), nothing else', () => {
     assert.equal(bearerMatches(`Bearer ${TOKEN}`, TOKEN), true);
     assert.equal(bearerMatches(`bearer ${TOKEN}`, TOKEN), true);
-    for (const h of [undefined, '', 'Bearer', `Bearer ${TOKEN} extra`, `Bearer ${TOKEN.toUpperCase()}`, `Basic ${TOKEN}`, TOKEN]) assert.equal(bearerMatches(h, TOKEN), false, String(h));
+    for (const h of [undefined, '', 'Bearer', `Bearer ${TOKEN} extra`, `Bearer ${TOKEN.toUpperCase()}`, `Basic ${TOKEN}`, TOKEN])
+      assert.equal(bearerMatches(h, TOKEN), false, String(h));
   });
 });

@@ -138,12 +138,17 @@ export class HealthServer implements AsyncDisposable {
     const reasons: Partial<Record<ReadinessCheck, string>> = {};
     if (s === null) {
       const starting = 'the pipeline is starting';
-      return { ready: false, checks: { nats: false, clickhouse: false, workers: false, loop: false }, reasons: { nats: starting, clickhouse: starting, workers: starting, loop: starting } };
+      return {
+        ready: false,
+        checks: { nats: false, clickhouse: false, workers: false, loop: false },
+        reasons: { nats: starting, clickhouse: starting, workers: starting, loop: starting },
+      };
     }
     const nats = s.nats.isConnected();
     if (!nats) reasons.nats = 'not connected to NATS';
     const workers = this.#workersReady && this.#workersError === null && s.pipeline.workerThreads().length > 0;
-    if (!workers) reasons.workers = this.#workersError ?? (this.#workersReady ? 'no worker thread alive' : 'workers are loading the control plane and policies');
+    if (!workers)
+      reasons.workers = this.#workersError ?? (this.#workersReady ? 'no worker thread alive' : 'workers are loading the control plane and policies');
     const loop = this.#loopEnded === null;
     if (!loop) reasons.loop = this.#loopEnded ?? '';
     const ch = await this.#clickhouse(s);
@@ -192,7 +197,9 @@ export class HealthServer implements AsyncDisposable {
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     this.#route(req, res, path).catch((err: unknown) => {
-      this.#o.log(`pipeline: health server: ${req.method ?? '?'} ${path.slice(0, 200)} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      this.#o.log(
+        `pipeline: health server: ${req.method ?? '?'} ${path.slice(0, 200)} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+      );
       try {
         if (!res.headersSent) sendJson(res, 500, envelope('internal', 'internal error; see the pipeline log'));
         else res.destroy();
@@ -228,7 +235,9 @@ export class HealthServer implements AsyncDisposable {
     const token = this.#o.metricsToken;
     if (token !== null) {
       if (!bearerMatches(req.headers.authorization, token)) {
-        sendJson(res, 401, envelope('unauthorized', 'metrics need Authorization: Bearer <TOWERWATCH_METRICS_TOKEN>'), { 'www-authenticate': 'Bearer realm="towerwatch-pipeline"' });
+        sendJson(res, 401, envelope('unauthorized', 'metrics need Authorization: Bearer <TOWERWATCH_METRICS_TOKEN>'), {
+          'www-authenticate': 'Bearer realm="towerwatch-pipeline"',
+        });
         return;
       }
     } else if (!isLoopbackAddress(req.socket.remoteAddress)) {
@@ -261,7 +270,12 @@ export class HealthServer implements AsyncDisposable {
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { ...headers, 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, {
+    ...headers,
+    'content-type': 'application/json; charset=utf-8',
+    'cache-control': 'no-store',
+    'content-length': Buffer.byteLength(text),
+  });
   res.end(text);
 }
 

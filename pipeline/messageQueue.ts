@@ -4,7 +4,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ConsumerMessages, JsMsg } from '@nats-io/jetstream';
 
-
 /**
  * Messages read ahead from a consume() iterator, handed out in batches: `take` waits for a
  * first message, then up to `lingerMs` for the batch to fill. Reading stops while `capacity`

@@ -58,7 +58,15 @@ describe('pipeline', () => {
     dataDir = await mkdtemp(join(tmpdir(), 'tw-pipeline-'));
     ch = await openClickHouse({ clickhouseUrl: null, dataDir });
     await migrate(ch, { retentionDays: 30 });
-    pipeline = await Pipeline.start({ nc, natsUrl: nats.url, sink: new ClickHouseSink(ch), threads: 2, cacheDir: join(dataDir, 'wasm'), maxDeliver: MAX_DELIVER, retryDelayMs: 200 });
+    pipeline = await Pipeline.start({
+      nc,
+      natsUrl: nats.url,
+      sink: new ClickHouseSink(ch),
+      threads: 2,
+      cacheDir: join(dataDir, 'wasm'),
+      maxDeliver: MAX_DELIVER,
+      retryDelayMs: 200,
+    });
     pipelineEnded = false;
     void pipeline.closed().finally(() => (pipelineEnded = true));
   });
@@ -88,11 +96,7 @@ describe('pipeline', () => {
     });
     const generator = createTrafficGenerator(world, { seed: 4, violationRatio: 0.2, firstEventId: 1_000_000, now: () => Date.now() });
     const frames = generator.nextEvents(5000);
-    const brief = [
-      event(1, {}),
-      event(2, { app: BRIEF.zoom, action: BRIEF.startMeeting }),
-      event(3, { device: 'ffffffffffffffff' }),
-    ];
+    const brief = [event(1, {}), event(2, { app: BRIEF.zoom, action: BRIEF.startMeeting }), event(3, { device: 'ffffffffffffffff' })];
     await publish('att', BRIEF.nycTower, brief);
     for (const f of frames) await publish(f.carrier, f.tower, f.events);
     const total = brief.length + frames.reduce((n, f) => n + f.events.length, 0);
@@ -120,13 +124,44 @@ describe('pipeline', () => {
     assert.equal(await count("SELECT count() AS n FROM app_usage WHERE verdict = 'unregistered'"), expectedUnregistered);
 
     const rs = await ch.client.query({
-      query: "SELECT event_id, enterprise_id, user_name, app_name, action_name, verdict, policy_name, severity, remediation FROM app_usage WHERE tower_id = 'tower123' AND carrier = 'att' AND event_id IN (1, 2, 3) ORDER BY event_id",
+      query:
+        "SELECT event_id, enterprise_id, user_name, app_name, action_name, verdict, policy_name, severity, remediation FROM app_usage WHERE tower_id = 'tower123' AND carrier = 'att' AND event_id IN (1, 2, 3) ORDER BY event_id",
       format: 'JSONEachRow',
     });
     assert.deepEqual(await rs.json(), [
-      { event_id: 1, enterprise_id: 'acme', user_name: 'John Doe', app_name: 'Slack', action_name: 'Upload File', verdict: 'deny', policy_name: 'Admin Policy', severity: 'high', remediation: 'block_device' },
-      { event_id: 2, enterprise_id: 'acme', user_name: 'John Doe', app_name: 'Zoom', action_name: 'Start Meeting', verdict: 'allow', policy_name: 'Admin Policy', severity: '', remediation: '' },
-      { event_id: 3, enterprise_id: '', user_name: '', app_name: 'Slack', action_name: 'Upload File', verdict: 'unregistered', policy_name: '', severity: '', remediation: '' },
+      {
+        event_id: 1,
+        enterprise_id: 'acme',
+        user_name: 'John Doe',
+        app_name: 'Slack',
+        action_name: 'Upload File',
+        verdict: 'deny',
+        policy_name: 'Admin Policy',
+        severity: 'high',
+        remediation: 'block_device',
+      },
+      {
+        event_id: 2,
+        enterprise_id: 'acme',
+        user_name: 'John Doe',
+        app_name: 'Zoom',
+        action_name: 'Start Meeting',
+        verdict: 'allow',
+        policy_name: 'Admin Policy',
+        severity: '',
+        remediation: '',
+      },
+      {
+        event_id: 3,
+        enterprise_id: '',
+        user_name: '',
+        app_name: 'Slack',
+        action_name: 'Upload File',
+        verdict: 'unregistered',
+        policy_name: '',
+        severity: '',
+        remediation: '',
+      },
     ]);
 
     await until(() => alerts.length >= expectedAcme, 10_000);
@@ -172,10 +207,14 @@ describe('pipeline', () => {
 
   const settled = async (): Promise<void> => {
     const jsm = await jetstreamManager(nc);
-    await until(async () => {
-      const info = await jsm.consumers.info('USAGE', 'pipeline');
-      return info.num_ack_pending === 0 && info.num_pending === 0;
-    }, 60_000, 'every message acked');
+    await until(
+      async () => {
+        const info = await jsm.consumers.info('USAGE', 'pipeline');
+        return info.num_ack_pending === 0 && info.num_pending === 0;
+      },
+      60_000,
+      'every message acked',
+    );
   };
 
   it('a message the worker throws on, and one it dies on, end in the DLQ and dead_letters (processing_failed) and are acked; good messages around them are stored once', async () => {
@@ -192,14 +231,24 @@ describe('pipeline', () => {
       js.publish(usageSubject('att', BRIEF.nycTower), encodeUsageFrame('att', BRIEF.nycTower, good2)),
     ]);
     const [poisonSeq, crashSeq] = [acks[1].seq, acks[2].seq];
-    await until(async () => (await count(`SELECT count() AS n FROM dead_letters WHERE stream_seq IN (${poisonSeq}, ${crashSeq})`)) >= 2, 60_000, 'both dead-lettered');
+    await until(
+      async () => (await count(`SELECT count() AS n FROM dead_letters WHERE stream_seq IN (${poisonSeq}, ${crashSeq})`)) >= 2,
+      60_000,
+      'both dead-lettered',
+    );
     await settled();
     const rs = await ch.client.query({
       query: `SELECT stream_seq, code, message, event_index, payload_bytes FROM dead_letters WHERE stream_seq IN (${poisonSeq}, ${crashSeq}) ORDER BY stream_seq`,
       format: 'JSONEachRow',
     });
     const dead = await rs.json<{ stream_seq: number; code: string; message: string; event_index: number; payload_bytes: number }>();
-    assert.deepEqual(dead.map((d) => [Number(d.stream_seq), d.code, d.event_index, d.payload_bytes]), [[poisonSeq, 'processing_failed', -1, poison.length], [crashSeq, 'processing_failed', -1, crash.length]]);
+    assert.deepEqual(
+      dead.map((d) => [Number(d.stream_seq), d.code, d.event_index, d.payload_bytes]),
+      [
+        [poisonSeq, 'processing_failed', -1, poison.length],
+        [crashSeq, 'processing_failed', -1, crash.length],
+      ],
+    );
     assert.match(dead[0]!.message, /^processing_failed: test poison message on usage\.att\.poison-tower \(delivery \d+ of 3\)$/);
     assert.match(dead[1]!.message, /^processing_failed: .*worker exited/);
     assert.equal(await count("SELECT count() AS n FROM app_usage WHERE tower_id = 'tower123' AND event_id BETWEEN 20001 AND 20004"), 4);
@@ -215,7 +264,11 @@ describe('pipeline', () => {
     assert.equal(pipelineEnded, false, 'the pipeline keeps running');
     // And it still stores what comes next.
     await publish('att', BRIEF.nycTower, [event(20_005, {})]);
-    await until(async () => (await count("SELECT count() AS n FROM app_usage WHERE tower_id = 'tower123' AND event_id = 20005")) === 1, 30_000, 'later traffic stored');
+    await until(
+      async () => (await count("SELECT count() AS n FROM app_usage WHERE tower_id = 'tower123' AND event_id = 20005")) === 1,
+      30_000,
+      'later traffic stored',
+    );
   });
 
   it('a frame of 10,000 rows with bytes_up = -1 is one dead letter (payload once, 100 reasons, total 10,000) in bounded memory', async () => {
@@ -233,7 +286,10 @@ describe('pipeline', () => {
         format: 'JSONEachRow',
       });
       const [row] = await rs.json<Record<string, string | number>>();
-      assert.deepEqual({ n: Number(row!['n']), code: row!['code'], total: Number(row!['total']), kept: Number(row!['kept']), bytes: Number(row!['bytes']) }, { n: 1, code: 'bad_field', total: 10_000, kept: 100, bytes: frame.length });
+      assert.deepEqual(
+        { n: Number(row!['n']), code: row!['code'], total: Number(row!['total']), kept: Number(row!['kept']), bytes: Number(row!['bytes']) },
+        { n: 1, code: 'bad_field', total: 10_000, kept: 100, bytes: frame.length },
+      );
       assert.equal(Number(row!['b64']), Buffer.from(frame).toString('base64').length);
       const jsm = await jetstreamManager(nc);
       const info = await jsm.streams.info(USAGE_DLQ_STREAM);
@@ -255,7 +311,8 @@ describe('pipeline', () => {
   it('applies a policy change while traffic flows, without a restart', async () => {
     const view = await ControlPlaneView.open(nc);
     try {
-      const rule = view.rulesOfPolicy(BRIEF.adminPolicy, 'acme').find((r) => r.app_id === BRIEF.slack && r.permission === 'deny') ?? assert.fail('no Slack rule');
+      const rule =
+        view.rulesOfPolicy(BRIEF.adminPolicy, 'acme').find((r) => r.app_id === BRIEF.slack && r.permission === 'deny') ?? assert.fail('no Slack rule');
       let id = 9_000_000;
       const ours = "carrier = 'att' AND tower_id = 'tower123' AND event_id BETWEEN 9000000 AND 9999999";
       const flowing = setInterval(() => void publish('att', BRIEF.nycTower, [event(id++, {})]), 20);
@@ -267,13 +324,20 @@ describe('pipeline', () => {
         await until(() => pipeline.counters.policyVersions['acme'] !== oldVersion, 30_000, 'new policy version in use');
         // Both workers swap within about a second of the change; give them 2 s of traffic.
         const settledFrom = id + 100;
-        await until(async () => (await count(`SELECT count() AS n FROM app_usage WHERE ${ours} AND event_id >= ${settledFrom}`)) >= 10, 30_000, 'traffic after the change stored');
+        await until(
+          async () => (await count(`SELECT count() AS n FROM app_usage WHERE ${ours} AND event_id >= ${settledFrom}`)) >= 10,
+          30_000,
+          'traffic after the change stored',
+        );
         const newVersion = pipeline.counters.policyVersions['acme'] ?? '';
         assert.notEqual(newVersion, oldVersion);
         // Every verdict matches the version that decided it; events well after the switch get the new one.
         assert.equal(await count(`SELECT count() AS n FROM app_usage WHERE ${ours} AND policy_version = '${oldVersion}' AND verdict != 'deny'`), 0);
         assert.equal(await count(`SELECT count() AS n FROM app_usage WHERE ${ours} AND policy_version = '${newVersion}' AND verdict != 'allow'`), 0);
-        const late = await ch.client.query({ query: `SELECT event_id, verdict, policy_version FROM app_usage WHERE ${ours} AND event_id >= ${settledFrom} AND verdict != 'allow'`, format: 'JSONEachRow' });
+        const late = await ch.client.query({
+          query: `SELECT event_id, verdict, policy_version FROM app_usage WHERE ${ours} AND event_id >= ${settledFrom} AND verdict != 'allow'`,
+          format: 'JSONEachRow',
+        });
         assert.deepEqual(await late.json(), [], `events from ${settledFrom} on (${id - settledFrom} of them) should all be allowed`);
       } finally {
         clearInterval(flowing);

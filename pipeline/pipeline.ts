@@ -12,12 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
-import {
-  jetstream,
-  type Consumer,
-  type JetStreamClient,
-  type JsMsg,
-} from '@nats-io/jetstream';
+import { jetstream, type Consumer, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Piscina } from 'piscina';
 import { DEFAULT_MAX_DELIVER } from '../core/config.js';
@@ -83,7 +78,10 @@ export interface PipelineOptions {
 }
 
 /** The options {@link resolvePipelineOptions} fills in and checks. */
-export type PipelineTuning = Pick<PipelineOptions, 'threads' | 'batchMessages' | 'lingerMs' | 'maxInFlight' | 'consumer' | 'ackWaitMs' | 'natsRetryMs' | 'maxDeliver' | 'retryDelayMs'>;
+export type PipelineTuning = Pick<
+  PipelineOptions,
+  'threads' | 'batchMessages' | 'lingerMs' | 'maxInFlight' | 'consumer' | 'ackWaitMs' | 'natsRetryMs' | 'maxDeliver' | 'retryDelayMs'
+>;
 
 /**
  * The tuning options with their defaults (an option given as `undefined` keeps its default).
@@ -383,14 +381,24 @@ export class Pipeline extends ConsumerLoop {
     const copies = batch.filter((x) => x.seq === m.seq);
     if (deliveries < maxDeliver) {
       const delay = backoffStep(deliveries, retryDelayMs, MAX_RETRY_DELAY_MS);
-      this.#opts.log?.(`pipeline: message ${m.subject} #${m.seq} failed on delivery ${deliveries} of ${maxDeliver}, again in ${delay} ms: ${errorMessage(err)}`);
+      this.#opts.log?.(
+        `pipeline: message ${m.subject} #${m.seq} failed on delivery ${deliveries} of ${maxDeliver}, again in ${delay} ms: ${errorMessage(err)}`,
+      );
       for (const x of copies) x.nak(delay);
       // Back before this batch ends (its other messages are still being retried): not ours now.
       this.#release(m.seq, claim);
       return;
     }
-    const summary = summaryOf([{ index: -1, code: REJECTION.processingFailed, message: `${REJECTION.processingFailed}: ${errorMessage(err)} (delivery ${deliveries} of ${maxDeliver})` }]);
-    await publishWithRetry(this.#js, `dlq.${m.subject}`, m.data, { msgID: `dlq:${m.seq}:${REJECTION.processingFailed}`, headers: deadLetterHeaders(m.subject, m.seq, summary) }, this.#retry);
+    const summary = summaryOf([
+      { index: -1, code: REJECTION.processingFailed, message: `${REJECTION.processingFailed}: ${errorMessage(err)} (delivery ${deliveries} of ${maxDeliver})` },
+    ]);
+    await publishWithRetry(
+      this.#js,
+      `dlq.${m.subject}`,
+      m.data,
+      { msgID: `dlq:${m.seq}:${REJECTION.processingFailed}`, headers: deadLetterHeaders(m.subject, m.seq, summary) },
+      this.#retry,
+    );
     const body = DEAD_LETTERS.encodeRows([deadLetterRow(USAGE_STREAM, m.subject, m.seq, summary, m.data)]);
     // Its own token: a message may also have rejection rows from an earlier delivery.
     await this.#opts.sink.insert('dead_letters', body, { token: `dead_letters:${REJECTION.processingFailed}:${m.seq}` });
@@ -411,18 +419,32 @@ export class Pipeline extends ConsumerLoop {
       skipDeadLetters,
     };
     const r = await this.#pool.run(task);
-    const token = createHash('sha1').update(todo.map((m) => m.seq).join(',')).digest('hex');
+    const token = createHash('sha1')
+      .update(todo.map((m) => m.seq).join(','))
+      .digest('hex');
 
     // Order matters for recovery: everything else before app_usage, whose rows mark a
     // message as done (see #process's redelivery check).
     // Publishes carry a msgID, so one retried after a lost ack is stored once.
     for (const d of r.dlqPayloads) {
       const summary = r.deadLetters.find((x) => x.seq === d.seq)?.summary ?? summaryOf([]);
-      await publishWithRetry(this.#js, `dlq.${d.subject}`, d.data, { msgID: `dlq:${d.seq}`, headers: deadLetterHeaders(d.subject, d.seq, summary) }, this.#retry);
+      await publishWithRetry(
+        this.#js,
+        `dlq.${d.subject}`,
+        d.data,
+        { msgID: `dlq:${d.seq}`, headers: deadLetterHeaders(d.subject, d.seq, summary) },
+        this.#retry,
+      );
     }
     await Promise.all(
       r.remediations.map(({ request, payload }) =>
-        publishWithRetry(this.#js, remediationSubject(request.enterprise_id, request.tower_id), payload, { msgID: remediationMsgId(request.alert_id, request.action) }, this.#retry),
+        publishWithRetry(
+          this.#js,
+          remediationSubject(request.enterprise_id, request.tower_id),
+          payload,
+          { msgID: remediationMsgId(request.alert_id, request.action) },
+          this.#retry,
+        ),
       ),
     );
     const started = performance.now();
@@ -457,4 +479,3 @@ function isOutage(err: unknown): boolean {
 function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
-

@@ -90,12 +90,20 @@ export const PIPELINE_COUNTERS: ReadonlyArray<{ field: NumericKeys<PipelineCount
   { field: 'unregistered', name: 'towerwatch_pipeline_unregistered_events_total', help: 'events of devices not registered (stored, not enforced)' },
   { field: 'deadLetters', name: 'towerwatch_pipeline_dead_letters_total', help: 'rejected events and messages written to dead_letters' },
   { field: 'deadLetterMessages', name: 'towerwatch_pipeline_dlq_messages_total', help: 'messages published to the USAGE_DLQ stream' },
-  { field: 'redeliveredSkipped', name: 'towerwatch_pipeline_redelivered_skipped_total', help: 'redelivered messages found already stored, acked without processing' },
+  {
+    field: 'redeliveredSkipped',
+    name: 'towerwatch_pipeline_redelivered_skipped_total',
+    help: 'redelivered messages found already stored, acked without processing',
+  },
   { field: 'remediations', name: 'towerwatch_pipeline_remediation_requests_total', help: 'remediation requests published to REMEDIATION' },
   { field: 'batches', name: 'towerwatch_pipeline_batches_total', help: 'batches processed and acked' },
   { field: 'insertMs', name: 'towerwatch_pipeline_insert_seconds_total', help: 'time spent inserting batches into ClickHouse', scale: 1 / 1000 },
   { field: 'publishRetries', name: 'towerwatch_pipeline_publish_retries_total', help: 'JetStream publishes retried through a broker blip' },
-  { field: 'batchesHandedBack', name: 'towerwatch_pipeline_batches_handed_back_total', help: 'batches handed back (nak) because NATS or ClickHouse stayed away through the retries' },
+  {
+    field: 'batchesHandedBack',
+    name: 'towerwatch_pipeline_batches_handed_back_total',
+    help: 'batches handed back (nak) because NATS or ClickHouse stayed away through the retries',
+  },
 ];
 
 export const DISCOVERY_COUNTERS: ReadonlyArray<{ field: NumericKeys<DiscoveryCounters>; name: string; help: string }> = [
@@ -161,12 +169,26 @@ export class PipelineMetrics {
     collectDefaultMetrics({ register: this.registry, prefix: 'towerwatch_pipeline_' });
     const r = this.registry;
     for (const c of PIPELINE_COUNTERS) mirrored(r, c.name, c.help, () => (this.#s ? this.#s.pipeline.counters[c.field] * (c.scale ?? 1) : undefined));
-    mirrored(r, 'towerwatch_pipeline_insert_retries_total', 'ClickHouse inserts retried', () => (this.#s ? (this.#s.sinkStats?.().retries ?? this.#s.pipeline.counters.insertRetries) : undefined));
-    mirrored(r, 'towerwatch_pipeline_insert_failures_total', 'ClickHouse inserts that failed for good (retries spent or rejected)', () => this.#s?.sinkStats?.().failures);
-    gauge(r, 'towerwatch_pipeline_policies', 'enterprise policy modules in use', () => (this.#s ? Object.keys(this.#s.pipeline.counters.policyVersions).length : undefined));
+    mirrored(r, 'towerwatch_pipeline_insert_retries_total', 'ClickHouse inserts retried', () =>
+      this.#s ? (this.#s.sinkStats?.().retries ?? this.#s.pipeline.counters.insertRetries) : undefined,
+    );
+    mirrored(
+      r,
+      'towerwatch_pipeline_insert_failures_total',
+      'ClickHouse inserts that failed for good (retries spent or rejected)',
+      () => this.#s?.sinkStats?.().failures,
+    );
+    gauge(r, 'towerwatch_pipeline_policies', 'enterprise policy modules in use', () =>
+      this.#s ? Object.keys(this.#s.pipeline.counters.policyVersions).length : undefined,
+    );
 
     gauge(r, 'towerwatch_pipeline_worker_threads', 'worker threads alive in the pool', () => this.#s?.pipeline.workerThreads().length);
-    mirrored(r, 'towerwatch_pipeline_worker_exits_total', 'worker threads that exited while the pipeline ran (piscina starts a replacement)', () => this.#s?.pipeline.counters.workersLost);
+    mirrored(
+      r,
+      'towerwatch_pipeline_worker_exits_total',
+      'worker threads that exited while the pipeline ran (piscina starts a replacement)',
+      () => this.#s?.pipeline.counters.workersLost,
+    );
     mirrored(r, 'towerwatch_pipeline_worker_errors_total', 'errors raised by idle worker threads', () => this.#s?.pipeline.counters.workerErrors);
 
     // One JetStream request per scrape at most (cached), shared by the four gauges.
@@ -174,10 +196,30 @@ export class PipelineMetrics {
       const l = await this.#s?.lag.read();
       return l ? pick(l) : undefined;
     };
-    gauge(r, 'towerwatch_pipeline_consumer_lag_messages', 'messages of USAGE not yet acked by the durable consumer (num_pending + num_ack_pending); NaN when JetStream does not answer', lag((l) => l.lag));
-    gauge(r, 'towerwatch_pipeline_consumer_pending_messages', 'messages of USAGE not yet delivered to the consumer (num_pending)', lag((l) => l.pending));
-    gauge(r, 'towerwatch_pipeline_consumer_ack_pending_messages', 'messages delivered and not yet acked (num_ack_pending)', lag((l) => l.ackPending));
-    gauge(r, 'towerwatch_pipeline_consumer_redelivered_messages', 'messages redelivered and not yet acked (num_redelivered)', lag((l) => l.redelivered));
+    gauge(
+      r,
+      'towerwatch_pipeline_consumer_lag_messages',
+      'messages of USAGE not yet acked by the durable consumer (num_pending + num_ack_pending); NaN when JetStream does not answer',
+      lag((l) => l.lag),
+    );
+    gauge(
+      r,
+      'towerwatch_pipeline_consumer_pending_messages',
+      'messages of USAGE not yet delivered to the consumer (num_pending)',
+      lag((l) => l.pending),
+    );
+    gauge(
+      r,
+      'towerwatch_pipeline_consumer_ack_pending_messages',
+      'messages delivered and not yet acked (num_ack_pending)',
+      lag((l) => l.ackPending),
+    );
+    gauge(
+      r,
+      'towerwatch_pipeline_consumer_redelivered_messages',
+      'messages redelivered and not yet acked (num_redelivered)',
+      lag((l) => l.redelivered),
+    );
     mirrored(r, 'towerwatch_pipeline_consumer_info_errors_total', 'consumer-info requests that failed or timed out', () => this.#s?.lag.errors);
 
     gauge(r, 'towerwatch_pipeline_nats_connected', '1 while the NATS connection is up', () => (this.#s ? Number(this.#s.nats.isConnected()) : undefined));

@@ -80,7 +80,11 @@ describe('remediator', () => {
     await js.publish(remediationSubject(r.enterprise_id, r.tower_id), packr.pack(r), { msgID });
   };
   const outcomes = async (alertId: string): Promise<Array<{ status: string; attempts: number; trigger: string }>> => {
-    const rs = await ch.client.query({ query: 'SELECT status, attempts, trigger FROM remedial_actions WHERE alert_id = {a:String}', query_params: { a: alertId }, format: 'JSONEachRow' });
+    const rs = await ch.client.query({
+      query: 'SELECT status, attempts, trigger FROM remedial_actions WHERE alert_id = {a:String}',
+      query_params: { a: alertId },
+      format: 'JSONEachRow',
+    });
     return rs.json();
   };
 
@@ -90,10 +94,13 @@ describe('remediator', () => {
     await publish(r);
     await until(async () => (await outcomes(r.alert_id)).length === 1, 15_000, 'the outcome row');
     assert.deepEqual(await outcomes(r.alert_id), [{ status: 'success', attempts: 1, trigger: 'auto' }]);
-    assert.equal(towers.allows({ tower: r.tower_id, device: r.device_id, app: r.app_id }), false, "the tower stopped carrying the device");
+    assert.equal(towers.allows({ tower: r.tower_id, device: r.device_id, app: r.app_id }), false, 'the tower stopped carrying the device');
     await until(() => events.some((e) => e['alert_id'] === r.alert_id), 15_000, 'the remediation message');
     const e = events.find((x) => x['alert_id'] === r.alert_id)!;
-    assert.deepEqual([e['type'], e['action_name'], e['status'], e['action_id']], ['remediation', 'Block Device', 'success', remedialActionId(r.alert_id, 'block_device')]);
+    assert.deepEqual(
+      [e['type'], e['action_name'], e['status'], e['action_id']],
+      ['remediation', 'Block Device', 'success', remedialActionId(r.alert_id, 'block_device')],
+    );
   });
 
   it('an automatic request for an enterprise without the plan is skipped; a manual one is executed', async () => {

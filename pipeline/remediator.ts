@@ -73,7 +73,6 @@ export interface RemediationOutcome {
   reason: string;
 }
 
-
 export class Remediator extends ConsumerLoop {
   readonly counters = { executed: 0, skipped: 0, duplicates: 0, rejected: 0, consumeRestarts: 0 };
   readonly #o: RemediatorOptions & Required<RemediatorTuning>;
@@ -129,7 +128,13 @@ export class Remediator extends ConsumerLoop {
     let req: RemediationRequest;
     try {
       req = unpackr.unpack(m.data) as RemediationRequest;
-      if (typeof req.alert_id !== 'string' || !(REMEDIAL_ACTIONS as readonly string[]).includes(req.action) || typeof req.tower_id !== 'string' || typeof req.enterprise_id !== 'string') throw new Error('not a remediation request');
+      if (
+        typeof req.alert_id !== 'string' ||
+        !(REMEDIAL_ACTIONS as readonly string[]).includes(req.action) ||
+        typeof req.tower_id !== 'string' ||
+        typeof req.enterprise_id !== 'string'
+      )
+        throw new Error('not a remediation request');
     } catch (err) {
       this.counters.rejected++;
       this.#o.log(`remediator: dropping message ${m.seq} on ${m.subject}: ${err instanceof Error ? err.message : String(err)}`);
@@ -146,9 +151,22 @@ export class Remediator extends ConsumerLoop {
     const executedAt = Date.now();
     const row = REMEDIAL_ACTIONS_TABLE.encodeRows([
       {
-        action_id: actionId, alert_id: req.alert_id, enterprise_id: req.enterprise_id, device_id: req.device_id ?? '', tower_id: req.tower_id, carrier: req.carrier ?? '',
-        app_id: req.app_id ?? '', action: req.action, trigger: req.trigger ?? '', status: outcome.status, attempts: outcome.attempts, reason: outcome.reason,
-        requested_by: req.requested_by ?? '', requested_at: req.requested_at ?? executedAt, executed_at: executedAt, stream_seq: m.seq,
+        action_id: actionId,
+        alert_id: req.alert_id,
+        enterprise_id: req.enterprise_id,
+        device_id: req.device_id ?? '',
+        tower_id: req.tower_id,
+        carrier: req.carrier ?? '',
+        app_id: req.app_id ?? '',
+        action: req.action,
+        trigger: req.trigger ?? '',
+        status: outcome.status,
+        attempts: outcome.attempts,
+        reason: outcome.reason,
+        requested_by: req.requested_by ?? '',
+        requested_at: req.requested_at ?? executedAt,
+        executed_at: executedAt,
+        stream_seq: m.seq,
       },
     ]);
     // A retried insert of this outcome (same message) is dropped by ClickHouse.
@@ -156,8 +174,17 @@ export class Remediator extends ConsumerLoop {
     this.#o.nc.publish(
       enterpriseEventsSubject(req.enterprise_id),
       encodeEnterpriseEvent({
-        type: 'remediation', action_id: actionId, alert_id: req.alert_id, action_name: ACTION_NAMES[req.action], status: outcome.status, trigger: req.trigger,
-        device_id: req.device_id, tower_id: req.tower_id, attempts: outcome.attempts, reason: outcome.reason || null, executed_at: new Date(executedAt).toISOString(),
+        type: 'remediation',
+        action_id: actionId,
+        alert_id: req.alert_id,
+        action_name: ACTION_NAMES[req.action],
+        status: outcome.status,
+        trigger: req.trigger,
+        device_id: req.device_id,
+        tower_id: req.tower_id,
+        attempts: outcome.attempts,
+        reason: outcome.reason || null,
+        executed_at: new Date(executedAt).toISOString(),
       }),
     );
     if (outcome.status === 'skipped_by_plan') this.counters.skipped++;
@@ -180,7 +207,11 @@ export class Remediator extends ConsumerLoop {
       return { action_id: actionId, status: 'skipped_by_plan', attempts: 0, reason: "the enterprise's plan does not include auto-remediation" };
     }
     const command = JSON.stringify({
-      command_id: actionId, command: req.action, device_id: req.device_id, enterprise_id: req.enterprise_id, alert_id: req.alert_id,
+      command_id: actionId,
+      command: req.action,
+      device_id: req.device_id,
+      enterprise_id: req.enterprise_id,
+      alert_id: req.alert_id,
       ...(req.action === 'block_app' || req.action === 'unblock_app' ? { app_id: req.app_id } : {}),
     });
     let last: RemediationOutcome = { action_id: actionId, status: 'timeout', attempts: 0, reason: '' };
@@ -195,10 +226,16 @@ export class Remediator extends ConsumerLoop {
         if (answer.status === 'rejected') return last; // will never apply: no retry
       } catch (err) {
         // Our broker connection dropped meanwhile: no outcome to record; redelivered later.
-        if (!this.#link.isConnected() || this.#link.disconnects !== disconnects) throw new Error(`NATS connection lost while commanding ${req.tower_id}`, { cause: err });
+        if (!this.#link.isConnected() || this.#link.disconnects !== disconnects)
+          throw new Error(`NATS connection lost while commanding ${req.tower_id}`, { cause: err });
         const msg = err instanceof Error ? err.message : String(err);
         const timedOut = /timeout|no responders|503/i.test(msg);
-        last = { action_id: actionId, status: timedOut ? 'timeout' : 'failed', attempts: attempt, reason: timedOut ? `no answer from ${req.tower_id} within ${this.#o.commandTimeoutMs} ms` : msg };
+        last = {
+          action_id: actionId,
+          status: timedOut ? 'timeout' : 'failed',
+          attempts: attempt,
+          reason: timedOut ? `no answer from ${req.tower_id} within ${this.#o.commandTimeoutMs} ms` : msg,
+        };
       }
       if (attempt < this.#o.maxAttempts) await sleep(this.#o.backoffMs * 2 ** (attempt - 1));
     }

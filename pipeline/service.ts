@@ -58,9 +58,16 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
   let health: HealthServer | null = null;
   if (config.pipelinePort !== undefined) {
     try {
-      health = await HealthServer.start({ port: config.pipelinePort, host: config.pipelineHost ?? '127.0.0.1', metricsToken: config.metricsToken ?? null, metrics, log });
+      health = await HealthServer.start({
+        port: config.pipelinePort,
+        host: config.pipelineHost ?? '127.0.0.1',
+        metricsToken: config.metricsToken ?? null,
+        metrics,
+        log,
+      });
     } catch (err) {
-      if (err instanceof HealthServerListenError) throw new Error(`pipeline: health and metrics server ${err.message}; set TOWERWATCH_PIPELINE_PORT to a free port (0 picks one)`, { cause: err });
+      if (err instanceof HealthServerListenError)
+        throw new Error(`pipeline: health and metrics server ${err.message}; set TOWERWATCH_PIPELINE_PORT to a free port (0 picks one)`, { cause: err });
       throw err;
     }
     log(`pipeline: health and metrics on ${health.url} (/healthz /readyz /metrics)`);
@@ -68,7 +75,9 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
   const clickhouse = await openClickHouse({ clickhouseUrl: config.clickhouseUrl, dataDir: config.dataDir });
   try {
     const migrated = await migrate(clickhouse, { retentionDays: config.retentionDays });
-    log(`pipeline: ClickHouse ${clickhouse.embedded ? 'embedded' : 'server'} at ${clickhouse.location}, schema v${SCHEMA_VERSION}${migrated.applied.length ? ` (applied ${migrated.applied.join(', ')})` : ''}`);
+    log(
+      `pipeline: ClickHouse ${clickhouse.embedded ? 'embedded' : 'server'} at ${clickhouse.location}, schema v${SCHEMA_VERSION}${migrated.applied.length ? ` (applied ${migrated.applied.join(', ')})` : ''}`,
+    );
   } catch (err) {
     await clickhouse.close();
     await health?.close();
@@ -116,7 +125,9 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
             .then((lag) => {
               const now = snapshotCounters(pipeline.counters);
               const d = discovery?.counters;
-              log(`pipeline: ${statusLine(now, before, every, lag)}${d ? ` · discovery ${d.sightings.toLocaleString('en-US')} sightings, ${d.discovered.toLocaleString('en-US')} new devices` : ''}`);
+              log(
+                `pipeline: ${statusLine(now, before, every, lag)}${d ? ` · discovery ${d.sightings.toLocaleString('en-US')} sightings, ${d.discovered.toLocaleString('en-US')} new devices` : ''}`,
+              );
               before = now;
             });
         }, every * 1000)

@@ -71,7 +71,8 @@ async function init(): Promise<WorkerState> {
   const view = await ControlPlaneView.open(nc);
   const registry = await PolicyRegistry.open(view, {
     cacheDir: config.cacheDir,
-    onError: (enterpriseId, err) => process.stderr.write(`pipeline: policies of ${enterpriseId} did not compile; the previous version stays in force: ${err.message}\n`),
+    onError: (enterpriseId, err) =>
+      process.stderr.write(`pipeline: policies of ${enterpriseId} did not compile; the previous version stays in force: ${err.message}\n`),
   });
   return { view, registry, directory: controlPlaneDirectory(view) };
 }

@@ -36,7 +36,10 @@ const subset = <T>(values: readonly T[]): fc.Arbitrary<T[]> => fc.subarray([...v
 const conditions: fc.Arbitrary<ConditionsInput> = fc.record(
   {
     days: subset(DAYS),
-    time: fc.tuple(clock, clock).filter(([a, b]) => a !== b).map(([from, to]) => ({ from, to })),
+    time: fc
+      .tuple(clock, clock)
+      .filter(([a, b]) => a !== b)
+      .map(([from, to]) => ({ from, to })),
     towers: subset(TOWERS),
     regions: subset(REGIONS),
     os: subset(OS),
@@ -59,7 +62,11 @@ const rule: fc.Arbitrary<RuleInput> = fc
         fc.constantFrom(...APPS).map((app_name) => ({ app_name })),
         fc.constantFrom(...CATEGORIES).map((app_category) => ({ app_category })),
       ),
-      action: fc.oneof(fc.constant({}), fc.constant({ action: '*' }), fc.constantFrom(...ACTIONS).map((action) => ({ action }))),
+      action: fc.oneof(
+        fc.constant({}),
+        fc.constant({ action: '*' }),
+        fc.constantFrom(...ACTIONS).map((action) => ({ action })),
+      ),
       permission: fc.constantFrom('allow', 'deny'),
       severity: fc.constantFrom('low', 'medium', 'high', 'critical'),
       remediation: fc.constantFrom('notify', 'block_app', 'block_device'),
@@ -98,28 +105,39 @@ const event: fc.Arbitrary<EvalEvent> = fc.record({
   os: fc.option(fc.constantFrom(...OS, 'ios', 'ANDROID', 'Symbian'), { nil: undefined }),
   os_version: fc.option(fc.constantFrom(...VERSIONS, '16.0', 'beta', '17'), { nil: undefined }),
   ts: fc.option(
-    fc.tuple(fc.constantFrom(...TIME_ORIGINS), fc.integer({ min: 0, max: 8 * 96 }), fc.constantFrom(0, 0, 0, -1, 1, 59_999)).map(
-      ([origin, q, jitter]) => origin + q * 15 * 60_000 + jitter,
-    ),
+    fc
+      .tuple(fc.constantFrom(...TIME_ORIGINS), fc.integer({ min: 0, max: 8 * 96 }), fc.constantFrom(0, 0, 0, -1, 1, 59_999))
+      .map(([origin, q, jitter]) => origin + q * 15 * 60_000 + jitter),
     { nil: undefined },
   ),
-  bytes_up: fc.option(fc.tuple(fc.constantFrom(...BYTES), fc.constantFrom(-1, 0, 1)).map(([b, d]) => Math.max(0, b + d)), { nil: undefined }),
-  bytes_down: fc.option(fc.tuple(fc.constantFrom(...BYTES), fc.constantFrom(-1, 0, 1)).map(([b, d]) => Math.max(0, b + d)), { nil: undefined }),
+  bytes_up: fc.option(
+    fc.tuple(fc.constantFrom(...BYTES), fc.constantFrom(-1, 0, 1)).map(([b, d]) => Math.max(0, b + d)),
+    { nil: undefined },
+  ),
+  bytes_down: fc.option(
+    fc.tuple(fc.constantFrom(...BYTES), fc.constantFrom(-1, 0, 1)).map(([b, d]) => Math.max(0, b + d)),
+    { nil: undefined },
+  ),
 });
 
 describe('WASM core agrees with the reference evaluator', () => {
   it(`on ${POLICY_SETS} random policy sets × ${EVENTS_PER_SET} random events`, { timeout: 600_000 }, async () => {
     let compared = 0;
     await fc.assert(
-      fc.asyncProperty(policySet, fc.constantFrom(...ZONES), fc.array(event, { minLength: EVENTS_PER_SET, maxLength: EVENTS_PER_SET }), async (policies, timezone, events) => {
-        const compiled = await compilePolicies(policies, { timezone });
-        const module = await PolicyModule.instantiate(compiled, 64);
-        const wasm = module.evaluateEvents(events);
-        events.forEach((e, i) => {
-          assert.deepEqual(wasm[i], evaluateReference(compiled.set, e), `event ${i}: ${JSON.stringify(e)}`);
-        });
-        compared += events.length;
-      }),
+      fc.asyncProperty(
+        policySet,
+        fc.constantFrom(...ZONES),
+        fc.array(event, { minLength: EVENTS_PER_SET, maxLength: EVENTS_PER_SET }),
+        async (policies, timezone, events) => {
+          const compiled = await compilePolicies(policies, { timezone });
+          const module = await PolicyModule.instantiate(compiled, 64);
+          const wasm = module.evaluateEvents(events);
+          events.forEach((e, i) => {
+            assert.deepEqual(wasm[i], evaluateReference(compiled.set, e), `event ${i}: ${JSON.stringify(e)}`);
+          });
+          compared += events.length;
+        },
+      ),
       { numRuns: POLICY_SETS, endOnFailure: true },
     );
     assert.ok(compared >= 10_000, `compared ${compared} events`);
@@ -134,9 +152,25 @@ describe('WASM core agrees with the reference evaluator', () => {
       [{ policy_id: 'wild', name: 'Wild', role_ids: ROLES, rules: [{ app_name: '*', action: '*', permission: 'deny', severity: 'high' }] }],
       [
         { policy_id: 'allow', name: 'Allow', role_ids: ['r1', 'r2'], rules: [{ app_name: 'Slack', permission: 'allow' }, { permission: 'allow' }] },
-        { policy_id: 'deny', name: 'Deny', role_ids: ['r2', 'r3'], rules: [{ app_name: 'Slack', permission: 'deny', severity: 'low' }, { app_category: 'messaging', permission: 'deny', severity: 'critical' }] },
+        {
+          policy_id: 'deny',
+          name: 'Deny',
+          role_ids: ['r2', 'r3'],
+          rules: [
+            { app_name: 'Slack', permission: 'deny', severity: 'low' },
+            { app_category: 'messaging', permission: 'deny', severity: 'critical' },
+          ],
+        },
       ],
-      [{ policy_id: 'night', name: 'Night', role_ids: ROLES, timezone: 'Asia/Kathmandu', rules: [{ permission: 'deny', when: { time: { from: '22:00', to: '06:15' }, days: ['sat', 'sun'] } }] }],
+      [
+        {
+          policy_id: 'night',
+          name: 'Night',
+          role_ids: ROLES,
+          timezone: 'Asia/Kathmandu',
+          rules: [{ permission: 'deny', when: { time: { from: '22:00', to: '06:15' }, days: ['sat', 'sun'] } }],
+        },
+      ],
     ];
     let denied = 0;
     for (const policies of edgeSets) {

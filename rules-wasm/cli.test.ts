@@ -76,7 +76,10 @@ describe('towerwatch rules', () => {
   it('eval prints one verdict per event line, in order, the same with --reference', async () => {
     const wasm = await towerwatch(['rules', 'eval', file('policy.json'), file('events.jsonl')], env);
     assert.equal(wasm.code, 0, wasm.stderr);
-    const verdicts = wasm.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const verdicts = wasm.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.deepEqual(verdicts, [
       { permission: 'deny', rule_id: 'policy123#1', policy_id: 'policy123', severity: 'high', remediation: 'block_device' },
       { permission: 'allow', rule_id: 'policy123#2', policy_id: 'policy123', severity: null, remediation: null },
@@ -90,7 +93,17 @@ describe('towerwatch rules', () => {
   });
 
   it('check points at the offending rule and field and exits 1', async () => {
-    await writeFile(file('bad.json'), JSON.stringify({ policy_id: 'p', name: 'P', rules: [{ rule_id: 'r1', permission: 'allow' }, { rule_id: 'r2', permission: 'deny', when: { time: { from: '9', to: '17:00' } } }] }));
+    await writeFile(
+      file('bad.json'),
+      JSON.stringify({
+        policy_id: 'p',
+        name: 'P',
+        rules: [
+          { rule_id: 'r1', permission: 'allow' },
+          { rule_id: 'r2', permission: 'deny', when: { time: { from: '9', to: '17:00' } } },
+        ],
+      }),
+    );
     const run = await towerwatch(['rules', 'check', file('bad.json')], env);
     assert.equal(run.code, 1);
     assert.equal(run.stdout, '');

@@ -30,7 +30,7 @@ export function registerRulesCommands(program: Command): void {
     .command('check')
     .description('Validate a policy file, compile it to WebAssembly, print its module hash and rule count')
     .argument('<policy>', 'POLICY.json: one policy or an array of them')
-    .option('--timezone <zone>', 'IANA time zone for time windows (default: the policies\' own, else UTC)')
+    .option('--timezone <zone>', "IANA time zone for time windows (default: the policies' own, else UTC)")
     .option('--no-cache', 'do not use the on-disk module cache')
     .option('--show-source', 'print the generated AssemblyScript')
     .action(async (policyPath: string, opts: CommonOptions & { showSource?: boolean }) => {
@@ -55,13 +55,15 @@ export function registerRulesCommands(program: Command): void {
     .action(async (policyPath: string, eventsPath: string, opts: CommonOptions & { reference?: boolean }) => {
       const compiled = await compileFile(policyPath, opts);
       const module = opts.reference ? null : await PolicyModule.instantiate(compiled, EVAL_CHUNK);
-      const evaluate = (events: EvalEvent[]): Verdict[] =>
-        module ? module.evaluateEvents(events) : events.map((e) => evaluateReference(compiled.set, e));
+      const evaluate = (events: EvalEvent[]): Verdict[] => (module ? module.evaluateEvents(events) : events.map((e) => evaluateReference(compiled.set, e)));
       const input = eventsPath === '-' ? process.stdin : createReadStream(eventsPath);
       let chunk: EvalEvent[] = [];
       const flush = async (): Promise<void> => {
         if (chunk.length === 0) return;
-        const out = evaluate(chunk).map((v) => JSON.stringify(v)).join('\n') + '\n';
+        const out =
+          evaluate(chunk)
+            .map((v) => JSON.stringify(v))
+            .join('\n') + '\n';
         chunk = [];
         if (!process.stdout.write(out)) await new Promise((resolve) => process.stdout.once('drain', resolve));
       };

@@ -9,15 +9,13 @@ export interface CompileTask {
   options: CompileOptions;
 }
 
-export type CompileTaskResult =
-  | { ok: true; compiled: CompiledPolicySet }
-  | { ok: false; code: string; message: string; issues: PolicyCompileError['issues'] };
+export type CompileTaskResult = { ok: true; compiled: CompiledPolicySet } | { ok: false; code: string; message: string; issues: PolicyCompileError['issues'] };
 
 export default async function compileTask(task: CompileTask): Promise<CompileTaskResult> {
   try {
     return { ok: true, compiled: await compilePolicies(task.policies, task.options) };
   } catch (err) {
     if (err instanceof PolicyCompileError) return { ok: false, code: err.code, message: err.message, issues: err.issues };
-    return { ok: false, code: 'internal', message: err instanceof Error ? err.stack ?? err.message : String(err), issues: [] };
+    return { ok: false, code: 'internal', message: err instanceof Error ? (err.stack ?? err.message) : String(err), issues: [] };
   }
 }

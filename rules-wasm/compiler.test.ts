@@ -18,8 +18,21 @@ const BRIEF_POLICIES: PolicyInput[] = [
     rules: [
       { rule_id: 'slack-upload', app_name: 'Slack', action: 'Upload File', permission: 'deny', severity: 'high', remediation: 'block_device' },
       { rule_id: 'zoom-meet', app_name: 'Zoom', action: 'Start Meeting', permission: 'allow' },
-      { rule_id: 'social-hours', app_category: 'social', permission: 'deny', severity: 'low', when: { days: ['mon', 'tue', 'wed', 'thu', 'fri'], time: { from: '09:00', to: '17:00' } } },
-      { rule_id: 'exfil', app_category: 'file_sharing', permission: 'deny', severity: 'critical', remediation: 'block_device', when: { bytes_up_over: 50_000_000 } },
+      {
+        rule_id: 'social-hours',
+        app_category: 'social',
+        permission: 'deny',
+        severity: 'low',
+        when: { days: ['mon', 'tue', 'wed', 'thu', 'fri'], time: { from: '09:00', to: '17:00' } },
+      },
+      {
+        rule_id: 'exfil',
+        app_category: 'file_sharing',
+        permission: 'deny',
+        severity: 'critical',
+        remediation: 'block_device',
+        when: { bytes_up_over: 50_000_000 },
+      },
       { rule_id: 'old-ios', permission: 'deny', severity: 'medium', when: { os: ['iOS'], os_version_below: '16' } },
     ],
   },
@@ -40,20 +53,72 @@ const BRIEF_POLICIES: PolicyInput[] = [
 const NOON_NY = Date.parse('2026-11-25T17:00:00Z');
 
 const CASES: Array<[string, EvalEvent, { permission: string; rule_id: string | null; policy_id: string | null; severity: string | null }]> = [
-  ['explicit deny', { role_ids: ['role123'], app: 'Slack', action: 'Upload File' }, { permission: 'deny', rule_id: 'slack-upload', policy_id: 'policy123', severity: 'high' }],
-  ['explicit allow', { role_ids: ['role123'], app: 'Zoom', action: 'Start Meeting' }, { permission: 'allow', rule_id: 'zoom-meet', policy_id: 'policy123', severity: null }],
-  ['default allow', { role_ids: ['role123'], app: 'Slack', action: 'Send Message' }, { permission: 'allow', rule_id: null, policy_id: 'policy123', severity: null }],
+  [
+    'explicit deny',
+    { role_ids: ['role123'], app: 'Slack', action: 'Upload File' },
+    { permission: 'deny', rule_id: 'slack-upload', policy_id: 'policy123', severity: 'high' },
+  ],
+  [
+    'explicit allow',
+    { role_ids: ['role123'], app: 'Zoom', action: 'Start Meeting' },
+    { permission: 'allow', rule_id: 'zoom-meet', policy_id: 'policy123', severity: null },
+  ],
+  [
+    'default allow',
+    { role_ids: ['role123'], app: 'Slack', action: 'Send Message' },
+    { permission: 'allow', rule_id: null, policy_id: 'policy123', severity: null },
+  ],
   ['default deny', { role_ids: ['role456'], app: 'GitHub', action: 'Push' }, { permission: 'deny', rule_id: null, policy_id: 'policy124', severity: 'low' }],
-  ['allow beats a default deny', { role_ids: ['role456'], app: 'Slack', action: 'Upload File' }, { permission: 'allow', rule_id: 'slack-ok', policy_id: 'policy124', severity: null }],
-  ['deny in one role beats allow in another', { role_ids: ['role123', 'role456'], app: 'Zoom', action: 'Start Meeting' }, { permission: 'deny', rule_id: 'no-meetings', policy_id: 'policy124', severity: 'medium' }],
-  ['most severe deny wins', { role_ids: ['role123'], app: 'Dropbox', app_category: 'file_sharing', action: 'Upload File', bytes_up: 60_000_000, os: 'iOS', os_version: '15.1' }, { permission: 'deny', rule_id: 'exfil', policy_id: 'policy123', severity: 'critical' }],
-  ['bytes under the threshold', { role_ids: ['role123'], app: 'Dropbox', app_category: 'file_sharing', action: 'Upload File', bytes_up: 50_000_000 }, { permission: 'allow', rule_id: null, policy_id: 'policy123', severity: null }],
-  ['os version below', { role_ids: ['role123'], app: 'Maps', action: 'Open', os: 'ios', os_version: '15.7.2' }, { permission: 'deny', rule_id: 'old-ios', policy_id: 'policy123', severity: 'medium' }],
-  ['os version at minimum', { role_ids: ['role123'], app: 'Maps', action: 'Open', os: 'iOS', os_version: '16.0' }, { permission: 'allow', rule_id: null, policy_id: 'policy123', severity: null }],
-  ['social in work hours', { role_ids: ['role123'], app: 'TikTok', app_category: 'social', action: 'Post', ts: NOON_NY }, { permission: 'deny', rule_id: 'social-hours', policy_id: 'policy123', severity: 'low' }],
-  ['social after hours', { role_ids: ['role123'], app: 'TikTok', app_category: 'social', action: 'Post', ts: NOON_NY + 5 * 3_600_000 }, { permission: 'allow', rule_id: null, policy_id: 'policy123', severity: null }],
-  ['social without a time', { role_ids: ['role123'], app: 'TikTok', app_category: 'social', action: 'Post' }, { permission: 'allow', rule_id: null, policy_id: 'policy123', severity: null }],
-  ['no policy covers the role', { role_ids: ['role999'], app: 'Slack', action: 'Upload File' }, { permission: 'allow', rule_id: null, policy_id: null, severity: null }],
+  [
+    'allow beats a default deny',
+    { role_ids: ['role456'], app: 'Slack', action: 'Upload File' },
+    { permission: 'allow', rule_id: 'slack-ok', policy_id: 'policy124', severity: null },
+  ],
+  [
+    'deny in one role beats allow in another',
+    { role_ids: ['role123', 'role456'], app: 'Zoom', action: 'Start Meeting' },
+    { permission: 'deny', rule_id: 'no-meetings', policy_id: 'policy124', severity: 'medium' },
+  ],
+  [
+    'most severe deny wins',
+    { role_ids: ['role123'], app: 'Dropbox', app_category: 'file_sharing', action: 'Upload File', bytes_up: 60_000_000, os: 'iOS', os_version: '15.1' },
+    { permission: 'deny', rule_id: 'exfil', policy_id: 'policy123', severity: 'critical' },
+  ],
+  [
+    'bytes under the threshold',
+    { role_ids: ['role123'], app: 'Dropbox', app_category: 'file_sharing', action: 'Upload File', bytes_up: 50_000_000 },
+    { permission: 'allow', rule_id: null, policy_id: 'policy123', severity: null },
+  ],
+  [
+    'os version below',
+    { role_ids: ['role123'], app: 'Maps', action: 'Open', os: 'ios', os_version: '15.7.2' },
+    { permission: 'deny', rule_id: 'old-ios', policy_id: 'policy123', severity: 'medium' },
+  ],
+  [
+    'os version at minimum',
+    { role_ids: ['role123'], app: 'Maps', action: 'Open', os: 'iOS', os_version: '16.0' },
+    { permission: 'allow', rule_id: null, policy_id: 'policy123', severity: null },
+  ],
+  [
+    'social in work hours',
+    { role_ids: ['role123'], app: 'TikTok', app_category: 'social', action: 'Post', ts: NOON_NY },
+    { permission: 'deny', rule_id: 'social-hours', policy_id: 'policy123', severity: 'low' },
+  ],
+  [
+    'social after hours',
+    { role_ids: ['role123'], app: 'TikTok', app_category: 'social', action: 'Post', ts: NOON_NY + 5 * 3_600_000 },
+    { permission: 'allow', rule_id: null, policy_id: 'policy123', severity: null },
+  ],
+  [
+    'social without a time',
+    { role_ids: ['role123'], app: 'TikTok', app_category: 'social', action: 'Post' },
+    { permission: 'allow', rule_id: null, policy_id: 'policy123', severity: null },
+  ],
+  [
+    'no policy covers the role',
+    { role_ids: ['role999'], app: 'Slack', action: 'Upload File' },
+    { permission: 'allow', rule_id: null, policy_id: null, severity: null },
+  ],
   ['no roles at all', { role_ids: [], app: 'Slack', action: 'Upload File' }, { permission: 'allow', rule_id: null, policy_id: null, severity: null }],
 ];
 

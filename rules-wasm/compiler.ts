@@ -91,7 +91,9 @@ export async function compilePolicySet(set: NormalizedPolicySet, options: Compil
     layout = buildLayout(set);
   } catch (err) {
     if (err instanceof PolicyLimitError) {
-      throw new PolicyCompileError(err.code === 'too_many_roles' ? COMPILE_ERROR_CODES.tooManyRoles : COMPILE_ERROR_CODES.tableTooLarge, err.message, [], { cause: err });
+      throw new PolicyCompileError(err.code === 'too_many_roles' ? COMPILE_ERROR_CODES.tooManyRoles : COMPILE_ERROR_CODES.tableTooLarge, err.message, [], {
+        cause: err,
+      });
     }
     throw err;
   }
@@ -99,15 +101,7 @@ export async function compilePolicySet(set: NormalizedPolicySet, options: Compil
   const source = generateSource(set, layout, tables, options.label ?? 'policy set');
   const sourceHash = sha256([source, ASC_VERSION, JSON.stringify(ASC_OPTIONS)]);
   const { wasm, cached } = await wasmFor(source, sourceHash, options.cacheDir);
-  const hash = sha256([
-    sourceHash,
-    JSON.stringify(set),
-    JSON.stringify(layout),
-    tables.base,
-    tables.aux,
-    tables.list,
-    tables.ranks,
-  ]).slice(0, 16);
+  const hash = sha256([sourceHash, JSON.stringify(set), JSON.stringify(layout), tables.base, tables.aux, tables.list, tables.ranks]).slice(0, 16);
   return {
     hash,
     sourceHash,

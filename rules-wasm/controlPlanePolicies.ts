@@ -29,7 +29,10 @@ export function enterprisePolicyInputs(source: EnterprisePolicySource): PolicyIn
     default_permission: p.default_permission,
     default_severity: p.default_severity,
     enabled: p.enabled,
-    role_ids: source.rolePolicies.filter((rp) => rp.policy_id === p.id).map((rp) => rp.role_id).sort(),
+    role_ids: source.rolePolicies
+      .filter((rp) => rp.policy_id === p.id)
+      .map((rp) => rp.role_id)
+      .sort(),
     rules: source.rules
       .filter((r) => r.policy_id === p.id)
       .sort(byId)

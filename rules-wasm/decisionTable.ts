@@ -125,8 +125,7 @@ export function buildTables(set: NormalizedPolicySet, layout: PolicyLayout): Dec
       const cat = catIdx.get(rule.app.category) ?? 0;
       for (let lit = 0; lit <= layout.apps.length; lit++) appClassList.push(lit * cats + cat);
     }
-    const actionList: number[] =
-      rule.action.kind === 'any' ? range(layout.actionClasses) : [actionIdx.get(rule.action.key) ?? 0];
+    const actionList: number[] = rule.action.kind === 'any' ? range(layout.actionClasses) : [actionIdx.get(rule.action.key) ?? 0];
     for (const role of rule.roles) {
       const roleBase = (roleBit.get(role) ?? 0) * roleStride;
       for (const a of appClassList) for (const x of actionList) fn(roleBase + a * layout.actionClasses + x);

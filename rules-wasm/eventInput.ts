@@ -43,7 +43,9 @@ export function parseEventLine(line: string): EvalEvent {
   const result = eventLineSchema.safeParse(json);
   if (!result.success) {
     throw new EventLineError(
-      result.error.issues.map((i) => `${i.path.length ? i.path.join('.') : 'event'}: ${i.code === 'unrecognized_keys' ? `unknown field ${i.keys.join(', ')}` : i.message}`).join('; '),
+      result.error.issues
+        .map((i) => `${i.path.length ? i.path.join('.') : 'event'}: ${i.code === 'unrecognized_keys' ? `unknown field ${i.keys.join(', ')}` : i.message}`)
+        .join('; '),
     );
   }
   const e = result.data;

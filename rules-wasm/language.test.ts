@@ -51,10 +51,23 @@ describe('rule language', () => {
   it('skips disabled policies and rules without using up an index', () => {
     const set = normalizePolicies([
       { policy_id: 'off', name: 'Off', enabled: false, rules: [{ permission: 'deny' }] },
-      { policy_id: 'on', name: 'On', rules: [{ permission: 'deny', enabled: false }, { permission: 'allow', rule_id: 'kept' }] },
+      {
+        policy_id: 'on',
+        name: 'On',
+        rules: [
+          { permission: 'deny', enabled: false },
+          { permission: 'allow', rule_id: 'kept' },
+        ],
+      },
     ]);
-    assert.deepEqual(set.policies.map((p) => [p.id, p.index]), [['on', 0]]);
-    assert.deepEqual(set.rules.map((r) => [r.id, r.index]), [['kept', 0]]);
+    assert.deepEqual(
+      set.policies.map((p) => [p.id, p.index]),
+      [['on', 0]],
+    );
+    assert.deepEqual(
+      set.rules.map((r) => [r.id, r.index]),
+      [['kept', 0]],
+    );
   });
 
   it('normalizes conditions', () => {
@@ -121,15 +134,33 @@ describe('rule language', () => {
   });
 
   it('rejects duplicate policies and bad or conflicting time zones', () => {
-    assert.deepEqual(issuesOf([{ policy_id: 'p', name: 'A' }, { policy_id: 'p', name: 'B' }]), ["policies[1] (p).policy_id: duplicate policy id 'p'"]);
+    assert.deepEqual(
+      issuesOf([
+        { policy_id: 'p', name: 'A' },
+        { policy_id: 'p', name: 'B' },
+      ]),
+      ["policies[1] (p).policy_id: duplicate policy id 'p'"],
+    );
     assert.deepEqual(issuesOf({ policy_id: 'p', name: 'A' }, { timezone: 'Mars/Olympus' }), [
       "timezone: 'Mars/Olympus' is not an IANA time zone (e.g. America/New_York)",
     ]);
     assert.match(
-      issuesOf([{ policy_id: 'a', name: 'A', timezone: 'UTC' }, { policy_id: 'b', name: 'B', timezone: 'Asia/Tokyo' }]).join(),
+      issuesOf([
+        { policy_id: 'a', name: 'A', timezone: 'UTC' },
+        { policy_id: 'b', name: 'B', timezone: 'Asia/Tokyo' },
+      ]).join(),
       /different time zones \(UTC, Asia\/Tokyo\)/,
     );
-    assert.equal(normalizePolicies([{ policy_id: 'a', name: 'A', timezone: 'UTC' }, { policy_id: 'b', name: 'B', timezone: 'Asia/Tokyo' }], { timezone: 'Europe/Paris' }).timezone, 'Europe/Paris');
+    assert.equal(
+      normalizePolicies(
+        [
+          { policy_id: 'a', name: 'A', timezone: 'UTC' },
+          { policy_id: 'b', name: 'B', timezone: 'Asia/Tokyo' },
+        ],
+        { timezone: 'Europe/Paris' },
+      ).timezone,
+      'Europe/Paris',
+    );
   });
 
   it('error message lists every issue', () => {

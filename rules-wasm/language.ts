@@ -86,10 +86,7 @@ export class PolicyValidationError extends Error {
   override readonly name = 'PolicyValidationError';
   readonly code = 'invalid_policy';
   constructor(readonly issues: readonly PolicyIssue[]) {
-    super(
-      `${issues.length} problem${issues.length === 1 ? '' : 's'} in the policy:\n` +
-        issues.map((i) => `  ${i.path}: ${i.message}`).join('\n'),
-    );
+    super(`${issues.length} problem${issues.length === 1 ? '' : 's'} in the policy:\n` + issues.map((i) => `  ${i.path}: ${i.message}`).join('\n'));
   }
 }
 
@@ -137,10 +134,7 @@ export function normalizePolicies(input: unknown, options: NormalizeOptions = {}
       roles: [...new Set(p.role_ids)],
       defaultPermission: p.default_permission,
       defaultSeverity: p.default_severity,
-      defaultRank: rankOf(
-        p.default_permission === 'deny' ? RANK_KIND.defaultDeny : RANK_KIND.defaultAllow,
-        policyIndex,
-      ),
+      defaultRank: rankOf(p.default_permission === 'deny' ? RANK_KIND.defaultDeny : RANK_KIND.defaultAllow, policyIndex),
       rules: [],
     };
     p.rules.forEach((r, ri) => {
@@ -292,7 +286,7 @@ function describePath(raw: unknown, policyIndex: number, path: readonly Property
     node = pick(node, key);
     if (typeof key === 'number') {
       out += `[${key}]`;
-      const ruleId = path[i - 1] === 'rules' ? pick(node, 'rule_id') ?? pick(node, 'policy_rule_id') : undefined;
+      const ruleId = path[i - 1] === 'rules' ? (pick(node, 'rule_id') ?? pick(node, 'policy_rule_id')) : undefined;
       if (typeof ruleId === 'string') out += ` (${ruleId})`;
     } else {
       out += `.${String(key)}`;

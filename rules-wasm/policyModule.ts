@@ -60,14 +60,23 @@ export class PolicyModule {
     this.#columnsAt = at;
     this.#columns = this.#reserve(capacity);
     const memory = new Uint8Array(core.memory.buffer);
-    for (const [array, ptr] of [[base, this.#tables.base], [aux, this.#tables.aux], [list, this.#tables.list], [ranks, this.#tables.ranks]] as const) {
+    for (const [array, ptr] of [
+      [base, this.#tables.base],
+      [aux, this.#tables.aux],
+      [list, this.#tables.list],
+      [ranks, this.#tables.ranks],
+    ] as const) {
       memory.set(new Uint8Array(array.buffer, array.byteOffset, array.byteLength), ptr);
     }
   }
 
   static async instantiate(compiled: CompiledPolicySet, capacity = DEFAULT_BATCH_CAPACITY): Promise<PolicyModule> {
     const { instance } = await WebAssembly.instantiate(compiled.wasm, {
-      env: { abort: (): never => { throw new Error('policy core aborted'); } },
+      env: {
+        abort: (): never => {
+          throw new Error('policy core aborted');
+        },
+      },
     });
     return new PolicyModule(compiled, instance.exports as unknown as CoreExports, capacity);
   }
@@ -177,22 +186,22 @@ export class EventEncoder {
   }
 
   appClass(app: string | undefined, category: string | undefined): number {
-    const lit = app === undefined ? 0 : this.#app.get(app) ?? 0;
-    const cat = category === undefined ? 0 : this.#category.get(category) ?? 0;
+    const lit = app === undefined ? 0 : (this.#app.get(app) ?? 0);
+    const cat = category === undefined ? 0 : (this.#category.get(category) ?? 0);
     return lit * this.#categories + cat;
   }
 
   actionClass(action: string | undefined): number {
-    return action === undefined ? 0 : this.#action.get(action) ?? 0;
+    return action === undefined ? 0 : (this.#action.get(action) ?? 0);
   }
 
   encode(cols: BatchColumns, i: number, ev: EvalEvent): void {
     this.writeRoleMask(cols.roles, i, ev.role_ids);
     cols.app[i] = this.appClass(ev.app, ev.app_category);
     cols.action[i] = this.actionClass(ev.action);
-    cols.tower[i] = ev.tower_id === undefined ? 0 : this.#tower.get(ev.tower_id) ?? 0;
-    cols.region[i] = ev.region === undefined ? 0 : this.#region.get(ev.region) ?? 0;
-    cols.os[i] = ev.os === undefined ? 0 : this.#os.get(ev.os.toLowerCase()) ?? 0;
+    cols.tower[i] = ev.tower_id === undefined ? 0 : (this.#tower.get(ev.tower_id) ?? 0);
+    cols.region[i] = ev.region === undefined ? 0 : (this.#region.get(ev.region) ?? 0);
+    cols.os[i] = ev.os === undefined ? 0 : (this.#os.get(ev.os.toLowerCase()) ?? 0);
     cols.osVersion[i] = (ev.os_version === undefined ? null : parseOsVersion(ev.os_version)) ?? UNKNOWN_VERSION;
     cols.minuteOfWeek[i] = this.clock.minuteOfWeek(ev.ts);
     cols.bytesUp[i] = ev.bytes_up ?? 0;

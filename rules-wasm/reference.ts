@@ -4,14 +4,7 @@
  * normalized model, so the property tests compare two independent implementations.
  */
 import type { EvalEvent } from './event.js';
-import {
-  parseOsVersion,
-  verdictOfRank,
-  type NormalizedConditions,
-  type NormalizedPolicySet,
-  type NormalizedRule,
-  type Verdict,
-} from './model.js';
+import { parseOsVersion, verdictOfRank, type NormalizedConditions, type NormalizedPolicySet, type NormalizedRule, type Verdict } from './model.js';
 
 const WEEKDAYS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'];
 const formats = new Map<string, Intl.DateTimeFormat>();

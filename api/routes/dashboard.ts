@@ -36,20 +36,49 @@ export function dashboardRoutes(ctx: ApiContext): ApiRoute[] {
         from: z.string(),
         to: z.string(),
         bucket: z.enum(['minute', 'hour']),
-        totals: z.strictObject({ events: z.number(), violations: z.number(), by_verdict: z.strictObject({ allow: z.number(), deny: z.number(), unregistered: z.number() }) }),
-        series: z.array(z.strictObject({ t: z.string(), events: z.number(), allowed: z.number(), denied: z.number(), unregistered: z.number(), violations: z.number() })),
+        totals: z.strictObject({
+          events: z.number(),
+          violations: z.number(),
+          by_verdict: z.strictObject({ allow: z.number(), deny: z.number(), unregistered: z.number() }),
+        }),
+        series: z.array(
+          z.strictObject({ t: z.string(), events: z.number(), allowed: z.number(), denied: z.number(), unregistered: z.number(), violations: z.number() }),
+        ),
         top_apps: z.array(z.strictObject({ app_id: z.string(), app_name: z.string(), events: z.number(), violations: z.number() })),
         top_users: z.array(z.strictObject({ user_id: z.string(), user_name: z.string(), violations: z.number() })),
-        top_towers: z.array(z.strictObject({ tower_id: z.string(), location: z.string(), lat: z.number().nullable(), lon: z.number().nullable(), events: z.number(), violations: z.number() })),
+        top_towers: z.array(
+          z.strictObject({
+            tower_id: z.string(),
+            location: z.string(),
+            lat: z.number().nullable(),
+            lon: z.number().nullable(),
+            events: z.number(),
+            violations: z.number(),
+          }),
+        ),
         top_policies: z.array(z.strictObject({ policy_id: z.string(), policy_name: z.string(), severity: z.string(), violations: z.number() })),
-        violations_by: z.array(z.strictObject({ user_id: z.string(), user_name: z.string(), app_id: z.string(), app_name: z.string(), tower_id: z.string(), tower_location: z.string(), policy_id: z.string(), policy_name: z.string(), violations: z.number() })),
+        violations_by: z.array(
+          z.strictObject({
+            user_id: z.string(),
+            user_name: z.string(),
+            app_id: z.string(),
+            app_name: z.string(),
+            tower_id: z.string(),
+            tower_location: z.string(),
+            policy_id: z.string(),
+            policy_name: z.string(),
+            violations: z.number(),
+          }),
+        ),
       }),
       handler: async ({ query, principal }) => {
         const enterprise = scopeOf(ctx.view, principal, query.enterprise_id);
         const { from, to } = resolveRange(query, ctx.now(), '1h');
         const bucket = query.bucket ?? (to - from <= 6 * 3600e3 ? 'minute' : 'hour');
         if (bucket === 'minute' && to - from > 7 * 24 * 3600e3) {
-          throw new ApiError(400, 'validation_failed', 'minute buckets cover at most 7 days; use bucket=hour', [{ path: 'query.bucket', message: 'too many minutes', code: 'custom' }]);
+          throw new ApiError(400, 'validation_failed', 'minute buckets cover at most 7 days; use bucket=hour', [
+            { path: 'query.bucket', message: 'too many minutes', code: 'custom' },
+          ]);
         }
         // Identical requests share one answer for metricsCacheMs, then get it while one refresh runs
         // (a range ending "now" is at most a few seconds behind).
@@ -98,7 +127,14 @@ export function dashboardRoutes(ctx: ApiContext): ApiRoute[] {
           to,
           limit: query.limit,
           offset: (query.page - 1) * query.limit,
-          filters: { severity: query.severity, user_id: query.user_id, app_id: query.app_id, tower_id: query.tower_id, device_id: query.device_id, policy_id: query.policy_id },
+          filters: {
+            severity: query.severity,
+            user_id: query.user_id,
+            app_id: query.app_id,
+            tower_id: query.tower_id,
+            device_id: query.device_id,
+            policy_id: query.policy_id,
+          },
         });
         return { body: { enterprise_id: enterprise, alerts: alerts.map(alertView), ...pageOf(query.page, query.limit, total) } };
       },
@@ -138,7 +174,14 @@ export function dashboardRoutes(ctx: ApiContext): ApiRoute[] {
         const user = ctx.view.user(query.user_id, enterprise);
         if (user === undefined) throw new ApiError(404, 'not_found', `no user '${query.user_id}' in this enterprise`, { user_id: query.user_id });
         const { from, to } = resolveRange(query, ctx.now(), '24h');
-        const { usage, total } = await userAppUsage(ctx.clickhouse, { enterprise, user: user.id, from, to, limit: query.limit, offset: (query.page - 1) * query.limit });
+        const { usage, total } = await userAppUsage(ctx.clickhouse, {
+          enterprise,
+          user: user.id,
+          from,
+          to,
+          limit: query.limit,
+          offset: (query.page - 1) * query.limit,
+        });
         return {
           body: {
             user_id: user.id,

@@ -53,37 +53,52 @@ const READ_YOUR_WRITES_MS = 2_000;
 
 export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
   /** `POST /devices/{device_id}/<verb>`: moves a device of the caller's enterprise to `to`. */
-  const transition = (verb: string, to: 'rejected' | 'retired', from: readonly Device['status'][], summary: string): ApiRoute => route({
-    method: 'post',
-    path: `/devices/{device_id}/${verb}`,
-    tag: 'devices',
-    summary,
-    access: 'write',
-    body: z.strictObject({ ...enterpriseQuery, reason: z.string().trim().max(500).optional() }).default({}),
-    response: z.strictObject({ device_id: z.string(), status: z.literal(to), previous_status: z.string(), changed_at: z.string(), reason: z.string().nullable() }),
-    handler: async ({ body, principal, params }) => {
-      const enterprise = scopeOf(ctx.view, principal, body.enterprise_id);
-      const deviceId = params['device_id'] ?? '';
-      const current = ctx.view.get('device', enterprise, deviceId);
-      // Another enterprise's device is "not found" here, as one that does not exist.
-      if (current === undefined) throw new ApiError(404, 'not_found', `no device '${deviceId}' in this enterprise`, { device_id: deviceId });
-      const was = current.value.status;
-      if (!from.includes(was)) {
-        throw new ApiError(409, 'invalid_transition', `device '${deviceId}' is ${was}; only a ${from.join(', ')} device can be ${to}`, { device_id: deviceId, status: was, allowed_from: from });
-      }
-      const changedAt = iso(ctx.now());
-      const device: Device = { ...current.value, status: to, status_changed_at: changedAt, status_reason: body.reason ?? null };
-      let revision: number;
-      try {
-        revision = await ctx.store.update('device', device, current.revision);
-      } catch (err) {
-        if (err instanceof ConflictError) throw new ApiError(409, 'conflict', `device '${deviceId}' was changed by someone else at the same moment; retry`, { device_id: deviceId });
-        throw err;
-      }
-      await ctx.view.waitForRevision(revision, READ_YOUR_WRITES_MS);
-      return { headers: { etag: revisionTag(revision) }, body: { device_id: deviceId, status: to, previous_status: was, changed_at: changedAt, reason: body.reason ?? null } };
-    },
-  });
+  const transition = (verb: string, to: 'rejected' | 'retired', from: readonly Device['status'][], summary: string): ApiRoute =>
+    route({
+      method: 'post',
+      path: `/devices/{device_id}/${verb}`,
+      tag: 'devices',
+      summary,
+      access: 'write',
+      body: z.strictObject({ ...enterpriseQuery, reason: z.string().trim().max(500).optional() }).default({}),
+      response: z.strictObject({
+        device_id: z.string(),
+        status: z.literal(to),
+        previous_status: z.string(),
+        changed_at: z.string(),
+        reason: z.string().nullable(),
+      }),
+      handler: async ({ body, principal, params }) => {
+        const enterprise = scopeOf(ctx.view, principal, body.enterprise_id);
+        const deviceId = params['device_id'] ?? '';
+        const current = ctx.view.get('device', enterprise, deviceId);
+        // Another enterprise's device is "not found" here, as one that does not exist.
+        if (current === undefined) throw new ApiError(404, 'not_found', `no device '${deviceId}' in this enterprise`, { device_id: deviceId });
+        const was = current.value.status;
+        if (!from.includes(was)) {
+          throw new ApiError(409, 'invalid_transition', `device '${deviceId}' is ${was}; only a ${from.join(', ')} device can be ${to}`, {
+            device_id: deviceId,
+            status: was,
+            allowed_from: from,
+          });
+        }
+        const changedAt = iso(ctx.now());
+        const device: Device = { ...current.value, status: to, status_changed_at: changedAt, status_reason: body.reason ?? null };
+        let revision: number;
+        try {
+          revision = await ctx.store.update('device', device, current.revision);
+        } catch (err) {
+          if (err instanceof ConflictError)
+            throw new ApiError(409, 'conflict', `device '${deviceId}' was changed by someone else at the same moment; retry`, { device_id: deviceId });
+          throw err;
+        }
+        await ctx.view.waitForRevision(revision, READ_YOUR_WRITES_MS);
+        return {
+          headers: { etag: revisionTag(revision) },
+          body: { device_id: deviceId, status: to, previous_status: was, changed_at: changedAt, reason: body.reason ?? null },
+        };
+      },
+    });
 
   return [
     route({
@@ -94,7 +109,20 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
       access: 'read',
       query: z.strictObject({ ...enterpriseQuery, ...pageQuery, user_id: id.optional(), status: listedStatus.optional() }),
       response: z.strictObject({
-        devices: z.array(z.strictObject({ id: z.string(), user_id: z.string().nullable(), user_name: z.string().nullable(), model: z.string(), os: z.string(), os_version: z.string(), status: listedStatus, registered_at: z.string().nullable(), last_seen: z.string().nullable(), last_tower_id: z.string().nullable() })),
+        devices: z.array(
+          z.strictObject({
+            id: z.string(),
+            user_id: z.string().nullable(),
+            user_name: z.string().nullable(),
+            model: z.string(),
+            os: z.string(),
+            os_version: z.string(),
+            status: listedStatus,
+            registered_at: z.string().nullable(),
+            last_seen: z.string().nullable(),
+            last_tower_id: z.string().nullable(),
+          }),
+        ),
         ...pageInfo,
       }),
       handler: async ({ query, principal }) => {
@@ -117,7 +145,14 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
         const shaped = candidates.map((d) => {
           const s = seen.get(d.id);
           const lastMs = s?.last_seen_ms ?? (d.last_seen !== undefined ? Date.parse(d.last_seen) : undefined);
-          const status = d.status === 'registered' || d.status === 'active' || d.status === 'inactive' ? (lastMs === undefined ? 'registered' : now - lastMs <= ACTIVE_WITHIN_MS ? 'active' : 'inactive') : d.status;
+          const status =
+            d.status === 'registered' || d.status === 'active' || d.status === 'inactive'
+              ? lastMs === undefined
+                ? 'registered'
+                : now - lastMs <= ACTIVE_WITHIN_MS
+                  ? 'active'
+                  : 'inactive'
+              : d.status;
           return {
             id: d.id,
             user_id: d.user_id,
@@ -134,7 +169,11 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
         if (query.status === undefined) {
           return { body: { devices: shaped, ...paginate(registered, query.page, query.limit).info } };
         }
-        const { items, info } = paginate(shaped.filter((d) => d.status === query.status), query.page, query.limit);
+        const { items, info } = paginate(
+          shaped.filter((d) => d.status === query.status),
+          query.page,
+          query.limit,
+        );
         return { body: { devices: items, ...info } };
       },
     }),
@@ -145,8 +184,26 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
       summary: 'Register a device for a user; give the device_id of a discovered (or rejected, retired) one to onboard it',
       access: 'write',
       successStatus: 201,
-      body: z.strictObject({ ...enterpriseQuery, device_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional(), user_id: id, model: text.optional(), os: text.optional(), os_version: z.string().trim().max(32).optional() }),
-      response: z.strictObject({ device_id: z.string(), user_id: z.string(), model: z.string(), os: z.string(), os_version: z.string(), status: z.literal('registered'), registered_at: z.string() }),
+      body: z.strictObject({
+        ...enterpriseQuery,
+        device_id: z
+          .string()
+          .regex(/^[A-Za-z0-9_-]{1,64}$/)
+          .optional(),
+        user_id: id,
+        model: text.optional(),
+        os: text.optional(),
+        os_version: z.string().trim().max(32).optional(),
+      }),
+      response: z.strictObject({
+        device_id: z.string(),
+        user_id: z.string(),
+        model: z.string(),
+        os: z.string(),
+        os_version: z.string(),
+        status: z.literal('registered'),
+        registered_at: z.string(),
+      }),
       handler: async ({ body, principal }) => {
         const enterprise = scopeOf(ctx.view, principal, body.enterprise_id);
         if (ctx.view.user(body.user_id, enterprise) === undefined) {
@@ -160,7 +217,9 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
         // enterprise's ids are never revealed (nor taken).
         const existing = ctx.view.get('device', enterprise, deviceId)?.value;
         if (body.device_id !== undefined && existing === undefined) {
-          throw new ApiError(404, 'not_found', `no device '${deviceId}' known to this enterprise; to register a new device leave device_id out`, { device_id: deviceId });
+          throw new ApiError(404, 'not_found', `no device '${deviceId}' known to this enterprise; to register a new device leave device_id out`, {
+            device_id: deviceId,
+          });
         }
         if (existing !== undefined && IN_SERVICE.has(existing.status)) {
           throw new ApiError(409, 'device_exists', `device '${deviceId}' is already registered`, { device_id: deviceId });
@@ -170,7 +229,12 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
         const os = body.os ?? existing?.os;
         if (model === undefined || os === undefined) {
           const missing = [model === undefined ? 'model' : null, os === undefined ? 'os' : null].filter((f) => f !== null);
-          throw new ApiError(400, 'validation_failed', `invalid body: ${missing.map((f) => `body.${f}: required for a device towerwatch has not discovered`).join('; ')}`, missing.map((f) => ({ path: `body.${f}`, message: 'required for a device towerwatch has not discovered', code: 'invalid_type' })));
+          throw new ApiError(
+            400,
+            'validation_failed',
+            `invalid body: ${missing.map((f) => `body.${f}: required for a device towerwatch has not discovered`).join('; ')}`,
+            missing.map((f) => ({ path: `body.${f}`, message: 'required for a device towerwatch has not discovered', code: 'invalid_type' })),
+          );
         }
         const device: Device = {
           ...(existing ?? {}),
@@ -198,17 +262,35 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
         return {
           status: 201,
           headers: { etag: revisionTag(revision), location: `/devices?user_id=${encodeURIComponent(body.user_id)}` },
-          body: { device_id: deviceId, user_id: body.user_id, model: device.model, os: device.os, os_version: device.os_version, status: 'registered', registered_at: now },
+          body: {
+            device_id: deviceId,
+            user_id: body.user_id,
+            model: device.model,
+            os: device.os,
+            os_version: device.os_version,
+            status: 'registered',
+            registered_at: now,
+          },
         };
       },
     }),
-    transition('reject', 'rejected', ['discovered'], 'Reject a discovered device: it stays known (towers reporting it do not list it again) and its usage is not enforced'),
-    transition('retire', 'retired', ['discovered', 'registered', 'active', 'inactive', 'rejected'], 'Retire a device (lost, replaced): its usage is no longer enforced; its history stays'),
+    transition(
+      'reject',
+      'rejected',
+      ['discovered'],
+      'Reject a discovered device: it stays known (towers reporting it do not list it again) and its usage is not enforced',
+    ),
+    transition(
+      'retire',
+      'retired',
+      ['discovered', 'registered', 'active', 'inactive', 'rejected'],
+      'Retire a device (lost, replaced): its usage is no longer enforced; its history stays',
+    ),
     route({
       method: 'get',
       path: '/devices/discovered',
       tag: 'devices',
-      summary: 'Devices towers reported that are not registered yet, newest first (last sighting from the towers\' reports)',
+      summary: "Devices towers reported that are not registered yet, newest first (last sighting from the towers' reports)",
       access: 'read',
       query: z.strictObject({ ...enterpriseQuery, ...pageQuery, tower_id: id.optional(), carrier_id: id.optional(), os: z.string().max(64).optional() }),
       response: z.strictObject({

@@ -43,7 +43,13 @@ export function networkRoutes(ctx: ApiContext): ApiRoute[] {
           .list('carrier')
           .filter((c) => mine === null || c.id === mine)
           .sort((a, b) => naturalCompare(a.id, b.id))
-          .map((c) => ({ ...c, supported_towers: towers.filter((t) => t.carrier_ids.includes(c.id)).map((t) => t.id).sort() }));
+          .map((c) => ({
+            ...c,
+            supported_towers: towers
+              .filter((t) => t.carrier_ids.includes(c.id))
+              .map((t) => t.id)
+              .sort(),
+          }));
         const { items, info } = paginate(carriers, query.page, query.limit);
         return { body: { carriers: items, ...info } };
       },
@@ -62,9 +68,23 @@ export function networkRoutes(ctx: ApiContext): ApiRoute[] {
         const carrierName = (cid: string): string => ctx.view.carrier(cid)?.name ?? cid;
         const towers = ctx.view
           .list('tower')
-          .filter((t) => (mine === null || t.carrier_ids.includes(mine)) && (query.carrier_id === undefined || t.carrier_ids.includes(query.carrier_id)) && (query.status === undefined || t.status === query.status))
+          .filter(
+            (t) =>
+              (mine === null || t.carrier_ids.includes(mine)) &&
+              (query.carrier_id === undefined || t.carrier_ids.includes(query.carrier_id)) &&
+              (query.status === undefined || t.status === query.status),
+          )
           .sort((a, b) => naturalCompare(a.id, b.id))
-          .map((t) => ({ id: t.id, location: t.location, region: t.region, lat: t.lat, lon: t.lon, carriers: t.carrier_ids.map(carrierName), carrier_ids: [...t.carrier_ids], status: t.status }));
+          .map((t) => ({
+            id: t.id,
+            location: t.location,
+            region: t.region,
+            lat: t.lat,
+            lon: t.lon,
+            carriers: t.carrier_ids.map(carrierName),
+            carrier_ids: [...t.carrier_ids],
+            status: t.status,
+          }));
         const { items, info } = paginate(towers, query.page, query.limit);
         return { body: { towers: items, ...info } };
       },

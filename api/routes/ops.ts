@@ -9,7 +9,9 @@ const READY_TIMEOUT_MS = 2000;
 
 function within<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<never>((_r, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([p, new Promise<never>((_r, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)))]).finally(() =>
+    clearTimeout(timer),
+  );
 }
 
 async function check(fn: () => Promise<unknown>): Promise<{ ok: boolean; latency_ms: number; error?: string }> {
@@ -31,7 +33,9 @@ export function authorizeMetrics(token: string | null, head: { headers: Readonly
   if (token !== null) {
     const given = bearerToken(head.headers['authorization']);
     if (given === null || !sameSecret(given, token)) {
-      throw new ApiError(401, given === null ? 'missing_token' : 'invalid_token', '/metrics needs Authorization: Bearer <TOWERWATCH_METRICS_TOKEN>', null, { 'www-authenticate': 'Bearer realm="metrics"' });
+      throw new ApiError(401, given === null ? 'missing_token' : 'invalid_token', '/metrics needs Authorization: Bearer <TOWERWATCH_METRICS_TOKEN>', null, {
+        'www-authenticate': 'Bearer realm="metrics"',
+      });
     }
     return;
   }
@@ -42,7 +46,12 @@ export function authorizeMetrics(token: string | null, head: { headers: Readonly
 
 const checkShape = z.strictObject({ ok: z.boolean(), latency_ms: z.number(), error: z.string().optional() });
 
-export function opsRoutes(ctx: ApiContext, metrics: ApiMetrics, openapi: () => unknown, options: { metricsToken: string | null } = { metricsToken: null }): ApiRoute[] {
+export function opsRoutes(
+  ctx: ApiContext,
+  metrics: ApiMetrics,
+  openapi: () => unknown,
+  options: { metricsToken: string | null } = { metricsToken: null },
+): ApiRoute[] {
   return [
     route({
       method: 'get',
@@ -61,7 +70,10 @@ export function opsRoutes(ctx: ApiContext, metrics: ApiMetrics, openapi: () => u
       access: 'public',
       response: z.strictObject({ status: z.literal('ready'), checks: z.strictObject({ nats: checkShape, clickhouse: checkShape, control_plane: checkShape }) }),
       handler: async () => {
-        const [nats, clickhouse] = await Promise.all([check(() => ctx.nc.flush()), check(() => ctx.clickhouse.client.query({ query: 'SELECT 1', format: 'JSONEachRow' }).then((r) => r.json()))]);
+        const [nats, clickhouse] = await Promise.all([
+          check(() => ctx.nc.flush()),
+          check(() => ctx.clickhouse.client.query({ query: 'SELECT 1', format: 'JSONEachRow' }).then((r) => r.json())),
+        ]);
         const control_plane = { ok: ctx.view.count('enterprise') >= 0, latency_ms: 0 };
         const checks = { nats, clickhouse, control_plane };
         if (!nats.ok || !clickhouse.ok) throw new ApiError(503, 'not_ready', 'a dependency is not answering', checks);

@@ -61,7 +61,7 @@ function ruleView(view: ControlPlaneView, r: PolicyRule): z.infer<typeof ruleSha
     permission: r.permission,
     severity: r.severity ?? null,
     remediation: r.remediation ?? null,
-    when: (r.when) ?? null,
+    when: r.when ?? null,
     enabled: r.enabled,
     updated_at: r.updated_at,
     revision: view.get('policy_rule', r.enterprise_id, r.id)?.revision ?? 0,
@@ -76,10 +76,16 @@ function policyView(view: ControlPlaneView, p: Policy): z.infer<typeof policySha
     default_permission: p.default_permission,
     default_severity: p.default_severity,
     enabled: p.enabled,
-    role_ids: view.rolesOfPolicy(p.id, p.enterprise_id).map((r) => r.id).sort(),
+    role_ids: view
+      .rolesOfPolicy(p.id, p.enterprise_id)
+      .map((r) => r.id)
+      .sort(),
     updated_at: p.updated_at,
     revision: view.get('policy', p.enterprise_id, p.id)?.revision ?? 0,
-    rules: view.rulesOfPolicy(p.id, p.enterprise_id).sort((a, b) => naturalCompare(a.id, b.id)).map((r) => ruleView(view, r)),
+    rules: view
+      .rulesOfPolicy(p.id, p.enterprise_id)
+      .sort((a, b) => naturalCompare(a.id, b.id))
+      .map((r) => ruleView(view, r)),
   };
 }
 
@@ -104,15 +110,22 @@ function validateWith(view: ControlPlaneView, enterprise: string, change: { poli
 
 /** Writes with If-Match (412 when stale) or, without, against the revision the view has. */
 async function writeVersioned<K extends 'policy' | 'policy_rule'>(
-  ctx: ApiContext, kind: K, value: K extends 'policy' ? Policy : PolicyRule, currentRevision: number | undefined, ifMatch: number | undefined,
+  ctx: ApiContext,
+  kind: K,
+  value: K extends 'policy' ? Policy : PolicyRule,
+  currentRevision: number | undefined,
+  ifMatch: number | undefined,
 ): Promise<number> {
   try {
     if (currentRevision === undefined) {
-      if (ifMatch !== undefined) throw new ApiError(412, 'precondition_failed', 'If-Match was given but there is nothing to update', { current_revision: null });
+      if (ifMatch !== undefined)
+        throw new ApiError(412, 'precondition_failed', 'If-Match was given but there is nothing to update', { current_revision: null });
       return await ctx.store.create(kind, value as never);
     }
     if (ifMatch !== undefined && ifMatch !== currentRevision) {
-      throw new ApiError(412, 'precondition_failed', `the ${kind.replace('_', ' ')} changed since revision ${ifMatch}; fetch it again`, { current_revision: currentRevision });
+      throw new ApiError(412, 'precondition_failed', `the ${kind.replace('_', ' ')} changed since revision ${ifMatch}; fetch it again`, {
+        current_revision: currentRevision,
+      });
     }
     return await ctx.store.update(kind, value as never, ifMatch ?? currentRevision);
   } catch (err) {
@@ -149,7 +162,10 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
       }),
       handler: ({ query, principal }) => {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
-        if (query.user_id !== undefined && query.role_id !== undefined) throw new ApiError(400, 'validation_failed', 'give user_id or role_id, not both', [{ path: 'query.role_id', message: 'conflicts with user_id', code: 'custom' }]);
+        if (query.user_id !== undefined && query.role_id !== undefined)
+          throw new ApiError(400, 'validation_failed', 'give user_id or role_id, not both', [
+            { path: 'query.role_id', message: 'conflicts with user_id', code: 'custom' },
+          ]);
         let policies: Policy[];
         let about: Record<string, string> = {};
         if (query.user_id !== undefined) {
@@ -273,7 +289,13 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
       response: ruleShape.extend({ status: z.enum(['created', 'updated']) }),
       handler: async ({ body, principal, headers }) => {
         const enterprise = scopeOf(view, principal, body.enterprise_id);
-        const unknown = (field: string, value: string): ApiError => new ApiError(400, 'unknown_reference', `no ${field.replace('_id', '')} '${value}'${field === 'app_id' || field === 'action_id' ? '' : ' in this enterprise'}`, { field, id: value });
+        const unknown = (field: string, value: string): ApiError =>
+          new ApiError(
+            400,
+            'unknown_reference',
+            `no ${field.replace('_id', '')} '${value}'${field === 'app_id' || field === 'action_id' ? '' : ' in this enterprise'}`,
+            { field, id: value },
+          );
         if (view.policy(body.policy_id, enterprise) === undefined) throw unknown('policy_id', body.policy_id);
         if (body.role_id !== undefined && view.role(body.role_id, enterprise) === undefined) throw unknown('role_id', body.role_id);
         if (body.app_id !== undefined && view.app(body.app_id) === undefined) throw unknown('app_id', body.app_id);
@@ -281,11 +303,23 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
         // Rule ids are per enterprise too (policy_rule.<enterprise>.<id>): only this enterprise's rules are looked at.
         let current = body.policy_rule_id === undefined ? undefined : view.get('policy_rule', enterprise, body.policy_rule_id);
         if (current !== undefined && current.value.policy_id !== body.policy_id) {
-          throw new ApiError(400, 'validation_failed', `rule '${current.value.id}' belongs to policy '${current.value.policy_id}'`, [{ path: 'body.policy_id', message: 'a rule cannot move to another policy', code: 'custom' }]);
+          throw new ApiError(400, 'validation_failed', `rule '${current.value.id}' belongs to policy '${current.value.policy_id}'`, [
+            { path: 'body.policy_id', message: 'a rule cannot move to another policy', code: 'custom' },
+          ]);
         }
         if (body.policy_rule_id === undefined) {
           // The brief's upsert: the same policy, role, app and action means the same rule.
-          const same = view.rulesOfPolicy(body.policy_id, enterprise).find((r) => r.role_id === body.role_id && r.app_id === body.app_id && r.action_id === body.action_id && r.app_category === body.app_category && r.when === undefined && body.when === undefined);
+          const same = view
+            .rulesOfPolicy(body.policy_id, enterprise)
+            .find(
+              (r) =>
+                r.role_id === body.role_id &&
+                r.app_id === body.app_id &&
+                r.action_id === body.action_id &&
+                r.app_category === body.app_category &&
+                r.when === undefined &&
+                body.when === undefined,
+            );
           if (same !== undefined) current = view.get('policy_rule', enterprise, same.id);
         }
         const rule: PolicyRule = {

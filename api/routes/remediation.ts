@@ -6,7 +6,15 @@
  */
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
-import { ACTION_NAMES, REMEDIAL_ACTIONS, REMEDIATION_STATUSES, remedialActionId, remediationMsgId, type RemedialAction, type RemediationRequest } from '../../core/remediation.js';
+import {
+  ACTION_NAMES,
+  REMEDIAL_ACTIONS,
+  REMEDIATION_STATUSES,
+  remedialActionId,
+  remediationMsgId,
+  type RemedialAction,
+  type RemediationRequest,
+} from '../../core/remediation.js';
 import { publishWithRetry, remediationSubject } from '../../core/nats/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
@@ -24,7 +32,13 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
       tag: 'remediation',
       summary: 'Remedial actions taken, automatically or by hand, with their outcome; newest first (default: the last 7 days)',
       access: 'read',
-      query: z.strictObject({ ...enterpriseQuery, ...timeRangeQuery, ...pageQuery, status: z.enum(REMEDIATION_STATUSES).optional(), device_id: z.string().min(1).max(128).optional() }),
+      query: z.strictObject({
+        ...enterpriseQuery,
+        ...timeRangeQuery,
+        ...pageQuery,
+        status: z.enum(REMEDIATION_STATUSES).optional(),
+        device_id: z.string().min(1).max(128).optional(),
+      }),
       response: z.strictObject({
         remedial_actions: z.array(
           z.strictObject({
@@ -47,7 +61,15 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
       handler: async ({ query, principal }) => {
         const enterprise = scopeOf(ctx.view, principal, query.enterprise_id);
         const { from, to } = resolveRange(query, ctx.now(), '7d');
-        const { actions, total } = await remedialActions(ctx.clickhouse, { enterprise, from, to, status: query.status, device_id: query.device_id, limit: query.limit, offset: (query.page - 1) * query.limit });
+        const { actions, total } = await remedialActions(ctx.clickhouse, {
+          enterprise,
+          from,
+          to,
+          status: query.status,
+          device_id: query.device_id,
+          limit: query.limit,
+          offset: (query.page - 1) * query.limit,
+        });
         return {
           body: {
             remedial_actions: actions.map((a) => ({
@@ -73,7 +95,7 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
       method: 'post',
       path: '/remedial-actions',
       tag: 'remediation',
-      summary: "Ask for a remedial action on an alert (queued for the remediation worker; 202)",
+      summary: 'Ask for a remedial action on an alert (queued for the remediation worker; 202)',
       access: 'write',
       successStatus: 202,
       body: z.strictObject({ ...enterpriseQuery, alert_id: z.string().min(1).max(200), action: z.enum(REMEDIAL_ACTIONS) }),
@@ -108,7 +130,13 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
           requested_by: principal.account.username,
         };
         // A short retry rides out a leader election's first seconds; longer, the caller gets 503.
-        const ack = await publishWithRetry(ctx.js, remediationSubject(enterprise, alert.tower_id), packr.pack(request), { msgID: remediationMsgId(alert.alert_id, body.action) }, { budgetMs: 5_000 });
+        const ack = await publishWithRetry(
+          ctx.js,
+          remediationSubject(enterprise, alert.tower_id),
+          packr.pack(request),
+          { msgID: remediationMsgId(alert.alert_id, body.action) },
+          { budgetMs: 5_000 },
+        );
         return {
           status: 202,
           body: {

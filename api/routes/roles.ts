@@ -13,7 +13,13 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
   const { view, store } = ctx;
 
   /** Stores an assignment unless it exists: 201 `assigned`, or 200 `already_assigned` with when it was. */
-  async function assign<K extends 'role_policy' | 'user_role'>(kind: K, enterprise: string, id: string, value: Omit<EntityByKind[K], 'assigned_at'>, shown: Record<string, string>): Promise<Reply> {
+  async function assign<K extends 'role_policy' | 'user_role'>(
+    kind: K,
+    enterprise: string,
+    id: string,
+    value: Omit<EntityByKind[K], 'assigned_at'>,
+    shown: Record<string, string>,
+  ): Promise<Reply> {
     const existing = view.get(kind, enterprise, id);
     if (existing !== undefined) return { body: { ...shown, status: 'already_assigned', assigned_at: existing.value.assigned_at } };
     const assigned_at = iso(ctx.now());
@@ -46,12 +52,28 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
       summary: "The enterprise's users with their roles",
       access: 'read',
       query: z.strictObject({ ...enterpriseQuery, ...pageQuery }),
-      response: z.strictObject({ users: z.array(z.strictObject({ id: z.string(), name: z.string(), email: z.string(), role_ids: z.array(z.string()) })), ...pageInfo }),
+      response: z.strictObject({
+        users: z.array(z.strictObject({ id: z.string(), name: z.string(), email: z.string(), role_ids: z.array(z.string()) })),
+        ...pageInfo,
+      }),
       handler: ({ query, principal }) => {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
         const users = view.usersOfEnterprise(enterprise).sort((a, b) => naturalCompare(a.id, b.id));
         const { items, info } = paginate(users, query.page, query.limit);
-        return { body: { users: items.map((u) => ({ id: u.id, name: u.name, email: u.email, role_ids: view.rolesOfUser(u.id, enterprise).map((r) => r.id).sort() })), ...info } };
+        return {
+          body: {
+            users: items.map((u) => ({
+              id: u.id,
+              name: u.name,
+              email: u.email,
+              role_ids: view
+                .rolesOfUser(u.id, enterprise)
+                .map((r) => r.id)
+                .sort(),
+            })),
+            ...info,
+          },
+        };
       },
     }),
     route({
@@ -67,7 +89,19 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
         const roles = view.rolesOfEnterprise(enterprise).sort((a, b) => naturalCompare(a.id, b.id));
         const { items, info } = paginate(roles, query.page, query.limit);
-        return { body: { roles: items.map((r) => ({ id: r.id, name: r.name, policy_ids: view.policiesOfRole(r.id, enterprise).map((p) => p.id).sort() })), ...info } };
+        return {
+          body: {
+            roles: items.map((r) => ({
+              id: r.id,
+              name: r.name,
+              policy_ids: view
+                .policiesOfRole(r.id, enterprise)
+                .map((p) => p.id)
+                .sort(),
+            })),
+            ...info,
+          },
+        };
       },
     }),
     route({
@@ -110,14 +144,21 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
       summary: 'Policies assigned to a role',
       access: 'read',
       query: z.strictObject({ ...enterpriseQuery, ...pageQuery, role: id }),
-      response: z.strictObject({ role_id: z.string(), role_name: z.string(), policies: z.array(z.strictObject({ policy_id: z.string(), name: z.string(), enabled: z.boolean() })), ...pageInfo }),
+      response: z.strictObject({
+        role_id: z.string(),
+        role_name: z.string(),
+        policies: z.array(z.strictObject({ policy_id: z.string(), name: z.string(), enabled: z.boolean() })),
+        ...pageInfo,
+      }),
       handler: ({ query, principal }) => {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
         const role = view.role(query.role, enterprise);
         if (role === undefined) throw notIn('role', query.role);
         const policies = view.policiesOfRole(role.id, enterprise).sort((a, b) => naturalCompare(a.id, b.id));
         const { items, info } = paginate(policies, query.page, query.limit);
-        return { body: { role_id: role.id, role_name: role.name, policies: items.map((p) => ({ policy_id: p.id, name: p.name, enabled: p.enabled })), ...info } };
+        return {
+          body: { role_id: role.id, role_name: role.name, policies: items.map((p) => ({ policy_id: p.id, name: p.name, enabled: p.enabled })), ...info },
+        };
       },
     }),
     route({
@@ -128,7 +169,12 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
       summary: 'Roles assigned to a user',
       access: 'read',
       query: z.strictObject({ ...enterpriseQuery, ...pageQuery, user: id }),
-      response: z.strictObject({ user_id: z.string(), user_name: z.string(), roles: z.array(z.strictObject({ role_id: z.string(), name: z.string() })), ...pageInfo }),
+      response: z.strictObject({
+        user_id: z.string(),
+        user_name: z.string(),
+        roles: z.array(z.strictObject({ role_id: z.string(), name: z.string() })),
+        ...pageInfo,
+      }),
       handler: ({ query, principal }) => {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
         const user = view.user(query.user, enterprise);

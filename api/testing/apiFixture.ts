@@ -66,7 +66,11 @@ export interface ApiFixture {
   readonly tokens: Readonly<Record<string, string>>;
   /** Another server on the same components, with its own options (closed at teardown). */
   startServer(options?: Partial<ApiServerOptions>): Promise<ApiServer>;
-  call(method: string, path: string, opts?: { as?: string; token?: string; body?: unknown; raw?: string; headers?: Record<string, string>; server?: ApiServer }): Promise<FixtureReply>;
+  call(
+    method: string,
+    path: string,
+    opts?: { as?: string; token?: string; body?: unknown; raw?: string; headers?: Record<string, string>; server?: ApiServer },
+  ): Promise<FixtureReply>;
 }
 
 export async function startApiFixture(options: Partial<ApiServerOptions> = {}, fixture: { reconnect?: boolean } = {}): Promise<ApiFixture> {
@@ -84,7 +88,17 @@ export async function startApiFixture(options: Partial<ApiServerOptions> = {}, f
   const servers: ApiServer[] = [];
   const log = (line: string): void => void process.stderr.write(`${line}\n`);
   const startServer = async (over: Partial<ApiServerOptions> = {}): Promise<ApiServer> => {
-    const s = await startApiServer({ nc, clickhouse, port: 0, jwtSecret: 'f'.repeat(48), checkResponses: true, log, limits: { perAccountPerMinute: 1_000_000, loginAttemptsPerAddress: 1_000_000 }, ...options, ...over });
+    const s = await startApiServer({
+      nc,
+      clickhouse,
+      port: 0,
+      jwtSecret: 'f'.repeat(48),
+      checkResponses: true,
+      log,
+      limits: { perAccountPerMinute: 1_000_000, loginAttemptsPerAddress: 1_000_000 },
+      ...options,
+      ...over,
+    });
     servers.push(s);
     return s;
   };

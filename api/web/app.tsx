@@ -97,11 +97,25 @@ function Login({ notice, onSignedIn }: { notice: string | null; onSignedIn: () =
         {notice && <p class="state">{notice}</p>}
         <label>
           Username
-          <input name="username" autocomplete="username" placeholder="admin@acme" required value={username} onInput={(e) => setUsername((e.currentTarget).value)} />
+          <input
+            name="username"
+            autocomplete="username"
+            placeholder="admin@acme"
+            required
+            value={username}
+            onInput={(e) => setUsername(e.currentTarget.value)}
+          />
         </label>
         <label>
           Password
-          <input name="password" type="password" autocomplete="current-password" required value={password} onInput={(e) => setPassword((e.currentTarget).value)} />
+          <input
+            name="password"
+            type="password"
+            autocomplete="current-password"
+            required
+            value={password}
+            onInput={(e) => setPassword(e.currentTarget.value)}
+          />
         </label>
         {error && (
           <p class="state error" role="alert" data-testid="login-error">
@@ -131,7 +145,11 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
   const ctx = useMemo<PageContext | null>(() => {
     if (enterpriseId === null) return null;
     const carrier = me.enterprise_id === null;
-    const socket = new LiveSocket(() => api.token, carrier ? enterpriseId : null, () => void api.refresh().catch(() => undefined));
+    const socket = new LiveSocket(
+      () => api.token,
+      carrier ? enterpriseId : null,
+      () => void api.refresh().catch(() => undefined),
+    );
     return { api, live: socket, me, enterpriseId, scope: carrier ? { enterprise_id: enterpriseId } : {} };
   }, [enterpriseId, me]);
 
@@ -155,7 +173,7 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
       <header class="top">
         <strong class="brand">towerwatch</strong>
         {me.enterprises.length > 1 ? (
-          <select data-testid="enterprise" aria-label="Enterprise" value={enterpriseId ?? ''} onChange={(e) => setEnterpriseId((e.currentTarget).value)}>
+          <select data-testid="enterprise" aria-label="Enterprise" value={enterpriseId ?? ''} onChange={(e) => setEnterpriseId(e.currentTarget.value)}>
             {me.enterprises.map((e) => (
               <option value={e.id}>{e.name}</option>
             ))}

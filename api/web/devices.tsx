@@ -29,8 +29,16 @@ export function DevicesView({ ctx }: { ctx: PageContext }) {
   const [live, setLive] = useState<DiscoveredDevice[]>([]);
   const [gone, setGone] = useState<Set<string>>(new Set());
   const [note, setNote] = useState<string | null>(null);
-  const discovered = useLoad(() => ctx.api.get<{ devices: DiscoveredDevice[]; total: number }>(`/devices/discovered${qs({ ...ctx.scope, limit: 100 })}`), ctx.enterpriseId, 30_000);
-  const registered = useLoad(() => ctx.api.get<{ devices: Registered[]; total: number }>(`/devices${qs({ ...ctx.scope, limit: 100 })}`), ctx.enterpriseId, 30_000);
+  const discovered = useLoad(
+    () => ctx.api.get<{ devices: DiscoveredDevice[]; total: number }>(`/devices/discovered${qs({ ...ctx.scope, limit: 100 })}`),
+    ctx.enterpriseId,
+    30_000,
+  );
+  const registered = useLoad(
+    () => ctx.api.get<{ devices: Registered[]; total: number }>(`/devices${qs({ ...ctx.scope, limit: 100 })}`),
+    ctx.enterpriseId,
+    30_000,
+  );
   const users = useLoad(() => ctx.api.get<{ users: User[] }>(`/users${qs({ ...ctx.scope, limit: 500 })}`), ctx.enterpriseId);
 
   useEffect(() => ctx.live.on('device.discovered', (m) => setLive((l) => [m.device, ...l.filter((d) => d.id !== m.device.id)].slice(0, 200))), [ctx]);
@@ -126,7 +134,19 @@ export function DevicesView({ ctx }: { ctx: PageContext }) {
   );
 }
 
-function DiscoveredRow({ ctx, device: d, users, fresh, onDone }: { ctx: PageContext; device: DiscoveredDevice; users: User[]; fresh: boolean; onDone: (id: string, message: string) => void }) {
+function DiscoveredRow({
+  ctx,
+  device: d,
+  users,
+  fresh,
+  onDone,
+}: {
+  ctx: PageContext;
+  device: DiscoveredDevice;
+  users: User[];
+  fresh: boolean;
+  onDone: (id: string, message: string) => void;
+}) {
   const [user, setUser] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
@@ -143,7 +163,10 @@ function DiscoveredRow({ ctx, device: d, users, fresh, onDone }: { ctx: PageCont
   };
   const onboard = (): void => {
     const name = users.find((u) => u.id === user)?.name ?? user;
-    run(ctx.api.post('/devices', { ...ctx.scope, device_id: d.id, user_id: user }), `${d.model} (${d.id}) is now ${name}'s: its usage is enforced under ${name}'s roles.`);
+    run(
+      ctx.api.post('/devices', { ...ctx.scope, device_id: d.id, user_id: user }),
+      `${d.model} (${d.id}) is now ${name}'s: its usage is enforced under ${name}'s roles.`,
+    );
   };
   return (
     <tr data-testid="discovered-row" data-device-id={d.id} class={fresh ? 'fresh' : ''}>
@@ -163,7 +186,7 @@ function DiscoveredRow({ ctx, device: d, users, fresh, onDone }: { ctx: PageCont
       <td>
         {ctx.me.can.write && (
           <div class="inline-form">
-            <select data-testid="onboard-user" aria-label={`User for ${d.id}`} value={user} onChange={(e) => setUser((e.currentTarget).value)} disabled={busy}>
+            <select data-testid="onboard-user" aria-label={`User for ${d.id}`} value={user} onChange={(e) => setUser(e.currentTarget.value)} disabled={busy}>
               <option value="">Assign to…</option>
               {users.map((u) => (
                 <option value={u.id}>{u.name}</option>
@@ -172,7 +195,14 @@ function DiscoveredRow({ ctx, device: d, users, fresh, onDone }: { ctx: PageCont
             <button type="button" data-testid="onboard" class="primary" disabled={busy || user === ''} onClick={onboard}>
               Onboard
             </button>
-            <button type="button" data-testid="reject" disabled={busy} onClick={() => run(ctx.api.post(`/devices/${encodeURIComponent(d.id)}/reject`, { ...ctx.scope }), `${d.id} rejected: it will not be listed again.`)}>
+            <button
+              type="button"
+              data-testid="reject"
+              disabled={busy}
+              onClick={() =>
+                run(ctx.api.post(`/devices/${encodeURIComponent(d.id)}/reject`, { ...ctx.scope }), `${d.id} rejected: it will not be listed again.`)
+              }
+            >
               Reject
             </button>
           </div>

@@ -257,7 +257,8 @@ export function Feed({ ctx }: { ctx: PageContext }) {
         {selected && <AlertDetail ctx={ctx} alert={selected} onClose={() => setSelected(null)} />}
       </div>
       <p class="footnote">
-        {shown.length === alerts.length ? `${alerts.length} violations` : `${shown.length} of ${alerts.length} violations match`} (the newest {FEED_KEPT} are kept){paused ? ' · paused' : ''}
+        {shown.length === alerts.length ? `${alerts.length} violations` : `${shown.length} of ${alerts.length} violations match`} (the newest {FEED_KEPT} are
+        kept){paused ? ' · paused' : ''}
       </p>
     </section>
   );
@@ -271,7 +272,14 @@ class AlertRow extends Component<{ alert: AlertMessage; selected: boolean; onSel
   override render() {
     const { alert: a, selected, onSelect } = this.props;
     return (
-      <tr data-testid="alert-row" data-alert-id={a.alert_id} data-severity={a.severity} data-remediation={a.remediation ?? ''} class={selected ? 'selected' : ''} onClick={() => onSelect(a)}>
+      <tr
+        data-testid="alert-row"
+        data-alert-id={a.alert_id}
+        data-severity={a.severity}
+        data-remediation={a.remediation ?? ''}
+        class={selected ? 'selected' : ''}
+        onClick={() => onSelect(a)}
+      >
         <td class="num">{time(a.timestamp)}</td>
         <td>
           <SeverityBadge severity={a.severity} />
@@ -381,4 +389,3 @@ function AlertDetail({ ctx, alert, onClose }: { ctx: PageContext; alert: AlertMe
     </aside>
   );
 }
-

@@ -36,7 +36,14 @@ export function MetricsView({ ctx }: { ctx: PageContext }) {
       <div class="toolbar">
         <div class="segmented" role="radiogroup" aria-label="Time range">
           {RANGES.map((r) => (
-            <button type="button" role="radio" aria-checked={r.id === range} class={r.id === range ? 'on' : ''} data-testid={`range-${r.id}`} onClick={() => setRange(r.id)}>
+            <button
+              type="button"
+              role="radio"
+              aria-checked={r.id === range}
+              class={r.id === range ? 'on' : ''}
+              data-testid={`range-${r.id}`}
+              onClick={() => setRange(r.id)}
+            >
               {r.label}
             </button>
           ))}
@@ -60,12 +67,21 @@ export function MetricsView({ ctx }: { ctx: PageContext }) {
             {m.data.series.length === 0 ? <Empty>No traffic in this range.</Empty> : <SeriesChart metrics={m.data} />}
           </div>
           <div class="columns">
-            <Top title="Top apps by violations" rows={m.data.top_apps.map((a) => [a.app_name, a.violations, a.events])} heads={['App', 'Violations', 'Events']} />
+            <Top
+              title="Top apps by violations"
+              rows={m.data.top_apps.map((a) => [a.app_name, a.violations, a.events])}
+              heads={['App', 'Violations', 'Events']}
+            />
             <Top title="Top users by violations" rows={m.data.top_users.map((u) => [u.user_name, u.violations])} heads={['User', 'Violations']} />
             <Top
               title="Towers by violations"
               testid="tower-table"
-              rows={m.data.top_towers.map((t) => [`${t.location || t.tower_id}`, t.violations, t.events, t.lat === null || t.lon === null ? '—' : `${t.lat.toFixed(2)}, ${t.lon.toFixed(2)}`])}
+              rows={m.data.top_towers.map((t) => [
+                `${t.location || t.tower_id}`,
+                t.violations,
+                t.events,
+                t.lat === null || t.lon === null ? '—' : `${t.lat.toFixed(2)}, ${t.lon.toFixed(2)}`,
+              ])}
               heads={['Tower', 'Violations', 'Events', 'Lat, lon']}
             />
           </div>
@@ -146,7 +162,11 @@ function SeriesChart({ metrics }: { metrics: Metrics }) {
         legend: { live: false },
         scales: { x: { time: true }, v: { auto: true } },
         axes: [{}, { label: 'events' }, { scale: 'v', side: 1, label: 'violations', grid: { show: false } }],
-        series: [{}, { label: 'Events', stroke: '#3b82f6', width: 2, fill: 'rgba(59,130,246,0.08)' }, { label: 'Violations', scale: 'v', stroke: '#dc2626', width: 2 }],
+        series: [
+          {},
+          { label: 'Events', stroke: '#3b82f6', width: 2, fill: 'rgba(59,130,246,0.08)' },
+          { label: 'Violations', scale: 'v', stroke: '#dc2626', width: 2 },
+        ],
       },
       data,
       el,

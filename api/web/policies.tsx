@@ -88,7 +88,9 @@ export function PoliciesView({ ctx }: { ctx: PageContext }) {
                       rule={r}
                       role={roleName(r.role_id)}
                       onSaved={(rule) => {
-                        setSaved(`Saved at ${time(new Date().toISOString())}: ${rule.app_name ?? rule.app_category ?? 'any app'} · ${rule.action ?? 'any action'} is now ${rule.permission}. The pipeline enforces it within a few seconds.`);
+                        setSaved(
+                          `Saved at ${time(new Date().toISOString())}: ${rule.app_name ?? rule.app_category ?? 'any app'} · ${rule.action ?? 'any action'} is now ${rule.permission}. The pipeline enforces it within a few seconds.`,
+                        );
                         policies.reload();
                       }}
                     />
@@ -114,7 +116,14 @@ function RuleRow({ ctx, rule, role, onSaved }: { ctx: PageContext; rule: Rule; r
     setBusy(true);
     setError(null);
     const body: Record<string, unknown> = { ...ctx.scope, policy_rule_id: rule.policy_rule_id, policy_id: rule.policy_id, permission, enabled: rule.enabled };
-    for (const [k, v] of [['role_id', rule.role_id], ['app_id', rule.app_id], ['app_category', rule.app_id === null ? rule.app_category : null], ['action_id', rule.action_id], ['when', rule.when]] as const) if (v !== null && v !== undefined) body[k] = v;
+    for (const [k, v] of [
+      ['role_id', rule.role_id],
+      ['app_id', rule.app_id],
+      ['app_category', rule.app_id === null ? rule.app_category : null],
+      ['action_id', rule.action_id],
+      ['when', rule.when],
+    ] as const)
+      if (v !== null && v !== undefined) body[k] = v;
     if (severity !== '') body['severity'] = severity;
     if (remediation !== '') body['remediation'] = remediation;
     ctx.api.post<Rule>('/policy-rules', body).then(
@@ -130,7 +139,7 @@ function RuleRow({ ctx, rule, role, onSaved }: { ctx: PageContext; rule: Rule; r
     );
   };
   const select = (value: string, set: (v: string) => void, options: string[], label: string, none?: string) => (
-    <select aria-label={label} data-testid={`edit-${label}`} value={value} disabled={busy} onChange={(e) => set((e.currentTarget).value)}>
+    <select aria-label={label} data-testid={`edit-${label}`} value={value} disabled={busy} onChange={(e) => set(e.currentTarget.value)}>
       {none !== undefined && <option value="">{none}</option>}
       {options.map((o) => (
         <option value={o}>{o}</option>

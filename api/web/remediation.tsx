@@ -10,7 +10,11 @@ type Action = Omit<RemediationMessage, 'type'> & { requested_by?: string | null 
 export function RemediationView({ ctx }: { ctx: PageContext }) {
   const [status, setStatus] = useState('');
   const [live, setLive] = useState<Action[]>([]);
-  const log = useLoad(() => ctx.api.get<{ remedial_actions: Action[]; total: number }>(`/remedial-actions${qs({ ...ctx.scope, status, limit: 100 })}`), `${ctx.enterpriseId}|${status}`, 30_000);
+  const log = useLoad(
+    () => ctx.api.get<{ remedial_actions: Action[]; total: number }>(`/remedial-actions${qs({ ...ctx.scope, status, limit: 100 })}`),
+    `${ctx.enterpriseId}|${status}`,
+    30_000,
+  );
   useEffect(() => ctx.live.on('remediation', (m) => setLive((l) => [m, ...l].slice(0, 200))), [ctx]);
   const listed = log.data?.remedial_actions ?? [];
   const ids = new Set(listed.map((a) => a.action_id));
@@ -20,7 +24,7 @@ export function RemediationView({ ctx }: { ctx: PageContext }) {
       <div class="toolbar">
         <label>
           Status
-          <select value={status} onChange={(e) => setStatus((e.currentTarget).value)}>
+          <select value={status} onChange={(e) => setStatus(e.currentTarget.value)}>
             <option value="">all</option>
             {['success', 'failed', 'timeout', 'skipped_by_plan'].map((s) => (
               <option value={s}>{s.replace(/_/g, ' ')}</option>

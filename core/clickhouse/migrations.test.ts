@@ -33,11 +33,9 @@ test('migrate creates every table and projection, and a second run is a no-op', 
   const second = await migrate(h, { retentionDays: 30 });
   assert.deepEqual(second, { applied: [], ttlChanged: [] });
 
-  const tables = await rows<{ name: string; engine: string }>(
-    h,
-    'SELECT name, engine FROM system.tables WHERE database = {db:String} ORDER BY name',
-    { db: h.database },
-  );
+  const tables = await rows<{ name: string; engine: string }>(h, 'SELECT name, engine FROM system.tables WHERE database = {db:String} ORDER BY name', {
+    db: h.database,
+  });
   assert.deepEqual(Object.fromEntries(tables.map((t) => [t.name, t.engine])), {
     app_usage: 'MergeTree',
     dead_letters: 'MergeTree',
@@ -57,7 +55,10 @@ test('migrate creates every table and projection, and a second run is a no-op', 
     { table: 'violations', name: 'per_minute' },
   ]);
   const versions = await rows<{ version: number }>(h, `SELECT version FROM ${h.database}.schema_migrations ORDER BY version`);
-  assert.deepEqual(versions.map((v) => v.version), [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(
+    versions.map((v) => v.version),
+    [1, 2, 3, 4, 5, 6],
+  );
 });
 
 test('columns, types, keys and settings are as specified', async () => {
@@ -77,22 +78,57 @@ test('columns, types, keys and settings are as specified', async () => {
     [...APP_USAGE.columns, 'ingested_at'],
   );
   assert.deepEqual(Object.fromEntries(appUsage.map((c) => [c.name, c.type])), {
-    enterprise_id: LC, ts: DT, carrier: LC, tower_id: LC, event_id: 'UInt64', stream_seq: 'UInt64',
-    device_id: 'String', user_id: 'String', user_name: 'String', app_id: LC, app_name: LC, app_category: LC,
-    action_id: LC, action_name: LC, bytes_up: 'UInt64', bytes_down: 'UInt64',
-    verdict: "Enum8('allow' = 1, 'deny' = 2, 'unregistered' = 3)", policy_id: 'String', policy_name: 'String',
-    rule_id: 'String', severity: LC, remediation: LC, policy_version: LC, ingested_at: DT,
+    enterprise_id: LC,
+    ts: DT,
+    carrier: LC,
+    tower_id: LC,
+    event_id: 'UInt64',
+    stream_seq: 'UInt64',
+    device_id: 'String',
+    user_id: 'String',
+    user_name: 'String',
+    app_id: LC,
+    app_name: LC,
+    app_category: LC,
+    action_id: LC,
+    action_name: LC,
+    bytes_up: 'UInt64',
+    bytes_down: 'UInt64',
+    verdict: "Enum8('allow' = 1, 'deny' = 2, 'unregistered' = 3)",
+    policy_id: 'String',
+    policy_name: 'String',
+    rule_id: 'String',
+    severity: LC,
+    remediation: LC,
+    policy_version: LC,
+    ingested_at: DT,
   });
   assert.equal(appUsage.at(-1)?.default_expression, 'now64(3)');
   const violations = await cols('violations');
-  assert.deepEqual(violations.map((c) => c.name), [...VIOLATIONS.columns, 'ingested_at']);
+  assert.deepEqual(
+    violations.map((c) => c.name),
+    [...VIOLATIONS.columns, 'ingested_at'],
+  );
   assert.equal(violations.find((c) => c.name === 'tower_location')?.type, 'String');
   assert.equal(violations.find((c) => c.name === 'region')?.type, LC);
   const deadLetters = await cols('dead_letters');
-  assert.deepEqual(deadLetters.map((c) => c.name), [...DEAD_LETTERS.columns]);
+  assert.deepEqual(
+    deadLetters.map((c) => c.name),
+    [...DEAD_LETTERS.columns],
+  );
   assert.deepEqual(Object.fromEntries(deadLetters.map((c) => [c.name, c.type])), {
-    ts: DT, stream: LC, subject: 'String', stream_seq: 'UInt64', code: LC, message: 'String',
-    event_index: 'Int32', payload_base64: 'String', rejected_count: 'UInt32', rejections: 'String', payload_bytes: 'UInt32', payload_truncated: 'Bool',
+    ts: DT,
+    stream: LC,
+    subject: 'String',
+    stream_seq: 'UInt64',
+    code: LC,
+    message: 'String',
+    event_index: 'Int32',
+    payload_base64: 'String',
+    rejected_count: 'UInt32',
+    rejections: 'String',
+    payload_bytes: 'UInt32',
+    payload_truncated: 'Bool',
   });
 
   const meta = await rows<{ name: string; partition_key: string; sorting_key: string; create_table_query: string }>(
@@ -113,26 +149,40 @@ test('columns, types, keys and settings are as specified', async () => {
     'SELECT table, name FROM system.data_skipping_indices WHERE database = {db:String} ORDER BY table, name',
     { db: h.database },
   );
-  assert.deepEqual(indexes.map((i) => `${i.table}.${i.name}`), [
-    'app_usage.idx_device_id', 'app_usage.idx_stream_seq', 'app_usage.idx_user_id',
-    'dead_letters.idx_stream_seq',
-    'discovery_sightings.idx_stream_seq',
-    'remedial_actions.idx_action_id',
-    'violations.idx_alert_id', 'violations.idx_device_id', 'violations.idx_stream_seq', 'violations.idx_user_id',
-  ]);
+  assert.deepEqual(
+    indexes.map((i) => `${i.table}.${i.name}`),
+    [
+      'app_usage.idx_device_id',
+      'app_usage.idx_stream_seq',
+      'app_usage.idx_user_id',
+      'dead_letters.idx_stream_seq',
+      'discovery_sightings.idx_stream_seq',
+      'remedial_actions.idx_action_id',
+      'violations.idx_alert_id',
+      'violations.idx_device_id',
+      'violations.idx_stream_seq',
+      'violations.idx_user_id',
+    ],
+  );
 });
 
 test('TTL follows retentionDays, changed only when it differs', async () => {
   const h = await clickhouse.open('schema_ttl');
   await migrate(h, { retentionDays: 30 });
   const tables = Object.keys(TTL_COLUMNS).sort();
-  assert.deepEqual([...(await currentTtlDays(h))].sort(), tables.map((t) => [t, 30]));
+  assert.deepEqual(
+    [...(await currentTtlDays(h))].sort(),
+    tables.map((t) => [t, 30]),
+  );
   const lines: string[] = [];
   const changed = await migrate(h, { retentionDays: 7, log: (l) => lines.push(l) });
   assert.deepEqual(changed.applied, []);
   assert.deepEqual([...changed.ttlChanged].sort(), tables);
   assert.equal(lines.length, tables.length);
-  assert.deepEqual([...(await currentTtlDays(h))].sort(), tables.map((t) => [t, 7]));
+  assert.deepEqual(
+    [...(await currentTtlDays(h))].sort(),
+    tables.map((t) => [t, 7]),
+  );
   assert.deepEqual(await migrate(h, { retentionDays: 7 }), { applied: [], ttlChanged: [] });
   await assert.rejects(migrate(h, { retentionDays: 0 }), /retentionDays must be an integer/);
 });
@@ -148,7 +198,11 @@ test('upgrading from schema 2 builds the projections for rows stored before and 
   const deadline = Date.now() + 20_000;
   const built = async (): Promise<number> =>
     Number(
-      (await rows<{ n: string }>(h, `SELECT count() AS n FROM system.projection_parts WHERE database = {db:String} AND table = 'app_usage' AND active`, { db: h.database }))[0]?.n,
+      (
+        await rows<{ n: string }>(h, `SELECT count() AS n FROM system.projection_parts WHERE database = {db:String} AND table = 'app_usage' AND active`, {
+          db: h.database,
+        })
+      )[0]?.n,
     );
   while ((await built()) < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   assert.equal(await built(), 2, 'per_minute and device_days built for the part written at schema 2');
@@ -157,7 +211,11 @@ test('upgrading from schema 2 builds the projections for rows stored before and 
     `SELECT toUInt32(count()) AS n FROM ${h.database}.app_usage WHERE enterprise_id = 'acme' GROUP BY ${PER_MINUTE.minute} ORDER BY ${PER_MINUTE.minute}`,
   );
   assert.deepEqual(perMinute, [{ n: 1 }, { n: 1 }, { n: 1 }, { n: 1 }, { n: 1 }]);
-  const left = await rows<{ name: string }>(h, `SELECT name FROM system.tables WHERE database = {db:String} AND name LIKE '%per_minute%' OR name LIKE 'device_sightings%'`, { db: h.database });
+  const left = await rows<{ name: string }>(
+    h,
+    `SELECT name FROM system.tables WHERE database = {db:String} AND name LIKE '%per_minute%' OR name LIKE 'device_sightings%'`,
+    { db: h.database },
+  );
   assert.deepEqual(left, []);
 });
 
@@ -173,7 +231,16 @@ test('upgrading to schema 6 keeps the per-rejection dead letters of before, each
   await migrateUpTo(h, 5);
   await h.client.insert({
     table: `${h.database}.dead_letters`,
-    values: [0, 3].map((i) => ({ ts: RECENT_TS, stream: 'USAGE', subject: 'usage.att.t1', stream_seq: 9, code: 'bad_field', message: 'x', event_index: i, payload_base64: 'AAEC' })),
+    values: [0, 3].map((i) => ({
+      ts: RECENT_TS,
+      stream: 'USAGE',
+      subject: 'usage.att.t1',
+      stream_seq: 9,
+      code: 'bad_field',
+      message: 'x',
+      event_index: i,
+      payload_base64: 'AAEC',
+    })),
     format: 'JSONEachRow',
   });
   assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [6]);

@@ -410,10 +410,7 @@ export interface MigrateResult {
 export async function migrate(handle: ClickHouseHandle, options: MigrateOptions): Promise<MigrateResult> {
   const { retentionDays } = options;
   if (!Number.isInteger(retentionDays) || retentionDays < 1 || retentionDays > MAX_RETENTION_DAYS) {
-    throw new ClickHouseOpenError(
-      ClickHouseErrorCode.InvalidOptions,
-      `retentionDays must be an integer 1–${MAX_RETENTION_DAYS}, got ${String(retentionDays)}`,
-    );
+    throw new ClickHouseOpenError(ClickHouseErrorCode.InvalidOptions, `retentionDays must be an integer 1–${MAX_RETENTION_DAYS}, got ${String(retentionDays)}`);
   }
   const { client, database: db } = handle;
   const log = options.log ?? (() => {});
@@ -425,11 +422,9 @@ export async function migrate(handle: ClickHouseHandle, options: MigrateOptions)
     ) ENGINE = ReplacingMergeTree ORDER BY version`,
   });
   const done = new Set(
-    (
-      await (
-        await client.query({ query: `SELECT DISTINCT version FROM ${db}.schema_migrations`, format: 'JSONEachRow' })
-      ).json<{ version: number }>()
-    ).map((r) => Number(r.version)),
+    (await (await client.query({ query: `SELECT DISTINCT version FROM ${db}.schema_migrations`, format: 'JSONEachRow' })).json<{ version: number }>()).map(
+      (r) => Number(r.version),
+    ),
   );
   const newest = Math.max(0, ...done);
   if (newest > SCHEMA_VERSION) {

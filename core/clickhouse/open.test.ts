@@ -37,9 +37,7 @@ test('embedded: the database exists and is the default one', async () => {
 
 test('clickhouse_settings stay scoped to their call (chdb would keep them on the session)', async () => {
   await ch.client.command({ query: 'SELECT 1', clickhouse_settings: { insert_deduplication_token: 'leak', max_threads: 1, wait_end_of_query: 1 } });
-  assert.deepEqual(await rows("SELECT getSetting('insert_deduplication_token') AS t, toUInt8(getSetting('max_threads') = 1) AS one"), [
-    { t: '', one: 0 },
-  ]);
+  assert.deepEqual(await rows("SELECT getSetting('insert_deduplication_token') AS t, toUInt8(getSetting('max_threads') = 1) AS one"), [{ t: '', one: 0 }]);
   assert.deepEqual(await rows("SELECT toUInt32(getSetting('max_threads')) AS m", { max_threads: 1 }), [{ m: 1 }]);
 
   // The harm it prevents: a token left on the session would drop every later insert.
@@ -103,13 +101,9 @@ test('a second process cannot open the same embedded directory: data_dir_locked 
 test('the same directory may be opened twice in one process; a different one may not', async () => {
   const again = await openClickHouse({ clickhouseUrl: null, dataDir: dir, database: 'ch_test_2' });
   try {
-    assert.deepEqual(await (await again.client.query({ query: 'SELECT currentDatabase() AS db', format: 'JSONEachRow' })).json(), [
-      { db: 'ch_test_2' },
-    ]);
+    assert.deepEqual(await (await again.client.query({ query: 'SELECT currentDatabase() AS db', format: 'JSONEachRow' })).json(), [{ db: 'ch_test_2' }]);
     // It sees the other handle's data: one engine.
-    assert.deepEqual(await (await again.client.query({ query: 'SELECT count() AS n FROM ch_test.fmt', format: 'JSONEachRow' })).json(), [
-      { n: 2 },
-    ]);
+    assert.deepEqual(await (await again.client.query({ query: 'SELECT count() AS n FROM ch_test.fmt', format: 'JSONEachRow' })).json(), [{ n: 2 }]);
   } finally {
     await again.close();
   }

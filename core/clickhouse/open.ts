@@ -20,14 +20,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import {
-  ClickHouseError,
-  ClickHouseLogLevel,
-  createClient,
-  parseError,
-  type ClickHouseClient,
-  type ClickHouseClientConfigOptions,
-} from '@clickhouse/client';
+import { ClickHouseError, ClickHouseLogLevel, createClient, parseError, type ClickHouseClient, type ClickHouseClientConfigOptions } from '@clickhouse/client';
 import type * as ChdbConnection from 'chdb/connection';
 import { processAlive } from '../processes.js';
 
@@ -135,10 +128,7 @@ export async function openClickHouse(options: ClickHouseOptions): Promise<ClickH
 
 function checkDatabase(name: string): string {
   if (!IDENTIFIER.test(name)) {
-    throw new ClickHouseOpenError(
-      ClickHouseErrorCode.InvalidOptions,
-      `database must be an identifier ([A-Za-z_][A-Za-z0-9_]*), got '${name}'`,
-    );
+    throw new ClickHouseOpenError(ClickHouseErrorCode.InvalidOptions, `database must be an identifier ([A-Za-z_][A-Za-z0-9_]*), got '${name}'`);
   }
   return name;
 }
@@ -152,10 +142,7 @@ function qualify(database: string, table: string): string {
 
 function checkColumns(columns: readonly string[]): void {
   if (columns.length === 0 || !columns.every((c) => IDENTIFIER.test(c))) {
-    throw new ClickHouseOpenError(
-      ClickHouseErrorCode.InvalidOptions,
-      `columns must be a non-empty list of identifiers, got [${columns.join(', ')}]`,
-    );
+    throw new ClickHouseOpenError(ClickHouseErrorCode.InvalidOptions, `columns must be a non-empty list of identifiers, got [${columns.join(', ')}]`);
   }
 }
 
@@ -255,17 +242,7 @@ function redactUrl(url: URL): string {
   return copy.toString();
 }
 
-const NETWORK_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EPIPE',
-  'UND_ERR_SOCKET',
-]);
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'UND_ERR_SOCKET']);
 
 function classifyServerError(err: unknown, where: string): ClickHouseOpenError {
   if (err instanceof ClickHouseError) {
@@ -390,11 +367,7 @@ function classifyChdbOpenError(err: unknown, dir: string): ClickHouseOpenError {
       { cause: err },
     );
   }
-  return new ClickHouseOpenError(
-    ClickHouseErrorCode.OpenFailed,
-    `cannot open embedded ClickHouse at ${dir}: ${message}`,
-    { cause: err },
-  );
+  return new ClickHouseOpenError(ClickHouseErrorCode.OpenFailed, `cannot open embedded ClickHouse at ${dir}: ${message}`, { cause: err });
 }
 
 /** ClickHouse's lock file: "PID: 123\nStarted at: 2026-01-01 00:00:00\nRevision: …". */

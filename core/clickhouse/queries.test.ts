@@ -18,7 +18,21 @@ test('the per-minute and device projections answer the rollup queries (and are u
   APP_USAGE.writeRow(w, usageRow({ event_id: 2, ts: t0 + 20_000, bytes_up: 5, bytes_down: 7 })); // same minute
   APP_USAGE.writeRow(w, usageRow({ event_id: 3, ts: t0 + 60_000, tower_id: 'nyc-002', verdict: 'deny', severity: 'high' }));
   APP_USAGE.writeRow(w, usageRow({ event_id: 4, ts: t0 - 86_400_000, device_id: 'dev-2', tower_id: 'bos-001' })); // a day earlier
-  APP_USAGE.writeRow(w, usageRow({ event_id: 5, ts: t0 + 120_000, enterprise_id: '', device_id: 'stranger', verdict: 'unregistered', user_id: '', user_name: '', policy_id: '', policy_name: '', policy_version: 'none' }));
+  APP_USAGE.writeRow(
+    w,
+    usageRow({
+      event_id: 5,
+      ts: t0 + 120_000,
+      enterprise_id: '',
+      device_id: 'stranger',
+      verdict: 'unregistered',
+      user_id: '',
+      user_name: '',
+      policy_id: '',
+      policy_name: '',
+      policy_version: 'none',
+    }),
+  );
   await h.insertFormatted({ table: 'app_usage', columns: APP_USAGE.columns, format: 'TabSeparated', body: w.finish(), settings: INSERT_SETTINGS });
 
   const perMinute = await projected<Record<string, unknown>>(
@@ -36,15 +50,53 @@ test('the per-minute and device projections answer the rollup queries (and are u
   );
   const minute = t0 - (t0 % 60_000);
   assert.deepEqual(perMinute, [
-    { enterprise_id: 'acme', minute_ms: String(minute - 86_400_000), tower_id: 'bos-001', app_id: 'tiktok', app_name: 'TikTok', verdict: 'allow', events: 1, up: 100, down: 1000 },
-    { enterprise_id: 'acme', minute_ms: String(minute), tower_id: 'nyc-001', app_id: 'tiktok', app_name: 'TikTok', verdict: 'allow', events: 2, up: 105, down: 1007 },
-    { enterprise_id: 'acme', minute_ms: String(minute + 60_000), tower_id: 'nyc-002', app_id: 'tiktok', app_name: 'TikTok', verdict: 'deny', events: 1, up: 100, down: 1000 },
+    {
+      enterprise_id: 'acme',
+      minute_ms: String(minute - 86_400_000),
+      tower_id: 'bos-001',
+      app_id: 'tiktok',
+      app_name: 'TikTok',
+      verdict: 'allow',
+      events: 1,
+      up: 100,
+      down: 1000,
+    },
+    {
+      enterprise_id: 'acme',
+      minute_ms: String(minute),
+      tower_id: 'nyc-001',
+      app_id: 'tiktok',
+      app_name: 'TikTok',
+      verdict: 'allow',
+      events: 2,
+      up: 105,
+      down: 1007,
+    },
+    {
+      enterprise_id: 'acme',
+      minute_ms: String(minute + 60_000),
+      tower_id: 'nyc-002',
+      app_id: 'tiktok',
+      app_name: 'TikTok',
+      verdict: 'deny',
+      events: 1,
+      up: 100,
+      down: 1000,
+    },
   ]);
 
   const seen = await queryDeviceLastSeen(h, { enterpriseId: 'acme' });
   assert.deepEqual(seen, [
     { enterprise_id: 'acme', device_id: 'dev-1', first_seen_ms: t0, last_seen_ms: t0 + 60_000, last_tower_id: 'nyc-002', last_carrier: 'att', events: 3 },
-    { enterprise_id: 'acme', device_id: 'dev-2', first_seen_ms: t0 - 86_400_000, last_seen_ms: t0 - 86_400_000, last_tower_id: 'bos-001', last_carrier: 'att', events: 1 },
+    {
+      enterprise_id: 'acme',
+      device_id: 'dev-2',
+      first_seen_ms: t0 - 86_400_000,
+      last_seen_ms: t0 - 86_400_000,
+      last_tower_id: 'bos-001',
+      last_carrier: 'att',
+      events: 1,
+    },
   ]);
   // A later insert moves the last sighting; filters by device and day.
   const w2 = new TsvWriter();
@@ -53,32 +105,56 @@ test('the per-minute and device projections answer the rollup queries (and are u
   assert.deepEqual(await queryDeviceLastSeen(h, { enterpriseId: 'acme', deviceIds: ['dev-1'] }), [
     { enterprise_id: 'acme', device_id: 'dev-1', first_seen_ms: t0, last_seen_ms: t0 + 3_600_000, last_tower_id: 'nyc-009', last_carrier: 'tmo', events: 4 },
   ]);
-  assert.deepEqual((await queryDeviceLastSeen(h, { enterpriseId: 'acme', sinceMs: t0 })).map((d) => d.device_id), ['dev-1']);
-  assert.deepEqual((await queryDeviceLastSeen(h, { enterpriseId: '' })).map((d) => d.device_id), ['stranger']);
+  assert.deepEqual(
+    (await queryDeviceLastSeen(h, { enterpriseId: 'acme', sinceMs: t0 })).map((d) => d.device_id),
+    ['dev-1'],
+  );
+  assert.deepEqual(
+    (await queryDeviceLastSeen(h, { enterpriseId: '' })).map((d) => d.device_id),
+    ['stranger'],
+  );
   assert.equal((await queryDeviceLastSeen(h)).length, 3);
   assert.equal((await queryDeviceLastSeen(h, { limit: 1 }))[0]?.device_id, 'dev-1');
 
   const v: ViolationRow = {
-    alert_id: 'att:nyc-002:3', enterprise_id: 'acme', ts: t0 + 60_000, carrier: 'att', tower_id: 'nyc-002',
-    tower_location: 'New York City', region: 'us-east', event_id: 3, stream_seq: 10, device_id: 'dev-1', user_id: 'u-1',
-    user_name: 'Ada', app_id: 'tiktok', app_name: 'TikTok', action_id: 'upload', action_name: 'Upload', policy_id: 'p-1',
-    policy_name: 'Default', rule_id: 'r-1', severity: 'high', remediation: 'block_app', policy_version: 'v1',
+    alert_id: 'att:nyc-002:3',
+    enterprise_id: 'acme',
+    ts: t0 + 60_000,
+    carrier: 'att',
+    tower_id: 'nyc-002',
+    tower_location: 'New York City',
+    region: 'us-east',
+    event_id: 3,
+    stream_seq: 10,
+    device_id: 'dev-1',
+    user_id: 'u-1',
+    user_name: 'Ada',
+    app_id: 'tiktok',
+    app_name: 'TikTok',
+    action_id: 'upload',
+    action_name: 'Upload',
+    policy_id: 'p-1',
+    policy_name: 'Default',
+    rule_id: 'r-1',
+    severity: 'high',
+    remediation: 'block_app',
+    policy_version: 'v1',
   };
   const wv = new TsvWriter();
   VIOLATIONS.writeRow(wv, v);
   VIOLATIONS.writeRow(wv, { ...v, alert_id: 'att:nyc-002:4', event_id: 4, ts: v.ts + 1000 });
   await h.insertFormatted({ table: 'violations', columns: VIOLATIONS.columns, format: 'TabSeparated', body: wv.finish(), settings: INSERT_SETTINGS });
   assert.deepEqual(
-    await projected(h, `SELECT tower_id, app_id, user_id, user_name, policy_id, severity, toUInt32(count()) AS n
+    await projected(
+      h,
+      `SELECT tower_id, app_id, user_id, user_name, policy_id, severity, toUInt32(count()) AS n
       FROM ${h.database}.violations WHERE enterprise_id = 'acme'
-      GROUP BY tower_id, app_id, user_id, user_name, policy_id, severity`),
+      GROUP BY tower_id, app_id, user_id, user_name, policy_id, severity`,
+    ),
     [{ tower_id: 'nyc-002', app_id: 'tiktok', user_id: 'u-1', user_name: 'Ada', policy_id: 'p-1', severity: 'high', n: 2 }],
   );
-  assert.deepEqual(
-    await rows(h, `SELECT alert_id, toString(toUnixTimestamp64Milli(ts)) AS ms, remediation FROM ${h.database}.violations ORDER BY ts`),
-    [
-      { alert_id: 'att:nyc-002:3', ms: String(v.ts), remediation: 'block_app' },
-      { alert_id: 'att:nyc-002:4', ms: String(v.ts + 1000), remediation: 'block_app' },
-    ],
-  );
+  assert.deepEqual(await rows(h, `SELECT alert_id, toString(toUnixTimestamp64Milli(ts)) AS ms, remediation FROM ${h.database}.violations ORDER BY ts`), [
+    { alert_id: 'att:nyc-002:3', ms: String(v.ts), remediation: 'block_app' },
+    { alert_id: 'att:nyc-002:4', ms: String(v.ts + 1000), remediation: 'block_app' },
+  ]);
 });

@@ -113,7 +113,10 @@ export interface DeviceSighting {
 }
 
 /** Each of these devices' first and last sighting by the towers (discovery_sightings), within the kept history. */
-export async function queryDeviceSightings(handle: ClickHouseHandle, q: { enterpriseId: string; deviceIds: readonly string[] }): Promise<Map<string, DeviceSighting>> {
+export async function queryDeviceSightings(
+  handle: ClickHouseHandle,
+  q: { enterpriseId: string; deviceIds: readonly string[] },
+): Promise<Map<string, DeviceSighting>> {
   if (q.deviceIds.length === 0) return new Map();
   const rows = await (
     await handle.client.query({
@@ -131,7 +134,14 @@ export async function queryDeviceSightings(handle: ClickHouseHandle, q: { enterp
   return new Map(
     rows.map((r) => [
       String(r.device_id),
-      { device_id: String(r.device_id), first_seen_ms: Number(r.first_seen_ms), last_seen_ms: Number(r.last_seen_ms), last_tower_id: String(r.last_tower_id), last_carrier: String(r.last_carrier), sightings: Number(r.sightings) },
+      {
+        device_id: String(r.device_id),
+        first_seen_ms: Number(r.first_seen_ms),
+        last_seen_ms: Number(r.last_seen_ms),
+        last_tower_id: String(r.last_tower_id),
+        last_carrier: String(r.last_carrier),
+        sightings: Number(r.sightings),
+      },
     ]),
   );
 }

@@ -27,8 +27,16 @@ function kindOf(type: string): TsvColumnType | null {
 test('each runtime table is defined once, as migrate builds it: columns in order, kinds that fit, the rest defaulted', async () => {
   const h = await clickhouse.open('rows_ddl');
   await migrate(h, { retentionDays: 30 });
-  const written = await rows<{ table: string }>(h, "SELECT name AS table FROM system.tables WHERE database = {db:String} AND name != 'schema_migrations' ORDER BY name", { db: h.database });
-  assert.deepEqual(written.map((t) => t.table), Object.keys(ROW_TABLES).sort(), 'every table migrate builds has a row definition');
+  const written = await rows<{ table: string }>(
+    h,
+    "SELECT name AS table FROM system.tables WHERE database = {db:String} AND name != 'schema_migrations' ORDER BY name",
+    { db: h.database },
+  );
+  assert.deepEqual(
+    written.map((t) => t.table),
+    Object.keys(ROW_TABLES).sort(),
+    'every table migrate builds has a row definition',
+  );
   for (const def of Object.values(ROW_TABLES) as RowTable<readonly ColumnSpec[]>[]) {
     const ddl = await rows<{ name: string; type: string; default_kind: string }>(
       h,
@@ -36,8 +44,16 @@ test('each runtime table is defined once, as migrate builds it: columns in order
       { db: h.database, t: def.table },
     );
     const columns = def.columns;
-    assert.deepEqual(ddl.filter((c) => columns.includes(c.name)).map((c) => c.name), columns, `${def.table}: insert columns, in the table's order`);
-    assert.deepEqual(ddl.filter((c) => !columns.includes(c.name) && c.default_kind === '').map((c) => c.name), [], `${def.table}: columns left out have a default`);
+    assert.deepEqual(
+      ddl.filter((c) => columns.includes(c.name)).map((c) => c.name),
+      columns,
+      `${def.table}: insert columns, in the table's order`,
+    );
+    assert.deepEqual(
+      ddl.filter((c) => !columns.includes(c.name) && c.default_kind === '').map((c) => c.name),
+      [],
+      `${def.table}: columns left out have a default`,
+    );
     for (const c of ddl.filter((x) => columns.includes(x.name))) {
       assert.equal(def.types[def.index(c.name)], kindOf(c.type), `${def.table}.${c.name} is ${c.type}`);
     }
@@ -59,7 +75,9 @@ test('a row of each table, written by its definition, reads back as written', as
       return true;
     });
     await h.insertFormatted({ table: def.table, columns: def.columns, format: 'TabSeparated', body: def.encode([sample]), settings: INSERT_SETTINGS });
-    const select = def.columns.map((c, i) => (def.types[i] === 'datetime64ms' ? `toUnixTimestamp64Milli(${c}) AS ${c}` : def.types[i] === 'string' ? `CAST(${c} AS String) AS ${c}` : c));
+    const select = def.columns.map((c, i) =>
+      def.types[i] === 'datetime64ms' ? `toUnixTimestamp64Milli(${c}) AS ${c}` : def.types[i] === 'string' ? `CAST(${c} AS String) AS ${c}` : c,
+    );
     const [back] = await rows<Record<string, unknown>>(h, `SELECT ${select.join(', ')} FROM ${h.database}.${def.table}`);
     assert.deepEqual(
       def.columns.map((c) => (typeof back?.[c] === 'string' || typeof back?.[c] === 'boolean' ? back[c] : Number(back?.[c]))),
@@ -75,7 +93,20 @@ test('row writers agree with encodeTsv over the column types', () => {
   APP_USAGE.writeRow(w, row);
   assert.deepEqual(w.finish(), encodeTsv([APP_USAGE.columns.map((c) => row[c])], APP_USAGE.types));
   const wd = new TsvWriter();
-  DEAD_LETTERS.writeRow(wd, { ts: 5, stream: 'USAGE', subject: 'usage.att.t1', stream_seq: 3, code: 'bad_frame', message: 'x', event_index: -1, payload_base64: 'AA==', rejected_count: 1, rejections: '[]', payload_bytes: 1, payload_truncated: false });
+  DEAD_LETTERS.writeRow(wd, {
+    ts: 5,
+    stream: 'USAGE',
+    subject: 'usage.att.t1',
+    stream_seq: 3,
+    code: 'bad_frame',
+    message: 'x',
+    event_index: -1,
+    payload_base64: 'AA==',
+    rejected_count: 1,
+    rejections: '[]',
+    payload_bytes: 1,
+    payload_truncated: false,
+  });
   assert.equal(wd.finish().toString(), '0.005\tUSAGE\tusage.att.t1\t3\tbad_frame\tx\t-1\tAA==\t1\t[]\t1\t0\n');
 });
 

@@ -47,10 +47,7 @@ test('escapes exactly backslash, tab, LF, CR and NUL', () => {
   w.string('x\ty').string('é\n').uint(0).int(-12).endRow();
   w.string('').string('\\N').uint(9007199254740991).int(-9007199254740991).endRow();
   assert.equal(w.rows, 2);
-  assert.equal(
-    w.finish().toString('utf8'),
-    'x\\ty\té\\n\t0\t-12\n' + '\t\\\\N\t9007199254740991\t-9007199254740991\n',
-  );
+  assert.equal(w.finish().toString('utf8'), 'x\\ty\té\\n\t0\t-12\n' + '\t\\\\N\t9007199254740991\t-9007199254740991\n');
   assert.equal(w.rows, 0);
 });
 
@@ -70,11 +67,14 @@ test('finish() hands over a buffer with its own ArrayBuffer (transferable)', () 
   assert.ok(b.buffer.byteLength < 8192, 'not a slice of the shared pool');
   const ab = b.buffer as ArrayBuffer;
   structuredClone(ab, { transfer: [ab] });
-  assert.equal(ab.byteLength, 0, "detached after transfer");
+  assert.equal(ab.byteLength, 0, 'detached after transfer');
 });
 
 test('values that do not fit are rejected with their row and column', () => {
-  assert.throws(() => encodeTsv([[1], [-1]], ['uint']), (e: unknown) => e instanceof TsvEncodeError && e.row === 1 && e.column === 0);
+  assert.throws(
+    () => encodeTsv([[1], [-1]], ['uint']),
+    (e: unknown) => e instanceof TsvEncodeError && e.row === 1 && e.column === 0,
+  );
   assert.throws(() => encodeTsv([[1.5]], ['uint']), TsvEncodeError);
   assert.throws(() => encodeTsv([[2 ** 53]], ['int']), TsvEncodeError);
   assert.throws(() => encodeTsv([['x']], ['datetime64ms']), TsvEncodeError);
@@ -104,7 +104,7 @@ test('nasty strings round-trip through ClickHouse exactly', async () => {
     '\\',
     '\t',
     '\n',
-    "single ' and double \" quotes",
+    'single \' and double " quotes',
     '\b\f\v\x01\x1f\x7f',
     'é\t\\ after non-ASCII',
     'Zürich — Straße, 東京, Москва',
@@ -124,7 +124,14 @@ test('nasty strings round-trip through ClickHouse exactly', async () => {
   for (const r of rows) assert.equal(r.s, strings[r.id], `string #${r.id}`);
   // Byte-exact too (JSON output could hide a difference).
   const hex = await select<{ id: number; h: string }>(`SELECT id, hex(s) AS h FROM ${ch.database}.${name} ORDER BY id`);
-  for (const r of hex) assert.equal(r.h, Buffer.from(strings[r.id] ?? '', 'utf8').toString('hex').toUpperCase(), `bytes of #${r.id}`);
+  for (const r of hex)
+    assert.equal(
+      r.h,
+      Buffer.from(strings[r.id] ?? '', 'utf8')
+        .toString('hex')
+        .toUpperCase(),
+      `bytes of #${r.id}`,
+    );
 });
 
 test('a lone surrogate becomes U+FFFD (UTF-8 cannot carry it)', async () => {
@@ -136,16 +143,14 @@ test('a lone surrogate becomes U+FFFD (UTF-8 cannot carry it)', async () => {
 
 test('DateTime64(3) round-trips to the millisecond, 1900 to 2199', async () => {
   const values = [
-    0, 1, 5, 999, 1000, 1001, 60_000, 999_999_999_999, 1_000_000_000_000, 1_764_000_000_123, 1_764_000_000_005,
-    4_102_444_800_999, 7_258_118_399_999, -1, -999, -1000, -1001, -2_208_988_800_000,
+    0, 1, 5, 999, 1000, 1001, 60_000, 999_999_999_999, 1_000_000_000_000, 1_764_000_000_123, 1_764_000_000_005, 4_102_444_800_999, 7_258_118_399_999, -1, -999,
+    -1000, -1001, -2_208_988_800_000,
   ];
   const name = await table("id UInt32, ts DateTime64(3, 'UTC')");
   const w = new TsvWriter();
   values.forEach((ms, i) => w.uint(i).dateTime64(ms).endRow());
   await insert(name, ['id', 'ts'], w.finish());
-  const rows = await select<{ id: number; ms: string }>(
-    `SELECT id, toString(toUnixTimestamp64Milli(ts)) AS ms FROM ${ch.database}.${name} ORDER BY id`,
-  );
+  const rows = await select<{ id: number; ms: string }>(`SELECT id, toString(toUnixTimestamp64Milli(ts)) AS ms FROM ${ch.database}.${name} ORDER BY id`);
   assert.deepEqual(
     rows.map((r) => Number(r.ms)),
     values,
@@ -153,9 +158,7 @@ test('DateTime64(3) round-trips to the millisecond, 1900 to 2199', async () => {
   // Date objects take the same path.
   const name2 = await table("ts DateTime64(3, 'UTC')");
   await insert(name2, ['ts'], encodeTsv([[new Date(1_764_000_000_042)]]));
-  assert.deepEqual(await select(`SELECT toString(toUnixTimestamp64Milli(ts)) AS ms FROM ${ch.database}.${name2}`), [
-    { ms: '1764000000042' },
-  ]);
+  assert.deepEqual(await select(`SELECT toString(toUnixTimestamp64Milli(ts)) AS ms FROM ${ch.database}.${name2}`), [{ ms: '1764000000042' }]);
 });
 
 test("chdb's default best_effort parsing misreads short timestamps (why inserts pin 'basic')", async () => {
@@ -167,19 +170,22 @@ test("chdb's default best_effort parsing misreads short timestamps (why inserts 
 });
 
 test('integers (UInt64 to 2^64-1), floats, booleans and enums round-trip', async () => {
-  const name = await table(
-    "id UInt32, u UInt64, i Int64, i32 Int32, f Float64, b Bool, e Enum8('allow' = 1, 'deny' = 2, 'unregistered' = 3)",
-  );
+  const name = await table("id UInt32, u UInt64, i Int64, i32 Int32, f Float64, b Bool, e Enum8('allow' = 1, 'deny' = 2, 'unregistered' = 3)");
   const w = new TsvWriter();
   w.uint(0).uint(0).int(0).int(0).float(0).bool(false).string('allow').endRow();
   w.uint(1).uint(Number.MAX_SAFE_INTEGER).int(-Number.MAX_SAFE_INTEGER).int(-2147483648).float(0.1).bool(true).string('deny').endRow();
   w.uint(2).bigint(18446744073709551615n).bigint(-9223372036854775808n).int(2147483647).float(1e-7).bool(true).string('unregistered').endRow();
   w.uint(3).uint(4294967296).int(4294967296).int(-1).float(1.7976931348623157e308).bool(false).string('allow').endRow();
-  w.uint(4).uint(1e15 + 7).int(-(1e15 + 7)).int(7).float(-2.5e-300).bool(false).string('allow').endRow();
+  w.uint(4)
+    .uint(1e15 + 7)
+    .int(-(1e15 + 7))
+    .int(7)
+    .float(-2.5e-300)
+    .bool(false)
+    .string('allow')
+    .endRow();
   await insert(name, ['id', 'u', 'i', 'i32', 'f', 'b', 'e'], w.finish());
-  const rows = await select<Record<string, unknown>>(
-    `SELECT id, toString(u) AS u, toString(i) AS i, i32, f, b, e FROM ${ch.database}.${name} ORDER BY id`,
-  );
+  const rows = await select<Record<string, unknown>>(`SELECT id, toString(u) AS u, toString(i) AS i, i32, f, b, e FROM ${ch.database}.${name} ORDER BY id`);
   assert.deepEqual(rows, [
     { id: 0, u: '0', i: '0', i32: 0, f: 0, b: false, e: 'allow' },
     { id: 1, u: '9007199254740991', i: '-9007199254740991', i32: -2147483648, f: 0.1, b: true, e: 'deny' },
@@ -197,9 +203,7 @@ test('NaN and infinities, and NULL by type inference', async () => {
     [2, Number.NEGATIVE_INFINITY, 'ok', undefined],
   ]);
   await insert(name, ['id', 'f', 's', 'n'], body);
-  const rows = await select<Record<string, unknown>>(
-    `SELECT id, toString(f) AS f, s, n FROM ${ch.database}.${name} ORDER BY id`,
-  );
+  const rows = await select<Record<string, unknown>>(`SELECT id, toString(f) AS f, s, n FROM ${ch.database}.${name} ORDER BY id`);
   // \N into a non-Nullable column takes the default (input_format_null_as_default).
   assert.deepEqual(rows, [
     { id: 0, f: 'nan', s: '', n: null },

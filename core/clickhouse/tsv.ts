@@ -368,16 +368,7 @@ function writeUint(b: Buffer, p: number, n: number): number {
 
 function writeUint32(b: Buffer, p: number, n: number): number {
   const digits =
-    n < 10 ? 1
-    : n < 100 ? 2
-    : n < 1000 ? 3
-    : n < 10000 ? 4
-    : n < 100000 ? 5
-    : n < 1000000 ? 6
-    : n < 10000000 ? 7
-    : n < 100000000 ? 8
-    : n < 1000000000 ? 9
-    : 10;
+    n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : n < 10000 ? 4 : n < 100000 ? 5 : n < 1000000 ? 6 : n < 10000000 ? 7 : n < 100000000 ? 8 : n < 1000000000 ? 9 : 10;
   let q = p + digits;
   while (n >= 10) {
     const m = (n / 10) >>> 0;

@@ -33,9 +33,7 @@ export class ConflictError extends ControlPlaneError {
   constructor(key: string, expectedRevision: number, options?: ErrorOptions) {
     super(
       ControlPlaneErrorCode.Conflict,
-      expectedRevision === 0
-        ? `${key} already exists`
-        : `${key} is no longer at revision ${expectedRevision}: it was changed or deleted meanwhile`,
+      expectedRevision === 0 ? `${key} already exists` : `${key} is no longer at revision ${expectedRevision}: it was changed or deleted meanwhile`,
       options,
     );
     this.name = 'ConflictError';

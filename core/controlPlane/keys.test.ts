@@ -20,14 +20,8 @@ test('each kind derives its scope and id from the value', () => {
   assert.equal(entityKey(refOf('plan', plan)), 'plan._global.pro');
   assert.equal(entityKey(refOf('enterprise', { id: 'acme', name: 'Acme', plan_id: 'pro', timezone: 'UTC' })), 'enterprise.acme.acme');
   assert.equal(entityKey(refOf('user', { id: 'u1', enterprise_id: 'acme', name: 'U', email: 'u@a' })), 'user.acme.u1');
-  assert.equal(
-    entityKey(refOf('user_role', { enterprise_id: 'acme', user_id: 'u1', role_id: 'sales', assigned_at: NOW })),
-    'user_role.acme.u1.sales',
-  );
-  assert.equal(
-    entityKey(refOf('role_policy', { enterprise_id: 'acme', role_id: 'sales', policy_id: 'p1', assigned_at: NOW })),
-    'role_policy.acme.sales.p1',
-  );
+  assert.equal(entityKey(refOf('user_role', { enterprise_id: 'acme', user_id: 'u1', role_id: 'sales', assigned_at: NOW })), 'user_role.acme.u1.sales');
+  assert.equal(entityKey(refOf('role_policy', { enterprise_id: 'acme', role_id: 'sales', policy_id: 'p1', assigned_at: NOW })), 'role_policy.acme.sales.p1');
   assert.deepEqual(refOf('tower', { id: 't1', location: 'NYC', region: 'ne', lat: 0, lon: 0, carrier_ids: [], status: 'active' }), {
     kind: 'tower',
     scope: GLOBAL_SCOPE,

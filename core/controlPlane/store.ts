@@ -6,14 +6,7 @@
 import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { Kvm, type KV, type KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import {
-  ClosedError,
-  ConflictError,
-  ControlPlaneError,
-  InvalidValueError,
-  NotFoundError,
-  UnavailableError,
-} from './errors.js';
+import { ClosedError, ConflictError, ControlPlaneError, InvalidValueError, NotFoundError, UnavailableError } from './errors.js';
 import { entityKey, refOf, scopeFilter, defaultScope, parseEntityKey, type EntityByKind, type EntityRef, type Kind } from './keys.js';
 
 export const CONTROL_BUCKET = 'towerwatch-control';

@@ -223,12 +223,33 @@ test('relations: roles of a user, policies and roles of each other, rules, devic
   await store.upsert('account', admin);
 
   const view = await openView();
-  assert.deepEqual(view.rolesOfUser('alice').map((r) => r.id).sort(), ['field', 'sales']);
+  assert.deepEqual(
+    view
+      .rolesOfUser('alice')
+      .map((r) => r.id)
+      .sort(),
+    ['field', 'sales'],
+  );
   assert.deepEqual(view.rolesOfUser('alice', 'globex'), []);
-  assert.deepEqual(view.rolesOfPolicy('p1').map((r) => r.id), ['sales']);
-  assert.deepEqual(view.policiesOfRole('sales').map((p) => p.id), ['p1']);
-  assert.deepEqual(view.policiesOfEnterprise('acme').map((p) => p.id), ['p1']);
-  assert.deepEqual(view.rulesOfPolicy('p1').map((r) => r.id).sort(), ['r1', 'r2']);
+  assert.deepEqual(
+    view.rolesOfPolicy('p1').map((r) => r.id),
+    ['sales'],
+  );
+  assert.deepEqual(
+    view.policiesOfRole('sales').map((p) => p.id),
+    ['p1'],
+  );
+  assert.deepEqual(
+    view.policiesOfEnterprise('acme').map((p) => p.id),
+    ['p1'],
+  );
+  assert.deepEqual(
+    view
+      .rulesOfPolicy('p1')
+      .map((r) => r.id)
+      .sort(),
+    ['r1', 'r2'],
+  );
   assert.equal(view.device('imei-hash-1')?.enterprise_id, 'acme');
   assert.equal(view.device('imei-hash-2')?.enterprise_id, 'globex');
   assert.equal(view.device('unknown'), undefined);
@@ -239,13 +260,19 @@ test('relations: roles of a user, policies and roles of each other, rules, devic
   const unassigned = nextChange(view, (c) => c.kinds.has('user_role'));
   await store.delete('user_role', 'acme', userRoleId('alice', 'field'));
   await unassigned;
-  assert.deepEqual(view.rolesOfUser('alice').map((r) => r.id), ['sales']);
+  assert.deepEqual(
+    view.rolesOfUser('alice').map((r) => r.id),
+    ['sales'],
+  );
 
   const assigned = nextChange(view, (c) => c.kinds.has('role_policy'));
   await store.upsert('policy', policy('acme', 'p2'));
   await store.upsert('role_policy', { enterprise_id: 'acme', role_id: 'field', policy_id: 'p2', assigned_at: NOW });
   await assigned;
-  assert.deepEqual(view.rolesOfPolicy('p2').map((r) => r.id), ['field']);
+  assert.deepEqual(
+    view.rolesOfPolicy('p2').map((r) => r.id),
+    ['field'],
+  );
   assert.ok(view.get('role_policy', 'acme', rolePolicyId('field', 'p2')));
 });
 

@@ -5,34 +5,9 @@
  */
 import type { KV, KvWatchEntry } from '@nats-io/kv';
 import type { NatsConnection, QueuedIterator } from '@nats-io/transport-node';
-import type {
-  Account,
-  Action,
-  App,
-  Carrier,
-  Device,
-  Enterprise,
-  Plan,
-  Policy,
-  PolicyRule,
-  Role,
-  RolePolicy,
-  Tower,
-  User,
-  UserRole,
-} from '../domain.js';
+import type { Account, Action, App, Carrier, Device, Enterprise, Plan, Policy, PolicyRule, Role, RolePolicy, Tower, User, UserRole } from '../domain.js';
 import { ClosedError, ControlPlaneError, UnavailableError } from './errors.js';
-import {
-  defaultScope,
-  enterpriseOfRef,
-  entityKey,
-  GLOBAL_SCOPE,
-  parseEntityKey,
-  type Entity,
-  type EntityByKind,
-  type EntityRef,
-  type Kind,
-} from './keys.js';
+import { defaultScope, enterpriseOfRef, entityKey, GLOBAL_SCOPE, parseEntityKey, type Entity, type EntityByKind, type EntityRef, type Kind } from './keys.js';
 import { decodeEntry, openControlBucket, type ControlBucketOptions, type StoredEntry, type Versioned } from './store.js';
 
 export const DEFAULT_OPEN_TIMEOUT_MS = 10_000;
@@ -527,4 +502,3 @@ function resolveAll<A extends { enterprise_id: string }, R>(
   }
   return out;
 }
-

@@ -18,11 +18,7 @@ export const DEFAULT_CONNECTION_OPTIONS = {
  * Connects to `url` (one URL or a comma-separated list) as client `name` (shown in the server's
  * monitoring). The first connect fails fast; only later disconnects are retried.
  */
-export async function connectNats(
-  url: string,
-  name: string,
-  options: Omit<NodeConnectionOptions, 'servers' | 'name'> = {},
-): Promise<NatsConnection> {
+export async function connectNats(url: string, name: string, options: Omit<NodeConnectionOptions, 'servers' | 'name'> = {}): Promise<NatsConnection> {
   const servers = url
     .split(',')
     .map((s) => s.trim())

@@ -8,7 +8,15 @@ import { retryFor, type RetryOptions } from '../retry.js';
 /** Errors of a broker that is away for now: no answer, no JetStream leader, a dropped connection. */
 const TRANSIENT = new Set(['TimeoutError', 'NoRespondersError', 'RequestError', 'JetStreamNotEnabled', 'ConnectionError']);
 /** Errors no retry can mend: our own connection is closed, or the request itself is wrong. */
-const PERMANENT = new Set(['ClosedConnectionError', 'DrainingConnectionError', 'InvalidSubjectError', 'InvalidArgumentError', 'PermissionViolationError', 'AuthorizationError', 'UserAuthenticationExpiredError']);
+const PERMANENT = new Set([
+  'ClosedConnectionError',
+  'DrainingConnectionError',
+  'InvalidSubjectError',
+  'InvalidArgumentError',
+  'PermissionViolationError',
+  'AuthorizationError',
+  'UserAuthenticationExpiredError',
+]);
 
 /**
  * True when the same call may well succeed in a few seconds. Judged by error name, not

@@ -151,7 +151,6 @@ async function readPortsFile(file: string): Promise<number | null> {
   }
 }
 
-
 /** util-linux `setpriv` (Essential on Debian/Ubuntu); without it a SIGKILLed parent can orphan the server. */
 const PDEATHSIG_WRAPPER: string | null = (() => {
   for (const candidate of ['/usr/bin/setpriv', '/bin/setpriv']) {
@@ -167,7 +166,12 @@ const PDEATHSIG_WRAPPER: string | null = (() => {
 
 /** Whether `binary` can be run (a path, or a name on PATH): with the wrapper, ENOENT is setpriv's exit 127. */
 function findBinary(binary: string, env: NodeJS.ProcessEnv): boolean {
-  const candidates = binary.includes('/') ? [binary] : (env['PATH'] ?? '').split(':').filter(Boolean).map((d) => join(d, binary));
+  const candidates = binary.includes('/')
+    ? [binary]
+    : (env['PATH'] ?? '')
+        .split(':')
+        .filter(Boolean)
+        .map((d) => join(d, binary));
   return candidates.some((c) => {
     try {
       accessSync(c, fsConstants.X_OK);
@@ -236,7 +240,10 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   if (PDEATHSIG_WRAPPER && !findBinary(binary, env)) {
     // Through the wrapper a missing binary is not a spawn ENOENT: say the same clear thing.
     await cleanupFiles();
-    throw await startError({ type: 'spawn_error', error: Object.assign(new Error(`spawn ${binary} ENOENT`), { code: 'ENOENT' }) }, { binary, host, requestedPort, startTimeoutMs, logTail: async () => '' });
+    throw await startError(
+      { type: 'spawn_error', error: Object.assign(new Error(`spawn ${binary} ENOENT`), { code: 'ENOENT' }) },
+      { binary, host, requestedPort, startTimeoutMs, logTail: async () => '' },
+    );
   }
   const out = new TailBuffer(OUTPUT_LINES);
   let child: ChildProcess;
@@ -274,11 +281,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     }
   };
 
-  type Outcome =
-    | { type: 'ready'; port: number }
-    | { type: 'exit'; exit: NatsServerExit }
-    | { type: 'spawn_error'; error: Error }
-    | { type: 'timeout' };
+  type Outcome = { type: 'ready'; port: number } | { type: 'exit'; exit: NatsServerExit } | { type: 'spawn_error'; error: Error } | { type: 'timeout' };
   let settled = false;
   const ready = (async (): Promise<Outcome> => {
     const deadline = Date.now() + startTimeoutMs;
@@ -367,11 +370,9 @@ async function startError(
     const code = (outcome.error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
       const where = ctx.binary.includes('/') ? `at ${ctx.binary}` : 'on PATH';
-      return new NatsServerError(
-        NatsServerErrorCode.NotFound,
-        `${ctx.binary} not found ${where}: install it with \`apt-get install nats-server\``,
-        { cause: outcome.error },
-      );
+      return new NatsServerError(NatsServerErrorCode.NotFound, `${ctx.binary} not found ${where}: install it with \`apt-get install nats-server\``, {
+        cause: outcome.error,
+      });
     }
     return new NatsServerError(NatsServerErrorCode.ExitedEarly, `could not start ${ctx.binary}: ${outcome.error.message}`, {
       cause: outcome.error,
@@ -379,10 +380,7 @@ async function startError(
   }
   const tail = await ctx.logTail(20);
   if (/address already in use/i.test(tail)) {
-    return new NatsServerError(
-      NatsServerErrorCode.PortInUse,
-      `port ${ctx.requestedPort} is already in use — set TOWERWATCH_NATS_PORT or NATS_URL`,
-    );
+    return new NatsServerError(NatsServerErrorCode.PortInUse, `port ${ctx.requestedPort} is already in use — set TOWERWATCH_NATS_PORT or NATS_URL`);
   }
   if (outcome.type === 'timeout') {
     return new NatsServerError(

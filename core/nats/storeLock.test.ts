@@ -48,7 +48,10 @@ test('a store owned by another live process is refused with a clear error', asyn
   const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)'], { stdio: 'ignore' });
   try {
     await writeFile(join(store, OWNER_PID_FILE), `${other.pid}\n`);
-    await assert.rejects(startNatsServer({ storeDir: store }), (err: unknown) => err instanceof NatsServerError && err.code === 'nats_store_in_use' && err.message.includes(`in use by process ${other.pid}`));
+    await assert.rejects(
+      startNatsServer({ storeDir: store }),
+      (err: unknown) => err instanceof NatsServerError && err.code === 'nats_store_in_use' && err.message.includes(`in use by process ${other.pid}`),
+    );
   } finally {
     other.kill('SIGKILL');
     await rm(store, { recursive: true, force: true });

@@ -49,9 +49,7 @@ export async function claimStore(storeDir: string): Promise<StoreClaim> {
   const owner = await readPid(ownerFile);
   // A pid can be reused: only a live node process counts as an owner.
   if (owner !== null && owner !== process.pid && processAlive(owner) && /\bnode\b|towerwatch/.test(await processCmdline(owner))) {
-    throw new Error(
-      `the NATS store ${storeDir} is in use by process ${owner} (another towerwatch up?): stop it first, or use another TOWERWATCH_DATA_DIR`,
-    );
+    throw new Error(`the NATS store ${storeDir} is in use by process ${owner} (another towerwatch up?): stop it first, or use another TOWERWATCH_DATA_DIR`);
   }
   await writeFile(ownerFile, `${process.pid}\n`, 'utf8');
 

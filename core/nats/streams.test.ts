@@ -48,7 +48,7 @@ test('ensureStreams creates, is idempotent, and restores a changed config', asyn
   assert.equal((await jsm.streams.info('REMEDIATION')).config.retention, 'workqueue');
 
   // Someone loosened a limit by hand: the next start-up puts it back.
-  await jsm.streams.update('DISCOVERY', { ...((await jsm.streams.info('DISCOVERY')).config), max_bytes: 1024 });
+  await jsm.streams.update('DISCOVERY', { ...(await jsm.streams.info('DISCOVERY')).config, max_bytes: 1024 });
   const third = await ensureStreams(jsm);
   assert.deepEqual(third.find((r) => r.name === 'DISCOVERY')?.action, 'updated');
   assert.equal((await jsm.streams.info('DISCOVERY')).config.max_bytes, STREAM_LIMITS.DISCOVERY.maxBytes);

@@ -66,8 +66,7 @@ export const STREAM_LIMITS: Readonly<Record<StreamName, StreamLimits>> = Object.
     maxBytes: 4 * GIB,
     duplicateWindowMs: DUPLICATE_WINDOW_MS,
     discard: 'old',
-    why:
-      'A day of frames lets the pipeline recover from an outage. Limits retention (not work queue) so tools can read the stream beside the pipeline consumer; discard old so a full stream never stops the towers.',
+    why: 'A day of frames lets the pipeline recover from an outage. Limits retention (not work queue) so tools can read the stream beside the pipeline consumer; discard old so a full stream never stops the towers.',
   },
   DISCOVERY: {
     name: DISCOVERY_STREAM,
@@ -115,8 +114,7 @@ export const STREAM_LIMITS: Readonly<Record<StreamName, StreamLimits>> = Object.
     maxBytes: 256 * MIB,
     duplicateWindowMs: DUPLICATE_WINDOW_MS,
     discard: 'new',
-    why:
-      'Work queue: a command is removed once the remediator acks it. Discard new so that a full queue is an error to the publisher rather than a silently dropped command; a day-old command is stale.',
+    why: 'Work queue: a command is removed once the remediator acks it. Discard new so that a full queue is an error to the publisher rather than a silently dropped command; a day-old command is stale.',
   },
 });
 
@@ -271,10 +269,7 @@ async function ensureStream(jsm: JetStreamManager, want: StreamConfig): Promise<
 }
 
 /** Creates or updates every towerwatch stream. Safe to call from every process at start-up. */
-export async function ensureStreams(
-  nc: NatsConnection | JetStreamManager,
-  options: EnsureStreamsOptions = {},
-): Promise<EnsureStreamResult[]> {
+export async function ensureStreams(nc: NatsConnection | JetStreamManager, options: EnsureStreamsOptions = {}): Promise<EnsureStreamResult[]> {
   const replicas = options.replicas ?? 1;
   if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) {
     throw new RangeError(`options.replicas must be an integer 1–5, got ${String(options.replicas)}`);

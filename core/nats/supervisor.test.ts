@@ -25,7 +25,10 @@ test('a killed server is started again on the same port and store; clients ride 
     assert.equal(ack.seq, 2, 'the store survived the restart');
     assert.notEqual(server.pid(), first);
     assert.equal(server.restarts(), 1);
-    assert.ok(lines.some((l) => /exited unexpectedly \(signal SIGKILL\); restarting it on port \d+/.test(l)), lines.join('\n'));
+    assert.ok(
+      lines.some((l) => /exited unexpectedly \(signal SIGKILL\); restarting it on port \d+/.test(l)),
+      lines.join('\n'),
+    );
     assert.equal(new URL(server.url.replace('nats:', 'http:')).port, String(server.port));
   } finally {
     await nc.close();

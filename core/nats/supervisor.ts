@@ -38,7 +38,11 @@ export async function startSupervisedNatsServer(options: SupervisedNatsServerOpt
   const { log = () => undefined, giveUpAfterMs = DEFAULT_GIVE_UP_AFTER_MS, ...serverOptions } = options;
   const first = await startNatsServer(serverOptions);
   // Later starts must come back where clients look: the port the first one got.
-  const again: NatsServerOptions = { ...serverOptions, port: first.port, ...(first.storeDir !== null && serverOptions.storeDir !== undefined ? { storeDir: first.storeDir } : {}) };
+  const again: NatsServerOptions = {
+    ...serverOptions,
+    port: first.port,
+    ...(first.storeDir !== null && serverOptions.storeDir !== undefined ? { storeDir: first.storeDir } : {}),
+  };
   let current: NatsServerHandle = first;
   let restarts = 0;
   let stopping = false;
