@@ -8,8 +8,10 @@
  * (`{"level":30,"time":…,"component":"pipeline","msg":"stored 1,000…"}`). `auto` picks text on
  * a TTY and JSON otherwise.
  */
-import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import { createRequire } from 'node:module';
+import type * as Pino from 'pino';
+import type { Logger } from 'pino';
+import type { PrettyOptions } from 'pino-pretty';
 import type { Config, LogFormat, LogLevel } from './config.js';
 
 /** How serious a line is; most are `info`. */
@@ -25,11 +27,17 @@ export interface LoggerOptions {
   readonly fd?: number;
 }
 
+// Loaded when a logger is made, not when this module is: every `towerwatch` command imports it,
+// and most (simulate, rules, accounts) never log.
+const require = createRequire(import.meta.url);
+
 export function createLogger(options: LoggerOptions): Logger {
+  const { pino } = require('pino') as typeof Pino;
   const fd = options.fd ?? 2;
   const tty = isTty(fd);
   const format = options.format === 'auto' ? (tty ? 'text' : 'json') : options.format;
   if (format === 'json') return pino({ level: options.level, base: { pid: process.pid } }, pino.destination({ dest: fd, sync: true }));
+  const pretty = require('pino-pretty') as (options: PrettyOptions) => NodeJS.WritableStream;
   const stream = pretty({
     destination: fd,
     sync: true,

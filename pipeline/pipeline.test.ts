@@ -31,8 +31,10 @@ import { Pipeline } from './pipeline.js';
 
 const nats = await withNats();
 // Test hooks of pipeline/worker.ts: a message on the first subject makes the worker throw, one
-// on the second ends the worker thread. Read by the workers when they start.
-const POISON_SUBJECT = 'usage.att.poison-tower';
+// on the second ends the worker thread. Read by the workers when they start. The thrown message
+// names the subject, so "timeout" in it checks that a worker's failure is never taken for a
+// broker outage (which would hand the message back for ever instead of dead-lettering it).
+const POISON_SUBJECT = 'usage.att.timeout-tower';
 const CRASH_SUBJECT = 'usage.att.crash-tower';
 process.env['TOWERWATCH_TEST_POISON_SUBJECT'] = POISON_SUBJECT;
 process.env['TOWERWATCH_TEST_CRASH_SUBJECT'] = CRASH_SUBJECT;

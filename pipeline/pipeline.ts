@@ -418,7 +418,11 @@ export class Pipeline extends ConsumerLoop {
       skipViolations,
       skipDeadLetters,
     };
-    const r = await this.#pool.run(task);
+    // A worker's failure is the data's or the code's, never a broker outage, whatever its message
+    // says ("timeout" in a thrown message must not hand the batch back for ever).
+    const r = await this.#pool.run(task).catch((err: unknown) => {
+      throw new WorkerTaskError(err);
+    });
     const token = createHash('sha1')
       .update(todo.map((m) => m.seq).join(','))
       .digest('hex');
@@ -470,8 +474,17 @@ export class Pipeline extends ConsumerLoop {
   }
 }
 
+/** A batch's worker task failed (threw, or its thread died). */
+export class WorkerTaskError extends Error {
+  constructor(cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause), { cause });
+    this.name = 'WorkerTaskError';
+  }
+}
+
 /** A dependency away for now (its retries spent), not a failure of the data. */
-function isOutage(err: unknown): boolean {
+export function isOutage(err: unknown): boolean {
+  if (err instanceof WorkerTaskError) return false;
   if (err instanceof ClickHouseSinkError && err.code === SinkErrorCode.RetriesExhausted) return true;
   return err instanceof RetryBudgetExhaustedError || isTransientNatsError(err);
 }
