@@ -223,7 +223,7 @@ describe('pipeline', () => {
     const beforeLost = pipeline.counters.workersLost;
     const good1 = [event(20_001, {}), event(20_002, {})];
     const good2 = [event(20_003, {}), event(20_004, {})];
-    const poison = encodeUsageFrame('att', 'poison-tower', [event(1, { tower: 'poison-tower' })]);
+    const poison = encodeUsageFrame('att', 'timeout-tower', [event(1, { tower: 'timeout-tower' })]);
     const crash = encodeUsageFrame('att', 'crash-tower', [event(1, { tower: 'crash-tower' })]);
     // Published together so that they tend to share a batch.
     const acks = await Promise.all([
@@ -251,10 +251,10 @@ describe('pipeline', () => {
         [crashSeq, 'processing_failed', -1, crash.length],
       ],
     );
-    assert.match(dead[0]!.message, /^processing_failed: test poison message on usage\.att\.poison-tower \(delivery \d+ of 3\)$/);
+    assert.match(dead[0]!.message, /^processing_failed: test poison message on usage\.att\.timeout-tower \(delivery \d+ of 3\)$/);
     assert.match(dead[1]!.message, /^processing_failed: .*worker exited/);
     assert.equal(await count("SELECT count() AS n FROM app_usage WHERE tower_id = 'tower123' AND event_id BETWEEN 20001 AND 20004"), 4);
-    assert.equal(await count("SELECT count() AS n FROM app_usage WHERE tower_id IN ('poison-tower', 'crash-tower')"), 0);
+    assert.equal(await count("SELECT count() AS n FROM app_usage WHERE tower_id IN ('timeout-tower', 'crash-tower')"), 0);
     const jsm = await jetstreamManager(nc);
     for (const seq of [poisonSeq, crashSeq]) {
       const dlq = await jsm.streams.getMessage(USAGE_DLQ_STREAM, { last_by_subj: `dlq.${seq === poisonSeq ? POISON_SUBJECT : CRASH_SUBJECT}` });
