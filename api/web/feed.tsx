@@ -178,33 +178,15 @@ export function Feed({ ctx }: { ctx: PageContext }) {
   return (
     <section class="feed-view">
       <div class="toolbar" role="toolbar" aria-label="Feed filters">
-        <label>
-          Severity
-          <select data-testid="filter-severity" value={filters.severity} onChange={set('severity')}>
-            <option value="">all</option>
-            {SEVERITIES.map((s) => (
-              <option value={s}>{s}</option>
-            ))}
-          </select>
-        </label>
-        <label>
-          App
-          <select data-testid="filter-app" value={filters.app} onChange={set('app')}>
-            <option value="">all</option>
-            {options.apps.map(([id, name]) => (
-              <option value={id}>{name}</option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Tower
-          <select data-testid="filter-tower" value={filters.tower} onChange={set('tower')}>
-            <option value="">all</option>
-            {options.towers.map(([id, location]) => (
-              <option value={id}>{location || id}</option>
-            ))}
-          </select>
-        </label>
+        <FilterSelect label="Severity" testid="filter-severity" value={filters.severity} onChange={set('severity')} options={SEVERITIES.map((s) => [s, s])} />
+        <FilterSelect label="App" testid="filter-app" value={filters.app} onChange={set('app')} options={options.apps} />
+        <FilterSelect
+          label="Tower"
+          testid="filter-tower"
+          value={filters.tower}
+          onChange={set('tower')}
+          options={options.towers.map(([id, location]) => [id, location || id])}
+        />
         <label>
           User
           <input data-testid="filter-user" type="search" placeholder="name or id" value={filters.user} onInput={set('user')} />
@@ -293,6 +275,27 @@ class AlertRow extends Component<{ alert: AlertMessage; selected: boolean; onSel
       </tr>
     );
   }
+}
+
+/** A toolbar filter: "all", or one of `options` given as [value, label]. */
+function FilterSelect(props: {
+  label: string;
+  testid: string;
+  value: string;
+  onChange: (e: Event) => void;
+  options: ReadonlyArray<readonly [string, string]>;
+}) {
+  return (
+    <label>
+      {props.label}
+      <select data-testid={props.testid} value={props.value} onChange={props.onChange}>
+        <option value="">all</option>
+        {props.options.map(([value, label]) => (
+          <option value={value}>{label}</option>
+        ))}
+      </select>
+    </label>
+  );
 }
 
 function matcher(f: Filters): (a: AlertMessage) => boolean {
