@@ -9,7 +9,7 @@ import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { qs } from './client.js';
 import type { AlertMessage, RemediationMessage } from './live.js';
 import type { PageContext } from './context.js';
-import { Empty, ErrorNote, Loading, SeverityBadge, time } from './ui.js';
+import { Empty, ErrorNote, GridHead, Loading, SeverityBadge, time } from './ui.js';
 
 const FEED_KEPT = 2000;
 /** Height of a feed row in px (styles.css `.feed-table tr`): the virtual list counts on it. */
@@ -216,16 +216,7 @@ export function Feed({ ctx }: { ctx: PageContext }) {
             <Empty>{filtered ? 'No violation matches these filters.' : 'No violations yet. New ones appear here as they happen.'}</Empty>
           ) : (
             <table class="grid feed-table">
-              <thead>
-                <tr>
-                  <th>Time</th>
-                  <th>Severity</th>
-                  <th>User</th>
-                  <th>App · action</th>
-                  <th>Tower</th>
-                  <th class="wide">Policy</th>
-                </tr>
-              </thead>
+              <GridHead columns={['Time', 'Severity', 'User', 'App · action', 'Tower', ['Policy', 'wide']]} />
               <tbody>
                 {first > 0 && <tr class="gap" style={{ height: `${first * ROW_H}px` }} aria-hidden="true" />}
                 {drawn.map((a) => (
