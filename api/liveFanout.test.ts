@@ -52,26 +52,8 @@ describe('live fan-out', () => {
     assert.deepEqual(counts, { alert: 3, alerts: 0 });
     const first = hub.received.get('acme')?.[0];
     // The view: no enterprise, coordinates or version; a date; an empty rule id is null.
-    assert.deepEqual(first, {
-      type: 'alert',
-      alert_id: 'a1',
-      user_id: 'u1',
-      user_name: 'John Doe',
-      device_id: 'd1',
-      app_id: 'slack',
-      app_name: 'Slack',
-      action: 'Upload File',
-      policy_id: 'p1',
-      policy_name: 'Admin Policy',
-      rule_id: null,
-      severity: 'high',
-      remediation: null,
-      tower_id: 't1',
-      tower_location: 'New York City',
-      region: 'US-NY',
-      carrier: 'att',
-      timestamp: '2026-01-01T00:00:00.000Z',
-    });
+    const { enterprise_id: _enterprise, ts: _ts, lat: _lat, lon: _lon, policy_version: _version, ...shown } = testAlert('a1');
+    assert.deepEqual(first, { type: 'alert', ...shown, rule_id: null, timestamp: '2026-01-01T00:00:00.000Z' });
   });
 
   it('filters on severity by topic, and on tower, app or user one socket at a time', () => {
