@@ -143,18 +143,17 @@ describe('/metrics', () => {
 });
 
 describe('sign-in limits: per username and address, with a growing wait', () => {
-  it('one address guessing a password does not lock the real user out elsewhere; its wait grows', async () => {
+  /** A server limiting sign-in failures (3 per username and address, the per-user ceiling and base wait given), and sign-ins as `username` from any address. */
+  async function signInLimits(username: string, limits: { loginFailuresPerUser: number; loginBackoffBaseSeconds: number }) {
     const server = await fx.startServer({
-      limits: {
-        perAccountPerMinute: 1_000_000,
-        loginAttemptsPerAddress: 1_000_000,
-        loginFailuresPerUserAddress: 3,
-        loginFailuresPerUser: 50,
-        loginBackoffBaseSeconds: 1,
-      },
+      limits: { perAccountPerMinute: 1_000_000, loginAttemptsPerAddress: 1_000_000, loginFailuresPerUserAddress: 3, ...limits },
     });
-    const login = (address: string, password: string): Promise<FixtureReply> =>
-      from(address, server.url, 'POST', '/auth/login', { username: 'viewer@acme', password });
+    const login = (address: string, password: string): Promise<FixtureReply> => from(address, server.url, 'POST', '/auth/login', { username, password });
+    return { server, login };
+  }
+
+  it('one address guessing a password does not lock the real user out elsewhere; its wait grows', async () => {
+    const { login } = await signInLimits('viewer@acme', { loginFailuresPerUser: 50, loginBackoffBaseSeconds: 1 });
     for (let i = 0; i < 3; i++) assertError(await login('127.0.0.2', 'wrong-wrong'), 401, 'invalid_credentials');
     const limited = await login('127.0.0.2', FIXTURE_PASSWORD);
     assertError(limited, 429, 'rate_limited');
@@ -174,17 +173,7 @@ describe('sign-in limits: per username and address, with a growing wait', () => 
   });
 
   it('a username guessed from many addresses backs off everywhere past a much higher ceiling', async () => {
-    const server = await fx.startServer({
-      limits: {
-        perAccountPerMinute: 1_000_000,
-        loginAttemptsPerAddress: 1_000_000,
-        loginFailuresPerUserAddress: 3,
-        loginFailuresPerUser: 6,
-        loginBackoffBaseSeconds: 30,
-      },
-    });
-    const login = (address: string, password: string): Promise<FixtureReply> =>
-      from(address, server.url, 'POST', '/auth/login', { username: 'analyst@acme', password });
+    const { server, login } = await signInLimits('analyst@acme', { loginFailuresPerUser: 6, loginBackoffBaseSeconds: 30 });
     for (const a of ['127.0.1.1', '127.0.1.2']) for (let i = 0; i < 2; i++) assertError(await login(a, 'wrong-wrong'), 401, 'invalid_credentials');
     // The real user signing in meanwhile does not wipe the guesses from everywhere else.
     assert.equal((await login('127.0.1.9', FIXTURE_PASSWORD)).status, 200);

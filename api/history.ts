@@ -4,7 +4,7 @@
  * filter on the per-minute projections' keys only (minute, not ts), so ClickHouse answers
  * them from the projections: thousands of pre-aggregated rows instead of millions of events.
  */
-import { type ClickHouseHandle, PER_MINUTE } from '../core/clickhouse/index.js';
+import { type ClickHouseHandle, PER_MINUTE, type RowObject, VIOLATIONS } from '../core/clickhouse/index.js';
 
 const MINUTE = PER_MINUTE.minute;
 /** The range on the projection key: the whole minutes that overlap [from, to). */
@@ -72,17 +72,7 @@ export async function dashboardMetrics(ch: ClickHouseHandle, q: RangeQuery & { b
       `SELECT app_id, app_name, tower_id, count() AS n FROM ${db}.app_usage WHERE ${MINUTE_RANGE} GROUP BY app_id, app_name, tower_id`,
       p,
     ),
-    rows<{
-      user_id: string;
-      user_name: string;
-      app_id: string;
-      app_name: string;
-      tower_id: string;
-      policy_id: string;
-      policy_name: string;
-      severity: string;
-      n: string;
-    }>(
+    rows<Omit<DashboardMetrics['violations_by'][number], 'violations'> & { severity: string; n: string }>(
       ch,
       `SELECT user_id, user_name, app_id, app_name, tower_id, policy_id, policy_name, severity, count() AS n FROM ${db}.violations WHERE ${MINUTE_RANGE}
        GROUP BY user_id, user_name, app_id, app_name, tower_id, policy_id, policy_name, severity ORDER BY n DESC LIMIT ${MAX_BREAKDOWN_ROWS}`,
@@ -188,29 +178,14 @@ export async function dashboardMetrics(ch: ClickHouseHandle, q: RangeQuery & { b
   };
 }
 
-export interface AlertRow {
-  alert_id: string;
-  ts: number;
-  user_id: string;
-  user_name: string;
-  device_id: string;
-  app_id: string;
-  app_name: string;
-  action_id: string;
-  action_name: string;
-  tower_id: string;
-  tower_location: string;
-  region: string;
-  carrier: string;
-  policy_id: string;
-  policy_name: string;
-  rule_id: string;
-  severity: string;
-  remediation: string;
-}
+/** What an alert read back leaves out of its violations row: the enterprise is the query's, the rest is bookkeeping. */
+const NOT_READ = ['enterprise_id', 'event_id', 'stream_seq', 'policy_version'] as const;
+export type AlertRow = Omit<RowObject<typeof VIOLATIONS>, (typeof NOT_READ)[number]>;
 
-const ALERT_COLUMNS = `alert_id, toUnixTimestamp64Milli(ts) AS ts_ms, user_id, user_name, device_id, app_id, app_name, action_id, action_name,
-  tower_id, tower_location, region, carrier, policy_id, policy_name, rule_id, severity, remediation`;
+const ALERT_COLUMNS = VIOLATIONS.columns
+  .filter((c) => !(NOT_READ as readonly string[]).includes(c))
+  .map((c) => (c === 'ts' ? 'toUnixTimestamp64Milli(ts) AS ts_ms' : c))
+  .join(', ');
 
 function toAlert(r: Record<string, unknown>): AlertRow {
   const { ts_ms, ...rest } = r;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Alert, LiveMessage } from '../core/live.js';
+import type { LiveMessage } from '../core/live.js';
+import { testAlert } from '../core/testing/alerts.js';
 import { HEARTBEAT_TOPIC, LiveFanout, type FanoutHub, type LiveFilters } from './liveFanout.js';
 
 /** A hub like uWS: topics with subscribed sockets; records what each socket received. */
@@ -35,33 +36,6 @@ class Recorder implements FanoutHub<string> {
   }
 }
 
-function alert(id: string, fields: Partial<Alert> = {}): Alert {
-  return {
-    alert_id: id,
-    enterprise_id: 'acme',
-    ts: Date.UTC(2026, 0, 1),
-    user_id: 'u1',
-    user_name: 'John Doe',
-    device_id: 'd1',
-    app_id: 'slack',
-    app_name: 'Slack',
-    action: 'Upload File',
-    tower_id: 't1',
-    tower_location: 'New York City',
-    region: 'US-NY',
-    lat: null,
-    lon: null,
-    carrier: 'att',
-    policy_id: 'p1',
-    policy_name: 'Admin Policy',
-    rule_id: '',
-    severity: 'high',
-    remediation: null,
-    policy_version: 'v1',
-    ...fields,
-  };
-}
-
 function setUp(sockets: Record<string, { enterprise: string; filters: LiveFilters }>): { hub: Recorder; fanout: LiveFanout<string> } {
   const hub = new Recorder();
   const fanout = new LiveFanout(hub);
@@ -72,32 +46,14 @@ function setUp(sockets: Record<string, { enterprise: string; filters: LiveFilter
 describe('live fan-out', () => {
   it('sends each alert to its enterprise only, as the page sees it', () => {
     const { hub, fanout } = setUp({ acme: { enterprise: 'acme', filters: {} }, globex: { enterprise: 'globex', filters: {} } });
-    const counts = fanout.alerts([alert('a1'), alert('g1', { enterprise_id: 'globex' }), alert('a2')]);
+    const counts = fanout.alerts([testAlert('a1'), testAlert('g1', { enterprise_id: 'globex' }), testAlert('a2')]);
     assert.deepEqual(hub.ids('acme'), { alert: ['a1', 'a2'], alerts: [] });
     assert.deepEqual(hub.ids('globex'), { alert: ['g1'], alerts: [] });
     assert.deepEqual(counts, { alert: 3, alerts: 0 });
     const first = hub.received.get('acme')?.[0];
     // The view: no enterprise, coordinates or version; a date; an empty rule id is null.
-    assert.deepEqual(first, {
-      type: 'alert',
-      alert_id: 'a1',
-      user_id: 'u1',
-      user_name: 'John Doe',
-      device_id: 'd1',
-      app_id: 'slack',
-      app_name: 'Slack',
-      action: 'Upload File',
-      policy_id: 'p1',
-      policy_name: 'Admin Policy',
-      rule_id: null,
-      severity: 'high',
-      remediation: null,
-      tower_id: 't1',
-      tower_location: 'New York City',
-      region: 'US-NY',
-      carrier: 'att',
-      timestamp: '2026-01-01T00:00:00.000Z',
-    });
+    const { enterprise_id: _enterprise, ts: _ts, lat: _lat, lon: _lon, policy_version: _version, ...shown } = testAlert('a1');
+    assert.deepEqual(first, { type: 'alert', ...shown, rule_id: null, timestamp: '2026-01-01T00:00:00.000Z' });
   });
 
   it('filters on severity by topic, and on tower, app or user one socket at a time', () => {
@@ -108,10 +64,10 @@ describe('live fan-out', () => {
       userAndSeverity: { enterprise: 'acme', filters: { user_id: 'u2', severity: ['critical'] } },
     });
     const counts = fanout.alerts([
-      alert('a1'),
-      alert('a2', { tower_id: 't2', severity: 'low' }),
-      alert('a3', { user_id: 'u2', severity: 'critical' }),
-      alert('a4', { user_id: 'u2' }),
+      testAlert('a1'),
+      testAlert('a2', { tower_id: 't2', severity: 'low' }),
+      testAlert('a3', { user_id: 'u2', severity: 'critical' }),
+      testAlert('a4', { user_id: 'u2' }),
     ]);
     assert.deepEqual(hub.ids('severe').alert, ['a1', 'a3', 'a4']);
     assert.deepEqual(hub.ids('low').alert, ['a2']);
@@ -127,7 +83,7 @@ describe('live fan-out', () => {
       batchedLow: { enterprise: 'acme', filters: { batch: true, severity: ['low'] } },
       batchedGlobex: { enterprise: 'globex', filters: { batch: true } },
     });
-    const counts = fanout.alerts([alert('a1'), alert('a2', { severity: 'medium' }), alert('g1', { enterprise_id: 'globex' })]);
+    const counts = fanout.alerts([testAlert('a1'), testAlert('a2', { severity: 'medium' }), testAlert('g1', { enterprise_id: 'globex' })]);
     assert.deepEqual(hub.ids('batched'), { alert: [], alerts: [['a1', 'a2']] });
     assert.deepEqual(hub.ids('batchedHigh'), { alert: [], alerts: [['a1']] });
     assert.deepEqual(hub.ids('batchedLow'), { alert: [], alerts: [] }, 'no empty batch');
@@ -152,7 +108,7 @@ describe('live fan-out', () => {
     assert.equal(hub.received.get('globex'), undefined);
 
     fanout.leave('tower', 'acme');
-    fanout.alerts([alert('a1')]);
+    fanout.alerts([testAlert('a1')]);
     assert.deepEqual(hub.ids('tower').alert, []);
     assert.deepEqual(hub.ids('plain').alert, ['a1']);
   });

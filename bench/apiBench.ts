@@ -13,9 +13,10 @@ import { fileURLToPath } from 'node:url';
 import { startApiServer } from '../api/server.js';
 import { migrate, openClickHouse } from '../core/clickhouse/index.js';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
-import { alertsSubject, encodeAlerts, type Alert } from '../core/live.js';
+import { alertsSubject, encodeAlerts } from '../core/live.js';
 import { connectNats, startNatsServer } from '../core/nats/index.js';
 import { seedDemoAccounts } from '../fixtures/accounts.js';
+import { briefAlert } from '../fixtures/briefEvents.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
 import { machine, writeResults } from './benchReport.js';
@@ -138,29 +139,9 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
         void (async () => {
           const perFrame = 10;
           for (let i = 0; i < opts.alerts; i += perFrame) {
-            const alerts = Array.from({ length: perFrame }, (_, k): Alert => ({
-              alert_id: `bench:${i + k}`,
-              enterprise_id: BRIEF.acme,
-              ts: Date.now(),
-              user_id: BRIEF.john,
-              user_name: 'John Doe',
-              device_id: BRIEF.johnDevice,
-              app_id: BRIEF.slack,
-              app_name: 'Slack',
-              action: 'Upload File',
-              tower_id: BRIEF.nycTower,
-              tower_location: 'New York City',
-              region: 'US-NY',
-              lat: 40.7,
-              lon: -74,
-              carrier: 'att',
-              policy_id: BRIEF.adminPolicy,
-              policy_name: 'Admin Policy',
-              rule_id: 'r1',
-              severity: 'high',
-              remediation: null,
-              policy_version: 'bench',
-            }));
+            const alerts = Array.from({ length: perFrame }, (_, k) =>
+              briefAlert(`bench:${i + k}`, { lat: 40.7, lon: -74, rule_id: 'r1', policy_version: 'bench' }),
+            );
             nc.publish(alertsSubject(BRIEF.acme), encodeAlerts(alerts));
             await new Promise((r) => setTimeout(r, (1000 * perFrame) / opts.alertRate));
           }

@@ -27,7 +27,7 @@ import { Random } from '../fixtures/random.js';
 import { createTrafficGenerator } from '../fixtures/traffic.js';
 import { createWorldClassifier } from '../fixtures/worldPolicies.js';
 import { DEFAULT_CONSUMER } from '../pipeline/pipeline.js';
-import { Up } from './upProcess.js';
+import { ownUpEnv, Up } from './upProcess.js';
 
 export interface ChaosOptions {
   /** Seconds of traffic, kills and fuzzing. */
@@ -245,14 +245,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   const random = new Random(seed);
   const started = performance.now();
   const dataDir = await mkdtemp(join(tmpdir(), 'towerwatch-chaos-'));
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    TOWERWATCH_DATA_DIR: dataDir,
-    TOWERWATCH_NATS_PORT: '0',
-    TOWERWATCH_API_PORT: '0',
-    TOWERWATCH_PIPELINE_PORT: '0',
-  };
-  delete env['NATS_URL'];
+  const env = ownUpEnv(dataDir);
   delete env['CLICKHOUSE_URL'];
   const failures: string[] = [];
   const killsByTarget: Record<KillTarget, number> = { 'nats-server': 0, up: 0 };

@@ -16,7 +16,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { chromium, type Browser, type BrowserContext, type Page, type WebSocketRoute } from 'playwright-core';
 import { alertsSubject, encodeAlerts, type Alert } from '../core/live.js';
 import { connectNats } from '../core/nats/index.js';
-import { briefEvent, publishFrame } from '../fixtures/briefEvents.js';
+import { briefAlert, briefEvent, publishFrame } from '../fixtures/briefEvents.js';
 import { BRIEF } from '../fixtures/world.js';
 import { startUp, upEnv, type Up } from './upHarness.js';
 
@@ -70,6 +70,15 @@ after(async () => {
   await up?.waitForExit(20_000).catch(() => up.kill());
 });
 
+/** Runs `body` on a signed-in page, then closes the page's browser context. */
+async function withPage(page: Page, body: (page: Page) => Promise<void>): Promise<void> {
+  try {
+    await body(page);
+  } finally {
+    await page.context().close();
+  }
+}
+
 async function signIn(username: string, viewport = { width: 1280, height: 800 }, prepare?: (context: BrowserContext) => Promise<void>): Promise<Page> {
   const context = await browser.newContext({ viewport });
   await prepare?.(context);
@@ -106,8 +115,7 @@ async function until(what: string, ms: number, cond: () => Promise<boolean> | bo
 
 describe('the dashboard page', () => {
   it('an admin signs in; the live feed grows; filters, pause and details work; Block device is carried out', async () => {
-    const page = await signIn('admin@acme');
-    try {
+    await withPage(await signIn('admin@acme'), async (page) => {
       await page.getByTestId('alert-row').first().waitFor({ timeout: 60_000 });
       const first = await received(page);
       await until('the feed to grow', 30_000, async () => (await received(page)) > first);
@@ -151,14 +159,11 @@ describe('the dashboard page', () => {
         /Block Device.*success.*by admin@acme/,
       );
       await shot(page, 'remediation');
-    } finally {
-      await page.context().close();
-    }
+    });
   });
 
   it('metrics show a live chart, top lists and towers with their locations for a picked range', async () => {
-    const page = await signIn('analyst@acme');
-    try {
+    await withPage(await signIn('analyst@acme'), async (page) => {
       await page.getByTestId('tab-metrics').click();
       await page.getByTestId('series-chart').locator('canvas').waitFor({ timeout: 20_000 });
       await page.getByTestId('tower-table').locator('tbody tr').first().waitFor({ timeout: 20_000 });
@@ -167,14 +172,11 @@ describe('the dashboard page', () => {
       await page.getByTestId('range-15m').and(page.locator('[aria-checked="true"]')).waitFor();
       await page.getByTestId('series-chart').locator('canvas').waitFor();
       await shot(page, 'metrics');
-    } finally {
-      await page.context().close();
-    }
+    });
   });
 
   it('a discovered device appears and is onboarded to a user', async () => {
-    const page = await signIn('admin@acme');
-    try {
+    await withPage(await signIn('admin@acme'), async (page) => {
       await page.getByTestId('tab-devices').click();
       // Listed (from earlier reports) or pushed live: the simulator reports new Acme phones every few seconds.
       await page.getByTestId('discovered-row').first().waitFor({ timeout: 90_000 });
@@ -190,32 +192,29 @@ describe('the dashboard page', () => {
       assert.equal(await page.locator(`[data-testid="discovered-row"][data-device-id="${id}"]`).count(), 0, 'no longer listed as discovered');
       const device = (await call(await tokenOf(page), 'GET', '/devices?limit=500')).json.devices.find((d: { id: string }) => d.id === id);
       assert.equal(device?.status === 'registered' || device?.status === 'active', true, JSON.stringify(device));
-    } finally {
-      await page.context().close();
-    }
+    });
   });
 
   it('editing a rule changes the verdicts, and the page says so', async () => {
-    const page = await signIn('admin@acme');
-    const js = jetstream(nc);
-    let eventId = 9_100_000_000;
-    const token = await tokenOf(page);
-    /** The verdict the pipeline gives the brief's event (John, Slack, Upload File) now. */
-    const verdictNow = async (): Promise<string> => {
-      const id = ++eventId;
-      // bytes_up marks the event: the usage log has no event ids.
-      const marker = 700_000 + (id % 100_000);
-      await publishFrame(js, 'att', BRIEF.nycTower, [briefEvent(id, { ts: Date.now(), bytes_up: marker })]);
-      let verdict = '';
-      await until(`the verdict of event ${id}`, 20_000, async () => {
-        const rows = (await call(token, 'GET', `/app-usage?user_id=${BRIEF.john}&range=15m&limit=500`)).json.app_usage as
-          Array<{ bytes_up: number; verdict: string; device_id: string }> | undefined;
-        verdict = rows?.find((r) => r.bytes_up === marker && r.device_id === BRIEF.johnDevice)?.verdict ?? '';
-        return verdict !== '';
-      });
-      return verdict;
-    };
-    try {
+    await withPage(await signIn('admin@acme'), async (page) => {
+      const js = jetstream(nc);
+      let eventId = 9_100_000_000;
+      const token = await tokenOf(page);
+      /** The verdict the pipeline gives the brief's event (John, Slack, Upload File) now. */
+      const verdictNow = async (): Promise<string> => {
+        const id = ++eventId;
+        // bytes_up marks the event: the usage log has no event ids.
+        const marker = 700_000 + (id % 100_000);
+        await publishFrame(js, 'att', BRIEF.nycTower, [briefEvent(id, { ts: Date.now(), bytes_up: marker })]);
+        let verdict = '';
+        await until(`the verdict of event ${id}`, 20_000, async () => {
+          const rows = (await call(token, 'GET', `/app-usage?user_id=${BRIEF.john}&range=15m&limit=500`)).json.app_usage as
+            Array<{ bytes_up: number; verdict: string; device_id: string }> | undefined;
+          verdict = rows?.find((r) => r.bytes_up === marker && r.device_id === BRIEF.johnDevice)?.verdict ?? '';
+          return verdict !== '';
+        });
+        return verdict;
+      };
       assert.equal(await verdictNow(), 'deny', 'the brief: Admin Policy denies John uploading with Slack');
       await page.getByTestId('tab-policies').click();
       const rule = page.locator(
@@ -228,14 +227,11 @@ describe('the dashboard page', () => {
       await page.getByTestId('policy-saved').filter({ hasText: 'The pipeline enforces it within a few seconds' }).waitFor({ timeout: 10_000 });
       await shot(page, 'policies');
       await until('the pipeline to allow it', 30_000, async () => (await verdictNow()) === 'allow');
-    } finally {
-      await page.context().close();
-    }
+    });
   });
 
   it('signing out ends the session: the page shows the sign-in form and the token is refused', async () => {
-    const page = await signIn('admin@acme');
-    try {
+    await withPage(await signIn('admin@acme'), async (page) => {
       const token = await tokenOf(page);
       assert.equal((await call(token, 'GET', '/me')).status, 200);
       await page.getByTestId('sign-out').click();
@@ -246,14 +242,11 @@ describe('the dashboard page', () => {
       await page.getByRole('button', { name: 'Sign in' }).click();
       await page.getByTestId('login-error').waitFor();
       await shot(page, 'login');
-    } finally {
-      await page.context().close();
-    }
+    });
   });
 
   it('a viewer sees no block, edit or onboard controls, and the api refuses them anyway', async () => {
-    const page = await signIn('viewer@acme');
-    try {
+    await withPage(await signIn('viewer@acme'), async (page) => {
       await page.getByTestId('alert-row').first().waitFor({ timeout: 60_000 });
       await page.getByTestId('pause').click();
       await page.getByTestId('alert-row').first().click();
@@ -274,14 +267,11 @@ describe('the dashboard page', () => {
           .status,
         403,
       );
-    } finally {
-      await page.context().close();
-    }
+    });
   });
 
   it('a carrier operator switches enterprise', async () => {
-    const page = await signIn('ops@carrier');
-    try {
+    await withPage(await signIn('ops@carrier'), async (page) => {
       const select = page.getByTestId('enterprise');
       const options = await page.evaluate<string[]>("[...document.querySelectorAll('[data-testid=enterprise] option')].map((o) => o.value)");
       assert.ok(options.includes(BRIEF.acme) && options.length > 1, options.join(','));
@@ -293,21 +283,16 @@ describe('the dashboard page', () => {
       await page.getByTestId('tab-devices').click();
       await page.getByTestId('registered').waitFor({ timeout: 10_000 });
       assert.equal(await page.getByTestId('onboard').count(), 0, 'carrier operators read only');
-    } finally {
-      await page.context().close();
-    }
+    });
   });
 
   it('works on a narrow screen', async () => {
-    const page = await signIn('admin@acme', { width: 390, height: 844 });
-    try {
+    await withPage(await signIn('admin@acme', { width: 390, height: 844 }), async (page) => {
       await page.getByTestId('alert-row').first().waitFor({ timeout: 60_000 });
       const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth');
       assert.ok(overflow <= 1, `the page is ${overflow}px wider than the screen`);
       await shot(page, 'narrow');
-    } finally {
-      await page.context().close();
-    }
+    });
   });
 
   it('a dropped live connection shows Reconnecting…, then Live again, and the feed carries on', async () => {
@@ -315,38 +300,37 @@ describe('the dashboard page', () => {
     // "down" refuses new connections the way a restarting api would.
     let down = false;
     const sockets: WebSocketRoute[] = [];
-    const page = await signIn('analyst@acme', undefined, (context) =>
-      context.routeWebSocket(/\/ws\/alerts/, (ws) => {
-        if (down) return ws.close({ code: 1013, reason: 'try again later' });
-        sockets.push(ws);
-        ws.connectToServer();
-      }),
-    );
-    try {
-      const state = page.getByTestId('live-state');
-      await page.getByTestId('alert-row').first().waitFor({ timeout: 60_000 });
-      down = true;
-      await (sockets.at(-1) ?? assert.fail('a routed socket')).close({ code: 1001, reason: 'going away' });
-      await state.filter({ hasText: /^Reconnecting…$/ }).waitFor({ timeout: 5_000 });
-      assert.match((await state.getAttribute('title')) ?? '', /going away|try again later/, 'says why');
-      await shot(page, 'reconnecting');
-      const during = await received(page);
-      await page.waitForTimeout(1_500);
-      assert.equal(await state.textContent(), 'Reconnecting…', 'still retrying while refused');
-      assert.equal(await received(page), during, 'nothing arrives while the connection is down');
+    await withPage(
+      await signIn('analyst@acme', undefined, (context) =>
+        context.routeWebSocket(/\/ws\/alerts/, (ws) => {
+          if (down) return ws.close({ code: 1013, reason: 'try again later' });
+          sockets.push(ws);
+          ws.connectToServer();
+        }),
+      ),
+      async (page) => {
+        const state = page.getByTestId('live-state');
+        await page.getByTestId('alert-row').first().waitFor({ timeout: 60_000 });
+        down = true;
+        await (sockets.at(-1) ?? assert.fail('a routed socket')).close({ code: 1001, reason: 'going away' });
+        await state.filter({ hasText: /^Reconnecting…$/ }).waitFor({ timeout: 5_000 });
+        assert.match((await state.getAttribute('title')) ?? '', /going away|try again later/, 'says why');
+        await shot(page, 'reconnecting');
+        const during = await received(page);
+        await page.waitForTimeout(1_500);
+        assert.equal(await state.textContent(), 'Reconnecting…', 'still retrying while refused');
+        assert.equal(await received(page), during, 'nothing arrives while the connection is down');
 
-      down = false;
-      await state.filter({ hasText: /^Live$/ }).waitFor({ timeout: 20_000 });
-      assert.ok(sockets.length >= 2, 'a new connection was made');
-      await until('the feed to grow again', 30_000, async () => (await received(page)) > during);
-    } finally {
-      await page.context().close();
-    }
+        down = false;
+        await state.filter({ hasText: /^Live$/ }).waitFor({ timeout: 20_000 });
+        assert.ok(sockets.length >= 2, 'a new connection was made');
+        await until('the feed to grow again', 30_000, async () => (await received(page)) > during);
+      },
+    );
   });
 
   it('the feed keeps up with 1,000 alerts/s (frames and main-thread time reported)', async () => {
-    const page = await signIn('viewer@acme');
-    try {
+    await withPage(await signIn('viewer@acme'), async (page) => {
       await page.getByTestId('feed').waitFor();
       await page.evaluate(`(() => {
         const perf = (window.__perf = { frames: [], longTasks: [] });
@@ -389,9 +373,7 @@ describe('the dashboard page', () => {
       assert.ok(report.alerts_received >= sent, `${report.alerts_received} of ${sent} alerts reached the page`);
       await page.locator(`[data-testid="alert-row"][data-alert-id="load:tower123:${sent - 1}"]`).waitFor({ timeout: 5000 });
       assert.ok(report.rows_shown > 0 && report.rows_shown <= 200, `rows drawn: ${report.rows_shown}`);
-    } finally {
-      await page.context().close();
-    }
+    });
   });
 
   it('renews the session without the user noticing: a page open past its first token stays live', async () => {
@@ -410,27 +392,5 @@ describe('the dashboard page', () => {
 });
 
 function syntheticAlert(i: number): Alert {
-  return {
-    alert_id: `load:tower123:${i}`,
-    enterprise_id: BRIEF.acme,
-    ts: Date.now(),
-    user_id: BRIEF.john,
-    user_name: 'John Doe',
-    device_id: BRIEF.johnDevice,
-    app_id: BRIEF.slack,
-    app_name: 'Slack',
-    action: 'Upload File',
-    tower_id: BRIEF.nycTower,
-    tower_location: 'New York City',
-    region: 'US-NY',
-    lat: 40.7128,
-    lon: -74.006,
-    carrier: 'att',
-    policy_id: BRIEF.adminPolicy,
-    policy_name: 'Admin Policy',
-    rule_id: null,
-    severity: ['low', 'medium', 'high', 'critical'][i % 4] as string,
-    remediation: null,
-    policy_version: 'load',
-  };
+  return briefAlert(`load:tower123:${i}`, { severity: ['low', 'medium', 'high', 'critical'][i % 4] as string, policy_version: 'load' });
 }

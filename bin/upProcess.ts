@@ -8,6 +8,24 @@ import { fileURLToPath } from 'node:url';
 export const CLI = fileURLToPath(new URL('./towerwatch.js', import.meta.url));
 export const HOST = '127.0.0.1';
 
+/**
+ * Environment for an `up` of its own: its data dir, no NATS_URL (so it starts its own
+ * nats-server), and port 0 for nats-server, the api and the pipeline's health server, which
+ * bind free ports themselves (a port picked beforehand could be taken before `up` binds it);
+ * `Up.natsUrl` and `Up.apiUrl` read back what `up` printed.
+ */
+export function ownUpEnv(dataDir: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    TOWERWATCH_DATA_DIR: dataDir,
+    TOWERWATCH_NATS_PORT: '0',
+    TOWERWATCH_API_PORT: '0',
+    TOWERWATCH_PIPELINE_PORT: '0',
+  };
+  delete env['NATS_URL'];
+  return env;
+}
+
 export interface Exit {
   code: number | null;
   signal: NodeJS.Signals | null;

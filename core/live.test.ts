@@ -11,34 +11,12 @@ import {
   enterpriseEventsSubject,
   enterpriseEventType,
   enterpriseOfSubject,
-  type Alert,
 } from './live.js';
+import { testAlert } from './testing/alerts.js';
 
 const packr = new Packr({ useRecords: false });
 
-const ALERT: Alert = {
-  alert_id: 'att:tower123:1',
-  enterprise_id: 'acme',
-  ts: 1_767_225_600_000,
-  user_id: 'u1',
-  user_name: 'John Doe',
-  device_id: 'd1',
-  app_id: 'slack',
-  app_name: 'Slack',
-  action: 'Upload File',
-  tower_id: 'tower123',
-  tower_location: 'New York City',
-  region: 'US-NY',
-  lat: 40.7,
-  lon: -74.01,
-  carrier: 'att',
-  policy_id: 'p1',
-  policy_name: 'Admin Policy',
-  rule_id: null,
-  severity: 'high',
-  remediation: 'block_device',
-  policy_version: 'abc',
-};
+const ALERT = testAlert('att:tower123:1', { tower_id: 'tower123', lat: 40.7, lon: -74.01, rule_id: null, remediation: 'block_device', policy_version: 'abc' });
 
 describe('live subjects', () => {
   it('spell alerts.<enterprise> and events.<enterprise>, and read the enterprise back', () => {

@@ -6,7 +6,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { qs } from './client.js';
 import type { PageContext } from './context.js';
 import type { DiscoveredDevice } from './live.js';
-import { ago, Empty, ErrorNote, Loading, useLoad } from './ui.js';
+import { ago, Empty, ErrorNote, GridHead, Loading, useLoad } from './ui.js';
 
 interface Registered {
   id: string;
@@ -71,16 +71,7 @@ export function DevicesView({ ctx }: { ctx: PageContext }) {
           <Empty>No device waiting: every device towers reported is registered, rejected or retired.</Empty>
         ) : (
           <table class="grid" data-testid="discovered">
-            <thead>
-              <tr>
-                <th>Device</th>
-                <th>Model · OS</th>
-                <th>First seen</th>
-                <th>Last seen</th>
-                <th>Carrier</th>
-                <th>{ctx.me.can.write ? 'Onboard' : ''}</th>
-              </tr>
-            </thead>
+            <GridHead columns={['Device', 'Model · OS', 'First seen', 'Last seen', 'Carrier', ctx.me.can.write ? 'Onboard' : '']} />
             <tbody>
               {all.map((d) => (
                 <DiscoveredRow key={d.id} ctx={ctx} device={d} users={users.data?.users ?? []} fresh={live.some((x) => x.id === d.id)} onDone={done} />
@@ -100,15 +91,7 @@ export function DevicesView({ ctx }: { ctx: PageContext }) {
           <Empty>No registered device yet.</Empty>
         ) : (
           <table class="grid" data-testid="registered">
-            <thead>
-              <tr>
-                <th>Device</th>
-                <th>User</th>
-                <th>Model · OS</th>
-                <th>Status</th>
-                <th>Last seen</th>
-              </tr>
-            </thead>
+            <GridHead columns={['Device', 'User', 'Model · OS', 'Status', 'Last seen']} />
             <tbody>
               {registered.data?.devices.map((d) => (
                 <tr key={d.id} data-device-id={d.id}>

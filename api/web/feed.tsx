@@ -9,7 +9,7 @@ import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { qs } from './client.js';
 import type { AlertMessage, RemediationMessage } from './live.js';
 import type { PageContext } from './context.js';
-import { Empty, ErrorNote, Loading, SeverityBadge, time } from './ui.js';
+import { Empty, ErrorNote, GridHead, Loading, SeverityBadge, time } from './ui.js';
 
 const FEED_KEPT = 2000;
 /** Height of a feed row in px (styles.css `.feed-table tr`): the virtual list counts on it. */
@@ -178,33 +178,15 @@ export function Feed({ ctx }: { ctx: PageContext }) {
   return (
     <section class="feed-view">
       <div class="toolbar" role="toolbar" aria-label="Feed filters">
-        <label>
-          Severity
-          <select data-testid="filter-severity" value={filters.severity} onChange={set('severity')}>
-            <option value="">all</option>
-            {SEVERITIES.map((s) => (
-              <option value={s}>{s}</option>
-            ))}
-          </select>
-        </label>
-        <label>
-          App
-          <select data-testid="filter-app" value={filters.app} onChange={set('app')}>
-            <option value="">all</option>
-            {options.apps.map(([id, name]) => (
-              <option value={id}>{name}</option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Tower
-          <select data-testid="filter-tower" value={filters.tower} onChange={set('tower')}>
-            <option value="">all</option>
-            {options.towers.map(([id, location]) => (
-              <option value={id}>{location || id}</option>
-            ))}
-          </select>
-        </label>
+        <FilterSelect label="Severity" testid="filter-severity" value={filters.severity} onChange={set('severity')} options={SEVERITIES.map((s) => [s, s])} />
+        <FilterSelect label="App" testid="filter-app" value={filters.app} onChange={set('app')} options={options.apps} />
+        <FilterSelect
+          label="Tower"
+          testid="filter-tower"
+          value={filters.tower}
+          onChange={set('tower')}
+          options={options.towers.map(([id, location]) => [id, location || id])}
+        />
         <label>
           User
           <input data-testid="filter-user" type="search" placeholder="name or id" value={filters.user} onInput={set('user')} />
@@ -234,16 +216,7 @@ export function Feed({ ctx }: { ctx: PageContext }) {
             <Empty>{filtered ? 'No violation matches these filters.' : 'No violations yet. New ones appear here as they happen.'}</Empty>
           ) : (
             <table class="grid feed-table">
-              <thead>
-                <tr>
-                  <th>Time</th>
-                  <th>Severity</th>
-                  <th>User</th>
-                  <th>App · action</th>
-                  <th>Tower</th>
-                  <th class="wide">Policy</th>
-                </tr>
-              </thead>
+              <GridHead columns={['Time', 'Severity', 'User', 'App · action', 'Tower', ['Policy', 'wide']]} />
               <tbody>
                 {first > 0 && <tr class="gap" style={{ height: `${first * ROW_H}px` }} aria-hidden="true" />}
                 {drawn.map((a) => (
@@ -293,6 +266,27 @@ class AlertRow extends Component<{ alert: AlertMessage; selected: boolean; onSel
       </tr>
     );
   }
+}
+
+/** A toolbar filter: "all", or one of `options` given as [value, label]. */
+function FilterSelect(props: {
+  label: string;
+  testid: string;
+  value: string;
+  onChange: (e: Event) => void;
+  options: ReadonlyArray<readonly [string, string]>;
+}) {
+  return (
+    <label>
+      {props.label}
+      <select data-testid={props.testid} value={props.value} onChange={props.onChange}>
+        <option value="">all</option>
+        {props.options.map(([value, label]) => (
+          <option value={value}>{label}</option>
+        ))}
+      </select>
+    </label>
+  );
 }
 
 function matcher(f: Filters): (a: AlertMessage) => boolean {

@@ -6,7 +6,7 @@
 import { useState } from 'preact/hooks';
 import { qs } from './client.js';
 import type { PageContext } from './context.js';
-import { Empty, ErrorNote, Loading, SeverityBadge, time, useLoad } from './ui.js';
+import { Empty, ErrorNote, GridHead, Loading, SeverityBadge, time, useLoad } from './ui.js';
 
 interface Rule {
   policy_rule_id: string;
@@ -69,17 +69,7 @@ export function PoliciesView({ ctx }: { ctx: PageContext }) {
               <Empty>No rules: the default applies.</Empty>
             ) : (
               <table class="grid compact">
-                <thead>
-                  <tr>
-                    <th>Role</th>
-                    <th>App</th>
-                    <th>Action</th>
-                    <th>Permission</th>
-                    <th>Severity</th>
-                    <th>Remediation</th>
-                    <th />
-                  </tr>
-                </thead>
+                <GridHead columns={['Role', 'App', 'Action', 'Permission', 'Severity', 'Remediation', '']} />
                 <tbody>
                   {p.rules.map((r) => (
                     <RuleRow

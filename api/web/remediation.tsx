@@ -3,7 +3,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { qs } from './client.js';
 import type { PageContext } from './context.js';
 import type { RemediationMessage } from './live.js';
-import { dateTime, Empty, ErrorNote, Loading, useLoad } from './ui.js';
+import { dateTime, Empty, ErrorNote, GridHead, Loading, useLoad } from './ui.js';
 
 type Action = Omit<RemediationMessage, 'type'> & { requested_by?: string | null };
 
@@ -39,18 +39,7 @@ export function RemediationView({ ctx }: { ctx: PageContext }) {
         <Empty>No remedial action in the last 7 days.</Empty>
       ) : (
         <table class="grid" data-testid="remediation-log">
-          <thead>
-            <tr>
-              <th>Time</th>
-              <th>Action</th>
-              <th>Status</th>
-              <th>Trigger</th>
-              <th>Device</th>
-              <th>Tower</th>
-              <th class="num">Attempts</th>
-              <th class="wide">Reason</th>
-            </tr>
-          </thead>
+          <GridHead columns={['Time', 'Action', 'Status', 'Trigger', 'Device', 'Tower', ['Attempts', 'num'], ['Reason', 'wide']]} />
           <tbody>
             {all.map((a) => (
               <tr key={a.action_id} data-testid="remediation-row" data-alert-id={a.alert_id}>

@@ -15,6 +15,15 @@ export function Empty({ children }: { children: ComponentChildren }) {
   return <p class="state empty">{children}</p>;
 }
 
+/** A grid's header row: a column is its label, or [label, class]. */
+export function GridHead({ columns }: { columns: ReadonlyArray<string | readonly [label: string, className: string]> }) {
+  return (
+    <thead>
+      <tr>{columns.map((c) => (typeof c === 'string' ? <th>{c}</th> : <th class={c[1]}>{c[0]}</th>))}</tr>
+    </thead>
+  );
+}
+
 export function ErrorNote({ error, retry }: { error: unknown; retry?: () => void }) {
   if (error === null || error === undefined) return null;
   return (
