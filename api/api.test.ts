@@ -8,15 +8,16 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import type { JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import WebSocket from 'ws';
-import { ControlPlaneStore } from '../core/controlPlane/index.js';
+import type { ControlPlaneStore } from '../core/controlPlane/index.js';
 import type { DiscoveryReport, UsageEvent } from '../core/domain.js';
 import { enterpriseEventsSubject } from '../core/live.js';
 import { hashPassword } from '../core/passwords.js';
-import { discoverySubject, ensureStreams } from '../core/nats/index.js';
+import { discoverySubject } from '../core/nats/index.js';
 import { discoveryMsgId, encodeDiscoveryFrame } from '../core/wire.js';
+import { connectControlPlane } from '../core/testing/controlPlaneFixture.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { until } from '../core/testing/until.js';
 import { DEMO_CARRIER, seedDemoAccounts } from '../fixtures/accounts.js';
@@ -124,12 +125,10 @@ class Socket {
 const wsUrl = (server: ApiServer, query: string): string => `${server.url.replace('http', 'ws')}/ws/alerts?${query}`;
 
 before(async () => {
-  nc = await nats.connect();
-  js = jetstream(nc);
-  await ensureStreams(nc);
-  store = await ControlPlaneStore.open(nc);
-  await seedWorld(store, world);
-  await seedDemoAccounts(store, PASSWORD);
+  ({ nc, js, store } = await connectControlPlane(nats, async (s) => {
+    await seedWorld(s, world);
+    await seedDemoAccounts(s, PASSWORD);
+  }));
   // An enterprise with no devices on the demo carrier's network, and an account of it.
   await store.create('enterprise', { id: 'initech', name: 'Initech', plan_id: 'business', timezone: 'UTC', carrier_ids: ['rogers'] });
   await store.create('account', {

@@ -31,19 +31,19 @@ export function loadConfigOrExit(): Config {
 
 /** commander argument parsers whose messages name the flag. */
 export function integerOption(flag: string, allowZero = false): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < 0 || (!allowZero && n === 0))
-      throw new InvalidArgumentError(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got '${value}'`);
-    return n;
-  };
+  return positiveOption(flag, allowZero, Number.isSafeInteger, 'integer');
 }
 
 export function numberOption(flag: string, allowZero = false): (value: string) => number {
+  return positiveOption(flag, allowZero, Number.isFinite, 'number');
+}
+
+/** A parser of a positive (or, with `allowZero`, non-negative) value that passes `valid`. */
+function positiveOption(flag: string, allowZero: boolean, valid: (n: number) => boolean, noun: string): (value: string) => number {
   return (value) => {
     const n = Number(value);
-    if (!Number.isFinite(n) || n < 0 || (!allowZero && n === 0))
-      throw new InvalidArgumentError(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} number, got '${value}'`);
+    if (!valid(n) || n < 0 || (!allowZero && n === 0))
+      throw new InvalidArgumentError(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} ${noun}, got '${value}'`);
     return n;
   };
 }

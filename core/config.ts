@@ -7,6 +7,7 @@
  */
 import { resolve } from 'node:path';
 import { z } from 'zod';
+import { CodedError } from './codedError.js';
 
 /** pino's level names, in order of severity, plus `silent`. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -236,12 +237,10 @@ export interface ConfigIssue {
 }
 
 /** Invalid environment: `issues` has one entry per offending variable; the message lists them all. */
-export class ConfigError extends Error {
-  readonly code = 'invalid_config';
+export class ConfigError extends CodedError<'invalid_config'> {
   readonly issues: readonly ConfigIssue[];
   constructor(issues: readonly ConfigIssue[], options?: ErrorOptions) {
-    super(`invalid configuration:\n${issues.map((i) => `  - ${i.message}`).join('\n')}`, options);
-    this.name = 'ConfigError';
+    super('invalid_config', `invalid configuration:\n${issues.map((i) => `  - ${i.message}`).join('\n')}`, options);
     this.issues = issues;
   }
 }
@@ -268,81 +267,55 @@ function isHttpUrl(s: string): boolean {
   }
 }
 
+/** A variable that may be unset: `dflt` (null: none) when it is. */
+const orDefault = <T, D>(schema: z.ZodType<T, string>, dflt: D) => schema.optional().transform((v) => v ?? dflt);
+
 const integer = (min: number, max: number, dflt: number) =>
-  z
-    .string()
-    .regex(/^\d+$/)
-    .transform(Number)
-    .pipe(z.number().int().min(min).max(max))
-    .optional()
-    .transform((v) => v ?? dflt);
+  orDefault(z.string().regex(/^\d+$/).transform(Number).pipe(z.number().int().min(min).max(max)), dflt);
+
+const host = (dflt: string) => orDefault(z.string().regex(/^[A-Za-z0-9.:_-]+$/), dflt);
+
+/** One of `values`, in any case. */
+const caseInsensitiveEnum = <const V extends readonly [string, ...string[]]>(values: V, dflt: V[number]) =>
+  orDefault(
+    z
+      .string()
+      .transform((s) => s.toLowerCase())
+      .pipe(z.enum(values)),
+    dflt,
+  );
 
 /** One schema per variable; messages are built from {@link CONFIG_VARIABLES}, not from zod's. */
 const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string | undefined> } = {
-  NATS_URL: z
-    .string()
-    .refine((s) => s.split(',').every((part) => isNatsUrl(part.trim())))
-    .transform((s) =>
-      s
-        .split(',')
-        .map((p) => p.trim())
-        .join(','),
-    )
-    .optional()
-    .transform((v) => v ?? null),
+  NATS_URL: orDefault(
+    z
+      .string()
+      .refine((s) => s.split(',').every((part) => isNatsUrl(part.trim())))
+      .transform((s) =>
+        s
+          .split(',')
+          .map((p) => p.trim())
+          .join(','),
+      ),
+    null,
+  ),
   TOWERWATCH_NATS_PORT: integer(0, 65535, DEFAULT_NATS_PORT),
-  CLICKHOUSE_URL: z
-    .string()
-    .refine(isHttpUrl)
-    .optional()
-    .transform((v) => v ?? null),
-  TOWERWATCH_DATA_DIR: z
-    .string()
-    .optional()
-    .transform((v) => v ?? DEFAULT_DATA_DIR),
+  CLICKHOUSE_URL: orDefault(z.string().refine(isHttpUrl), null),
+  TOWERWATCH_DATA_DIR: orDefault(z.string(), DEFAULT_DATA_DIR),
   TOWERWATCH_API_PORT: integer(0, 65535, DEFAULT_API_PORT),
-  TOWERWATCH_API_HOST: z
-    .string()
-    .regex(/^[A-Za-z0-9.:_-]+$/)
-    .optional()
-    .transform((v) => v ?? DEFAULT_API_HOST),
-  TOWERWATCH_JWT_SECRET: z
-    .string()
-    .min(MIN_JWT_SECRET_LENGTH)
-    .optional()
-    .transform((v) => v ?? null),
+  TOWERWATCH_API_HOST: host(DEFAULT_API_HOST),
+  TOWERWATCH_JWT_SECRET: orDefault(z.string().min(MIN_JWT_SECRET_LENGTH), null),
   TOWERWATCH_RATE_LIMIT: integer(1, 1_000_000, DEFAULT_RATE_LIMIT_PER_MINUTE),
   TOWERWATCH_ACCESS_TTL_SECONDS: integer(70, 86_400, DEFAULT_ACCESS_TTL_SECONDS),
   TOWERWATCH_RETENTION_DAYS: integer(1, MAX_RETENTION_DAYS, DEFAULT_RETENTION_DAYS),
-  TOWERWATCH_LOG_LEVEL: z
-    .string()
-    .transform((s) => s.toLowerCase())
-    .pipe(z.enum(LOG_LEVELS))
-    .optional()
-    .transform((v) => v ?? DEFAULT_LOG_LEVEL),
-  TOWERWATCH_LOG_FORMAT: z
-    .string()
-    .transform((s) => s.toLowerCase())
-    .pipe(z.enum(LOG_FORMATS))
-    .optional()
-    .transform((v) => v ?? DEFAULT_LOG_FORMAT),
-  TOWERWATCH_DEMO_PASSWORD: z
-    .string()
-    .optional()
-    .transform((v) => v ?? DEFAULT_DEMO_PASSWORD),
+  TOWERWATCH_LOG_LEVEL: caseInsensitiveEnum(LOG_LEVELS, DEFAULT_LOG_LEVEL),
+  TOWERWATCH_LOG_FORMAT: caseInsensitiveEnum(LOG_FORMATS, DEFAULT_LOG_FORMAT),
+  TOWERWATCH_DEMO_PASSWORD: orDefault(z.string(), DEFAULT_DEMO_PASSWORD),
   TOWERWATCH_NATS_RETRY_SECONDS: integer(1, 3600, DEFAULT_NATS_RETRY_SECONDS),
   TOWERWATCH_MAX_DELIVER: integer(1, MAX_MAX_DELIVER, DEFAULT_MAX_DELIVER),
   TOWERWATCH_PIPELINE_PORT: integer(0, 65535, DEFAULT_PIPELINE_PORT),
-  TOWERWATCH_PIPELINE_HOST: z
-    .string()
-    .regex(/^[A-Za-z0-9.:_-]+$/)
-    .optional()
-    .transform((v) => v ?? DEFAULT_PIPELINE_HOST),
-  TOWERWATCH_METRICS_TOKEN: z
-    .string()
-    .regex(new RegExp(`^[\\x21-\\x7e]{${MIN_METRICS_TOKEN_LENGTH},}$`))
-    .optional()
-    .transform((v) => v ?? null),
+  TOWERWATCH_PIPELINE_HOST: host(DEFAULT_PIPELINE_HOST),
+  TOWERWATCH_METRICS_TOKEN: orDefault(z.string().regex(new RegExp(`^[\\x21-\\x7e]{${MIN_METRICS_TOKEN_LENGTH},}$`)), null),
 };
 
 /** A URL (or comma-separated URLs) with every password replaced by `***`; unparseable userinfo too. */

@@ -4,27 +4,26 @@ import { jetstream } from '@nats-io/jetstream';
 import { connectNats, isTransientNatsError, publishWithRetry, startNatsServer } from './nats/index.js';
 import { backoffDelay, retryFor, RetryBudgetExhaustedError } from './retry.js';
 
+/** What `p` rejects with; null when it resolves. */
+const rejectionOf = (p: Promise<unknown>): Promise<unknown> =>
+  p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+
 test('backoff doubles from the initial delay, is capped, and jitters within half a step', () => {
-  assert.equal(
-    backoffDelay(1, 100, 2000, () => 0),
-    50,
-  );
-  assert.equal(
-    backoffDelay(1, 100, 2000, () => 1),
-    100,
-  );
-  assert.equal(
-    backoffDelay(3, 100, 2000, () => 1),
-    400,
-  );
-  assert.equal(
-    backoffDelay(30, 100, 2000, () => 1),
-    2000,
-  );
-  assert.equal(
-    backoffDelay(30, 100, 2000, () => 0),
-    1000,
-  );
+  // [attempt, random(), delay] with an initial delay of 100 ms and a cap of 2000 ms
+  const cases = [
+    [1, 0, 50],
+    [1, 1, 100],
+    [3, 1, 400],
+    [30, 1, 2000],
+    [30, 0, 1000],
+  ] as const;
+  for (const [attempt, random, delay] of cases) {
+    const jitter = () => random;
+    assert.equal(backoffDelay(attempt, 100, 2000, jitter), delay);
+  }
 });
 
 test('retries by elapsed time: gives up once the budget is spent, not after a count', async () => {
@@ -97,36 +96,20 @@ test('real NATS failures are classified: a broker away is transient, a closed co
   try {
     const js = jetstream(nc, { timeout: 300 });
     // No stream listens on this subject: JetStream answers no one (no responders).
-    const noStream = await js.publish('nowhere.at.all', new Uint8Array([1])).then(
-      () => null,
-      (e: unknown) => e,
-    );
+    const noStream = await rejectionOf(js.publish('nowhere.at.all', new Uint8Array([1])));
     assert.ok(noStream instanceof Error && isTransientNatsError(noStream), String(noStream));
-    const badSubject = await Promise.resolve()
-      .then(() => nc.publish('bad subject', 'x'))
-      .then(
-        () => null,
-        (e: unknown) => e,
-      );
+    const badSubject = await rejectionOf(Promise.resolve().then(() => nc.publish('bad subject', 'x')));
     assert.ok(badSubject instanceof Error && !isTransientNatsError(badSubject), String(badSubject));
 
     // Broker gone: a timeout, retried until the budget ends; back within the budget: it goes through.
     await server.stop();
-    const gone = await publishWithRetry(js, 'nowhere.at.all', new Uint8Array([1]), {}, { budgetMs: 600, initialDelayMs: 20, maxDelayMs: 100 }).then(
-      () => null,
-      (e: unknown) => e,
-    );
+    const gone = await rejectionOf(publishWithRetry(js, 'nowhere.at.all', new Uint8Array([1]), {}, { budgetMs: 600, initialDelayMs: 20, maxDelayMs: 100 }));
     assert.ok(gone instanceof RetryBudgetExhaustedError, String(gone));
     assert.ok(isTransientNatsError(gone.cause), String(gone.cause));
   } finally {
     await nc.close();
     await server.stop();
   }
-  const closed = await Promise.resolve()
-    .then(() => nc.publish('a.b', 'x'))
-    .then(
-      () => null,
-      (e: unknown) => e,
-    );
+  const closed = await rejectionOf(Promise.resolve().then(() => nc.publish('a.b', 'x')));
   assert.ok(closed instanceof Error && !isTransientNatsError(closed), String(closed));
 });

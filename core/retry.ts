@@ -5,6 +5,7 @@
  * step), so clients that failed together do not come back together.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { CodedError } from './codedError.js';
 
 /** @default 30 s: covers an election (~5.5 s) and a supervised broker restart with margin. */
 export const DEFAULT_RETRY_BUDGET_MS = 30_000;
@@ -32,15 +33,15 @@ export interface RetryInfo {
   error: unknown;
 }
 
-export class RetryBudgetExhaustedError extends Error {
-  readonly code = 'retry_budget_exhausted';
+export class RetryBudgetExhaustedError extends CodedError<'retry_budget_exhausted'> {
   readonly attempts: number;
   readonly elapsedMs: number;
   constructor(what: string, attempts: number, elapsedMs: number, cause: unknown) {
-    super(`${what}: gave up after ${attempts} attempts in ${(elapsedMs / 1000).toFixed(1)} s: ${cause instanceof Error ? cause.message : String(cause)}`, {
-      cause,
-    });
-    this.name = 'RetryBudgetExhaustedError';
+    super(
+      'retry_budget_exhausted',
+      `${what}: gave up after ${attempts} attempts in ${(elapsedMs / 1000).toFixed(1)} s: ${cause instanceof Error ? cause.message : String(cause)}`,
+      { cause },
+    );
     this.attempts = attempts;
     this.elapsedMs = elapsedMs;
   }

@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import { C1, Packr, Unpackr } from 'msgpackr';
 import { ID_PATTERN, type DiscoveryReport, type UsageEvent } from './domain.js';
+import { CodedError, type CodeOf } from './codedError.js';
 
 /** The version this codec writes and the only one it reads. */
 export const WIRE_VERSION = 1;
@@ -83,18 +84,10 @@ export const ENCODE_ERROR = {
   tooManyEvents: 'too_many_events',
   mixedFrame: 'mixed_frame',
 } as const;
-export type EncodeErrorCode = (typeof ENCODE_ERROR)[keyof typeof ENCODE_ERROR];
+export type EncodeErrorCode = CodeOf<typeof ENCODE_ERROR>;
 
 /** Thrown by the frame encoders for a frame the decoder would reject as a whole. */
-export class WireEncodeError extends Error {
-  override readonly name = 'WireEncodeError';
-  constructor(
-    readonly code: EncodeErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export class WireEncodeError extends CodedError<EncodeErrorCode> {}
 
 export interface FrameEncodeOptions {
   /**

@@ -4,6 +4,7 @@ import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.
 import type { UsageEvent } from '../core/domain.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { encodeUsageEvent, encodeUsageFrame } from '../core/wire.js';
+import { briefEvent } from '../fixtures/briefEvents.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { createTrafficGenerator } from '../fixtures/traffic.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
@@ -15,6 +16,8 @@ import { PolicyRegistry } from './policyRegistry.js';
 
 const nats = await withNats();
 const world = generateWorld({ seed: 3, enterprises: 3, usersPerEnterprise: 8, towers: 6 });
+/** A fixed time for the events, so that no verdict depends on when the test runs. */
+const BRIEF_TS = Date.parse('2025-06-12T14:00:00Z');
 
 describe('processBatch', () => {
   let view: ControlPlaneView;
@@ -34,17 +37,7 @@ describe('processBatch', () => {
   });
 
   it("denies John Doe's Slack upload, alerts with who and where, and asks for auto-remediation", () => {
-    const john: UsageEvent = {
-      event_id: 7,
-      ts: Date.parse('2025-06-12T14:00:00Z'),
-      carrier: 'att',
-      tower: BRIEF.nycTower,
-      device: BRIEF.johnDevice,
-      app: BRIEF.slack,
-      action: BRIEF.uploadFile,
-      bytes_up: 2048,
-      bytes_down: 100,
-    };
+    const john = briefEvent(7, { ts: BRIEF_TS, bytes_up: 2048, bytes_down: 100 });
     const out = processBatch([{ seq: 11, subject: 'usage.att.tower123', data: encodeUsageEvent(john) }], ctx);
     assert.equal(out.counts.events, 1);
     assert.equal(out.counts.violations, 1);
@@ -117,18 +110,7 @@ describe('processBatch', () => {
     assert.equal(out.storedSeqs.length, frames.length);
   });
 
-  const ev = (id: number, fields: Partial<UsageEvent> = {}): UsageEvent => ({
-    event_id: id,
-    ts: Date.parse('2025-06-12T14:00:00Z'),
-    carrier: 'att',
-    tower: BRIEF.nycTower,
-    device: BRIEF.johnDevice,
-    app: BRIEF.slack,
-    action: BRIEF.uploadFile,
-    bytes_up: 1,
-    bytes_down: 1,
-    ...fields,
-  });
+  const ev = (id: number, fields: Partial<UsageEvent> = {}): UsageEvent => briefEvent(id, { ts: BRIEF_TS, bytes_up: 1, bytes_down: 1, ...fields });
 
   it('the subject is the truth: a payload of another carrier or tower, or a malformed subject, is dead-lettered whole', () => {
     const forged = encodeUsageFrame('verizon', 'tower124', [

@@ -105,39 +105,25 @@ test('a token used on one connection does not leak into later inserts', async ()
   const h = await freshDatabase();
   const sink = new ClickHouseSink(h);
   await sink.insert('app_usage', batch(1, 5), { token: 'tok-A' });
-  // A plain client insert afterwards, no token: must be stored.
-  await h.client.insert({
-    table: `${h.database}.dead_letters`,
-    values: [
-      {
-        ts: new Date(BASE_TS).toISOString().replace('T', ' ').replace('Z', ''),
-        stream: 'USAGE',
-        subject: 's',
-        stream_seq: 1,
-        code: 'c',
-        message: 'm',
-        event_index: -1,
-        payload_base64: '',
-      },
-    ],
-    format: 'JSONEachRow',
-  });
-  await h.client.insert({
-    table: `${h.database}.dead_letters`,
-    values: [
-      {
-        ts: new Date(BASE_TS).toISOString().replace('T', ' ').replace('Z', ''),
-        stream: 'USAGE',
-        subject: 's',
-        stream_seq: 2,
-        code: 'c',
-        message: 'm',
-        event_index: -1,
-        payload_base64: '',
-      },
-    ],
-    format: 'JSONEachRow',
-  });
+  // Plain client inserts afterwards, no token: each must be stored.
+  for (const stream_seq of [1, 2]) {
+    await h.client.insert({
+      table: `${h.database}.dead_letters`,
+      values: [
+        {
+          ts: new Date(BASE_TS).toISOString().replace('T', ' ').replace('Z', ''),
+          stream: 'USAGE',
+          subject: 's',
+          stream_seq,
+          code: 'c',
+          message: 'm',
+          event_index: -1,
+          payload_base64: '',
+        },
+      ],
+      format: 'JSONEachRow',
+    });
+  }
   assert.equal(await count(h, `SELECT count() AS n FROM ${h.database}.dead_letters`), 2);
 });
 

@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ClickHouseError } from '@clickhouse/client';
 import { type ClickHouseHandle, type FormattedInsertFormat, type InsertTable, isInsertTable, queryStoredSeqs, ROW_TABLES } from '../core/clickhouse/index.js';
 import { backoffDelay, backoffStep } from '../core/retry.js';
+import { CodedError, type CodeOf } from '../core/codedError.js';
 
 export const DEFAULT_RETRY_INITIAL_DELAY_MS = 100;
 export const DEFAULT_RETRY_MAX_DELAY_MS = 5_000;
@@ -84,19 +85,16 @@ export const SinkErrorCode = {
   /** The sink was closed, or the insert was aborted. */
   Closed: 'sink_closed',
 } as const;
-export type SinkErrorCode = (typeof SinkErrorCode)[keyof typeof SinkErrorCode];
+export type SinkErrorCode = CodeOf<typeof SinkErrorCode>;
 
-export class ClickHouseSinkError extends Error {
-  readonly code: SinkErrorCode;
+export class ClickHouseSinkError extends CodedError<SinkErrorCode> {
   readonly table: string;
   readonly attempts: number;
   /** ClickHouse's error code and name (e.g. '27', 'CANNOT_PARSE_INPUT_ASSERTION_FAILED'), when it answered. */
   readonly clickhouseCode: string | undefined;
   readonly clickhouseType: string | undefined;
   constructor(code: SinkErrorCode, table: string, attempts: number, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'ClickHouseSinkError';
-    this.code = code;
+    super(code, message, options);
     this.table = table;
     this.attempts = attempts;
     const cause = options?.cause;

@@ -3,17 +3,17 @@
  * control-plane KV bucket), embedded ClickHouse, the seeded control plane.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
+import { jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { type ClickHouseHandle, migrate, openClickHouse } from '../core/clickhouse/index.js';
-import { CONTROL_BUCKET, ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
+import type { ClickHouseHandle } from '../core/clickhouse/index.js';
+import { CONTROL_BUCKET, type ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import type { DiscoveryReport } from '../core/domain.js';
 import { ALL_ENTERPRISE_EVENTS_SUBJECT, enterpriseEventsSubject } from '../core/live.js';
-import { DISCOVERY_DLQ_STREAM, discoverySubject, ensureStreams } from '../core/nats/index.js';
+import { DISCOVERY_DLQ_STREAM, discoverySubject } from '../core/nats/index.js';
+import { openTempClickHouse } from '../core/testing/clickhouseFixture.js';
+import { connectControlPlane } from '../core/testing/controlPlaneFixture.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { until } from '../core/testing/until.js';
 import { discoveryMsgId, encodeDiscoveryFrame } from '../core/wire.js';
@@ -37,18 +37,12 @@ describe('discovery worker', () => {
   const events: Array<{ subject: string; body: Record<string, any> }> = [];
 
   before(async () => {
-    nc = await nats.connect();
-    js = jetstream(nc);
-    await ensureStreams(nc);
-    store = await ControlPlaneStore.open(nc);
-    await seedWorld(store, world);
+    ({ nc, js, store } = await connectControlPlane(nats, (s) => seedWorld(s, world)));
     // An enterprise whose SIMs are on AT&T only: another carrier cannot claim devices for it.
     await store.create('enterprise', { id: 'attonly', name: 'AT&T Only Inc', plan_id: world.enterprises[0]!.plan_id, timezone: 'UTC', carrier_ids: ['att'] });
     view = await ControlPlaneView.open(nc);
     await until(() => view.enterprise('attonly') !== undefined, 5000, 'the view has the new enterprise');
-    dataDir = await mkdtemp(join(tmpdir(), 'tw-discovery-'));
-    ch = await openClickHouse({ clickhouseUrl: null, dataDir });
-    await migrate(ch, { retentionDays: 30 });
+    ({ dataDir, ch } = await openTempClickHouse('tw-discovery-', { retentionDays: 30 }));
     sink = new ClickHouseSink(ch);
     nc.subscribe(ALL_ENTERPRISE_EVENTS_SUBJECT, { callback: (_e, m) => void events.push({ subject: m.subject, body: m.json() }) });
     worker = await DiscoveryWorker.start({ nc, sink, view, store, log: () => undefined, lingerMs: 100 });

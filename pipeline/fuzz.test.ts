@@ -5,23 +5,22 @@
  * and no event is stored twice. TOWERWATCH_FUZZ_SEED replays a run.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import fc from 'fast-check';
-import { type ClickHouseHandle, migrate, openClickHouse } from '../core/clickhouse/index.js';
-import { ControlPlaneStore } from '../core/controlPlane/index.js';
-import { ensureStreams, USAGE_DLQ_STREAM } from '../core/nats/index.js';
+import type { ClickHouseHandle } from '../core/clickhouse/index.js';
+import { USAGE_DLQ_STREAM } from '../core/nats/index.js';
+import { openTempClickHouse } from '../core/testing/clickhouseFixture.js';
+import { connectControlPlane } from '../core/testing/controlPlaneFixture.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { until } from '../core/testing/until.js';
 import { frameCases, type FrameCase } from '../fixtures/frameFuzz.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { generateWorld } from '../fixtures/world.js';
-import { ClickHouseSink } from './clickhouseSink.js';
-import { Pipeline } from './pipeline.js';
+import type { Pipeline } from './pipeline.js';
+import { startTestPipeline } from './testing/pipelineFixture.js';
 
 const CASES = 300;
 const SEED = Number(process.env['TOWERWATCH_FUZZ_SEED'] || 20261204);
@@ -34,21 +33,9 @@ let pipeline: Pipeline;
 let ended = false;
 
 before(async () => {
-  nc = await nats.connect();
-  await ensureStreams(nc);
-  await seedWorld(await ControlPlaneStore.open(nc), generateWorld({ seed: 5, enterprises: 2, usersPerEnterprise: 2, towers: 3 }));
-  dataDir = await mkdtemp(join(tmpdir(), 'tw-fuzz-'));
-  ch = await openClickHouse({ clickhouseUrl: null, dataDir });
-  await migrate(ch, { retentionDays: 3650 });
-  pipeline = await Pipeline.start({
-    nc,
-    natsUrl: nats.url,
-    sink: new ClickHouseSink(ch),
-    threads: 2,
-    cacheDir: join(dataDir, 'wasm'),
-    maxDeliver: 2,
-    retryDelayMs: 100,
-  });
+  ({ nc } = await connectControlPlane(nats, (s) => seedWorld(s, generateWorld({ seed: 5, enterprises: 2, usersPerEnterprise: 2, towers: 3 }))));
+  ({ dataDir, ch } = await openTempClickHouse('tw-fuzz-', { retentionDays: 3650 }));
+  pipeline = await startTestPipeline(nats, nc, { dataDir, ch }, { maxDeliver: 2, retryDelayMs: 100 });
   void pipeline.closed().finally(() => (ended = true));
 });
 after(async () => {

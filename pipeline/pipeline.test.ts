@@ -4,19 +4,19 @@
  * ClickHouse for them.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
+import { jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Unpackr } from 'msgpackr';
-import { type ClickHouseHandle, migrate, openClickHouse } from '../core/clickhouse/index.js';
-import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
+import type { ClickHouseHandle } from '../core/clickhouse/index.js';
+import { type ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import type { UsageEvent } from '../core/domain.js';
 import { alertsSubject, decodeAlerts, type Alert } from '../core/live.js';
-import { ensureStreams, usageSubject, USAGE_DLQ_STREAM } from '../core/nats/index.js';
+import { usageSubject, USAGE_DLQ_STREAM } from '../core/nats/index.js';
 import { projectionTotalQuery } from '../core/testing/rollups.js';
+import { openTempClickHouse } from '../core/testing/clickhouseFixture.js';
+import { connectControlPlane } from '../core/testing/controlPlaneFixture.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { until } from '../core/testing/until.js';
 import { encodeUsageFrame } from '../core/wire.js';
@@ -26,8 +26,8 @@ import { createTrafficGenerator } from '../fixtures/traffic.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
 import { worldDirectory, worldPolicyInputs } from '../fixtures/worldPolicies.js';
 import { enrichEvent, evaluateReference, normalizePolicies } from '../rules-wasm/index.js';
-import { ClickHouseSink } from './clickhouseSink.js';
-import { Pipeline } from './pipeline.js';
+import type { Pipeline } from './pipeline.js';
+import { startTestPipeline } from './testing/pipelineFixture.js';
 
 const nats = await withNats();
 // Test hooks of pipeline/worker.ts: a message on the first subject makes the worker throw, one
@@ -52,23 +52,9 @@ describe('pipeline', () => {
   let pipelineEnded = false;
 
   before(async () => {
-    nc = await nats.connect();
-    js = jetstream(nc);
-    await ensureStreams(nc);
-    store = await ControlPlaneStore.open(nc);
-    await seedWorld(store, world);
-    dataDir = await mkdtemp(join(tmpdir(), 'tw-pipeline-'));
-    ch = await openClickHouse({ clickhouseUrl: null, dataDir });
-    await migrate(ch, { retentionDays: 30 });
-    pipeline = await Pipeline.start({
-      nc,
-      natsUrl: nats.url,
-      sink: new ClickHouseSink(ch),
-      threads: 2,
-      cacheDir: join(dataDir, 'wasm'),
-      maxDeliver: MAX_DELIVER,
-      retryDelayMs: 200,
-    });
+    ({ nc, js, store } = await connectControlPlane(nats, (s) => seedWorld(s, world)));
+    ({ dataDir, ch } = await openTempClickHouse('tw-pipeline-', { retentionDays: 30 }));
+    pipeline = await startTestPipeline(nats, nc, { dataDir, ch }, { maxDeliver: MAX_DELIVER, retryDelayMs: 200 });
     pipelineEnded = false;
     void pipeline.closed().finally(() => (pipelineEnded = true));
   });

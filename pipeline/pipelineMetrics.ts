@@ -125,6 +125,18 @@ export const REMEDIATION_COUNTERS: ReadonlyArray<{ field: keyof Remediator['coun
   { field: 'consumeRestarts', name: 'towerwatch_remediation_consume_restarts_total', help: 'times the REMEDIATION consumer was restarted after a failure' },
 ];
 
+/** ConsumerLagReader → gauges, by name; NaN while JetStream does not answer. */
+export const LAG_GAUGES: ReadonlyArray<{ field: keyof ConsumerLag; name: string; help: string }> = [
+  {
+    field: 'lag',
+    name: 'towerwatch_pipeline_consumer_lag_messages',
+    help: 'messages of USAGE not yet acked by the durable consumer (num_pending + num_ack_pending); NaN when JetStream does not answer',
+  },
+  { field: 'pending', name: 'towerwatch_pipeline_consumer_pending_messages', help: 'messages of USAGE not yet delivered to the consumer (num_pending)' },
+  { field: 'ackPending', name: 'towerwatch_pipeline_consumer_ack_pending_messages', help: 'messages delivered and not yet acked (num_ack_pending)' },
+  { field: 'redelivered', name: 'towerwatch_pipeline_consumer_redelivered_messages', help: 'messages redelivered and not yet acked (num_redelivered)' },
+];
+
 /**
  * A counter whose value is read from `read()` at scrape time. Prometheus counters only go up,
  * so it is advanced by the increase since the last scrape.
@@ -191,35 +203,8 @@ export class PipelineMetrics {
     );
     mirrored(r, 'towerwatch_pipeline_worker_errors_total', 'errors raised by idle worker threads', () => this.#s?.pipeline.counters.workerErrors);
 
-    // One JetStream request per scrape at most (cached), shared by the four gauges.
-    const lag = (pick: (l: ConsumerLag) => number) => async () => {
-      const l = await this.#s?.lag.read();
-      return l ? pick(l) : undefined;
-    };
-    gauge(
-      r,
-      'towerwatch_pipeline_consumer_lag_messages',
-      'messages of USAGE not yet acked by the durable consumer (num_pending + num_ack_pending); NaN when JetStream does not answer',
-      lag((l) => l.lag),
-    );
-    gauge(
-      r,
-      'towerwatch_pipeline_consumer_pending_messages',
-      'messages of USAGE not yet delivered to the consumer (num_pending)',
-      lag((l) => l.pending),
-    );
-    gauge(
-      r,
-      'towerwatch_pipeline_consumer_ack_pending_messages',
-      'messages delivered and not yet acked (num_ack_pending)',
-      lag((l) => l.ackPending),
-    );
-    gauge(
-      r,
-      'towerwatch_pipeline_consumer_redelivered_messages',
-      'messages redelivered and not yet acked (num_redelivered)',
-      lag((l) => l.redelivered),
-    );
+    // One JetStream request per scrape at most (cached), shared by the lag gauges.
+    for (const g of LAG_GAUGES) gauge(r, g.name, g.help, async () => (await this.#s?.lag.read())?.[g.field]);
     mirrored(r, 'towerwatch_pipeline_consumer_info_errors_total', 'consumer-info requests that failed or timed out', () => this.#s?.lag.errors);
 
     gauge(r, 'towerwatch_pipeline_nats_connected', '1 while the NATS connection is up', () => (this.#s ? Number(this.#s.nats.isConnected()) : undefined));

@@ -3,18 +3,18 @@
  * request/reply to the simulated towers), embedded ClickHouse, the seeded control plane.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import type { JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Packr } from 'msgpackr';
-import { type ClickHouseHandle, migrate, openClickHouse } from '../core/clickhouse/index.js';
-import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
+import type { ClickHouseHandle } from '../core/clickhouse/index.js';
+import { ControlPlaneView } from '../core/controlPlane/index.js';
 import { ALL_ENTERPRISE_EVENTS_SUBJECT } from '../core/live.js';
 import { remedialActionId, type RemediationRequest } from '../core/remediation.js';
-import { ensureStreams, remediationSubject } from '../core/nats/index.js';
+import { remediationSubject } from '../core/nats/index.js';
+import { openTempClickHouse } from '../core/testing/clickhouseFixture.js';
+import { connectControlPlane } from '../core/testing/controlPlaneFixture.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { until } from '../core/testing/until.js';
 import { seedWorld } from '../fixtures/seed.js';
@@ -39,14 +39,9 @@ describe('remediator', () => {
   const events: Array<Record<string, unknown>> = [];
 
   before(async () => {
-    nc = await nats.connect();
-    js = jetstream(nc);
-    await ensureStreams(nc);
-    await seedWorld(await ControlPlaneStore.open(nc), world);
+    ({ nc, js } = await connectControlPlane(nats, (s) => seedWorld(s, world)));
     view = await ControlPlaneView.open(nc);
-    dataDir = await mkdtemp(join(tmpdir(), 'tw-remediator-'));
-    ch = await openClickHouse({ clickhouseUrl: null, dataDir });
-    await migrate(ch, { retentionDays: 30 });
+    ({ dataDir, ch } = await openTempClickHouse('tw-remediator-', { retentionDays: 30 }));
     sink = new ClickHouseSink(ch);
     towers = TowerAgent.start({ nc, silentTowers: ['tower128'] });
     nc.subscribe(ALL_ENTERPRISE_EVENTS_SUBJECT, { callback: (_e, m) => void events.push(m.json()) });

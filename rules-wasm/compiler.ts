@@ -8,6 +8,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { CodedError, type CodeOf } from '../core/codedError.js';
 import { CODEGEN_VERSION, generateSource } from './codegen.js';
 import { buildLayout, buildTables, PolicyLimitError, type DecisionTables, type PolicyLayout } from './decisionTable.js';
 import { normalizePolicies, PolicyValidationError, type NormalizeOptions, type PolicyIssue } from './language.js';
@@ -20,17 +21,16 @@ export const COMPILE_ERROR_CODES = {
   ascFailed: 'asc_failed',
   internal: 'internal',
 } as const;
-export type CompileErrorCode = (typeof COMPILE_ERROR_CODES)[keyof typeof COMPILE_ERROR_CODES];
+export type CompileErrorCode = CodeOf<typeof COMPILE_ERROR_CODES>;
 
-export class PolicyCompileError extends Error {
-  override readonly name = 'PolicyCompileError';
+export class PolicyCompileError extends CodedError<CompileErrorCode> {
   constructor(
-    readonly code: CompileErrorCode,
+    code: CompileErrorCode,
     message: string,
     readonly issues: readonly PolicyIssue[] = [],
-    options?: { cause?: unknown },
+    options?: ErrorOptions,
   ) {
-    super(message, options);
+    super(code, message, options);
   }
 }
 

@@ -10,6 +10,7 @@
  * into `aux` = [base rank, list start, list length], and the list holds those conditional
  * rules in descending rank order, so the first one whose conditions hold wins.
  */
+import { CodedError } from '../core/codedError.js';
 import type { NormalizedPolicySet, NormalizedRule } from './model.js';
 
 export const MAX_ROLES = 64;
@@ -44,15 +45,7 @@ export interface DecisionTables {
   conditionalRules: number[];
 }
 
-export class PolicyLimitError extends Error {
-  override readonly name = 'PolicyLimitError';
-  constructor(
-    readonly code: 'too_many_roles' | 'table_too_large',
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export class PolicyLimitError extends CodedError<'too_many_roles' | 'table_too_large'> {}
 
 export function buildLayout(set: NormalizedPolicySet): PolicyLayout {
   const roles = new Set<string>();

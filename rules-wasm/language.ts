@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { ID_PATTERN, PERMISSIONS, REMEDIATIONS, SEVERITIES } from '../core/domain.js';
+import { CodedError } from '../core/codedError.js';
 import {
   DAY_NAMES,
   MAX_INDEX,
@@ -82,11 +83,12 @@ export interface PolicyIssue {
   message: string;
 }
 
-export class PolicyValidationError extends Error {
-  override readonly name = 'PolicyValidationError';
-  readonly code = 'invalid_policy';
+export class PolicyValidationError extends CodedError<'invalid_policy'> {
   constructor(readonly issues: readonly PolicyIssue[]) {
-    super(`${issues.length} problem${issues.length === 1 ? '' : 's'} in the policy:\n` + issues.map((i) => `  ${i.path}: ${i.message}`).join('\n'));
+    super(
+      'invalid_policy',
+      `${issues.length} problem${issues.length === 1 ? '' : 's'} in the policy:\n` + issues.map((i) => `  ${i.path}: ${i.message}`).join('\n'),
+    );
   }
 }
 

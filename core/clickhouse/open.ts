@@ -22,6 +22,7 @@ import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { ClickHouseError, ClickHouseLogLevel, createClient, parseError, type ClickHouseClient, type ClickHouseClientConfigOptions } from '@clickhouse/client';
 import type * as ChdbConnection from 'chdb/connection';
+import { CodedError, type CodeOf } from '../codedError.js';
 import { processAlive } from '../processes.js';
 
 /** Database created and used when none is given. */
@@ -45,17 +46,10 @@ export const ClickHouseErrorCode = {
   /** The handle was closed. */
   Closed: 'closed',
 } as const;
-export type ClickHouseErrorCode = (typeof ClickHouseErrorCode)[keyof typeof ClickHouseErrorCode];
+export type ClickHouseErrorCode = CodeOf<typeof ClickHouseErrorCode>;
 
 /** Failure to open or use a {@link ClickHouseHandle}; server errors stay `ClickHouseError`s. */
-export class ClickHouseOpenError extends Error {
-  readonly code: ClickHouseErrorCode;
-  constructor(code: ClickHouseErrorCode, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'ClickHouseOpenError';
-    this.code = code;
-  }
-}
+export class ClickHouseOpenError extends CodedError<ClickHouseErrorCode> {}
 
 export interface ClickHouseOptions {
   /** Server URL (credentials and `?clickhouse_setting=` in it are honoured); `null`: embedded. */

@@ -116,29 +116,12 @@ test('the per-minute and device projections answer the rollup queries (and are u
   assert.equal((await queryDeviceLastSeen(h)).length, 3);
   assert.equal((await queryDeviceLastSeen(h, { limit: 1 }))[0]?.device_id, 'dev-1');
 
+  // The violation of usage event 3: its usage columns, and where it was and what was broken.
   const v: ViolationRow = {
+    ...usageRow({ event_id: 3, ts: t0 + 60_000, tower_id: 'nyc-002', rule_id: 'r-1', severity: 'high', remediation: 'block_app' }),
     alert_id: 'att:nyc-002:3',
-    enterprise_id: 'acme',
-    ts: t0 + 60_000,
-    carrier: 'att',
-    tower_id: 'nyc-002',
     tower_location: 'New York City',
     region: 'us-east',
-    event_id: 3,
-    stream_seq: 10,
-    device_id: 'dev-1',
-    user_id: 'u-1',
-    user_name: 'Ada',
-    app_id: 'tiktok',
-    app_name: 'TikTok',
-    action_id: 'upload',
-    action_name: 'Upload',
-    policy_id: 'p-1',
-    policy_name: 'Default',
-    rule_id: 'r-1',
-    severity: 'high',
-    remediation: 'block_app',
-    policy_version: 'v1',
   };
   const wv = new TsvWriter();
   VIOLATIONS.writeRow(wv, v);

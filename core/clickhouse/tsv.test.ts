@@ -1,21 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, test } from 'node:test';
-import { openClickHouse, type ClickHouseHandle } from './open.js';
+import { before, test } from 'node:test';
+import { withClickHouse } from '../testing/clickhouseFixture.js';
+import type { ClickHouseHandle } from './open.js';
 import { encodeTsv, escapeTsvString, formatDateTime64, TsvEncodeError, TsvWriter } from './tsv.js';
 
-// One embedded engine per test process (libchdb binds one data directory per process).
-let dir: string;
+const clickhouse = withClickHouse('towerwatch-tsv-');
 let ch: ClickHouseHandle;
 before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'towerwatch-tsv-'));
-  ch = await openClickHouse({ clickhouseUrl: null, dataDir: dir, database: 'tsv_test' });
-});
-after(async () => {
-  await ch?.close();
-  await rm(dir, { recursive: true, force: true });
+  ch = await clickhouse.open('tsv_test');
 });
 
 let tableNo = 0;

@@ -17,6 +17,7 @@
  * pin `date_time_input_format = 'basic'`, as `ClickHouseSink` does. A negative value (before
  * 1970) is written as `YYYY-MM-DD hh:mm:ss.mmm`, which both modes read.
  */
+import { CodedError } from '../codedError.js';
 
 /** Column kinds understood by {@link encodeTsv} and {@link TsvWriter.value}. */
 export const TSV_COLUMN_TYPES = ['string', 'uint', 'int', 'float', 'datetime64ms', 'bool'] as const;
@@ -32,15 +33,13 @@ const BACKSLASH = 92;
 const MAX_NUMBER_BYTES = 24;
 
 /** A value that cannot be written in the column's type. */
-export class TsvEncodeError extends Error {
-  readonly code = 'tsv_invalid_value';
+export class TsvEncodeError extends CodedError<'tsv_invalid_value'> {
   /** Row index (0-based) within the batch, when known. */
   readonly row: number;
   /** Column index (0-based) within the row, when known. */
   readonly column: number;
   constructor(message: string, row = -1, column = -1, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'TsvEncodeError';
+    super('tsv_invalid_value', message, options);
     this.row = row;
     this.column = column;
   }

@@ -1,4 +1,5 @@
 /** Errors of the control-plane store: one base class with a stable string `code`. */
+import { CodedError, type CodeOf } from '../codedError.js';
 
 export const ControlPlaneErrorCode = {
   /** A create found the key taken, or a write's expected revision was stale. */
@@ -14,16 +15,9 @@ export const ControlPlaneErrorCode = {
   /** The view or store was closed. */
   Closed: 'closed',
 } as const;
-export type ControlPlaneErrorCode = (typeof ControlPlaneErrorCode)[keyof typeof ControlPlaneErrorCode];
+export type ControlPlaneErrorCode = CodeOf<typeof ControlPlaneErrorCode>;
 
-export class ControlPlaneError extends Error {
-  readonly code: ControlPlaneErrorCode;
-  constructor(code: ControlPlaneErrorCode, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'ControlPlaneError';
-    this.code = code;
-  }
-}
+export class ControlPlaneError extends CodedError<ControlPlaneErrorCode> {}
 
 export class ConflictError extends ControlPlaneError {
   /** The KV key written. */
@@ -36,7 +30,6 @@ export class ConflictError extends ControlPlaneError {
       expectedRevision === 0 ? `${key} already exists` : `${key} is no longer at revision ${expectedRevision}: it was changed or deleted meanwhile`,
       options,
     );
-    this.name = 'ConflictError';
     this.key = key;
     this.expectedRevision = expectedRevision;
   }
@@ -46,7 +39,6 @@ export class NotFoundError extends ControlPlaneError {
   readonly key: string;
   constructor(key: string, options?: ErrorOptions) {
     super(ControlPlaneErrorCode.NotFound, `${key} not found`, options);
-    this.name = 'NotFoundError';
     this.key = key;
   }
 }
@@ -54,7 +46,6 @@ export class NotFoundError extends ControlPlaneError {
 export class InvalidKeyError extends ControlPlaneError {
   constructor(message: string, options?: ErrorOptions) {
     super(ControlPlaneErrorCode.InvalidKey, message, options);
-    this.name = 'InvalidKeyError';
   }
 }
 
@@ -62,7 +53,6 @@ export class InvalidValueError extends ControlPlaneError {
   readonly key: string;
   constructor(key: string, message: string, options?: ErrorOptions) {
     super(ControlPlaneErrorCode.InvalidValue, `${key}: ${message}`, options);
-    this.name = 'InvalidValueError';
     this.key = key;
   }
 }
@@ -70,13 +60,11 @@ export class InvalidValueError extends ControlPlaneError {
 export class UnavailableError extends ControlPlaneError {
   constructor(message: string, options?: ErrorOptions) {
     super(ControlPlaneErrorCode.Unavailable, message, options);
-    this.name = 'UnavailableError';
   }
 }
 
 export class ClosedError extends ControlPlaneError {
   constructor(what: string) {
     super(ControlPlaneErrorCode.Closed, `${what} is closed`);
-    this.name = 'ClosedError';
   }
 }

@@ -66,6 +66,15 @@ function translate(err: unknown, key: string, expectedRevision: number): unknown
   return new UnavailableError(`${key}: ${message(err)}`, { cause: err });
 }
 
+/** `op()`, its failures {@link translate}d. */
+async function translating<T>(key: string, expectedRevision: number, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    throw translate(err, key, expectedRevision);
+  }
+}
+
 /** Parses a KV entry's JSON; null for delete markers. */
 export function decodeEntry<K extends Kind>(key: string, entry: KvEntry): EntityByKind[K] | null {
   if (entry.operation !== 'PUT') return null;
@@ -108,12 +117,8 @@ export class ControlPlaneStore {
   /** Stores a new entity. @throws {ConflictError} if its key exists. @returns the revision */
   async create<K extends Kind>(kind: K, value: EntityByKind[K]): Promise<number> {
     const key = this.#key(kind, value);
-    try {
-      // kv.create also succeeds over a deleted key: re-creating a deleted entity is allowed.
-      return await this.kv.create(key, JSON.stringify(value));
-    } catch (err) {
-      throw translate(err, key, 0);
-    }
+    // kv.create also succeeds over a deleted key: re-creating a deleted entity is allowed.
+    return translating(key, 0, () => this.kv.create(key, JSON.stringify(value)));
   }
 
   /**
@@ -124,21 +129,13 @@ export class ControlPlaneStore {
   async update<K extends Kind>(kind: K, value: EntityByKind[K], expectedRevision: number): Promise<number> {
     const key = this.#key(kind, value);
     checkRevision(expectedRevision);
-    try {
-      return await this.kv.update(key, JSON.stringify(value), expectedRevision);
-    } catch (err) {
-      throw translate(err, key, expectedRevision);
-    }
+    return translating(key, expectedRevision, () => this.kv.update(key, JSON.stringify(value), expectedRevision));
   }
 
   /** Writes whatever is there (seeding, imports). @returns the new revision */
   async upsert<K extends Kind>(kind: K, value: EntityByKind[K]): Promise<number> {
     const key = this.#key(kind, value);
-    try {
-      return await this.kv.put(key, JSON.stringify(value));
-    } catch (err) {
-      throw translate(err, key, 0);
-    }
+    return translating(key, 0, () => this.kv.put(key, JSON.stringify(value)));
   }
 
   /**
@@ -165,12 +162,7 @@ export class ControlPlaneStore {
   async get<K extends Kind>(kind: K, scope: string, id: string): Promise<Versioned<EntityByKind[K]> | null> {
     this.#open();
     const key = entityKey({ kind, scope, id });
-    let entry: KvEntry | null;
-    try {
-      entry = await this.kv.get(key);
-    } catch (err) {
-      throw translate(err, key, 0);
-    }
+    const entry = await translating(key, 0, () => this.kv.get(key));
     if (entry === null) return null;
     const value = decodeEntry<K>(key, entry);
     return value === null ? null : { value, revision: entry.revision };
@@ -196,12 +188,7 @@ export class ControlPlaneStore {
         chunk.map(async (key) => {
           const ref = parseEntityKey(key);
           if (ref === null || ref.kind !== kind) return null; // not ours: ignore
-          let entry: KvEntry | null;
-          try {
-            entry = await this.kv.get(key);
-          } catch (err) {
-            throw translate(err, key, 0);
-          }
+          const entry = await translating(key, 0, () => this.kv.get(key));
           if (entry === null) return null; // deleted since we listed the keys
           const value = decodeEntry<K>(key, entry);
           if (value === null) return null;

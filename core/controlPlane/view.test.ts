@@ -9,6 +9,7 @@ import { ControlPlaneView, type ControlPlaneChange, type ControlPlaneViewOptions
 const nats = await withNats();
 
 const NOW = '2026-01-01T00:00:00.000Z';
+const ids = (entities: ReadonlyArray<{ id: string }>): string[] => entities.map((e) => e.id);
 const plan = (id: string, auto_remediation = false): Plan => ({ id, name: id, auto_remediation, retention_days: 30 });
 const enterprise = (id: string, plan_id = 'basic'): Enterprise => ({ id, name: id, plan_id, timezone: 'UTC' });
 const user = (ent: string, id: string, name = id): User => ({ id, enterprise_id: ent, name, email: `${id}@${ent}.example` });
@@ -223,33 +224,12 @@ test('relations: roles of a user, policies and roles of each other, rules, devic
   await store.upsert('account', admin);
 
   const view = await openView();
-  assert.deepEqual(
-    view
-      .rolesOfUser('alice')
-      .map((r) => r.id)
-      .sort(),
-    ['field', 'sales'],
-  );
+  assert.deepEqual(ids(view.rolesOfUser('alice')).sort(), ['field', 'sales']);
   assert.deepEqual(view.rolesOfUser('alice', 'globex'), []);
-  assert.deepEqual(
-    view.rolesOfPolicy('p1').map((r) => r.id),
-    ['sales'],
-  );
-  assert.deepEqual(
-    view.policiesOfRole('sales').map((p) => p.id),
-    ['p1'],
-  );
-  assert.deepEqual(
-    view.policiesOfEnterprise('acme').map((p) => p.id),
-    ['p1'],
-  );
-  assert.deepEqual(
-    view
-      .rulesOfPolicy('p1')
-      .map((r) => r.id)
-      .sort(),
-    ['r1', 'r2'],
-  );
+  assert.deepEqual(ids(view.rolesOfPolicy('p1')), ['sales']);
+  assert.deepEqual(ids(view.policiesOfRole('sales')), ['p1']);
+  assert.deepEqual(ids(view.policiesOfEnterprise('acme')), ['p1']);
+  assert.deepEqual(ids(view.rulesOfPolicy('p1')).sort(), ['r1', 'r2']);
   assert.equal(view.device('imei-hash-1')?.enterprise_id, 'acme');
   assert.equal(view.device('imei-hash-2')?.enterprise_id, 'globex');
   assert.equal(view.device('unknown'), undefined);
@@ -260,19 +240,13 @@ test('relations: roles of a user, policies and roles of each other, rules, devic
   const unassigned = nextChange(view, (c) => c.kinds.has('user_role'));
   await store.delete('user_role', 'acme', userRoleId('alice', 'field'));
   await unassigned;
-  assert.deepEqual(
-    view.rolesOfUser('alice').map((r) => r.id),
-    ['sales'],
-  );
+  assert.deepEqual(ids(view.rolesOfUser('alice')), ['sales']);
 
   const assigned = nextChange(view, (c) => c.kinds.has('role_policy'));
   await store.upsert('policy', policy('acme', 'p2'));
   await store.upsert('role_policy', { enterprise_id: 'acme', role_id: 'field', policy_id: 'p2', assigned_at: NOW });
   await assigned;
-  assert.deepEqual(
-    view.rolesOfPolicy('p2').map((r) => r.id),
-    ['field'],
-  );
+  assert.deepEqual(ids(view.rolesOfPolicy('p2')), ['field']);
   assert.ok(view.get('role_policy', 'acme', rolePolicyId('field', 'p2')));
 });
 

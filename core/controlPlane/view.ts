@@ -274,7 +274,7 @@ export class ControlPlaneView implements AsyncDisposable {
   }
 
   #scoped<K extends Kind>(kind: K, id: string, enterpriseId?: string): EntityByKind[K] | undefined {
-    if (enterpriseId !== undefined) return this.#entry(kind, enterpriseId, id)?.value as EntityByKind[K] | undefined;
+    if (enterpriseId !== undefined) return this.get(kind, enterpriseId, id)?.value;
     return this.#allWithId(kind, id)[0]?.value;
   }
 
@@ -355,22 +355,22 @@ export class ControlPlaneView implements AsyncDisposable {
   // ---- typed getters ----------------------------------------------------------------------
 
   plan(id: string): Plan | undefined {
-    return this.#entry('plan', GLOBAL_SCOPE, id)?.value as Plan | undefined;
+    return this.get('plan', GLOBAL_SCOPE, id)?.value;
   }
   carrier(id: string): Carrier | undefined {
-    return this.#entry('carrier', GLOBAL_SCOPE, id)?.value as Carrier | undefined;
+    return this.get('carrier', GLOBAL_SCOPE, id)?.value;
   }
   tower(id: string): Tower | undefined {
-    return this.#entry('tower', GLOBAL_SCOPE, id)?.value as Tower | undefined;
+    return this.get('tower', GLOBAL_SCOPE, id)?.value;
   }
   app(id: string): App | undefined {
-    return this.#entry('app', GLOBAL_SCOPE, id)?.value as App | undefined;
+    return this.get('app', GLOBAL_SCOPE, id)?.value;
   }
   action(id: string): Action | undefined {
-    return this.#entry('action', GLOBAL_SCOPE, id)?.value as Action | undefined;
+    return this.get('action', GLOBAL_SCOPE, id)?.value;
   }
   enterprise(id: string): Enterprise | undefined {
-    return this.#entry('enterprise', id, id)?.value as Enterprise | undefined;
+    return this.get('enterprise', id, id)?.value;
   }
   /** The plan of an enterprise. */
   planOfEnterprise(enterpriseId: string): Plan | undefined {

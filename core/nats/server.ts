@@ -11,6 +11,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CodedError, type CodeOf } from '../codedError.js';
 import { claimStore, type StoreClaim } from './storeLock.js';
 
 export const DEFAULT_NATS_HOST = '127.0.0.1';
@@ -83,16 +84,9 @@ export const NatsServerErrorCode = {
   ExitedEarly: 'nats_server_exited',
   StartTimeout: 'nats_server_start_timeout',
 } as const;
-export type NatsServerErrorCode = (typeof NatsServerErrorCode)[keyof typeof NatsServerErrorCode];
+export type NatsServerErrorCode = CodeOf<typeof NatsServerErrorCode>;
 
-export class NatsServerError extends Error {
-  readonly code: NatsServerErrorCode;
-  constructor(code: NatsServerErrorCode, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'NatsServerError';
-    this.code = code;
-  }
-}
+export class NatsServerError extends CodedError<NatsServerErrorCode> {}
 
 /** A port free right now on `host` (the OS picks it). Another process may take it before you do. */
 export function findFreePort(host = DEFAULT_NATS_HOST): Promise<number> {

@@ -3,15 +3,15 @@
  * process), a database per test, closed and deleted after the file's tests.
  *
  * ```ts
- * const clickhouse = withClickHouse('towerwatch-schema-'); // top level: registers before()/after()
+ * const clickhouse = withClickHouse('towerwatch-schema-'); // top level: registers after()
  * test('…', async () => { const h = await clickhouse.open('my_test'); … });
  * ```
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before } from 'node:test';
-import { type AppUsageRow, type ClickHouseHandle, openClickHouse } from '../clickhouse/index.js';
+import { after } from 'node:test';
+import { type AppUsageRow, type ClickHouseHandle, migrate, type MigrateOptions, openClickHouse } from '../clickhouse/index.js';
 
 export interface ClickHouseFixture {
   /** A handle on `database` (created if missing) in the file's data directory. */
@@ -19,23 +19,40 @@ export interface ClickHouseFixture {
 }
 
 export function withClickHouse(prefix: string): ClickHouseFixture {
-  let dir: string | undefined;
+  // Made on first use, not in a before() hook: node:test (Node 20) runs a file's top-level
+  // before() hooks at once, so the file's own before() could open a handle ahead of ours.
+  let dir: Promise<string> | undefined;
   const handles: ClickHouseHandle[] = [];
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), prefix));
-  });
   after(async () => {
     for (const h of handles) await h.close();
-    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    if (dir !== undefined) await rm(await dir, { recursive: true, force: true });
   });
   return {
     async open(database) {
-      if (dir === undefined) throw new Error('withClickHouse: open() before the tests started');
-      const h = await openClickHouse({ clickhouseUrl: null, dataDir: dir, database });
+      dir ??= mkdtemp(join(tmpdir(), prefix));
+      const h = await openClickHouse({ clickhouseUrl: null, dataDir: await dir, database });
       handles.push(h);
       return h;
     },
   };
+}
+
+/**
+ * An embedded ClickHouse, migrated, in a new temporary directory named from `prefix`: for a test
+ * that runs more than queries in it (a pipeline, a worker). The caller closes `ch` and removes `dataDir`.
+ */
+export async function openTempClickHouse(prefix: string, options: MigrateOptions): Promise<{ dataDir: string; ch: ClickHouseHandle }> {
+  const dataDir = await mkdtemp(join(tmpdir(), prefix));
+  let ch: ClickHouseHandle | undefined;
+  try {
+    ch = await openClickHouse({ clickhouseUrl: null, dataDir });
+    await migrate(ch, options);
+    return { dataDir, ch };
+  } catch (err) {
+    await ch?.close();
+    await rm(dataDir, { recursive: true, force: true });
+    throw err;
+  }
 }
 
 export async function rows<T>(h: ClickHouseHandle, query: string, query_params?: Record<string, unknown>): Promise<T[]> {

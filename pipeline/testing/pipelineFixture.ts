@@ -1,0 +1,25 @@
+/**
+ * Test helper: a Pipeline in this process on a test's connection and temporary ClickHouse
+ * (core/testing: connectControlPlane, openTempClickHouse), with two worker threads and the
+ * compiled policies cached beside the ClickHouse data. The test closes it.
+ *
+ * ```ts
+ * ({ dataDir, ch } = await openTempClickHouse('tw-x-', { retentionDays: 30 }));
+ * pipeline = await startTestPipeline(nats, nc, { dataDir, ch }, { maxDeliver: 3, retryDelayMs: 200 });
+ * ```
+ */
+import { join } from 'node:path';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { ClickHouseHandle } from '../../core/clickhouse/index.js';
+import type { NatsFixture } from '../../core/testing/natsFixture.js';
+import { ClickHouseSink } from '../clickhouseSink.js';
+import { Pipeline, type PipelineTuning } from '../pipeline.js';
+
+export function startTestPipeline(
+  nats: NatsFixture,
+  nc: NatsConnection,
+  clickhouse: { dataDir: string; ch: ClickHouseHandle },
+  tuning: Pick<PipelineTuning, 'maxDeliver' | 'retryDelayMs'>,
+): Promise<Pipeline> {
+  return Pipeline.start({ nc, natsUrl: nats.url, sink: new ClickHouseSink(clickhouse.ch), threads: 2, cacheDir: join(clickhouse.dataDir, 'wasm'), ...tuning });
+}
