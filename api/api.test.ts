@@ -179,7 +179,7 @@ after(async () => {
   await strict?.close();
   await api?.close();
   await pipeline?.close();
-  towers?.stop();
+  towers?.close();
   await rm(dataDir, { recursive: true, force: true });
 });
 

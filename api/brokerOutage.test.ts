@@ -11,7 +11,7 @@ const fx = await startApiFixture({}, { reconnect: true });
 
 test('broker away: view reads 200, writes 503 unavailable with Retry-After, the process stays up', { timeout: 60_000 }, async () => {
   assert.equal((await fx.call('POST', '/policies', { as: 'admin@acme', body: { policy_id: 'before_outage', name: 'Before' } })).status, 201);
-  await fx.nats.server.stop();
+  await fx.nats.server.close();
   const read = await fx.call('GET', '/towers', { as: 'admin@acme' });
   assert.equal(read.status, 200, read.text);
   const write = await fx.call('POST', '/policies', { as: 'admin@acme', body: { policy_id: 'during_outage', name: 'During' } });

@@ -182,7 +182,7 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
   } finally {
     await ch.close();
     await nc.drain().catch(() => nc.close());
-    await server.stop();
+    await server.close();
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -149,7 +149,7 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
   } finally {
     clearInterval(sampler);
     await nc.drain().catch(() => nc.close());
-    await server.stop();
+    await server.close();
     await rm(dataDir, { recursive: true, force: true });
   }
 }

@@ -159,6 +159,6 @@ async function up(opts: UpFlags): Promise<void> {
     const conn = nc;
     // drain fails when the server is already gone: close, or it reconnects for ever.
     await conn?.drain().catch(() => conn.close());
-    await server?.stop();
+    await server?.close();
   }
 }

@@ -102,13 +102,13 @@ test('real NATS failures are classified: a broker away is transient, a closed co
     assert.ok(badSubject instanceof Error && !isTransientNatsError(badSubject), String(badSubject));
 
     // Broker gone: a timeout, retried until the budget ends; back within the budget: it goes through.
-    await server.stop();
+    await server.close();
     const gone = await rejectionOf(publishWithRetry(js, 'nowhere.at.all', new Uint8Array([1]), {}, { budgetMs: 600, initialDelayMs: 20, maxDelayMs: 100 }));
     assert.ok(gone instanceof RetryBudgetExhaustedError, String(gone));
     assert.ok(isTransientNatsError(gone.cause), String(gone.cause));
   } finally {
     await nc.close();
-    await server.stop();
+    await server.close();
   }
   const closed = await rejectionOf(Promise.resolve().then(() => nc.publish('a.b', 'x')));
   assert.ok(closed instanceof Error && !isTransientNatsError(closed), String(closed));

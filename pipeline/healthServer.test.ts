@@ -81,7 +81,7 @@ describe('pipeline health and metrics server', () => {
   after(async () => {
     await service?.close();
     await Promise.allSettled([nc?.close(), pub?.close()]);
-    await server?.stop();
+    await server?.close();
     await rm(storeDir, { recursive: true, force: true });
     await rm(dataDir, { recursive: true, force: true });
   });
@@ -225,7 +225,7 @@ describe('pipeline health and metrics server', () => {
     const before = await metrics();
     const disconnects0 = sample(before, 'towerwatch_pipeline_nats_disconnects_total') ?? 0;
     const reconnects0 = sample(before, 'towerwatch_pipeline_nats_reconnects_total') ?? 0;
-    await server.stop();
+    await server.close();
     let r = await get(`${base}/readyz`);
     await until(async () => (r = await get(`${base}/readyz`)).status === 503, 10_000, '/readyz 503');
     const body = r.json();

@@ -49,7 +49,7 @@ describe('remediator', () => {
   });
   after(async () => {
     await remediator?.close();
-    towers?.stop();
+    towers?.close();
     await view?.close();
     await sink?.close();
     await ch?.close();

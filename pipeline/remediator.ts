@@ -244,7 +244,7 @@ export class Remediator extends ConsumerLoop {
 
   /** Ends the consume the loop is reading. */
   protected override async interrupt(): Promise<void> {
-    this.#link.stop();
+    this.#link.close();
     await this.#messages?.close();
   }
 

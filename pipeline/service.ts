@@ -150,7 +150,7 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
         if (timer) clearInterval(timer);
         // Probes see the service go away with it; scrapes during the drain are not needed.
         await health?.close();
-        natsWatch.stop();
+        natsWatch.close();
         await Promise.all([remediator?.close(), discovery?.close()]);
         await view?.close();
         await pipeline.close();

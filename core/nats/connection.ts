@@ -69,7 +69,12 @@ export class NatsConnectionWatch {
     this.connected = false;
   }
 
-  stop(): void {
+  /** Stops watching (the connection itself is the caller's). */
+  close(): void {
     (this.#iterator as { stop?: () => void }).stop?.();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
   }
 }

@@ -22,12 +22,12 @@ test('starts on a free port with JetStream, stops, and deletes its temporary sto
       await nc.close();
     }
   } finally {
-    await server.stop();
+    await server.close();
   }
   assert.equal(server.storeDir !== null && existsSync(server.storeDir), false);
   const exit = await server.exited();
   assert.equal(exit.signal ?? 'SIGTERM', 'SIGTERM'); // a graceful exit, not SIGKILL
-  await server.stop(); // idempotent
+  await server.close(); // idempotent
 });
 
 test('await using stops the server; a given store dir is kept', async () => {
@@ -82,7 +82,7 @@ test('logFile receives the server log', async () => {
   try {
     const logFile = join(dir, 'nats.log');
     const server = await startNatsServer({ jetstream: false, logFile });
-    await server.stop();
+    await server.close();
     assert.match(await readFile(logFile, 'utf8'), /Server is ready/);
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -74,7 +74,8 @@ export interface NatsServerHandle extends AsyncDisposable {
   /** Resolves when the process exits, for whatever reason. */
   exited(): Promise<NatsServerExit>;
   /** SIGTERM, then SIGKILL after `stopTimeoutMs`; removes temporary files. Idempotent. */
-  stop(): Promise<void>;
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 export const NatsServerErrorCode = {
@@ -308,7 +309,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 
   const port = outcome.port;
   const pid = child.pid ?? -1;
-  // If our process dies without stop(), do not leave an orphan server holding the port.
+  // If our process dies without close(), do not leave an orphan server holding the port.
   const killOnExit = () => {
     child.kill('SIGKILL');
   };
@@ -345,7 +346,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     endedStaleServer: claim?.endedStaleServer ?? null,
     output: () => out.tail(),
     exited: () => exited,
-    stop,
+    close: stop,
     [Symbol.asyncDispose]: stop,
   };
 }

@@ -34,7 +34,7 @@ test('a server left on the store by a dead owner is ended before a new one start
       assert.equal((await readFile(join(store, OWNER_PID_FILE), 'utf8')).trim(), String(process.pid));
       assert.equal((await readFile(join(store, SERVER_PID_FILE), 'utf8')).trim(), String(server.pid));
     } finally {
-      await server.stop();
+      await server.close();
     }
     await assert.rejects(readFile(join(store, OWNER_PID_FILE)), 'the claim is released on stop');
   } finally {

@@ -32,7 +32,7 @@ test('a killed server is started again on the same port and store; clients ride 
     assert.equal(new URL(server.url.replace('nats:', 'http:')).port, String(server.port));
   } finally {
     await nc.close();
-    await server.stop();
+    await server.close();
     await rm(store, { recursive: true, force: true });
   }
 });

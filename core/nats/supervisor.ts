@@ -29,7 +29,9 @@ export interface SupervisedNatsServer extends AsyncDisposable {
   readonly endedStaleServer: number | null;
   /** Resolves with the reason if the server could not be brought back. */
   failed(): Promise<Error>;
-  stop(): Promise<void>;
+  /** Stops supervising and ends the server. Idempotent. */
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 const describeExit = (e: NatsServerExit): string => (e.signal !== null ? `signal ${e.signal}` : `code ${String(e.code)}`);
@@ -54,7 +56,7 @@ export async function startSupervisedNatsServer(options: SupervisedNatsServerOpt
       if (stopping) return;
       const exit = await current.exited();
       if (stopping) return;
-      await current.stop(); // removes its temporary files and exit hook
+      await current.close(); // removes its temporary files and exit hook
       log(`nats-server (pid ${current.pid}) exited unexpectedly (${describeExit(exit)}); restarting it on port ${first.port}`);
       const since = Date.now();
       for (let attempt = 1; ; attempt++) {
@@ -82,9 +84,9 @@ export async function startSupervisedNatsServer(options: SupervisedNatsServerOpt
   const stop = (): Promise<void> => {
     stopped ??= (async () => {
       stopping = true;
-      await current.stop();
+      await current.close();
       await watching;
-      await current.stop(); // one started while we were stopping
+      await current.close(); // one started while we were stopping
     })();
     return stopped;
   };
@@ -96,7 +98,7 @@ export async function startSupervisedNatsServer(options: SupervisedNatsServerOpt
     pid: () => current.pid,
     restarts: () => restarts,
     failed: () => failed,
-    stop,
+    close: stop,
     [Symbol.asyncDispose]: stop,
   };
 }

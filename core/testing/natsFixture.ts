@@ -19,7 +19,7 @@ export interface NatsFixture {
   /** A connection closed automatically at teardown (closing it earlier is fine). */
   connect(name?: string, options?: Omit<NodeConnectionOptions, 'servers' | 'name'>): Promise<NatsConnection>;
   /** Closes connections and stops the server; registered as teardown, idempotent. */
-  stop(): Promise<void>;
+  close(): Promise<void>;
 }
 
 /** Anything with an `after(fn)` hook: a node:test TestContext or SuiteContext. */
@@ -47,16 +47,16 @@ export async function withNats(scope?: TeardownScope, options: NatsServerOptions
       connections.add(nc);
       return nc;
     },
-    stop() {
+    close() {
       stopping ??= (async () => {
         await Promise.allSettled([...connections].map((nc) => (nc.isClosed() ? Promise.resolve() : nc.close())));
-        await server.stop();
+        await server.close();
       })();
       return stopping;
     },
   };
-  if (scope) scope.after(() => fixture.stop());
-  else after(() => fixture.stop());
+  if (scope) scope.after(() => fixture.close());
+  else after(() => fixture.close());
   return fixture;
 }
 
