@@ -1,10 +1,9 @@
 /**
  * Insert formats into `app_usage` on the embedded engine (a temporary data directory), at 10k
  * and 100k rows per insert: what the pipeline's ClickHouse sink should send. Each case reports
- * rows/s end to end (encoding in JS + insert, including the two materialized views app_usage
- * feeds) and the two parts separately, plus the longest event-loop stall seen during the
- * inserts (the engine runs on a libuv thread; what stalls the loop is JS-side encoding and
- * copying).
+ * rows/s end to end (encoding in JS + insert, including the projections app_usage keeps) and
+ * the two parts separately, plus the longest event-loop stall seen during the inserts (the
+ * engine runs on a libuv thread; what stalls the loop is JS-side encoding and copying).
  *
  * Run alone: `node dist/bench/insertBench.js` (prints a table, writes bench/results/insert-*.json).
  * Every insert carries distinct rows: identical blocks would be deduplicated, not inserted.
