@@ -30,6 +30,7 @@ import type { ApiMetrics } from './metrics.js';
 import { headBytes, headersTooLarge, MAX_HEADER_BYTES, validationError } from './http.js';
 import { HEARTBEAT_TOPIC, LiveFanout } from './liveFanout.js';
 import { scopeOf } from './tenancy.js';
+import type { LogLine } from '../core/log.js';
 
 export const CLOSE = { badMessage: 4000, unauthorized: 4001, tokenExpired: 4002, forbidden: 4003, slowConsumer: 4008 } as const;
 export const DEFAULT_MAX_BACKPRESSURE_BYTES = 1024 * 1024;
@@ -70,7 +71,7 @@ export interface AlertsSocketOptions {
   view: ControlPlaneView;
   auth: AuthService;
   metrics: ApiMetrics;
-  log: (line: string) => void;
+  log: LogLine;
   /** A socket whose unsent data exceeds this is closed (4008). @default 1 MiB */
   maxBackpressureBytes?: number;
   /** @default 15000 */
@@ -108,7 +109,7 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
     try {
       ws.end(code, reason);
     } catch (err) {
-      log(`ws: could not close a socket: ${err instanceof Error ? err.message : String(err)}`);
+      log(`ws: could not close a socket: ${err instanceof Error ? err.message : String(err)}`, 'warn');
     }
   };
 
@@ -165,7 +166,7 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
     callback: (err, msg) => {
       if (err !== null) return log(`ws: alerts subscription: ${err.message}`);
       const decoded = decodeAlerts(msg.data);
-      if (!decoded.ok) return log(`ws: unreadable message on ${msg.subject}: ${decoded.reason}`);
+      if (!decoded.ok) return log(`ws: unreadable message on ${msg.subject}: ${decoded.reason}`, 'warn');
       if (app === null) return;
       try {
         metrics.alertsReceived.inc(decoded.value.length);
@@ -173,7 +174,7 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
         if (sent.alert > 0) metrics.socketMessages.inc({ type: 'alert' }, sent.alert);
         if (sent.alerts > 0) metrics.socketMessages.inc({ type: 'alerts' }, sent.alerts);
       } catch (e) {
-        log(`ws: could not deliver alerts from ${msg.subject}: ${e instanceof Error ? e.message : String(e)}`);
+        log(`ws: could not deliver alerts from ${msg.subject}: ${e instanceof Error ? e.message : String(e)}`, 'warn');
       }
     },
   });
@@ -192,11 +193,12 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
       const enterprise = enterpriseOfSubject(msg.subject);
       const text = msg.string();
       const type = enterpriseEventType(text);
-      if (enterprise === null || !type.ok) return log(`ws: unreadable message on ${msg.subject}: ${type.ok ? 'no enterprise in the subject' : type.reason}`);
+      if (enterprise === null || !type.ok)
+        return log(`ws: unreadable message on ${msg.subject}: ${type.ok ? 'no enterprise in the subject' : type.reason}`, 'warn');
       try {
         toEnterprise(enterprise, type.value, text);
       } catch (e) {
-        log(`ws: could not deliver an event from ${msg.subject}: ${e instanceof Error ? e.message : String(e)}`);
+        log(`ws: could not deliver an event from ${msg.subject}: ${e instanceof Error ? e.message : String(e)}`, 'warn');
       }
     },
   });
@@ -273,7 +275,7 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
             try {
               res.cork(() => res.writeStatus(statusLine(err.status)).writeHeader('content-type', 'application/json').end(JSON.stringify(err.body())));
             } catch (e) {
-              log(`ws: could not refuse an upgrade: ${e instanceof Error ? e.message : String(e)}`);
+              log(`ws: could not refuse an upgrade: ${e instanceof Error ? e.message : String(e)}`, 'warn');
             }
           };
           // Nothing thrown here may reach uWS (it would end the process): a bug is a 500.
@@ -302,11 +304,11 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
               if (aborted.value) return;
               res.cork(() => res.upgrade(data, key, protocol, extensions, context));
             })().catch((err: unknown) => {
-              log(`ws: upgrade failed: ${err instanceof Error ? err.message : String(err)}`);
+              log(`ws: upgrade failed: ${err instanceof Error ? err.message : String(err)}`, 'warn');
               reject(new ApiError(500, 'internal', 'internal error; the server log has the details'));
             });
           } catch (err) {
-            log(`ws: upgrade failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+            log(`ws: upgrade failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`, 'error');
             reject(new ApiError(500, 'internal', 'internal error; the server log has the details'));
           }
         },

@@ -6,6 +6,7 @@ import type { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/i
 import type { AuthService, Principal } from './auth.js';
 import { routeFor, type AnyRoute } from './http.js';
 import type { RateLimits } from './limits.js';
+import type { LogLine } from '../core/log.js';
 
 export interface ApiContext {
   readonly nc: NatsConnection;
@@ -19,7 +20,7 @@ export interface ApiContext {
   readonly metricsCacheMs: number;
   /** Epoch ms. */
   now(): number;
-  log(line: string): void;
+  readonly log: LogLine;
 }
 
 /** A route of this api, as `route()` made it. */

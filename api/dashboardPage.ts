@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { guarded, headBytes, headersTooLarge, MAX_HEADER_BYTES } from './http.js';
+import type { LogLine } from '../core/log.js';
 
 /** Where the build puts the page, beside the compiled api. */
 export const WEB_DIR = new URL('../web/', import.meta.url);
@@ -34,7 +35,7 @@ export interface DashboardPage {
   /** False when the page was not built: `/` then says how to build it. */
   readonly built: boolean;
   /** Registers `/` and the assets; `log` gets what a bug in a handler would have thrown. */
-  attach(app: TemplatedApp, log?: (line: string) => void): void;
+  attach(app: TemplatedApp, log?: LogLine): void;
 }
 
 function load(path: string, immutable: boolean): StaticFile {

@@ -13,6 +13,7 @@ import { isTransientNatsError } from '../core/nats/index.js';
 import { RetryBudgetExhaustedError } from '../core/retry.js';
 import { ApiError, statusLine } from './errors.js';
 import { loadUws } from './uws.js';
+import type { LogLine } from '../core/log.js';
 
 export type Method = 'get' | 'post' | 'put' | 'patch' | 'del';
 
@@ -97,7 +98,7 @@ export interface HttpServerOptions<P> {
   host?: string;
   /** @default 64 KiB */
   bodyLimitBytes?: number;
-  log?: (line: string) => void;
+  log?: LogLine;
   /** Finds the principal of a non-public route, or throws an ApiError (401, 403, 429). */
   authorize?: (route: AnyRoute<P>, head: RequestHead) => P | Promise<P>;
   /** Called once per reply, for metrics. */
@@ -172,7 +173,7 @@ export function etagMatches(header: string | undefined, etag: string): boolean {
   return header.split(',').some((t) => t.trim() === '*' || bare(t) === bare(etag));
 }
 
-export function sendError(res: HttpResponse, aborted: { value: boolean }, err: unknown, log: (line: string) => void, what: string): number {
+export function sendError(res: HttpResponse, aborted: { value: boolean }, err: unknown, log: LogLine, what: string): number {
   if (!(err instanceof ApiError) && (isTransientNatsError(err) || err instanceof RetryBudgetExhaustedError)) {
     // The broker is away (a restart, a leader election): say so, and when to try again.
     log(`api: ${what}: 503, NATS unavailable: ${(err as Error).message}`);
@@ -188,7 +189,7 @@ export function sendError(res: HttpResponse, aborted: { value: boolean }, err: u
     send(res, aborted, err.status, err.body(), err.headers);
     return err.status;
   }
-  log(`api: ${what} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  log(`api: ${what} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`, 'error');
   send(res, aborted, 500, new ApiError(500, 'internal', 'internal error; the server log has the details').body());
   return 500;
 }
@@ -237,7 +238,7 @@ export function decodePathParam(name: string, raw: string): string {
  * Runs a uWS handler's synchronous part so that nothing it throws escapes into uWS (which would
  * end the process): an ApiError is answered as such, anything else is logged and answered 500.
  */
-export function guarded(res: HttpResponse, log: (line: string) => void, what: string, fn: () => void): void {
+export function guarded(res: HttpResponse, log: LogLine, what: string, fn: () => void): void {
   try {
     fn();
   } catch (err) {
@@ -245,7 +246,7 @@ export function guarded(res: HttpResponse, log: (line: string) => void, what: st
       sendError(res, { value: false }, err, log, what);
     } catch (sendErr) {
       // The response was already ended or aborted: nothing more can be said to this client.
-      log(`api: ${what}: could not answer: ${sendErr instanceof Error ? sendErr.message : String(sendErr)}`);
+      log(`api: ${what}: could not answer: ${sendErr instanceof Error ? sendErr.message : String(sendErr)}`, 'warn');
     }
   }
 }

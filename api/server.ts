@@ -27,6 +27,7 @@ import { policyRoutes } from './routes/policies.js';
 import { remediationRoutes } from './routes/remediation.js';
 import { roleRoutes } from './routes/roles.js';
 import { requireAccess } from './tenancy.js';
+import type { LogLine } from '../core/log.js';
 
 export interface ApiServerOptions {
   nc: NatsConnection;
@@ -47,7 +48,7 @@ export interface ApiServerOptions {
   checkResponses?: boolean;
   /** Bearer token `/metrics` requires; null or absent: loopback clients only. */
   metricsToken?: string | null;
-  log: (line: string) => void;
+  log: LogLine;
 }
 
 /** The options a deployment's configuration sets (port, address, token key and lifetime, rate limit, metrics token). */

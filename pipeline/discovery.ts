@@ -23,6 +23,7 @@ import { decodeDiscovery, type EventRejection } from '../core/wire.js';
 import type { RowSink } from './clickhouseSink.js';
 import { ConsumerLoop } from './consumerLoop.js';
 import { MessageQueue, nakQuietly } from './messageQueue.js';
+import type { LogLine } from '../core/log.js';
 
 export const DISCOVERY_CONSUMER = 'discovery';
 /** Messages per batch. */
@@ -48,7 +49,7 @@ export interface DiscoveryWorkerOptions {
   sink: RowSink;
   view: ControlPlaneView;
   store: ControlPlaneStore;
-  log: (line: string) => void;
+  log: LogLine;
   /** Messages per batch. @default DEFAULT_DISCOVERY_BATCH_SIZE */
   batchSize?: number;
   /** Longest wait for a batch to fill once a message came: bounds how late a new device shows. @default DEFAULT_DISCOVERY_LINGER_MS */
@@ -140,7 +141,7 @@ export class DiscoveryWorker extends ConsumerLoop {
     const queue = new MessageQueue(
       () => consumer.consume({ max_messages: this.#o.batchSize * 2, expires: 30_000 }),
       this.#o.batchSize * 2,
-      (err) => this.#o.log(`discovery: consuming failed, retrying: ${err.message}`),
+      (err) => this.#o.log(`discovery: consuming failed, retrying: ${err.message}`, 'warn'),
     );
     try {
       while (!this.stopping) {
@@ -150,7 +151,7 @@ export class DiscoveryWorker extends ConsumerLoop {
           await this.#process(batch);
         } catch (err) {
           // ClickHouse or the control plane failed: everything comes back after a pause.
-          this.#o.log(`discovery: batch of ${batch.length} failed, will retry: ${message(err)}`);
+          this.#o.log(`discovery: batch of ${batch.length} failed, will retry: ${message(err)}`, 'warn');
           for (const m of batch) nakQuietly(m, 5000);
           await sleep(1000);
         }

@@ -15,6 +15,7 @@ import { bearerMatches, isLoopbackAddress } from '../core/metricsAccess.js';
 import type { Pipeline } from './pipeline.js';
 import type { NatsConnectionWatch } from '../core/nats/index.js';
 import type { PipelineMetrics } from './pipelineMetrics.js';
+import type { LogLine } from '../core/log.js';
 
 /** How long a ClickHouse readiness answer is reused. */
 export const CLICKHOUSE_CHECK_CACHE_MS = 3_000;
@@ -44,7 +45,7 @@ export interface HealthServerOptions {
   /** Bearer token for /metrics; null: loopback clients only. */
   metricsToken: string | null;
   metrics: PipelineMetrics;
-  log: (line: string) => void;
+  log: LogLine;
   clickhouseCacheMs?: number;
   clickhouseTimeoutMs?: number;
 }
@@ -106,7 +107,7 @@ export class HealthServer implements AsyncDisposable {
       });
     });
     // Later server errors (rare: EMFILE on accept) are logged, never thrown.
-    server.on('error', (err) => options.log(`pipeline: health server error: ${err.message}`));
+    server.on('error', (err) => options.log(`pipeline: health server error: ${err.message}`, 'warn'));
     const self = new HealthServer(server, options, (server.address() as AddressInfo).port);
     onRequest = (req, res) => self.#onRequest(req, res);
     return self;

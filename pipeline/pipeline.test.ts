@@ -50,11 +50,17 @@ describe('pipeline', () => {
   let ch: ClickHouseHandle;
   let pipeline: Pipeline;
   let pipelineEnded = false;
+  const logged: Array<{ line: string; level: string }> = [];
 
   before(async () => {
     ({ nc, js, store } = await connectControlPlane(nats, (s) => seedWorld(s, world)));
     ({ dataDir, ch } = await openTempClickHouse('tw-pipeline-', { retentionDays: 30 }));
-    pipeline = await startTestPipeline(nats, nc, { dataDir, ch }, { maxDeliver: MAX_DELIVER, retryDelayMs: 200 });
+    pipeline = await startTestPipeline(
+      nats,
+      nc,
+      { dataDir, ch },
+      { maxDeliver: MAX_DELIVER, retryDelayMs: 200, log: (line, level = 'info') => void logged.push({ line, level }) },
+    );
     pipelineEnded = false;
     void pipeline.closed().finally(() => (pipelineEnded = true));
   });
@@ -330,6 +336,32 @@ describe('pipeline', () => {
       } finally {
         clearInterval(flowing);
       }
+    } finally {
+      await view.close();
+    }
+  });
+
+  it("a policy that does not compile is reported in the process's log as an error, and the previous version stays in force", async () => {
+    const view = await ControlPlaneView.open(nc);
+    try {
+      const rule = view.rulesOfPolicy(BRIEF.adminPolicy, 'acme')[0] ?? assert.fail('no acme rule');
+      const version = pipeline.counters.policyVersions['acme'] ?? assert.fail('no acme version yet');
+      const entry = await store.get('policy_rule', 'acme', rule.id);
+      // Past the api's checks (written to the store directly): a time window that is no time.
+      await store.update('policy_rule', { ...rule, when: { time: { from: '25:99', to: 'never' } } }, entry?.revision ?? assert.fail());
+      let id = 10_000_000;
+      const flowing = setInterval(() => void publish('att', BRIEF.nycTower, [event(id++, {})]), 50);
+      try {
+        await until(
+          () => logged.some((l) => l.level === 'error' && /^pipeline: policies of acme did not compile; the previous version stays in force: /.test(l.line)),
+          30_000,
+          'the failure logged',
+        );
+      } finally {
+        clearInterval(flowing);
+      }
+      assert.equal(pipeline.counters.policyVersions['acme'], version);
+      assert.equal(pipelineEnded, false);
     } finally {
       await view.close();
     }

@@ -27,6 +27,7 @@ import { ClickHouseSinkError, SinkErrorCode, type RowSink } from './clickhouseSi
 import { ConsumerLoop } from './consumerLoop.js';
 import { MessageQueue, nakQuietly } from './messageQueue.js';
 import type { WorkerConfig, WorkerResult, WorkerTask } from './worker.js';
+import type { LogLine } from '../core/log.js';
 
 export const DEFAULT_CONSUMER = 'pipeline';
 export const ACK_WAIT_MS = 60_000;
@@ -67,7 +68,7 @@ export interface PipelineOptions {
   cacheDir?: string | undefined;
   /** How long a batch's JetStream publishes are retried through a broker blip. @default DEFAULT_RETRY_BUDGET_MS */
   natsRetryMs?: number;
-  log?: (line: string) => void;
+  log?: LogLine;
   /**
    * Deliveries of a message whose processing fails (a worker throws or dies on it) before it
    * goes to the dead letters with `processing_failed` and is acked. @default DEFAULT_MAX_DELIVER
@@ -194,7 +195,7 @@ export class Pipeline extends ConsumerLoop {
     });
     this.#pool.on('error', (err: unknown) => {
       this.counters.workerErrors++;
-      this.#opts.log?.(`pipeline: worker thread failed: ${errorMessage(err)}`);
+      this.#opts.log?.(`pipeline: worker thread failed: ${errorMessage(err)}`, 'error');
     });
   }
 
@@ -251,7 +252,7 @@ export class Pipeline extends ConsumerLoop {
     const queue = new MessageQueue(
       () => consumer.consume({ max_messages: batchMessages * 2, expires: 30_000 }),
       batchMessages * 2,
-      (err) => this.#opts.log?.(`pipeline: consuming failed, retrying: ${err.message}`),
+      (err) => this.#opts.log?.(`pipeline: consuming failed, retrying: ${err.message}`, 'warn'),
     );
     // Buffered messages belong to this process as much as batches do.
     const keepAlive = setInterval(() => queue.forEach((m) => m.working()), this.#ackWaitMs / 3);
@@ -270,7 +271,7 @@ export class Pipeline extends ConsumerLoop {
             if (isOutage(err)) {
               // ClickHouse or NATS stayed away through the retries: hand the messages back for
               // later and hold off fetching. Nothing was acked, so nothing is lost.
-              this.#opts.log?.(`pipeline: ${errorMessage(err)}; pausing ${PAUSE_ON_OUTAGE_MS / 1000} s, nothing is lost`);
+              this.#opts.log?.(`pipeline: ${errorMessage(err)}; pausing ${PAUSE_ON_OUTAGE_MS / 1000} s, nothing is lost`, 'warn');
               this.counters.batchesHandedBack++;
               for (const m of batch) nakQuietly(m, PAUSE_ON_OUTAGE_MS);
               this.#pausedUntil = Date.now() + PAUSE_ON_OUTAGE_MS;
@@ -278,7 +279,7 @@ export class Pipeline extends ConsumerLoop {
             }
             // Bad data never gets here (#process isolates it and dead-letters it): this is
             // NATS or a lookup failing. Nothing was acked; back later, and pause a little.
-            this.#opts.log?.(`pipeline: batch of ${batch.length} failed, retrying: ${errorMessage(err)}`);
+            this.#opts.log?.(`pipeline: batch of ${batch.length} failed, retrying: ${errorMessage(err)}`, 'warn');
             this.counters.batchesHandedBack++;
             for (const m of batch) nakQuietly(m, this.#opts.retryDelayMs);
             this.#pausedUntil = Date.now() + this.#opts.retryDelayMs;
@@ -321,7 +322,10 @@ export class Pipeline extends ConsumerLoop {
         if (isOutage(err)) throw err;
         // A worker threw or died, or ClickHouse refused a row: find the message that did it.
         c.processingFailures++;
-        this.#opts.log?.(`pipeline: batch of ${todo.length} failed${todo.length > 1 ? ', retrying its messages one by one' : ''}: ${errorMessage(err)}`);
+        this.#opts.log?.(
+          `pipeline: batch of ${todo.length} failed${todo.length > 1 ? ', retrying its messages one by one' : ''}: ${errorMessage(err)}`,
+          'warn',
+        );
         if (todo.length === 1) await this.#failed(todo[0] as JsMsg, batch, err, claim);
         else for (const m of todo) await this.#isolate(m, batch, claim);
       }
@@ -406,7 +410,7 @@ export class Pipeline extends ConsumerLoop {
     this.counters.failedMessages++;
     this.counters.deadLetterMessages++;
     this.counters.deadLetters++;
-    this.#opts.log?.(`pipeline: message ${m.subject} #${m.seq} dead-lettered after ${deliveries} deliveries: ${errorMessage(err)}`);
+    this.#opts.log?.(`pipeline: message ${m.subject} #${m.seq} dead-lettered after ${deliveries} deliveries: ${errorMessage(err)}`, 'warn');
   }
 
   /** Runs the worker over `todo` and writes what it made; acks `todo` (and copies in `batch`) once stored. */
@@ -471,6 +475,7 @@ export class Pipeline extends ConsumerLoop {
     c.deadLetterMessages += r.dlqPayloads.length;
     c.remediations += r.remediations.length;
     Object.assign(c.policyVersions, r.policyVersions);
+    for (const notice of r.notices) this.#opts.log?.(`pipeline: ${notice}`, 'error');
   }
 }
 

@@ -20,6 +20,7 @@ import { integerOption, numberOption } from '../core/options.js';
 import type { RowSink } from './clickhouseSink.js';
 import { ConsumerLoop } from './consumerLoop.js';
 import { nakQuietly } from './messageQueue.js';
+import type { LogLine } from '../core/log.js';
 
 export const REMEDIATOR_CONSUMER = 'remediator';
 /** How long to wait for a tower's answer. */
@@ -39,7 +40,7 @@ export interface RemediatorOptions {
   /** For reading the outcomes already recorded. */
   clickhouse: ClickHouseHandle;
   view: ControlPlaneView;
-  log: (line: string) => void;
+  log: LogLine;
   /** How long to wait for a tower's answer. @default DEFAULT_COMMAND_TIMEOUT_MS */
   commandTimeoutMs?: number;
   /** Attempts per command. @default DEFAULT_COMMAND_ATTEMPTS */
@@ -108,7 +109,7 @@ export class Remediator extends ConsumerLoop {
           const p = this.#handle(m)
             .catch((err: unknown) => {
               // ClickHouse or NATS failed: leave it for redelivery.
-              this.#o.log(`remediator: ${err instanceof Error ? err.message : String(err)}; will retry`);
+              this.#o.log(`remediator: ${err instanceof Error ? err.message : String(err)}; will retry`, 'warn');
               nakQuietly(m, 5000);
             })
             .finally(() => this.#inFlight.delete(p));
@@ -118,7 +119,7 @@ export class Remediator extends ConsumerLoop {
       } catch (err) {
         if (this.stopping) break;
         this.counters.consumeRestarts++;
-        this.#o.log(`remediator: consuming failed, retrying: ${err instanceof Error ? err.message : String(err)}`);
+        this.#o.log(`remediator: consuming failed, retrying: ${err instanceof Error ? err.message : String(err)}`, 'warn');
         await sleep(500);
       }
     }

@@ -16,6 +16,7 @@ import { DEFAULT_CONSUMER, Pipeline, type PipelineOptions } from './pipeline.js'
 import { snapshotCounters, statusLine } from './status.js';
 import { HealthServer, HealthServerListenError } from './healthServer.js';
 import { ConsumerLagReader, PipelineMetrics } from './pipelineMetrics.js';
+import type { LogLine } from '../core/log.js';
 
 export interface PipelineServiceOptions {
   /**
@@ -25,7 +26,7 @@ export interface PipelineServiceOptions {
   config: Pick<Config, 'clickhouseUrl' | 'dataDir' | 'retentionDays'> & Partial<Pick<Config, 'maxDeliver' | 'pipelinePort' | 'pipelineHost' | 'metricsToken'>>;
   nc: NatsConnection;
   natsUrl: string;
-  log: (line: string) => void;
+  log: LogLine;
   /** Seconds between status lines; 0 for none. @default 5 */
   statusEverySeconds?: number;
   pipeline?: Partial<Omit<PipelineOptions, 'nc' | 'natsUrl' | 'sink'>>;
@@ -84,7 +85,7 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
     throw err;
   }
   const sink = new ClickHouseSink(clickhouse, {
-    onRetry: (r) => log(`pipeline: ClickHouse insert failed (attempt ${r.attempt}), retrying in ${r.delayMs} ms: ${(r.error as Error).message}`),
+    onRetry: (r) => log(`pipeline: ClickHouse insert failed (attempt ${r.attempt}), retrying in ${r.delayMs} ms: ${(r.error as Error).message}`, 'warn'),
   });
   const pipeline = await Pipeline.start({
     nc,

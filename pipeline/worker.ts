@@ -44,6 +44,8 @@ export interface WorkerResult {
   storedSeqs: number[];
   counts: ReturnType<typeof processBatch>['counts'];
   policyVersions: Record<string, string>;
+  /** What this thread has to say since its last batch (policy compile failures), for the main thread's log. */
+  notices: string[];
 }
 
 interface WorkerState {
@@ -56,6 +58,8 @@ const config = workerData as WorkerConfig;
 const VIOLATION_SEQ_COLUMN = VIOLATIONS.index('stream_seq');
 const packr = new Packr({ useRecords: false });
 let state: Promise<WorkerState> | null = null;
+/** Handed back with the next batch: a worker thread has no log of its own (one log per process). */
+let notices: string[] = [];
 
 /**
  * Test hooks, for tests of the pipeline's fault handling (pipeline/pipeline.test.ts): a message
@@ -71,8 +75,7 @@ async function init(): Promise<WorkerState> {
   const view = await ControlPlaneView.open(nc);
   const registry = await PolicyRegistry.open(view, {
     cacheDir: config.cacheDir,
-    onError: (enterpriseId, err) =>
-      process.stderr.write(`pipeline: policies of ${enterpriseId} did not compile; the previous version stays in force: ${err.message}\n`),
+    onError: (enterpriseId, err) => void notices.push(`policies of ${enterpriseId} did not compile; the previous version stays in force: ${err.message}`),
   });
   return { view, registry, directory: controlPlaneDirectory(view) };
 }
@@ -124,7 +127,14 @@ export default async function runBatch(task: WorkerTask): Promise<WorkerResult> 
     storedSeqs: out.storedSeqs,
     counts: out.counts,
     policyVersions: out.policyVersions,
+    notices: takeNotices(),
   };
   // Structured clone copies the buffers back; moving them would need a Transferable wrapper.
   return result;
+}
+
+function takeNotices(): string[] {
+  const taken = notices;
+  notices = [];
+  return taken;
 }

@@ -23,6 +23,7 @@
 import { ClickHouseOpenError, ClickHouseErrorCode, type ClickHouseHandle } from './open.js';
 import { MAX_RETENTION_DAYS } from '../config.js';
 import { VERDICTS } from './rows.js';
+import type { LogLine } from '../log.js';
 
 /** Insert tokens remembered per table. */
 export const DEDUPLICATION_WINDOW = 1000;
@@ -390,7 +391,7 @@ export interface MigrateOptions {
   /** Days of history kept (TTL of every history table). */
   retentionDays: number;
   /** Called for each migration applied and each TTL changed. */
-  log?: (line: string) => void;
+  log?: LogLine;
 }
 
 export interface MigrateResult {

@@ -7,12 +7,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startNatsServer, type NatsServerExit, type NatsServerHandle, type NatsServerOptions } from './server.js';
 import { backoffDelay } from '../retry.js';
+import type { LogLine } from '../log.js';
 
 /** @default 60 s of failed restarts before giving up. */
 export const DEFAULT_GIVE_UP_AFTER_MS = 60_000;
 
 export interface SupervisedNatsServerOptions extends NatsServerOptions {
-  log?: (line: string) => void;
+  log?: LogLine;
   /** @default DEFAULT_GIVE_UP_AFTER_MS */
   giveUpAfterMs?: number;
 }
@@ -57,7 +58,7 @@ export async function startSupervisedNatsServer(options: SupervisedNatsServerOpt
       const exit = await current.exited();
       if (stopping) return;
       await current.close(); // removes its temporary files and exit hook
-      log(`nats-server (pid ${current.pid}) exited unexpectedly (${describeExit(exit)}); restarting it on port ${first.port}`);
+      log(`nats-server (pid ${current.pid}) exited unexpectedly (${describeExit(exit)}); restarting it on port ${first.port}`, 'warn');
       const since = Date.now();
       for (let attempt = 1; ; attempt++) {
         if (stopping) return;
@@ -72,7 +73,7 @@ export async function startSupervisedNatsServer(options: SupervisedNatsServerOpt
             return;
           }
           const wait = backoffDelay(attempt, 200, 5_000);
-          log(`nats-server restart failed (${(err as Error).message.split('\n')[0]}); trying again in ${wait} ms`);
+          log(`nats-server restart failed (${(err as Error).message.split('\n')[0]}); trying again in ${wait} ms`, 'warn');
           await sleep(wait);
         }
       }

@@ -13,13 +13,13 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouseHandle } from '../../core/clickhouse/index.js';
 import type { NatsFixture } from '../../core/testing/natsFixture.js';
 import { ClickHouseSink } from '../clickhouseSink.js';
-import { Pipeline, type PipelineTuning } from '../pipeline.js';
+import { Pipeline, type PipelineOptions, type PipelineTuning } from '../pipeline.js';
 
 export function startTestPipeline(
   nats: NatsFixture,
   nc: NatsConnection,
   clickhouse: { dataDir: string; ch: ClickHouseHandle },
-  tuning: Pick<PipelineTuning, 'maxDeliver' | 'retryDelayMs'>,
+  tuning: Pick<PipelineTuning, 'maxDeliver' | 'retryDelayMs'> & Pick<PipelineOptions, 'log'>,
 ): Promise<Pipeline> {
   return Pipeline.start({ nc, natsUrl: nats.url, sink: new ClickHouseSink(clickhouse.ch), threads: 2, cacheDir: join(clickhouse.dataDir, 'wasm'), ...tuning });
 }
