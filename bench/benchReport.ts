@@ -2,7 +2,7 @@
  * The shape every benchmark reports in, and the file it lands in: `bench/results/` holds one
  * JSON per run (named by time) and `<name>-latest.json` for the most recent.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,13 +57,25 @@ export function machine(): Record<string, unknown> {
   return { node: process.version, cpus: cpus().length, cpu_model: cpus()[0]?.model ?? 'unknown', memory_gb: round(totalmem() / 2 ** 30, 1) };
 }
 
-export async function writeResults(name: string, result: Record<string, unknown>): Promise<string> {
-  await mkdir(RESULTS_DIR, { recursive: true });
+/** @param dir where to write (tests pass a temporary one) @default RESULTS_DIR */
+export async function writeResults(name: string, result: Record<string, unknown>, dir = RESULTS_DIR): Promise<string> {
+  await mkdir(dir, { recursive: true });
   const body = JSON.stringify({ benchmark: name, at: new Date().toISOString(), machine: machine(), ...result }, null, 2) + '\n';
-  const file = join(RESULTS_DIR, `${name}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  const file = join(dir, `${name}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   await writeFile(file, body);
-  await writeFile(join(RESULTS_DIR, `${name}-latest.json`), body);
+  await writeFile(join(dir, `${name}-latest.json`), body);
   return file;
+}
+
+/** The newest `<name>-<time>.json` in `dir` (the names sort by time), or null when there is none. */
+export async function readNewestResult(name: string, dir = RESULTS_DIR): Promise<{ file: string; result: Record<string, unknown> } | null> {
+  const files = (await readdir(dir).catch(() => [] as string[]))
+    .filter((f) => f.startsWith(`${name}-`) && f.endsWith('.json') && f !== `${name}-latest.json`)
+    .sort();
+  const newest = files.at(-1);
+  if (newest === undefined) return null;
+  const file = join(dir, newest);
+  return { file, result: JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown> };
 }
 
 export function round(n: number, digits = 0): number {

@@ -6,6 +6,7 @@ import { integerOption } from '../core/cliSupport.js';
 const hasWrk = (): boolean => spawnSync('wrk', ['--version']).error === undefined;
 import { runApiBench } from './apiBench.js';
 import { runE2eCli } from './e2e.js';
+import { DEFAULT_LIMITS_CPU_MS, DEFAULT_LIMITS_EVENTS, DEFAULT_LIMITS_FRAME_SIZE, runLimitsCli } from './limits.js';
 
 export function registerBenchCommands(program: Command): void {
   const bench = program.command('bench').description('Benchmarks (results in bench/results/)');
@@ -17,18 +18,33 @@ export function registerBenchCommands(program: Command): void {
     .option('--frame-size <n>', 'events per frame', integerOption('--frame-size'), 1000)
     .option('--threads <n>', 'pipeline worker threads (default: the cores available)', integerOption('--threads'))
     .option('--prefill', 'publish everything first, then time the pipeline draining the stream alone')
+    .option('--limit <events/s>', "the machine's limit to compare with (default: the newest bench/results/limits-*.json)", integerOption('--limit'))
     .option('--json', 'print one JSON object')
-    .action(async (opts: { events: number; rate: number; frameSize: number; threads?: number; prefill?: boolean; json?: boolean }) => {
+    .action(async (opts: { events: number; rate: number; frameSize: number; threads?: number; prefill?: boolean; limit?: number; json?: boolean }) => {
       const result = await runE2eCli({
         events: opts.events,
         rate: opts.rate,
         frameSize: opts.frameSize,
         threads: opts.threads,
         prefill: opts.prefill ?? false,
+        limit: opts.limit,
         json: opts.json ?? false,
         log: (line) => process.stderr.write(`${line}\n`),
       });
       if (!result.ok) process.exitCode = 1;
+    });
+  bench
+    .command('limits')
+    .description(
+      'what each stage can do alone on this machine (JetStream, decode + WASM, row encoding, ClickHouse insert): the limit `bench e2e` is compared with',
+    )
+    .option('--events <n>', 'events in the frames every stage handles', integerOption('--events'), DEFAULT_LIMITS_EVENTS)
+    .option('--frame-size <n>', 'events per frame', integerOption('--frame-size'), DEFAULT_LIMITS_FRAME_SIZE)
+    .option('--cpu-ms <ms>', 'measuring time of each CPU-bound stage', integerOption('--cpu-ms'), DEFAULT_LIMITS_CPU_MS)
+    .option('--results-dir <dir>', 'where the JSON goes (default: bench/results/)')
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { events: number; frameSize: number; cpuMs: number; resultsDir?: string; json?: boolean }) => {
+      await runLimitsCli({ ...opts, json: opts.json ?? false, log: (line) => process.stderr.write(`${line}\n`) });
     });
   bench
     .command('api')

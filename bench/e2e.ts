@@ -16,7 +16,7 @@ import { processRssBytes } from '../core/processes.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { generateWorld } from '../fixtures/world.js';
 import { startPipelineService } from '../pipeline/service.js';
-import { round, writeResults } from './benchReport.js';
+import { readNewestResult, round, writeResults } from './benchReport.js';
 
 export interface E2eOptions {
   events: number;
@@ -208,16 +208,41 @@ async function cpuOf(pid: number): Promise<number> {
   return ticks / 100;
 }
 
-export async function runE2eCli(opts: E2eOptions & { json: boolean }): Promise<E2eResult> {
+/** The machine's limit from `bench limits` (bench/limits.ts), and where it came from. */
+export interface E2eLimit {
+  limit_events_per_s: number | null;
+  ratio_to_limit: number | null;
+  limit_source: string | null;
+}
+
+/** `--limit` when given, else the newest `bench limits` result; null when there is neither. */
+async function resolveLimit(given: number | undefined, eventsPerS: number): Promise<E2eLimit> {
+  let limit: number | null = given ?? null;
+  let source: string | null = given === undefined ? null : '--limit';
+  if (limit === null) {
+    const newest = await readNewestResult('limits');
+    const value = newest?.result['limit_events_per_s'];
+    if (newest && typeof value === 'number' && value > 0) {
+      limit = value;
+      source = newest.file;
+    }
+  }
+  return { limit_events_per_s: limit, ratio_to_limit: limit === null ? null : round(eventsPerS / limit, 3), limit_source: source };
+}
+
+export async function runE2eCli(opts: E2eOptions & { json: boolean; limit?: number | undefined }): Promise<E2eResult> {
   const result = await benchE2e(opts);
+  const limit = await resolveLimit(opts.limit, result.events_per_s);
   const file = await writeResults('e2e', {
     options: { events: opts.events, rate: opts.rate, frame_size: opts.frameSize, prefill: opts.prefill ?? false },
     ...result,
+    ...limit,
   });
   if (opts.json) {
     const { events_published, events_stored, violations_expected, violations_stored, events_per_s, latency_ms, rss_mb } = result;
+    const { limit_events_per_s, ratio_to_limit } = limit;
     process.stdout.write(
-      `${JSON.stringify({ events_published, events_stored, violations_expected, violations_stored, events_per_s, latency_ms, rss_mb: round(rss_mb.bench + rss_mb.nats_server, 1) })}\n`,
+      `${JSON.stringify({ events_published, events_stored, violations_expected, violations_stored, events_per_s, limit_events_per_s, ratio_to_limit, latency_ms, rss_mb: round(rss_mb.bench + rss_mb.nats_server, 1) })}\n`,
     );
   } else {
     console.table({
@@ -226,6 +251,7 @@ export async function runE2eCli(opts: E2eOptions & { json: boolean }): Promise<E
       'violations expected / stored': `${result.violations_expected} / ${result.violations_stored}`,
       [result.mode === 'prefill' ? 'pipeline drain events/s (stream prefilled)' : 'sustained events/s (publish → stored)']: result.events_per_s,
       'simulator publish events/s': result.publish_events_per_s,
+      'limit events/s (bench limits) / ratio to it': `${limit.limit_events_per_s ?? 'none measured'} / ${limit.ratio_to_limit ?? '-'}`,
       'publish→alert latency p50 / p95 / p99 ms': `${result.latency_ms.p50} / ${result.latency_ms.p95} / ${result.latency_ms.p99}`,
       'peak RSS MB (bench+pipeline / nats-server / simulator)': `${result.rss_mb.bench} / ${result.rss_mb.nats_server} / ${result.rss_mb.simulator}`,
       'CPU s (bench+pipeline / nats-server / simulator)': `${result.cpu_s.bench} / ${result.cpu_s.nats_server} / ${result.cpu_s.simulator}`,

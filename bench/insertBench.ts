@@ -43,7 +43,7 @@ export interface InsertBenchOptions {
   repeats?: number;
 }
 
-const FORMATS: readonly InsertBenchFormat[] = [
+export const FORMATS: readonly InsertBenchFormat[] = [
   'JSONEachRow (client.insert)',
   'JSONCompactEachRow (client.insert)',
   'TabSeparated (client.insert stream)',
@@ -86,14 +86,15 @@ function makeRows(n: number, seqBase: number, eventBase: number): AppUsageRow[] 
   return rows;
 }
 
-interface Timed {
+export interface Timed {
   encodeMs: number;
   insertMs: number;
   bytes: number | null;
   maxDelayMs: number;
 }
 
-async function insertOnce(ch: ClickHouseHandle, format: InsertBenchFormat, rows: AppUsageRow[]): Promise<Timed> {
+/** One insert of `rows` into app_usage in `format`, timed (bench/limits.ts uses it too). */
+export async function insertOnce(ch: ClickHouseHandle, format: InsertBenchFormat, rows: AppUsageRow[]): Promise<Timed> {
   const table = `${ch.database}.app_usage`;
   const columns = [...APP_USAGE.columns] as [string, ...string[]];
   let encodeMs = 0;
