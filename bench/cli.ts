@@ -5,6 +5,7 @@ import { integerOption } from '../core/cliSupport.js';
 
 const hasWrk = (): boolean => spawnSync('wrk', ['--version']).error === undefined;
 import { runApiBench } from './apiBench.js';
+import { runCompareCli } from './compare.js';
 import { runE2eCli } from './e2e.js';
 import { DEFAULT_LIMITS_CPU_MS, DEFAULT_LIMITS_EVENTS, DEFAULT_LIMITS_FRAME_SIZE, runLimitsCli } from './limits.js';
 
@@ -61,5 +62,14 @@ export function registerBenchCommands(program: Command): void {
       if (client !== 'wrk' && client !== 'autocannon') throw new InvalidArgumentError(`--client must be wrk or autocannon, got '${client}'`);
       const result = await runApiBench({ ...opts, client, durationS: opts.duration, log: (line) => process.stderr.write(`${line}\n`) });
       process.stdout.write(`${JSON.stringify(result)}\n`);
+    });
+  bench
+    .command('compare')
+    .description('the newest limits, e2e and api results beside the committed baseline (bench/baseline/), as ratios; reported, never asserted')
+    .option('--baseline <dir>', 'folder of limits.json, e2e.json and api.json (default: bench/baseline/)')
+    .option('--results <dir>', 'folder of the runs to compare (default: bench/results/)')
+    .option('--json', 'print the rows as JSON')
+    .action(async (opts: { baseline?: string; results?: string; json?: boolean }) => {
+      await runCompareCli({ baselineDir: opts.baseline, resultsDir: opts.results, json: opts.json ?? false });
     });
 }
