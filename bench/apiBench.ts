@@ -20,6 +20,7 @@ import { briefAlert } from '../fixtures/briefEvents.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
 import { machine, writeResults } from './benchReport.js';
+import { startRawUws } from './rawUws.js';
 
 export interface ApiBenchOptions {
   events: number;
@@ -115,6 +116,7 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
       const auth = { authorization: `Bearer ${token}` };
       const towers = await fetch(`${api.url}/towers`, { headers: auth });
       const etag = towers.headers.get('etag') ?? '';
+      const raw = await startRawUws(new Uint8Array(await towers.arrayBuffer()), towers.headers.get('content-type') ?? 'application/json');
       const http = async (
         name: string,
         path: string,
@@ -127,12 +129,19 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
         opts.log(`bench api: ${name}: ${Math.round(Number(r['requests_per_s']))} req/s, p99 ${(r['latency_ms'] as { p99: number }).p99} ms`);
         return r;
       };
+      // The reference first, then the api, with the same client, connections and duration.
+      const rawGet = await http('raw uWS, the same bytes as GET /towers', '/towers', {}, opts.connections, raw.url);
+      raw.close();
       const cachedGet = await http('GET /towers (200)', '/towers', auth);
+      const rawRps = Number(rawGet['requests_per_s']);
+      cachedGet['ratio_to_raw_uws'] = rawRps > 0 ? Math.round((Number(cachedGet['requests_per_s']) / rawRps) * 1000) / 1000 : null;
+      opts.log(`bench api: cached GET is ${String(cachedGet['ratio_to_raw_uws'])} of raw uWS on this run`);
       const notModified = await http('GET /towers with If-None-Match (304)', '/towers', { ...auth, 'if-none-match': etag });
       const metrics1h = await http('GET /dashboard/metrics?range=1h, uncached', '/dashboard/metrics?range=1h', auth, 1, uncached.url);
       const metrics24h = await http('GET /dashboard/metrics?range=24h, uncached', '/dashboard/metrics?range=24h', auth, 1, uncached.url);
       const metrics7d = await http('GET /dashboard/metrics?range=7d, uncached', '/dashboard/metrics?range=7d', auth, 1, uncached.url);
       const metricsShared = await http('GET /dashboard/metrics?range=24h, 2 s cache', '/dashboard/metrics?range=24h', auth);
+      const dashboardAlerts = await http('GET /dashboard/alerts', '/dashboard/alerts', auth);
 
       opts.log(`bench api: fan-out of ${opts.alerts} alerts to ${opts.sockets} sockets…`);
       const fanout = await runClient({ kind: 'ws', url: `${api.url.replace('http', 'ws')}/ws/alerts?token=${token}`, sockets: opts.sockets }, (send) => {
@@ -163,12 +172,14 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
           alerts: opts.alerts,
           alert_rate: opts.alertRate,
         },
+        raw_uws_get: rawGet,
         cached_get: cachedGet,
         cached_get_304: notModified,
         dashboard_metrics_1h_uncached_1conn: metrics1h,
         dashboard_metrics_24h_uncached_1conn: metrics24h,
         dashboard_metrics_7d_uncached_1conn: metrics7d,
         dashboard_metrics_24h_cached: metricsShared,
+        dashboard_alerts: dashboardAlerts,
         ws_fanout: fanout,
         rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20),
       };

@@ -28,14 +28,18 @@ export const METRICS: readonly Metric[] = [
   { benchmark: 'limits', path: 'stages[decode_enrich_evaluate].per_core_events_per_s', better: 'higher' },
   { benchmark: 'limits', path: 'stages[row_encoding].per_core_events_per_s', better: 'higher' },
   { benchmark: 'limits', path: 'stages[clickhouse_insert].events_per_s', better: 'higher' },
+  { benchmark: 'limits', path: 'pipeline_cpu_us_per_event', better: 'lower' },
   { benchmark: 'e2e', path: 'events_per_s', better: 'higher' },
   { benchmark: 'e2e', path: 'ratio_to_limit', better: 'higher' },
+  { benchmark: 'e2e', path: 'cpu_us_per_event', better: 'lower' },
   { benchmark: 'e2e', path: 'latency_ms.p99', better: 'lower' },
   { benchmark: 'e2e', path: 'rss_mb.bench', better: 'lower' },
   { benchmark: 'api', path: 'cached_get.requests_per_s', better: 'higher' },
+  { benchmark: 'api', path: 'cached_get.ratio_to_raw_uws', better: 'higher' },
   { benchmark: 'api', path: 'cached_get.latency_ms.p99', better: 'lower' },
   { benchmark: 'api', path: 'dashboard_metrics_24h_uncached_1conn.latency_ms.p99', better: 'lower' },
   { benchmark: 'api', path: 'dashboard_metrics_7d_uncached_1conn.latency_ms.p99', better: 'lower' },
+  { benchmark: 'api', path: 'dashboard_alerts.latency_ms.p99', better: 'lower' },
   { benchmark: 'api', path: 'ws_fanout.latency_ms.p99', better: 'lower' },
 ];
 

@@ -5,14 +5,14 @@
  * events/s, publish→alert latency percentiles, peak RSS and CPU of each process.
  */
 import { spawn } from 'node:child_process';
-import { readFile, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
 import { ALL_ALERTS_SUBJECT, decodeAlerts } from '../core/live.js';
 import { connectNats, startNatsServer } from '../core/nats/index.js';
-import { processRssBytes } from '../core/processes.js';
+import { processCpuSeconds, processRssBytes } from '../core/processes.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { generateWorld } from '../fixtures/world.js';
 import { startPipelineService } from '../pipeline/service.js';
@@ -44,10 +44,12 @@ export interface E2eResult {
   latency_ms: { p50: number; p95: number; p99: number };
   rss_mb: { bench: number; nats_server: number; simulator: number };
   cpu_s: { bench: number; nats_server: number; simulator: number };
+  /** CPU of the pipeline (this process) and nats-server per stored event, while it ran. */
+  cpu_us_per_event: number;
   publish_events_per_s: number;
   duration_s: number;
   ok: boolean;
-  pipeline: { batches: number; events_per_batch: number; insert_ms_per_batch: number };
+  pipeline: { batches: number; events_per_batch: number; insert_ms_per_batch: number; lookup_ms_per_batch: number };
   mode: 'concurrent' | 'prefill';
 }
 
@@ -96,7 +98,7 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
         },
       });
       const cpuBefore = process.cpuUsage();
-      const natsCpuBefore = await cpuOf(server.pid);
+      const natsCpuBefore = await processCpuSeconds(server.pid);
       // The clock starts at the first event the pipeline takes (the simulator first compiles
       // every enterprise's policies, which is not the pipeline's time).
       let started = 0;
@@ -114,7 +116,7 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
       await new Promise((r) => setTimeout(r, 200)); // the last alerts in flight
       sub.unsubscribe();
       const cpu = process.cpuUsage(cpuBefore);
-      const natsCpu = (await cpuOf(server.pid)) - natsCpuBefore;
+      const natsCpu = (await processCpuSeconds(server.pid)) - natsCpuBefore;
       const q = async (sql: string): Promise<number> => {
         const rs = await service.clickhouse.client.query({ query: sql, format: 'JSONEachRow' });
         return Number((await rs.json<{ n: unknown }>())[0]?.n ?? 0);
@@ -133,6 +135,7 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
         latency_ms: { p50: pct(50), p95: pct(95), p99: pct(99) },
         rss_mb: { bench: mb(peak.bench), nats_server: mb(peak.nats_server), simulator: mb(peak.simulator) },
         cpu_s: { bench: round((cpu.user + cpu.system) / 1e6, 1), nats_server: round(natsCpu, 1), simulator: round(sim.cpuSeconds, 1) },
+        cpu_us_per_event: round(((cpu.user + cpu.system) / 1e6 + natsCpu) * (1e6 / Math.max(1, stored)), 2),
         publish_events_per_s: round(sim.summary.eventsPerSecond),
         duration_s: round(seconds, 1),
         mode: opts.prefill ? 'prefill' : 'concurrent',
@@ -141,6 +144,7 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
           batches: service.pipeline.counters.batches,
           events_per_batch: round(service.pipeline.counters.events / Math.max(1, service.pipeline.counters.batches)),
           insert_ms_per_batch: round(service.pipeline.counters.insertMs / Math.max(1, service.pipeline.counters.batches), 1),
+          lookup_ms_per_batch: round(service.pipeline.counters.lookupMs / Math.max(1, service.pipeline.counters.batches), 1),
         },
       };
     } finally {
@@ -184,7 +188,7 @@ function runSimulator(natsUrl: string, opts: E2eOptions, onPid: (pid: number) =>
     let err = '';
     let cpu = 0;
     const poll = setInterval(() => {
-      if (child.pid !== undefined) void cpuOf(child.pid).then((c) => (cpu = Math.max(cpu, c)));
+      if (child.pid !== undefined) void processCpuSeconds(child.pid).then((c) => (cpu = Math.max(cpu, c)));
     }, 250);
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
@@ -200,34 +204,39 @@ function runSimulator(natsUrl: string, opts: E2eOptions, onPid: (pid: number) =>
   });
 }
 
-/** User + system CPU seconds of a process, from /proc (Linux). */
-async function cpuOf(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
-  return ticks / 100;
-}
-
 /** The machine's limit from `bench limits` (bench/limits.ts), and where it came from. */
 export interface E2eLimit {
   limit_events_per_s: number | null;
   ratio_to_limit: number | null;
+  /** The same run's CPU ceiling (the cores divided among the stages' measured CPU per event). */
+  cpu_ceiling_events_per_s: number | null;
+  ratio_to_cpu_ceiling: number | null;
   limit_source: string | null;
 }
 
 /** `--limit` when given, else the newest `bench limits` result; null when there is neither. */
 async function resolveLimit(given: number | undefined, eventsPerS: number): Promise<E2eLimit> {
   let limit: number | null = given ?? null;
+  let ceiling: number | null = null;
   let source: string | null = given === undefined ? null : '--limit';
   if (limit === null) {
     const newest = await readNewestResult('limits');
     const value = newest?.result['limit_events_per_s'];
+    const cpu = newest?.result['cpu_ceiling_events_per_s'];
     if (newest && typeof value === 'number' && value > 0) {
       limit = value;
       source = newest.file;
+      if (typeof cpu === 'number' && cpu > 0) ceiling = cpu;
     }
   }
-  return { limit_events_per_s: limit, ratio_to_limit: limit === null ? null : round(eventsPerS / limit, 3), limit_source: source };
+  const ratio = (to: number | null): number | null => (to === null ? null : round(eventsPerS / to, 3));
+  return {
+    limit_events_per_s: limit,
+    ratio_to_limit: ratio(limit),
+    cpu_ceiling_events_per_s: ceiling,
+    ratio_to_cpu_ceiling: ratio(ceiling),
+    limit_source: source,
+  };
 }
 
 export async function runE2eCli(opts: E2eOptions & { json: boolean; limit?: number | undefined }): Promise<E2eResult> {
@@ -239,10 +248,23 @@ export async function runE2eCli(opts: E2eOptions & { json: boolean; limit?: numb
     ...limit,
   });
   if (opts.json) {
-    const { events_published, events_stored, violations_expected, violations_stored, events_per_s, latency_ms, rss_mb } = result;
-    const { limit_events_per_s, ratio_to_limit } = limit;
+    const { events_published, events_stored, violations_expected, violations_stored, events_per_s, latency_ms, rss_mb, cpu_us_per_event } = result;
+    const { limit_events_per_s, ratio_to_limit, cpu_ceiling_events_per_s, ratio_to_cpu_ceiling } = limit;
     process.stdout.write(
-      `${JSON.stringify({ events_published, events_stored, violations_expected, violations_stored, events_per_s, limit_events_per_s, ratio_to_limit, latency_ms, rss_mb: round(rss_mb.bench + rss_mb.nats_server, 1) })}\n`,
+      `${JSON.stringify({
+        events_published,
+        events_stored,
+        violations_expected,
+        violations_stored,
+        events_per_s,
+        limit_events_per_s,
+        ratio_to_limit,
+        cpu_ceiling_events_per_s,
+        ratio_to_cpu_ceiling,
+        cpu_us_per_event,
+        latency_ms,
+        rss_mb: round(rss_mb.bench + rss_mb.nats_server, 1),
+      })}\n`,
     );
   } else {
     console.table({
@@ -252,6 +274,8 @@ export async function runE2eCli(opts: E2eOptions & { json: boolean; limit?: numb
       [result.mode === 'prefill' ? 'pipeline drain events/s (stream prefilled)' : 'sustained events/s (publish → stored)']: result.events_per_s,
       'simulator publish events/s': result.publish_events_per_s,
       'limit events/s (bench limits) / ratio to it': `${limit.limit_events_per_s ?? 'none measured'} / ${limit.ratio_to_limit ?? '-'}`,
+      'CPU ceiling events/s (bench limits) / ratio to it': `${limit.cpu_ceiling_events_per_s ?? 'none measured'} / ${limit.ratio_to_cpu_ceiling ?? '-'}`,
+      'CPU µs per event (pipeline + nats-server)': result.cpu_us_per_event,
       'publish→alert latency p50 / p95 / p99 ms': `${result.latency_ms.p50} / ${result.latency_ms.p95} / ${result.latency_ms.p99}`,
       'peak RSS MB (bench+pipeline / nats-server / simulator)': `${result.rss_mb.bench} / ${result.rss_mb.nats_server} / ${result.rss_mb.simulator}`,
       'CPU s (bench+pipeline / nats-server / simulator)': `${result.cpu_s.bench} / ${result.cpu_s.nats_server} / ${result.cpu_s.simulator}`,

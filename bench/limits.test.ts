@@ -27,8 +27,12 @@ test('bench limits --json measures every stage and names the slowest as the limi
     STAGES,
   );
   for (const s of result.stages) {
-    assert.ok(s.events_per_s > 0 && s.frames_per_s > 0 && s.seconds > 0, `${s.stage}: ${JSON.stringify(s)}`);
+    assert.ok(s.events_per_s > 0 && s.frames_per_s > 0 && s.seconds > 0 && s.cpu_us_per_event > 0, `${s.stage}: ${JSON.stringify(s)}`);
   }
+  // The CPU ceiling: the cores divided among the pipeline's own stages (not the publisher's).
+  const pipelineCpu = result.stages.filter((s) => s.stage !== 'jetstream_publish').reduce((n, s) => n + s.cpu_us_per_event, 0);
+  assert.ok(Math.abs(result.pipeline_cpu_us_per_event - pipelineCpu) < 0.05, `${result.pipeline_cpu_us_per_event} vs ${pipelineCpu}`);
+  assert.ok(Math.abs(result.cpu_ceiling_events_per_s - (result.cores * 1e6) / result.pipeline_cpu_us_per_event) <= 1 + result.cpu_ceiling_events_per_s * 0.01);
   for (const s of result.stages.filter((x) => x.per_core_events_per_s !== null)) {
     assert.ok((s.per_core_events_per_s ?? 0) > 0, `${s.stage} per core`);
   }

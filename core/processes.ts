@@ -38,3 +38,11 @@ export async function processEnded(pid: number): Promise<boolean> {
   );
   return state === 'Z' || state === 'X';
 }
+
+/** User + system CPU seconds it has used (threads included); 0 when it is gone. Clock ticks are 1/100 s on Linux. */
+export async function processCpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
+  return ticks / 100;
+}

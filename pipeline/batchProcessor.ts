@@ -31,9 +31,14 @@ export interface DeadLetter {
 export type AutoRemediationRequest = RemediationRequest & { trigger: 'auto'; action: 'block_device' | 'block_app' };
 
 export interface BatchOutput {
-  /** Rows as positional values, written by APP_USAGE.encode (core/clickhouse/rows.ts). */
+  /**
+   * Rows as positional values, for APP_USAGE.encode (core/clickhouse/rows.ts); empty when the
+   * caller passed {@link RowWriters} (the rows went to them instead).
+   */
   appUsage: AppUsageValues[];
   violations: ViolationValues[];
+  /** app_usage rows made (whether kept here or handed to the writers). */
+  appUsageRows: number;
   alerts: Alert[];
   remediations: AutoRemediationRequest[];
   deadLetters: DeadLetter[];
@@ -42,6 +47,16 @@ export interface BatchOutput {
   counts: { events: number; enforced: number; unregistered: number; violations: number; rejectedEvents: number; rejectedMessages: number };
   /** Policy version that decided each enterprise's events in this batch. */
   policyVersions: Record<string, string>;
+}
+
+/**
+ * Where each row goes as it is made. A worker writes them straight into its TSV buffers: rows
+ * kept until the end of a 64k-event batch outlive the young generation, and the garbage
+ * collector's copying of them cost more than their encoding (bench e2e, perf).
+ */
+export interface RowWriters {
+  appUsage(values: AppUsageValues): void;
+  violation(values: ViolationValues): void;
 }
 
 export interface BatchContext {
@@ -64,10 +79,11 @@ interface Pending {
 const UNREGISTERED = 'unregistered';
 const NO_VERSION = 'none';
 
-export function processBatch(messages: readonly BatchMessage[], ctx: BatchContext): BatchOutput {
+export function processBatch(messages: readonly BatchMessage[], ctx: BatchContext, writers?: RowWriters): BatchOutput {
   const out: BatchOutput = {
     appUsage: [],
     violations: [],
+    appUsageRows: 0,
     alerts: [],
     remediations: [],
     deadLetters: [],
@@ -77,6 +93,11 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
   };
   const pending: Pending[] = [];
   const byEnterprise = new Map<string, number[]>();
+  const view = ctx.view;
+  const writeUsage = writers ? (values: AppUsageValues): void => writers.appUsage(values) : (values: AppUsageValues): void => void out.appUsage.push(values);
+  const writeViolation = writers
+    ? (values: ViolationValues): void => writers.violation(values)
+    : (values: ViolationValues): void => void out.violations.push(values);
 
   for (const msg of messages) {
     const reasons = emptySummary();
@@ -138,130 +159,140 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
       }
       pending.push(p);
     }
+    // Each frame is evaluated and written before the next is decoded: a batch's events never
+    // all live at once, so they die young instead of being copied by the garbage collector.
+    evaluate();
+    emit();
+    pending.length = 0;
+    byEnterprise.clear();
   }
-  out.counts.events = pending.length;
+  return out;
 
-  for (const [enterpriseId, indexes] of byEnterprise) {
-    const module = ctx.module(enterpriseId);
-    if (!module) continue; // no compiled policy (yet): recorded as unregistered below, never guessed
-    out.policyVersions[enterpriseId] = module.hash;
-    const cols = module.columns(indexes.length);
-    for (let start = 0; start < indexes.length; start += cols.capacity) {
-      const n = Math.min(cols.capacity, indexes.length - start);
-      for (let i = 0; i < n; i++) module.encoder.encode(cols, i, (pending[indexes[start + i] as number] as Pending).eval as EvalEvent);
-      const ranks = module.run(n);
-      for (let i = 0; i < n; i++) {
-        const p = pending[indexes[start + i] as number] as Pending;
-        p.verdict = module.verdictOf(ranks[i] ?? 0);
-        p.version = module.hash;
+  function evaluate(): void {
+    for (const [enterpriseId, indexes] of byEnterprise) {
+      const module = ctx.module(enterpriseId);
+      if (!module) continue; // no compiled policy (yet): recorded as unregistered below, never guessed
+      out.policyVersions[enterpriseId] = module.hash;
+      const cols = module.columns(indexes.length);
+      for (let start = 0; start < indexes.length; start += cols.capacity) {
+        const n = Math.min(cols.capacity, indexes.length - start);
+        for (let i = 0; i < n; i++) module.encoder.encode(cols, i, (pending[indexes[start + i] as number] as Pending).eval as EvalEvent);
+        const ranks = module.run(n);
+        for (let i = 0; i < n; i++) {
+          const p = pending[indexes[start + i] as number] as Pending;
+          p.verdict = module.verdictOf(ranks[i] ?? 0);
+          p.version = module.hash;
+        }
       }
     }
   }
 
-  const view = ctx.view;
-  for (const p of pending) {
-    const e = p.event;
-    const app = ctx.directory.app(e.app);
-    const action = ctx.directory.action(e.action);
-    const user = p.userId ? view.user(p.userId, p.enterpriseId) : undefined;
-    const v = p.verdict;
-    const verdict = v ? v.permission : UNREGISTERED;
-    const policy = v?.policy_id ? view.policy(v.policy_id, p.enterpriseId) : undefined;
-    if (v) out.counts.enforced++;
-    else out.counts.unregistered++;
-    out.appUsage.push([
-      p.enterpriseId,
-      e.ts,
-      e.carrier,
-      e.tower,
-      e.event_id,
-      p.seq,
-      e.device,
-      p.userId,
-      user?.name ?? '',
-      e.app,
-      app?.name ?? e.app,
-      app?.category ?? '',
-      e.action,
-      action?.name ?? e.action,
-      e.bytes_up,
-      e.bytes_down,
-      verdict,
-      v?.policy_id ?? '',
-      policy?.name ?? '',
-      v?.rule_id ?? '',
-      v?.severity ?? '',
-      v?.remediation ?? '',
-      p.version,
-    ]);
-    if (v?.permission !== 'deny') continue;
-    out.counts.violations++;
-    const tower = ctx.directory.tower(e.tower);
-    const alert: Alert = {
-      alert_id: `${e.carrier}:${e.tower}:${e.event_id}`,
-      enterprise_id: p.enterpriseId,
-      ts: e.ts,
-      user_id: p.userId,
-      user_name: user?.name ?? '',
-      device_id: e.device,
-      app_id: e.app,
-      app_name: app?.name ?? e.app,
-      action: action?.name ?? e.action,
-      tower_id: e.tower,
-      tower_location: tower?.location ?? '',
-      region: tower?.region ?? '',
-      lat: tower?.lat ?? null,
-      lon: tower?.lon ?? null,
-      carrier: e.carrier,
-      policy_id: v.policy_id ?? '',
-      policy_name: policy?.name ?? '',
-      rule_id: v.rule_id,
-      severity: v.severity ?? 'medium',
-      remediation: v.remediation,
-      policy_version: p.version,
-    };
-    out.alerts.push(alert);
-    out.violations.push([
-      alert.alert_id,
-      alert.enterprise_id,
-      e.ts,
-      e.carrier,
-      e.tower,
-      alert.tower_location,
-      alert.region,
-      e.event_id,
-      p.seq,
-      e.device,
-      p.userId,
-      alert.user_name,
-      e.app,
-      alert.app_name,
-      e.action,
-      alert.action,
-      alert.policy_id,
-      alert.policy_name,
-      v.rule_id ?? '',
-      alert.severity,
-      v.remediation ?? '',
-      p.version,
-    ]);
-    if ((v.remediation === 'block_device' || v.remediation === 'block_app') && view.planOfEnterprise(p.enterpriseId)?.auto_remediation) {
-      out.remediations.push({
-        type: 'remediation',
-        trigger: 'auto',
-        alert_id: alert.alert_id,
+  function emit(): void {
+    out.counts.events += pending.length;
+    out.appUsageRows += pending.length;
+    for (const p of pending) {
+      const e = p.event;
+      const app = ctx.directory.app(e.app);
+      const action = ctx.directory.action(e.action);
+      const user = p.userId ? view.user(p.userId, p.enterpriseId) : undefined;
+      const v = p.verdict;
+      const verdict = v ? v.permission : UNREGISTERED;
+      const policy = v?.policy_id ? view.policy(v.policy_id, p.enterpriseId) : undefined;
+      if (v) out.counts.enforced++;
+      else out.counts.unregistered++;
+      writeUsage([
+        p.enterpriseId,
+        e.ts,
+        e.carrier,
+        e.tower,
+        e.event_id,
+        p.seq,
+        e.device,
+        p.userId,
+        user?.name ?? '',
+        e.app,
+        app?.name ?? e.app,
+        app?.category ?? '',
+        e.action,
+        action?.name ?? e.action,
+        e.bytes_up,
+        e.bytes_down,
+        verdict,
+        v?.policy_id ?? '',
+        policy?.name ?? '',
+        v?.rule_id ?? '',
+        v?.severity ?? '',
+        v?.remediation ?? '',
+        p.version,
+      ]);
+      if (v?.permission !== 'deny') continue;
+      out.counts.violations++;
+      const tower = ctx.directory.tower(e.tower);
+      const alert: Alert = {
+        alert_id: `${e.carrier}:${e.tower}:${e.event_id}`,
         enterprise_id: p.enterpriseId,
+        ts: e.ts,
+        user_id: p.userId,
+        user_name: user?.name ?? '',
         device_id: e.device,
-        tower_id: e.tower,
-        carrier: e.carrier,
         app_id: e.app,
-        action: v.remediation,
+        app_name: app?.name ?? e.app,
+        action: action?.name ?? e.action,
+        tower_id: e.tower,
+        tower_location: tower?.location ?? '',
+        region: tower?.region ?? '',
+        lat: tower?.lat ?? null,
+        lon: tower?.lon ?? null,
+        carrier: e.carrier,
+        policy_id: v.policy_id ?? '',
+        policy_name: policy?.name ?? '',
         rule_id: v.rule_id,
-        requested_at: e.ts,
-      });
+        severity: v.severity ?? 'medium',
+        remediation: v.remediation,
+        policy_version: p.version,
+      };
+      out.alerts.push(alert);
+      writeViolation([
+        alert.alert_id,
+        alert.enterprise_id,
+        e.ts,
+        e.carrier,
+        e.tower,
+        alert.tower_location,
+        alert.region,
+        e.event_id,
+        p.seq,
+        e.device,
+        p.userId,
+        alert.user_name,
+        e.app,
+        alert.app_name,
+        e.action,
+        alert.action,
+        alert.policy_id,
+        alert.policy_name,
+        v.rule_id ?? '',
+        alert.severity,
+        v.remediation ?? '',
+        p.version,
+      ]);
+      if ((v.remediation === 'block_device' || v.remediation === 'block_app') && view.planOfEnterprise(p.enterpriseId)?.auto_remediation) {
+        out.remediations.push({
+          type: 'remediation',
+          trigger: 'auto',
+          alert_id: alert.alert_id,
+          enterprise_id: p.enterpriseId,
+          device_id: e.device,
+          tower_id: e.tower,
+          carrier: e.carrier,
+          app_id: e.app,
+          action: v.remediation,
+          rule_id: v.rule_id,
+          requested_at: e.ts,
+        });
+      }
     }
   }
-  return out;
 }
 
 /**

@@ -162,6 +162,7 @@ describe('pipeline health and metrics server', () => {
     assert.equal(sample(text, 'towerwatch_pipeline_stored_rows_total'), stored);
     assert.ok((sample(text, 'towerwatch_pipeline_dead_letters_total') ?? 0) >= 1);
     assert.ok((sample(text, 'towerwatch_pipeline_insert_seconds_total') ?? 0) > 0);
+    assert.ok((sample(text, 'towerwatch_pipeline_stored_lookup_seconds_total') ?? 0) > 0, 'the redelivery lookups are timed');
     assert.equal(sample(text, 'towerwatch_pipeline_worker_threads'), 1);
     assert.equal(sample(text, 'towerwatch_pipeline_nats_connected'), 1);
     assert.ok((sample(text, 'towerwatch_pipeline_policies') ?? 0) >= 1);

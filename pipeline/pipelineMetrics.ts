@@ -80,7 +80,7 @@ export interface MetricsSources {
 
 type NumericKeys<T> = { [K in keyof T]: T[K] extends number ? K : never }[keyof T];
 
-/** Pipeline.counters → counters, by name. `insertMs` is exported in seconds. */
+/** Pipeline.counters → counters, by name. `insertMs` and `lookupMs` are exported in seconds. */
 export const PIPELINE_COUNTERS: ReadonlyArray<{ field: NumericKeys<PipelineCounters>; name: string; help: string; scale?: number }> = [
   { field: 'fetched', name: 'towerwatch_pipeline_fetched_messages_total', help: 'JetStream messages (frames) taken from the consumer' },
   { field: 'messages', name: 'towerwatch_pipeline_messages_total', help: 'messages (frames) processed, stored and acked' },
@@ -98,6 +98,12 @@ export const PIPELINE_COUNTERS: ReadonlyArray<{ field: NumericKeys<PipelineCount
   { field: 'remediations', name: 'towerwatch_pipeline_remediation_requests_total', help: 'remediation requests published to REMEDIATION' },
   { field: 'batches', name: 'towerwatch_pipeline_batches_total', help: 'batches processed and acked' },
   { field: 'insertMs', name: 'towerwatch_pipeline_insert_seconds_total', help: 'time spent inserting batches into ClickHouse', scale: 1 / 1000 },
+  {
+    field: 'lookupMs',
+    name: 'towerwatch_pipeline_stored_lookup_seconds_total',
+    help: 'time spent looking up which messages of a batch are stored already (redelivery check)',
+    scale: 1 / 1000,
+  },
   { field: 'publishRetries', name: 'towerwatch_pipeline_publish_retries_total', help: 'JetStream publishes retried through a broker blip' },
   {
     field: 'batchesHandedBack',

@@ -57,6 +57,8 @@ interface WorkerState {
 const config = workerData as WorkerConfig;
 const VIOLATION_SEQ_COLUMN = VIOLATIONS.index('stream_seq');
 const packr = new Packr({ useRecords: false });
+/** app_usage TSV bytes per frame byte, roughly (the simulator's frames): room without growing. */
+const USAGE_TSV_PER_FRAME_BYTE = 3;
 let state: Promise<WorkerState> | null = null;
 /** Handed back with the next batch: a worker thread has no log of its own (one log per process). */
 let notices: string[] = [];
@@ -92,9 +94,24 @@ export default async function runBatch(task: WorkerTask): Promise<WorkerResult> 
       if (m.subject === POISON_SUBJECT) throw new Error(`test poison message on ${m.subject}`);
     }
   }
-  const out = processBatch(task.messages, { directory: s.directory, view: s.view, module: (id) => s.registry.module(id) });
   const skipV = new Set(task.skipViolations);
-  const violations = skipV.size ? out.violations.filter((r) => !skipV.has(r[VIOLATION_SEQ_COLUMN] as number)) : out.violations;
+  let frameBytes = 0;
+  for (const m of task.messages) frameBytes += m.data.byteLength;
+  const usageTsv = new TsvWriter(Math.max(1024, frameBytes * USAGE_TSV_PER_FRAME_BYTE));
+  const violationTsv = new TsvWriter();
+  let violationRows = 0;
+  const out = processBatch(
+    task.messages,
+    { directory: s.directory, view: s.view, module: (id) => s.registry.module(id) },
+    {
+      appUsage: (values) => APP_USAGE.write(usageTsv, values),
+      violation: (values) => {
+        if (skipV.size > 0 && skipV.has(values[VIOLATION_SEQ_COLUMN] as number)) return;
+        VIOLATIONS.write(violationTsv, values);
+        violationRows++;
+      },
+    },
+  );
   const skipD = new Set(task.skipDeadLetters);
   const deadLetters = skipD.size ? out.deadLetters.filter((d) => !skipD.has(d.seq)) : out.deadLetters;
   // Dead letters already stored were also published to the DLQ stream before the crash.
@@ -114,10 +131,10 @@ export default async function runBatch(task: WorkerTask): Promise<WorkerResult> 
     list.push(a);
   }
   const result: WorkerResult = {
-    appUsage: APP_USAGE.encode(out.appUsage),
-    appUsageRows: out.appUsage.length,
-    violations: VIOLATIONS.encode(violations),
-    violationRows: violations.length,
+    appUsage: usageTsv.finish(),
+    appUsageRows: out.appUsageRows,
+    violations: violationTsv.finish(),
+    violationRows,
     deadLetterTsv: deadLetterTsv.finish(),
     deadLetterRows: deadLetters.length,
     deadLetters,

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { createServer as createHttpServer, type IncomingHttpHeaders } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { ClickHouseError } from '@clickhouse/client';
-import { ClickHouseOpenError, openClickHouse, type ClickHouseHandle } from './open.js';
+import { ClickHouseOpenError, INFILE_MIN_BYTES, openClickHouse, type ClickHouseHandle } from './open.js';
+import { spoolBase } from './spool.js';
 
 // One embedded data directory per test process (libchdb binds one per process).
 let dir: string;
@@ -182,6 +183,39 @@ test('server path (against a stand-in HTTP server): database from the URL, scope
   } finally {
     await new Promise((resolve) => server.close(resolve));
   }
+});
+
+test('insertFormatted: a large body goes through a spool file, with the same settings, dedup and errors', async () => {
+  await ch.client.command({
+    query: 'CREATE TABLE big (a UInt32, s String) ENGINE = MergeTree ORDER BY a SETTINGS non_replicated_deduplication_window = 100',
+  });
+  const lines: string[] = [];
+  for (let i = 0; i < 100_000; i++) lines.push(`${i}\tvalue with a tab\\t and quote ' number ${i}`);
+  const body = Buffer.from(`${lines.join('\n')}\n`);
+  assert.ok(body.byteLength >= INFILE_MIN_BYTES, 'the body is past the spool threshold');
+  const insert = {
+    table: 'big',
+    columns: ['a', 's'],
+    format: 'TabSeparated',
+    body,
+    settings: { insert_deduplication_token: "tok'1", max_threads: 2 },
+  } as const;
+  await ch.insertFormatted(insert);
+  await ch.insertFormatted(insert); // same token: dropped
+  assert.deepEqual(await rows("SELECT count() AS n, uniqExact(a) AS u, any(s) LIKE '%\t and quote '' %' AS kept FROM big"), [
+    { n: 100_000, u: 100_000, kept: 1 },
+  ]);
+  assert.deepEqual(await rows("SELECT getSetting('insert_deduplication_token') AS t"), [{ t: '' }], "the settings were the statement's only");
+
+  const bad = Buffer.concat([body, Buffer.from('notanumber\tx\n')]);
+  await assert.rejects(
+    ch.insertFormatted({ ...insert, body: bad, settings: { insert_deduplication_token: 'tok2' } }),
+    (e: unknown) => e instanceof ClickHouseError && e.code === '27' && /notanumber|row 100001/.test(e.message),
+  );
+  assert.deepEqual(await rows('SELECT count() AS n FROM big'), [{ n: 100_000 }], 'a rejected insert stores nothing');
+  const spools = (await readdir(spoolBase())).filter((n) => n.startsWith(`towerwatch-insert-${process.pid}-`));
+  assert.equal(spools.length, 1, 'one spool directory for this process');
+  assert.deepEqual(await readdir(join(spoolBase(), spools[0] as string)), [], 'no file is left behind');
 });
 
 test('options are checked', async () => {
