@@ -42,6 +42,7 @@ let store: ControlPlaneStore;
 let dataDir: string;
 let pipeline: PipelineService;
 let api: ApiServer;
+let common: Parameters<typeof startApiServer>[0];
 let towers: TowerAgent;
 let strict: ApiServer;
 const tokens = new Map<string, string>();
@@ -150,7 +151,7 @@ before(async () => {
     statusEverySeconds: 0,
     pipeline: { threads: 1 },
   });
-  const common = {
+  common = {
     nc,
     clickhouse: pipeline.clickhouse,
     port: 0,
@@ -325,6 +326,35 @@ describe('endpoints of the brief', () => {
     const low = await as('viewer@acme', 'GET', '/dashboard/alerts?severity=low');
     assert.ok(!low.json.alerts.some((a: any) => a.alert_id === 'att:tower123:1'), 'severity filter applies');
     assertError(await as('viewer@acme', 'GET', '/dashboard/alerts?severity=huge'), 400, 'validation_failed');
+  });
+
+  it('GET /dashboard/alerts: identical requests share one page for a second, per enterprise; then it is fresh', async () => {
+    let frozen = Date.now();
+    const cached = await startApiServer({ ...common, now: () => frozen, limits: { perAccountPerMinute: 100_000, loginAttemptsPerAddress: 10_000 } });
+    try {
+      const get = async (user: string): Promise<any> => {
+        const r = await fetch(`${cached.url}/dashboard/alerts?limit=200`, { headers: { authorization: `Bearer ${tokens.get(user)}` } });
+        assert.equal(r.status, 200);
+        return r.json();
+      };
+      const first = await get('viewer@acme');
+      const before = await violationCount('acme');
+      await publishEvents([event(4242)]);
+      await until(async () => (await violationCount('acme')) > before, 60_000, 'the new violation stored');
+      const same = await get('analyst@acme');
+      assert.deepEqual(same, first, 'within the second: the shared page (another user of the same enterprise too)');
+      const globex = await get('admin@globex');
+      assert.ok(!globex.alerts.some((a: any) => a.enterprise_id === 'acme'), 'another enterprise never gets the shared page');
+      frozen += 2_500;
+      const fresh = await get('viewer@acme');
+      assert.ok(
+        fresh.alerts.some((a: any) => a.alert_id === 'att:tower123:4242'),
+        'past the cache time: the new alert',
+      );
+      assert.equal(fresh.total, first.total + 1);
+    } finally {
+      await cached.close();
+    }
   });
 
   it('GET /dashboard/metrics answers from the per-minute projections', async () => {

@@ -18,6 +18,8 @@ export interface ApiContext {
   readonly limits: RateLimits;
   /** How long a /dashboard/metrics answer is shared by identical requests (0: never). */
   readonly metricsCacheMs: number;
+  /** How long a /dashboard/alerts page is shared by identical requests (0: never). */
+  readonly alertsCacheMs: number;
   /** Epoch ms. */
   now(): number;
   readonly log: LogLine;

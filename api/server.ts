@@ -42,6 +42,8 @@ export interface ApiServerOptions {
   accessTtlSeconds?: number;
   /** @default 2000 */
   metricsCacheMs?: number;
+  /** @default 1000 (newer alerts reach the page over /ws/alerts meanwhile) */
+  alertsCacheMs?: number;
   maxBackpressureBytes?: number;
   heartbeatEveryMs?: number;
   /** Validate replies against their documented schemas (tests). */
@@ -112,6 +114,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       now,
       log: options.log,
       metricsCacheMs: options.metricsCacheMs ?? 2000,
+      alertsCacheMs: options.alertsCacheMs ?? 1000,
     };
     const routes: ApiRoute[] = [];
     const version = packageVersion();

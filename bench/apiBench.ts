@@ -104,8 +104,8 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
     await fillHistory(ch, opts.events, opts.log);
     const common = { nc, clickhouse: ch, port: 0, jwtSecret: 'b'.repeat(40), limits: { perAccountPerMinute: 1_000_000_000 }, log: opts.log };
     const api = await startApiServer(common);
-    // The same api with the metrics cache off: what one dashboard query costs.
-    const uncached = await startApiServer({ ...common, metricsCacheMs: 0 });
+    // The same api with the dashboard caches off: what one dashboard query costs.
+    const uncached = await startApiServer({ ...common, metricsCacheMs: 0, alertsCacheMs: 0 });
     try {
       const login = await fetch(`${api.url}/auth/login`, {
         method: 'POST',
@@ -141,7 +141,8 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
       const metrics24h = await http('GET /dashboard/metrics?range=24h, uncached', '/dashboard/metrics?range=24h', auth, 1, uncached.url);
       const metrics7d = await http('GET /dashboard/metrics?range=7d, uncached', '/dashboard/metrics?range=7d', auth, 1, uncached.url);
       const metricsShared = await http('GET /dashboard/metrics?range=24h, 2 s cache', '/dashboard/metrics?range=24h', auth);
-      const dashboardAlerts = await http('GET /dashboard/alerts', '/dashboard/alerts', auth);
+      const dashboardAlerts = await http('GET /dashboard/alerts, 1 s cache', '/dashboard/alerts', auth);
+      const dashboardAlertsUncached = await http('GET /dashboard/alerts, uncached', '/dashboard/alerts', auth, 1, uncached.url);
 
       opts.log(`bench api: fan-out of ${opts.alerts} alerts to ${opts.sockets} sockets…`);
       const fanout = await runClient({ kind: 'ws', url: `${api.url.replace('http', 'ws')}/ws/alerts?token=${token}`, sockets: opts.sockets }, (send) => {
@@ -180,6 +181,7 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
         dashboard_metrics_7d_uncached_1conn: metrics7d,
         dashboard_metrics_24h_cached: metricsShared,
         dashboard_alerts: dashboardAlerts,
+        dashboard_alerts_uncached_1conn: dashboardAlertsUncached,
         ws_fanout: fanout,
         rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20),
       };

@@ -18,6 +18,11 @@ const severityList = z
 export function dashboardRoutes(ctx: ApiContext): ApiRoute[] {
   const towerLocation = (towerId: string): string => ctx.view.tower(towerId)?.location ?? '';
   const metricsCache = new ShortCache<Awaited<ReturnType<typeof dashboardMetrics>>>(ctx.metricsCacheMs);
+  // Every open dashboard of an enterprise asks for the same first page: one query (two, with the
+  // count) per second serves them all. A stale answer is served at most one more TTL, while the
+  // refresh runs. (Measured: 50 clients over 500k violations on embedded chdb queued behind one
+  // another at ~50 req/s, p99 1 s, each request ~20 ms of engine time.)
+  const alertsCache = new ShortCache<Awaited<ReturnType<typeof recentAlerts>>>(ctx.alertsCacheMs, 1000, 2);
   return [
     route({
       method: 'get',
@@ -121,21 +126,18 @@ export function dashboardRoutes(ctx: ApiContext): ApiRoute[] {
       handler: async ({ query, principal }) => {
         const enterprise = scopeOf(ctx.view, principal, query.enterprise_id);
         const { from, to } = resolveRange(query, ctx.now(), '24h');
-        const { alerts, total } = await recentAlerts(ctx.clickhouse, {
-          enterprise,
-          from,
-          to,
-          limit: query.limit,
-          offset: (query.page - 1) * query.limit,
-          filters: {
-            severity: query.severity,
-            user_id: query.user_id,
-            app_id: query.app_id,
-            tower_id: query.tower_id,
-            device_id: query.device_id,
-            policy_id: query.policy_id,
-          },
-        });
+        const filters = {
+          severity: query.severity,
+          user_id: query.user_id,
+          app_id: query.app_id,
+          tower_id: query.tower_id,
+          device_id: query.device_id,
+          policy_id: query.policy_id,
+        };
+        const key = JSON.stringify([enterprise, query.from, query.to, query.range, query.page, query.limit, filters]);
+        const { alerts, total } = await alertsCache.get(key, ctx.now(), () =>
+          recentAlerts(ctx.clickhouse, { enterprise, from, to, limit: query.limit, offset: (query.page - 1) * query.limit, filters }),
+        );
         return { body: { enterprise_id: enterprise, alerts: alerts.map(alertView), ...pageOf(query.page, query.limit, total) } };
       },
     }),
