@@ -329,26 +329,28 @@ async function openEmbedded(dataDir: string, db: string): Promise<ClickHouseHand
       checkColumns(insert.columns);
       const table = qualify(db, insert.table);
       try {
-        if (insert.body.byteLength >= INFILE_MIN_BYTES) {
-          const settings = settingsClause(insert.settings);
-          await spool.with(insert.body, (path) =>
-            insertConnection.chdb.queryAsync(
-              `INSERT INTO ${table} (${insert.columns.join(', ')}) FROM INFILE ${sqlString(path)}${settings} FORMAT ${insert.format}`,
-              { format: 'TabSeparated', ...(insert.abortSignal === undefined ? {} : { signal: insert.abortSignal }) },
-            ),
+        const inline = async (): Promise<FormattedInsertResult> => {
+          const result = await insertConnection.chdb.rawInsert({
+            table,
+            columns: [...insert.columns],
+            values: insert.body,
+            format: insert.format,
+            ...(insert.settings === undefined ? {} : { settings: { ...insert.settings } }),
+            ...(insert.abortSignal === undefined ? {} : { signal: insert.abortSignal }),
+          });
+          return { writtenRows: result.rowsWritten };
+        };
+        if (insert.body.byteLength < INFILE_MIN_BYTES) return await inline();
+        const settings = settingsClause(insert.settings);
+        return await spool.with(insert.body, async (path) => {
+          if (path === null) return inline();
+          await insertConnection.chdb.queryAsync(
+            `INSERT INTO ${table} (${insert.columns.join(', ')}) FROM INFILE ${sqlString(path)}${settings} FORMAT ${insert.format}`,
+            { format: 'TabSeparated', ...(insert.abortSignal === undefined ? {} : { signal: insert.abortSignal }) },
           );
           // The engine does not report the count of a query's writes.
           return { writtenRows: undefined };
-        }
-        const result = await insertConnection.chdb.rawInsert({
-          table,
-          columns: [...insert.columns],
-          values: insert.body,
-          format: insert.format,
-          ...(insert.settings === undefined ? {} : { settings: { ...insert.settings } }),
-          ...(insert.abortSignal === undefined ? {} : { signal: insert.abortSignal }),
         });
-        return { writtenRows: result.rowsWritten };
       } catch (err) {
         throw toClickHouseError(err);
       }

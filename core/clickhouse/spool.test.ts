@@ -13,6 +13,7 @@ test('a spool file exists while its insert runs and is removed after, even when 
     const spool = new InsertSpool(base);
     let seen = '';
     const n = await spool.with(Buffer.from('1\tx\n'), async (path) => {
+      assert.ok(path !== null, 'the file was written');
       seen = path;
       assert.equal(await readFile(path, 'utf8'), '1\tx\n');
       return 7;
@@ -21,7 +22,7 @@ test('a spool file exists while its insert runs and is removed after, even when 
     assert.equal(existsSync(seen), false);
     await assert.rejects(
       spool.with(Buffer.from('2\n'), async (path) => {
-        seen = path;
+        seen = path ?? '';
         throw new Error('engine said no');
       }),
       /engine said no/,
@@ -29,6 +30,27 @@ test('a spool file exists while its insert runs and is removed after, even when 
     assert.equal(existsSync(seen), false);
     await spool.close();
     assert.deepEqual(await readdir(base), []);
+  } finally {
+    await rm(base, { recursive: true, force: true });
+  }
+});
+
+test('a file that cannot be written (a full /dev/shm) hands the body back for an inline insert', async () => {
+  const base = await mkdtemp(join(tmpdir(), 'towerwatch-spool-'));
+  try {
+    const spool = new InsertSpool(base);
+    // The spool's directory gone: every write fails, as on a full filesystem.
+    await rm(spool.dir, { recursive: true });
+    const seen: Array<string | null> = [];
+    assert.equal(
+      await spool.with(Buffer.from('1\n'), async (path) => {
+        seen.push(path);
+        return 'inline';
+      }),
+      'inline',
+    );
+    assert.deepEqual(seen, [null]);
+    await spool.close();
   } finally {
     await rm(base, { recursive: true, force: true });
   }

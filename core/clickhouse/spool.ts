@@ -30,11 +30,20 @@ export class InsertSpool {
     this.dir = mkdtempSync(join(base, `${PREFIX}${process.pid}-`));
   }
 
-  /** Writes `body` to a new file and runs `use(path)`; the file is removed whatever `use` does. */
-  async with<T>(body: Uint8Array, use: (path: string) => Promise<T>): Promise<T> {
+  /**
+   * Writes `body` to a new file and runs `use(path)`; the file is removed whatever `use` does.
+   * When the file cannot be written (a small `/dev/shm`, as containers have by default, is
+   * full) it runs `use(null)` instead: the caller inserts the body inline, slower but stored.
+   */
+  async with<T>(body: Uint8Array, use: (path: string | null) => Promise<T>): Promise<T> {
     const path = join(this.dir, `${++this.#next}.tsv`);
     try {
-      await writeFile(path, body);
+      try {
+        await writeFile(path, body);
+      } catch {
+        await unlink(path).catch(() => undefined);
+        return await use(null);
+      }
       return await use(path);
     } finally {
       await unlink(path).catch(() => undefined);
