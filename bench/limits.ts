@@ -25,6 +25,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { APP_USAGE, type AppUsageRow, migrate, openClickHouse, VIOLATIONS } from '../core/clickhouse/index.js';
 import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
+import { processCpuSeconds } from '../core/processes.js';
 import { connectNats, ensureConsumer, ensureStreams, publishWithRetry, startNatsServer, USAGE_STREAM, usageSubject } from '../core/nats/index.js';
 import { encodeUsageFrame, usageMsgId } from '../core/wire.js';
 import { Random } from '../fixtures/random.js';
@@ -36,7 +37,6 @@ import { processBatch, type BatchContext, type BatchMessage, type BatchOutput } 
 import { controlPlaneDirectory } from '../pipeline/controlPlaneDirectory.js';
 import { DEFAULT_BATCH_MESSAGES } from '../pipeline/pipeline.js';
 import { PolicyRegistry } from '../pipeline/policyRegistry.js';
-import { processCpuSeconds } from '../core/processes.js';
 import { round, writeResults } from './benchReport.js';
 import { benchReportTable } from './benchTable.js';
 import { FORMATS, insertOnce, type InsertBenchFormat } from './insertBench.js';
@@ -160,12 +160,11 @@ export async function benchLimits(options: LimitsOptions = {}): Promise<LimitsRe
         const stored = outputs.reduce((n, o) => n + o.appUsage.length, 0);
         if (stored !== events) throw new Error(`processBatch made ${stored} app_usage rows of ${events} events`);
         log('limits: row encoding');
-        let bodies: Array<{ appUsage: Buffer; violations: Buffer; rows: number; violationRows: number }> = [];
+        let bodies: Array<{ appUsage: Buffer; violations: Buffer; violationRows: number }> = [];
         const encode = timePasses(cpuMs, () => {
           bodies = outputs.map((o) => ({
             appUsage: APP_USAGE.encode(o.appUsage),
             violations: VIOLATIONS.encode(o.violations),
-            rows: o.appUsage.length,
             violationRows: o.violations.length,
           }));
         });

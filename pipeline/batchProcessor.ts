@@ -37,8 +37,6 @@ export interface BatchOutput {
    */
   appUsage: AppUsageValues[];
   violations: ViolationValues[];
-  /** app_usage rows made (whether kept here or handed to the writers). */
-  appUsageRows: number;
   alerts: Alert[];
   remediations: AutoRemediationRequest[];
   deadLetters: DeadLetter[];
@@ -83,7 +81,6 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
   const out: BatchOutput = {
     appUsage: [],
     violations: [],
-    appUsageRows: 0,
     alerts: [],
     remediations: [],
     deadLetters: [],
@@ -94,10 +91,7 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
   const pending: Pending[] = [];
   const byEnterprise = new Map<string, number[]>();
   const view = ctx.view;
-  const writeUsage = writers ? (values: AppUsageValues): void => writers.appUsage(values) : (values: AppUsageValues): void => void out.appUsage.push(values);
-  const writeViolation = writers
-    ? (values: ViolationValues): void => writers.violation(values)
-    : (values: ViolationValues): void => void out.violations.push(values);
+  const rows: RowWriters = writers ?? { appUsage: (values) => void out.appUsage.push(values), violation: (values) => void out.violations.push(values) };
 
   for (const msg of messages) {
     const reasons = emptySummary();
@@ -189,7 +183,6 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
 
   function emit(): void {
     out.counts.events += pending.length;
-    out.appUsageRows += pending.length;
     for (const p of pending) {
       const e = p.event;
       const app = ctx.directory.app(e.app);
@@ -200,7 +193,7 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
       const policy = v?.policy_id ? view.policy(v.policy_id, p.enterpriseId) : undefined;
       if (v) out.counts.enforced++;
       else out.counts.unregistered++;
-      writeUsage([
+      rows.appUsage([
         p.enterpriseId,
         e.ts,
         e.carrier,
@@ -252,7 +245,7 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
         policy_version: p.version,
       };
       out.alerts.push(alert);
-      writeViolation([
+      rows.violation([
         alert.alert_id,
         alert.enterprise_id,
         e.ts,

@@ -99,7 +99,6 @@ export default async function runBatch(task: WorkerTask): Promise<WorkerResult> 
   for (const m of task.messages) frameBytes += m.data.byteLength;
   const usageTsv = new TsvWriter(Math.max(1024, frameBytes * USAGE_TSV_PER_FRAME_BYTE));
   const violationTsv = new TsvWriter();
-  let violationRows = 0;
   const out = processBatch(
     task.messages,
     { directory: s.directory, view: s.view, module: (id) => s.registry.module(id) },
@@ -108,7 +107,6 @@ export default async function runBatch(task: WorkerTask): Promise<WorkerResult> 
       violation: (values) => {
         if (skipV.size > 0 && skipV.has(values[VIOLATION_SEQ_COLUMN] as number)) return;
         VIOLATIONS.write(violationTsv, values);
-        violationRows++;
       },
     },
   );
@@ -130,9 +128,12 @@ export default async function runBatch(task: WorkerTask): Promise<WorkerResult> 
     if (!list) alertsByEnterprise.set(a.enterprise_id, (list = []));
     list.push(a);
   }
+  // Row counts from the writers, before finish() resets them: what each body holds.
+  const appUsageRows = usageTsv.rows;
+  const violationRows = violationTsv.rows;
   const result: WorkerResult = {
     appUsage: usageTsv.finish(),
-    appUsageRows: out.appUsageRows,
+    appUsageRows,
     violations: violationTsv.finish(),
     violationRows,
     deadLetterTsv: deadLetterTsv.finish(),
