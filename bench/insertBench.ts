@@ -18,7 +18,11 @@ import { APP_USAGE, type AppUsageRow, type ClickHouseHandle, migrate, openClickH
 import { round, writeResults } from './benchReport.js';
 
 export type InsertBenchFormat =
-  'JSONEachRow (client.insert)' | 'JSONCompactEachRow (client.insert)' | 'TabSeparated (client.insert stream)' | 'TabSeparated (raw insert, sink path)';
+  | 'JSONEachRow (client.insert)'
+  | 'JSONCompactEachRow (client.insert)'
+  | 'TabSeparated (client.insert stream)'
+  | 'TabSeparated (raw insert or spool file)'
+  | 'Native (spool file, sink path)';
 
 export interface InsertBenchRow {
   format: InsertBenchFormat;
@@ -47,7 +51,8 @@ export const FORMATS: readonly InsertBenchFormat[] = [
   'JSONEachRow (client.insert)',
   'JSONCompactEachRow (client.insert)',
   'TabSeparated (client.insert stream)',
-  'TabSeparated (raw insert, sink path)',
+  'TabSeparated (raw insert or spool file)',
+  'Native (spool file, sink path)',
 ];
 
 /** Deterministic, realistic rows: repeated enterprises, towers, apps; many devices. */
@@ -112,8 +117,9 @@ export async function insertOnce(ch: ClickHouseHandle, format: InsertBenchFormat
   } else {
     // Positional values, as the pipeline's batch processor builds them; encoded as its workers do.
     const values = rows.map((r) => APP_USAGE.values(r));
+    const native = format === 'Native (spool file, sink path)';
     const t0 = performance.now();
-    const body = APP_USAGE.encode(values);
+    const body = native ? APP_USAGE.encodeNative(values) : APP_USAGE.encode(values);
     encodeMs = performance.now() - t0;
     bytes = body.byteLength;
     run =
@@ -126,7 +132,7 @@ export async function insertOnce(ch: ClickHouseHandle, format: InsertBenchFormat
               format: 'TabSeparated',
               clickhouse_settings: settings,
             })
-        : () => ch.insertFormatted({ table: 'app_usage', columns: APP_USAGE.columns, format: 'TabSeparated', body, settings });
+        : () => ch.insertFormatted({ table: 'app_usage', columns: APP_USAGE.columns, format: native ? 'Native' : 'TabSeparated', body, settings });
   }
   const h = monitorEventLoopDelay({ resolution: 10 });
   h.enable();

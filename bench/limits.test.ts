@@ -37,7 +37,7 @@ test('bench limits --json measures every stage and names the slowest as the limi
     assert.ok((s.per_core_events_per_s ?? 0) > 0, `${s.stage} per core`);
   }
   assert.ok(
-    result.inserts.some((i) => i.format === 'TabSeparated (raw insert, sink path)'),
+    result.inserts.some((i) => i.format === 'Native (spool file, sink path)'),
     'the sink path is among the insert formats',
   );
   for (const i of result.inserts) assert.ok(i.rows_per_s > 0, `${i.format}: ${i.rows_per_s}`);

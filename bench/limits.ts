@@ -5,9 +5,9 @@
  * 1. JetStream: publish of the frames into USAGE (pipelined, with msg ids, as the simulator
  *    does), then a pull consumer taking and acking them (as the pipeline does);
  * 2. decode + enrich + WASM evaluation of the frames (`processBatch`, one thread);
- * 3. row encoding of its output (APP_USAGE / VIOLATIONS `encode`, one thread), as a worker does;
+ * 3. row encoding of its output (APP_USAGE / VIOLATIONS `encodeNative`, one thread), as a worker does;
  * 4. the insert of those rows into the real schema on embedded chdb as the sink writes them
- *    (violations, then app_usage; TabSeparated), then, for comparison, in every format
+ *    (violations, then app_usage; Native blocks), then, for comparison, in every format
  *    insertBench.ts tries.
  *
  * Stages 2 and 3 are CPU-bound in worker threads: their events/s are per core, and the
@@ -161,10 +161,13 @@ export async function benchLimits(options: LimitsOptions = {}): Promise<LimitsRe
         if (stored !== events) throw new Error(`processBatch made ${stored} app_usage rows of ${events} events`);
         log('limits: row encoding');
         let bodies: Array<{ appUsage: Buffer; violations: Buffer; violationRows: number }> = [];
+        // One writer per table, reused batch after batch, as a worker thread keeps them.
+        const usageWriter = APP_USAGE.nativeWriter(DEFAULT_BATCH_MESSAGES * frameSize);
+        const violationWriter = VIOLATIONS.nativeWriter();
         const encode = timePasses(cpuMs, () => {
           bodies = outputs.map((o) => ({
-            appUsage: APP_USAGE.encode(o.appUsage),
-            violations: VIOLATIONS.encode(o.violations),
+            appUsage: APP_USAGE.encodeNative(o.appUsage, usageWriter),
+            violations: VIOLATIONS.encodeNative(o.violations, violationWriter),
             violationRows: o.violations.length,
           }));
         });
@@ -320,7 +323,7 @@ async function withCpu<T extends object>(serverPid: number, run: () => Promise<T
 
 /**
  * First the pipeline's own path alone on a fresh schema (no other format's merges running):
- * each batch's violations, then its app_usage rows, TabSeparated through insertFormatted, one
+ * each batch's violations, then its app_usage rows, Native blocks through insertFormatted, one
  * batch after another as the sink writes them; that is the stage, in time and CPU (the merges
  * its parts start meanwhile included). Then, for comparison, every batch's rows once per format
  * (round-robin, as insertBench does, so merges fall on all), a format dropping out once it has
@@ -343,11 +346,11 @@ async function timeInserts(
   for (const b of bodies) {
     if (b.violationRows > 0) {
       const t = performance.now();
-      await ch.insertFormatted({ table: 'violations', columns: VIOLATIONS.columns, format: 'TabSeparated', body: b.violations, settings });
+      await ch.insertFormatted({ table: 'violations', columns: VIOLATIONS.columns, format: 'Native', body: b.violations, settings });
       violationMs += performance.now() - t;
       violationRows += b.violationRows;
     }
-    await ch.insertFormatted({ table: 'app_usage', columns: APP_USAGE.columns, format: 'TabSeparated', body: b.appUsage, settings });
+    await ch.insertFormatted({ table: 'app_usage', columns: APP_USAGE.columns, format: 'Native', body: b.appUsage, settings });
   }
   const seconds = (performance.now() - t0) / 1000;
   const cpuSeconds = cpuSecondsSince(cpu);
@@ -396,7 +399,7 @@ export async function runLimitsCli(options: LimitsOptions & { json: boolean; res
     console.table(benchReportTable(result.stages));
     console.log('\napp_usage inserts (embedded chdb, real schema)');
     console.table(benchReportTable(result.inserts));
-    console.log(`violations insert (TabSeparated, sink path): ${result.violations_insert_rows_per_s.toLocaleString('en-US')} rows/s`);
+    console.log(`violations insert (Native, sink path): ${result.violations_insert_rows_per_s.toLocaleString('en-US')} rows/s`);
     console.log(`limit: ${result.limit_stage} at ${result.limit_events_per_s.toLocaleString('en-US')} events/s`);
     console.log(
       `CPU: the pipeline's stages take ${result.pipeline_cpu_us_per_event} µs per event together; ${result.cores} cores doing only that: ` +

@@ -48,7 +48,7 @@ export interface BatchOutput {
 }
 
 /**
- * Where each row goes as it is made. A worker writes them straight into its TSV buffers: rows
+ * Where each row goes as it is made. A worker writes them straight into its Native column buffers: rows
  * kept until the end of a 64k-event batch outlive the young generation, and the garbage
  * collector's copying of them cost more than their encoding (bench e2e, perf).
  */

@@ -1,5 +1,5 @@
 /**
- * The pipeline's row sink: inserts pre-encoded TabSeparated batches into ClickHouse with an
+ * The pipeline's row sink: inserts pre-encoded batches (TabSeparated, or Native blocks) into ClickHouse with an
  * explicit column list and an `insert_deduplication_token`, so that a batch retried (by us or
  * after a crash and redelivery) is stored once. Transient failures (network, overload, timeouts)
  * are retried with exponential backoff and jitter; permanent ones (the rows or the schema are
@@ -7,7 +7,15 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClickHouseError } from '@clickhouse/client';
-import { type ClickHouseHandle, type FormattedInsertFormat, type InsertTable, isInsertTable, queryStoredSeqs, ROW_TABLES } from '../core/clickhouse/index.js';
+import {
+  type ClickHouseHandle,
+  type FormattedInsertFormat,
+  type InsertTable,
+  isInsertTable,
+  nativeBlockRows,
+  queryStoredSeqs,
+  ROW_TABLES,
+} from '../core/clickhouse/index.js';
 import { backoffDelay, backoffStep } from '../core/retry.js';
 import { CodedError, type CodeOf } from '../core/codedError.js';
 
@@ -59,7 +67,7 @@ export interface InsertOptions {
   token: string;
   /** Columns of the body; default: the table's insert columns (ROW_TABLES, core/clickhouse/rows.ts). */
   columns?: readonly string[];
-  /** Rows in the body (for metrics); default: counted from its line feeds. */
+  /** Rows in the body (for metrics); default: counted from its line feeds (read from its header for Native). */
   rows?: number;
   /** @default 'TabSeparated' */
   format?: FormattedInsertFormat;
@@ -113,6 +121,7 @@ export const TRANSIENT_CLICKHOUSE_ERRORS: ReadonlySet<string> = new Set([
   'TOO_MANY_SIMULTANEOUS_QUERIES',
   'TOO_MANY_PARTS',
   'MEMORY_LIMIT_EXCEEDED',
+  'NOT_ENOUGH_SPACE',
   'SOCKET_TIMEOUT',
   'NETWORK_ERROR',
   'UNEXPECTED_END_OF_FILE',
@@ -238,7 +247,7 @@ export class ClickHouseSink implements RowSink {
   }
 
   /**
-   * Inserts a TSV batch (`INSERT INTO table (columns) SETTINGS insert_deduplication_token = …`).
+   * Inserts a batch (`INSERT INTO table (columns) SETTINGS insert_deduplication_token = … FORMAT …`).
    * Resolves once ClickHouse has the rows (or had them already under the same token); the
    * figures go to `onInsert` and {@link stats}.
    * @throws {ClickHouseSinkError} `insert_rejected` at once for a permanent error,
@@ -259,7 +268,7 @@ export class ClickHouseSink implements RowSink {
   }
 
   async #insert(table: string, body: Uint8Array, columns: readonly string[], options: InsertOptions): Promise<InsertMetrics> {
-    const rows = options.rows ?? countLines(body);
+    const rows = options.rows ?? (options.format === 'Native' ? nativeBlockRows(body) : countLines(body));
     const started = performance.now();
     const settings = { ...this.#settings, insert_deduplication_token: options.token };
     // close() cuts a backoff wait short but lets a running attempt finish.

@@ -463,8 +463,8 @@ export class Pipeline extends ConsumerLoop {
     const started = performance.now();
     // Row counts given: counting a 10 MB body's line feeds on this thread costs more than it should.
     if (r.deadLetterRows > 0) await sink.insert('dead_letters', r.deadLetterTsv, { token: `dead_letters:${token}`, rows: r.deadLetterRows });
-    if (r.violationRows > 0) await sink.insert('violations', r.violations, { token: `violations:${token}`, rows: r.violationRows });
-    if (r.appUsageRows > 0) await sink.insert('app_usage', r.appUsage, { token: `app_usage:${token}`, rows: r.appUsageRows });
+    if (r.violationRows > 0) await sink.insert('violations', r.violations, { token: `violations:${token}`, rows: r.violationRows, format: 'Native' });
+    if (r.appUsageRows > 0) await sink.insert('app_usage', r.appUsage, { token: `app_usage:${token}`, rows: r.appUsageRows, format: 'Native' });
     c.insertMs += performance.now() - started;
 
     for (const a of r.alerts) this.#opts.nc.publish(alertsSubject(a.enterpriseId), a.payload);

@@ -139,12 +139,13 @@ test('an unreachable server: a clear error without the password', async () => {
 });
 
 test('server path (against a stand-in HTTP server): database from the URL, scoped settings, column list', async () => {
-  const seen: Array<{ method: string; url: URL; headers: IncomingHttpHeaders; body: string }> = [];
+  const seen: Array<{ method: string; url: URL; headers: IncomingHttpHeaders; body: string; raw: Buffer }> = [];
   const server = createHttpServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      seen.push({ method: req.method ?? '', url: new URL(req.url ?? '/', 'http://x'), headers: req.headers, body: Buffer.concat(chunks).toString() });
+      const raw = Buffer.concat(chunks);
+      seen.push({ method: req.method ?? '', url: new URL(req.url ?? '/', 'http://x'), headers: req.headers, body: raw.toString(), raw });
       res.setHeader('X-ClickHouse-Summary', JSON.stringify({ written_rows: '2' }));
       res.end('');
     });
@@ -165,6 +166,8 @@ test('server path (against a stand-in HTTP server): database from the URL, scope
         settings: { insert_deduplication_token: 'tok-1', async_insert: 0 },
       });
       assert.equal(r.writtenRows, 2);
+      const native = Buffer.from([2, 1, 1, 97, 6, 85, 73, 110, 116, 54, 52, 1, 0, 0, 0, 0, 0, 0, 0, 0xff]);
+      await h.insertFormatted({ table: 'app_usage', columns: ['a'], format: 'Native', body: native, settings: { insert_deduplication_token: 'tok-2' } });
     } finally {
       await h.close();
     }
@@ -180,6 +183,12 @@ test('server path (against a stand-in HTTP server): database from the URL, scope
     assert.equal(insert?.url.searchParams.get('insert_deduplication_token'), 'tok-1');
     assert.equal(insert?.url.searchParams.get('async_insert'), '0');
     assert.equal(insert?.body, '1\tx\n2\ty\n');
+    // A binary body goes as the request body of the statement, byte for byte.
+    const nativeInsert = seen[3];
+    assert.equal(nativeInsert?.method, 'POST');
+    assert.equal(nativeInsert?.url.searchParams.get('query'), 'INSERT INTO analytics.app_usage (a) FORMAT Native');
+    assert.equal(nativeInsert?.url.searchParams.get('insert_deduplication_token'), 'tok-2');
+    assert.deepEqual(nativeInsert?.raw, Buffer.from([2, 1, 1, 97, 6, 85, 73, 110, 116, 54, 52, 1, 0, 0, 0, 0, 0, 0, 0, 0xff]));
   } finally {
     await new Promise((resolve) => server.close(resolve));
   }

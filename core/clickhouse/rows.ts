@@ -9,6 +9,7 @@
  * {@link RowTable.writeRow}. Both go through `ClickHouseSink` as TabSeparated.
  */
 import type { Remediation, Severity } from '../domain.js';
+import { NativeWriter, type RowWriter } from './native.js';
 import { TsvEncodeError, TsvWriter, type TsvColumnType } from './tsv.js';
 
 export const VERDICTS = ['allow', 'deny', 'unregistered'] as const;
@@ -43,9 +44,11 @@ export class RowTable<const S extends readonly ColumnSpec[]> {
   /** TSV kind of each column, in order. */
   readonly types: readonly TsvColumnType[];
   readonly #kinds: Uint8Array;
+  readonly #spec: S;
 
   constructor(table: string, spec: S) {
     this.table = table;
+    this.#spec = spec;
     this.columns = Object.freeze(spec.map(([name]) => name)) as unknown as ColumnsOf<S>;
     this.types = Object.freeze(spec.map(([, type]) => type));
     this.#kinds = Uint8Array.from(this.types, (t) => KIND[t]);
@@ -60,7 +63,7 @@ export class RowTable<const S extends readonly ColumnSpec[]> {
    * Appends one row given positionally: the hot path (no allocation, one switch per field).
    * @throws {TsvEncodeError} naming the column of a value that does not fit (the row is dropped).
    */
-  write(w: TsvWriter, values: ValuesOf<S>): void {
+  write(w: RowWriter, values: ValuesOf<S>): void {
     const kinds = this.#kinds;
     const v = values as readonly unknown[];
     let i = 0;
@@ -94,6 +97,11 @@ export class RowTable<const S extends readonly ColumnSpec[]> {
     w.endRow();
   }
 
+  /** A writer of this table's rows as one Native block (the pipeline's hot path). */
+  nativeWriter(expectedRows?: number): NativeWriter {
+    return new NativeWriter(this.#spec, expectedRows);
+  }
+
   /** The positional values of a row given by name. */
   values(row: RowOf<S>): ValuesOf<S> {
     const r = row as Readonly<Record<string, unknown>>;
@@ -101,7 +109,7 @@ export class RowTable<const S extends readonly ColumnSpec[]> {
   }
 
   /** Appends one row given by column name (off the hot path: tests, discovery, remediation). */
-  writeRow(w: TsvWriter, row: RowOf<S>): void {
+  writeRow(w: RowWriter, row: RowOf<S>): void {
     this.write(w, this.values(row));
   }
 
@@ -112,6 +120,24 @@ export class RowTable<const S extends readonly ColumnSpec[]> {
   encode(rows: readonly ValuesOf<S>[]): Buffer {
     // ~160 bytes make an app_usage row: room for them without growing the buffer.
     const w = new TsvWriter(Math.max(1024, rows.length * 192));
+    for (let r = 0; r < rows.length; r++) {
+      try {
+        this.write(w, rows[r] as ValuesOf<S>);
+      } catch (err) {
+        if (err instanceof TsvEncodeError) throw new TsvEncodeError(`row ${r}, ${err.message}`, r, err.column, { cause: err });
+        throw err;
+      }
+    }
+    return w.finish();
+  }
+
+  /**
+   * Native body (one block) of positional rows; `writer` (this table's, reused block after
+   * block as a worker does) saves allocating its columns.
+   * @throws {TsvEncodeError} naming the row and column of a value that does not fit.
+   */
+  encodeNative(rows: readonly ValuesOf<S>[], writer?: NativeWriter): Buffer {
+    const w = writer?.reset() ?? this.nativeWriter(rows.length);
     for (let r = 0; r < rows.length; r++) {
       try {
         this.write(w, rows[r] as ValuesOf<S>);

@@ -36,7 +36,7 @@ export class InsertSpool {
    * full) it runs `use(null)` instead: the caller inserts the body inline, slower but stored.
    */
   async with<T>(body: Uint8Array, use: (path: string | null) => Promise<T>): Promise<T> {
-    const path = join(this.dir, `${++this.#next}.tsv`);
+    const path = join(this.dir, `${++this.#next}.body`);
     try {
       try {
         await writeFile(path, body);
