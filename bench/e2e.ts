@@ -43,6 +43,12 @@ export interface E2eResult {
   events_per_s: number;
   latency_ms: { p50: number; p95: number; p99: number };
   rss_mb: { bench: number; nats_server: number; simulator: number };
+  /**
+   * The bench process's memory when its RSS peaked: the main thread's JS heap, ArrayBuffers
+   * (frames, row bodies), what the ClickHouse engine counts as its own (MemoryTracking), and
+   * the rest (worker threads' heaps, code, allocator slack).
+   */
+  bench_memory_at_peak_mb: { js_heap_main: number; array_buffers: number; engine_tracked: number; other: number };
   cpu_s: { bench: number; nats_server: number; simulator: number };
   /** CPU of the pipeline (this process) and nats-server per stored event, while it ran. */
   cpu_us_per_event: number;
@@ -62,9 +68,16 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
   const server = await startNatsServer({ storeDir: join(dataDir, 'nats') });
   const nc = await connectNats(server.url, 'towerwatch bench e2e');
   const peak = { bench: 0, nats_server: 0, simulator: 0 };
+  /** What made up this process's memory when its RSS peaked (the engine's own count sampled each second). */
+  let engineBytes = 0;
+  let atPeak = { js_heap_main: 0, array_buffers: 0, engine_tracked: 0 };
   let simulatorPid: number | null = null;
   const sampler = setInterval(() => {
-    peak.bench = Math.max(peak.bench, process.memoryUsage().rss);
+    const m = process.memoryUsage();
+    if (m.rss > peak.bench) {
+      peak.bench = m.rss;
+      atPeak = { js_heap_main: m.heapTotal, array_buffers: m.arrayBuffers, engine_tracked: engineBytes };
+    }
     void processRssBytes(server.pid).then((r) => (peak.nats_server = Math.max(peak.nats_server, r)));
     if (simulatorPid !== null) void processRssBytes(simulatorPid).then((r) => (peak.simulator = Math.max(peak.simulator, r)));
   }, 250);
@@ -87,6 +100,13 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
       // The pipeline alone: no towers answer here, and commands are not what this measures.
       remediator: false,
     });
+    const engineSampler = setInterval(() => {
+      service.clickhouse.client
+        .query({ query: "SELECT value AS n FROM system.metrics WHERE metric = 'MemoryTracking'", format: 'JSONEachRow' })
+        .then((rs) => rs.json<{ n: unknown }>())
+        .then((r) => (engineBytes = Number(r[0]?.n ?? 0)))
+        .catch(() => undefined);
+    }, 1000);
     try {
       await service.pipeline.ready();
       const latencies: number[] = [];
@@ -134,6 +154,12 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
         events_per_s: round(stored / seconds),
         latency_ms: { p50: pct(50), p95: pct(95), p99: pct(99) },
         rss_mb: { bench: mb(peak.bench), nats_server: mb(peak.nats_server), simulator: mb(peak.simulator) },
+        bench_memory_at_peak_mb: {
+          js_heap_main: mb(atPeak.js_heap_main),
+          array_buffers: mb(atPeak.array_buffers),
+          engine_tracked: mb(atPeak.engine_tracked),
+          other: mb(peak.bench - atPeak.js_heap_main - atPeak.array_buffers - atPeak.engine_tracked),
+        },
         cpu_s: { bench: round((cpu.user + cpu.system) / 1e6, 1), nats_server: round(natsCpu, 1), simulator: round(sim.cpuSeconds, 1) },
         cpu_us_per_event: round(((cpu.user + cpu.system) / 1e6 + natsCpu) * (1e6 / Math.max(1, stored)), 2),
         publish_events_per_s: round(sim.summary.eventsPerSecond),
@@ -148,6 +174,7 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
         },
       };
     } finally {
+      clearInterval(engineSampler);
       await service.close();
     }
   } finally {
