@@ -168,6 +168,8 @@ test('server path (against a stand-in HTTP server): database from the URL, scope
       assert.equal(r.writtenRows, 2);
       const native = Buffer.from([2, 1, 1, 97, 6, 85, 73, 110, 116, 54, 52, 1, 0, 0, 0, 0, 0, 0, 0, 0xff]);
       await h.insertFormatted({ table: 'app_usage', columns: ['a'], format: 'Native', body: native, settings: { insert_deduplication_token: 'tok-2' } });
+      // JSON bodies too (@clickhouse/client's insert() refused a raw JSON stream before any request).
+      await h.insertFormatted({ table: 'dead_letters', columns: ['a', 'b'], format: 'JSONEachRow', body: Buffer.from('{"a":1,"b":"x"}\n') });
     } finally {
       await h.close();
     }
@@ -189,6 +191,9 @@ test('server path (against a stand-in HTTP server): database from the URL, scope
     assert.equal(nativeInsert?.url.searchParams.get('query'), 'INSERT INTO analytics.app_usage (a) FORMAT Native');
     assert.equal(nativeInsert?.url.searchParams.get('insert_deduplication_token'), 'tok-2');
     assert.deepEqual(nativeInsert?.raw, Buffer.from([2, 1, 1, 97, 6, 85, 73, 110, 116, 54, 52, 1, 0, 0, 0, 0, 0, 0, 0, 0xff]));
+    const jsonInsert = seen[4];
+    assert.equal(jsonInsert?.url.searchParams.get('query'), 'INSERT INTO analytics.dead_letters (a, b) FORMAT JSONEachRow');
+    assert.equal(jsonInsert?.body, '{"a":1,"b":"x"}\n');
   } finally {
     await new Promise((resolve) => server.close(resolve));
   }

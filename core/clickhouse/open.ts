@@ -24,6 +24,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { ClickHouseError, ClickHouseLogLevel, createClient, parseError, type ClickHouseClient, type ClickHouseClientConfigOptions } from '@clickhouse/client';
 import type * as ChdbConnection from 'chdb/connection';
 import { CodedError, type CodeOf } from '../codedError.js';
@@ -219,27 +220,17 @@ async function openServer(rawUrl: string, database: string | undefined, requestT
     async insertFormatted(insert) {
       if (closing !== undefined) throw closedError();
       checkColumns(insert.columns);
-      if (insert.format === 'Native') {
-        // @clickhouse/client's insert() takes text and JSON formats only; a binary body goes as
-        // the request body of the statement.
-        const result = await client.exec({
-          query: `INSERT INTO ${qualify(db, insert.table)} (${insert.columns.join(', ')}) FORMAT Native`,
-          values: Readable.from([insert.body], { objectMode: false }),
-          ...(insert.settings === undefined ? {} : { clickhouse_settings: { ...insert.settings } }),
-          ...(insert.abortSignal === undefined ? {} : { abort_signal: insert.abortSignal }),
-        });
-        result.stream.resume();
-        const written = result.summary?.written_rows;
-        return { writtenRows: written === undefined ? undefined : Number(written) };
-      }
-      const result = await client.insert({
-        table: qualify(db, insert.table),
-        columns: [...insert.columns] as [string, ...string[]],
-        format: insert.format,
+      // The body is sent as it is, as the request body of the statement: @clickhouse/client's
+      // insert() takes a raw stream for text formats only (a JSON one must be a stream of
+      // objects, Native is refused), and the bodies here are encoded already.
+      const result = await client.exec({
+        query: `INSERT INTO ${qualify(db, insert.table)} (${insert.columns.join(', ')}) FORMAT ${insert.format}`,
         values: Readable.from([insert.body], { objectMode: false }),
         ...(insert.settings === undefined ? {} : { clickhouse_settings: { ...insert.settings } }),
         ...(insert.abortSignal === undefined ? {} : { abort_signal: insert.abortSignal }),
       });
+      // An insert answers with an empty body; reading it to the end frees the socket.
+      await finished(result.stream.resume());
       const written = result.summary?.written_rows;
       return { writtenRows: written === undefined ? undefined : Number(written) };
     },
