@@ -119,16 +119,7 @@ export class RowTable<const S extends readonly ColumnSpec[]> {
    */
   encode(rows: readonly ValuesOf<S>[]): Buffer {
     // ~160 bytes make an app_usage row: room for them without growing the buffer.
-    const w = new TsvWriter(Math.max(1024, rows.length * 192));
-    for (let r = 0; r < rows.length; r++) {
-      try {
-        this.write(w, rows[r] as ValuesOf<S>);
-      } catch (err) {
-        if (err instanceof TsvEncodeError) throw new TsvEncodeError(`row ${r}, ${err.message}`, r, err.column, { cause: err });
-        throw err;
-      }
-    }
-    return w.finish();
+    return this.#writeAll(new TsvWriter(Math.max(1024, rows.length * 192)), rows).finish();
   }
 
   /**
@@ -137,7 +128,10 @@ export class RowTable<const S extends readonly ColumnSpec[]> {
    * @throws {TsvEncodeError} naming the row and column of a value that does not fit.
    */
   encodeNative(rows: readonly ValuesOf<S>[], writer?: NativeWriter): Buffer {
-    const w = writer?.reset() ?? this.nativeWriter(rows.length);
+    return this.#writeAll(writer?.reset() ?? this.nativeWriter(rows.length), rows).finish();
+  }
+
+  #writeAll<W extends RowWriter>(w: W, rows: readonly ValuesOf<S>[]): W {
     for (let r = 0; r < rows.length; r++) {
       try {
         this.write(w, rows[r] as ValuesOf<S>);
@@ -146,7 +140,7 @@ export class RowTable<const S extends readonly ColumnSpec[]> {
         throw err;
       }
     }
-    return w.finish();
+    return w;
   }
 
   /** TabSeparated body of rows given by name. */
