@@ -207,6 +207,10 @@ function runSimulator(natsUrl: string, opts: E2eOptions, onPid: (pid: number) =>
     String(opts.frameSize),
     '--discovery',
     '0',
+    // Events stamped as they are published: the latency is publish → alert, not the towers'
+    // simulated reporting delay (up to 500 ms) on top.
+    '--report-delay-ms',
+    '0',
   ];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { env: { ...process.env, NATS_URL: natsUrl }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -158,6 +158,17 @@ test('storedSeqs tells which sequences have rows', async () => {
   assert.deepEqual([...(await sink.storedSeqs('dead_letters', [7, 8, 9]))], [8]);
   assert.deepEqual([...(await sink.storedSeqs('violations', [7, 8, 9]))], []);
   assert.deepEqual([...(await sink.storedSeqs('app_usage', []))], []);
+  // Several tables in one query: the same answers, each table's own (dead_letters of its stream only).
+  const all = await sink.storedSeqsIn(['app_usage', 'violations', 'dead_letters'], [6, 7, 8, 9, 10, big]);
+  assert.deepEqual(
+    [...(all.get('app_usage') ?? [])].sort((a, b) => a - b),
+    [7, 9, big],
+  );
+  assert.deepEqual([...(all.get('violations') ?? ['missing'])], []);
+  assert.deepEqual([...(all.get('dead_letters') ?? [])], [8]);
+  assert.deepEqual([...((await sink.storedSeqsIn(['dead_letters'], [8], 'DISCOVERY')).get('dead_letters') ?? ['missing'])], []);
+  assert.deepEqual([...(await sink.storedSeqsIn(['app_usage'], [])).keys()], ['app_usage']);
+  await assert.rejects(sink.storedSeqsIn(['app_usage', 'nope' as 'app_usage'], [1]), /unknown table nope/);
   await assert.rejects(sink.storedSeqs('nope', [1]), /unknown table/);
 });
 

@@ -14,6 +14,7 @@ import {
   isInsertTable,
   nativeBlockRows,
   queryStoredSeqs,
+  queryStoredSeqsIn,
   ROW_TABLES,
 } from '../core/clickhouse/index.js';
 import { backoffDelay, backoffStep } from '../core/retry.js';
@@ -215,6 +216,8 @@ export interface RowSink {
   insert(table: InsertTable, body: Uint8Array, options: InsertOptions): Promise<void>;
   /** @param stream JetStream stream of the sequences (dead_letters holds several). @default 'USAGE' */
   storedSeqs(table: InsertTable, seqs: readonly number[], stream?: string): Promise<Set<number>>;
+  /** {@link storedSeqs} of several tables in one query. */
+  storedSeqsIn(tables: readonly InsertTable[], seqs: readonly number[], stream?: string): Promise<Map<InsertTable, Set<number>>>;
 }
 
 /**
@@ -343,6 +346,12 @@ export class ClickHouseSink implements RowSink {
     if (seqs.length === 0) return new Set();
     if (!isInsertTable(table)) throw new TypeError(`storedSeqs: unknown table ${table}`);
     return queryStoredSeqs(this.#handle, table, seqs, stream);
+  }
+
+  storedSeqsIn(tables: readonly InsertTable[], seqs: readonly number[], stream?: string): Promise<Map<InsertTable, Set<number>>> {
+    const unknown = tables.find((t) => !isInsertTable(t));
+    if (unknown !== undefined) return Promise.reject(new TypeError(`storedSeqsIn: unknown table ${unknown}`));
+    return queryStoredSeqsIn(this.#handle, tables, seqs, stream);
   }
 
   /** Stops accepting inserts, cuts retry waits short and waits for in-flight inserts. Idempotent. */

@@ -175,10 +175,9 @@ export class DiscoveryWorker extends ConsumerLoop {
     });
     // Done means: its sightings are stored, or (nothing to store) its dead letters are.
     const seqs = batch.map((m) => m.seq);
-    const [sighted, dead] = await Promise.all([
-      this.#o.sink.storedSeqs('discovery_sightings', seqs, DISCOVERY_STREAM),
-      this.#o.sink.storedSeqs('dead_letters', seqs, DISCOVERY_STREAM),
-    ]);
+    const stored = await this.#o.sink.storedSeqsIn(['discovery_sightings', 'dead_letters'], seqs, DISCOVERY_STREAM);
+    const sighted = stored.get('discovery_sightings') ?? new Set<number>();
+    const dead = stored.get('dead_letters') ?? new Set<number>();
     const todo = decoded.filter((d) => !(d.reports.length > 0 ? sighted.has(d.m.seq) : dead.has(d.m.seq)));
     this.counters.redeliveredSkipped += decoded.length - todo.length;
 

@@ -12,7 +12,8 @@ import type { ConsumerMessages, JsMsg } from '@nats-io/jetstream';
  */
 export class MessageQueue {
   readonly #buf: JsMsg[] = [];
-  #wake: (() => void) | null = null;
+  /** Who waits for the next message (take, waitFor): each leaves on a message or its timeout. */
+  readonly #waiters = new Set<() => void>();
   #space: (() => void) | null = null;
   #ended = false;
   #messages: ConsumerMessages | null = null;
@@ -44,22 +45,34 @@ export class MessageQueue {
   }
 
   #notify(): void {
-    const wake = this.#wake;
-    this.#wake = null;
-    wake?.();
+    for (const wake of [...this.#waiters]) wake();
   }
 
   #wait(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.#wake = null;
-        resolve();
-      }, ms);
-      this.#wake = () => {
+      const done = (): void => {
         clearTimeout(timer);
+        this.#waiters.delete(done);
         resolve();
       };
+      const timer = setTimeout(done, ms);
+      this.#waiters.add(done);
     });
+  }
+
+  /** Messages read and not taken yet. */
+  get size(): number {
+    return this.#buf.length;
+  }
+
+  /** Resolves once `n` messages wait, or after `ms`, or at close. */
+  async waitFor(n: number, ms: number): Promise<void> {
+    const until = performance.now() + ms;
+    while (this.#buf.length < n && !this.#ended) {
+      const left = until - performance.now();
+      if (left <= 0) return;
+      await this.#wait(left);
+    }
   }
 
   /** Up to `max` messages: [] when none came within a second or `stopped()` turned true. */
@@ -87,6 +100,7 @@ export class MessageQueue {
   async close(): Promise<JsMsg[]> {
     this.#ended = true;
     this.#space?.();
+    this.#notify();
     await this.#messages?.close().catch(() => undefined);
     await this.#pump;
     return this.#buf.splice(0);

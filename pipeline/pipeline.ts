@@ -262,6 +262,13 @@ export class Pipeline extends ConsumerLoop {
     try {
       while (!this.stopping) {
         while (this.#inFlight.size >= maxInFlight) await Promise.race(this.#inFlight);
+        // While a batch runs and no full batch waits, the next one grows until that batch ends:
+        // below saturation one batch at a time makes fewer, bigger inserts (a part each, and the
+        // merges behind it), which costs less CPU per event and so queues less (bench e2e at
+        // 56k events/s: p99 1.16 s → 0.7 s). Under a backlog full batches still overlap.
+        while (this.#inFlight.size > 0 && queue.size < batchMessages && !this.stopping) {
+          await Promise.race([Promise.race(this.#inFlight), queue.waitFor(batchMessages, 1000)]);
+        }
         if (this.#pausedUntil > Date.now()) {
           await sleep(Math.min(1000, this.#pausedUntil - Date.now()));
           continue;
@@ -349,11 +356,11 @@ export class Pipeline extends ConsumerLoop {
     const seqs = [...unique.keys()];
     const started = performance.now();
     // Delivery counts cannot be trusted (above), so every sequence is looked up.
-    const [usage, violations, dead] = await Promise.all([
-      sink.storedSeqs('app_usage', seqs),
-      sink.storedSeqs('violations', seqs),
-      sink.storedSeqs('dead_letters', seqs),
-    ]);
+    const stored = await sink.storedSeqsIn(['app_usage', 'violations', 'dead_letters'], seqs);
+    const none = new Set<number>();
+    const usage = stored.get('app_usage') ?? none;
+    const violations = stored.get('violations') ?? none;
+    const dead = stored.get('dead_letters') ?? none;
     this.counters.lookupMs += performance.now() - started;
     // In app_usage means done (it is written last); anything else is processed again,
     // minus the rows already stored.
