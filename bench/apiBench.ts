@@ -19,7 +19,9 @@ import { seedDemoAccounts } from '../fixtures/accounts.js';
 import { briefAlert } from '../fixtures/briefEvents.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
+import { startPipelineService } from '../pipeline/service.js';
 import { machine, writeResults } from './benchReport.js';
+import { runSimulator } from './e2e.js';
 import { startRawUws } from './rawUws.js';
 
 export interface ApiBenchOptions {
@@ -32,6 +34,11 @@ export interface ApiBenchOptions {
   alertRate: number;
   /** HTTP load generator. */
   client: 'wrk' | 'autocannon';
+  /**
+   * Events/s the simulator publishes, through a pipeline in this process, while
+   * /dashboard/alerts is measured once more; 0 skips that run. @default 0
+   */
+  ingestRate?: number;
   log: (line: string) => void;
 }
 
@@ -62,7 +69,11 @@ function runClient(job: unknown, onReady?: (send: (line: string) => void) => voi
   });
 }
 
-/** Generated history: events spread over the last 7 days across the world's acme devices, 5 % violations. */
+/**
+ * Generated history: events spread over the last 7 days across the world's acme devices, 5 %
+ * violations. Their stream_seq is 0, which no JetStream message has: a pipeline storing live
+ * traffic beside them must not take its messages for redeliveries already stored.
+ */
 export async function fillHistory(ch: Awaited<ReturnType<typeof openClickHouse>>, events: number, log: (l: string) => void): Promise<void> {
   const t = performance.now();
   const db = ch.database;
@@ -76,14 +87,14 @@ export async function fillHistory(ch: Awaited<ReturnType<typeof openClickHouse>>
     ['Slack','Zoom','Microsoft Teams','WhatsApp','Dropbox','Gmail','YouTube','GitHub'][1 + intDiv(n, 3) % 8] AS app`;
   await ch.client.command({
     query: `INSERT INTO ${db}.app_usage (enterprise_id, ts, carrier, tower_id, event_id, stream_seq, device_id, user_id, user_name, app_id, app_name, app_category, action_id, action_name, bytes_up, bytes_down, verdict, policy_id, policy_name, rule_id, severity, remediation, policy_version)
-      SELECT ent, t, 'att', tower, n, intDiv(n, 1000), concat('dev', toString(n % 500)), uid, concat('User ', uid), lower(app), app, 'messaging', 'send_message', 'Send Message', n % 5000, n % 20000,
+      SELECT ent, t, 'att', tower, n, 0, concat('dev', toString(n % 500)), uid, concat('User ', uid), lower(app), app, 'messaging', 'send_message', 'Send Message', n % 5000, n % 20000,
         if(n % 20 = 0, 'deny', 'allow'), 'policy123', 'Admin Policy', '', if(n % 20 = 0, 'high', ''), '', 'bench'
       FROM (SELECT ${common} FROM numbers(${events}))`,
     clickhouse_settings: { max_insert_threads: '2' },
   });
   await ch.client.command({
     query: `INSERT INTO ${db}.violations (alert_id, enterprise_id, ts, carrier, tower_id, tower_location, region, event_id, stream_seq, device_id, user_id, user_name, app_id, app_name, action_id, action_name, policy_id, policy_name, rule_id, severity, remediation, policy_version)
-      SELECT concat('att:', tower, ':', toString(n)), ent, t, 'att', tower, 'New York City', 'US-NY', n, intDiv(n, 1000), concat('dev', toString(n % 500)), uid, concat('User ', uid), lower(app), app, 'send_message', 'Send Message', 'policy123', 'Admin Policy', '', 'high', '', 'bench'
+      SELECT concat('att:', tower, ':', toString(n)), ent, t, 'att', tower, 'New York City', 'US-NY', n, 0, concat('dev', toString(n % 500)), uid, concat('User ', uid), lower(app), app, 'send_message', 'Send Message', 'policy123', 'Admin Policy', '', 'high', '', 'bench'
       FROM (SELECT ${common} FROM numbers(${events})) WHERE n % 20 = 0`,
   });
   log(
@@ -102,6 +113,46 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
     await seedWorld(store, generateWorld({ seed: 42 }));
     await seedDemoAccounts(store, PASSWORD);
     await fillHistory(ch, opts.events, opts.log);
+    /**
+     * `measure` while the simulator publishes at `rate` and a pipeline in this process (the
+     * same embedded engine) stores it: the dashboard read beside live inserts.
+     */
+    const underIngest = async (rate: number, measure: () => Promise<Record<string, unknown>>): Promise<Record<string, unknown>> => {
+      const service = await startPipelineService({
+        config: { clickhouseUrl: null, dataDir: dir, retentionDays: 30 },
+        nc,
+        natsUrl: server.url,
+        log: opts.log,
+        statusEverySeconds: 0,
+        pipeline: {},
+        remediator: false,
+      });
+      try {
+        await service.pipeline.ready();
+        let simulatorPid = 0;
+        const simulator = runSimulator(server.url, { events: Math.ceil(rate * (opts.durationS + 60)), rate, frameSize: 1000 }, (pid) => (simulatorPid = pid));
+        let measured = false;
+        simulator.catch((err: unknown) => {
+          // Killed below once measured; a simulator that fails before is reported.
+          if (!measured) opts.log(`bench api: the simulator failed: ${err instanceof Error ? err.message : String(err)}`);
+        });
+        // The simulator compiles every enterprise's policies before its first event.
+        const deadline = Date.now() + 60_000;
+        while (service.pipeline.counters.events === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        await new Promise((r) => setTimeout(r, 1000)); // past the first batches
+        const before = service.pipeline.counters.events;
+        const t0 = performance.now();
+        const r = await measure();
+        const stored = service.pipeline.counters.events - before;
+        r['ingest_events_per_s'] = Math.round(stored / ((performance.now() - t0) / 1000));
+        opts.log(`bench api: meanwhile the pipeline stored ${String(r['ingest_events_per_s'])} events/s`);
+        measured = true;
+        if (simulatorPid > 0) process.kill(simulatorPid, 'SIGTERM');
+        return r;
+      } finally {
+        await service.close();
+      }
+    };
     const common = { nc, clickhouse: ch, port: 0, jwtSecret: 'b'.repeat(40), limits: { perAccountPerMinute: 1_000_000_000 }, log: opts.log };
     const api = await startApiServer(common);
     // The same api with the dashboard caches off: what one dashboard query costs.
@@ -144,6 +195,11 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
       const dashboardAlerts = await http('GET /dashboard/alerts, 1 s cache', '/dashboard/alerts', auth);
       const dashboardAlertsUncached = await http('GET /dashboard/alerts, uncached', '/dashboard/alerts', auth, 1, uncached.url);
 
+      const alertsUnderIngest =
+        (opts.ingestRate ?? 0) > 0
+          ? await underIngest(opts.ingestRate ?? 0, () => http('GET /dashboard/alerts, 1 s cache, while ingest runs', '/dashboard/alerts', auth))
+          : null;
+
       opts.log(`bench api: fan-out of ${opts.alerts} alerts to ${opts.sockets} sockets…`);
       const fanout = await runClient({ kind: 'ws', url: `${api.url.replace('http', 'ws')}/ws/alerts?token=${token}`, sockets: opts.sockets }, (send) => {
         void (async () => {
@@ -172,6 +228,7 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
           sockets: opts.sockets,
           alerts: opts.alerts,
           alert_rate: opts.alertRate,
+          ingest_rate: opts.ingestRate ?? 0,
         },
         raw_uws_get: rawGet,
         cached_get: cachedGet,
@@ -182,6 +239,7 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
         dashboard_metrics_24h_cached: metricsShared,
         dashboard_alerts: dashboardAlerts,
         dashboard_alerts_uncached_1conn: dashboardAlertsUncached,
+        dashboard_alerts_under_ingest: alertsUnderIngest,
         ws_fanout: fanout,
         rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20),
       };

@@ -57,12 +57,29 @@ export function registerBenchCommands(program: Command): void {
     .option('--alerts <n>', 'alerts published for the fan-out', integerOption('--alerts'), 3000)
     .option('--client <wrk|autocannon>', 'HTTP load generator (default: wrk when installed, it is lighter than a Node client)')
     .option('--alert-rate <n/s>', 'alerts per second for the fan-out (each goes to every socket)', integerOption('--alert-rate'), 100)
-    .action(async (opts: { events: number; duration: number; connections: number; sockets: number; alerts: number; alertRate: number; client?: string }) => {
-      const client = opts.client ?? (hasWrk() ? 'wrk' : 'autocannon');
-      if (client !== 'wrk' && client !== 'autocannon') throw new InvalidArgumentError(`--client must be wrk or autocannon, got '${client}'`);
-      const result = await runApiBench({ ...opts, client, durationS: opts.duration, log: (line) => process.stderr.write(`${line}\n`) });
-      process.stdout.write(`${JSON.stringify(result)}\n`);
-    });
+    .option(
+      '--ingest-rate <events/s>',
+      'events/s the simulator publishes through a pipeline while /dashboard/alerts is measured once more (0: skip)',
+      integerOption('--ingest-rate', true),
+      20_000,
+    )
+    .action(
+      async (opts: {
+        events: number;
+        duration: number;
+        connections: number;
+        sockets: number;
+        alerts: number;
+        alertRate: number;
+        ingestRate: number;
+        client?: string;
+      }) => {
+        const client = opts.client ?? (hasWrk() ? 'wrk' : 'autocannon');
+        if (client !== 'wrk' && client !== 'autocannon') throw new InvalidArgumentError(`--client must be wrk or autocannon, got '${client}'`);
+        const result = await runApiBench({ ...opts, client, durationS: opts.duration, log: (line) => process.stderr.write(`${line}\n`) });
+        process.stdout.write(`${JSON.stringify(result)}\n`);
+      },
+    );
   bench
     .command('compare')
     .description('the newest limits, e2e and api results beside the committed baseline (bench/baseline/), as ratios; reported, never asserted')

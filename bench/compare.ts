@@ -40,6 +40,7 @@ export const METRICS: readonly Metric[] = [
   { benchmark: 'api', path: 'dashboard_metrics_24h_uncached_1conn.latency_ms.p99', better: 'lower' },
   { benchmark: 'api', path: 'dashboard_metrics_7d_uncached_1conn.latency_ms.p99', better: 'lower' },
   { benchmark: 'api', path: 'dashboard_alerts.latency_ms.p99', better: 'lower' },
+  { benchmark: 'api', path: 'dashboard_alerts_under_ingest.latency_ms.p99', better: 'lower' },
   { benchmark: 'api', path: 'ws_fanout.latency_ms.p99', better: 'lower' },
 ];
 

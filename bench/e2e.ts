@@ -185,12 +185,13 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
   }
 }
 
-interface SimulatorRun {
+export interface SimulatorRun {
   summary: { events: number; expectedViolations: number | null; elapsedMs: number; eventsPerSecond: number };
   cpuSeconds: number;
 }
 
-function runSimulator(natsUrl: string, opts: E2eOptions, onPid: (pid: number) => void): Promise<SimulatorRun> {
+/** The simulator as a child process (the world of seed 42, seeded already), until it has published `opts.events`. */
+export function runSimulator(natsUrl: string, opts: Pick<E2eOptions, 'events' | 'rate' | 'frameSize'>, onPid: (pid: number) => void): Promise<SimulatorRun> {
   const args = [
     CLI,
     'simulate',
