@@ -13,7 +13,6 @@ import {
   type InsertTable,
   isInsertTable,
   nativeBlockRows,
-  queryStoredSeqs,
   queryStoredSeqsIn,
   ROW_TABLES,
 } from '../core/clickhouse/index.js';
@@ -343,14 +342,13 @@ export class ClickHouseSink implements RowSink {
    * redelivered message whose rows were stored before a crash but never acked.
    */
   async storedSeqs(table: InsertTable | (string & {}), seqs: readonly number[], stream?: string): Promise<Set<number>> {
-    if (seqs.length === 0) return new Set();
-    if (!isInsertTable(table)) throw new TypeError(`storedSeqs: unknown table ${table}`);
-    return queryStoredSeqs(this.#handle, table, seqs, stream);
+    const stored = await this.storedSeqsIn([table as InsertTable], seqs, stream);
+    return stored.get(table as InsertTable) ?? new Set();
   }
 
   storedSeqsIn(tables: readonly InsertTable[], seqs: readonly number[], stream?: string): Promise<Map<InsertTable, Set<number>>> {
     const unknown = tables.find((t) => !isInsertTable(t));
-    if (unknown !== undefined) return Promise.reject(new TypeError(`storedSeqsIn: unknown table ${unknown}`));
+    if (unknown !== undefined) return Promise.reject(new TypeError(`storedSeqs: unknown table ${unknown}`));
     return queryStoredSeqsIn(this.#handle, tables, seqs, stream);
   }
 

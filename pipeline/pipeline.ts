@@ -117,7 +117,7 @@ export interface PipelineCounters {
   remediations: number;
   batches: number;
   insertMs: number;
-  /** Time spent looking up which sequences are stored already (three queries per batch). */
+  /** Time spent looking up which sequences are stored already (one query over three tables per batch). */
   lookupMs: number;
   insertRetries: number;
   /** Worker tasks that threw or whose worker died (each retried, the messages one by one). */

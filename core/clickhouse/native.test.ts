@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { ClickHouseError } from '@clickhouse/client';
+import { rows as rowsOf, withClickHouse } from '../testing/clickhouseFixture.js';
 import { NativeWriter, nativeBlockRows } from './native.js';
-import { openClickHouse, type ClickHouseHandle } from './open.js';
+import type { ClickHouseHandle } from './open.js';
 import { RowTable } from './rows.js';
 import { TsvEncodeError } from './tsv.js';
 
@@ -38,22 +36,17 @@ const ROWS: Values[] = [
   [`${long(200)}é`, long(20_000), 'allow', 6, 6, -6, -Infinity, 3, true],
 ];
 
-let dir: string;
-let ch: ClickHouseHandle;
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'towerwatch-native-'));
-  ch = await openClickHouse({ clickhouseUrl: null, dataDir: dir, database: 'native_test' });
-});
-after(async () => {
-  await ch?.close();
-  await rm(dir, { recursive: true, force: true });
-});
+const clickhouse = withClickHouse('towerwatch-native-');
+let opened: Promise<ClickHouseHandle> | undefined;
+/** One handle for the file's tests. */
+const open = (): Promise<ClickHouseHandle> => (opened ??= clickhouse.open('native_test'));
 
 async function rows<T>(query: string): Promise<T[]> {
-  return (await ch.client.query({ query, format: 'JSONEachRow' })).json<T>();
+  return rowsOf<T>(await open(), query);
 }
 
 test('a Native block reads back exactly as the same rows in TabSeparated, every kind and edge value', async () => {
+  const ch = await open();
   await ch.client.command({ query: DDL('via_native') });
   await ch.client.command({ query: DDL('via_tsv') });
   const body = T.encodeNative(ROWS);
@@ -92,6 +85,7 @@ test('a Native block reads back exactly as the same rows in TabSeparated, every 
 });
 
 test('a block grows past the rows it expected, and a writer can be used again after finish()', async () => {
+  const ch = await open();
   await ch.client.command({ query: DDL('grown') });
   const w = T.nativeWriter(2);
   const write = (from: number, n: number): void => {
@@ -110,6 +104,7 @@ test('a block grows past the rows it expected, and a writer can be used again af
 });
 
 test('a value that does not fit drops its row only; misuse is a clear error', async () => {
+  const ch = await open();
   const w = T.nativeWriter();
   T.write(w, ['keep-1', 'a', 'allow', 1, 1, 1, 1, 1, true]);
   assert.throws(
@@ -141,6 +136,7 @@ test('a value that does not fit drops its row only; misuse is a clear error', as
 });
 
 test('Native inserts keep dedup tokens, and a truncated block is refused as ClickHouseError', async () => {
+  const ch = await open();
   await ch.client.command({ query: DDL('dedup') });
   const insert = {
     table: 'dedup',

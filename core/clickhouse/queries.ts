@@ -83,22 +83,21 @@ export async function queryDeviceLastSeen(handle: ClickHouseHandle, q: DeviceLas
 }
 
 /**
- * SQL and parameters for "which of these stream sequences have rows in `table`" (redelivered
- * messages). The minmax index on stream_seq skips parts of other batches.
+ * SQL and parameters for "which of these stream sequences have rows in each of `tables`"
+ * (redelivered messages), in one query: each row is a table's index in `tables` and a sequence.
+ * The engine's fixed cost per query (planning over every part) is paid once, not per table; the
+ * minmax index on stream_seq skips parts of other batches.
  */
-export function storedSeqsQuery(database: string, table: InsertTable, seqs: readonly number[], stream = 'USAGE') {
-  // dead_letters holds rows of several streams, whose sequences overlap.
-  const ofStream = table === 'dead_letters' ? ' AND stream = {stream:String}' : '';
-  return {
-    query: `SELECT DISTINCT stream_seq FROM ${database}.${table} WHERE stream_seq IN {seqs:Array(UInt64)}${ofStream}`,
-    query_params: { seqs: [...seqs], stream },
-  };
+export function storedSeqsQuery(database: string, tables: readonly InsertTable[], seqs: readonly number[], stream = 'USAGE') {
+  const parts = tables.map((table, i) => {
+    // dead_letters holds rows of several streams, whose sequences overlap.
+    const ofStream = table === 'dead_letters' ? ' AND stream = {stream:String}' : '';
+    return `SELECT DISTINCT ${i} AS t, stream_seq FROM ${database}.${table} WHERE stream_seq IN {seqs:Array(UInt64)}${ofStream}`;
+  });
+  return { query: parts.join(' UNION ALL '), query_params: { seqs: [...seqs], stream } };
 }
 
-/**
- * Which of `seqs` already have rows in each of `tables` (of `stream`, for dead_letters), in one
- * query: the engine's fixed cost per query (planning over every part) is paid once, not per table.
- */
+/** Which of `seqs` already have rows in each of `tables` (of `stream`, for dead_letters): {@link storedSeqsQuery} run. */
 export async function queryStoredSeqsIn(
   handle: ClickHouseHandle,
   tables: readonly InsertTable[],
@@ -107,23 +106,10 @@ export async function queryStoredSeqsIn(
 ): Promise<Map<InsertTable, Set<number>>> {
   const found = new Map<InsertTable, Set<number>>(tables.map((t) => [t, new Set()]));
   if (seqs.length === 0 || tables.length === 0) return found;
-  const parts = tables.map((table, i) => {
-    const { query } = storedSeqsQuery(handle.database, table, seqs, stream);
-    return query.replace('SELECT DISTINCT stream_seq', `SELECT DISTINCT ${i} AS t, stream_seq`);
-  });
-  const rows = await (
-    await handle.client.query({ query: parts.join(' UNION ALL '), query_params: { seqs: [...seqs], stream }, format: 'JSONCompactEachRow' })
-  ).json<[number | string, string | number]>();
+  const { query, query_params } = storedSeqsQuery(handle.database, tables, seqs, stream);
+  const rows = await (await handle.client.query({ query, query_params, format: 'JSONCompactEachRow' })).json<[number | string, string | number]>();
   for (const [t, seq] of rows) found.get(tables[Number(t)] as InsertTable)?.add(Number(seq));
   return found;
-}
-
-/** Which of `seqs` already have rows in `table` (of `stream`, for dead_letters): {@link storedSeqsQuery} run. */
-export async function queryStoredSeqs(handle: ClickHouseHandle, table: InsertTable, seqs: readonly number[], stream = 'USAGE'): Promise<Set<number>> {
-  if (seqs.length === 0) return new Set();
-  const { query, query_params } = storedSeqsQuery(handle.database, table, seqs, stream);
-  const rows = await (await handle.client.query({ query, query_params, format: 'JSONCompactEachRow' })).json<[string | number]>();
-  return new Set(rows.map((r) => Number(r[0])));
 }
 
 export interface DeviceSighting {
