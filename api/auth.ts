@@ -8,9 +8,10 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
-import { type KV, Kvm, type KvWatchEntry } from '@nats-io/kv';
+import { type KV, Kvm, type KvOptions, type KvWatchEntry } from '@nats-io/kv';
 import type { NatsConnection, QueuedIterator } from '@nats-io/transport-node';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
+import { explainReplicas, kvStreamName, raiseReplicas } from '../core/nats/index.js';
 import type { Account } from '../core/domain.js';
 import { dummyPasswordHash, verifyPassword } from '../core/passwords.js';
 import { ApiError } from './errors.js';
@@ -57,6 +58,8 @@ export interface AuthOptions {
   refreshTtlSeconds?: number;
   /** Epoch ms; tests move it forward to expire tokens. @default Date.now */
   now?: () => number;
+  /** Least replicas of the auth buckets (raised, never lowered). @default 1 */
+  replicas?: number;
 }
 
 const unauthorized = (code: string, message: string): ApiError =>
@@ -84,10 +87,19 @@ export class AuthService implements Disposable {
 
   static async open(options: AuthOptions): Promise<AuthService> {
     const kvm = new Kvm(options.nc);
+    const replicas = options.replicas ?? 1;
+    // Created with `replicas`, or raised to it (never lowered) when it exists with fewer.
+    const open = async (bucket: string, config: Partial<KvOptions>): Promise<KV> => {
+      const kv = await kvm.create(bucket, { ...config, replicas }).catch((err: unknown) => {
+        throw explainReplicas(kvStreamName(bucket), replicas, err);
+      });
+      if (replicas > 1) await raiseReplicas(options.nc, kvStreamName(bucket), replicas);
+      return kv;
+    };
     const refreshTtl = options.refreshTtlSeconds ?? DEFAULT_REFRESH_TTL_SECONDS;
     let secret = options.secret;
     if (secret === null) {
-      const bucket = await kvm.create(AUTH_BUCKET, { history: 1, description: 'towerwatch api: token signing key' });
+      const bucket = await open(AUTH_BUCKET, { history: 1, description: 'towerwatch api: token signing key' });
       // create() fails if another node wrote it first: then everyone uses that one.
       await bucket.create(SECRET_KEY, randomBytes(48).toString('base64url')).catch(() => undefined);
       const entry = await bucket.get(SECRET_KEY);
@@ -95,7 +107,7 @@ export class AuthService implements Disposable {
       secret = entry.string();
     }
     // Families outlive their last refresh token by a minute, then age out of the bucket.
-    const sessions = await kvm.create(SESSIONS_BUCKET, { history: 1, ttl: (refreshTtl + 60) * 1000, description: 'towerwatch api: refresh-token families' });
+    const sessions = await open(SESSIONS_BUCKET, { history: 1, ttl: (refreshTtl + 60) * 1000, description: 'towerwatch api: refresh-token families' });
     const service = new AuthService(options.view, new TextEncoder().encode(secret), sessions, options);
     await service.#startWatch();
     return service;

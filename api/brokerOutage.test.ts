@@ -14,6 +14,12 @@ test('broker away: view reads 200, writes 503 unavailable with Retry-After, the 
   await fx.nats.server.close();
   const read = await fx.call('GET', '/towers', { as: 'admin@acme' });
   assert.equal(read.status, 200, read.text);
+  // An account with no slice of the shared rate limit yet: the limit's bucket cannot be asked,
+  // and the node counts alone instead of failing or hanging the request.
+  const t0 = performance.now();
+  const first = await fx.call('GET', '/towers', { as: 'viewer@acme' });
+  assert.equal(first.status, 200, first.text);
+  assert.ok(performance.now() - t0 < 3_000, `answered in ${Math.round(performance.now() - t0)} ms`);
   const write = await fx.call('POST', '/policies', { as: 'admin@acme', body: { policy_id: 'during_outage', name: 'During' } });
   assert.equal(write.status, 503, write.text);
   assert.equal(write.json.error.code, 'unavailable');

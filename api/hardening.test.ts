@@ -12,7 +12,7 @@ import { until } from '../core/testing/until.js';
 import { BRIEF } from '../fixtures/world.js';
 import { CLOSE } from './alertsSocket.js';
 import { isLoopbackAddress } from '../core/metricsAccess.js';
-import { FIXTURE_PASSWORD, startApiFixture, type FixtureReply } from './testing/apiFixture.js';
+import { callApi, FIXTURE_PASSWORD, startApiFixture, type FixtureReply } from './testing/apiFixture.js';
 
 const fx = await startApiFixture();
 const { call } = fx;
@@ -139,6 +139,42 @@ describe('/metrics', () => {
     const r = await from(external.address, url, 'GET', '/metrics', undefined, { 'x-forwarded-for': '127.0.0.1' });
     assertError(r, 403, 'forbidden');
     assert.equal((await from(external.address, url, 'GET', '/healthz')).status, 200);
+  });
+});
+
+describe('the per-account limit holds across api nodes', () => {
+  it('two nodes on one NATS admit the limit between them (within 10 %), not twice it; another account is not affected', async () => {
+    const limits = { perAccountPerMinute: 40, loginAttemptsPerAddress: 1_000_000 };
+    const a = await fx.startServer({ limits });
+    // The second node on a connection of its own, as on another machine.
+    const b = await fx.startServer({ limits, nc: await fx.nats.connect('api node b') });
+    const login = await callApi(a.url, 'POST', '/auth/login', { body: { username: 'analyst@acme', password: FIXTURE_PASSWORD } });
+    const token = login.json.access_token as string;
+    const served = { a: 0, b: 0 };
+    let refused: FixtureReply | undefined;
+    // 100 requests, 10 at a time, alternating between the nodes.
+    for (let round = 0; round < 10; round++) {
+      const replies = await Promise.all(
+        Array.from({ length: 10 }, async (_, i) => {
+          const node = i % 2 === 0 ? 'a' : 'b';
+          return { node, r: await callApi((node === 'a' ? a : b).url, 'GET', '/towers', { token }) };
+        }),
+      );
+      for (const { node, r } of replies) {
+        if (r.status === 200) served[node as 'a' | 'b']++;
+        else {
+          assertError(r, 429, 'rate_limited');
+          refused ??= r;
+        }
+      }
+    }
+    const total = served.a + served.b;
+    assert.ok(total <= 40 && total >= 36, `admitted ${total} (a ${served.a}, b ${served.b}) of a shared 40 per minute`);
+    assert.ok(served.a > 0 && served.b > 0, 'both nodes served');
+    assert.ok(Number(refused?.headers.get('retry-after')) >= 1);
+    // Another account of the same enterprise has its own allowance on either node.
+    const other = await callApi(b.url, 'POST', '/auth/login', { body: { username: 'viewer@acme', password: FIXTURE_PASSWORD } });
+    assert.equal((await callApi(b.url, 'GET', '/towers', { token: other.json.access_token as string })).status, 200);
   });
 });
 

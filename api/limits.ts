@@ -1,8 +1,10 @@
 /**
- * Request rate limits, in memory, per api node (N nodes allow N times as much, acceptable for
- * abuse protection; a shared store would make them global):
+ * Request rate limits:
  *
- * - every authenticated route: requests per minute per console account (rate-limiter-flexible);
+ * - every authenticated route: requests per minute per console account, shared by every api
+ *   node on the same NATS ({@link SharedAccountLimit}: slices of the window leased through a KV
+ *   bucket); while the broker is away each node falls back to counting alone
+ *   (rate-limiter-flexible in memory), so the limit holds per node then;
  * - sign-in attempts per client address per minute, every attempt counted (password spraying);
  * - failed sign-ins per username *and* address: past the allowance (10 in 15 minutes) that pair
  *   waits, and each further failure doubles the wait (15 s, 30 s, 1 min, … at most 15 min);
@@ -11,10 +13,14 @@
  *   15 minutes), past which the username backs off the same way everywhere: a distributed guess
  *   at one account is slowed down, while one noisy address cannot lock its owner out.
  *
+ * The sign-in limits stay per node: they guard password checks, which each node does itself.
  * A refused attempt is a 429 `rate_limited` with `Retry-After`; the password is not checked.
  */
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { LogLine } from '../core/log.js';
 import { ApiError } from './errors.js';
+import { SharedAccountLimit } from './sharedLimit.js';
 
 export interface LimitOptions {
   /** Requests per minute per account. @default 100 */
@@ -33,6 +39,17 @@ export interface LimitOptions {
   loginBackoffMaxSeconds?: number;
   /** Epoch ms. @default Date.now */
   now?: () => number;
+}
+
+/** How long a node counts alone after the shared limit failed, before asking it again. */
+const SHARED_RETRY_MS = 5_000;
+
+/** Where the per-account limit is shared with the other api nodes. */
+export interface SharedLimitsOptions {
+  nc: NatsConnection;
+  /** Least replicas of the bucket. @default 1 */
+  replicas?: number;
+  log: LogLine;
 }
 
 function tooMany(what: string, retryAfterMs: number, limit: number): ApiError {
@@ -122,9 +139,24 @@ export class RateLimits {
   readonly #pair: FailureBackoff;
   readonly #user: FailureBackoff;
   readonly #now: () => number;
+  readonly #shared: SharedAccountLimit | null;
+  readonly #log: LogLine;
+  /** The shared limit failed and the node counts alone until it answers again. */
+  #alone = false;
+  /** While alone, the shared limit is asked again from this time (epoch ms): a broker away costs no request a timeout. */
+  #retrySharedAt = 0;
 
-  constructor(options: LimitOptions = {}) {
+  constructor(options: LimitOptions = {}, shared?: SharedLimitsOptions) {
     this.perAccount = options.perAccountPerMinute ?? 100;
+    this.#log = shared?.log ?? (() => {});
+    this.#shared = shared
+      ? new SharedAccountLimit({
+          nc: shared.nc,
+          limit: this.perAccount,
+          replicas: shared.replicas ?? 1,
+          ...(options.now === undefined ? {} : { now: options.now }),
+        })
+      : null;
     this.#loginAddressPoints = options.loginAttemptsPerAddress ?? 30;
     this.#accounts = new RateLimiterMemory({ points: this.perAccount, duration: 60 });
     this.#loginAddress = new RateLimiterMemory({ points: this.#loginAddressPoints, duration: 60 });
@@ -136,8 +168,25 @@ export class RateLimits {
     this.#now = options.now ?? Date.now;
   }
 
-  /** Counts one request of `username`. @throws {ApiError} 429 */
+  /** Counts one request of `username`, on every node together when shared. @throws {ApiError} 429 */
   async account(username: string): Promise<{ remaining: number }> {
+    if (this.#shared !== null && (!this.#alone || Date.now() >= this.#retrySharedAt)) {
+      let decision;
+      try {
+        decision = await this.#shared.consume(username);
+      } catch (err) {
+        if (!this.#alone)
+          this.#log(`api: the shared rate limit is unavailable (${err instanceof Error ? err.message : String(err)}); counting on this node alone`);
+        this.#alone = true;
+        this.#retrySharedAt = Date.now() + SHARED_RETRY_MS;
+      }
+      if (decision !== undefined) {
+        if (this.#alone) this.#log('api: the shared rate limit answers again');
+        this.#alone = false;
+        if (!decision.allowed) throw tooMany(`more than ${this.perAccount} requests per minute from this account`, decision.retryAfterMs, this.perAccount);
+        return { remaining: decision.remaining };
+      }
+    }
     try {
       const r = await this.#accounts.consume(username);
       return { remaining: r.remainingPoints };

@@ -50,13 +50,15 @@ export interface ApiServerOptions {
   checkResponses?: boolean;
   /** Bearer token `/metrics` requires; null or absent: loopback clients only. */
   metricsToken?: string | null;
+  /** Least replicas of the KV buckets the api opens (raised, never lowered). @default 1 */
+  natsReplicas?: number;
   log: LogLine;
 }
 
 /** The options a deployment's configuration sets (port, address, token key and lifetime, rate limit, metrics token). */
 export function apiOptionsFrom(
-  config: Pick<Config, 'apiPort' | 'apiHost' | 'jwtSecret' | 'rateLimitPerMinute' | 'accessTtlSeconds' | 'metricsToken'>,
-): Pick<ApiServerOptions, 'port' | 'host' | 'jwtSecret' | 'limits' | 'accessTtlSeconds' | 'metricsToken'> {
+  config: Pick<Config, 'apiPort' | 'apiHost' | 'jwtSecret' | 'rateLimitPerMinute' | 'accessTtlSeconds' | 'metricsToken' | 'natsReplicas'>,
+): Pick<ApiServerOptions, 'port' | 'host' | 'jwtSecret' | 'limits' | 'accessTtlSeconds' | 'metricsToken' | 'natsReplicas'> {
   return {
     port: config.apiPort,
     host: config.apiHost,
@@ -64,6 +66,7 @@ export function apiOptionsFrom(
     limits: { perAccountPerMinute: config.rateLimitPerMinute },
     accessTtlSeconds: config.accessTtlSeconds,
     metricsToken: config.metricsToken,
+    natsReplicas: config.natsReplicas,
   };
 }
 
@@ -89,19 +92,22 @@ function packageVersion(): string {
 
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const now = options.now ?? Date.now;
-  const view = await ControlPlaneView.open(options.nc);
+  const replicas = options.natsReplicas ?? 1;
+  const view = await ControlPlaneView.open(options.nc, { replicas });
   const cleanups: Array<() => unknown> = [() => view.close()];
   try {
-    const store = await ControlPlaneStore.open(options.nc);
+    const store = await ControlPlaneStore.open(options.nc, { replicas });
     const auth = await AuthService.open({
       nc: options.nc,
       view,
       secret: options.jwtSecret,
       now,
+      replicas,
       ...(options.accessTtlSeconds === undefined ? {} : { accessTtlSeconds: options.accessTtlSeconds }),
     });
     cleanups.push(() => auth.close());
-    const limits = new RateLimits(options.limits);
+    // Shared by every api node on this NATS (api/sharedLimit.ts).
+    const limits = new RateLimits(options.limits, { nc: options.nc, replicas, log: options.log });
     const metrics = new ApiMetrics();
     const ctx: ApiContext = {
       nc: options.nc,

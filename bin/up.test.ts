@@ -47,7 +47,7 @@ describe('towerwatch up', { concurrency: true }, () => {
     await up.waitForOutput([/^up: simulator publishing 2000 events\/s/m, /^simulate: [\d,]+ events in /m], 60_000);
     const port = portOf(up.natsUrl);
     assert.ok(up.stderr.includes(`up: nats-server nats://${HOST}:${port} (JetStream store in ${join(dataDir, 'nats')})`), up.stderr);
-    assert.match(up.stderr, /^up: streams USAGE \(created\)/m);
+    assert.match(up.stderr, /^up: streams USAGE \(created, R1\)/m);
     assert.match(up.stderr, /^up: seeded the control plane: \d+ written/m);
 
     const nc = await connectNats(`nats://${HOST}:${port}`, 'up test', { maxReconnectAttempts: 0 });

@@ -83,10 +83,10 @@ async function up(opts: UpFlags): Promise<void> {
   try {
     if (stop.signal.aborted) return;
     nc = await connectNats(url, 'towerwatch up');
-    const streams = await ensureStreams(nc);
-    log(`streams ${streams.map((s) => `${s.name} (${s.action})`).join(', ')}`);
+    const streams = await ensureStreams(nc, { replicas: config.natsReplicas });
+    log(`streams ${streams.map((s) => `${s.name} (${s.action}, R${s.replicas})`).join(', ')}`);
     const world = makeWorld({ seed: worldSeed });
-    log(describeSeed(await seed(nc, world, false, config.demoPassword)));
+    log(describeSeed(await seed(nc, world, false, config.demoPassword, config.natsReplicas)));
     // A signal during start-up: start nothing more (the finally stops what has started).
     if (stop.signal.aborted) return;
     try {

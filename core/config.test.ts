@@ -22,6 +22,7 @@ test('defaults when nothing is set', () => {
     demoPassword: 'towerwatch-demo',
     maxDeliver: 5,
     natsRetrySeconds: 30,
+    natsReplicas: 1,
     pipelinePort: 9464,
     pipelineHost: '127.0.0.1',
     metricsToken: null,

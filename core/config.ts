@@ -40,6 +40,8 @@ export interface Config {
   readonly demoPassword: string;
   /** How long NATS operations (publishes, requests) are retried through a broker blip. */
   readonly natsRetrySeconds: number;
+  /** Least replicas of every JetStream stream and KV bucket (never lowered). */
+  readonly natsReplicas: NatsReplicas;
   /** Deliveries of a usage message whose processing fails before it is dead-lettered. */
   readonly maxDeliver: number;
   /** Port of the pipeline's /healthz, /readyz and /metrics; 0: a free one. */
@@ -63,6 +65,9 @@ export const DEFAULT_LOG_FORMAT: LogFormat = 'auto';
 export const DEFAULT_DEMO_PASSWORD = 'towerwatch-demo';
 export const MAX_RETENTION_DAYS = 3650;
 export const DEFAULT_NATS_RETRY_SECONDS = 30;
+/** Replica counts a JetStream cluster runs with: an even count tolerates no more failures than the odd one below it. */
+export const NATS_REPLICAS = [1, 3, 5] as const;
+export type NatsReplicas = (typeof NATS_REPLICAS)[number];
 export const DEFAULT_MAX_DELIVER = 5;
 export const MAX_MAX_DELIVER = 100;
 /** The port OpenTelemetry's Prometheus exporter uses by default; free of the api's 8080 and NATS. */
@@ -148,7 +153,7 @@ export const CONFIG_VARIABLES = [
     field: 'rateLimitPerMinute',
     default: String(DEFAULT_RATE_LIMIT_PER_MINUTE),
     expected: 'an integer 1–1000000',
-    description: 'Api requests per minute per console account (429 with Retry-After beyond it).',
+    description: 'Api requests per minute per console account, all api nodes on the same NATS together (429 with Retry-After beyond it).',
   },
   {
     name: 'TOWERWATCH_ACCESS_TTL_SECONDS',
@@ -194,6 +199,14 @@ export const CONFIG_VARIABLES = [
     expected: 'an integer 1–3600',
     description:
       'How long JetStream publishes and requests are retried (backoff with jitter, by elapsed time) through a broker restart or a leader election before a batch is handed back for redelivery or a publisher gives up.',
+  },
+  {
+    name: 'TOWERWATCH_NATS_REPLICAS',
+    field: 'natsReplicas',
+    default: '1',
+    expected: 'one of 1, 3, 5',
+    description:
+      'Replicas of every JetStream stream and KV bucket towerwatch creates or opens: 1 for one nats-server, 3 or 5 in a cluster (that many servers at least). Raised on start when lower; never lowered (a stream made R3 by hand stays R3).',
   },
   {
     name: 'TOWERWATCH_MAX_DELIVER',
@@ -312,6 +325,7 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
   TOWERWATCH_LOG_FORMAT: caseInsensitiveEnum(LOG_FORMATS, DEFAULT_LOG_FORMAT),
   TOWERWATCH_DEMO_PASSWORD: orDefault(z.string(), DEFAULT_DEMO_PASSWORD),
   TOWERWATCH_NATS_RETRY_SECONDS: integer(1, 3600, DEFAULT_NATS_RETRY_SECONDS),
+  TOWERWATCH_NATS_REPLICAS: orDefault(z.enum(['1', '3', '5']).transform(Number), 1),
   TOWERWATCH_MAX_DELIVER: integer(1, MAX_MAX_DELIVER, DEFAULT_MAX_DELIVER),
   TOWERWATCH_PIPELINE_PORT: integer(0, 65535, DEFAULT_PIPELINE_PORT),
   TOWERWATCH_PIPELINE_HOST: host(DEFAULT_PIPELINE_HOST),

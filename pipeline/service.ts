@@ -8,7 +8,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { type ClickHouseHandle, migrate, openClickHouse, SCHEMA_VERSION } from '../core/clickhouse/index.js';
 import type { Config } from '../core/config.js';
 import { ensureStreams, NatsConnectionWatch } from '../core/nats/index.js';
-import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
+import { ControlPlaneStore, ControlPlaneView, openControlBucket } from '../core/controlPlane/index.js';
 import { ClickHouseSink } from './clickhouseSink.js';
 import { DiscoveryWorker } from './discovery.js';
 import { Remediator } from './remediator.js';
@@ -23,7 +23,8 @@ export interface PipelineServiceOptions {
    * With `pipelinePort` set, /healthz, /readyz and /metrics are served on it (the CLIs pass the
    * whole config); without, none (tests and benchmarks that do not need them).
    */
-  config: Pick<Config, 'clickhouseUrl' | 'dataDir' | 'retentionDays'> & Partial<Pick<Config, 'maxDeliver' | 'pipelinePort' | 'pipelineHost' | 'metricsToken'>>;
+  config: Pick<Config, 'clickhouseUrl' | 'dataDir' | 'retentionDays'> &
+    Partial<Pick<Config, 'maxDeliver' | 'pipelinePort' | 'pipelineHost' | 'metricsToken' | 'natsReplicas'>>;
   nc: NatsConnection;
   natsUrl: string;
   log: LogLine;
@@ -52,7 +53,10 @@ export interface PipelineService extends AsyncDisposable {
 
 export async function startPipelineService(opts: PipelineServiceOptions): Promise<PipelineService> {
   const { config, nc, log } = opts;
-  await ensureStreams(nc);
+  const replicas = config.natsReplicas ?? 1;
+  await ensureStreams(nc, { replicas });
+  // The control bucket exists with its replicas before the workers open it (with defaults).
+  await openControlBucket(nc, { replicas });
   // Bound first: a port in use fails start-up before anything heavy is opened, and probes get
   // answers (not ready yet) while ClickHouse opens and the workers compile.
   const metrics = new PipelineMetrics();
@@ -99,7 +103,7 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
   });
   const withRemediator = opts.remediator ?? true;
   const withDiscovery = opts.discovery ?? true;
-  const view = withRemediator || withDiscovery ? await ControlPlaneView.open(nc) : null;
+  const view = withRemediator || withDiscovery ? await ControlPlaneView.open(nc, { replicas }) : null;
   let remediator: Remediator | null = null;
   let discovery: DiscoveryWorker | null = null;
   if (view && withRemediator) {
@@ -107,7 +111,7 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
     log('pipeline: remediation worker consuming REMEDIATION');
   }
   if (view && withDiscovery) {
-    discovery = await DiscoveryWorker.start({ nc, sink, view, store: await ControlPlaneStore.open(nc), log });
+    discovery = await DiscoveryWorker.start({ nc, sink, view, store: await ControlPlaneStore.open(nc, { replicas }), log });
     log('pipeline: discovery worker consuming DISCOVERY');
   }
   const consumer = opts.pipeline?.consumer ?? DEFAULT_CONSUMER;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ClickHouseHandle } from './open.js';
 import { INSERT_SETTINGS, projected, RECENT_TS, rows, usageRow, withClickHouse } from '../testing/clickhouseFixture.js';
-import { currentTtlDays, migrate, MIGRATIONS, PER_MINUTE, SCHEMA_VERSION, TTL_COLUMNS } from './migrations.js';
+import { currentTtlDays, migrate, MIGRATIONS, PER_HOUR, PER_MINUTE, SCHEMA_VERSION, TTL_COLUMNS } from './migrations.js';
 import { APP_USAGE, DEAD_LETTERS, VIOLATIONS } from './rows.js';
 import { TsvWriter } from './tsv.js';
 
@@ -26,8 +26,8 @@ async function migrateUpTo(h: ClickHouseHandle, version: number): Promise<void> 
 test('migrate creates every table and projection, and a second run is a no-op', async () => {
   const h = await clickhouse.open('schema_idem');
   const first = await migrate(h, { retentionDays: 30 });
-  assert.deepEqual(first.applied, [1, 2, 3, 4, 5, 6]);
-  assert.equal(SCHEMA_VERSION, 6);
+  assert.deepEqual(first.applied, [1, 2, 3, 4, 5, 6, 7]);
+  assert.equal(SCHEMA_VERSION, 7);
   // The tables were created with the TTL already right.
   assert.deepEqual(first.ttlChanged, []);
   const second = await migrate(h, { retentionDays: 30 });
@@ -51,13 +51,15 @@ test('migrate creates every table and projection, and a second run is a no-op', 
   );
   assert.deepEqual(projections, [
     { table: 'app_usage', name: 'device_days' },
+    { table: 'app_usage', name: 'per_hour' },
     { table: 'app_usage', name: 'per_minute' },
+    { table: 'violations', name: 'per_hour' },
     { table: 'violations', name: 'per_minute' },
   ]);
   const versions = await rows<{ version: number }>(h, `SELECT version FROM ${h.database}.schema_migrations ORDER BY version`);
   assert.deepEqual(
     versions.map((v) => v.version),
-    [1, 2, 3, 4, 5, 6],
+    [1, 2, 3, 4, 5, 6, 7],
   );
 });
 
@@ -194,7 +196,7 @@ test('upgrading from schema 2 builds the projections for rows stored before and 
   for (let i = 0; i < 5; i++) APP_USAGE.writeRow(w, usageRow({ event_id: i, ts: RECENT_TS + i * 60_000 }));
   await h.insertFormatted({ table: 'app_usage', columns: APP_USAGE.columns, format: 'TabSeparated', body: w.finish(), settings: INSERT_SETTINGS });
 
-  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3, 4, 5, 6]);
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3, 4, 5, 6, 7]);
   const deadline = Date.now() + 20_000;
   const built = async (): Promise<number> =>
     Number(
@@ -204,13 +206,21 @@ test('upgrading from schema 2 builds the projections for rows stored before and 
         })
       )[0]?.n,
     );
-  while ((await built()) < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  assert.equal(await built(), 2, 'per_minute and device_days built for the part written at schema 2');
+  while ((await built()) < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(await built(), 3, 'per_minute, per_hour and device_days built for the part written at schema 2');
   const perMinute = await projected<{ n: number }>(
     h,
     `SELECT toUInt32(count()) AS n FROM ${h.database}.app_usage WHERE enterprise_id = 'acme' GROUP BY ${PER_MINUTE.minute} ORDER BY ${PER_MINUTE.minute}`,
   );
   assert.deepEqual(perMinute, [{ n: 1 }, { n: 1 }, { n: 1 }, { n: 1 }, { n: 1 }]);
+  const perHour = await projected<{ n: number }>(
+    h,
+    `SELECT toUInt32(count()) AS n FROM ${h.database}.app_usage WHERE enterprise_id = 'acme' GROUP BY enterprise_id, ${PER_HOUR.hour}`,
+  );
+  assert.equal(
+    perHour.reduce((n, r) => n + r.n, 0),
+    5,
+  );
   const left = await rows<{ name: string }>(
     h,
     `SELECT name FROM system.tables WHERE database = {db:String} AND name LIKE '%per_minute%' OR name LIKE 'device_sightings%'`,
@@ -223,7 +233,7 @@ test('a database migrated by a newer towerwatch is refused', async () => {
   const h = await clickhouse.open('schema_newer');
   await migrate(h, { retentionDays: 30 });
   await h.client.insert({ table: `${h.database}.schema_migrations`, values: [{ version: 99, name: 'future' }], format: 'JSONEachRow' });
-  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(6\)/);
+  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(7\)/);
 });
 
 test('upgrading to schema 6 keeps the per-rejection dead letters of before, each counted once, and adds one-row-per-message columns', async () => {
@@ -243,7 +253,7 @@ test('upgrading to schema 6 keeps the per-rejection dead letters of before, each
     })),
     format: 'JSONEachRow',
   });
-  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [6]);
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [6, 7]);
   assert.deepEqual(
     await rows(h, `SELECT event_index, rejected_count, rejections, payload_bytes, payload_truncated FROM ${h.database}.dead_letters ORDER BY event_index`),
     [

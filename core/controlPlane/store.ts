@@ -6,6 +6,7 @@
 import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { Kvm, type KV, type KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { explainReplicas, kvStreamName, raiseReplicas } from '../nats/index.js';
 import { ClosedError, ConflictError, ControlPlaneError, InvalidValueError, NotFoundError, UnavailableError } from './errors.js';
 import { entityKey, refOf, scopeFilter, defaultScope, parseEntityKey, type EntityByKind, type EntityRef, type Kind } from './keys.js';
 
@@ -20,22 +21,31 @@ export interface ControlBucketOptions {
   bucket?: string;
   /** @default 5 */
   history?: number;
-  /** 1 for one server, 3 in a cluster. @default 1 */
+  /** Least replicas: 1 for one server, 3 or 5 in a cluster; an existing bucket with fewer is raised, never lowered. @default 1 */
   replicas?: number;
 }
 
-/** Opens the control-plane bucket, creating it if missing (an existing one is used as it is). */
+/**
+ * Opens the control-plane bucket, creating it if missing (an existing one is used as it is,
+ * its replicas raised to `replicas` when fewer).
+ */
 export async function openControlBucket(nc: NatsConnection, options: ControlBucketOptions = {}): Promise<KV> {
   const bucket = options.bucket ?? CONTROL_BUCKET;
+  const replicas = options.replicas ?? 1;
+  let kv: KV;
   try {
-    return await new Kvm(nc).create(bucket, {
+    kv = await new Kvm(nc).create(bucket, {
       history: options.history ?? DEFAULT_CONTROL_HISTORY,
-      replicas: options.replicas ?? 1,
+      replicas,
       description: 'towerwatch control plane: <kind>.<scope>.<id> → JSON',
     });
   } catch (err) {
+    const replicaError = explainReplicas(kvStreamName(bucket), replicas, err);
+    if (replicaError !== err) throw replicaError;
     throw new UnavailableError(`cannot open KV bucket ${bucket}: ${message(err)}`, { cause: err });
   }
+  if (replicas > 1) await raiseReplicas(nc, kvStreamName(bucket), replicas);
+  return kv;
 }
 
 export interface Versioned<T> {

@@ -52,6 +52,18 @@ export interface NatsServerOptions {
   startTimeoutMs?: number;
   /** Grace after SIGTERM before SIGKILL. @default 5000 */
   stopTimeoutMs?: number;
+  /** Server name, unique in a cluster (JetStream clusters require one). */
+  serverName?: string;
+  /** Joins a cluster: route listener on `port`, routes to every member (its own is ignored by the server). */
+  cluster?: NatsClusterMembership;
+}
+
+export interface NatsClusterMembership {
+  name: string;
+  /** Route port of this server (fixed: the other members' routes name it). */
+  port: number;
+  /** `nats-route://host:port` of every member. */
+  routes: readonly string[];
 }
 
 export interface NatsServerExit {
@@ -218,6 +230,10 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
       max_memory_store: options.maxMemoryStore ?? DEFAULT_MAX_MEMORY_STORE,
       max_file_store: options.maxFileStore ?? DEFAULT_MAX_FILE_STORE,
     };
+  }
+  if (options.serverName !== undefined) conf['server_name'] = options.serverName;
+  if (options.cluster !== undefined) {
+    conf['cluster'] = { name: options.cluster.name, listen: `${host}:${options.cluster.port}`, routes: [...options.cluster.routes] };
   }
   if (claim !== null) conf['pid_file'] = claim.serverPidFile;
   if (options.logFile !== undefined) conf['log_file'] = options.logFile;

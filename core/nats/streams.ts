@@ -1,6 +1,8 @@
 /**
  * The JetStream streams of towerwatch, their subjects and limits, and `ensureStreams()` which
- * makes a server match them (create, or update when the config differs).
+ * makes a server match them (create, or update when the config differs). Replicas are only
+ * ever raised: a stream or KV bucket someone made R3 stays R3 whatever a later start asks
+ * ({@link raiseReplicas}).
  */
 import {
   AckPolicy,
@@ -165,13 +167,18 @@ export function towerCommandSubject(tower: string): string {
 }
 
 export interface EnsureStreamsOptions {
-  /** Replicas per stream: 1 for one server, 3 in a cluster. @default 1 */
+  /**
+   * Least replicas per stream: 1 for one server, 3 or 5 in a cluster. A stream that has more
+   * keeps them. @default 1
+   */
   replicas?: number;
 }
 
 export interface EnsureStreamResult {
   name: StreamName;
   action: 'created' | 'updated' | 'unchanged';
+  /** Replicas the stream has now (more than asked when it had more before). */
+  replicas: number;
 }
 
 /** The server-side config for `limits`. */
@@ -214,9 +221,43 @@ function differs(want: StreamConfig, have: StreamConfig): boolean {
 const STREAM_NOT_FOUND = 10059;
 const STREAM_NAME_IN_USE = 10058;
 const INSUFFICIENT_RESOURCES = 10047;
+/** "replicas > 1 not supported in non-clustered mode" */
+const REPLICAS_NOT_SUPPORTED = 10074;
+/** "insufficient resources" / "no suitable peers for placement" (fewer servers than replicas). */
+const NO_SUITABLE_PEERS = 10005;
+
+/** Thrown when a stream or bucket cannot get the replicas asked for; says why and what to do. */
+export class ReplicasUnavailableError extends Error {
+  override readonly name = 'ReplicasUnavailableError';
+}
+
+function isReplicaRefusal(err: unknown): boolean {
+  return (
+    err instanceof JetStreamApiError &&
+    (err.code === REPLICAS_NOT_SUPPORTED || err.code === NO_SUITABLE_PEERS || /replicas|suitable peers|non-clustered/i.test(err.message))
+  );
+}
+
+function replicaError(stream: string, have: number | null, want: number, err: unknown): ReplicasUnavailableError {
+  const now = have === null ? 'cannot be created' : `has ${have} replica${have === 1 ? '' : 's'} and cannot get more`;
+  return new ReplicasUnavailableError(
+    `stream ${stream} ${now} with ${want} replicas: that needs a JetStream cluster of at least ${want} servers ` +
+      `(the server says: ${err instanceof Error ? err.message : String(err)}); lower TOWERWATCH_NATS_REPLICAS or add servers`,
+    { cause: err },
+  );
+}
+
+/**
+ * `err` of creating or updating `stream` with `want` replicas, as a {@link ReplicasUnavailableError}
+ * when the server refused for want of servers; other errors as they are.
+ */
+export function explainReplicas(stream: string, want: number, err: unknown): unknown {
+  return want > 1 && isReplicaRefusal(err) ? replicaError(stream, null, want, err) : err;
+}
 
 /** nats-server reserves each stream's max_bytes up front; name the knob when it does not fit. */
 function explain(err: unknown, want: StreamConfig): unknown {
+  if (isReplicaRefusal(err)) return replicaError(want.name, null, want.num_replicas, err);
   if (err instanceof JetStreamApiError && err.code === INSUFFICIENT_RESOURCES) {
     return new Error(
       `stream ${want.name} needs ${want.max_bytes} bytes of JetStream file storage reserved, more than the server has left: ` +
@@ -241,22 +282,26 @@ async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamIn
   }
 }
 
-async function ensureStream(jsm: JetStreamManager, want: StreamConfig): Promise<EnsureStreamResult['action']> {
-  const info = await streamInfo(jsm, want.name);
+async function ensureStream(jsm: JetStreamManager, asked: StreamConfig): Promise<Omit<EnsureStreamResult, 'name'>> {
+  const info = await streamInfo(jsm, asked.name);
   if (info === null) {
     try {
-      await jsm.streams.add(want);
-      return 'created';
+      await jsm.streams.add(asked);
+      return { action: 'created', replicas: asked.num_replicas };
     } catch (err) {
       // Another process created it first (with other settings): fall through to update.
-      if (!(err instanceof JetStreamApiError && err.code === STREAM_NAME_IN_USE)) throw explain(err, want);
-      return ensureStream(jsm, want);
+      if (!(err instanceof JetStreamApiError && err.code === STREAM_NAME_IN_USE)) throw explain(err, asked);
+      return ensureStream(jsm, asked);
     }
   }
-  if (!differs(want, info.config)) return 'unchanged';
+  // Never fewer replicas than it has: an operator's (or a cluster-wide start's) R3 stays.
+  const have = info.config.num_replicas;
+  const want = have > asked.num_replicas ? { ...asked, num_replicas: have } : asked;
+  if (!differs(want, info.config)) return { action: 'unchanged', replicas: want.num_replicas };
   try {
     await jsm.streams.update(want.name, want);
   } catch (err) {
+    if (want.num_replicas > have && isReplicaRefusal(err)) throw replicaError(want.name, have, want.num_replicas, err);
     if (err instanceof JetStreamApiError && err.code === INSUFFICIENT_RESOURCES) throw explain(err, want);
     // Retention and storage cannot change on a live stream; say what to do.
     throw new Error(
@@ -265,21 +310,45 @@ async function ensureStream(jsm: JetStreamManager, want: StreamConfig): Promise<
       { cause: err },
     );
   }
-  return 'updated';
+  return { action: 'updated', replicas: want.num_replicas };
+}
+
+function checkReplicas(replicas: number | undefined): number {
+  const r = replicas ?? 1;
+  if (!Number.isInteger(r) || r < 1 || r > 5) throw new RangeError(`replicas must be an integer 1–5, got ${String(replicas)}`);
+  return r;
 }
 
 /** Creates or updates every towerwatch stream. Safe to call from every process at start-up. */
 export async function ensureStreams(nc: NatsConnection | JetStreamManager, options: EnsureStreamsOptions = {}): Promise<EnsureStreamResult[]> {
-  const replicas = options.replicas ?? 1;
-  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) {
-    throw new RangeError(`options.replicas must be an integer 1–5, got ${String(options.replicas)}`);
-  }
+  const replicas = checkReplicas(options.replicas);
   const jsm = 'streams' in nc ? nc : await jetstreamManager(nc);
   const results: EnsureStreamResult[] = [];
   for (const name of STREAM_NAMES) {
-    results.push({ name, action: await ensureStream(jsm, streamConfig(STREAM_LIMITS[name], replicas)) });
+    results.push({ name, ...(await ensureStream(jsm, streamConfig(STREAM_LIMITS[name], replicas))) });
   }
   return results;
+}
+
+/** The stream behind KV bucket `bucket`. */
+export const kvStreamName = (bucket: string): string => `KV_${bucket}`;
+
+/**
+ * Gives an existing stream (a KV bucket's: {@link kvStreamName}) at least `replicas`; never
+ * fewer than it has. Returns the count it has afterwards.
+ * @throws {ReplicasUnavailableError} when the cluster has too few servers for it
+ */
+export async function raiseReplicas(nc: NatsConnection | JetStreamManager, stream: string, replicas: number): Promise<number> {
+  const want = checkReplicas(replicas);
+  const jsm = 'streams' in nc ? nc : await jetstreamManager(nc);
+  const { config } = await jsm.streams.info(stream);
+  if (config.num_replicas >= want) return config.num_replicas;
+  try {
+    await jsm.streams.update(stream, { ...config, num_replicas: want });
+  } catch (err) {
+    throw isReplicaRefusal(err) ? replicaError(stream, config.num_replicas, want, err) : err;
+  }
+  return want;
 }
 
 export interface DurableConsumerOptions {
