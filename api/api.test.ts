@@ -15,7 +15,7 @@ import type { ControlPlaneStore } from '../core/controlPlane/index.js';
 import type { DiscoveryReport, UsageEvent } from '../core/domain.js';
 import { enterpriseEventsSubject } from '../core/live.js';
 import { hashPassword } from '../core/passwords.js';
-import { discoverySubject } from '../core/nats/index.js';
+import { discoverySubject, usageSubject } from '../core/nats/index.js';
 import { discoveryMsgId, encodeDiscoveryFrame } from '../core/wire.js';
 import { connectControlPlane } from '../core/testing/controlPlaneFixture.js';
 import { withNats } from '../core/testing/natsFixture.js';
@@ -29,8 +29,16 @@ import { startPipelineService, type PipelineService } from '../pipeline/service.
 import { CLOSE } from './alertsSocket.js';
 import { startApiServer, type ApiServer } from './server.js';
 import { callApi } from './testing/apiFixture.js';
+import { type ClickHouseStandIn, startClickHouseStandIn } from '../core/testing/clickhouseStandIn.js';
 
 const PASSWORD = 'test-password-1';
+/**
+ * `TOWERWATCH_TEST_CLICKHOUSE=stand-in` (api/api.standIn.test.ts runs this file so): the
+ * pipeline and the api reach ClickHouse over HTTP, as with CLICKHOUSE_URL, through the
+ * stand-in of core/testing/clickhouseStandIn.ts (a real engine behind ClickHouse's protocol).
+ */
+const overHttp = process.env['TOWERWATCH_TEST_CLICKHOUSE'] === 'stand-in';
+let standIn: ClickHouseStandIn | null = null;
 const nats = await withNats();
 const world = generateWorld({ seed: 21, enterprises: 3, usersPerEnterprise: 8, towers: 6 });
 let clockOffsetMs = 0;
@@ -142,9 +150,10 @@ before(async () => {
     created_at: new Date().toISOString(),
   });
   dataDir = await mkdtemp(join(tmpdir(), 'tw-api-'));
+  if (overHttp) standIn = await startClickHouseStandIn({ dataDir: join(dataDir, 'stand-in'), user: 'towerwatch', password: 'p@ss w/rd' });
   towers = TowerAgent.start({ nc });
   pipeline = await startPipelineService({
-    config: { clickhouseUrl: null, dataDir, retentionDays: 30 },
+    config: { clickhouseUrl: standIn?.url ?? null, dataDir, retentionDays: 30 },
     nc,
     natsUrl: nats.url,
     log: () => undefined,
@@ -181,6 +190,7 @@ after(async () => {
   await api?.close();
   await pipeline?.close();
   towers?.close();
+  await standIn?.close();
   await rm(dataDir, { recursive: true, force: true });
 });
 
@@ -932,3 +942,22 @@ describe('/ws/alerts', () => {
     fast.ws.close();
   });
 });
+
+if (overHttp) {
+  describe('over HTTP (the CLICKHOUSE_URL path, on the stand-in)', () => {
+    it('every table the project inserts into was written through HTTP, and every request had its credentials', async () => {
+      assert.equal(pipeline.clickhouse.embedded, false);
+      // A frame no decoder takes: its dead letter is the one table the tests above do not write.
+      await js.publish(usageSubject('att', BRIEF.nycTower), new Uint8Array([0xc1, 0xc1, 0xc1]));
+      await until(() => standIn!.inserts('dead_letters') >= 1, 30_000, 'the dead letter inserted over HTTP');
+      for (const table of ['app_usage', 'violations', 'dead_letters', 'discovery_sightings', 'remedial_actions']) {
+        assert.ok(standIn!.inserts(table) > 0, `${table}: inserted over HTTP`);
+      }
+      const formats = new Set(standIn!.requests.flatMap((r) => (r.insert ? [`${r.insert.table} ${r.insert.format}`] : [])));
+      assert.ok(formats.has('app_usage Native') && formats.has('violations Native'), [...formats].join(', '));
+      // Nothing the api or pipeline sent was refused by the engine, apart from what tests provoke.
+      const refused = standIn!.requests.filter((r) => r.status !== 200);
+      assert.deepEqual(refused, [], 'requests the engine refused');
+    });
+  });
+}

@@ -57,6 +57,8 @@ export class SharedAccountLimit {
   readonly #slices = new Map<string, Slice>();
   /** One lease in flight per account: concurrent requests wait for it. */
   readonly #leasing = new Map<string, Promise<void>>();
+  /** Account → its entry's key (hashed once: a request costs a map lookup). */
+  readonly #keys = new Map<string, string>();
 
   constructor(options: SharedLimitOptions) {
     this.limit = options.limit;
@@ -90,7 +92,12 @@ export class SharedAccountLimit {
    * @throws the broker's error when no lease can be taken (the caller decides what to do then)
    */
   async consume(account: string): Promise<LimitDecision> {
-    const key = `${this.limit}.${createHash('sha256').update(account).digest('base64url').slice(0, 22)}`;
+    let key = this.#keys.get(account);
+    if (key === undefined) {
+      if (this.#keys.size >= 100_000) this.#keys.clear();
+      key = `${this.limit}.${createHash('sha256').update(account).digest('base64url').slice(0, 22)}`;
+      this.#keys.set(account, key);
+    }
     for (;;) {
       const now = this.#now();
       const slice = this.#slices.get(key);
