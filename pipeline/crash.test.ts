@@ -11,18 +11,17 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { jetstream, jetstreamManager, type ConsumerInfo, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { openClickHouse, queryNumber } from '../core/clickhouse/index.js';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
 import { ensureStreams, USAGE_STREAM } from '../core/nats/index.js';
 import { projectionTotalQuery } from '../core/testing/rollups.js';
+import { killAllPipelines, PipelineProcess } from '../core/testing/pipelineProcess.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { publishTraffic, type PublishProgress } from '../fixtures/publisher.js';
 import { seedWorld } from '../fixtures/seed.js';
@@ -31,83 +30,20 @@ import { generateWorld } from '../fixtures/world.js';
 import { createWorldClassifier, type WorldClassifier } from '../fixtures/worldPolicies.js';
 import { DEFAULT_CONSUMER } from './pipeline.js';
 
-const CLI = fileURLToPath(new URL('../bin/towerwatch.js', import.meta.url));
 /** Short, so that what a killed process had in hand comes back in seconds, not a minute. */
 const ACK_WAIT_SECONDS = 3;
 
 const nats = await withNats();
 const world = generateWorld({ seed: 9, enterprises: 3, usersPerEnterprise: 10, towers: 6 });
 
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
+/** `towerwatch pipeline` on the test's nats-server and its own data directory (embedded ClickHouse). */
+const pipelineProcess = (name: string, dataDir: string, args: readonly string[] = []): PipelineProcess =>
+  new PipelineProcess(name, { natsUrl: nats.url, dataDir, args: ['--ack-wait-seconds', String(ACK_WAIT_SECONDS), ...args] });
 
-const children = new Set<PipelineProcess>();
 const tempDirs: string[] = [];
 
-/** `towerwatch pipeline` as a child process, its output collected. */
-class PipelineProcess {
-  readonly child: ChildProcess;
-  readonly exited: Promise<Exit>;
-  output = '';
-  exit: Exit | null = null;
-
-  constructor(
-    readonly name: string,
-    readonly dataDir: string,
-    args: readonly string[] = [],
-  ) {
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      NATS_URL: nats.url,
-      TOWERWATCH_DATA_DIR: dataDir,
-      TOWERWATCH_PIPELINE_PORT: '0',
-      TOWERWATCH_LOG_FORMAT: 'text',
-    };
-    delete env['CLICKHOUSE_URL'];
-    this.child = spawn(process.execPath, [CLI, 'pipeline', '--ack-wait-seconds', String(ACK_WAIT_SECONDS), ...args], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    this.child.stdout?.setEncoding('utf8').on('data', (c: string) => (this.output += c));
-    this.child.stderr?.setEncoding('utf8').on('data', (c: string) => (this.output += c));
-    this.exited = new Promise((resolve) => {
-      this.child.once('close', (code, signal) => {
-        this.exit = { code, signal };
-        children.delete(this);
-        resolve(this.exit);
-      });
-    });
-    children.add(this);
-  }
-
-  /** Resolves once the pipeline says it is consuming; rejects if it exits first. */
-  async ready(timeoutMs = 30_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.output.includes('pipeline: consuming from')) {
-      if (this.exit !== null) throw new Error(`${this.name} exited (${JSON.stringify(this.exit)}) before consuming:\n${this.output}`);
-      if (Date.now() > deadline) throw new Error(`${this.name} not consuming after ${timeoutMs} ms:\n${this.output}`);
-      await sleep(20);
-    }
-  }
-
-  async kill(signal: NodeJS.Signals, timeoutMs = 30_000): Promise<Exit> {
-    if (this.exit === null) this.child.kill(signal);
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${this.name} did not exit within ${timeoutMs} ms of ${signal}:\n${this.output}`)), timeoutMs);
-    });
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-}
-
 after(async () => {
-  await Promise.allSettled([...children].map((c) => c.kill('SIGKILL', 10_000)));
+  await killAllPipelines();
   await Promise.allSettled(tempDirs.map((d) => rm(d, { recursive: true, force: true })));
 });
 
@@ -149,9 +85,7 @@ describe('pipeline crash safety (child processes, embedded ClickHouse)', () => {
   let classifier: WorldClassifier;
 
   // No process outlives its test: a leftover one would go on consuming from the next test's consumer.
-  afterEach(async () => {
-    await Promise.allSettled([...children].map((c) => c.kill('SIGKILL', 10_000)));
-  });
+  afterEach(killAllPipelines);
 
   before(async () => {
     nc = await nats.connect('crash test');
@@ -208,7 +142,7 @@ describe('pipeline crash safety (child processes, embedded ClickHouse)', () => {
     for (let round = 1; publishing || kills.length < 3; round++) {
       assert.ok(round <= 12, 'publishing took far longer than planned');
       const ackedBefore = acked(await consumerInfo(jsm));
-      const p = new PipelineProcess(`pipeline #${round}`, dataDir);
+      const p = pipelineProcess(`pipeline #${round}`, dataDir);
       await p.ready();
       // Once this incarnation has stored and acked something (so it is past start-up and every
       // round moves on), kill it at a random moment: mid-fetch, mid-batch, mid-insert or mid-ack.
@@ -249,7 +183,7 @@ describe('pipeline crash safety (child processes, embedded ClickHouse)', () => {
     // Kills that found messages in the process's hands (fetched, not acked) are what this test is about.
     assert.ok(kills.filter((k) => k.ackPending > 0).length >= 3, `at least 3 kills with messages in hand, got ${kills.length} kills`);
 
-    last ??= new PipelineProcess('pipeline (final)', dataDir);
+    last ??= pipelineProcess('pipeline (final)', dataDir);
     await last.ready();
     const info = await waitDrained(jsm, [last], 60_000);
     const exit = await last.kill('SIGTERM');
@@ -301,7 +235,7 @@ describe('pipeline crash safety (child processes, embedded ClickHouse)', () => {
     await jsm.streams.purge(USAGE_STREAM);
     // One data dir each: the embedded engine belongs to one process (with a server they would share it).
     const dirs = [await tempDir('a'), await tempDir('b')] as const;
-    const procs = dirs.map((dir, i) => new PipelineProcess(`pipeline ${'AB'[i]}`, dir, ['--threads', '1']));
+    const procs = dirs.map((dir, i) => pipelineProcess(`pipeline ${'AB'[i]}`, dir, ['--threads', '1']));
     await Promise.all(procs.map((p) => p.ready()));
 
     const published = await publish({ events: 40_000, seed: 92, firstEventId: 10_000_000, rate: 8_000 });
