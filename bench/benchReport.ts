@@ -70,7 +70,8 @@ export async function writeResults(name: string, result: Record<string, unknown>
 /** The newest `<name>-<time>.json` in `dir` (the names sort by time), or null when there is none. */
 export async function readNewestResult(name: string, dir = RESULTS_DIR): Promise<{ file: string; result: Record<string, unknown> } | null> {
   const files = (await readdir(dir).catch(() => [] as string[]))
-    .filter((f) => f.startsWith(`${name}-`) && f.endsWith('.json') && f !== `${name}-latest.json`)
+    // `<name>-<timestamp>.json`: not `<name>-latest.json`, nor another benchmark's `<name>-<suffix>-…` (e2e-cluster).
+    .filter((f) => f.startsWith(`${name}-`) && /^\d/.test(f.slice(name.length + 1)) && f.endsWith('.json'))
     .sort();
   const newest = files.at(-1);
   if (newest === undefined) return null;

@@ -1,7 +1,7 @@
 /** `towerwatch bench e2e`: the end-to-end benchmark from the command line. */
 import { type Command, InvalidArgumentError } from 'commander';
 import { spawnSync } from 'node:child_process';
-import { integerOption } from '../core/cliSupport.js';
+import { fail, integerOption } from '../core/cliSupport.js';
 
 const hasWrk = (): boolean => spawnSync('wrk', ['--version']).error === undefined;
 import { runApiBench } from './apiBench.js';
@@ -20,20 +20,38 @@ export function registerBenchCommands(program: Command): void {
     .option('--threads <n>', 'pipeline worker threads (default: the cores available)', integerOption('--threads'))
     .option('--prefill', 'publish everything first, then time the pipeline draining the stream alone')
     .option('--limit <events/s>', "the machine's limit to compare with (default: the newest bench/results/limits-*.json)", integerOption('--limit'))
+    .option('--cluster <n>', 'run on a JetStream cluster of n nats-servers (streams R3 from 3), ClickHouse over HTTP', integerOption('--cluster'))
+    .option('--pipelines <p>', 'with --cluster: pipeline processes sharing the consumer', integerOption('--pipelines'), 2)
+    .option('--kill-leader', "with --cluster: SIGKILL the USAGE stream's leader a third of the way in")
     .option('--json', 'print one JSON object')
-    .action(async (opts: { events: number; rate: number; frameSize: number; threads?: number; prefill?: boolean; limit?: number; json?: boolean }) => {
-      const result = await runE2eCli({
-        events: opts.events,
-        rate: opts.rate,
-        frameSize: opts.frameSize,
-        threads: opts.threads,
-        prefill: opts.prefill ?? false,
-        limit: opts.limit,
-        json: opts.json ?? false,
-        log: (line) => process.stderr.write(`${line}\n`),
-      });
-      if (!result.ok) process.exitCode = 1;
-    });
+    .action(
+      async (opts: {
+        events: number;
+        rate: number;
+        frameSize: number;
+        threads?: number;
+        prefill?: boolean;
+        limit?: number;
+        json?: boolean;
+        cluster?: number;
+        pipelines: number;
+        killLeader?: boolean;
+      }) => {
+        if (opts.cluster === undefined && opts.killLeader) fail('--kill-leader needs --cluster');
+        const result = await runE2eCli({
+          cluster: opts.cluster === undefined ? undefined : { nodes: opts.cluster, pipelines: opts.pipelines, killLeader: opts.killLeader ?? false },
+          events: opts.events,
+          rate: opts.rate,
+          frameSize: opts.frameSize,
+          threads: opts.threads,
+          prefill: opts.prefill ?? false,
+          limit: opts.limit,
+          json: opts.json ?? false,
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
+        if (!result.ok) process.exitCode = 1;
+      },
+    );
   bench
     .command('limits')
     .description(

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, writeFile } from 'node:fs/promises';
+import { readNewestResult } from './benchReport.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compareLatest, compareResults, valueAt, type Metric } from './compare.js';
@@ -54,4 +55,8 @@ test('the command reads the newest run of each benchmark and the baseline files'
   const limit = rows.find((r) => r.metric === 'limit_events_per_s');
   assert.deepEqual(limit && [limit.baseline, limit.current, limit.ratio, limit.verdict], [100_000, 200_000, 2, 'better']);
   assert.ok(rows.filter((r) => r.benchmark !== 'limits').every((r) => r.verdict === 'missing'));
+  // A newer result of another benchmark whose name starts the same (e2e-cluster) is not e2e's.
+  await writeFile(join(results, 'e2e-2026-01-01T00-00-00-000Z.json'), JSON.stringify({ events_per_s: 1 }));
+  await writeFile(join(results, 'e2e-cluster-2026-03-01T00-00-00-000Z.json'), JSON.stringify({ events_per_s: 2 }));
+  assert.deepEqual((await readNewestResult('e2e', results))?.result, { events_per_s: 1 });
 });

@@ -17,6 +17,7 @@ import { seedWorld } from '../fixtures/seed.js';
 import { generateWorld } from '../fixtures/world.js';
 import { startPipelineService } from '../pipeline/service.js';
 import { readNewestResult, round, writeResults } from './benchReport.js';
+import { benchE2eCluster, type E2eClusterResult } from './e2eCluster.js';
 
 export interface E2eOptions {
   events: number;
@@ -60,7 +61,8 @@ export interface E2eResult {
 }
 
 const CLI = fileURLToPath(new URL('../bin/towerwatch.js', import.meta.url));
-const SEED = 42;
+/** The simulator's world: the bench seeds it, the simulator is told it. */
+export const SEED = 42;
 
 export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
   const log = opts.log ?? (() => undefined);
@@ -186,7 +188,7 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
 }
 
 export interface SimulatorRun {
-  summary: { events: number; expectedViolations: number | null; elapsedMs: number; eventsPerSecond: number };
+  summary: { events: number; expectedViolations: number | null; elapsedMs: number; eventsPerSecond: number; retries?: number };
   cpuSeconds: number;
 }
 
@@ -271,14 +273,38 @@ async function resolveLimit(given: number | undefined, eventsPerS: number): Prom
   };
 }
 
-export async function runE2eCli(opts: E2eOptions & { json: boolean; limit?: number | undefined }): Promise<E2eResult> {
-  const result = await benchE2e(opts);
+export interface E2eCliOptions extends E2eOptions {
+  json: boolean;
+  limit?: number | undefined;
+  /** Scaled out (bench/e2eCluster.ts): nats-servers, pipeline processes, the USAGE leader killed. */
+  cluster?: { nodes: number; pipelines: number; killLeader: boolean } | undefined;
+}
+
+export async function runE2eCli(opts: E2eCliOptions): Promise<E2eResult> {
+  const result: E2eResult & Partial<E2eClusterResult> = opts.cluster
+    ? await benchE2eCluster({ ...opts, cluster: opts.cluster.nodes, pipelines: opts.cluster.pipelines, killLeader: opts.cluster.killLeader })
+    : await benchE2e(opts);
   const limit = await resolveLimit(opts.limit, result.events_per_s);
-  const file = await writeResults('e2e', {
-    options: { events: opts.events, rate: opts.rate, frame_size: opts.frameSize, prefill: opts.prefill ?? false },
+  const file = await writeResults(opts.cluster ? 'e2e-cluster' : 'e2e', {
+    options: {
+      events: opts.events,
+      rate: opts.rate,
+      frame_size: opts.frameSize,
+      prefill: opts.prefill ?? false,
+      ...(opts.cluster ? { cluster: opts.cluster.nodes, pipelines: opts.cluster.pipelines, kill_leader: opts.cluster.killLeader } : {}),
+    },
     ...result,
     ...limit,
   });
+  const clusterFields = opts.cluster
+    ? {
+        publish_failures: result.publish_failures,
+        publish_retries: result.publish_retries,
+        nodes: result.nodes,
+        pipelines: result.pipelines,
+        killed_leader: result.killed_leader,
+      }
+    : {};
   if (opts.json) {
     const { events_published, events_stored, violations_expected, violations_stored, events_per_s, latency_ms, rss_mb, cpu_us_per_event } = result;
     const { limit_events_per_s, ratio_to_limit, cpu_ceiling_events_per_s, ratio_to_cpu_ceiling } = limit;
@@ -296,6 +322,7 @@ export async function runE2eCli(opts: E2eOptions & { json: boolean; limit?: numb
         cpu_us_per_event,
         latency_ms,
         rss_mb: round(rss_mb.bench + rss_mb.nats_server, 1),
+        ...clusterFields,
       })}\n`,
     );
   } else {
@@ -311,6 +338,13 @@ export async function runE2eCli(opts: E2eOptions & { json: boolean; limit?: numb
       'publish→alert latency p50 / p95 / p99 ms': `${result.latency_ms.p50} / ${result.latency_ms.p95} / ${result.latency_ms.p99}`,
       'peak RSS MB (bench+pipeline / nats-server / simulator)': `${result.rss_mb.bench} / ${result.rss_mb.nats_server} / ${result.rss_mb.simulator}`,
       'CPU s (bench+pipeline / nats-server / simulator)': `${result.cpu_s.bench} / ${result.cpu_s.nats_server} / ${result.cpu_s.simulator}`,
+      ...(opts.cluster
+        ? {
+            'nats-servers / pipelines': `${opts.cluster.nodes} / ${opts.cluster.pipelines}`,
+            'publish failures / retries': `${result.publish_failures ?? 0} / ${result.publish_retries ?? 0}`,
+            'USAGE leader killed': result.killed_leader ?? 'no',
+          }
+        : {}),
     });
   }
   process.stderr.write(`bench: ${result.ok ? 'counts match' : 'COUNTS DO NOT MATCH'}; results written to ${file}\n`);

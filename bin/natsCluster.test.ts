@@ -1,12 +1,12 @@
 /**
  * towerwatch on a 3-server JetStream cluster (real nats-servers, core/testing/natsCluster.ts):
  * TOWERWATCH_NATS_REPLICAS reaches every stream and KV bucket, no start ever lowers a replica
- * count, too few servers is a clear error, and a publisher rides out the SIGKILL of the USAGE
- * stream's leader with every event stored once.
+ * count, and too few servers is a clear error. (The SIGKILL of a stream's leader under traffic
+ * is bin/cluster.test.ts.)
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { AuthService } from '../api/auth.js';
 import { CONTROL_BUCKET, ControlPlaneView, openControlBucket } from '../core/controlPlane/index.js';
@@ -23,9 +23,6 @@ import {
 } from '../core/nats/index.js';
 import { type NatsCluster, startNatsCluster } from '../core/testing/natsCluster.js';
 import { withNats } from '../core/testing/natsFixture.js';
-import { publishTraffic } from '../fixtures/publisher.js';
-import { createTrafficGenerator } from '../fixtures/traffic.js';
-import { generateWorld } from '../fixtures/world.js';
 
 let cluster: NatsCluster;
 let nc: NatsConnection;
@@ -107,49 +104,4 @@ test('on one server, replicas 3 is a clear error, not a hang or a silent R1', as
     return true;
   });
   await assert.rejects(openControlBucket(one, { replicas: 3 }), ReplicasUnavailableError);
-});
-
-test('a publisher rides out the SIGKILL of the USAGE leader: every frame stored once', { timeout: 120_000 }, async () => {
-  await ensureStreams(nc, { replicas: 3 });
-  const before = (await jsm.streams.info(USAGE_STREAM)).state.messages;
-  const world = generateWorld({ seed: 3, enterprises: 2, usersPerEnterprise: 5, towers: 4 });
-  const frames = 300;
-  let killed = -1;
-  const published = await publishTraffic({
-    js: jetstream(nc, { timeout: 2_000 }),
-    world,
-    generator: createTrafficGenerator(world, { seed: 3 }),
-    events: frames * 100,
-    frameSize: 100,
-    rate: 10_000, // 3 s of traffic, the kill a third of the way in
-    discoveryPerThousand: 0,
-    retryBudgetMs: 30_000,
-    progressEveryMs: 100,
-    onProgress: (p) => {
-      if (killed < 0 && p.frames >= frames / 3) {
-        killed = -2; // once
-        void cluster.streamLeader(nc, USAGE_STREAM).then(async (leader) => {
-          killed = leader;
-          await cluster.kill(leader);
-        });
-      }
-    },
-  });
-  assert.ok(killed >= 0, 'the leader was killed during the run');
-  assert.equal(published.frames, frames);
-  assert.ok(published.retries > 0, 'publishes failed while the stream had no leader, and were retried');
-  // The stream elected another leader, and holds each frame once (Nats-Msg-Id), retries or not.
-  const leaderAfter = await cluster.streamLeader(nc, USAGE_STREAM);
-  assert.notEqual(leaderAfter, killed);
-  assert.equal((await jsm.streams.info(USAGE_STREAM)).state.messages - before, frames);
-  // The killed member comes back on its store and catches up.
-  await cluster.restart(killed);
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const peers = (await jsm.streams.info(USAGE_STREAM)).cluster?.replicas ?? [];
-    const back = peers.find((p) => p.name === cluster.names[killed]);
-    if (back?.current) break;
-    if (Date.now() > deadline) assert.fail(`member ${cluster.names[killed]} did not catch up: ${JSON.stringify(peers)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 });

@@ -64,7 +64,8 @@ export async function startNatsCluster(n: number, options: NatsClusterOptions = 
     // Several JetStream servers on one machine: keep each one's reservations modest.
     maxFileStore: 8 * 1024 ** 3,
     maxMemoryStore: 64 * 1024 ** 2,
-    cluster: { name: options.name ?? 'towerwatch-test', port: routePorts[i]!, routes },
+    // One server alone is no JetStream cluster (it would wait for peers to elect a leader).
+    ...(n > 1 ? { cluster: { name: options.name ?? 'towerwatch-test', port: routePorts[i]!, routes } } : {}),
   });
   const members: Array<NatsServerHandle | null> = new Array<NatsServerHandle | null>(n).fill(null);
   let closing: Promise<void> | undefined;
