@@ -9,6 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
 import { ALL_ALERTS_SUBJECT, decodeAlerts } from '../core/live.js';
 import { connectNats, startNatsServer } from '../core/nats/index.js';
@@ -111,14 +112,7 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
     }, 1000);
     try {
       await service.pipeline.ready();
-      const latencies: number[] = [];
-      const sub = nc.subscribe(ALL_ALERTS_SUBJECT, {
-        callback: (_err, msg) => {
-          const now = Date.now();
-          const decoded = decodeAlerts(msg.data);
-          if (decoded.ok) for (const a of decoded.value) latencies.push(now - a.ts);
-        },
-      });
+      const alerts = alertLatencies(nc);
       const cpuBefore = process.cpuUsage();
       const natsCpuBefore = await processCpuSeconds(server.pid);
       // The clock starts at the first event the pipeline takes (the simulator first compiles
@@ -136,7 +130,7 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
       clearInterval(firstEvent);
       const seconds = (performance.now() - (started || performance.now())) / 1000;
       await new Promise((r) => setTimeout(r, 200)); // the last alerts in flight
-      sub.unsubscribe();
+      alerts.stop();
       const cpu = process.cpuUsage(cpuBefore);
       const natsCpu = (await processCpuSeconds(server.pid)) - natsCpuBefore;
       const q = async (sql: string): Promise<number> => {
@@ -145,8 +139,6 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
       };
       const stored = await q('SELECT count() AS n FROM app_usage');
       const violations = await q('SELECT count() AS n FROM violations');
-      latencies.sort((a, b) => a - b);
-      const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN;
       const mb = (b: number): number => round(b / 2 ** 20, 1);
       return {
         events_published: sim.summary.events,
@@ -154,7 +146,7 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
         violations_expected: sim.summary.expectedViolations ?? 0,
         violations_stored: violations,
         events_per_s: round(stored / seconds),
-        latency_ms: { p50: pct(50), p95: pct(95), p99: pct(99) },
+        latency_ms: alerts.percentiles(),
         rss_mb: { bench: mb(peak.bench), nats_server: mb(peak.nats_server), simulator: mb(peak.simulator) },
         bench_memory_at_peak_mb: {
           js_heap_main: mb(atPeak.js_heap_main),
@@ -185,6 +177,26 @@ export async function benchE2e(opts: E2eOptions): Promise<E2eResult> {
     await server.close();
     await rm(dataDir, { recursive: true, force: true });
   }
+}
+
+/** Publish→alert latency of every alert the pipelines publish, from the event's time to its arrival here. */
+export function alertLatencies(nc: NatsConnection): { stop(): void; percentiles(): E2eResult['latency_ms'] } {
+  const latencies: number[] = [];
+  const sub = nc.subscribe(ALL_ALERTS_SUBJECT, {
+    callback: (_err, msg) => {
+      const now = Date.now();
+      const decoded = decodeAlerts(msg.data);
+      if (decoded.ok) for (const a of decoded.value) latencies.push(now - a.ts);
+    },
+  });
+  return {
+    stop: () => sub.unsubscribe(),
+    percentiles() {
+      const sorted = [...latencies].sort((a, b) => a - b);
+      const pct = (p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+      return { p50: pct(50), p95: pct(95), p99: pct(99) };
+    },
+  };
 }
 
 export interface SimulatorRun {

@@ -15,7 +15,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
-import { ALL_ALERTS_SUBJECT, decodeAlerts } from '../core/live.js';
 import { connectNats, ensureStreams, USAGE_STREAM } from '../core/nats/index.js';
 import { processCpuSeconds, processRssBytes } from '../core/processes.js';
 import { startClickHouseStandIn } from '../core/testing/clickhouseStandIn.js';
@@ -24,7 +23,7 @@ import { PipelineProcess } from '../core/testing/pipelineProcess.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { generateWorld } from '../fixtures/world.js';
 import { round } from './benchReport.js';
-import { type E2eOptions, type E2eResult, runSimulator, SEED, type SimulatorRun } from './e2e.js';
+import { alertLatencies, type E2eOptions, type E2eResult, runSimulator, SEED, type SimulatorRun } from './e2e.js';
 
 export interface E2eClusterOptions extends E2eOptions {
   /** nats-servers in the cluster. */
@@ -119,14 +118,7 @@ export async function benchE2eCluster(opts: E2eClusterOptions): Promise<E2eClust
       const rs = await standIn.engine.client.query({ query: `SELECT count() AS n FROM ${db}.${table}`, format: 'JSONEachRow' });
       return Number((await rs.json<{ n: unknown }>())[0]?.n ?? 0);
     };
-    const latencies: number[] = [];
-    const sub = nc.subscribe(ALL_ALERTS_SUBJECT, {
-      callback: (_err, msg) => {
-        const now = Date.now();
-        const decoded = decodeAlerts(msg.data);
-        if (decoded.ok) for (const a of decoded.value) latencies.push(now - a.ts);
-      },
-    });
+    const alerts = alertLatencies(nc);
     const cpuBefore = process.cpuUsage();
     const cpuOf = async (list: number[]): Promise<number> => (await Promise.all(list.map(processCpuSeconds))).reduce((a, b) => a + b, 0);
     const natsCpuBefore = await cpuOf(pids());
@@ -175,7 +167,7 @@ export async function benchE2eCluster(opts: E2eClusterOptions): Promise<E2eClust
     clearInterval(firstRow);
     const seconds = (performance.now() - (started || performance.now())) / 1000;
     await new Promise((r) => setTimeout(r, 200)); // the last alerts in flight
-    sub.unsubscribe();
+    alerts.stop();
     const cpu = process.cpuUsage(cpuBefore);
     const natsCpu = (await cpuOf(pids())) - natsCpuBefore;
     const pipelineCpu = (await cpuOf(pipelines.map((p) => p.child.pid ?? 0))) - pipelineCpuBefore;
@@ -183,8 +175,6 @@ export async function benchE2eCluster(opts: E2eClusterOptions): Promise<E2eClust
     const metrics = await Promise.all(pipelines.map((p) => scrape(p).catch(() => noMetrics)));
     const sum = (k: string): number => metrics.reduce((n, m) => n + (m[k] ?? 0), 0);
     const violations = await count('violations');
-    latencies.sort((a, b) => a - b);
-    const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN;
     const mb = (b: number): number => round(b / 2 ** 20, 1);
     const batches = sum('towerwatch_pipeline_batches_total');
     const expectedViolations = sim?.summary.expectedViolations ?? 0;
@@ -194,7 +184,7 @@ export async function benchE2eCluster(opts: E2eClusterOptions): Promise<E2eClust
       violations_expected: expectedViolations,
       violations_stored: violations,
       events_per_s: round(stored / Math.max(seconds, 1e-3)),
-      latency_ms: { p50: pct(50), p95: pct(95), p99: pct(99) },
+      latency_ms: alerts.percentiles(),
       // `bench` is this process (the ClickHouse stand-in and its engine) plus the pipelines.
       rss_mb: { bench: mb(peak.bench + peak.pipelines), nats_server: mb(peak.nats_server), simulator: mb(peak.simulator) },
       bench_memory_at_peak_mb: { js_heap_main: 0, array_buffers: 0, engine_tracked: 0, other: mb(peak.bench + peak.pipelines) },

@@ -61,7 +61,8 @@ export const TTL_COLUMNS = {
 } as const satisfies Record<string, string>;
 export type TtlTable = keyof typeof TTL_COLUMNS;
 
-const ttl = (table: TtlTable, days: number): string => `${TTL_COLUMNS[table]} + INTERVAL ${days} DAY`;
+/** The TTL expression of `table` keeping `days` of history. */
+export const ttl = (table: TtlTable, days: number): string => `${TTL_COLUMNS[table]} + INTERVAL ${days} DAY`;
 
 /** Minute of an event, as the per-minute projections key it. */
 const MINUTE = 'toStartOfMinute(ts)';
