@@ -8,10 +8,10 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
-import { type KV, Kvm, type KvOptions, type KvWatchEntry } from '@nats-io/kv';
+import type { KV, KvOptions, KvWatchEntry } from '@nats-io/kv';
 import type { NatsConnection, QueuedIterator } from '@nats-io/transport-node';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
-import { explainReplicas, kvStreamName, raiseReplicas } from '../core/nats/index.js';
+import { openKvBucket } from '../core/nats/index.js';
 import type { Account } from '../core/domain.js';
 import { dummyPasswordHash, verifyPassword } from '../core/passwords.js';
 import { ApiError } from './errors.js';
@@ -86,16 +86,8 @@ export class AuthService implements Disposable {
   }
 
   static async open(options: AuthOptions): Promise<AuthService> {
-    const kvm = new Kvm(options.nc);
-    const replicas = options.replicas ?? 1;
     // Created with `replicas`, or raised to it (never lowered) when it exists with fewer.
-    const open = async (bucket: string, config: Partial<KvOptions>): Promise<KV> => {
-      const kv = await kvm.create(bucket, { ...config, replicas }).catch((err: unknown) => {
-        throw explainReplicas(kvStreamName(bucket), replicas, err);
-      });
-      if (replicas > 1) await raiseReplicas(options.nc, kvStreamName(bucket), replicas);
-      return kv;
-    };
+    const open = (bucket: string, config: Partial<KvOptions>): Promise<KV> => openKvBucket(options.nc, bucket, { ...config, replicas: options.replicas ?? 1 });
     const refreshTtl = options.refreshTtlSeconds ?? DEFAULT_REFRESH_TTL_SECONDS;
     let secret = options.secret;
     if (secret === null) {

@@ -10,10 +10,9 @@
  * count apart rather than refuse each other's traffic.
  */
 import { createHash } from 'node:crypto';
-import { jetstream } from '@nats-io/jetstream';
-import { type KV, Kvm } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { explainReplicas, kvStreamName, raiseReplicas } from '../core/nats/index.js';
+import { isWrongLastSequence, openKvBucket } from '../core/nats/index.js';
 
 export const RATE_LIMIT_BUCKET = 'towerwatch-ratelimit';
 /** Share of the limit leased at a time. */
@@ -65,24 +64,15 @@ export class SharedAccountLimit {
     this.#windowMs = options.windowMs ?? 60_000;
     this.#lease = Math.max(1, Math.floor(this.limit * LEASE_FRACTION));
     this.#now = options.now ?? Date.now;
-    const replicas = options.replicas ?? 1;
-    const windowMs = this.#windowMs;
-    this.#kv = (async () => {
+    this.#kv = openKvBucket(options.nc, RATE_LIMIT_BUCKET, {
+      history: 1,
+      replicas: options.replicas ?? 1,
+      // An idle account's entry goes once its window is long over.
+      ttl: 2 * this.#windowMs,
+      description: 'towerwatch api: requests per account and window, leased by the api nodes',
       // A broker away fails a lease within a second (the caller then counts alone), not in 5.
-      const kv = await new Kvm(jetstream(options.nc, { timeout: 1_000 }))
-        .create(RATE_LIMIT_BUCKET, {
-          history: 1,
-          replicas,
-          // An idle account's entry goes once its window is long over.
-          ttl: 2 * windowMs,
-          description: 'towerwatch api: requests per account and window, leased by the api nodes',
-        })
-        .catch((err: unknown) => {
-          throw explainReplicas(kvStreamName(RATE_LIMIT_BUCKET), replicas, err);
-        });
-      if (replicas > 1) await raiseReplicas(options.nc, kvStreamName(RATE_LIMIT_BUCKET), replicas);
-      return kv;
-    })();
+      timeoutMs: 1_000,
+    });
     // Opened eagerly; a failure is reported by consume(), whose caller falls back.
     this.#kv.catch(() => undefined);
   }
@@ -136,7 +126,7 @@ export class SharedAccountLimit {
         if (entry === null) await kv.create(key, next);
         else await kv.update(key, next, entry.revision);
       } catch (err) {
-        if (isConflict(err)) continue; // another node leased meanwhile: read again
+        if (isWrongLastSequence(err)) continue; // another node leased meanwhile: read again
         throw err;
       }
       this.#slices.set(key, { start: window.s, left: take, used: window.u + take });
@@ -153,9 +143,4 @@ function parseEntry(text: string): WindowEntry | null {
   } catch {
     return null;
   }
-}
-
-/** A compare-and-set that lost: the entry changed (or was created) since it was read. */
-function isConflict(err: unknown): boolean {
-  return err instanceof Error && /wrong last sequence|key exists|10071/i.test(`${err.message} ${String((err as { code?: unknown }).code ?? '')}`);
 }

@@ -103,6 +103,18 @@ test('TOWERWATCH_MAX_DELIVER: an integer 1–100, default 5', () => {
   }
 });
 
+test('TOWERWATCH_NATS_REPLICAS: 1, 3 or 5, default 1', () => {
+  assert.equal(loadConfig({}).natsReplicas, 1);
+  assert.equal(loadConfig({ TOWERWATCH_NATS_REPLICAS: '3' }).natsReplicas, 3);
+  assert.equal(loadConfig({ TOWERWATCH_NATS_REPLICAS: '5' }).natsReplicas, 5);
+  for (const bad of ['0', '2', '4', '7', '3.0', 'three']) {
+    assert.throws(
+      () => loadConfig({ TOWERWATCH_NATS_REPLICAS: bad }),
+      new RegExp(`TOWERWATCH_NATS_REPLICAS must be one of 1, 3, 5, got '${bad.replace('.', '\\.')}'`),
+    );
+  }
+});
+
 test('pipeline health port and host; the metrics token is validated but never printed', () => {
   const cfg = loadConfig({ TOWERWATCH_PIPELINE_PORT: '0', TOWERWATCH_PIPELINE_HOST: '0.0.0.0', TOWERWATCH_METRICS_TOKEN: ' s3cret-scrape-token-0123 ' });
   assert.equal(cfg.pipelinePort, 0);

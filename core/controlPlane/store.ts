@@ -3,10 +3,9 @@
  * concurrency on the KV revision: a write that names a stale revision fails with
  * {@link ConflictError} and never overwrites.
  */
-import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
-import { Kvm, type KV, type KvEntry } from '@nats-io/kv';
+import type { KV, KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { explainReplicas, kvStreamName, raiseReplicas } from '../nats/index.js';
+import { isWrongLastSequence, openKvBucket, ReplicasUnavailableError } from '../nats/index.js';
 import { ClosedError, ConflictError, ControlPlaneError, InvalidValueError, NotFoundError, UnavailableError } from './errors.js';
 import { entityKey, refOf, scopeFilter, defaultScope, parseEntityKey, type EntityByKind, type EntityRef, type Kind } from './keys.js';
 
@@ -31,21 +30,16 @@ export interface ControlBucketOptions {
  */
 export async function openControlBucket(nc: NatsConnection, options: ControlBucketOptions = {}): Promise<KV> {
   const bucket = options.bucket ?? CONTROL_BUCKET;
-  const replicas = options.replicas ?? 1;
-  let kv: KV;
   try {
-    kv = await new Kvm(nc).create(bucket, {
+    return await openKvBucket(nc, bucket, {
       history: options.history ?? DEFAULT_CONTROL_HISTORY,
-      replicas,
+      replicas: options.replicas ?? 1,
       description: 'towerwatch control plane: <kind>.<scope>.<id> → JSON',
     });
   } catch (err) {
-    const replicaError = explainReplicas(kvStreamName(bucket), replicas, err);
-    if (replicaError !== err) throw replicaError;
+    if (err instanceof ReplicasUnavailableError) throw err;
     throw new UnavailableError(`cannot open KV bucket ${bucket}: ${message(err)}`, { cause: err });
   }
-  if (replicas > 1) await raiseReplicas(nc, kvStreamName(bucket), replicas);
-  return kv;
 }
 
 export interface Versioned<T> {
@@ -60,13 +54,6 @@ export interface StoredEntry<K extends Kind = Kind> extends EntityRef<K>, Versio
 
 function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
-}
-
-function isWrongLastSequence(err: unknown): boolean {
-  return (
-    err instanceof JetStreamApiError &&
-    (err.code === JetStreamApiCodes.StreamWrongLastSequence || err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
-  );
 }
 
 /** Maps NATS failures to control-plane errors; our own errors pass through. */

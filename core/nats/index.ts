@@ -4,6 +4,7 @@
  * surface of this folder: code outside core/nats imports from here.
  */
 export * from './connection.js';
+export * from './kv.js';
 export * from './retry.js';
 export * from './server.js';
 export * from './storeLock.js';
