@@ -22,8 +22,8 @@ export function registerApiCommands(program: Command): void {
       const log = processLog(config);
       const url = natsUrlOrExit(config);
       const nc = await connectNats(url, 'towerwatch api').catch((err: unknown) => fail((err as Error).message));
-      const clickhouse = await openClickHouse({ clickhouseUrl: config.clickhouseUrl, dataDir: config.dataDir }).catch((err: unknown) =>
-        fail(err instanceof ClickHouseOpenError ? err.message : String(err)),
+      const clickhouse = await openClickHouse({ clickhouseUrl: config.clickhouseUrl, dataDir: config.dataDir, cluster: config.clickhouseCluster }).catch(
+        (err: unknown) => fail(err instanceof ClickHouseOpenError ? err.message : String(err)),
       );
       await migrate(clickhouse, { retentionDays: config.retentionDays });
       const api = await startApiServer({

@@ -171,7 +171,7 @@ test('from 36 h, the whole hours of a range are read from the per-hour projectio
   assert.deepEqual(rollupSpan(H - 36 * HOUR, H), { lo: H - 36 * HOUR, hi: H, h0: H - 36 * HOUR, h1: H });
   const reads = async (q: MetricsQuery): Promise<string[]> => {
     const out: string[] = [];
-    for (const { query, params } of Object.values(dashboardMetricsQueries(h.database, q))) {
+    for (const { query, params } of Object.values(dashboardMetricsQueries(h, q))) {
       const plan = await rows<{ explain: string }>(h, `EXPLAIN ${query}`, params);
       for (const { explain } of plan) {
         const read = /ReadFromMergeTree\s*(.*)$/.exec(explain);

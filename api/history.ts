@@ -4,7 +4,7 @@
  * filter on the per-minute projections' keys only (minute, not ts), so ClickHouse answers
  * them from the projections: thousands of pre-aggregated rows instead of millions of events.
  */
-import { type ClickHouseHandle, PER_HOUR, PER_MINUTE, type RowObject, VIOLATIONS } from '../core/clickhouse/index.js';
+import { type ClickHouseHandle, PER_HOUR, PER_MINUTE, type RowObject, tableOf, type TableScope, VIOLATIONS } from '../core/clickhouse/index.js';
 
 const MINUTE = PER_MINUTE.minute;
 const HOUR = PER_HOUR.hour;
@@ -103,9 +103,9 @@ export interface BoundQuery {
 }
 
 /** The four queries of {@link dashboardMetrics}: two series and two breakdowns, all on projections. */
-export function dashboardMetricsQueries(db: string, q: MetricsQuery): Record<'usageSeries' | 'violationSeries' | 'usageBy' | 'violationBy', BoundQuery> {
-  const usage = `${db}.app_usage`;
-  const violations = `${db}.violations`;
+export function dashboardMetricsQueries(scope: TableScope, q: MetricsQuery): Record<'usageSeries' | 'violationSeries' | 'usageBy' | 'violationBy', BoundQuery> {
+  const usage = tableOf(scope, 'app_usage');
+  const violations = tableOf(scope, 'violations');
   const span = rollupSpan(q.from, q.to);
   // Minute buckets cannot come from the per-hour projections.
   const seriesSpan = q.bucket === 'hour' ? span : rollupSpan(q.from, q.to, false);
@@ -121,7 +121,7 @@ export function dashboardMetricsQueries(db: string, q: MetricsQuery): Record<'us
 
 /** Counts per minute or hour, by verdict, and the top apps, users, towers and policies by violations. */
 export async function dashboardMetrics(ch: ClickHouseHandle, q: MetricsQuery): Promise<DashboardMetrics> {
-  const queries = dashboardMetricsQueries(ch.database, q);
+  const queries = dashboardMetricsQueries(ch, q);
   const read = <T>({ query, params }: BoundQuery): Promise<T[]> => rows<T>(ch, query, params);
   // The top lists are summed from the breakdowns here.
   const [usageSeries, violationSeries, usageBy, violationBy] = await Promise.all([
@@ -277,10 +277,10 @@ export async function recentAlerts(
   const [alerts, count] = await Promise.all([
     rows<Record<string, unknown>>(
       ch,
-      `SELECT ${ALERT_COLUMNS} FROM ${ch.database}.violations WHERE ${sql} ORDER BY violations.ts DESC, alert_id LIMIT {limit:UInt32} OFFSET {offset:UInt32}`,
+      `SELECT ${ALERT_COLUMNS} FROM ${tableOf(ch, 'violations')} AS violations WHERE ${sql} ORDER BY violations.ts DESC, alert_id LIMIT {limit:UInt32} OFFSET {offset:UInt32}`,
       params,
     ),
-    rows<{ n: string }>(ch, `SELECT count() AS n FROM ${ch.database}.violations WHERE ${sql}`, params),
+    rows<{ n: string }>(ch, `SELECT count() AS n FROM ${tableOf(ch, 'violations')} WHERE ${sql}`, params),
   ]);
   return { alerts: alerts.map(toAlert), total: num(count[0]?.n ?? 0) };
 }
@@ -289,7 +289,7 @@ export async function recentAlerts(
 export async function findAlert(ch: ClickHouseHandle, enterprise: string, alertId: string): Promise<AlertRow | null> {
   const found = await rows<Record<string, unknown>>(
     ch,
-    `SELECT ${ALERT_COLUMNS} FROM ${ch.database}.violations WHERE enterprise_id = {enterprise:String} AND alert_id = {alert:String} LIMIT 1`,
+    `SELECT ${ALERT_COLUMNS} FROM ${tableOf(ch, 'violations')} AS violations WHERE enterprise_id = {enterprise:String} AND alert_id = {alert:String} LIMIT 1`,
     { enterprise, alert: alertId },
   );
   return found[0] === undefined ? null : toAlert(found[0]);
@@ -322,10 +322,10 @@ export async function userAppUsage(
     rows<Record<string, unknown>>(
       ch,
       `SELECT toUnixTimestamp64Milli(ts) AS ts_ms, device_id, app_id, app_name, action_id, action_name, tower_id, carrier, verdict, policy_name, severity, bytes_up, bytes_down
-       FROM ${ch.database}.app_usage WHERE ${where} ORDER BY app_usage.ts DESC, event_id LIMIT {limit:UInt32} OFFSET {offset:UInt32}`,
+       FROM ${tableOf(ch, 'app_usage')} AS app_usage WHERE ${where} ORDER BY app_usage.ts DESC, event_id LIMIT {limit:UInt32} OFFSET {offset:UInt32}`,
       params,
     ),
-    rows<{ n: string }>(ch, `SELECT count() AS n FROM ${ch.database}.app_usage WHERE ${where}`, params),
+    rows<{ n: string }>(ch, `SELECT count() AS n FROM ${tableOf(ch, 'app_usage')} WHERE ${where}`, params),
   ]);
   return {
     usage: usage.map(({ ts_ms, ...r }) => ({ ...(r as unknown as UsageRow), ts: num(ts_ms), bytes_up: num(r['bytes_up']), bytes_down: num(r['bytes_down']) })),
@@ -372,10 +372,10 @@ export async function remedialActions(
     rows<Record<string, unknown>>(
       ch,
       `SELECT action_id, alert_id, action, status, trigger, device_id, tower_id, app_id, attempts, reason, requested_by, toUnixTimestamp64Milli(executed_at) AS executed_ms
-       FROM ${ch.database}.remedial_actions WHERE ${sql} ORDER BY remedial_actions.executed_at DESC, action_id LIMIT {limit:UInt32} OFFSET {offset:UInt32}`,
+       FROM ${tableOf(ch, 'remedial_actions')} AS remedial_actions WHERE ${sql} ORDER BY remedial_actions.executed_at DESC, action_id LIMIT {limit:UInt32} OFFSET {offset:UInt32}`,
       params,
     ),
-    rows<{ n: string }>(ch, `SELECT count() AS n FROM ${ch.database}.remedial_actions WHERE ${sql}`, params),
+    rows<{ n: string }>(ch, `SELECT count() AS n FROM ${tableOf(ch, 'remedial_actions')} WHERE ${sql}`, params),
   ]);
   return {
     actions: list.map(({ executed_ms, attempts, ...r }) => ({

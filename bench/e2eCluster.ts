@@ -1,9 +1,10 @@
 /**
  * `towerwatch bench e2e --cluster N --pipelines P [--kill-leader]`: the end-to-end benchmark
  * scaled out on this machine. N nats-servers in a JetStream cluster (streams R3 from 3
- * servers), P `towerwatch pipeline` processes sharing the consumer, ClickHouse over HTTP
- * (the stand-in of core/testing/clickhouseStandIn.ts in this process: one real engine behind
- * ClickHouse's protocol), the simulator publishing through the cluster. `--kill-leader`
+ * servers), P `towerwatch pipeline` processes sharing the consumer, ClickHouse over HTTP in
+ * cluster mode (TOWERWATCH_CLICKHOUSE_CLUSTER: rows through the Distributed `*_all` tables; the
+ * stand-in of core/testing/clickhouseStandIn.ts in this process makes one real engine a
+ * one-shard cluster behind ClickHouse's protocol), the simulator publishing through the cluster. `--kill-leader`
  * SIGKILLs the USAGE stream's leader a third of the way in. The same figures as `bench e2e`,
  * plus `publish_failures`, `publish_retries`, `nodes`, `pipelines`.
  *
@@ -24,6 +25,9 @@ import { seedWorld } from '../fixtures/seed.js';
 import { generateWorld } from '../fixtures/world.js';
 import { round } from './benchReport.js';
 import { alertLatencies, type E2eOptions, type E2eResult, runSimulator, SEED, type SimulatorRun } from './e2e.js';
+
+/** The stand-in's one-shard ClickHouse cluster. */
+const CH_CLUSTER = 'tw';
 
 export interface E2eClusterOptions extends E2eOptions {
   /** nats-servers in the cluster. */
@@ -67,7 +71,7 @@ export async function benchE2eCluster(opts: E2eClusterOptions): Promise<E2eClust
   const replicas = opts.cluster >= 3 ? 3 : 1;
   const dataDir = await mkdtemp(join(tmpdir(), 'towerwatch-e2e-cluster-'));
   const cluster = await startNatsCluster(opts.cluster);
-  const standIn = await startClickHouseStandIn({ dataDir: join(dataDir, 'clickhouse') });
+  const standIn = await startClickHouseStandIn({ dataDir: join(dataDir, 'clickhouse'), cluster: CH_CLUSTER });
   const nc = await connectNats(cluster.url, 'towerwatch bench e2e --cluster', { maxReconnectAttempts: -1, reconnectTimeWait: 200 });
   const pipelines: PipelineProcess[] = [];
   const peak = { bench: 0, nats_server: 0, simulator: 0, pipelines: 0 };
@@ -107,7 +111,7 @@ export async function benchE2eCluster(opts: E2eClusterOptions): Promise<E2eClust
           natsUrl: cluster.url,
           dataDir: join(dataDir, `pipeline-${i + 1}`),
           clickhouseUrl: standIn.url,
-          env: { TOWERWATCH_NATS_REPLICAS: String(replicas) },
+          env: { TOWERWATCH_NATS_REPLICAS: String(replicas), TOWERWATCH_CLICKHOUSE_CLUSTER: CH_CLUSTER },
           args: opts.threads ? ['--threads', String(opts.threads)] : [],
         }),
       );

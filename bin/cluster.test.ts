@@ -1,9 +1,11 @@
 /**
  * towerwatch scaled out on this machine: a 3-server JetStream cluster with every stream and
  * bucket R3 (TOWERWATCH_NATS_REPLICAS=3), two `towerwatch pipeline` processes sharing the
- * consumer, two api nodes, and ClickHouse over HTTP (the stand-in of
- * core/testing/clickhouseStandIn.ts: one real engine behind ClickHouse's protocol). Mid-run the
- * USAGE stream's leader and one pipeline are SIGKILLed; afterwards every count is exact.
+ * consumer, two api nodes, and ClickHouse over HTTP in cluster mode
+ * (TOWERWATCH_CLICKHOUSE_CLUSTER: rows written and read through the Distributed `*_all` tables;
+ * the stand-in of core/testing/clickhouseStandIn.ts makes one real engine a one-shard cluster
+ * behind ClickHouse's protocol). Mid-run the USAGE stream's leader and one pipeline are
+ * SIGKILLed; afterwards every count is exact.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -35,6 +37,9 @@ import { DEFAULT_CONSUMER } from '../pipeline/pipeline.js';
 
 const PASSWORD = 'cluster-password-1';
 const EVENTS = 24_000;
+const CH_CLUSTER = 'tw';
+/** The data tables as statements name them. */
+const DATA_TABLE = /\btowerwatch\.(app_usage|violations|remedial_actions|discovery_sightings|dead_letters)(_all)?\b/g;
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 after(async () => {
   await killAllPipelines();
@@ -48,7 +53,7 @@ test('3 NATS servers (R3), 2 pipelines, 2 api nodes: SIGKILL of the USAGE leader
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
   const cluster = await startNatsCluster(3);
   cleanups.push(() => cluster.close());
-  const standIn = await startClickHouseStandIn({ dataDir: join(dir, 'clickhouse'), user: 'towerwatch', password: 'cluster' });
+  const standIn = await startClickHouseStandIn({ dataDir: join(dir, 'clickhouse'), user: 'towerwatch', password: 'cluster', cluster: CH_CLUSTER });
   cleanups.push(() => standIn.close());
   const nc = await reconnecting(cluster.url, 'cluster test');
   cleanups.push(() => nc.close());
@@ -69,7 +74,7 @@ test('3 NATS servers (R3), 2 pipelines, 2 api nodes: SIGKILL of the USAGE leader
         natsUrl: cluster.url,
         dataDir: join(dir, name),
         clickhouseUrl: standIn.url,
-        env: { TOWERWATCH_NATS_REPLICAS: '3' },
+        env: { TOWERWATCH_NATS_REPLICAS: '3', TOWERWATCH_CLICKHOUSE_CLUSTER: CH_CLUSTER },
         args: ['--ack-wait-seconds', '3', '--threads', '1'],
       }),
   );
@@ -78,7 +83,7 @@ test('3 NATS servers (R3), 2 pipelines, 2 api nodes: SIGKILL of the USAGE leader
   const api: ApiServer[] = [];
   for (const name of ['a', 'b']) {
     const conn = await reconnecting(cluster.url, `api ${name}`);
-    const clickhouse = await openClickHouse({ clickhouseUrl: standIn.url, dataDir: dir });
+    const clickhouse = await openClickHouse({ clickhouseUrl: standIn.url, dataDir: dir, cluster: CH_CLUSTER });
     const server = await startApiServer({
       nc: conn,
       clickhouse,
@@ -218,6 +223,20 @@ test('3 NATS servers (R3), 2 pipelines, 2 api nodes: SIGKILL of the USAGE leader
   });
 
   t.diagnostic(`remedial action carried out and listed ${Math.round(performance.now() - askedAt)} ms after it was asked`);
+
+  // Every row went in, and every data-table read (the stored-seq lookups of the pipelines, the
+  // api's history) came out, through a Distributed table.
+  const local = new Set<string>();
+  let distributed = 0;
+  for (const r of standIn.requests) {
+    for (const [, table, all] of r.statement.matchAll(DATA_TABLE)) {
+      if (all === undefined) local.add(`${table}: ${r.statement.slice(0, 100)}`);
+      else distributed++;
+    }
+  }
+  assert.deepEqual([...local], [], 'no statement names a local data table');
+  for (const table of ['app_usage_all', 'violations_all', 'discovery_sightings_all', 'remedial_actions_all']) assert.ok(standIn.inserts(table) > 0, table);
+  assert.ok(distributed > 0);
 
   // The killed server comes back and catches up; pipeline B stops cleanly.
   await cluster.restart(killedLeader);

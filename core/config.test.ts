@@ -10,6 +10,7 @@ test('defaults when nothing is set', () => {
     natsUrl: null,
     natsPort: 4222,
     clickhouseUrl: null,
+    clickhouseCluster: null,
     dataDir: '/srv/app/.towerwatch',
     apiPort: 8080,
     apiHost: '127.0.0.1',
@@ -112,6 +113,16 @@ test('TOWERWATCH_NATS_REPLICAS: 1, 3 or 5, default 1', () => {
       () => loadConfig({ TOWERWATCH_NATS_REPLICAS: bad }),
       new RegExp(`TOWERWATCH_NATS_REPLICAS must be one of 1, 3, 5, got '${bad.replace('.', '\\.')}'`),
     );
+  }
+});
+
+test('TOWERWATCH_CLICKHOUSE_CLUSTER: a cluster name, only with CLICKHOUSE_URL', () => {
+  const url = 'http://ch-1:8123';
+  assert.equal(loadConfig({ CLICKHOUSE_URL: url }).clickhouseCluster, null);
+  assert.equal(loadConfig({ CLICKHOUSE_URL: url, TOWERWATCH_CLICKHOUSE_CLUSTER: ' towerwatch-eu_1 ' }).clickhouseCluster, 'towerwatch-eu_1');
+  assert.throws(() => loadConfig({ TOWERWATCH_CLICKHOUSE_CLUSTER: 'towerwatch' }), /TOWERWATCH_CLICKHOUSE_CLUSTER needs CLICKHOUSE_URL/);
+  for (const bad of ["tw'; DROP", '1tw', 'a b', 'tw.x']) {
+    assert.throws(() => loadConfig({ CLICKHOUSE_URL: url, TOWERWATCH_CLICKHOUSE_CLUSTER: bad }), /TOWERWATCH_CLICKHOUSE_CLUSTER must be a cluster name/);
   }
 });
 

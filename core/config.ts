@@ -23,6 +23,8 @@ export interface Config {
   readonly natsPort: number;
   /** ClickHouse HTTP URL; `null`: embedded chdb in `dataDir`. */
   readonly clickhouseUrl: string | null;
+  /** ClickHouse cluster the schema spans (ON CLUSTER, Replicated, Distributed `*_all`); null: one server or embedded. */
+  readonly clickhouseCluster: string | null;
   /** Absolute directory for local state (nats-server store, chdb data). */
   readonly dataDir: string;
   readonly apiPort: number;
@@ -74,6 +76,8 @@ export const MAX_MAX_DELIVER = 100;
 export const DEFAULT_PIPELINE_PORT = 9464;
 export const DEFAULT_PIPELINE_HOST = '127.0.0.1';
 export const MIN_METRICS_TOKEN_LENGTH = 16;
+/** A ClickHouse cluster name as towerwatch accepts it (it is written into DDL unquoted-safe). */
+export const CLUSTER_NAME = /^[A-Za-z_][\w-]*$/;
 
 export interface ConfigVariable {
   /** Environment variable name. */
@@ -117,6 +121,14 @@ export const CONFIG_VARIABLES = [
     expected: 'an http:// or https:// URL',
     show: 'url',
     description: 'ClickHouse server or cluster over HTTP. Unset: embedded ClickHouse (chdb) with its data in TOWERWATCH_DATA_DIR; one process owns it.',
+  },
+  {
+    name: 'TOWERWATCH_CLICKHOUSE_CLUSTER',
+    field: 'clickhouseCluster',
+    default: null,
+    expected: "a cluster name from the servers' remote_servers (letters, digits, _ and -), with CLICKHOUSE_URL set",
+    description:
+      'ClickHouse cluster (a name in remote_servers) the schema spans: migrations run ON CLUSTER with Replicated engines (Keeper needed), rows are written and read through Distributed `*_all` tables sharded by enterprise. Needs CLICKHOUSE_URL. Unset: plain tables on one server.',
   },
   {
     name: 'TOWERWATCH_DATA_DIR',
@@ -314,6 +326,7 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
   ),
   TOWERWATCH_NATS_PORT: integer(0, 65535, DEFAULT_NATS_PORT),
   CLICKHOUSE_URL: orDefault(z.string().refine(isHttpUrl), null),
+  TOWERWATCH_CLICKHOUSE_CLUSTER: orDefault(z.string().regex(CLUSTER_NAME), null),
   TOWERWATCH_DATA_DIR: orDefault(z.string(), DEFAULT_DATA_DIR),
   TOWERWATCH_API_PORT: integer(0, 65535, DEFAULT_API_PORT),
   TOWERWATCH_API_HOST: host(DEFAULT_API_HOST),
@@ -370,6 +383,12 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
         message: `${variable.name} must be ${variable.expected}, got ${shown(variable, raw)}`,
       });
     }
+  }
+  if (out['clickhouseCluster'] !== null && out['clickhouseCluster'] !== undefined && out['clickhouseUrl'] === null) {
+    issues.push({
+      variable: 'TOWERWATCH_CLICKHOUSE_CLUSTER',
+      message: 'TOWERWATCH_CLICKHOUSE_CLUSTER needs CLICKHOUSE_URL (a server of that cluster); the embedded engine is one node',
+    });
   }
   if (issues.length > 0) throw new ConfigError(issues);
   const cfg = out as unknown as Config;

@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstream, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Unpackr } from 'msgpackr';
-import { type ClickHouseHandle, REMEDIAL_ACTIONS as REMEDIAL_ACTIONS_TABLE } from '../core/clickhouse/index.js';
+import { type ClickHouseHandle, REMEDIAL_ACTIONS as REMEDIAL_ACTIONS_TABLE, tableOf } from '../core/clickhouse/index.js';
 import { ensureConsumer, NatsConnectionWatch, REMEDIATION_STREAM, towerCommandSubject } from '../core/nats/index.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { encodeEnterpriseEvent, enterpriseEventsSubject } from '../core/live.js';
@@ -195,7 +195,7 @@ export class Remediator extends ConsumerLoop {
 
   async #recorded(actionId: string): Promise<boolean> {
     const rs = await this.#o.clickhouse.client.query({
-      query: `SELECT count() AS n FROM ${this.#o.clickhouse.database}.remedial_actions WHERE action_id = {id:String} AND status IN ('success', 'skipped_by_plan')`,
+      query: `SELECT count() AS n FROM ${tableOf(this.#o.clickhouse, 'remedial_actions')} WHERE action_id = {id:String} AND status IN ('success', 'skipped_by_plan')`,
       query_params: { id: actionId },
       format: 'JSONEachRow',
     });

@@ -24,7 +24,7 @@ export interface PipelineServiceOptions {
    * whole config); without, none (tests and benchmarks that do not need them).
    */
   config: Pick<Config, 'clickhouseUrl' | 'dataDir' | 'retentionDays'> &
-    Partial<Pick<Config, 'maxDeliver' | 'pipelinePort' | 'pipelineHost' | 'metricsToken' | 'natsReplicas'>>;
+    Partial<Pick<Config, 'maxDeliver' | 'pipelinePort' | 'pipelineHost' | 'metricsToken' | 'natsReplicas' | 'clickhouseCluster'>>;
   nc: NatsConnection;
   natsUrl: string;
   log: LogLine;
@@ -77,11 +77,11 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
     }
     log(`pipeline: health and metrics on ${health.url} (/healthz /readyz /metrics)`);
   }
-  const clickhouse = await openClickHouse({ clickhouseUrl: config.clickhouseUrl, dataDir: config.dataDir });
+  const clickhouse = await openClickHouse({ clickhouseUrl: config.clickhouseUrl, dataDir: config.dataDir, cluster: config.clickhouseCluster ?? null });
   try {
     const migrated = await migrate(clickhouse, { retentionDays: config.retentionDays });
     log(
-      `pipeline: ClickHouse ${clickhouse.embedded ? 'embedded' : 'server'} at ${clickhouse.location}, schema v${SCHEMA_VERSION}${migrated.applied.length ? ` (applied ${migrated.applied.join(', ')})` : ''}`,
+      `pipeline: ClickHouse ${clickhouse.embedded ? 'embedded' : 'server'} at ${clickhouse.location}${clickhouse.cluster === null ? '' : ` (cluster ${clickhouse.cluster}, through *_all)`}, schema v${SCHEMA_VERSION}${migrated.applied.length ? ` (applied ${migrated.applied.join(', ')})` : ''}`,
     );
   } catch (err) {
     await clickhouse.close();

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { ConflictError } from '../../core/controlPlane/index.js';
 import { discoveredDeviceView } from '../../core/discoveredDevice.js';
 import type { Device } from '../../core/domain.js';
-import { queryDeviceLastSeen, queryDeviceSightings, type DeviceSighting } from '../../core/clickhouse/index.js';
+import { queryDeviceLastSeen, queryDeviceSightings, tableOf, type DeviceSighting } from '../../core/clickhouse/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate, revisionTag, naturalCompare } from '../schemas.js';
@@ -36,7 +36,7 @@ function discoveredView(ctx: Pick<ApiContext, 'view'>, d: Device, s: DeviceSight
 
 async function devicesSightedAt(ctx: ApiContext, enterprise: string, tower: string): Promise<Set<string>> {
   const rs = await ctx.clickhouse.client.query({
-    query: `SELECT DISTINCT device_id FROM ${ctx.clickhouse.database}.discovery_sightings WHERE enterprise_id = {enterprise:String} AND tower_id = {tower:String}`,
+    query: `SELECT DISTINCT device_id FROM ${tableOf(ctx.clickhouse, 'discovery_sightings')} WHERE enterprise_id = {enterprise:String} AND tower_id = {tower:String}`,
     query_params: { enterprise, tower },
     format: 'JSONEachRow',
   });

@@ -6,9 +6,12 @@
  * enterprise, for reads that span the shards.
  *
  * What these machines check: every statement parses in the engine (EXPLAIN AST,
- * clusterDdl.test.ts). Running them needs a cluster with Keeper, which they do not have.
+ * clusterDdl.test.ts), and the Distributed layer runs over a one-shard cluster of the embedded
+ * engine (clusterDistributed.test.ts, and the api and pipeline over the stand-in with
+ * `cluster`). ON CLUSTER and the Replicated engines need Keeper, which they do not have.
  */
-import { DEDUPLICATION_WINDOW, MIGRATIONS, ttl, type TtlTable } from './migrations.js';
+import { CLUSTER_NAME } from '../config.js';
+import { DEDUPLICATION_WINDOW, MIGRATIONS, ttl, type DdlContext, type Migration, type TtlTable } from './migrations.js';
 
 /** Keeper path of a replicated table's shard; the engine fills in the macros. */
 export const REPLICA_PATH = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'";
@@ -39,9 +42,14 @@ export function onCluster(statement: string, cluster: string): string {
     .replace(/\bnon_replicated_deduplication_window\b/g, 'replicated_deduplication_window');
 }
 
+/** One migration's statements, for the cluster. */
+export function clusterMigrationStatementsOf(m: Migration, ctx: DdlContext, cluster: string): string[] {
+  return m.statements(ctx).map((s) => onCluster(s, cluster));
+}
+
 /** Every migration's statements, for the cluster. */
 export function clusterMigrationStatements(db: string, cluster: string, retentionDays: number): string[] {
-  return MIGRATIONS.flatMap((m) => m.statements({ db, retentionDays }).map((s) => onCluster(s, cluster)));
+  return MIGRATIONS.flatMap((m) => clusterMigrationStatementsOf(m, { db, retentionDays }, cluster));
 }
 
 /** The migrations table, replicated so that every node sees which migrations ran. */
@@ -75,5 +83,5 @@ export function clusterTtlDdl(db: string, cluster: string, table: TtlTable, days
 }
 
 function checkCluster(cluster: string): void {
-  if (!/^[A-Za-z_][\w-]*$/.test(cluster)) throw new RangeError(`a cluster name is letters, digits, _ and -, got '${cluster}'`);
+  if (!CLUSTER_NAME.test(cluster)) throw new RangeError(`a cluster name is letters, digits, _ and -, got '${cluster}'`);
 }

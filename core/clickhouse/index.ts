@@ -5,9 +5,11 @@
  * (except the pipeline's worker threads, which import the pure `rows.ts`, `tsv.ts` and `native.ts` only, so
  * no thread loads the ClickHouse client).
  */
+export * from './migrate.js';
 export * from './migrations.js';
 export * from './native.js';
 export * from './open.js';
 export * from './queries.js';
 export * from './rows.js';
+export * from './tables.js';
 export * from './tsv.js';

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ClickHouseHandle } from './open.js';
 import { INSERT_SETTINGS, projected, RECENT_TS, rows, usageRow, withClickHouse } from '../testing/clickhouseFixture.js';
-import { currentTtlDays, migrate, MIGRATIONS, PER_HOUR, PER_MINUTE, SCHEMA_VERSION, TTL_COLUMNS } from './migrations.js';
+import { currentTtlDays, migrate } from './migrate.js';
+import { MIGRATIONS, PER_HOUR, PER_MINUTE, SCHEMA_VERSION, TTL_COLUMNS } from './migrations.js';
 import { APP_USAGE, DEAD_LETTERS, VIOLATIONS } from './rows.js';
 import { TsvWriter } from './tsv.js';
 

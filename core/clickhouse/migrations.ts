@@ -1,6 +1,6 @@
 /**
  * The ClickHouse schema of towerwatch and its migrations, applied idempotently at start by
- * {@link migrate}: ordered, numbered migrations recorded in `schema_migrations`, then the
+ * `migrate` (migrate.ts): ordered, numbered migrations recorded in `schema_migrations`, then the
  * retention TTL reconciled with the configured days.
  *
  * Layout, for the dashboard's queries (always one enterprise and a time range):
@@ -22,10 +22,8 @@
  *   that a retried batch with the same `insert_deduplication_token` is dropped, projections and
  *   all.
  */
-import { ClickHouseOpenError, ClickHouseErrorCode, type ClickHouseHandle } from './open.js';
-import { MAX_RETENTION_DAYS } from '../config.js';
 import { VERDICTS } from './rows.js';
-import type { LogLine } from '../log.js';
+import type { DataTable } from './tables.js';
 
 /** Insert tokens remembered per table. */
 export const DEDUPLICATION_WINDOW = 1000;
@@ -33,7 +31,7 @@ export const DEDUPLICATION_WINDOW = 1000;
 // ---------------------------------------------------------------------------------------------
 // DDL
 
-interface DdlContext {
+export interface DdlContext {
   /** Database name (an identifier, checked by openClickHouse). */
   readonly db: string;
   readonly retentionDays: number;
@@ -58,7 +56,7 @@ export const TTL_COLUMNS = {
   dead_letters: 'toDateTime(ts)',
   remedial_actions: 'toDateTime(executed_at)',
   discovery_sightings: 'toDateTime(ts)',
-} as const satisfies Record<string, string>;
+} as const satisfies Record<DataTable, string>;
 export type TtlTable = keyof typeof TTL_COLUMNS;
 
 /** The TTL expression of `table` keeping `days` of history. */
@@ -413,97 +411,3 @@ export const MIGRATIONS: readonly Migration[] = [
 
 /** Highest migration version this code knows. */
 export const SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);
-
-// ---------------------------------------------------------------------------------------------
-// migrate
-
-export interface MigrateOptions {
-  /** Days of history kept (TTL of every history table). */
-  retentionDays: number;
-  /** Called for each migration applied and each TTL changed. */
-  log?: LogLine;
-}
-
-export interface MigrateResult {
-  /** Versions applied by this call (empty when the schema was current). */
-  applied: number[];
-  /** Tables whose TTL was changed to `retentionDays` by this call. */
-  ttlChanged: TtlTable[];
-}
-
-/**
- * Brings the schema to {@link SCHEMA_VERSION} and the TTLs to `retentionDays`. Safe to run at
- * every start and concurrently from several processes: every statement is idempotent, and a
- * migration is recorded only after all its statements succeeded.
- * @throws {ClickHouseOpenError} `invalid_options` for a bad `retentionDays`, or when the
- *   database has migrations newer than this code (refusing to run an old binary on it).
- */
-export async function migrate(handle: ClickHouseHandle, options: MigrateOptions): Promise<MigrateResult> {
-  const { retentionDays } = options;
-  if (!Number.isInteger(retentionDays) || retentionDays < 1 || retentionDays > MAX_RETENTION_DAYS) {
-    throw new ClickHouseOpenError(ClickHouseErrorCode.InvalidOptions, `retentionDays must be an integer 1–${MAX_RETENTION_DAYS}, got ${String(retentionDays)}`);
-  }
-  const { client, database: db } = handle;
-  const log = options.log ?? (() => {});
-  await client.command({
-    query: `CREATE TABLE IF NOT EXISTS ${db}.schema_migrations (
-      version UInt32,
-      name String,
-      applied_at ${DT} DEFAULT now64(3)
-    ) ENGINE = ReplacingMergeTree ORDER BY version`,
-  });
-  const done = new Set(
-    (await (await client.query({ query: `SELECT DISTINCT version FROM ${db}.schema_migrations`, format: 'JSONEachRow' })).json<{ version: number }>()).map(
-      (r) => Number(r.version),
-    ),
-  );
-  const newest = Math.max(0, ...done);
-  if (newest > SCHEMA_VERSION) {
-    throw new ClickHouseOpenError(
-      ClickHouseErrorCode.InvalidOptions,
-      `database ${db} has schema version ${newest}, newer than this towerwatch knows (${SCHEMA_VERSION}); upgrade towerwatch`,
-    );
-  }
-
-  const applied: number[] = [];
-  const ctx: DdlContext = { db, retentionDays };
-  for (const m of [...MIGRATIONS].sort((a, b) => a.version - b.version)) {
-    if (done.has(m.version)) continue;
-    for (const statement of m.statements(ctx)) await client.command({ query: statement });
-    await client.insert({
-      table: `${db}.schema_migrations`,
-      values: [{ version: m.version, name: m.name }],
-      format: 'JSONEachRow',
-    });
-    applied.push(m.version);
-    log(`clickhouse: applied migration ${m.version} (${m.name})`);
-  }
-
-  const ttlChanged: TtlTable[] = [];
-  const current = await currentTtlDays(handle);
-  for (const table of Object.keys(TTL_COLUMNS) as TtlTable[]) {
-    if (current.get(table) === retentionDays) continue;
-    await client.command({ query: `ALTER TABLE ${db}.${table} MODIFY TTL ${ttl(table, retentionDays)}` });
-    ttlChanged.push(table);
-    log(`clickhouse: ${table} keeps ${retentionDays} days (was ${current.get(table) ?? 'none'})`);
-  }
-  return { applied, ttlChanged };
-}
-
-/** Days of each history table's TTL as the server reports it (absent: no TTL found). */
-export async function currentTtlDays(handle: ClickHouseHandle): Promise<Map<TtlTable, number>> {
-  const rows = await (
-    await handle.client.query({
-      query: `SELECT name, create_table_query FROM system.tables WHERE database = {db:String} AND name IN {names:Array(String)}`,
-      query_params: { db: handle.database, names: Object.keys(TTL_COLUMNS) },
-      format: 'JSONEachRow',
-    })
-  ).json<{ name: string; create_table_query: string }>();
-  const out = new Map<TtlTable, number>();
-  for (const r of rows) {
-    // e.g. "… TTL toDateTime(ts) + toIntervalDay(30) SETTINGS …"
-    const days = /\bTTL\b[^]*?toIntervalDay\((\d+)\)/.exec(r.create_table_query)?.[1];
-    if (days !== undefined) out.set(r.name as TtlTable, Number(days));
-  }
-  return out;
-}

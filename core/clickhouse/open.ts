@@ -30,6 +30,8 @@ import type * as ChdbConnection from 'chdb/connection';
 import { CodedError, type CodeOf } from '../codedError.js';
 import { processAlive } from '../processes.js';
 import { InsertSpool } from './spool.js';
+import { isDataTable, tableOf } from './tables.js';
+import { CLUSTER_NAME } from '../config.js';
 
 /** Database created and used when none is given. */
 export const DEFAULT_DATABASE = 'towerwatch';
@@ -66,6 +68,11 @@ export interface ClickHouseOptions {
   database?: string;
   /** HTTP request timeout (server only). @default 30000 */
   requestTimeoutMs?: number;
+  /**
+   * Cluster the schema spans (server only): data tables are written and read through their
+   * Distributed `*_all` tables, and migrations run ON CLUSTER. @default null
+   */
+  cluster?: string | null;
 }
 
 /** Raw formats {@link ClickHouseHandle.insertFormatted} accepts: text with rows one per line, or one Native block (native.ts). */
@@ -98,10 +105,14 @@ export interface ClickHouseHandle extends AsyncDisposable {
   readonly embedded: boolean;
   /** The embedded directory, or the server URL without its password. */
   readonly location: string;
+  /** The cluster the schema spans, or null (one server, or embedded). Name data tables with `tableOf`. */
+  readonly cluster: string | null;
   /**
    * Inserts pre-encoded rows (`INSERT INTO table (columns) SETTINGS … FORMAT format`), with
    * `settings` scoped to this statement. Server errors are thrown as `ClickHouseError`
-   * (with `code` and `type`) on both backends.
+   * (with `code` and `type`) on both backends. On a cluster an unqualified data table means its
+   * `*_all`, written in the foreground: the insert returns once every shard has its rows, so
+   * an acknowledged batch is stored (and a retried one deduplicated on its shard by its token).
    */
   insertFormatted(insert: FormattedInsert): Promise<FormattedInsertResult>;
   /** Closes the client (and the embedded engine's connections). Idempotent. */
@@ -121,9 +132,16 @@ export async function openClickHouse(options: ClickHouseOptions): Promise<ClickH
   if (options.requestTimeoutMs !== undefined && !(Number.isInteger(options.requestTimeoutMs) && options.requestTimeoutMs > 0)) {
     throw new ClickHouseOpenError(ClickHouseErrorCode.InvalidOptions, 'requestTimeoutMs must be a positive integer');
   }
+  const cluster = options.cluster ?? null;
+  if (cluster !== null && !CLUSTER_NAME.test(cluster)) {
+    throw new ClickHouseOpenError(ClickHouseErrorCode.InvalidOptions, `cluster must be letters, digits, _ and -, got '${cluster}'`);
+  }
+  if (cluster !== null && options.clickhouseUrl === null) {
+    throw new ClickHouseOpenError(ClickHouseErrorCode.InvalidOptions, 'a cluster needs a server URL (CLICKHOUSE_URL); the embedded engine is one node');
+  }
   return options.clickhouseUrl === null
     ? openEmbedded(options.dataDir, checkDatabase(options.database ?? DEFAULT_DATABASE))
-    : openServer(options.clickhouseUrl, options.database, options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
+    : openServer(options.clickhouseUrl, options.database, options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, cluster);
 }
 
 function checkDatabase(name: string): string {
@@ -177,7 +195,7 @@ export function toClickHouseError(err: unknown): unknown {
 // ---------------------------------------------------------------------------------------------
 // Server over HTTP
 
-async function openServer(rawUrl: string, database: string | undefined, requestTimeoutMs: number): Promise<ClickHouseHandle> {
+async function openServer(rawUrl: string, database: string | undefined, requestTimeoutMs: number, cluster: string | null): Promise<ClickHouseHandle> {
   let url: URL;
   try {
     url = new URL(rawUrl);
@@ -212,21 +230,26 @@ async function openServer(rawUrl: string, database: string | undefined, requestT
   const client = createClient({ ...base, database: db });
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => (closing ??= client.close());
+  const scope = { database: db, cluster };
   return {
     client,
     database: db,
     embedded: false,
     location: redacted,
+    cluster,
     async insertFormatted(insert) {
       if (closing !== undefined) throw closedError();
       checkColumns(insert.columns);
+      const distributed = cluster !== null && isDataTable(insert.table) ? tableOf(scope, insert.table) : null;
+      const table = distributed ?? qualify(db, insert.table);
+      const settings = distributed === null ? insert.settings : { ...insert.settings, distributed_foreground_insert: 1 };
       // The body is sent as it is, as the request body of the statement: @clickhouse/client's
       // insert() takes a raw stream for text formats only (a JSON one must be a stream of
       // objects, Native is refused), and the bodies here are encoded already.
       const result = await client.exec({
-        query: `INSERT INTO ${qualify(db, insert.table)} (${insert.columns.join(', ')}) FORMAT ${insert.format}`,
+        query: `INSERT INTO ${table} (${insert.columns.join(', ')}) FORMAT ${insert.format}`,
         values: Readable.from([insert.body], { objectMode: false }),
-        ...(insert.settings === undefined ? {} : { clickhouse_settings: { ...insert.settings } }),
+        ...(settings === undefined ? {} : { clickhouse_settings: { ...settings } }),
         ...(insert.abortSignal === undefined ? {} : { abort_signal: insert.abortSignal }),
       });
       // An insert answers with an empty body; reading it to the end frees the socket.
@@ -327,6 +350,7 @@ async function openEmbedded(dataDir: string, db: string): Promise<ClickHouseHand
     client,
     database: db,
     embedded: true,
+    cluster: null,
     location: dir,
     async insertFormatted(insert) {
       if (closing !== undefined) throw closedError();

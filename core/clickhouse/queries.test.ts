@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { INSERT_SETTINGS, projected, RECENT_TS, rows, usageRow, withClickHouse } from '../testing/clickhouseFixture.js';
-import { migrate, PER_MINUTE } from './migrations.js';
+import { migrate } from './migrate.js';
+import { PER_MINUTE } from './migrations.js';
 import { queryDeviceLastSeen } from './queries.js';
 import { APP_USAGE, VIOLATIONS, type ViolationRow } from './rows.js';
 import { TsvWriter } from './tsv.js';

@@ -5,6 +5,7 @@
  */
 import type { ClickHouseHandle } from './open.js';
 import type { InsertTable } from './rows.js';
+import { tableOf, type TableScope } from './tables.js';
 
 /** A device's first and last sighting, and its last tower and carrier, over the rows grouped. */
 const SIGHTING_AGGREGATES = `toUnixTimestamp64Milli(min(ts)) AS first_seen_ms,
@@ -62,7 +63,7 @@ export async function queryDeviceLastSeen(handle: ClickHouseHandle, q: DeviceLas
           device_id,
           ${SIGHTING_AGGREGATES},
           count() AS events
-        FROM ${handle.database}.app_usage
+        FROM ${tableOf(handle, 'app_usage')}
         ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
         GROUP BY enterprise_id, device_id
         ORDER BY last_seen_ms DESC, device_id
@@ -88,11 +89,11 @@ export async function queryDeviceLastSeen(handle: ClickHouseHandle, q: DeviceLas
  * The engine's fixed cost per query (planning over every part) is paid once, not per table; the
  * minmax index on stream_seq skips parts of other batches.
  */
-export function storedSeqsQuery(database: string, tables: readonly InsertTable[], seqs: readonly number[], stream = 'USAGE') {
+export function storedSeqsQuery(scope: TableScope, tables: readonly InsertTable[], seqs: readonly number[], stream = 'USAGE') {
   const parts = tables.map((table, i) => {
     // dead_letters holds rows of several streams, whose sequences overlap.
     const ofStream = table === 'dead_letters' ? ' AND stream = {stream:String}' : '';
-    return `SELECT DISTINCT ${i} AS t, stream_seq FROM ${database}.${table} WHERE stream_seq IN {seqs:Array(UInt64)}${ofStream}`;
+    return `SELECT DISTINCT ${i} AS t, stream_seq FROM ${tableOf(scope, table)} WHERE stream_seq IN {seqs:Array(UInt64)}${ofStream}`;
   });
   return { query: parts.join(' UNION ALL '), query_params: { seqs: [...seqs], stream } };
 }
@@ -106,7 +107,7 @@ export async function queryStoredSeqsIn(
 ): Promise<Map<InsertTable, Set<number>>> {
   const found = new Map<InsertTable, Set<number>>(tables.map((t) => [t, new Set()]));
   if (seqs.length === 0 || tables.length === 0) return found;
-  const { query, query_params } = storedSeqsQuery(handle.database, tables, seqs, stream);
+  const { query, query_params } = storedSeqsQuery(handle, tables, seqs, stream);
   const rows = await (await handle.client.query({ query, query_params, format: 'JSONCompactEachRow' })).json<[number | string, string | number]>();
   for (const [t, seq] of rows) found.get(tables[Number(t)] as InsertTable)?.add(Number(seq));
   return found;
@@ -133,7 +134,7 @@ export async function queryDeviceSightings(
           device_id,
           ${SIGHTING_AGGREGATES},
           count() AS sightings
-        FROM ${handle.database}.discovery_sightings
+        FROM ${tableOf(handle, 'discovery_sightings')}
         WHERE enterprise_id = {enterprise:String} AND device_id IN {devices:Array(String)}
         GROUP BY device_id`,
       query_params: { enterprise: q.enterpriseId, devices: [...q.deviceIds] },

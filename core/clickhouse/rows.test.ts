@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { INSERT_SETTINGS, RECENT_TS, rows, usageRow, withClickHouse } from '../testing/clickhouseFixture.js';
 import { encodeTsv, TsvEncodeError, TsvWriter, type TsvColumnType } from './tsv.js';
-import { migrate } from './migrations.js';
+import { migrate } from './migrate.js';
 import { APP_USAGE, DEAD_LETTERS, ROW_TABLES, VIOLATIONS, type AppUsageValues, type ColumnSpec, type RowTable } from './rows.js';
 
 const clickhouse = withClickHouse('towerwatch-rows-');

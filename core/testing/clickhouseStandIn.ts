@@ -10,6 +10,13 @@
  * const standIn = await startClickHouseStandIn({ dataDir });
  * const ch = await openClickHouse({ clickhouseUrl: standIn.url, dataDir }); // the server path
  * ```
+ *
+ * With `cluster`, the engine is a one-shard cluster of that name whose only replica is itself
+ * (`remote_servers` in a config file; `is_local`, so nothing listens), and the schema is in place
+ * as the cluster migrations leave it (the tables, then a Distributed `*_all` over each), minus
+ * replication: ON CLUSTER and Replicated engines need Keeper, which this machine does not have.
+ * A handle opened with `cluster` then writes and reads through `*_all`, and its `migrate` finds
+ * the schema current and sends no DDL.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -17,7 +24,11 @@ import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
 import { ClickHouseError } from '@clickhouse/client';
-import { type ClickHouseHandle, DEFAULT_DATABASE, type FormattedInsertFormat, openClickHouse } from '../clickhouse/index.js';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Session } from 'chdb';
+import { type ClickHouseHandle, DEFAULT_DATABASE, EMBEDDED_SUBDIR, type FormattedInsertFormat, migrate, openClickHouse } from '../clickhouse/index.js';
+import { distributedDdl } from '../clickhouse/clusterDdl.js';
 
 export interface ClickHouseStandInOptions {
   /** Where the embedded engine keeps its files (one directory per process). */
@@ -27,6 +38,8 @@ export interface ClickHouseStandInOptions {
   /** Basic credentials every request must carry; none: any or none accepted. */
   user?: string;
   password?: string;
+  /** Make the engine a one-shard cluster of this name, with the cluster schema in place (see above). */
+  cluster?: string;
 }
 
 export interface StandInRequest {
@@ -62,7 +75,13 @@ const STRING_TYPE = /^(Nullable\(|LowCardinality\()*(String|FixedString|UUID|Enu
 
 export async function startClickHouseStandIn(options: ClickHouseStandInOptions): Promise<ClickHouseStandIn> {
   const database = options.database ?? DEFAULT_DATABASE;
+  // The engine takes its configuration from the first opener of its directory in the process.
+  const session = options.cluster === undefined ? null : await openClusterEngine(options.dataDir, options.cluster);
   const engine = await openClickHouse({ clickhouseUrl: null, dataDir: options.dataDir, database });
+  if (options.cluster !== undefined) {
+    await migrate(engine, { retentionDays: 30 });
+    for (const statement of distributedDdl(database, options.cluster)) await engine.client.command({ query: statement.replace(/ ON CLUSTER '[^']*'/, '') });
+  }
   const requests: StandInRequest[] = [];
   const inserted = new Map<string, number>();
   const expectedAuth = options.user === undefined ? null : `Basic ${Buffer.from(`${options.user}:${options.password ?? ''}`).toString('base64')}`;
@@ -155,6 +174,7 @@ export async function startClickHouseStandIn(options: ClickHouseStandInOptions):
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
       await engine.close();
+      session?.close();
     })());
   return {
     url: `http://${auth}127.0.0.1:${port}/${database}`,
@@ -178,4 +198,21 @@ function unescapeStrings(statement: string, params: Record<string, string>): Rec
     out[name] = v.replace(/\\(.)/gs, (_, c: string) => ({ t: '\t', n: '\n', r: '\r', '0': '\0', b: '\b', f: '\f' })[c] ?? c);
   }
   return out;
+}
+
+/** A session on the embedded directory that configures the engine as a one-shard cluster of itself. */
+async function openClusterEngine(dataDir: string, cluster: string): Promise<Session> {
+  const dir = join(dataDir, EMBEDDED_SUBDIR);
+  await mkdir(dir, { recursive: true });
+  const config = join(dataDir, 'stand-in-cluster.xml');
+  // The replica is local when its host and port are this engine's own (tcp_port; nothing listens).
+  await writeFile(
+    config,
+    `<clickhouse>
+      <tcp_port>9000</tcp_port>
+      <remote_servers><${cluster}><shard><replica><host>localhost</host><port>9000</port></replica></shard></${cluster}></remote_servers>
+      <macros><shard>1</shard><replica>r1</replica></macros>
+    </clickhouse>`,
+  );
+  return new Session(dir, { connectionArgs: [`--config-file=${config}`] });
 }
