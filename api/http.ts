@@ -55,6 +55,8 @@ export interface Route<Q, B, P> {
   response?: z.ZodType;
   /** Status of a successful reply. @default 200 */
   successStatus?: number;
+  /** Largest request body this route reads (a batch endpoint's is larger). @default the server's */
+  bodyLimitBytes?: number;
   /**
    * GET replies that depend only on what this key names (e.g. the control-plane view's version
    * and the caller's scope) are kept, serialized with their ETag, and served without running
@@ -116,9 +118,34 @@ export interface HttpServer {
   close(): void;
 }
 
+interface Issue {
+  readonly code: string;
+  readonly path: readonly PropertyKey[];
+  readonly message: string;
+  readonly errors?: readonly (readonly Issue[])[];
+}
+
+/**
+ * A union's failure as the issues of the branch that came closest (fewest issues), not
+ * "Invalid input": `{requests: [1,001 items]}` is told its array is too long, not that it is
+ * no single request either.
+ */
+function closestIssues(issues: readonly Issue[]): Issue[] {
+  return issues.flatMap((i) => {
+    const branches = i.code === 'invalid_union' ? (i.errors ?? []).filter((b) => b.length > 0) : [];
+    if (branches.length === 0) return [i];
+    const closest = branches.reduce((a, b) => (b.length < a.length ? b : a));
+    return closestIssues(closest).map((b) => ({ ...b, path: [...i.path, ...b.path] }));
+  });
+}
+
 /** zod issues as the envelope's details: where and what. */
 export function validationError(where: 'query' | 'body', error: z.ZodError): ApiError {
-  const details = error.issues.map((i) => ({ path: [where, ...i.path.map(String)].join('.'), message: i.message, code: i.code }));
+  const details = closestIssues(error.issues as readonly Issue[]).map((i) => ({
+    path: [where, ...i.path.map(String)].join('.'),
+    message: i.message,
+    code: i.code,
+  }));
   return new ApiError(400, 'validation_failed', `invalid ${where}: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, details);
 }
 
@@ -324,7 +351,7 @@ export async function startHttpServer<P>(options: HttpServerOptions<P>): Promise
       res.onAborted(() => (aborted.value = true));
       body = null;
     } else {
-      body = readBody(res, limit, aborted);
+      body = readBody(res, route.bodyLimitBytes ?? limit, aborted);
       // Refused before the body was read: its rejection is not waited for.
       body.catch(() => undefined);
     }

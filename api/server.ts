@@ -5,12 +5,14 @@
  * opened: an embedded engine has one owner process).
  */
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouseHandle } from '../core/clickhouse/index.js';
 import type { Config } from '../core/config.js';
 import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import { createAlertsSocket, type AlertsSocket } from './alertsSocket.js';
+import { DecisionEngine } from './decisions.js';
 import { loadDashboardPage } from './dashboardPage.js';
 import { AuthService } from './auth.js';
 import type { ApiContext, ApiRoute } from './context.js';
@@ -20,6 +22,7 @@ import { ApiMetrics } from './metrics.js';
 import { openApiDocument } from './openapi.js';
 import { authRoutes } from './routes/auth.js';
 import { dashboardRoutes } from './routes/dashboard.js';
+import { decisionRoutes } from './routes/decisions.js';
 import { deviceRoutes } from './routes/devices.js';
 import { networkRoutes } from './routes/network.js';
 import { opsRoutes } from './routes/ops.js';
@@ -52,14 +55,17 @@ export interface ApiServerOptions {
   metricsToken?: string | null;
   /** Least replicas of the KV buckets the api opens (raised, never lowered). @default 1 */
   natsReplicas?: number;
+  /** Where `POST /decisions` caches compiled policy modules (the pipeline's `<data dir>/wasm-cache`). @default none */
+  wasmCacheDir?: string;
   log: LogLine;
 }
 
 /** The options a deployment's configuration sets (port, address, token key and lifetime, rate limit, metrics token). */
 export function apiOptionsFrom(
-  config: Pick<Config, 'apiPort' | 'apiHost' | 'jwtSecret' | 'rateLimitPerMinute' | 'accessTtlSeconds' | 'metricsToken' | 'natsReplicas'>,
-): Pick<ApiServerOptions, 'port' | 'host' | 'jwtSecret' | 'limits' | 'accessTtlSeconds' | 'metricsToken' | 'natsReplicas'> {
+  config: Pick<Config, 'apiPort' | 'apiHost' | 'jwtSecret' | 'rateLimitPerMinute' | 'accessTtlSeconds' | 'metricsToken' | 'natsReplicas' | 'dataDir'>,
+): Pick<ApiServerOptions, 'port' | 'host' | 'jwtSecret' | 'limits' | 'accessTtlSeconds' | 'metricsToken' | 'natsReplicas' | 'wasmCacheDir'> {
   return {
+    wasmCacheDir: join(config.dataDir, 'wasm-cache'),
     port: config.apiPort,
     host: config.apiHost,
     jwtSecret: config.jwtSecret,
@@ -122,6 +128,8 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       metricsCacheMs: options.metricsCacheMs ?? 2000,
       alertsCacheMs: options.alertsCacheMs ?? 1000,
     };
+    const decisions = new DecisionEngine(view, { cacheDir: options.wasmCacheDir, log: options.log });
+    cleanups.push(() => decisions.close());
     const routes: ApiRoute[] = [];
     const version = packageVersion();
     let openapi: unknown;
@@ -133,6 +141,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       ...roleRoutes(ctx),
       ...networkRoutes(ctx),
       ...remediationRoutes(ctx),
+      ...decisionRoutes(ctx, decisions),
       ...opsRoutes(ctx, metrics, () => (openapi ??= openApiDocument(routes, version)), { metricsToken: options.metricsToken ?? null }),
     );
     const alerts = createAlertsSocket({

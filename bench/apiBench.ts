@@ -10,6 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MAX_DECISIONS_PER_REQUEST } from '../api/routes/decisions.js';
 import { startApiServer } from '../api/server.js';
 import { migrate, openClickHouse } from '../core/clickhouse/index.js';
 import { ControlPlaneStore } from '../core/controlPlane/index.js';
@@ -18,7 +19,7 @@ import { connectNats, startNatsServer } from '../core/nats/index.js';
 import { seedDemoAccounts } from '../fixtures/accounts.js';
 import { briefAlert } from '../fixtures/briefEvents.js';
 import { seedWorld } from '../fixtures/seed.js';
-import { BRIEF, generateWorld } from '../fixtures/world.js';
+import { BRIEF, generateWorld, type World } from '../fixtures/world.js';
 import { startPipelineService } from '../pipeline/service.js';
 import { machine, writeResults } from './benchReport.js';
 import { runSimulator } from './e2e.js';
@@ -110,7 +111,8 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
   try {
     await migrate(ch, { retentionDays: 30 });
     const store = await ControlPlaneStore.open(nc);
-    await seedWorld(store, generateWorld({ seed: 42 }));
+    const world = generateWorld({ seed: 42 });
+    await seedWorld(store, world);
     await seedDemoAccounts(store, PASSWORD);
     await fillHistory(ch, opts.events, opts.log);
     /**
@@ -174,9 +176,18 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
         headers: Record<string, string>,
         connections = opts.connections,
         base = api.url,
+        body?: unknown,
       ): Promise<Record<string, unknown>> => {
         opts.log(`bench api: ${name} (${connections} connections, ${opts.durationS} s)…`);
-        const r = await runClient({ kind: 'http', client: opts.client, url: `${base}${path}`, headers, connections, durationS: opts.durationS });
+        const r = await runClient({
+          kind: 'http',
+          client: opts.client,
+          url: `${base}${path}`,
+          headers,
+          connections,
+          durationS: opts.durationS,
+          ...(body === undefined ? {} : { method: 'POST', body: JSON.stringify(body) }),
+        });
         opts.log(`bench api: ${name}: ${Math.round(Number(r['requests_per_s']))} req/s, p99 ${(r['latency_ms'] as { p99: number }).p99} ms`);
         return r;
       };
@@ -187,6 +198,19 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
       const rawRps = Number(rawGet['requests_per_s']);
       cachedGet['ratio_to_raw_uws'] = rawRps > 0 ? Math.round((Number(cachedGet['requests_per_s']) / rawRps) * 1000) / 1000 : null;
       opts.log(`bench api: cached GET is ${String(cachedGet['ratio_to_raw_uws'])} of raw uWS on this run`);
+      // Decisions: one per request, and batches of 1,000 (the policies compile on the first).
+      const asks = decisionAsks(world, MAX_DECISIONS_PER_REQUEST);
+      const first = await fetch(`${api.url}/decisions`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify(asks[0]),
+      });
+      if (first.status !== 200) throw new Error(`bench api: POST /decisions answered ${first.status}: ${await first.text()}`);
+      const decisionsOne = await http('POST /decisions, one request', '/decisions', auth, opts.connections, api.url, asks[0]);
+      decisionsOne['decisions_per_s'] = Math.round(Number(decisionsOne['requests_per_s']));
+      const decisionsBatch = await http(`POST /decisions, batches of ${asks.length}`, '/decisions', auth, 2, api.url, { requests: asks });
+      decisionsBatch['decisions_per_s'] = Math.round(Number(decisionsBatch['requests_per_s']) * asks.length);
+      opts.log(`bench api: decisions: ${String(decisionsOne['decisions_per_s'])}/s one by one, ${String(decisionsBatch['decisions_per_s'])}/s in batches`);
       const notModified = await http('GET /towers with If-None-Match (304)', '/towers', { ...auth, 'if-none-match': etag });
       const metrics1h = await http('GET /dashboard/metrics?range=1h, uncached', '/dashboard/metrics?range=1h', auth, 1, uncached.url);
       const metrics24h = await http('GET /dashboard/metrics?range=24h, uncached', '/dashboard/metrics?range=24h', auth, 1, uncached.url);
@@ -233,6 +257,8 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
         raw_uws_get: rawGet,
         cached_get: cachedGet,
         cached_get_304: notModified,
+        decisions_one: decisionsOne,
+        decisions_batch: decisionsBatch,
         dashboard_metrics_1h_uncached_1conn: metrics1h,
         dashboard_metrics_24h_uncached_1conn: metrics24h,
         dashboard_metrics_7d_uncached_1conn: metrics7d,
@@ -256,4 +282,15 @@ export async function runApiBench(opts: ApiBenchOptions): Promise<Record<string,
     await server.close();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** `n` decision requests about acme's registered devices, apps and actions of the world, in turn. */
+function decisionAsks(world: World, n: number): Array<{ device_id: string; app_id: string; action_id: string; tower_id: string }> {
+  const devices = world.devices.filter((d) => d.enterprise_id === BRIEF.acme && d.user_id !== null);
+  return Array.from({ length: n }, (_, i) => ({
+    device_id: devices[i % devices.length]!.id,
+    app_id: world.apps[(i * 7) % world.apps.length]!.id,
+    action_id: world.actions[(i * 3) % world.actions.length]!.id,
+    tower_id: world.towers[i % world.towers.length]!.id,
+  }));
 }

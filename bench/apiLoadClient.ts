@@ -14,6 +14,10 @@ interface HttpJob {
   headers: Record<string, string>;
   connections: number;
   durationS: number;
+  /** @default 'GET' */
+  method?: 'GET' | 'POST';
+  /** A JSON body (sent with content-type application/json). */
+  body?: string;
 }
 interface WsJob {
   kind: 'ws';
@@ -32,7 +36,8 @@ function ms(text: string): number {
   return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v;
 }
 
-if (job.kind === 'http' && job.client === 'wrk') {
+// wrk needs a script for a body: requests with one go through autocannon.
+if (job.kind === 'http' && job.client === 'wrk' && job.body === undefined) {
   // wrk (C, from Debian) loads the server harder than a Node client can on the same 2 cores.
   const args = [`-t${Math.min(2, job.connections)}`, `-c${job.connections}`, `-d${job.durationS}s`, '--latency'];
   for (const [k, v] of Object.entries(job.headers)) args.push('-H', `${k}: ${v}`);
@@ -43,7 +48,8 @@ if (job.kind === 'http' && job.client === 'wrk') {
     `${JSON.stringify({ client: 'wrk', requests_per_s: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]), latency_ms: { p50: pct('50'), p90: pct('90'), p99: pct('99') }, total: Number(/(\d+) requests in/.exec(out)?.[1]), non2xx_or_3xx: non2xx })}\n`,
   );
 } else if (job.kind === 'http') {
-  const r = await autocannon({ url: job.url, headers: job.headers, connections: job.connections, duration: job.durationS, pipelining: 1 });
+  const body = job.body === undefined ? {} : { method: job.method ?? 'POST', body: job.body, headers: { ...job.headers, 'content-type': 'application/json' } };
+  const r = await autocannon({ url: job.url, headers: job.headers, connections: job.connections, duration: job.durationS, pipelining: 1, ...body });
   const statuses: Record<string, number> = {};
   for (const k of ['1xx', '2xx', '3xx', '4xx', '5xx'] as const) statuses[k] = r[k];
   process.stdout.write(

@@ -9,10 +9,8 @@ import { seedWorld } from '../fixtures/seed.js';
 import { createTrafficGenerator } from '../fixtures/traffic.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
 import { worldDirectory, worldPolicyInputs } from '../fixtures/worldPolicies.js';
-import { enrichEvent, evaluateReference, normalizePolicies } from '../rules-wasm/index.js';
+import { controlPlaneDirectory, enrichEvent, evaluateReference, normalizePolicies, PolicyRegistry } from '../rules-wasm/index.js';
 import { processBatch, type BatchContext } from './batchProcessor.js';
-import { controlPlaneDirectory } from './controlPlaneDirectory.js';
-import { PolicyRegistry } from './policyRegistry.js';
 
 const nats = await withNats();
 const world = generateWorld({ seed: 3, enterprises: 3, usersPerEnterprise: 8, towers: 6 });

@@ -13,8 +13,7 @@ import { encodeAlerts } from '../core/live.js';
 import { APP_USAGE, DEAD_LETTERS, VIOLATIONS } from '../core/clickhouse/rows.js';
 import { TsvWriter } from '../core/clickhouse/tsv.js';
 import { processBatch, type BatchMessage, type AutoRemediationRequest, type DeadLetter } from './batchProcessor.js';
-import { controlPlaneDirectory } from './controlPlaneDirectory.js';
-import { PolicyRegistry } from './policyRegistry.js';
+import { controlPlaneDirectory, PolicyRegistry } from '../rules-wasm/index.js';
 
 export interface WorkerConfig {
   natsUrl: string;

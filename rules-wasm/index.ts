@@ -17,3 +17,6 @@ export { enterprisePolicyInputs } from './controlPlanePolicies.js';
 export type { EnterprisePolicySource } from './controlPlanePolicies.js';
 export { enrichEvent, UNENFORCED_REASONS } from './enrich.js';
 export type { Directory, Enrichment, UnenforcedReason } from './enrich.js';
+export { PolicyRegistry } from './policyRegistry.js';
+export type { PolicyRegistryOptions } from './policyRegistry.js';
+export { controlPlaneDirectory } from './controlPlaneDirectory.js';

@@ -5,7 +5,9 @@
  * previous module in force and reports why.
  */
 import type { ControlPlaneChange, ControlPlaneView } from '../core/controlPlane/index.js';
-import { compilePolicies, enterprisePolicyInputs, PolicyCompileError, PolicyModule } from '../rules-wasm/index.js';
+import { compilePolicies, PolicyCompileError } from './compiler.js';
+import { enterprisePolicyInputs } from './controlPlanePolicies.js';
+import { PolicyModule } from './policyModule.js';
 
 export interface PolicyRegistryOptions {
   cacheDir?: string | undefined;

@@ -3,7 +3,7 @@
  * hot path asks for them once per event) and dropped whenever the view changes.
  */
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
-import type { Directory } from '../rules-wasm/index.js';
+import type { Directory } from './enrich.js';
 
 export function controlPlaneDirectory(view: ControlPlaneView): Directory & { dispose(): void } {
   let roles = new Map<string, readonly string[]>();
