@@ -1,5 +1,5 @@
 /**
- * `towerwatch rules check|eval`: how policy authors validate and try policies. The output of
+ * `towerwatch rules check|eval|explain`: how policy authors validate and try policies. The output of
  * `eval` is a contract (one JSON verdict per input line, in order): keep it stable.
  */
 import { createReadStream } from 'node:fs';
@@ -14,6 +14,8 @@ import type { EvalEvent } from './event.js';
 import { EventLineError, parseEventLine } from './eventInput.js';
 import type { Verdict } from './model.js';
 import { PolicyModule } from './policyModule.js';
+import { explainReference, explanationText } from './explain.js';
+import { normalizePolicies, PolicyValidationError } from './language.js';
 import { evaluateReference } from './reference.js';
 
 const EVAL_CHUNK = 8192;
@@ -81,6 +83,48 @@ export function registerRulesCommands(program: Command): void {
       }
       await flush();
     });
+
+  rules
+    .command('explain')
+    .description('Why a verdict: the deciding rule with the tests that held, the candidates it beat and why, the rules that did not match')
+    .argument('<policy>', 'POLICY.json: one policy or an array of them')
+    .argument('<event>', 'EVENT.json: one event, as a line of EVENTS.jsonl ("-" for standard input)')
+    .option('--timezone <zone>', "IANA time zone for time windows (default: the policies' own, else UTC)")
+    .option('--json', 'print the explanation as JSON')
+    .action(async (policyPath: string, eventPath: string, opts: { timezone?: string; json?: boolean }) => {
+      const policies = await readJson(policyPath);
+      let set;
+      try {
+        set = normalizePolicies(policies, { timezone: opts.timezone });
+      } catch (err) {
+        if (err instanceof PolicyValidationError) fail(`${policyPath}: ${err.message}`);
+        throw err;
+      }
+      let event: EvalEvent;
+      try {
+        event = parseEventLine(JSON.stringify(await readJson(eventPath)));
+      } catch (err) {
+        if (err instanceof EventLineError) fail(`${eventPath}: ${err.message}`);
+        throw err;
+      }
+      const explanation = explainReference(set, event);
+      process.stdout.write(opts.json ? `${JSON.stringify(explanation, null, 2)}\n` : explanationText(explanation));
+    });
+}
+
+async function readJson(path: string): Promise<unknown> {
+  try {
+    const text = path === '-' ? await readStdin() : await readFile(path, 'utf8');
+    return JSON.parse(text);
+  } catch (err) {
+    fail(`${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 async function compileFile(path: string, opts: CommonOptions): Promise<CompiledPolicySet> {

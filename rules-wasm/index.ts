@@ -7,7 +7,10 @@ export { normalizePolicies, PolicyValidationError, appKey, conditionsSchema } fr
 export type { PolicyInput, RuleInput, ConditionsInput, PolicyIssue, NormalizeOptions } from './language.js';
 export { PolicyModule, EventEncoder, DEFAULT_BATCH_CAPACITY } from './policyModule.js';
 export type { BatchColumns } from './policyModule.js';
-export { evaluateReference, referenceRank } from './reference.js';
+export { evaluateReference, referenceRank, ruleChecks } from './reference.js';
+export type { RuleCheck } from './reference.js';
+export { explainReference, explanationText } from './explain.js';
+export type { Explanation, Candidate, BeatenCandidate, NotMatching } from './explain.js';
 export { parseEventLine, EventLineError } from './eventInput.js';
 export { NO_POLICY_VERDICT, verdictOfRank, parseOsVersion } from './model.js';
 export type { Verdict, NormalizedPolicySet, NormalizedPolicy, NormalizedRule } from './model.js';
