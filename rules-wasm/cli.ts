@@ -1,5 +1,5 @@
 /**
- * `towerwatch rules check|eval|explain`: how policy authors validate and try policies. The output of
+ * `towerwatch rules check|eval|explain|diff`: how policy authors validate and try policies. The output of
  * `eval` is a contract (one JSON verdict per input line, in order): keep it stable.
  */
 import { createReadStream } from 'node:fs';
@@ -12,8 +12,9 @@ import { fail } from '../core/cliSupport.js';
 import { compilePolicies, PolicyCompileError, type CompiledPolicySet } from './compiler.js';
 import type { EvalEvent } from './event.js';
 import { EventLineError, parseEventLine } from './eventInput.js';
-import type { Verdict } from './model.js';
+import type { NormalizedPolicySet, Verdict } from './model.js';
 import { PolicyModule } from './policyModule.js';
+import { diffPolicySets, diffText } from './diff.js';
 import { explainReference, explanationText } from './explain.js';
 import { normalizePolicies, PolicyValidationError } from './language.js';
 import { evaluateReference } from './reference.js';
@@ -92,14 +93,7 @@ export function registerRulesCommands(program: Command): void {
     .option('--timezone <zone>', "IANA time zone for time windows (default: the policies' own, else UTC)")
     .option('--json', 'print the explanation as JSON')
     .action(async (policyPath: string, eventPath: string, opts: { timezone?: string; json?: boolean }) => {
-      const policies = await readJson(policyPath);
-      let set;
-      try {
-        set = normalizePolicies(policies, { timezone: opts.timezone });
-      } catch (err) {
-        if (err instanceof PolicyValidationError) fail(`${policyPath}: ${err.message}`);
-        throw err;
-      }
+      const set = await normalizeFile(policyPath, opts.timezone);
       let event: EvalEvent;
       try {
         event = parseEventLine(JSON.stringify(await readJson(eventPath)));
@@ -110,6 +104,32 @@ export function registerRulesCommands(program: Command): void {
       const explanation = explainReference(set, event);
       process.stdout.write(opts.json ? `${JSON.stringify(explanation, null, 2)}\n` : explanationText(explanation));
     });
+
+  rules
+    .command('diff')
+    .description(
+      'What changes from one policy file to another: every decision cell (role × app × action × conditions) whose verdict, severity or remediation changes',
+    )
+    .argument('<before>', 'POLICY.json as it is')
+    .argument('<after>', 'POLICY.json as it would be')
+    .option('--timezone <zone>', "IANA time zone for time windows (default: the policies' own, else UTC)")
+    .option('--json', 'print the diff as JSON (every changed cell)')
+    .option('--limit <n>', 'changed cells to print as text', (v) => Number.parseInt(v, 10), 50)
+    .action(async (beforePath: string, afterPath: string, opts: { timezone?: string; json?: boolean; limit: number }) => {
+      const [before, after] = await Promise.all([beforePath, afterPath].map((p) => normalizeFile(p, opts.timezone)));
+      const diff = diffPolicySets(before!, after!);
+      process.stdout.write(opts.json ? `${JSON.stringify(diff, null, 2)}\n` : diffText(diff, opts.limit));
+    });
+}
+
+async function normalizeFile(path: string, timezone: string | undefined): Promise<NormalizedPolicySet> {
+  const json = await readJson(path);
+  try {
+    return normalizePolicies(json, { timezone });
+  } catch (err) {
+    if (err instanceof PolicyValidationError) fail(`${path}: ${err.message}`);
+    throw err;
+  }
 }
 
 async function readJson(path: string): Promise<unknown> {

@@ -10,6 +10,8 @@ export type { BatchColumns } from './policyModule.js';
 export { evaluateReference, referenceRank, ruleChecks } from './reference.js';
 export type { RuleCheck } from './reference.js';
 export { explainReference, explanationText } from './explain.js';
+export { diffPolicySets, diffText, conditionsText } from './diff.js';
+export type { PolicyDiff, ChangedCell, CellChange } from './diff.js';
 export type { Explanation, Candidate, BeatenCandidate, NotMatching } from './explain.js';
 export { parseEventLine, EventLineError } from './eventInput.js';
 export { NO_POLICY_VERDICT, verdictOfRank, parseOsVersion } from './model.js';
