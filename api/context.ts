@@ -7,6 +7,7 @@ import type { AuthService, Principal } from './auth.js';
 import { routeFor, type AnyRoute } from './http.js';
 import type { RateLimits } from './limits.js';
 import type { LogLine } from '../core/log.js';
+import type { PolicyVersions } from './policyVersions.js';
 
 export interface ApiContext {
   readonly nc: NatsConnection;
@@ -16,6 +17,8 @@ export interface ApiContext {
   readonly clickhouse: ClickHouseHandle;
   readonly auth: AuthService;
   readonly limits: RateLimits;
+  /** Records policy versions and credits their authors. */
+  readonly versions: PolicyVersions;
   /** How long a /dashboard/metrics answer is shared by identical requests (0: never). */
   readonly metricsCacheMs: number;
   /** How long a /dashboard/alerts page is shared by identical requests (0: never). */

@@ -13,6 +13,7 @@ import type { Config } from '../core/config.js';
 import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import { createAlertsSocket, type AlertsSocket } from './alertsSocket.js';
 import { DecisionEngine } from './decisions.js';
+import { PolicyVersions } from './policyVersions.js';
 import { loadDashboardPage } from './dashboardPage.js';
 import { AuthService } from './auth.js';
 import type { ApiContext, ApiRoute } from './context.js';
@@ -27,6 +28,7 @@ import { deviceRoutes } from './routes/devices.js';
 import { networkRoutes } from './routes/network.js';
 import { opsRoutes } from './routes/ops.js';
 import { policyRoutes } from './routes/policies.js';
+import { policyVersionRoutes } from './routes/policyVersions.js';
 import { remediationRoutes } from './routes/remediation.js';
 import { roleRoutes } from './routes/roles.js';
 import { requireAccess } from './tenancy.js';
@@ -115,6 +117,8 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     // Shared by every api node on this NATS (api/sharedLimit.ts).
     const limits = new RateLimits(options.limits, { nc: options.nc, replicas, log: options.log });
     const metrics = new ApiMetrics();
+    const versions = await PolicyVersions.start(view, options.clickhouse, { log: options.log, now });
+    cleanups.push(() => versions.close());
     const ctx: ApiContext = {
       nc: options.nc,
       js: jetstream(options.nc),
@@ -123,6 +127,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       clickhouse: options.clickhouse,
       auth,
       limits,
+      versions,
       now,
       log: options.log,
       metricsCacheMs: options.metricsCacheMs ?? 2000,
@@ -142,6 +147,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       ...networkRoutes(ctx),
       ...remediationRoutes(ctx),
       ...decisionRoutes(ctx, decisions),
+      ...policyVersionRoutes(ctx),
       ...opsRoutes(ctx, metrics, () => (openapi ??= openApiDocument(routes, version)), { metricsToken: options.metricsToken ?? null }),
     );
     const alerts = createAlertsSocket({

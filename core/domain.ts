@@ -138,6 +138,8 @@ export interface Policy {
   default_severity: Severity;
   enabled: boolean;
   updated_at: string;
+  /** Console account that last changed it (absent: seeded or older than this field). */
+  updated_by?: string;
 }
 
 /** Conditions narrowing when a rule applies; every given condition must hold. */
@@ -175,6 +177,8 @@ export interface PolicyRule {
   when?: RuleConditions;
   enabled: boolean;
   updated_at: string;
+  /** Console account that last changed it (absent: seeded or older than this field). */
+  updated_by?: string;
 }
 
 export interface Device {

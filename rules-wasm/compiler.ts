@@ -97,11 +97,8 @@ export async function compilePolicySet(set: NormalizedPolicySet, options: Compil
     }
     throw err;
   }
-  const tables = buildTables(set, layout);
-  const source = generateSource(set, layout, tables, options.label ?? 'policy set');
-  const sourceHash = sha256([source, ASC_VERSION, JSON.stringify(ASC_OPTIONS)]);
+  const { tables, source, sourceHash, hash } = versionParts(set, layout, options.label);
   const { wasm, cached } = await wasmFor(source, sourceHash, options.cacheDir);
-  const hash = sha256([sourceHash, JSON.stringify(set), JSON.stringify(layout), tables.base, tables.aux, tables.list, tables.ranks]).slice(0, 16);
   return {
     hash,
     sourceHash,
@@ -120,6 +117,23 @@ export async function compilePolicySet(set: NormalizedPolicySet, options: Compil
       compileMs: performance.now() - started,
     },
   };
+}
+
+function versionParts(set: NormalizedPolicySet, layout: PolicyLayout, label = 'policy set') {
+  const tables = buildTables(set, layout);
+  const source = generateSource(set, layout, tables, label);
+  const sourceHash = sha256([source, ASC_VERSION, JSON.stringify(ASC_OPTIONS)]);
+  const hash = sha256([sourceHash, JSON.stringify(set), JSON.stringify(layout), tables.base, tables.aux, tables.list, tables.ranks]).slice(0, 16);
+  return { tables, source, sourceHash, hash };
+}
+
+/**
+ * The policy version (`CompiledPolicySet.hash`, stored with every verdict) of a normalized set,
+ * without compiling it to WebAssembly: what the module would be named. `label` as the compile's.
+ * @throws {PolicyLimitError} when the set is too large to compile
+ */
+export function policyVersionOf(set: NormalizedPolicySet, label?: string): string {
+  return versionParts(set, buildLayout(set), label).hash;
 }
 
 async function wasmFor(source: string, sourceHash: string, cacheDir: string | undefined): Promise<{ wasm: Uint8Array; cached: CompileStats['cached'] }> {

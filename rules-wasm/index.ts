@@ -1,5 +1,5 @@
 /** Public surface of rules-wasm: the rule language, the compiler, the WASM core and the reference evaluator. */
-export { compilePolicies, compilePolicySet, PolicyCompileError, COMPILE_ERROR_CODES, ASC_VERSION } from './compiler.js';
+export { compilePolicies, compilePolicySet, policyVersionOf, PolicyCompileError, COMPILE_ERROR_CODES, ASC_VERSION } from './compiler.js';
 export type { CompiledPolicySet, CompileOptions, CompileStats, CompileErrorCode } from './compiler.js';
 export { PolicyCompilerService } from './compilerService.js';
 export type { PolicyCompilerServiceOptions } from './compilerService.js';
@@ -22,6 +22,6 @@ export { enterprisePolicyInputs } from './controlPlanePolicies.js';
 export type { EnterprisePolicySource } from './controlPlanePolicies.js';
 export { enrichEvent, UNENFORCED_REASONS } from './enrich.js';
 export type { Directory, Enrichment, UnenforcedReason } from './enrich.js';
-export { PolicyRegistry } from './policyRegistry.js';
+export { PolicyRegistry, enterpriseInputsOf, enterpriseLabel } from './policyRegistry.js';
 export type { PolicyRegistryOptions } from './policyRegistry.js';
 export { controlPlaneDirectory } from './controlPlaneDirectory.js';

@@ -7,6 +7,7 @@
 import type { ControlPlaneChange, ControlPlaneView } from '../core/controlPlane/index.js';
 import { compilePolicies, PolicyCompileError } from './compiler.js';
 import { enterprisePolicyInputs } from './controlPlanePolicies.js';
+import type { PolicyInput } from './language.js';
 import { PolicyModule } from './policyModule.js';
 
 export interface PolicyRegistryOptions {
@@ -16,6 +17,20 @@ export interface PolicyRegistryOptions {
   onCompiled?: (enterpriseId: string, hash: string, ms: number, cached: string | false) => void;
   onError?: (enterpriseId: string, error: Error) => void;
 }
+
+/** An enterprise's policies as the compiler takes them, from the control plane. */
+export function enterpriseInputsOf(view: ControlPlaneView, enterpriseId: string): PolicyInput[] {
+  return enterprisePolicyInputs({
+    policies: view.policiesOfEnterprise(enterpriseId),
+    rules: view.rulesOfEnterprise(enterpriseId),
+    rolePolicies: view.list('role_policy', enterpriseId),
+    apps: view.list('app'),
+    actions: view.list('action'),
+  });
+}
+
+/** The label an enterprise's module is compiled with (it is part of the policy version). */
+export const enterpriseLabel = (enterpriseId: string): string => `enterprise ${enterpriseId}`;
 
 export class PolicyRegistry implements Disposable {
   readonly #view: ControlPlaneView;
@@ -87,16 +102,11 @@ export class PolicyRegistry implements Disposable {
     }
     const view = this.#view;
     try {
-      const compiled = await compilePolicies(
-        enterprisePolicyInputs({
-          policies: view.policiesOfEnterprise(enterpriseId),
-          rules: view.rulesOfEnterprise(enterpriseId),
-          rolePolicies: view.list('role_policy', enterpriseId),
-          apps: view.list('app'),
-          actions: view.list('action'),
-        }),
-        { timezone: enterprise.timezone, cacheDir: this.#options.cacheDir, label: `enterprise ${enterpriseId}` },
-      );
+      const compiled = await compilePolicies(enterpriseInputsOf(view, enterpriseId), {
+        timezone: enterprise.timezone,
+        cacheDir: this.#options.cacheDir,
+        label: enterpriseLabel(enterpriseId),
+      });
       if (this.#modules.get(enterpriseId)?.hash === compiled.hash) return;
       this.#modules.set(enterpriseId, await PolicyModule.instantiate(compiled, this.#options.capacity ?? 8192));
       this.#options.onCompiled?.(enterpriseId, compiled.hash, compiled.stats.compileMs, compiled.stats.cached);

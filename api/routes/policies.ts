@@ -31,6 +31,7 @@ const ruleShape = z.strictObject({
   when: conditions.nullable(),
   enabled: z.boolean(),
   updated_at: z.string(),
+  updated_by: z.string().nullable(),
   revision: z.number().int(),
 });
 const policyShape = z.strictObject({
@@ -42,6 +43,7 @@ const policyShape = z.strictObject({
   enabled: z.boolean(),
   role_ids: z.array(z.string()),
   updated_at: z.string(),
+  updated_by: z.string().nullable(),
   revision: z.number().int(),
   rules: z.array(ruleShape),
 });
@@ -64,6 +66,7 @@ function ruleView(view: ControlPlaneView, r: PolicyRule): z.infer<typeof ruleSha
     when: r.when ?? null,
     enabled: r.enabled,
     updated_at: r.updated_at,
+    updated_by: r.updated_by ?? null,
     revision: view.get('policy_rule', r.enterprise_id, r.id)?.revision ?? 0,
   };
 }
@@ -81,6 +84,7 @@ function policyView(view: ControlPlaneView, p: Policy): z.infer<typeof policySha
       .map((r) => r.id)
       .sort(),
     updated_at: p.updated_at,
+    updated_by: p.updated_by ?? null,
     revision: view.get('policy', p.enterprise_id, p.id)?.revision ?? 0,
     rules: view
       .rulesOfPolicy(p.id, p.enterprise_id)
@@ -235,10 +239,12 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
           default_severity: body.default_severity ?? before?.default_severity ?? 'medium',
           enabled: body.enabled ?? before?.enabled ?? true,
           updated_at: iso(ctx.now()),
+          updated_by: principal.account.username,
         };
         const description = body.description ?? before?.description;
         if (description !== undefined) policy.description = description;
         validateWith(view, enterprise, { policy });
+        ctx.versions.noteAuthor(enterprise, principal.account.username);
         const revision = await writeVersioned(ctx, 'policy', policy, current?.revision, ifMatchRevision(headers));
         const { rules: _rules, ...shown } = policyView(view, policy);
         return {
@@ -329,11 +335,13 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
           permission: body.permission,
           enabled: body.enabled ?? current?.value.enabled ?? true,
           updated_at: iso(ctx.now()),
+          updated_by: principal.account.username,
         };
         for (const k of ['role_id', 'app_id', 'app_category', 'action_id', 'severity', 'remediation', 'when'] as const) {
           if (body[k] !== undefined) (rule as unknown as Record<string, unknown>)[k] = body[k];
         }
         validateWith(view, enterprise, { rule });
+        ctx.versions.noteAuthor(enterprise, principal.account.username);
         const revision = await writeVersioned(ctx, 'policy_rule', rule, current?.revision, ifMatchRevision(headers));
         return {
           status: current === undefined ? 201 : 200,

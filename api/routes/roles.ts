@@ -19,10 +19,12 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
     id: string,
     value: Omit<EntityByKind[K], 'assigned_at'>,
     shown: Record<string, string>,
+    author: string,
   ): Promise<Reply> {
     const existing = view.get(kind, enterprise, id);
     if (existing !== undefined) return { body: { ...shown, status: 'already_assigned', assigned_at: existing.value.assigned_at } };
     const assigned_at = iso(ctx.now());
+    ctx.versions.noteAuthor(enterprise, author);
     try {
       await store.create(kind, { ...value, assigned_at } as EntityByKind[K]);
     } catch (err) {
@@ -32,7 +34,8 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
   }
 
   /** Removes an assignment: 204, or 404 when there is none (ids that cannot form a key included). */
-  async function unassign(kind: 'role_policy' | 'user_role', enterprise: string, id: string, missing: string): Promise<Reply> {
+  async function unassign(kind: 'role_policy' | 'user_role', enterprise: string, id: string, missing: string, author: string): Promise<Reply> {
+    ctx.versions.noteAuthor(enterprise, author);
     try {
       await store.delete(kind, enterprise, id);
     } catch (err) {
@@ -117,7 +120,14 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         if (view.role(body.role_id, enterprise) === undefined) throw notIn('role', body.role_id);
         if (view.policy(body.policy_id, enterprise) === undefined) throw notIn('policy', body.policy_id);
         const shown = { role_id: body.role_id, policy_id: body.policy_id };
-        return assign('role_policy', enterprise, rolePolicyId(body.role_id, body.policy_id), { enterprise_id: enterprise, ...shown }, shown);
+        return assign(
+          'role_policy',
+          enterprise,
+          rolePolicyId(body.role_id, body.policy_id),
+          { enterprise_id: enterprise, ...shown },
+          shown,
+          principal.account.username,
+        );
       },
     }),
     route({
@@ -133,7 +143,14 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
         if (view.user(body.user_id, enterprise) === undefined) throw notIn('user', body.user_id);
         if (view.role(body.role_id, enterprise) === undefined) throw notIn('role', body.role_id);
         const shown = { user_id: body.user_id, role_id: body.role_id };
-        return assign('user_role', enterprise, userRoleId(body.user_id, body.role_id), { enterprise_id: enterprise, ...shown }, shown);
+        return assign(
+          'user_role',
+          enterprise,
+          userRoleId(body.user_id, body.role_id),
+          { enterprise_id: enterprise, ...shown },
+          shown,
+          principal.account.username,
+        );
       },
     }),
     route({
@@ -195,7 +212,13 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
       handler: async ({ query, principal, params }) => {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
         const [role, policy] = [params['role_id'] ?? '', params['policy_id'] ?? ''];
-        return unassign('role_policy', enterprise, rolePolicyId(role, policy), `policy '${policy}' is not assigned to role '${role}' in this enterprise`);
+        return unassign(
+          'role_policy',
+          enterprise,
+          rolePolicyId(role, policy),
+          `policy '${policy}' is not assigned to role '${role}' in this enterprise`,
+          principal.account.username,
+        );
       },
     }),
     route({
@@ -209,7 +232,13 @@ export function roleRoutes(ctx: ApiContext): ApiRoute[] {
       handler: async ({ query, principal, params }) => {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
         const [user, role] = [params['user_id'] ?? '', params['role_id'] ?? ''];
-        return unassign('user_role', enterprise, userRoleId(user, role), `role '${role}' is not assigned to user '${user}' in this enterprise`);
+        return unassign(
+          'user_role',
+          enterprise,
+          userRoleId(user, role),
+          `role '${role}' is not assigned to user '${user}' in this enterprise`,
+          principal.account.username,
+        );
       },
     }),
   ];

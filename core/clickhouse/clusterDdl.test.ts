@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { rows, withClickHouse } from '../testing/clickhouseFixture.js';
-import { clusterMigrationStatements, clusterSchemaMigrationsDdl, clusterTtlDdl, distributedDdl, onCluster } from './clusterDdl.js';
+import { clusterMigrationStatements, clusterSchemaMigrationsDdl, clusterTtlDdl, DISTRIBUTED_TABLES, distributedDdl, onCluster } from './clusterDdl.js';
 import { MIGRATIONS, TTL_COLUMNS, type TtlTable } from './migrations.js';
 
 const clickhouse = withClickHouse('towerwatch-cluster-ddl-');
@@ -20,7 +20,7 @@ const all = (): string[] => [
 test('every statement of the cluster schema parses in the engine', async () => {
   const h = await clickhouse.open('cluster_ddl');
   const statements = all();
-  assert.equal(statements.length, 1 + MIGRATIONS.reduce((n, m) => n + m.statements({ db: 'towerwatch', retentionDays: 30 }).length, 0) + 5 + 5);
+  assert.equal(statements.length, 1 + MIGRATIONS.reduce((n, m) => n + m.statements({ db: 'towerwatch', retentionDays: 30 }).length, 0) + Object.keys(DISTRIBUTED_TABLES).length + Object.keys(TTL_COLUMNS).length);
   for (const statement of statements) {
     const ast = await rows<{ explain: string }>(h, `EXPLAIN AST ${statement}`).catch((err: unknown) => {
       throw new Error(`does not parse: ${statement}\n${String(err)}`);
@@ -51,6 +51,7 @@ test('each runs on the whole cluster, every table is replicated with the insert-
       ['towerwatch.remedial_actions_all', 'remedial_actions', 'cityHash64(enterprise_id)'],
       ['towerwatch.discovery_sightings_all', 'discovery_sightings', 'cityHash64(enterprise_id)'],
       ['towerwatch.dead_letters_all', 'dead_letters', 'stream_seq'],
+      ['towerwatch.policy_versions_all', 'policy_versions', 'cityHash64(enterprise_id)'],
     ],
   );
   assert.throws(() => onCluster('ALTER TABLE db.t DROP COLUMN a', "tw'; DROP"), /cluster name/);

@@ -12,18 +12,20 @@
  */
 import { CLUSTER_NAME } from '../config.js';
 import { DEDUPLICATION_WINDOW, MIGRATIONS, ttl, type DdlContext, type Migration, type TtlTable } from './migrations.js';
+import type { DataTable } from './tables.js';
 
 /** Keeper path of a replicated table's shard; the engine fills in the macros. */
 export const REPLICA_PATH = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'";
 
 /** Data tables read across shards, and their sharding key (rows of one enterprise on one shard). */
-export const DISTRIBUTED_TABLES: Readonly<Record<TtlTable, string>> = {
+export const DISTRIBUTED_TABLES: Readonly<Record<DataTable, string>> = {
   app_usage: 'cityHash64(enterprise_id)',
   violations: 'cityHash64(enterprise_id)',
   remedial_actions: 'cityHash64(enterprise_id)',
   discovery_sightings: 'cityHash64(enterprise_id)',
   // Dead letters may have no enterprise (an undecodable frame): by stream sequence.
   dead_letters: 'stream_seq',
+  policy_versions: 'cityHash64(enterprise_id)',
 };
 
 const NAME = String.raw`[A-Za-z_]\w*\.[A-Za-z_]\w*`;
@@ -69,7 +71,7 @@ export function clusterSchemaMigrationsDdl(db: string, cluster: string): string 
  */
 export function distributedDdl(db: string, cluster: string): string[] {
   checkCluster(cluster);
-  return (Object.keys(DISTRIBUTED_TABLES) as TtlTable[]).map(
+  return (Object.keys(DISTRIBUTED_TABLES) as DataTable[]).map(
     (t) =>
       `CREATE OR REPLACE TABLE ${db}.${t}_all ON CLUSTER '${cluster}' AS ${db}.${t}
       ENGINE = Distributed('${cluster}', ${db}, ${t}, ${DISTRIBUTED_TABLES[t]})`,

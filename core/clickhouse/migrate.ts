@@ -119,7 +119,7 @@ export async function migrate(handle: ClickHouseHandle, options: MigrateOptions)
   if (cluster === null) return { applied, ttlChanged };
 
   // The Distributed tables copy their columns at creation: remade after any migration.
-  const missing = (Object.keys(DISTRIBUTED_TABLES) as TtlTable[]).filter((t) => !tables.has(`${t}_all`));
+  const missing = Object.keys(DISTRIBUTED_TABLES).filter((t) => !tables.has(`${t}_all`));
   const remake = applied.length > 0 || missing.length > 0;
   if (remake) {
     for (const statement of distributedDdl(db, cluster)) await run(statement);

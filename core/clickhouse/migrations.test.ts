@@ -27,8 +27,8 @@ async function migrateUpTo(h: ClickHouseHandle, version: number): Promise<void> 
 test('migrate creates every table and projection, and a second run is a no-op', async () => {
   const h = await clickhouse.open('schema_idem');
   const first = await migrate(h, { retentionDays: 30 });
-  assert.deepEqual(first.applied, [1, 2, 3, 4, 5, 6, 7]);
-  assert.equal(SCHEMA_VERSION, 7);
+  assert.deepEqual(first.applied, [1, 2, 3, 4, 5, 6, 7, 8]);
+  assert.equal(SCHEMA_VERSION, 8);
   // The tables were created with the TTL already right.
   assert.deepEqual(first.ttlChanged, []);
   const second = await migrate(h, { retentionDays: 30 });
@@ -41,6 +41,7 @@ test('migrate creates every table and projection, and a second run is a no-op', 
     app_usage: 'MergeTree',
     dead_letters: 'MergeTree',
     discovery_sightings: 'MergeTree',
+    policy_versions: 'ReplacingMergeTree',
     remedial_actions: 'MergeTree',
     schema_migrations: 'ReplacingMergeTree',
     violations: 'MergeTree',
@@ -60,7 +61,7 @@ test('migrate creates every table and projection, and a second run is a no-op', 
   const versions = await rows<{ version: number }>(h, `SELECT version FROM ${h.database}.schema_migrations ORDER BY version`);
   assert.deepEqual(
     versions.map((v) => v.version),
-    [1, 2, 3, 4, 5, 6, 7],
+    [1, 2, 3, 4, 5, 6, 7, 8],
   );
 });
 
@@ -197,7 +198,7 @@ test('upgrading from schema 2 builds the projections for rows stored before and 
   for (let i = 0; i < 5; i++) APP_USAGE.writeRow(w, usageRow({ event_id: i, ts: RECENT_TS + i * 60_000 }));
   await h.insertFormatted({ table: 'app_usage', columns: APP_USAGE.columns, format: 'TabSeparated', body: w.finish(), settings: INSERT_SETTINGS });
 
-  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3, 4, 5, 6, 7]);
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3, 4, 5, 6, 7, 8]);
   const deadline = Date.now() + 20_000;
   const built = async (): Promise<number> =>
     Number(
@@ -234,7 +235,7 @@ test('a database migrated by a newer towerwatch is refused', async () => {
   const h = await clickhouse.open('schema_newer');
   await migrate(h, { retentionDays: 30 });
   await h.client.insert({ table: `${h.database}.schema_migrations`, values: [{ version: 99, name: 'future' }], format: 'JSONEachRow' });
-  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(7\)/);
+  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(8\)/);
 });
 
 test('upgrading to schema 6 keeps the per-rejection dead letters of before, each counted once, and adds one-row-per-message columns', async () => {
@@ -254,7 +255,7 @@ test('upgrading to schema 6 keeps the per-rejection dead letters of before, each
     })),
     format: 'JSONEachRow',
   });
-  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [6, 7]);
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [6, 7, 8]);
   assert.deepEqual(
     await rows(h, `SELECT event_index, rejected_count, rejections, payload_bytes, payload_truncated FROM ${h.database}.dead_letters ORDER BY event_index`),
     [

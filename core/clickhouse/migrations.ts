@@ -56,7 +56,7 @@ export const TTL_COLUMNS = {
   dead_letters: 'toDateTime(ts)',
   remedial_actions: 'toDateTime(executed_at)',
   discovery_sightings: 'toDateTime(ts)',
-} as const satisfies Record<DataTable, string>;
+} as const satisfies Partial<Record<DataTable, string>>;
 export type TtlTable = keyof typeof TTL_COLUMNS;
 
 /** The TTL expression of `table` keeping `days` of history. */
@@ -406,6 +406,29 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 7,
     name: 'per-hour rollups as projections: a day or a week of dashboard in milliseconds',
     statements: ({ db }) => [...projectionDdl(db, 'app_usage', ['per_hour']), ...projectionDdl(db, 'violations', ['per_hour'])],
+  },
+  {
+    version: 8,
+    name: 'policy versions: every policy set an enterprise had, with its author, parent and source',
+    statements: ({ db }) => [
+      // One row per change (a version reached from its parent); kept without TTL, so every
+      // stored row's policy_version keeps pointing at one. Several api nodes record the same
+      // change within seconds (one 10 s bucket); the merge keeps the row that knows its author.
+      `CREATE TABLE IF NOT EXISTS ${db}.policy_versions (
+        enterprise_id ${LC},
+        version String,
+        parent String,
+        bucket UInt32,
+        author String,
+        author_known UInt8,
+        created_at ${DT},
+        timezone String,
+        inputs String,
+        entities String
+      ) ENGINE = ReplacingMergeTree(author_known)
+      ORDER BY (enterprise_id, version, parent, bucket)
+      SETTINGS non_replicated_deduplication_window = ${DEDUPLICATION_WINDOW}`,
+    ],
   },
 ];
 

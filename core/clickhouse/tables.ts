@@ -6,7 +6,7 @@
  */
 
 /** The tables rows are written to and read from (each has a Distributed `*_all` on a cluster). */
-export const DATA_TABLES = ['app_usage', 'violations', 'remedial_actions', 'discovery_sightings', 'dead_letters'] as const;
+export const DATA_TABLES = ['app_usage', 'violations', 'remedial_actions', 'discovery_sightings', 'dead_letters', 'policy_versions'] as const;
 export type DataTable = (typeof DATA_TABLES)[number];
 
 /** What {@link tableOf} needs of a handle. */
