@@ -295,6 +295,84 @@ export async function findAlert(ch: ClickHouseHandle, enterprise: string, alertI
   return found[0] === undefined ? null : toAlert(found[0]);
 }
 
+/** What one stored event's verdict was decided on, and the verdict (for replaying it). */
+export interface DecidedEvent {
+  ts: number;
+  carrier: string;
+  tower_id: string;
+  event_id: number;
+  device_id: string;
+  user_id: string;
+  app_id: string;
+  app_name: string;
+  app_category: string;
+  action_id: string;
+  action_name: string;
+  bytes_up: number;
+  bytes_down: number;
+  verdict: string;
+  policy_id: string;
+  rule_id: string;
+  severity: string;
+  remediation: string;
+  policy_version: string;
+  role_ids: string;
+  region: string;
+  os: string;
+  os_version: string;
+  /** 1 when the row has the evaluator's inputs (schema 9 and later). */
+  decision_inputs: number;
+}
+
+/** One stored event of this enterprise by its carrier, tower and tower event id, or null. */
+export async function findDecidedEvent(
+  ch: ClickHouseHandle,
+  enterprise: string,
+  carrier: string,
+  tower: string,
+  eventId: number,
+): Promise<DecidedEvent | null> {
+  const found = await rows<Record<string, unknown>>(
+    ch,
+    `SELECT toUnixTimestamp64Milli(ts) AS ts_ms, carrier, tower_id, toString(event_id) AS event_id_text, device_id, user_id, app_id, app_name, app_category,
+        action_id, action_name, toString(bytes_up) AS bytes_up_text, toString(bytes_down) AS bytes_down_text, verdict, policy_id, rule_id, severity, remediation,
+        policy_version, role_ids, region, os, os_version, decision_inputs
+      FROM ${tableOf(ch, 'app_usage')} WHERE enterprise_id = {enterprise:String} AND carrier = {carrier:String} AND tower_id = {tower:String}
+        AND event_id = {event:UInt64} LIMIT 1`,
+    { enterprise, carrier, tower, event: eventId },
+  );
+  const r = found[0];
+  if (r === undefined) return null;
+  const text = (k: string): string => String(r[k] ?? '');
+  return {
+    ts: Number(r['ts_ms']),
+    carrier: text('carrier'),
+    tower_id: text('tower_id'),
+    // Aliases of their own: a column's alias would shadow it in WHERE.
+    event_id: Number(r['event_id_text']),
+    device_id: text('device_id'),
+    user_id: text('user_id'),
+    app_id: text('app_id'),
+    app_name: text('app_name'),
+    app_category: text('app_category'),
+    action_id: text('action_id'),
+    action_name: text('action_name'),
+    bytes_up: Number(r['bytes_up_text']),
+    bytes_down: Number(r['bytes_down_text']),
+    verdict: text('verdict'),
+    policy_id: text('policy_id'),
+    rule_id: text('rule_id'),
+    severity: text('severity'),
+    remediation: text('remediation'),
+    policy_version: text('policy_version'),
+    role_ids: text('role_ids'),
+    region: text('region'),
+    os: text('os'),
+    os_version: text('os_version'),
+    decision_inputs: Number(r['decision_inputs']),
+  };
+}
+
 export interface UsageRow {
   ts: number;
   device_id: string;

@@ -25,6 +25,7 @@ import { authRoutes } from './routes/auth.js';
 import { dashboardRoutes } from './routes/dashboard.js';
 import { decisionRoutes } from './routes/decisions.js';
 import { deviceRoutes } from './routes/devices.js';
+import { explainRoutes } from './routes/explain.js';
 import { networkRoutes } from './routes/network.js';
 import { opsRoutes } from './routes/ops.js';
 import { policyRoutes } from './routes/policies.js';
@@ -148,6 +149,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       ...remediationRoutes(ctx),
       ...decisionRoutes(ctx, decisions),
       ...policyVersionRoutes(ctx),
+      ...explainRoutes(ctx),
       ...opsRoutes(ctx, metrics, () => (openapi ??= openApiDocument(routes, version)), { metricsToken: options.metricsToken ?? null }),
     );
     const alerts = createAlertsSocket({

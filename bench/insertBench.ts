@@ -86,6 +86,11 @@ function makeRows(n: number, seqBase: number, eventBase: number): AppUsageRow[] 
       severity: deny ? 'high' : '',
       remediation: deny ? 'notify' : '',
       policy_version: 'v12',
+      role_ids: `role-${e % 8},role-${(e + 3) % 8}`,
+      region: `region-${e % 6}`,
+      os: e % 2 === 0 ? 'iOS' : 'Android',
+      os_version: `${14 + (e % 4)}.${e % 3}`,
+      decision_inputs: 1,
     };
   }
   return rows;

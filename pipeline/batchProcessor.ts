@@ -75,6 +75,12 @@ interface Pending {
 }
 
 const UNREGISTERED = 'unregistered';
+const NO_INPUTS = ['', '', '', '', 0] as const;
+
+/** The evaluator's inputs not stored elsewhere in the row (role_ids … decision_inputs); none for an unenforced event. */
+function decisionInputs(ev: EvalEvent | null): readonly [string, string, string, string, number] {
+  return ev === null ? NO_INPUTS : [ev.role_ids.join(','), ev.region ?? '', ev.os ?? '', ev.os_version ?? '', 1];
+}
 const NO_VERSION = 'none';
 
 export function processBatch(messages: readonly BatchMessage[], ctx: BatchContext, writers?: RowWriters): BatchOutput {
@@ -217,6 +223,7 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
         v?.severity ?? '',
         v?.remediation ?? '',
         p.version,
+        ...decisionInputs(p.eval),
       ]);
       if (v?.permission !== 'deny') continue;
       out.counts.violations++;

@@ -62,6 +62,11 @@ function batch(seq: number, events: number, firstEventId = 1): Uint8Array {
       severity: '',
       remediation: '',
       policy_version: 'v1',
+      role_ids: 'r',
+      region: 'east',
+      os: 'iOS',
+      os_version: '17',
+      decision_inputs: 1,
     };
     APP_USAGE.writeRow(w, row);
   }

@@ -20,7 +20,13 @@ const all = (): string[] => [
 test('every statement of the cluster schema parses in the engine', async () => {
   const h = await clickhouse.open('cluster_ddl');
   const statements = all();
-  assert.equal(statements.length, 1 + MIGRATIONS.reduce((n, m) => n + m.statements({ db: 'towerwatch', retentionDays: 30 }).length, 0) + Object.keys(DISTRIBUTED_TABLES).length + Object.keys(TTL_COLUMNS).length);
+  assert.equal(
+    statements.length,
+    1 +
+      MIGRATIONS.reduce((n, m) => n + m.statements({ db: 'towerwatch', retentionDays: 30 }).length, 0) +
+      Object.keys(DISTRIBUTED_TABLES).length +
+      Object.keys(TTL_COLUMNS).length,
+  );
   for (const statement of statements) {
     const ast = await rows<{ explain: string }>(h, `EXPLAIN AST ${statement}`).catch((err: unknown) => {
       throw new Error(`does not parse: ${statement}\n${String(err)}`);

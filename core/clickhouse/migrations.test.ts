@@ -2,11 +2,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ClickHouseHandle } from './open.js';
-import { INSERT_SETTINGS, projected, RECENT_TS, rows, usageRow, withClickHouse } from '../testing/clickhouseFixture.js';
+import { projected, RECENT_TS, rows, usageRow, withClickHouse } from '../testing/clickhouseFixture.js';
 import { currentTtlDays, migrate } from './migrate.js';
 import { MIGRATIONS, PER_HOUR, PER_MINUTE, SCHEMA_VERSION, TTL_COLUMNS } from './migrations.js';
 import { APP_USAGE, DEAD_LETTERS, VIOLATIONS } from './rows.js';
-import { TsvWriter } from './tsv.js';
 
 // One embedded data directory per test process; each test uses its own database.
 // 64-bit integers are read as strings (toString) or cast to 32 bits: JSON output quotes them
@@ -27,8 +26,8 @@ async function migrateUpTo(h: ClickHouseHandle, version: number): Promise<void> 
 test('migrate creates every table and projection, and a second run is a no-op', async () => {
   const h = await clickhouse.open('schema_idem');
   const first = await migrate(h, { retentionDays: 30 });
-  assert.deepEqual(first.applied, [1, 2, 3, 4, 5, 6, 7, 8]);
-  assert.equal(SCHEMA_VERSION, 8);
+  assert.deepEqual(first.applied, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.equal(SCHEMA_VERSION, 9);
   // The tables were created with the TTL already right.
   assert.deepEqual(first.ttlChanged, []);
   const second = await migrate(h, { retentionDays: 30 });
@@ -61,7 +60,7 @@ test('migrate creates every table and projection, and a second run is a no-op', 
   const versions = await rows<{ version: number }>(h, `SELECT version FROM ${h.database}.schema_migrations ORDER BY version`);
   assert.deepEqual(
     versions.map((v) => v.version),
-    [1, 2, 3, 4, 5, 6, 7, 8],
+    [1, 2, 3, 4, 5, 6, 7, 8, 9],
   );
 });
 
@@ -105,6 +104,11 @@ test('columns, types, keys and settings are as specified', async () => {
     severity: LC,
     remediation: LC,
     policy_version: LC,
+    role_ids: LC,
+    region: LC,
+    os: LC,
+    os_version: LC,
+    decision_inputs: 'UInt8',
     ingested_at: DT,
   });
   assert.equal(appUsage.at(-1)?.default_expression, 'now64(3)');
@@ -194,11 +198,19 @@ test('TTL follows retentionDays, changed only when it differs', async () => {
 test('upgrading from schema 2 builds the projections for rows stored before and drops the views', async () => {
   const h = await clickhouse.open('schema_upgrade');
   await migrateUpTo(h, 2);
-  const w = new TsvWriter();
-  for (let i = 0; i < 5; i++) APP_USAGE.writeRow(w, usageRow({ event_id: i, ts: RECENT_TS + i * 60_000 }));
-  await h.insertFormatted({ table: 'app_usage', columns: APP_USAGE.columns, format: 'TabSeparated', body: w.finish(), settings: INSERT_SETTINGS });
+  // Rows as schema 2 had them: without the decision inputs of schema 9.
+  const inputs = new Set(['role_ids', 'region', 'os', 'os_version', 'decision_inputs']);
+  await h.client.insert({
+    table: `${h.database}.app_usage`,
+    values: Array.from({ length: 5 }, (_, i) => {
+      const row: Record<string, unknown> = Object.fromEntries(Object.entries(usageRow({ event_id: i })).filter(([k]) => !inputs.has(k)));
+      return { ...row, ts: new Date(RECENT_TS + i * 60_000).toISOString() };
+    }),
+    format: 'JSONEachRow',
+    clickhouse_settings: { date_time_input_format: 'best_effort' },
+  });
 
-  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3, 4, 5, 6, 7, 8]);
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3, 4, 5, 6, 7, 8, 9]);
   const deadline = Date.now() + 20_000;
   const built = async (): Promise<number> =>
     Number(
@@ -235,7 +247,7 @@ test('a database migrated by a newer towerwatch is refused', async () => {
   const h = await clickhouse.open('schema_newer');
   await migrate(h, { retentionDays: 30 });
   await h.client.insert({ table: `${h.database}.schema_migrations`, values: [{ version: 99, name: 'future' }], format: 'JSONEachRow' });
-  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(8\)/);
+  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(9\)/);
 });
 
 test('upgrading to schema 6 keeps the per-rejection dead letters of before, each counted once, and adds one-row-per-message columns', async () => {
@@ -255,7 +267,7 @@ test('upgrading to schema 6 keeps the per-rejection dead letters of before, each
     })),
     format: 'JSONEachRow',
   });
-  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [6, 7, 8]);
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [6, 7, 8, 9]);
   assert.deepEqual(
     await rows(h, `SELECT event_index, rejected_count, rejections, payload_bytes, payload_truncated FROM ${h.database}.dead_letters ORDER BY event_index`),
     [

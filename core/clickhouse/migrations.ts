@@ -430,6 +430,19 @@ export const MIGRATIONS: readonly Migration[] = [
       SETTINGS non_replicated_deduplication_window = ${DEDUPLICATION_WINDOW}`,
     ],
   },
+  {
+    version: 9,
+    name: 'decision inputs on every usage row: what the evaluator saw, so that history can be replayed',
+    statements: ({ db }) => [
+      // Rows from before have decision_inputs = 0: not replayable, never guessed.
+      `ALTER TABLE ${db}.app_usage
+        ADD COLUMN IF NOT EXISTS role_ids ${LC} DEFAULT '' AFTER policy_version,
+        ADD COLUMN IF NOT EXISTS region ${LC} DEFAULT '' AFTER role_ids,
+        ADD COLUMN IF NOT EXISTS os ${LC} DEFAULT '' AFTER region,
+        ADD COLUMN IF NOT EXISTS os_version ${LC} DEFAULT '' AFTER os,
+        ADD COLUMN IF NOT EXISTS decision_inputs UInt8 DEFAULT 0 AFTER os_version`,
+    ],
+  },
 ];
 
 /** Highest migration version this code knows. */

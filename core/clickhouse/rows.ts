@@ -177,6 +177,13 @@ export const APP_USAGE = new RowTable('app_usage', [
   ['severity', 'string'],
   ['remediation', 'string'],
   ['policy_version', 'string'],
+  // What the evaluator saw besides the columns above (schema 9): the owner's role ids joined by
+  // ',', the tower's region, the device's OS and version; decision_inputs 1 when they are here.
+  ['role_ids', 'string'],
+  ['region', 'string'],
+  ['os', 'string'],
+  ['os_version', 'string'],
+  ['decision_inputs', 'uint'],
 ]);
 export type AppUsageValues = RowValues<typeof APP_USAGE>;
 export interface AppUsageRow extends RowObject<typeof APP_USAGE> {

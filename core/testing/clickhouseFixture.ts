@@ -99,6 +99,11 @@ export function usageRow(over: Partial<AppUsageRow> = {}): AppUsageRow {
     severity: '',
     remediation: '',
     policy_version: 'v1',
+    role_ids: 'r-eng',
+    region: 'us-east',
+    os: 'iOS',
+    os_version: '17.2',
+    decision_inputs: 1,
     ...over,
   };
 }
