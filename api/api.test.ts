@@ -771,6 +771,58 @@ describe('explain', () => {
   });
 });
 
+describe('policy previews', () => {
+  const preview = async (user: string, body: unknown): Promise<Res> => {
+    const started = await as(user, 'POST', '/policy-previews', { body });
+    if (started.status !== 202) return started;
+    let r: Res = started;
+    await until(async () => (r = await as(user, 'GET', `/policy-previews/${started.json.preview_id}`)).json.status !== 'running', 30_000, 'the preview');
+    return r;
+  };
+  const acmePolicies = async (): Promise<any[]> => (await as('admin@acme', 'GET', `/policies?user_id=${BRIEF.john}`)).json.policies;
+
+  it("the policies as they are change nothing; flipping the rule behind John's alert turns it to allow, and says whom it hits", async () => {
+    const policies = await acmePolicies();
+    const same = await preview('analyst@acme', { policies, range: '24h' });
+    assert.equal(same.json.status, 'done', same.text);
+    assert.equal(same.json.progress, 1);
+    const r = same.json.result;
+    assert.ok(r.events_scanned >= 3, same.text);
+    assert.deepEqual(r.changed, { allow_to_deny: 0, deny_to_allow: 0, severity_changed: 0, remediation_changed: 0 });
+    const alert = (await as('viewer@acme', 'GET', '/dashboard/alerts/att:tower123:1/explain')).json;
+    assert.equal(r.policy_version, alert.policy_version.version, 'the unchanged draft compiles to the version that decided');
+
+    const flipped = policies.map((p: any) => ({
+      ...p,
+      rules: p.rules.map((rule: any) =>
+        rule.policy_rule_id === alert.stored.rule_id ? { ...rule, permission: 'allow', severity: null, remediation: null } : rule,
+      ),
+    }));
+    const changed = await preview('admin@acme', { policies: flipped, range: '24h' });
+    assert.equal(changed.json.status, 'done', changed.text);
+    const c = changed.json.result;
+    assert.ok(c.changed.deny_to_allow >= 1, changed.text);
+    assert.equal(c.changed.allow_to_deny, 0);
+    assert.ok(c.samples.some((x: any) => x.event_key === 'att:tower123:1' && x.change === 'deny_to_allow' && x.after.permission === 'allow'));
+    assert.equal(c.top_users[0].user_id, BRIEF.john);
+    assert.notEqual(c.policy_version, r.policy_version);
+    // A finished preview is not cancelled.
+    assert.equal((await as('admin@acme', 'DELETE', `/policy-previews/${changed.json.preview_id}`)).json.status, 'done');
+  });
+
+  it('a draft that does not compile is a 400; viewers and other enterprises get nothing', async () => {
+    const policies = await acmePolicies();
+    const bad = policies.map((p: any) => ({ ...p, rules: p.rules.map((rule: any) => ({ ...rule, permission: 'allow', remediation: 'block_app' })) }));
+    assertError(await as('admin@acme', 'POST', '/policy-previews', { body: { policies: bad } }), 400, 'invalid_policy');
+    assertError(await as('viewer@acme', 'POST', '/policy-previews', { body: { policies } }), 403, 'forbidden');
+    const started = await as('analyst@acme', 'POST', '/policy-previews', { body: { policies } });
+    assert.equal(started.status, 202, started.text);
+    assertError(await as('admin@globex', 'GET', `/policy-previews/${started.json.preview_id}`), 404, 'not_found');
+    assertError(await as('admin@globex', 'DELETE', `/policy-previews/${started.json.preview_id}`), 404, 'not_found');
+    assertError(await as('analyst@acme', 'GET', '/policy-previews/pv_nope'), 404, 'not_found');
+  });
+});
+
 describe('tenancy', () => {
   it('an enterprise account never reads another enterprise by filter or by id', async () => {
     const g = (path: string): Promise<Res> => as('admin@globex', 'GET', path);

@@ -13,6 +13,7 @@ import type { Config } from '../core/config.js';
 import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import { createAlertsSocket, type AlertsSocket } from './alertsSocket.js';
 import { DecisionEngine } from './decisions.js';
+import { PolicyPreviews } from './previews.js';
 import { PolicyVersions } from './policyVersions.js';
 import { loadDashboardPage } from './dashboardPage.js';
 import { AuthService } from './auth.js';
@@ -30,6 +31,7 @@ import { networkRoutes } from './routes/network.js';
 import { opsRoutes } from './routes/ops.js';
 import { policyRoutes } from './routes/policies.js';
 import { policyVersionRoutes } from './routes/policyVersions.js';
+import { previewRoutes } from './routes/previews.js';
 import { remediationRoutes } from './routes/remediation.js';
 import { roleRoutes } from './routes/roles.js';
 import { requireAccess } from './tenancy.js';
@@ -136,6 +138,8 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     };
     const decisions = new DecisionEngine(view, { cacheDir: options.wasmCacheDir, log: options.log });
     cleanups.push(() => decisions.close());
+    const previews = new PolicyPreviews(options.clickhouse, { cacheDir: options.wasmCacheDir, now });
+    cleanups.push(() => previews.close());
     const routes: ApiRoute[] = [];
     const version = packageVersion();
     let openapi: unknown;
@@ -150,6 +154,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       ...decisionRoutes(ctx, decisions),
       ...policyVersionRoutes(ctx),
       ...explainRoutes(ctx),
+      ...previewRoutes(ctx, previews),
       ...opsRoutes(ctx, metrics, () => (openapi ??= openApiDocument(routes, version)), { metricsToken: options.metricsToken ?? null }),
     );
     const alerts = createAlertsSocket({

@@ -44,6 +44,7 @@ export const METRICS: readonly Metric[] = [
   { benchmark: 'api', path: 'ws_fanout.latency_ms.p99', better: 'lower' },
   { benchmark: 'api', path: 'decisions_one.decisions_per_s', better: 'higher' },
   { benchmark: 'api', path: 'decisions_batch.decisions_per_s', better: 'higher' },
+  { benchmark: 'api', path: 'policy_preview.events_per_s', better: 'higher' },
 ];
 
 /** Within this factor either way a change is noise on these machines, not a verdict. */
