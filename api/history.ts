@@ -4,6 +4,7 @@
  * filter on the per-minute projections' keys only (minute, not ts), so ClickHouse answers
  * them from the projections: thousands of pre-aggregated rows instead of millions of events.
  */
+import type { EvalEvent, Verdict } from '../rules-wasm/index.js';
 import { type ClickHouseHandle, PER_HOUR, PER_MINUTE, type RowObject, tableOf, type TableScope, VIOLATIONS } from '../core/clickhouse/index.js';
 
 const MINUTE = PER_MINUTE.minute;
@@ -322,6 +323,57 @@ export interface DecidedEvent {
   os_version: string;
   /** 1 when the row has the evaluator's inputs (schema 9 and later). */
   decision_inputs: number;
+}
+
+/** The columns of a stored usage row that a replay reads. */
+export type StoredDecision = Pick<
+  DecidedEvent,
+  | 'ts'
+  | 'tower_id'
+  | 'app_name'
+  | 'app_category'
+  | 'action_name'
+  | 'bytes_up'
+  | 'bytes_down'
+  | 'verdict'
+  | 'rule_id'
+  | 'policy_id'
+  | 'severity'
+  | 'remediation'
+  | 'role_ids'
+  | 'region'
+  | 'os'
+  | 'os_version'
+>;
+
+/** The evaluator's input as the pipeline built it (batchProcessor.ts), from a stored row. */
+export function evalEventOfStored(row: StoredDecision): EvalEvent {
+  const orNone = (s: string): string | undefined => (s === '' ? undefined : s);
+  return {
+    role_ids: row.role_ids === '' ? [] : row.role_ids.split(','),
+    app: row.app_name,
+    app_category: orNone(row.app_category),
+    action: row.action_name,
+    tower_id: row.tower_id,
+    region: orNone(row.region),
+    os: orNone(row.os),
+    os_version: orNone(row.os_version),
+    ts: row.ts,
+    bytes_up: row.bytes_up,
+    bytes_down: row.bytes_down,
+  };
+}
+
+/** The verdict a stored row records ('' columns as null). */
+export function storedVerdictOf(row: StoredDecision): Verdict {
+  const orNull = <T extends string>(s: string): T | null => (s === '' ? null : (s as T));
+  return {
+    permission: row.verdict as Verdict['permission'],
+    rule_id: orNull(row.rule_id),
+    policy_id: orNull(row.policy_id),
+    severity: orNull<NonNullable<Verdict['severity']>>(row.severity),
+    remediation: orNull<NonNullable<Verdict['remediation']>>(row.remediation),
+  };
 }
 
 /** One stored event of this enterprise by its carrier, tower and tower event id, or null. */

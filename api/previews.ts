@@ -8,7 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import type { ClickHouseHandle } from '../core/clickhouse/index.js';
 import { tableOf } from '../core/clickhouse/index.js';
-import { compilePolicies, PolicyModule, type EvalEvent, type Verdict } from '../rules-wasm/index.js';
+import { compilePolicies, PolicyModule, type Verdict } from '../rules-wasm/index.js';
+import { evalEventOfStored, storedVerdictOf, type StoredDecision } from './history.js';
 
 export type PreviewChange = 'allow_to_deny' | 'deny_to_allow' | 'severity_changed' | 'remediation_changed';
 
@@ -169,8 +170,9 @@ export class PolicyPreviews {
     let batch: Row[] = [];
     const flush = (): void => {
       if (batch.length === 0) return;
-      const verdicts = module.evaluateEvents(batch.map(evalEventOf));
-      for (const [i, row] of batch.entries()) acc.add(row, verdicts[i]!);
+      const stored = batch.map(storedOf);
+      const verdicts = module.evaluateEvents(stored.map(evalEventOfStored));
+      for (const [i, row] of batch.entries()) acc.add(row, storedVerdictOf(stored[i]!), verdicts[i]!);
       batch = [];
     };
     for await (const rows of rs.stream<Row>()) {
@@ -215,31 +217,25 @@ type Row = [
   number,
 ];
 
-function evalEventOf(r: Row): EvalEvent {
-  const orNone = (s: string): string | undefined => (s === '' ? undefined : s);
+/** The columns a replay reads, by name. */
+function storedOf(r: Row): StoredDecision {
   return {
-    role_ids: r[17] === '' ? [] : r[17].split(','),
-    app: r[7],
-    app_category: orNone(r[8]),
-    action: r[9],
-    tower_id: r[2],
-    region: orNone(r[18]),
-    os: orNone(r[19]),
-    os_version: orNone(r[20]),
     ts: Number(r[0]),
+    tower_id: r[2],
+    app_name: r[7],
+    app_category: r[8],
+    action_name: r[9],
     bytes_up: Number(r[10]),
     bytes_down: Number(r[11]),
-  };
-}
-
-function storedOf(r: Row): Verdict {
-  const orNull = <T extends string>(s: string): T | null => (s === '' ? null : (s as T));
-  return {
-    permission: r[12] as Verdict['permission'],
-    rule_id: orNull(r[13]),
-    policy_id: orNull(r[14]),
-    severity: orNull<NonNullable<Verdict['severity']>>(r[15]),
-    remediation: orNull<NonNullable<Verdict['remediation']>>(r[16]),
+    verdict: r[12],
+    rule_id: r[13],
+    policy_id: r[14],
+    severity: r[15],
+    remediation: r[16],
+    role_ids: r[17],
+    region: r[18],
+    os: r[19],
+    os_version: r[20],
   };
 }
 
@@ -258,8 +254,7 @@ class Accumulator {
     this.#version = version;
   }
 
-  add(row: Row, after: Verdict): void {
-    const before = storedOf(row);
+  add(row: Row, before: Verdict, after: Verdict): void {
     if (before.permission === 'deny' && before.remediation !== null) this.#before[before.remediation] = (this.#before[before.remediation] ?? 0) + 1;
     if (after.permission === 'deny' && after.remediation !== null) this.#after[after.remediation] = (this.#after[after.remediation] ?? 0) + 1;
     const change: PreviewChange | null =

@@ -39,6 +39,14 @@ export function paginate<T>(items: readonly T[], page: number, limit: number): {
 }
 
 export const isoTime = z.string().describe('ISO 8601 time, UTC');
+/** A policy verdict as the api shows it (a rule's or a policy default's; nulls for none). */
+export const verdictShape = z.strictObject({
+  permission: z.string(),
+  rule_id: z.string().nullable(),
+  policy_id: z.string().nullable(),
+  severity: z.string().nullable(),
+  remediation: z.string().nullable(),
+});
 export const enterpriseQuery = { enterprise_id: id.optional().describe('for carrier operators: which enterprise') };
 
 /** Times a query may name: 2000-01-01 to 2100-01-01 UTC (anything else is a mistake, not a range). */

@@ -6,20 +6,13 @@
  * verdict (it must; a mismatch is reported, never hidden).
  */
 import { z } from 'zod';
-import { explainReference, normalizePolicies, type EvalEvent } from '../../rules-wasm/index.js';
+import { explainReference, normalizePolicies } from '../../rules-wasm/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
-import { findDecidedEvent, type DecidedEvent } from '../history.js';
-import { enterpriseQuery, iso } from '../schemas.js';
+import { evalEventOfStored, findDecidedEvent, storedVerdictOf } from '../history.js';
+import { enterpriseQuery, iso, verdictShape } from '../schemas.js';
 import { scopeOf } from '../tenancy.js';
 
-const verdictShape = z.strictObject({
-  permission: z.string(),
-  rule_id: z.string().nullable(),
-  policy_id: z.string().nullable(),
-  severity: z.string().nullable(),
-  remediation: z.string().nullable(),
-});
 const explainShape = z.strictObject({
   event_key: z.string(),
   ts: z.string(),
@@ -73,9 +66,9 @@ export function explainRoutes(ctx: ApiContext): ApiRoute[] {
       });
     }
     const set = normalizePolicies(version.inputs, { timezone: version.timezone });
-    const event = evalEventOf(row);
+    const event = evalEventOfStored(row);
     const explanation = explainReference(set, event);
-    const stored = storedVerdict(row);
+    const stored = storedVerdictOf(row);
     const v = explanation.verdict;
     return {
       event_key: `${row.carrier}:${row.tower_id}:${row.event_id}`,
@@ -132,33 +125,4 @@ export function explainRoutes(ctx: ApiContext): ApiRoute[] {
       }),
     }),
   ];
-}
-
-/** The evaluator's input as the pipeline built it, from the stored row. */
-function evalEventOf(row: DecidedEvent): EvalEvent {
-  const orNone = (s: string): string | undefined => (s === '' ? undefined : s);
-  return {
-    role_ids: row.role_ids === '' ? [] : row.role_ids.split(','),
-    app: row.app_name,
-    app_category: orNone(row.app_category),
-    action: row.action_name,
-    tower_id: row.tower_id,
-    region: orNone(row.region),
-    os: orNone(row.os),
-    os_version: orNone(row.os_version),
-    ts: row.ts,
-    bytes_up: row.bytes_up,
-    bytes_down: row.bytes_down,
-  };
-}
-
-function storedVerdict(row: DecidedEvent): z.infer<typeof verdictShape> {
-  const orNull = (s: string): string | null => (s === '' ? null : s);
-  return {
-    permission: row.verdict,
-    rule_id: orNull(row.rule_id),
-    policy_id: orNull(row.policy_id),
-    severity: orNull(row.severity),
-    remediation: orNull(row.remediation),
-  };
 }

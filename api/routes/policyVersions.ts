@@ -11,18 +11,11 @@ import { diffPolicySets, enterprisePolicyInputs, normalizePolicies, PolicyValida
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import type { PolicyVersion } from '../policyVersions.js';
-import { enterpriseQuery, iso, pageInfo, pageQuery, paginate } from '../schemas.js';
+import { enterpriseQuery, iso, pageInfo, pageQuery, paginate, verdictShape } from '../schemas.js';
 import { scopeOf } from '../tenancy.js';
 
 const VERSION = /^[0-9a-f]{16}$/;
 const versionId = z.string().regex(VERSION, 'must be a policy version (16 hex digits)');
-const verdictShape = z.strictObject({
-  permission: z.string(),
-  rule_id: z.string().nullable(),
-  policy_id: z.string().nullable(),
-  severity: z.string().nullable(),
-  remediation: z.string().nullable(),
-});
 const cellShape = z.strictObject({
   role_id: z.string(),
   app: z.string().nullable(),
