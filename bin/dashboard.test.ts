@@ -146,6 +146,12 @@ describe('the dashboard page', () => {
       await page.locator(`[data-testid="alert-row"][data-alert-id="${alertId}"]`).click();
       const detail = page.getByTestId('alert-detail');
       await detail.waitFor();
+      // Why: the stored event replayed through the version that decided it.
+      await detail.getByTestId('explain').click();
+      const why = detail.getByTestId('explanation');
+      await why.getByText(/^Decided by (rule \S+ of policy|the default of policy) \S+: deny/).waitFor({ timeout: 10_000 });
+      assert.match((await why.textContent()) ?? '', /Policy version [0-9a-f]{8} by system/);
+      assert.ok((await why.locator('.checks li.held').count()) >= 2, 'the tests that held are listed');
       await detail.getByTestId('block-device').click();
       await detail
         .getByTestId('remediation-outcomes')

@@ -372,6 +372,7 @@ function AlertDetail({ ctx, alert, onClose }: { ctx: PageContext; alert: AlertMe
           </p>
         ))}
       <ErrorNote error={error} />
+      <Explain ctx={ctx} alertId={alert.alert_id} />
       <ul class="outcomes" data-testid="remediation-outcomes">
         {outcomes.map((o) => (
           <li class={`outcome ${o.status}`}>
@@ -381,5 +382,102 @@ function AlertDetail({ ctx, alert, onClose }: { ctx: PageContext; alert: AlertMe
         ))}
       </ul>
     </aside>
+  );
+}
+
+interface Check {
+  test: string;
+  expected: unknown;
+  seen: unknown;
+  held: boolean;
+}
+interface Candidate {
+  kind: 'rule' | 'policy_default';
+  rule_id: string | null;
+  policy_id: string;
+  permission: string;
+  severity: string | null;
+  checks: Check[];
+  lost_because?: string;
+  failed?: Check;
+}
+interface Explanation {
+  matches_stored: boolean;
+  explanation: { deciding: Candidate | null; beaten: Candidate[]; not_matching: Candidate[] };
+  policy_version: { version: string; author: string; created_at: string };
+}
+
+const shown = (u: unknown): string =>
+  u === null || u === undefined ? 'nothing' : Array.isArray(u) ? u.join(', ') : typeof u === 'object' ? JSON.stringify(u) : String(u);
+const who = (c: Candidate): string => (c.kind === 'rule' ? `rule ${c.rule_id ?? ''}` : `the default of ${c.policy_id}`);
+
+/** Why the verdict: the stored event replayed through the version that decided it (GET …/explain). */
+function Explain({ ctx, alertId }: { ctx: PageContext; alertId: string }) {
+  const [x, setX] = useState<Explanation | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [loading, setLoading] = useState(false);
+  useEffect(() => {
+    setX(null);
+    setError(null);
+  }, [alertId]);
+  const load = (): void => {
+    setLoading(true);
+    setError(null);
+    ctx.api.get<Explanation>(`/dashboard/alerts/${encodeURIComponent(alertId)}/explain${qs({ ...ctx.scope })}`).then(
+      (r) => {
+        setX(r);
+        setLoading(false);
+      },
+      (e: unknown) => {
+        setError(e);
+        setLoading(false);
+      },
+    );
+  };
+  if (x === null) {
+    return (
+      <div class="explain">
+        <button type="button" data-testid="explain" disabled={loading} onClick={load}>
+          {loading ? 'Explaining…' : 'Why?'}
+        </button>
+        <ErrorNote error={error} />
+      </div>
+    );
+  }
+  const d = x.explanation.deciding;
+  return (
+    <section class="explain" data-testid="explanation" aria-label="Why this verdict">
+      <h3>Why</h3>
+      <p>
+        {d === null
+          ? 'No policy of the user’s roles covers it.'
+          : `Decided by ${d.kind === 'rule' ? `rule ${d.rule_id ?? ''} of policy` : 'the default of policy'} ${d.policy_id}: ${d.permission}${d.severity ? `, ${d.severity}` : ''}.`}{' '}
+        <span class="hint">
+          Policy version {x.policy_version.version.slice(0, 8)} by {x.policy_version.author}, {new Date(x.policy_version.created_at).toLocaleString()}
+          {x.matches_stored ? '' : ' — the replay does not give the stored verdict'}
+        </span>
+      </p>
+      {d === null ? null : (
+        <ul class="checks">
+          {d.checks.map((c) => (
+            <li class={c.held ? 'held' : 'failed'}>
+              {c.held ? '✓' : '✗'} {c.test}: needs {shown(c.expected)}, had {shown(c.seen)}
+            </li>
+          ))}
+        </ul>
+      )}
+      {x.explanation.beaten.length > 0 ? (
+        <>
+          <h4>Also matched, and lost</h4>
+          <ul class="beaten">
+            {x.explanation.beaten.map((b) => (
+              <li>
+                {who(b)} ({b.permission}): {b.lost_because}
+              </li>
+            ))}
+          </ul>
+        </>
+      ) : null}
+    </section>
   );
 }
