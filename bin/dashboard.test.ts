@@ -229,10 +229,22 @@ describe('the dashboard page', () => {
       await rule.waitFor({ timeout: 10_000 });
       await rule.getByTestId('edit-rule').click();
       await rule.getByTestId('edit-permission').selectOption('allow');
+      // Before saving: what the edit would have done to the last 24 h of stored events.
+      await rule.getByTestId('preview-rule').click();
+      await rule
+        .getByTestId('preview-result')
+        .filter({ hasText: /^Over the last 24 h, \d+ events replayed: \d+ would be denied, \d+ allowed/ })
+        .waitFor({ timeout: 30_000 });
       await rule.getByTestId('save-rule').click();
       await page.getByTestId('policy-saved').filter({ hasText: 'The pipeline enforces it within a few seconds' }).waitFor({ timeout: 10_000 });
       await shot(page, 'policies');
       await until('the pipeline to allow it', 30_000, async () => (await verdictNow()) === 'allow');
+      // The change is in the policy's history, by this admin; restoring the version before it is one more change.
+      const history = page.locator(`[data-testid="policy"][data-policy-id="${BRIEF.adminPolicy}"] [data-testid="policy-history"]`);
+      await history.getByTestId('show-history').click();
+      await history.getByTestId('version').filter({ hasText: 'by admin@acme' }).first().waitFor({ timeout: 20_000 });
+      await history.getByTestId('restore-version').first().click();
+      await until('the rule denied again', 30_000, async () => (await verdictNow()) === 'deny');
     });
   });
 

@@ -1,7 +1,9 @@
 /**
  * The enterprise's policies and their rules; an admin edits a rule's permission, severity and
- * remediation in place. A saved rule is recompiled by the pipeline within about a second, which
- * the page says, with the time it was saved.
+ * remediation in place, can preview the edit against the last 24 hours of stored events before
+ * saving it (POST /policy-previews), and sees each policy's version history with what changed
+ * and a restore (rollback). A saved rule is recompiled by the pipeline within about a second,
+ * which the page says, with the time it was saved.
  */
 import { useState } from 'preact/hooks';
 import { qs } from './client.js';
@@ -75,6 +77,7 @@ export function PoliciesView({ ctx }: { ctx: PageContext }) {
                     <RuleRow
                       key={`${r.policy_rule_id}:${r.revision}`}
                       ctx={ctx}
+                      policy={p}
                       rule={r}
                       role={roleName(r.role_id)}
                       onSaved={(rule) => {
@@ -88,6 +91,7 @@ export function PoliciesView({ ctx }: { ctx: PageContext }) {
                 </tbody>
               </table>
             )}
+            <History ctx={ctx} policyId={p.policy_id} onRestored={policies.reload} />
           </div>
         ))
       )}
@@ -95,7 +99,9 @@ export function PoliciesView({ ctx }: { ctx: PageContext }) {
   );
 }
 
-function RuleRow({ ctx, rule, role, onSaved }: { ctx: PageContext; rule: Rule; role: string; onSaved: (r: Rule) => void }) {
+function RuleRow({ ctx, policy, rule, role, onSaved }: { ctx: PageContext; policy: Policy; rule: Rule; role: string; onSaved: (r: Rule) => void }) {
+  const [preview, setPreview] = useState<string | null>(null);
+  const [previewing, setPreviewing] = useState(false);
   const [editing, setEditing] = useState(false);
   const [permission, setPermission] = useState(rule.permission);
   const [severity, setSeverity] = useState(rule.severity ?? '');
@@ -128,6 +134,28 @@ function RuleRow({ ctx, rule, role, onSaved }: { ctx: PageContext; rule: Rule; r
       },
     );
   };
+  // The edit against the last 24 h of stored events, before it is saved.
+  const runPreview = (): void => {
+    setPreviewing(true);
+    setPreview(null);
+    setError(null);
+    const edited = { ...rule, permission, severity: severity === '' ? null : severity, remediation: remediation === '' ? null : remediation };
+    const draft = { ...policy, rules: policy.rules.map((r) => (r.policy_rule_id === rule.policy_rule_id ? edited : r)) };
+    void (async () => {
+      try {
+        let job = await ctx.api.post<PreviewJob>('/policy-previews', { ...ctx.scope, policies: [draft], range: '24h' });
+        for (let i = 0; job.status === 'running' && i < 200; i++) {
+          await new Promise((r) => setTimeout(r, 300));
+          job = await ctx.api.get<PreviewJob>(`/policy-previews/${job.preview_id}${qs({ ...ctx.scope })}`);
+        }
+        setPreview(previewText(job));
+      } catch (e) {
+        setError(e);
+      } finally {
+        setPreviewing(false);
+      }
+    })();
+  };
   const select = (value: string, set: (v: string) => void, options: string[], label: string, none?: string) => (
     <select aria-label={label} data-testid={`edit-${label}`} value={value} disabled={busy} onChange={(e) => set(e.currentTarget.value)}>
       {none !== undefined && <option value="">{none}</option>}
@@ -158,6 +186,9 @@ function RuleRow({ ctx, rule, role, onSaved }: { ctx: PageContext; rule: Rule; r
           <td>{select(severity, setSeverity, SEVERITIES, 'severity', 'policy default')}</td>
           <td>{permission === 'allow' ? 'none' : select(remediation, setRemediation, REMEDIATIONS, 'remediation', 'none')}</td>
           <td class="inline-form">
+            <button type="button" data-testid="preview-rule" disabled={busy || previewing} onClick={runPreview}>
+              {previewing ? 'Previewing…' : 'Preview'}
+            </button>
             <button type="button" class="primary" data-testid="save-rule" disabled={busy} onClick={save}>
               {busy ? 'Saving…' : 'Save'}
             </button>
@@ -165,6 +196,11 @@ function RuleRow({ ctx, rule, role, onSaved }: { ctx: PageContext; rule: Rule; r
               Cancel
             </button>
             <ErrorNote error={error} />
+            {preview !== null && (
+              <p class="hint" data-testid="preview-result">
+                {preview}
+              </p>
+            )}
           </td>
         </>
       ) : (
@@ -184,5 +220,120 @@ function RuleRow({ ctx, rule, role, onSaved }: { ctx: PageContext; rule: Rule; r
         </>
       )}
     </tr>
+  );
+}
+
+interface PreviewJob {
+  preview_id: string;
+  status: 'running' | 'done' | 'failed' | 'cancelled';
+  error: string | null;
+  result: {
+    events_scanned: number;
+    not_replayable: number;
+    changed: { allow_to_deny: number; deny_to_allow: number; severity_changed: number; remediation_changed: number };
+    top_users: Array<{ user_name: string; changed: number }>;
+  } | null;
+}
+
+function previewText(job: PreviewJob): string {
+  const r = job.result;
+  if (job.status !== 'done' || r === null) return `The preview ${job.status}${job.error ? `: ${job.error}` : ''}.`;
+  const c = r.changed;
+  const who =
+    r.top_users.length === 0
+      ? ''
+      : ` Most affected: ${r.top_users
+          .slice(0, 3)
+          .map((u) => `${u.user_name} (${u.changed})`)
+          .join(', ')}.`;
+  return (
+    `Over the last 24 h, ${r.events_scanned} events replayed: ${c.allow_to_deny} would be denied, ${c.deny_to_allow} allowed, ` +
+    `${c.severity_changed} change severity, ${c.remediation_changed} remediation` +
+    (r.not_replayable > 0 ? ` (${r.not_replayable} not replayable)` : '') +
+    `.${who}`
+  );
+}
+
+interface VersionEntry {
+  version: string;
+  parent: string | null;
+  author: string;
+  created_at: string;
+  changed: boolean;
+  current: boolean;
+}
+
+/** A policy's version history: who changed it when, what changed (decision cells), restore. */
+function History({ ctx, policyId, onRestored }: { ctx: PageContext; policyId: string; onRestored: () => void }) {
+  const [open, setOpen] = useState(false);
+  const [entries, setEntries] = useState<VersionEntry[] | null>(null);
+  const [changes, setChanges] = useState<Record<string, string>>({});
+  const [error, setError] = useState<unknown>(null);
+  const load = (): void => {
+    setError(null);
+    ctx.api.get<{ versions: VersionEntry[] }>(`/policies/${encodeURIComponent(policyId)}/versions${qs({ ...ctx.scope, limit: 20 })}`).then(
+      (r) => setEntries(r.versions),
+      (e: unknown) => setError(e),
+    );
+  };
+  const show = (v: VersionEntry): void => {
+    ctx.api
+      .get<{ diff_from_parent: { changes: Record<string, number>; changed_cells: number } | null }>(`/policy-versions/${v.version}${qs({ ...ctx.scope })}`)
+      .then(
+        (r) => {
+          const d = r.diff_from_parent;
+          const text =
+            d === null
+              ? 'The first version recorded.'
+              : `${d.changed_cells} decision cells changed: ${d.changes['allow_to_deny'] ?? 0} allow→deny, ${d.changes['deny_to_allow'] ?? 0} deny→allow, ${d.changes['severity_changed'] ?? 0} severity, ${d.changes['remediation_changed'] ?? 0} remediation.`;
+          setChanges((c) => ({ ...c, [`${v.version}:${v.created_at}`]: text }));
+        },
+        (e: unknown) => setError(e),
+      );
+  };
+  const restore = (v: VersionEntry): void => {
+    ctx.api.post(`/policies/${encodeURIComponent(policyId)}/rollback`, { ...ctx.scope, version: v.version }).then(
+      () => {
+        onRestored();
+        setTimeout(load, 1000);
+      },
+      (e: unknown) => setError(e),
+    );
+  };
+  return (
+    <div class="history" data-testid="policy-history">
+      <button
+        type="button"
+        class="link"
+        data-testid="show-history"
+        onClick={() => {
+          setOpen(!open);
+          if (!open) load();
+        }}
+      >
+        {open ? 'Hide history' : 'History'}
+      </button>
+      <ErrorNote error={error} />
+      {open && entries !== null && (
+        <ul>
+          {entries.map((v) => (
+            <li data-testid="version" data-version={v.version}>
+              <code>{v.version.slice(0, 8)}</code> by {v.author}, {time(v.created_at)}
+              {v.current ? ' (in force)' : ''}
+              {v.changed ? '' : ' — this policy unchanged'}{' '}
+              <button type="button" class="link" onClick={() => show(v)}>
+                What changed
+              </button>
+              {ctx.me.can.write && !v.current && (
+                <button type="button" class="link" data-testid="restore-version" onClick={() => restore(v)}>
+                  Restore
+                </button>
+              )}
+              {changes[`${v.version}:${v.created_at}`] && <p class="hint">{changes[`${v.version}:${v.created_at}`]}</p>}
+            </li>
+          ))}
+        </ul>
+      )}
+    </div>
   );
 }
