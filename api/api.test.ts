@@ -826,6 +826,67 @@ describe('policy previews', () => {
   });
 });
 
+describe('shadow mode', () => {
+  it('a shadow rule is evaluated on live traffic and stored, never alerted or versioned; promoted, it is enforced', async () => {
+    const rule = {
+      policy_rule_id: 'shadow-zoom',
+      policy_id: BRIEF.adminPolicy,
+      app_id: BRIEF.zoom,
+      action_id: BRIEF.startMeeting,
+      permission: 'deny',
+      severity: 'high',
+    };
+    const versionsBefore = (await as('admin@acme', 'GET', `/policies/${BRIEF.adminPolicy}/versions`)).json.versions.length;
+    const created = await as('admin@acme', 'POST', '/policy-rules', { body: { ...rule, mode: 'shadow' } });
+    assert.equal(created.status, 201, created.text);
+    assert.equal(created.json.mode, 'shadow');
+    let id = 8100;
+    const meeting = (): Promise<void> => publishEvents([event(id++, { app: BRIEF.zoom, action: BRIEF.startMeeting })]);
+    await until(
+      async () => {
+        await meeting();
+        return (await as('viewer@acme', 'GET', '/dashboard/shadow?range=1h')).json.would_deny >= 1;
+      },
+      40_000,
+      'a shadow decision stored',
+    );
+    const s = (await as('viewer@acme', 'GET', `/dashboard/shadow?range=1h&policy_id=${BRIEF.adminPolicy}`)).json;
+    assert.ok(s.evaluated >= s.would_deny && s.would_deny >= 1, JSON.stringify(s));
+    assert.ok(
+      s.by_rule.some((r: any) => r.rule_id === 'shadow-zoom' && r.would_deny >= 1),
+      JSON.stringify(s),
+    );
+    assert.ok(s.top_users.some((u: any) => u.user_id === BRIEF.john));
+    assert.ok(
+      !(await as('viewer@acme', 'GET', '/dashboard/alerts?limit=500')).json.alerts.some((a: any) => a.rule_id === 'shadow-zoom'),
+      'no alert from a shadow rule',
+    );
+    assert.equal(
+      (await as('admin@acme', 'GET', `/policies/${BRIEF.adminPolicy}/versions`)).json.versions.length,
+      versionsBefore,
+      'the enforced policies did not change',
+    );
+
+    const promoted = await as('admin@acme', 'POST', '/policy-rules', { body: { ...rule, mode: 'enforce' } });
+    assert.equal(promoted.status, 200, promoted.text);
+    await until(
+      async () => {
+        await meeting();
+        return (await as('viewer@acme', 'GET', '/dashboard/alerts?limit=500')).json.alerts.some((a: any) => a.rule_id === 'shadow-zoom');
+      },
+      40_000,
+      'the promoted rule enforced',
+    );
+    await until(
+      async () => (await as('admin@acme', 'GET', `/policies/${BRIEF.adminPolicy}/versions`)).json.versions[0]?.author === 'admin@acme',
+      20_000,
+      'the promotion recorded as a version',
+    );
+    // Out of the way of the tests after.
+    assert.equal((await as('admin@acme', 'POST', '/policy-rules', { body: { ...rule, enabled: false } })).status, 200);
+  });
+});
+
 describe('tenancy', () => {
   it('an enterprise account never reads another enterprise by filter or by id', async () => {
     const g = (path: string): Promise<Res> => as('admin@globex', 'GET', path);

@@ -325,6 +325,64 @@ export interface DecidedEvent {
   decision_inputs: number;
 }
 
+export interface ShadowSummary {
+  /** Events a shadow module decided (the enterprise had something in shadow mode). */
+  evaluated: number;
+  /** Allowed as enforced, denied in shadow; and the other way. */
+  would_deny: number;
+  would_allow: number;
+  by_rule: Array<{ policy_id: string; rule_id: string | null; would_deny: number; would_allow: number }>;
+  top_users: Array<{ user_id: string; user_name: string; differing: number }>;
+  top_apps: Array<{ app_id: string; app_name: string; differing: number }>;
+}
+
+/** What shadow-mode policies would have done in a window (of one policy: its shadow decisions). */
+export async function shadowSummary(ch: ClickHouseHandle, q: RangeQuery & { policyId?: string | undefined }): Promise<ShadowSummary> {
+  const table = tableOf(ch, 'app_usage');
+  const params = { enterprise: q.enterprise, from: q.from, to: q.to, policy: q.policyId ?? '' };
+  const where = `enterprise_id = {enterprise:String} AND ts >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND ts < fromUnixTimestamp64Milli({to:Int64}, 'UTC')
+    AND shadow_verdict != ''${q.policyId === undefined ? '' : ' AND shadow_policy_id = {policy:String}'}`;
+  const differs = "toString(verdict) != toString(shadow_verdict) AND verdict != 'unregistered'";
+  const [totals, byRule, users, apps] = await Promise.all([
+    rows<Record<string, string>>(
+      ch,
+      `SELECT toString(count()) AS evaluated, toString(countIf(verdict = 'allow' AND shadow_verdict = 'deny')) AS would_deny,
+        toString(countIf(verdict = 'deny' AND shadow_verdict = 'allow')) AS would_allow FROM ${table} WHERE ${where}`,
+      params,
+    ),
+    rows<Record<string, string>>(
+      ch,
+      `SELECT shadow_policy_id AS policy_id, shadow_rule_id AS rule_id, toString(countIf(shadow_verdict = 'deny')) AS would_deny, toString(countIf(shadow_verdict = 'allow')) AS would_allow
+        FROM ${table} WHERE ${where} AND ${differs} GROUP BY policy_id, rule_id ORDER BY count() DESC, rule_id LIMIT 50`,
+      params,
+    ),
+    rows<Record<string, string>>(
+      ch,
+      `SELECT user_id, any(user_name) AS user_name, toString(count()) AS n FROM ${table} WHERE ${where} AND ${differs} GROUP BY user_id ORDER BY count() DESC, user_id LIMIT 10`,
+      params,
+    ),
+    rows<Record<string, string>>(
+      ch,
+      `SELECT app_id, any(app_name) AS app_name, toString(count()) AS n FROM ${table} WHERE ${where} AND ${differs} GROUP BY app_id ORDER BY count() DESC, app_id LIMIT 10`,
+      params,
+    ),
+  ]);
+  const t = totals[0] ?? {};
+  return {
+    evaluated: Number(t['evaluated'] ?? 0),
+    would_deny: Number(t['would_deny'] ?? 0),
+    would_allow: Number(t['would_allow'] ?? 0),
+    by_rule: byRule.map((r) => ({
+      policy_id: String(r['policy_id']),
+      rule_id: r['rule_id'] === '' ? null : String(r['rule_id']),
+      would_deny: Number(r['would_deny']),
+      would_allow: Number(r['would_allow']),
+    })),
+    top_users: users.map((r) => ({ user_id: String(r['user_id']), user_name: String(r['user_name']), differing: Number(r['n']) })),
+    top_apps: apps.map((r) => ({ app_id: String(r['app_id']), app_name: String(r['app_name']), differing: Number(r['n']) })),
+  };
+}
+
 /** The columns of a stored usage row that a replay reads. */
 export type StoredDecision = Pick<
   DecidedEvent,

@@ -34,6 +34,7 @@ import { policyVersionRoutes } from './routes/policyVersions.js';
 import { previewRoutes } from './routes/previews.js';
 import { remediationRoutes } from './routes/remediation.js';
 import { roleRoutes } from './routes/roles.js';
+import { shadowRoutes } from './routes/shadow.js';
 import { requireAccess } from './tenancy.js';
 import type { LogLine } from '../core/log.js';
 
@@ -155,6 +156,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       ...policyVersionRoutes(ctx),
       ...explainRoutes(ctx),
       ...previewRoutes(ctx, previews),
+      ...shadowRoutes(ctx),
       ...opsRoutes(ctx, metrics, () => (openapi ??= openApiDocument(routes, version)), { metricsToken: options.metricsToken ?? null }),
     );
     const alerts = createAlertsSocket({

@@ -91,6 +91,9 @@ function makeRows(n: number, seqBase: number, eventBase: number): AppUsageRow[] 
       os: e % 2 === 0 ? 'iOS' : 'Android',
       os_version: `${14 + (e % 4)}.${e % 3}`,
       decision_inputs: 1,
+      shadow_verdict: '',
+      shadow_policy_id: '',
+      shadow_rule_id: '',
     };
   }
   return rows;

@@ -128,6 +128,9 @@ export interface RolePolicy {
   assigned_at: string;
 }
 
+export const POLICY_MODES = ['enforce', 'shadow'] as const;
+export type PolicyMode = (typeof POLICY_MODES)[number];
+
 export interface Policy {
   id: string;
   enterprise_id: string;
@@ -137,6 +140,8 @@ export interface Policy {
   /** Severity reported when this policy's default denies an event. */
   default_severity: Severity;
   enabled: boolean;
+  /** `shadow`: evaluated on live traffic, its would-be verdicts stored, never enforced. @default 'enforce' */
+  mode?: PolicyMode;
   updated_at: string;
   /** Console account that last changed it (absent: seeded or older than this field). */
   updated_by?: string;
@@ -176,6 +181,8 @@ export interface PolicyRule {
   remediation?: Remediation;
   when?: RuleConditions;
   enabled: boolean;
+  /** `shadow`: as a shadow policy's rules, whatever its policy's mode. @default 'enforce' */
+  mode?: PolicyMode;
   updated_at: string;
   /** Console account that last changed it (absent: seeded or older than this field). */
   updated_by?: string;

@@ -61,6 +61,8 @@ export interface BatchContext {
   directory: Directory;
   view: ControlPlaneView;
   module(enterpriseId: string): PolicyModule | undefined;
+  /** The enterprise's shadow module (rules-wasm/policyRegistry.ts), when it has anything in shadow mode. */
+  shadowModule?(enterpriseId: string): PolicyModule | undefined;
 }
 
 interface Pending {
@@ -72,6 +74,8 @@ interface Pending {
   eval: EvalEvent | null;
   verdict: Verdict | null;
   version: string;
+  /** The shadow module's verdict, when the enterprise has one. */
+  shadow: Verdict | null;
 }
 
 const UNREGISTERED = 'unregistered';
@@ -141,6 +145,7 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
             eval: enriched.event,
             verdict: null,
             version: NO_VERSION,
+            shadow: null,
           }
         : {
             event,
@@ -151,6 +156,7 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
             eval: null,
             verdict: null,
             version: NO_VERSION,
+            shadow: null,
           };
       if (p.eval) {
         let list = byEnterprise.get(p.enterpriseId);
@@ -183,6 +189,16 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
           p.verdict = module.verdictOf(ranks[i] ?? 0);
           p.version = module.hash;
         }
+      }
+      const shadow = ctx.shadowModule?.(enterpriseId);
+      if (shadow === undefined) continue;
+      // Shadow-mode policies: evaluated as if enforced, stored beside the verdict, never acted on.
+      const sc = shadow.columns(indexes.length);
+      for (let start = 0; start < indexes.length; start += sc.capacity) {
+        const n = Math.min(sc.capacity, indexes.length - start);
+        for (let i = 0; i < n; i++) shadow.encoder.encode(sc, i, (pending[indexes[start + i] as number] as Pending).eval as EvalEvent);
+        const ranks = shadow.run(n);
+        for (let i = 0; i < n; i++) (pending[indexes[start + i] as number] as Pending).shadow = shadow.verdictOf(ranks[i] ?? 0);
       }
     }
   }
@@ -224,6 +240,9 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
         v?.remediation ?? '',
         p.version,
         ...decisionInputs(p.eval),
+        p.shadow?.permission ?? '',
+        p.shadow?.policy_id ?? '',
+        p.shadow?.rule_id ?? '',
       ]);
       if (v?.permission !== 'deny') continue;
       out.counts.violations++;

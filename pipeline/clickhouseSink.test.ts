@@ -67,6 +67,9 @@ function batch(seq: number, events: number, firstEventId = 1): Uint8Array {
       os: 'iOS',
       os_version: '17',
       decision_inputs: 1,
+      shadow_verdict: '',
+      shadow_policy_id: '',
+      shadow_rule_id: '',
     };
     APP_USAGE.writeRow(w, row);
   }

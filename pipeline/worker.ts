@@ -105,7 +105,7 @@ export default async function runBatch(task: WorkerTask): Promise<WorkerResult> 
   const violations = violationWriter.reset();
   const out = processBatch(
     task.messages,
-    { directory: s.directory, view: s.view, module: (id) => s.registry.module(id) },
+    { directory: s.directory, view: s.view, module: (id) => s.registry.module(id), shadowModule: (id) => s.registry.shadowModule(id) },
     {
       appUsage: (values) => APP_USAGE.write(usage, values),
       violation: (values) => {

@@ -18,8 +18,13 @@ export interface EnterprisePolicySource {
 /**
  * One PolicyInput per policy, ordered by policy id and rules by rule id: the order breaks
  * ties between equally ranked rules, so it must not depend on how the entities were listed.
+ * Policies and rules in shadow mode are left out unless `shadow` (the set that says what they
+ * would have done).
  */
-export function enterprisePolicyInputs(source: EnterprisePolicySource): PolicyInput[] {
+export function enterprisePolicyInputs(source: EnterprisePolicySource, options: { shadow?: boolean } = {}): PolicyInput[] {
+  // Enforced: shadow policies and rules left out. With `shadow`: everything, as if enforced.
+  const counts = (mode: string | undefined): boolean => options.shadow === true || mode !== 'shadow';
+  source = { ...source, policies: source.policies.filter((p) => counts(p.mode)), rules: source.rules.filter((r) => counts(r.mode)) };
   const appName = new Map(source.apps.map((a) => [a.id, a.name]));
   const actionName = new Map(source.actions.map((a) => [a.id, a.name]));
   const byId = <T extends { id: string }>(a: T, b: T): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
@@ -60,4 +65,9 @@ function ruleInput(r: PolicyRule, appName: ReadonlyMap<string, string>, actionNa
   if (r.remediation !== undefined) out.remediation = r.remediation;
   if (r.when !== undefined) out.when = r.when;
   return out;
+}
+
+/** Whether anything of the source is in shadow mode (a shadow module is worth compiling). */
+export function hasShadow(source: Pick<EnterprisePolicySource, 'policies' | 'rules'>): boolean {
+  return source.policies.some((p) => p.mode === 'shadow') || source.rules.some((r) => r.mode === 'shadow');
 }

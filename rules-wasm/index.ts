@@ -18,7 +18,7 @@ export { NO_POLICY_VERDICT, verdictOfRank, parseOsVersion } from './model.js';
 export type { Verdict, NormalizedPolicySet, NormalizedPolicy, NormalizedRule } from './model.js';
 export type { EvalEvent } from './event.js';
 export { registerRulesCommands } from './cli.js';
-export { enterprisePolicyInputs } from './controlPlanePolicies.js';
+export { enterprisePolicyInputs, hasShadow } from './controlPlanePolicies.js';
 export type { EnterprisePolicySource } from './controlPlanePolicies.js';
 export { enrichEvent, UNENFORCED_REASONS } from './enrich.js';
 export type { Directory, Enrichment, UnenforcedReason } from './enrich.js';

@@ -6,7 +6,7 @@
  */
 import type { ControlPlaneChange, ControlPlaneView } from '../core/controlPlane/index.js';
 import { compilePolicies, PolicyCompileError } from './compiler.js';
-import { enterprisePolicyInputs } from './controlPlanePolicies.js';
+import { enterprisePolicyInputs, hasShadow } from './controlPlanePolicies.js';
 import type { PolicyInput } from './language.js';
 import { PolicyModule } from './policyModule.js';
 
@@ -19,14 +19,17 @@ export interface PolicyRegistryOptions {
 }
 
 /** An enterprise's policies as the compiler takes them, from the control plane. */
-export function enterpriseInputsOf(view: ControlPlaneView, enterpriseId: string): PolicyInput[] {
-  return enterprisePolicyInputs({
-    policies: view.policiesOfEnterprise(enterpriseId),
-    rules: view.rulesOfEnterprise(enterpriseId),
-    rolePolicies: view.list('role_policy', enterpriseId),
-    apps: view.list('app'),
-    actions: view.list('action'),
-  });
+export function enterpriseInputsOf(view: ControlPlaneView, enterpriseId: string, options: { shadow?: boolean } = {}): PolicyInput[] {
+  return enterprisePolicyInputs(
+    {
+      policies: view.policiesOfEnterprise(enterpriseId),
+      rules: view.rulesOfEnterprise(enterpriseId),
+      rolePolicies: view.list('role_policy', enterpriseId),
+      apps: view.list('app'),
+      actions: view.list('action'),
+    },
+    options,
+  );
 }
 
 /** The label an enterprise's module is compiled with (it is part of the policy version). */
@@ -36,6 +39,8 @@ export class PolicyRegistry implements Disposable {
   readonly #view: ControlPlaneView;
   readonly #options: PolicyRegistryOptions;
   readonly #modules = new Map<string, PolicyModule>();
+  /** The enterprises with policies or rules in shadow mode: everything compiled as if enforced. */
+  readonly #shadow = new Map<string, PolicyModule>();
   readonly #unsubscribe: () => void;
   #pending = new Set<string>();
   #running: Promise<void> = Promise.resolve();
@@ -56,6 +61,11 @@ export class PolicyRegistry implements Disposable {
 
   module(enterpriseId: string): PolicyModule | undefined {
     return this.#modules.get(enterpriseId);
+  }
+
+  /** The shadow module (every policy and rule, shadow ones as if enforced), when the enterprise has any in shadow mode. */
+  shadowModule(enterpriseId: string): PolicyModule | undefined {
+    return this.#shadow.get(enterpriseId);
   }
 
   versions(): Record<string, string> {
@@ -98,15 +108,19 @@ export class PolicyRegistry implements Disposable {
     const enterprise = this.#view.enterprise(enterpriseId);
     if (!enterprise) {
       this.#modules.delete(enterpriseId);
+      this.#shadow.delete(enterpriseId);
       return;
     }
     const view = this.#view;
     try {
-      const compiled = await compilePolicies(enterpriseInputsOf(view, enterpriseId), {
-        timezone: enterprise.timezone,
-        cacheDir: this.#options.cacheDir,
-        label: enterpriseLabel(enterpriseId),
-      });
+      const options = { timezone: enterprise.timezone, cacheDir: this.#options.cacheDir, label: enterpriseLabel(enterpriseId) };
+      const compiled = await compilePolicies(enterpriseInputsOf(view, enterpriseId), options);
+      const shadow = hasShadow({ policies: view.policiesOfEnterprise(enterpriseId), rules: view.rulesOfEnterprise(enterpriseId) })
+        ? await compilePolicies(enterpriseInputsOf(view, enterpriseId, { shadow: true }), options)
+        : null;
+      if (shadow === null) this.#shadow.delete(enterpriseId);
+      else if (this.#shadow.get(enterpriseId)?.hash !== shadow.hash)
+        this.#shadow.set(enterpriseId, await PolicyModule.instantiate(shadow, this.#options.capacity ?? 8192));
       if (this.#modules.get(enterpriseId)?.hash === compiled.hash) return;
       this.#modules.set(enterpriseId, await PolicyModule.instantiate(compiled, this.#options.capacity ?? 8192));
       this.#options.onCompiled?.(enterpriseId, compiled.hash, compiled.stats.compileMs, compiled.stats.cached);

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { ConflictError, type ControlPlaneView } from '../../core/controlPlane/index.js';
-import { PERMISSIONS, REMEDIATIONS, SEVERITIES, type Policy, type PolicyRule } from '../../core/domain.js';
+import { PERMISSIONS, POLICY_MODES, REMEDIATIONS, SEVERITIES, type Policy, type PolicyRule } from '../../core/domain.js';
 import { conditionsSchema, enterprisePolicyInputs, normalizePolicies, PolicyValidationError } from '../../rules-wasm/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
@@ -30,6 +30,7 @@ const ruleShape = z.strictObject({
   remediation: z.enum(REMEDIATIONS).nullable(),
   when: conditions.nullable(),
   enabled: z.boolean(),
+  mode: z.enum(POLICY_MODES),
   updated_at: z.string(),
   updated_by: z.string().nullable(),
   revision: z.number().int(),
@@ -41,6 +42,7 @@ const policyShape = z.strictObject({
   default_permission: z.enum(PERMISSIONS),
   default_severity: z.enum(SEVERITIES),
   enabled: z.boolean(),
+  mode: z.enum(POLICY_MODES),
   role_ids: z.array(z.string()),
   updated_at: z.string(),
   updated_by: z.string().nullable(),
@@ -65,6 +67,7 @@ function ruleView(view: ControlPlaneView, r: PolicyRule): z.infer<typeof ruleSha
     remediation: r.remediation ?? null,
     when: r.when ?? null,
     enabled: r.enabled,
+    mode: r.mode ?? 'enforce',
     updated_at: r.updated_at,
     updated_by: r.updated_by ?? null,
     revision: view.get('policy_rule', r.enterprise_id, r.id)?.revision ?? 0,
@@ -79,6 +82,7 @@ function policyView(view: ControlPlaneView, p: Policy): z.infer<typeof policySha
     default_permission: p.default_permission,
     default_severity: p.default_severity,
     enabled: p.enabled,
+    mode: p.mode ?? 'enforce',
     role_ids: view
       .rolesOfPolicy(p.id, p.enterprise_id)
       .map((r) => r.id)
@@ -97,15 +101,17 @@ function policyView(view: ControlPlaneView, p: Policy): z.infer<typeof policySha
 function validateWith(view: ControlPlaneView, enterprise: string, change: { policy?: Policy; rule?: PolicyRule }): void {
   const policies = view.policiesOfEnterprise(enterprise).filter((p) => p.id !== change.policy?.id);
   const rules = view.rulesOfEnterprise(enterprise).filter((r) => r.id !== change.rule?.id);
-  const inputs = enterprisePolicyInputs({
+  const source = {
     policies: change.policy === undefined ? policies : [...policies, change.policy],
     rules: change.rule === undefined ? rules : [...rules, change.rule],
     rolePolicies: view.list('role_policy', enterprise),
     apps: view.list('app'),
     actions: view.list('action'),
-  });
+  };
   try {
-    normalizePolicies(inputs, { timezone: view.enterprise(enterprise)?.timezone ?? 'UTC' });
+    // As enforced, and with the shadow-mode ones as if enforced: both are compiled.
+    for (const shadow of [false, true])
+      normalizePolicies(enterprisePolicyInputs(source, { shadow }), { timezone: view.enterprise(enterprise)?.timezone ?? 'UTC' });
   } catch (err) {
     if (err instanceof PolicyValidationError) throw new ApiError(400, 'invalid_policy', err.message, err.issues);
     throw err;
@@ -222,6 +228,10 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
         default_permission: z.enum(PERMISSIONS).optional(),
         default_severity: z.enum(SEVERITIES).optional(),
         enabled: z.boolean().optional(),
+        mode: z
+          .enum(POLICY_MODES)
+          .optional()
+          .describe('shadow: evaluated on live traffic and stored as shadow verdicts, never enforced; enforce (default) to promote'),
       }),
       response: policyShape.omit({ rules: true }).extend({ status: z.enum(['created', 'updated']) }),
       handler: async ({ body, principal, headers }) => {
@@ -238,6 +248,7 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
           default_permission: body.default_permission ?? before?.default_permission ?? 'allow',
           default_severity: body.default_severity ?? before?.default_severity ?? 'medium',
           enabled: body.enabled ?? before?.enabled ?? true,
+          mode: body.mode ?? before?.mode ?? 'enforce',
           updated_at: iso(ctx.now()),
           updated_by: principal.account.username,
         };
@@ -291,6 +302,10 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
         remediation: z.enum(REMEDIATIONS).optional(),
         when: conditions.optional(),
         enabled: z.boolean().optional(),
+        mode: z
+          .enum(POLICY_MODES)
+          .optional()
+          .describe('shadow: evaluated on live traffic and stored as shadow verdicts, never enforced; enforce (default) to promote'),
       }),
       response: ruleShape.extend({ status: z.enum(['created', 'updated']) }),
       handler: async ({ body, principal, headers }) => {
@@ -334,6 +349,7 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
           policy_id: body.policy_id,
           permission: body.permission,
           enabled: body.enabled ?? current?.value.enabled ?? true,
+          mode: body.mode ?? current?.value.mode ?? 'enforce',
           updated_at: iso(ctx.now()),
           updated_by: principal.account.username,
         };

@@ -6,7 +6,7 @@
  * `DELETE` to cancel.
  */
 import { z } from 'zod';
-import { PERMISSIONS, REMEDIATIONS, SEVERITIES, type Policy, type PolicyRule, type RolePolicy } from '../../core/domain.js';
+import { PERMISSIONS, POLICY_MODES, REMEDIATIONS, SEVERITIES, type Policy, type PolicyRule, type RolePolicy } from '../../core/domain.js';
 import { conditionsSchema, enterpriseLabel, enterprisePolicyInputs, PolicyCompileError } from '../../rules-wasm/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
@@ -29,6 +29,7 @@ const draftRule = z.strictObject({
   remediation: nullable(z.enum(REMEDIATIONS)),
   when: nullable(conditionsSchema),
   enabled: z.boolean().optional(),
+  mode: z.enum(POLICY_MODES).optional(),
   // As GET /policies returns them; ignored.
   updated_at: z.string().optional(),
   updated_by: z.string().nullable().optional(),
@@ -41,6 +42,7 @@ const draftPolicy = z.strictObject({
   default_permission: z.enum(PERMISSIONS).optional(),
   default_severity: z.enum(SEVERITIES).optional(),
   enabled: z.boolean().optional(),
+  mode: z.enum(POLICY_MODES).optional(),
   role_ids: z.array(id).max(64).default([]),
   rules: z.array(draftRule).max(10_000).default([]),
   updated_at: z.string().optional(),
@@ -119,6 +121,7 @@ export function previewRoutes(ctx: ApiContext, previews: PolicyPreviews): ApiRou
             default_permission: p.default_permission ?? 'allow',
             default_severity: p.default_severity ?? 'medium',
             enabled: p.enabled ?? true,
+            mode: p.mode ?? 'enforce',
             updated_at: '',
           });
           for (const role of p.role_ids) rolePolicies.push({ enterprise_id: enterprise, role_id: role, policy_id: p.policy_id, assigned_at: '' });
@@ -129,6 +132,7 @@ export function previewRoutes(ctx: ApiContext, previews: PolicyPreviews): ApiRou
               policy_id: p.policy_id,
               permission: r.permission,
               enabled: r.enabled ?? true,
+              mode: r.mode ?? 'enforce',
               updated_at: '',
             };
             for (const k of ['role_id', 'app_id', 'app_name', 'app_category', 'action_id', 'action', 'severity', 'remediation', 'when'] as const) {

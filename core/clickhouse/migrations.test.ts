@@ -26,8 +26,8 @@ async function migrateUpTo(h: ClickHouseHandle, version: number): Promise<void> 
 test('migrate creates every table and projection, and a second run is a no-op', async () => {
   const h = await clickhouse.open('schema_idem');
   const first = await migrate(h, { retentionDays: 30 });
-  assert.deepEqual(first.applied, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
-  assert.equal(SCHEMA_VERSION, 9);
+  assert.deepEqual(first.applied, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  assert.equal(SCHEMA_VERSION, 10);
   // The tables were created with the TTL already right.
   assert.deepEqual(first.ttlChanged, []);
   const second = await migrate(h, { retentionDays: 30 });
@@ -60,7 +60,7 @@ test('migrate creates every table and projection, and a second run is a no-op', 
   const versions = await rows<{ version: number }>(h, `SELECT version FROM ${h.database}.schema_migrations ORDER BY version`);
   assert.deepEqual(
     versions.map((v) => v.version),
-    [1, 2, 3, 4, 5, 6, 7, 8, 9],
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
   );
 });
 
@@ -109,6 +109,9 @@ test('columns, types, keys and settings are as specified', async () => {
     os: LC,
     os_version: LC,
     decision_inputs: 'UInt8',
+    shadow_verdict: LC,
+    shadow_policy_id: 'String',
+    shadow_rule_id: 'String',
     ingested_at: DT,
   });
   assert.equal(appUsage.at(-1)?.default_expression, 'now64(3)');
@@ -199,7 +202,7 @@ test('upgrading from schema 2 builds the projections for rows stored before and 
   const h = await clickhouse.open('schema_upgrade');
   await migrateUpTo(h, 2);
   // Rows as schema 2 had them: without the decision inputs of schema 9.
-  const inputs = new Set(['role_ids', 'region', 'os', 'os_version', 'decision_inputs']);
+  const inputs = new Set(['role_ids', 'region', 'os', 'os_version', 'decision_inputs', 'shadow_verdict', 'shadow_policy_id', 'shadow_rule_id']);
   await h.client.insert({
     table: `${h.database}.app_usage`,
     values: Array.from({ length: 5 }, (_, i) => {
@@ -210,7 +213,7 @@ test('upgrading from schema 2 builds the projections for rows stored before and 
     clickhouse_settings: { date_time_input_format: 'best_effort' },
   });
 
-  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3, 4, 5, 6, 7, 8, 9]);
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3, 4, 5, 6, 7, 8, 9, 10]);
   const deadline = Date.now() + 20_000;
   const built = async (): Promise<number> =>
     Number(
@@ -247,7 +250,7 @@ test('a database migrated by a newer towerwatch is refused', async () => {
   const h = await clickhouse.open('schema_newer');
   await migrate(h, { retentionDays: 30 });
   await h.client.insert({ table: `${h.database}.schema_migrations`, values: [{ version: 99, name: 'future' }], format: 'JSONEachRow' });
-  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(9\)/);
+  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(10\)/);
 });
 
 test('upgrading to schema 6 keeps the per-rejection dead letters of before, each counted once, and adds one-row-per-message columns', async () => {
@@ -267,7 +270,7 @@ test('upgrading to schema 6 keeps the per-rejection dead letters of before, each
     })),
     format: 'JSONEachRow',
   });
-  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [6, 7, 8, 9]);
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [6, 7, 8, 9, 10]);
   assert.deepEqual(
     await rows(h, `SELECT event_index, rejected_count, rejections, payload_bytes, payload_truncated FROM ${h.database}.dead_letters ORDER BY event_index`),
     [

@@ -443,6 +443,17 @@ export const MIGRATIONS: readonly Migration[] = [
         ADD COLUMN IF NOT EXISTS decision_inputs UInt8 DEFAULT 0 AFTER os_version`,
     ],
   },
+  {
+    version: 10,
+    name: 'shadow verdicts: what policies and rules in shadow mode would have decided',
+    statements: ({ db }) => [
+      // '' when the enterprise had nothing in shadow mode.
+      `ALTER TABLE ${db}.app_usage
+        ADD COLUMN IF NOT EXISTS shadow_verdict ${LC} DEFAULT '' AFTER decision_inputs,
+        ADD COLUMN IF NOT EXISTS shadow_policy_id String DEFAULT '' AFTER shadow_verdict,
+        ADD COLUMN IF NOT EXISTS shadow_rule_id String DEFAULT '' AFTER shadow_policy_id`,
+    ],
+  },
 ];
 
 /** Highest migration version this code knows. */

@@ -184,6 +184,11 @@ export const APP_USAGE = new RowTable('app_usage', [
   ['os', 'string'],
   ['os_version', 'string'],
   ['decision_inputs', 'uint'],
+  // What the enterprise's shadow-mode policies and rules would have decided (schema 10): the
+  // verdict of every policy and rule as if enforced; '' when nothing is in shadow mode.
+  ['shadow_verdict', 'string'],
+  ['shadow_policy_id', 'string'],
+  ['shadow_rule_id', 'string'],
 ]);
 export type AppUsageValues = RowValues<typeof APP_USAGE>;
 export interface AppUsageRow extends RowObject<typeof APP_USAGE> {

@@ -104,6 +104,9 @@ export function usageRow(over: Partial<AppUsageRow> = {}): AppUsageRow {
     os: 'iOS',
     os_version: '17.2',
     decision_inputs: 1,
+    shadow_verdict: '',
+    shadow_policy_id: '',
+    shadow_rule_id: '',
     ...over,
   };
 }
