@@ -7,7 +7,7 @@
  */
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import type { LogLine } from '../core/log.js';
-import { controlPlaneDirectory, enrichEvent, type EvalEvent, PolicyRegistry, type UnenforcedReason, type Verdict } from '../rules-wasm/index.js';
+import { controlPlaneDirectory, enrichEvent, evalEventOf, type EvalEvent, PolicyRegistry, type UnenforcedReason, type Verdict } from '../rules-wasm/index.js';
 
 export interface DecisionRequest {
   device_id?: string | undefined;
@@ -105,48 +105,24 @@ export class DecisionEngine {
     enterpriseId: string,
     r: DecisionRequest,
   ): { event: EvalEvent; reason: null } | { event: null; reason: UnenforcedReason } | Extract<Decision, { error: unknown }> {
+    const use = { app: r.app_id, action: r.action_id, tower: r.tower_id ?? '', ts: r.at, bytes_up: 0, bytes_down: 0 };
+    // Without a tower, no tower or region condition holds.
+    const placed = (ev: EvalEvent): EvalEvent => (r.tower_id === undefined ? { ...ev, tower_id: undefined, region: undefined } : ev);
     if (r.device_id !== undefined) {
       const device = this.#view.device(r.device_id);
       // Another enterprise's device is answered as unknown: its existence is not ours to tell.
       if (device === undefined || device.enterprise_id !== enterpriseId) {
         return { error: { code: 'device_not_found', message: `no device '${r.device_id}' in this enterprise`, details: { device_id: r.device_id } } };
       }
-      const e = enrichEvent(this.#directory, {
-        event_id: 0,
-        ts: r.at,
-        carrier: '',
-        tower: r.tower_id ?? '',
-        device: r.device_id,
-        app: r.app_id,
-        action: r.action_id,
-        bytes_up: 0,
-        bytes_down: 0,
-      });
-      if (!e.enforced) return { event: null, reason: e.reason };
-      return { event: r.tower_id === undefined ? { ...e.event, tower_id: undefined, region: undefined } : e.event, reason: null };
+      const e = enrichEvent(this.#directory, { ...use, event_id: 0, carrier: '', device: r.device_id });
+      return e.enforced ? { event: placed(e.event), reason: null } : { event: null, reason: e.reason };
     }
     const userId = r.user_id ?? '';
     if (this.#view.user(userId, enterpriseId) === undefined) {
       return { error: { code: 'user_not_found', message: `no user '${userId}' in this enterprise`, details: { user_id: userId } } };
     }
     // A user without a device: no OS to match, so OS conditions do not hold.
-    const app = this.#directory.app(r.app_id);
-    const action = this.#directory.action(r.action_id);
-    const tower = r.tower_id === undefined ? undefined : this.#directory.tower(r.tower_id);
-    return {
-      event: {
-        role_ids: this.#directory.roleIdsOfUser(userId, enterpriseId),
-        app: app?.name ?? r.app_id,
-        app_category: app?.category,
-        action: action?.name ?? r.action_id,
-        tower_id: r.tower_id,
-        region: tower?.region,
-        ts: r.at,
-        bytes_up: 0,
-        bytes_down: 0,
-      },
-      reason: null,
-    };
+    return { event: placed(evalEventOf(this.#directory, this.#directory.roleIdsOfUser(userId, enterpriseId), use, undefined)), reason: null };
   }
 }
 

@@ -13,7 +13,14 @@ import { tableOf } from '../core/clickhouse/index.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import type { Policy, PolicyRule } from '../core/domain.js';
 import type { LogLine } from '../core/log.js';
-import { enterpriseInputsOf, enterpriseLabel, normalizePolicies, policyVersionOf, type PolicyInput } from '../rules-wasm/index.js';
+import {
+  enterpriseInputsOf,
+  enterpriseLabel,
+  enterprisesWithPoliciesChanged,
+  normalizePolicies,
+  policyVersionOf,
+  type PolicyInput,
+} from '../rules-wasm/index.js';
 
 /** One change: the policies became `version` (from `parent`) at `created_at`, by `author`. */
 export interface PolicyVersion {
@@ -41,7 +48,6 @@ export interface PolicyVersionsOptions {
 const AUTHOR_WINDOW_MS = 10_000;
 /** How soon a version that could not be written is tried again. */
 const RETRY_MS = 5_000;
-const POLICY_KINDS = ['policy', 'policy_rule', 'role_policy', 'role', 'enterprise', 'app', 'action'] as const;
 
 export class PolicyVersions {
   readonly #view: ControlPlaneView;
@@ -69,9 +75,7 @@ export class PolicyVersions {
   static async start(view: ControlPlaneView, ch: ClickHouseHandle, options: PolicyVersionsOptions): Promise<PolicyVersions> {
     const v = new PolicyVersions(view, ch, options);
     v.#unsubscribe = view.onChange((change) => {
-      if (!POLICY_KINDS.some((k) => change.kinds.has(k))) return;
-      const all = change.kinds.has('app') || change.kinds.has('action');
-      for (const id of all ? view.list('enterprise').map((e) => e.id) : change.enterprises) v.#schedule(id);
+      for (const id of enterprisesWithPoliciesChanged(view, change)) v.#schedule(id);
     });
     for (const e of view.list('enterprise')) v.#schedule(e.id, 0);
     return v;

@@ -8,10 +8,10 @@
 import { randomBytes } from 'node:crypto';
 import type { ClickHouseHandle } from '../core/clickhouse/index.js';
 import { tableOf } from '../core/clickhouse/index.js';
-import { compilePolicies, PolicyModule, type Verdict } from '../rules-wasm/index.js';
+import { compilePolicies, PolicyModule, verdictChange, type CellChange, type Verdict } from '../rules-wasm/index.js';
 import { evalEventOfStored, storedVerdictOf, type StoredDecision } from './history.js';
 
-export type PreviewChange = 'allow_to_deny' | 'deny_to_allow' | 'severity_changed' | 'remediation_changed';
+export type PreviewChange = CellChange;
 
 export interface PreviewResult {
   events_scanned: number;
@@ -53,6 +53,10 @@ export interface PreviewOptions {
   /** The compile label (the enterprise's, so that the current policies as a draft are the current version). */
   label: string;
 }
+
+/** What a preview reads of each stored event, in the order of {@link Row} (bench api reads the same for its limit). */
+export const PREVIEW_COLUMNS = `toUnixTimestamp64Milli(ts), carrier, tower_id, toString(event_id), user_id, user_name, app_id, app_name, app_category,
+  action_name, toString(bytes_up), toString(bytes_down), verdict, rule_id, policy_id, severity, remediation, role_ids, region, os, os_version, decision_inputs`;
 
 /** Previews running at once on one node; more is a 429. */
 export const MAX_RUNNING_PREVIEWS = 2;
@@ -159,9 +163,7 @@ export class PolicyPreviews {
     job.total = Number((await count.json<[string]>())[0]?.[0] ?? 0);
 
     const rs = await this.#ch.client.query({
-      query: `SELECT toUnixTimestamp64Milli(ts), carrier, tower_id, toString(event_id), user_id, user_name, app_id, app_name, app_category, action_name,
-          toString(bytes_up), toString(bytes_down), verdict, rule_id, policy_id, severity, remediation, role_ids, region, os, os_version, decision_inputs
-        FROM ${table} WHERE ${where}`,
+      query: `SELECT ${PREVIEW_COLUMNS} FROM ${table} WHERE ${where}`,
       query_params: params,
       format: 'JSONCompactEachRow',
       abort_signal: job.abort.signal,
@@ -257,16 +259,7 @@ class Accumulator {
   add(row: Row, before: Verdict, after: Verdict): void {
     if (before.permission === 'deny' && before.remediation !== null) this.#before[before.remediation] = (this.#before[before.remediation] ?? 0) + 1;
     if (after.permission === 'deny' && after.remediation !== null) this.#after[after.remediation] = (this.#after[after.remediation] ?? 0) + 1;
-    const change: PreviewChange | null =
-      before.permission !== after.permission
-        ? before.permission === 'allow'
-          ? 'allow_to_deny'
-          : 'deny_to_allow'
-        : before.severity !== after.severity
-          ? 'severity_changed'
-          : before.remediation !== after.remediation
-            ? 'remediation_changed'
-            : null;
+    const change = verdictChange(before, after);
     if (change === null) return;
     this.#changed[change]++;
     const user = this.#users.get(row[4]) ?? { user_name: row[5], changed: 0 };

@@ -10,6 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PREVIEW_COLUMNS } from '../api/previews.js';
 import { MAX_DECISIONS_PER_REQUEST } from '../api/routes/decisions.js';
 import { startApiServer } from '../api/server.js';
 import { migrate, openClickHouse } from '../core/clickhouse/index.js';
@@ -330,9 +331,7 @@ async function benchPreview(base: string, ch: Awaited<ReturnType<typeof openClic
   // The limit: the same rows and columns streamed out of the engine, nothing done with them.
   const t1 = performance.now();
   const rs = await ch.client.query({
-    query: `SELECT toUnixTimestamp64Milli(ts), carrier, tower_id, toString(event_id), user_id, user_name, app_id, app_name, app_category, action_name,
-        toString(bytes_up), toString(bytes_down), verdict, rule_id, policy_id, severity, remediation, role_ids, region, os, os_version, decision_inputs
-      FROM ${ch.database}.app_usage WHERE enterprise_id = 'acme' AND ts >= now64(3) - INTERVAL 7 DAY`,
+    query: `SELECT ${PREVIEW_COLUMNS} FROM ${ch.database}.app_usage WHERE enterprise_id = 'acme' AND ts >= now64(3) - INTERVAL 7 DAY`,
     format: 'JSONCompactEachRow',
   });
   let rows = 0;

@@ -79,13 +79,13 @@ interface Pending {
 }
 
 const UNREGISTERED = 'unregistered';
+const NO_VERSION = 'none';
 const NO_INPUTS = ['', '', '', '', 0] as const;
 
 /** The evaluator's inputs not stored elsewhere in the row (role_ids … decision_inputs); none for an unenforced event. */
 function decisionInputs(ev: EvalEvent | null): readonly [string, string, string, string, number] {
   return ev === null ? NO_INPUTS : [ev.role_ids.join(','), ev.region ?? '', ev.os ?? '', ev.os_version ?? '', 1];
 }
-const NO_VERSION = 'none';
 
 export function processBatch(messages: readonly BatchMessage[], ctx: BatchContext, writers?: RowWriters): BatchOutput {
   const out: BatchOutput = {
@@ -179,27 +179,24 @@ export function processBatch(messages: readonly BatchMessage[], ctx: BatchContex
       const module = ctx.module(enterpriseId);
       if (!module) continue; // no compiled policy (yet): recorded as unregistered below, never guessed
       out.policyVersions[enterpriseId] = module.hash;
-      const cols = module.columns(indexes.length);
-      for (let start = 0; start < indexes.length; start += cols.capacity) {
-        const n = Math.min(cols.capacity, indexes.length - start);
-        for (let i = 0; i < n; i++) module.encoder.encode(cols, i, (pending[indexes[start + i] as number] as Pending).eval as EvalEvent);
-        const ranks = module.run(n);
-        for (let i = 0; i < n; i++) {
-          const p = pending[indexes[start + i] as number] as Pending;
-          p.verdict = module.verdictOf(ranks[i] ?? 0);
-          p.version = module.hash;
-        }
-      }
-      const shadow = ctx.shadowModule?.(enterpriseId);
-      if (shadow === undefined) continue;
+      run(module, indexes, (p, v) => {
+        p.verdict = v;
+        p.version = module.hash;
+      });
       // Shadow-mode policies: evaluated as if enforced, stored beside the verdict, never acted on.
-      const sc = shadow.columns(indexes.length);
-      for (let start = 0; start < indexes.length; start += sc.capacity) {
-        const n = Math.min(sc.capacity, indexes.length - start);
-        for (let i = 0; i < n; i++) shadow.encoder.encode(sc, i, (pending[indexes[start + i] as number] as Pending).eval as EvalEvent);
-        const ranks = shadow.run(n);
-        for (let i = 0; i < n; i++) (pending[indexes[start + i] as number] as Pending).shadow = shadow.verdictOf(ranks[i] ?? 0);
-      }
+      const shadow = ctx.shadowModule?.(enterpriseId);
+      if (shadow !== undefined) run(shadow, indexes, (p, v) => (p.shadow = v));
+    }
+  }
+
+  /** Evaluates the pending events at `indexes` with `module`, a batch of its capacity at a time. */
+  function run(module: PolicyModule, indexes: readonly number[], set: (p: Pending, v: Verdict) => void): void {
+    const cols = module.columns(indexes.length);
+    for (let start = 0; start < indexes.length; start += cols.capacity) {
+      const n = Math.min(cols.capacity, indexes.length - start);
+      for (let i = 0; i < n; i++) module.encoder.encode(cols, i, (pending[indexes[start + i] as number] as Pending).eval as EvalEvent);
+      const ranks = module.run(n);
+      for (let i = 0; i < n; i++) set(pending[indexes[start + i] as number] as Pending, module.verdictOf(ranks[i] ?? 0));
     }
   }
 

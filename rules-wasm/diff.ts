@@ -76,7 +76,7 @@ export function diffPolicySets(before: NormalizedPolicySet, after: NormalizedPol
       const rankB = rankWhen(b, holding);
       const va = verdict(sides[0]!, rankA);
       const vb = verdict(sides[1]!, rankB);
-      const change = changeOf(va, vb);
+      const change = verdictChange(va, vb);
       if (change === null) continue;
       out.changes[change]++;
       const conditions = held.map((i) => conditionsOf(a, b, keys[i]!));
@@ -110,7 +110,8 @@ function rankWhen(c: CellRanks, holding: ReadonlySet<string | undefined>): numbe
   return rank;
 }
 
-function changeOf(a: Verdict, b: Verdict): CellChange | null {
+/** How a verdict changes from `a` to `b` (permission first, then severity, then remediation), or null. */
+export function verdictChange(a: Verdict, b: Verdict): CellChange | null {
   if (a.permission !== b.permission) return a.permission === 'allow' ? 'allow_to_deny' : 'deny_to_allow';
   if (a.severity !== b.severity) return 'severity_changed';
   if (a.remediation !== b.remediation) return 'remediation_changed';

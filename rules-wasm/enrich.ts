@@ -36,26 +36,38 @@ export function enrichEvent(dir: Directory, e: UsageEvent): Enrichment {
   if (device.user_id === null || !ENFORCED_STATUSES.has(device.status)) {
     return { enforced: false, reason: UNENFORCED_REASONS.notRegistered, device };
   }
-  const app = dir.app(e.app);
-  const action = dir.action(e.action);
-  const tower = dir.tower(e.tower);
   return {
     enforced: true,
     enterpriseId: device.enterprise_id,
     userId: device.user_id,
     device,
-    event: {
-      role_ids: dir.roleIdsOfUser(device.user_id, device.enterprise_id),
-      app: app?.name ?? e.app,
-      app_category: app?.category,
-      action: action?.name ?? e.action,
-      tower_id: e.tower,
-      region: tower?.region,
-      os: device.os,
-      os_version: device.os_version,
-      ts: e.ts,
-      bytes_up: e.bytes_up,
-      bytes_down: e.bytes_down,
-    },
+    event: evalEventOf(dir, dir.roleIdsOfUser(device.user_id, device.enterprise_id), e, device),
+  };
+}
+
+/**
+ * What the evaluator sees of a use by someone with `roleIds`: app and action by their catalog
+ * names, the tower's region, the device's OS (none without a device: OS conditions do not hold).
+ */
+export function evalEventOf(
+  dir: Directory,
+  roleIds: readonly string[],
+  e: Pick<UsageEvent, 'app' | 'action' | 'tower' | 'ts' | 'bytes_up' | 'bytes_down'>,
+  device: Pick<Device, 'os' | 'os_version'> | undefined,
+): EvalEvent {
+  const app = dir.app(e.app);
+  const action = dir.action(e.action);
+  return {
+    role_ids: roleIds,
+    app: app?.name ?? e.app,
+    app_category: app?.category,
+    action: action?.name ?? e.action,
+    tower_id: e.tower,
+    region: dir.tower(e.tower)?.region,
+    os: device?.os,
+    os_version: device?.os_version,
+    ts: e.ts,
+    bytes_up: e.bytes_up,
+    bytes_down: e.bytes_down,
   };
 }

@@ -32,6 +32,16 @@ export function enterpriseInputsOf(view: ControlPlaneView, enterpriseId: string,
   );
 }
 
+const POLICY_KINDS = ['policy', 'policy_rule', 'role_policy', 'user_role', 'role', 'enterprise', 'app', 'action'] as const;
+
+/** The enterprises whose compiled policies a control-plane change may alter (none when it touches no policy input). */
+export function enterprisesWithPoliciesChanged(view: ControlPlaneView, change: ControlPlaneChange): readonly string[] {
+  if (!POLICY_KINDS.some((k) => change.kinds.has(k))) return [];
+  // Apps and actions are global and name no enterprise: their names feed every policy set.
+  const all = change.kinds.has('app') || change.kinds.has('action');
+  return all ? view.list('enterprise').map((e) => e.id) : [...change.enterprises];
+}
+
 /** The label an enterprise's module is compiled with (it is part of the policy version). */
 export const enterpriseLabel = (enterpriseId: string): string => `enterprise ${enterpriseId}`;
 
@@ -88,11 +98,9 @@ export class PolicyRegistry implements Disposable {
   }
 
   #onChange(change: ControlPlaneChange): void {
-    const policyKinds = ['policy', 'policy_rule', 'role_policy', 'user_role', 'role', 'enterprise', 'app', 'action'] as const;
-    if (!policyKinds.some((k) => change.kinds.has(k))) return;
-    // Apps and actions are global and name no enterprise: their names feed every policy set.
-    const all = change.kinds.has('app') || change.kinds.has('action');
-    for (const id of all ? this.#view.list('enterprise').map((e) => e.id) : change.enterprises) this.#pending.add(id);
+    const touched = enterprisesWithPoliciesChanged(this.#view, change);
+    if (touched.length === 0) return;
+    for (const id of touched) this.#pending.add(id);
     void this.settled();
   }
 

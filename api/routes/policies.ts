@@ -101,19 +101,26 @@ function policyView(view: ControlPlaneView, p: Policy): z.infer<typeof policySha
 function validateWith(view: ControlPlaneView, enterprise: string, change: { policy?: Policy; rule?: PolicyRule }): void {
   const policies = view.policiesOfEnterprise(enterprise).filter((p) => p.id !== change.policy?.id);
   const rules = view.rulesOfEnterprise(enterprise).filter((r) => r.id !== change.rule?.id);
-  const source = {
-    policies: change.policy === undefined ? policies : [...policies, change.policy],
-    rules: change.rule === undefined ? rules : [...rules, change.rule],
-    rolePolicies: view.list('role_policy', enterprise),
-    apps: view.list('app'),
-    actions: view.list('action'),
-  };
+  validatePolicies(
+    view,
+    enterprise,
+    change.policy === undefined ? policies : [...policies, change.policy],
+    change.rule === undefined ? rules : [...rules, change.rule],
+  );
+}
+
+/**
+ * Checks that these policies and rules of the enterprise compile as the pipeline will compile
+ * them: as enforced, and with the shadow-mode ones as if enforced.
+ * @throws {ApiError} 400 `invalid_policy` with the rule language's issues (after `why`, when given)
+ */
+export function validatePolicies(view: ControlPlaneView, enterprise: string, policies: Policy[], rules: PolicyRule[], why = ''): void {
+  const source = { policies, rules, rolePolicies: view.list('role_policy', enterprise), apps: view.list('app'), actions: view.list('action') };
   try {
-    // As enforced, and with the shadow-mode ones as if enforced: both are compiled.
     for (const shadow of [false, true])
       normalizePolicies(enterprisePolicyInputs(source, { shadow }), { timezone: view.enterprise(enterprise)?.timezone ?? 'UTC' });
   } catch (err) {
-    if (err instanceof PolicyValidationError) throw new ApiError(400, 'invalid_policy', err.message, err.issues);
+    if (err instanceof PolicyValidationError) throw new ApiError(400, 'invalid_policy', `${why}${err.message}`, err.issues);
     throw err;
   }
 }

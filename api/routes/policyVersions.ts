@@ -5,13 +5,13 @@
  */
 import { z } from 'zod';
 import { NotFoundError } from '../../core/controlPlane/index.js';
-import type { ControlPlaneView } from '../../core/controlPlane/index.js';
 import type { Policy, PolicyRule } from '../../core/domain.js';
-import { diffPolicySets, enterprisePolicyInputs, normalizePolicies, PolicyValidationError, type PolicyDiff } from '../../rules-wasm/index.js';
+import { diffPolicySets, normalizePolicies, type PolicyDiff } from '../../rules-wasm/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import type { PolicyVersion } from '../policyVersions.js';
 import { enterpriseQuery, iso, pageInfo, pageQuery, paginate, verdictShape } from '../schemas.js';
+import { validatePolicies } from './policies.js';
 import { scopeOf } from '../tenancy.js';
 
 const VERSION = /^[0-9a-f]{16}$/;
@@ -173,7 +173,14 @@ export function policyVersionRoutes(ctx: ApiContext): ApiRoute[] {
         const restored: Policy = { ...policy, updated_at: at, updated_by: author };
         const rules: PolicyRule[] = v.entities.rules.filter((r) => r.policy_id === policyId).map((r) => ({ ...r, updated_at: at, updated_by: author }));
         const stale = view.rulesOfPolicy(policyId, enterprise).filter((r) => !rules.some((x) => x.id === r.id));
-        checkCompiles(view, enterprise, restored, rules);
+        // A role the version named may be gone since.
+        validatePolicies(
+          view,
+          enterprise,
+          [...view.policiesOfEnterprise(enterprise).filter((p) => p.id !== policyId), restored],
+          [...view.rulesOfEnterprise(enterprise).filter((r) => r.policy_id !== policyId), ...rules],
+          'the policy as it was in that version no longer compiles: ',
+        );
         ctx.versions.noteAuthor(enterprise, author);
         await ctx.store.upsert('policy', restored);
         for (const r of rules) await ctx.store.upsert('policy_rule', r);
@@ -201,22 +208,4 @@ function diffBody(d: PolicyDiff, limit: number): z.infer<typeof diffShape> {
     changed: d.changed.slice(0, limit),
     truncated: d.changed.length > limit,
   };
-}
-
-/** The enterprise's policies with this policy and its rules as restored must compile (a role may have gone since). */
-function checkCompiles(view: ControlPlaneView, enterprise: string, policy: Policy, rules: PolicyRule[]): void {
-  const inputs = enterprisePolicyInputs({
-    policies: [...view.policiesOfEnterprise(enterprise).filter((p) => p.id !== policy.id), policy],
-    rules: [...view.rulesOfEnterprise(enterprise).filter((r) => r.policy_id !== policy.id), ...rules],
-    rolePolicies: view.list('role_policy', enterprise),
-    apps: view.list('app'),
-    actions: view.list('action'),
-  });
-  try {
-    normalizePolicies(inputs, { timezone: view.enterprise(enterprise)?.timezone });
-  } catch (err) {
-    if (err instanceof PolicyValidationError)
-      throw new ApiError(400, 'invalid_policy', `the policy as it was in that version no longer compiles: ${err.message}`, err.issues);
-    throw err;
-  }
 }
