@@ -139,7 +139,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     };
     const decisions = new DecisionEngine(view, { cacheDir: options.wasmCacheDir, log: options.log });
     cleanups.push(() => decisions.close());
-    const previews = new PolicyPreviews(options.clickhouse, { cacheDir: options.wasmCacheDir, now });
+    const previews = new PolicyPreviews(options.clickhouse, { cacheDir: options.wasmCacheDir, now, nc: options.nc, replicas, log: options.log });
     cleanups.push(() => previews.close());
     const routes: ApiRoute[] = [];
     const version = packageVersion();

@@ -7,6 +7,7 @@ const hasWrk = (): boolean => spawnSync('wrk', ['--version']).error === undefine
 import { runApiBench } from './apiBench.js';
 import { runCompareCli } from './compare.js';
 import { runE2eCli } from './e2e.js';
+import { DEFAULT_PREVIEW_EVENTS, DEFAULT_PREVIEW_TEMPLATES, runPreviewBench } from './previewBench.js';
 import { DEFAULT_LIMITS_CPU_MS, DEFAULT_LIMITS_EVENTS, DEFAULT_LIMITS_FRAME_SIZE, runLimitsCli } from './limits.js';
 
 export function registerBenchCommands(program: Command): void {
@@ -64,6 +65,15 @@ export function registerBenchCommands(program: Command): void {
     .option('--json', 'print one JSON object')
     .action(async (opts: { events: number; frameSize: number; cpuMs: number; resultsDir?: string; json?: boolean }) => {
       await runLimitsCli({ ...opts, json: opts.json ?? false, log: (line) => process.stderr.write(`${line}\n`) });
+    });
+  bench
+    .command('preview')
+    .description("a policy preview over stored events of the simulated world's busiest enterprise, beside the engine's own scan of the window")
+    .option('--events <n>', 'events stored in ClickHouse, all in the week previewed', integerOption('--events'), DEFAULT_PREVIEW_EVENTS)
+    .option('--templates <n>', 'distinct world events the stored ones are copies of', integerOption('--templates'), DEFAULT_PREVIEW_TEMPLATES)
+    .action(async (opts: { events: number; templates: number }) => {
+      const result = await runPreviewBench({ ...opts, log: (line) => process.stderr.write(`${line}\n`) });
+      process.stdout.write(`${JSON.stringify(result)}\n`);
     });
   bench
     .command('api')

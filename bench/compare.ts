@@ -11,7 +11,7 @@ import { benchReportTable } from './benchTable.js';
 import { readNewestResult, RESULTS_DIR, round } from './benchReport.js';
 
 export const BASELINE_DIR = fileURLToPath(new URL('../../bench/baseline/', import.meta.url));
-export const COMPARED_BENCHMARKS = ['limits', 'e2e', 'api'] as const;
+export const COMPARED_BENCHMARKS = ['limits', 'e2e', 'api', 'preview'] as const;
 export type ComparedBenchmark = (typeof COMPARED_BENCHMARKS)[number];
 
 export interface Metric {
@@ -45,6 +45,8 @@ export const METRICS: readonly Metric[] = [
   { benchmark: 'api', path: 'decisions_one.decisions_per_s', better: 'higher' },
   { benchmark: 'api', path: 'decisions_batch.decisions_per_s', better: 'higher' },
   { benchmark: 'api', path: 'policy_preview.events_per_s', better: 'higher' },
+  { benchmark: 'preview', path: 'runs.deny_ai_uploads_for_engineering.events_per_s', better: 'higher' },
+  { benchmark: 'preview', path: 'runs.deny_ai_uploads_for_engineering.ratio_to_raw_scan', better: 'higher' },
 ];
 
 /** Within this factor either way a change is noise on these machines, not a verdict. */

@@ -10,7 +10,7 @@ import { PERMISSIONS, POLICY_MODES, REMEDIATIONS, SEVERITIES, type Policy, type 
 import { conditionsSchema, enterpriseLabel, enterprisePolicyInputs, PolicyCompileError } from '../../rules-wasm/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
-import { MAX_RUNNING_PREVIEWS, PreviewTooBusyError, type PolicyPreviews, type PreviewJob } from '../previews.js';
+import { MAX_RUNNING_PREVIEWS, PreviewBoardUnavailableError, PreviewTooBusyError, type PolicyPreviews, type PreviewJob } from '../previews.js';
 import { enterpriseQuery, id, iso, resolveRange, timeRangeQuery } from '../schemas.js';
 import { scopeOf } from '../tenancy.js';
 
@@ -82,10 +82,16 @@ function jobBody(j: PreviewJob): z.infer<typeof jobShape> {
 
 export function previewRoutes(ctx: ApiContext, previews: PolicyPreviews): ApiRoute[] {
   const { view } = ctx;
-  const mustGet = (enterprise: string, previewId: string | undefined): PreviewJob => {
-    const j = previews.get(enterprise, previewId ?? '');
-    if (j === null)
-      throw new ApiError(404, 'not_found', `no preview '${previewId ?? ''}' of this enterprise on this api node`, { preview_id: previewId ?? '' });
+  /** The job (on any api node), or a 404; 503 when another node's jobs cannot be read. */
+  const found = async (job: Promise<PreviewJob | null>, previewId: string | undefined): Promise<PreviewJob> => {
+    let j: PreviewJob | null;
+    try {
+      j = await job;
+    } catch (err) {
+      if (err instanceof PreviewBoardUnavailableError) throw new ApiError(503, 'previews_unavailable', err.message, { preview_id: previewId ?? '' });
+      throw err;
+    }
+    if (j === null) throw new ApiError(404, 'not_found', `no preview '${previewId ?? ''}' of this enterprise`, { preview_id: previewId ?? '' });
     return j;
   };
   return [
@@ -168,7 +174,10 @@ export function previewRoutes(ctx: ApiContext, previews: PolicyPreviews): ApiRou
       access: 'history',
       query: z.strictObject({ ...enterpriseQuery }),
       response: jobShape,
-      handler: ({ query, params, principal }) => ({ body: jobBody(mustGet(scopeOf(view, principal, query.enterprise_id), params['preview_id'])) }),
+      handler: async ({ query, params, principal }) => {
+        const id = params['preview_id'] ?? '';
+        return { body: jobBody(await found(previews.get(scopeOf(view, principal, query.enterprise_id), id), id)) };
+      },
     }),
     route({
       method: 'del',
@@ -178,10 +187,9 @@ export function previewRoutes(ctx: ApiContext, previews: PolicyPreviews): ApiRou
       access: 'history',
       query: z.strictObject({ ...enterpriseQuery }),
       response: jobShape,
-      handler: ({ query, params, principal }) => {
-        const enterprise = scopeOf(view, principal, query.enterprise_id);
-        mustGet(enterprise, params['preview_id']);
-        return { body: jobBody(previews.cancel(enterprise, params['preview_id'] ?? '')!) };
+      handler: async ({ query, params, principal }) => {
+        const id = params['preview_id'] ?? '';
+        return { body: jobBody(await found(previews.cancel(scopeOf(view, principal, query.enterprise_id), id), id)) };
       },
     }),
   ];
