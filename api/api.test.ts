@@ -674,6 +674,52 @@ describe('endpoints of the brief', () => {
     assert.equal((await as('viewer@acme', 'GET', '/users')).json.users.length, world.users.filter((x) => x.enterprise_id === 'acme').length);
   });
 
+  it('DELETE a rule, then a whole policy with its rules and role assignments; If-Match guards both; GET /apps is the catalog rules name', async () => {
+    const p = await as('admin@acme', 'POST', '/policies', { body: { policy_id: 'policy_gone', name: 'Short-lived' } });
+    assert.equal(p.status, 201, p.text);
+    await until(() => api.view.policy('policy_gone', 'acme') !== undefined, 5000, 'the view');
+    assert.equal((await as('admin@acme', 'POST', '/roles/policies/assign', { body: { role_id: BRIEF.contractorRole, policy_id: 'policy_gone' } })).status, 201);
+    const rules = await Promise.all(
+      [BRIEF.slack, BRIEF.slack].map((app, i) =>
+        as('admin@acme', 'POST', '/policy-rules', {
+          body: {
+            policy_id: 'policy_gone',
+            app_id: app,
+            action_id: BRIEF.uploadFile,
+            permission: 'deny',
+            ...(i === 1 ? { when: { bytes_up_over: 1000 } } : {}),
+          },
+        }),
+      ),
+    );
+    for (const r of rules) assert.equal(r.status, 201, r.text);
+    await until(() => api.view.rulesOfPolicy('policy_gone', 'acme').length === 2, 5000, 'the rules');
+    const [first, second] = rules.map((r) => r.json.policy_rule_id as string);
+
+    assertError(await as('viewer@acme', 'DELETE', `/policy-rules/${first}`), 403, 'forbidden');
+    assertError(await as('admin@globex', 'DELETE', `/policy-rules/${first}`), 404, 'not_found');
+    assertError(await as('admin@acme', 'DELETE', `/policy-rules/${first}`, { headers: { 'if-match': '"1"' } }), 412, 'precondition_failed');
+    assert.equal((await as('admin@acme', 'DELETE', `/policy-rules/${first}`)).status, 204);
+    await until(() => api.view.policyRule(first!, 'acme') === undefined, 5000, 'the rule gone');
+    assertError(await as('admin@acme', 'DELETE', `/policy-rules/${first}`), 404, 'not_found');
+
+    const etag = (await as('viewer@acme', 'GET', '/policies/policy_gone')).headers.get('etag') ?? assert.fail('no etag');
+    assertError(await as('admin@acme', 'DELETE', '/policies/policy_gone', { headers: { 'if-match': '"1"' } }), 412, 'precondition_failed');
+    assert.ok(api.view.policy('policy_gone', 'acme')?.enabled, 'a refused delete changes nothing');
+    assert.equal((await as('admin@acme', 'DELETE', '/policies/policy_gone', { headers: { 'if-match': etag } })).status, 204);
+    assert.equal(await store.get('policy', 'acme', 'policy_gone'), null);
+    assert.equal(await store.get('policy_rule', 'acme', second!), null, 'its rules go with it');
+    assert.equal(await store.get('role_policy', 'acme', `${BRIEF.contractorRole}.policy_gone`), null, 'and its role assignments');
+    await until(async () => (await as('viewer@acme', 'GET', '/policies/policy_gone')).status === 404, 5000, 'the view');
+    assertError(await as('admin@acme', 'DELETE', '/policies/policy_gone'), 404, 'not_found');
+
+    const catalog = await as('viewer@acme', 'GET', '/apps');
+    assert.equal(catalog.status, 200, catalog.text);
+    assert.ok(catalog.json.apps.some((a: any) => a.app_id === BRIEF.slack && a.name === 'Slack' && typeof a.category === 'string'));
+    assert.ok(catalog.json.actions.some((a: any) => a.action_id === BRIEF.uploadFile && a.name === 'Upload File'));
+    assert.ok(catalog.json.app_categories.includes('messaging'));
+  });
+
   it('GET /carriers and GET /towers have the brief shape; a carrier operator sees its own', async () => {
     const c = await as('viewer@acme', 'GET', '/carriers?limit=100');
     const att = c.json.carriers.find((x: any) => x.id === 'att') ?? assert.fail(c.text);
@@ -933,6 +979,11 @@ describe('tenancy', () => {
     assertError(await w('POST', `/devices/${BRIEF.johnDevice}/reject`), 404, 'not_found');
     assertError(await w('POST', `/devices/${BRIEF.johnDevice}/retire`, { enterprise_id: 'acme' }), 403, 'tenant_forbidden');
     assert.equal((await store.get('device', 'acme', BRIEF.johnDevice))?.value.status, 'registered');
+    // Deleting by an id acme also uses deletes globex's own policy of that id, never acme's.
+    assertError(await w('DELETE', `/policy-rules/${api.view.rulesOfPolicy(BRIEF.adminPolicy, 'acme')[0]!.id}`), 404, 'not_found');
+    await until(() => api.view.policy(BRIEF.adminPolicy, 'globex') !== undefined, 5000, "globex's policy");
+    assert.equal((await w('DELETE', `/policies/${BRIEF.adminPolicy}`)).status, 204);
+    assert.ok((await store.get('policy_rule', 'acme', api.view.rulesOfPolicy(BRIEF.adminPolicy, 'acme')[0]!.id)) !== null);
     assert.equal((await store.get('policy', 'acme', BRIEF.adminPolicy))?.value.name, 'Admin Policy');
     assert.ok((await store.get('role_policy', 'acme', `${BRIEF.adminRole}.${BRIEF.adminPolicy}`)) !== null);
     assert.ok((await store.get('user_role', 'acme', `${BRIEF.john}.${BRIEF.adminRole}`)) !== null);

@@ -2,10 +2,12 @@
  * `/policies` and `/policy-rules`: read from the in-memory view, written to the control plane
  * with compare-and-set on the KV revision (`If-Match: "<revision>"` makes a stale write a 412).
  * A write is checked by the rule language first, so nothing the pipeline cannot compile is stored.
+ * A policy is deleted by disabling it first (one change of the enforced set, one version), then
+ * removing its rules, its role assignments and itself.
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { ConflictError, type ControlPlaneView } from '../../core/controlPlane/index.js';
+import { ConflictError, InvalidKeyError, NotFoundError, rolePolicyId, type ControlPlaneView } from '../../core/controlPlane/index.js';
 import { PERMISSIONS, POLICY_MODES, REMEDIATIONS, SEVERITIES, type Policy, type PolicyRule } from '../../core/domain.js';
 import { conditionsSchema, enterprisePolicyInputs, normalizePolicies, PolicyValidationError } from '../../rules-wasm/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
@@ -151,6 +153,36 @@ async function writeVersioned<K extends 'policy' | 'policy_rule'>(
         ? new ApiError(412, 'precondition_failed', `the ${kind.replace('_', ' ')} changed meanwhile; fetch it again`, { current_revision: null })
         : new ApiError(409, 'conflict', `the ${kind.replace('_', ' ')} was changed by someone else at the same moment; retry`);
     }
+    throw err;
+  }
+}
+
+/**
+ * Deletes one entity, guarded by `ifMatch` (412) or else by the revision the view has (409 when
+ * someone changed it meanwhile). `gone`: already deleted is fine (a repeated DELETE finishing).
+ */
+async function deleteGuarded(
+  ctx: ApiContext,
+  kind: 'policy' | 'policy_rule' | 'role_policy',
+  enterprise: string,
+  id: string,
+  revision: number | undefined,
+  ifMatch: number | undefined,
+  gone = false,
+): Promise<void> {
+  if (ifMatch !== undefined && revision !== undefined && ifMatch !== revision) {
+    throw new ApiError(412, 'precondition_failed', `the ${kind.replace('_', ' ')} changed since revision ${ifMatch}; fetch it again`, {
+      current_revision: revision,
+    });
+  }
+  try {
+    await ctx.store.delete(kind, enterprise, id, ifMatch ?? revision);
+  } catch (err) {
+    if ((err instanceof NotFoundError || err instanceof InvalidKeyError) && gone) return;
+    if (err instanceof NotFoundError || err instanceof InvalidKeyError)
+      throw new ApiError(404, 'not_found', `no ${kind.replace('_', ' ')} '${id}' in this enterprise`);
+    if (err instanceof ConflictError)
+      throw new ApiError(409, 'conflict', `the ${kind.replace('_', ' ')} was changed by someone else at the same moment; retry`);
     throw err;
   }
 }
@@ -370,6 +402,91 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
           status: current === undefined ? 201 : 200,
           headers: { etag: revisionTag(revision) },
           body: { ...ruleView(view, rule), revision, status: current === undefined ? 'created' : 'updated' },
+        };
+      },
+    }),
+    route({
+      method: 'del',
+      path: '/policy-rules/{policy_rule_id}',
+      tag: 'policies',
+      summary: 'Delete a rule (If-Match: "<revision>" to refuse if it changed); the pipeline stops enforcing it within seconds',
+      access: 'write',
+      query: z.strictObject({ ...enterpriseQuery }),
+      successStatus: 204,
+      handler: async ({ query, principal, params, headers }) => {
+        const enterprise = scopeOf(view, principal, query.enterprise_id);
+        const ruleId = params['policy_rule_id'] ?? '';
+        const current = view.get('policy_rule', enterprise, ruleId);
+        if (current === undefined) throw new ApiError(404, 'not_found', `no rule '${ruleId}' in this enterprise`, { policy_rule_id: ruleId });
+        validatePolicies(
+          view,
+          enterprise,
+          view.policiesOfEnterprise(enterprise),
+          view.rulesOfEnterprise(enterprise).filter((r) => r.id !== ruleId),
+        );
+        ctx.versions.noteAuthor(enterprise, principal.account.username);
+        await deleteGuarded(ctx, 'policy_rule', enterprise, ruleId, current.revision, ifMatchRevision(headers));
+        return { status: 204 };
+      },
+    }),
+    route({
+      method: 'del',
+      path: '/policies/{policy_id}',
+      tag: 'policies',
+      summary:
+        'Delete a policy with its rules and role assignments (If-Match: "<revision>" to refuse if it changed). It is disabled first, so enforcement drops it in one change; a DELETE that fails midway leaves it disabled, and repeating it finishes',
+      access: 'write',
+      query: z.strictObject({ ...enterpriseQuery }),
+      successStatus: 204,
+      handler: async ({ query, principal, params, headers }) => {
+        const enterprise = scopeOf(view, principal, query.enterprise_id);
+        const policyId = params['policy_id'] ?? '';
+        const current = view.get('policy', enterprise, policyId);
+        if (current === undefined) throw new ApiError(404, 'not_found', `no policy '${policyId}' in this enterprise`, { policy_id: policyId });
+        const ifMatch = ifMatchRevision(headers);
+        ctx.versions.noteAuthor(enterprise, principal.account.username);
+        let revision = current.revision;
+        if (current.value.enabled) {
+          const disabled: Policy = { ...current.value, enabled: false, updated_at: iso(ctx.now()), updated_by: principal.account.username };
+          revision = await writeVersioned(ctx, 'policy', disabled, current.revision, ifMatch);
+        } else if (ifMatch !== undefined && ifMatch !== current.revision) {
+          throw new ApiError(412, 'precondition_failed', `the policy changed since revision ${ifMatch}; fetch it again`, {
+            current_revision: current.revision,
+          });
+        }
+        for (const r of view.rulesOfPolicy(policyId, enterprise)) await deleteGuarded(ctx, 'policy_rule', enterprise, r.id, undefined, undefined, true);
+        for (const rp of view.list('role_policy', enterprise).filter((x) => x.policy_id === policyId)) {
+          await deleteGuarded(ctx, 'role_policy', enterprise, rolePolicyId(rp.role_id, rp.policy_id), undefined, undefined, true);
+        }
+        await deleteGuarded(ctx, 'policy', enterprise, policyId, revision, undefined, true);
+        return { status: 204 };
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/apps',
+      cacheKey: (c) => viewReplyKey(ctx.view, c),
+      tag: 'policies',
+      summary: 'The app and action catalog rules can name: apps with their category, actions, and the categories in use',
+      access: 'read',
+      query: z.strictObject({ ...enterpriseQuery }),
+      response: z.strictObject({
+        apps: z.array(z.strictObject({ app_id: z.string(), name: z.string(), category: z.string() })),
+        actions: z.array(z.strictObject({ action_id: z.string(), name: z.string() })),
+        app_categories: z.array(z.string()),
+      }),
+      handler: ({ query, principal }) => {
+        scopeOf(view, principal, query.enterprise_id);
+        const apps = view.list('app').sort((a, b) => naturalCompare(a.name, b.name));
+        return {
+          body: {
+            apps: apps.map((a) => ({ app_id: a.id, name: a.name, category: a.category })),
+            actions: view
+              .list('action')
+              .sort((a, b) => naturalCompare(a.name, b.name))
+              .map((a) => ({ action_id: a.id, name: a.name })),
+            app_categories: [...new Set(apps.map((a) => a.category))].sort(),
+          },
         };
       },
     }),
