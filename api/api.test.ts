@@ -866,6 +866,12 @@ describe('policy previews', () => {
     assertError(await as('viewer@acme', 'POST', '/policy-previews', { body: { policies } }), 403, 'forbidden');
     const started = await as('analyst@acme', 'POST', '/policy-previews', { body: { policies } });
     assert.equal(started.status, 202, started.text);
+    // A new rule (no id yet) in the draft, as the page's "Add rule" sends it.
+    const added = policies.map((p: any, i: number) =>
+      i === 0 ? { ...p, rules: [...p.rules, { policy_id: p.policy_id, app_id: BRIEF.slack, permission: 'deny' }] } : p,
+    );
+    const withNew = await preview('admin@acme', { policies: added, range: '24h' });
+    assert.equal(withNew.json.status, 'done', withNew.text);
     assertError(await as('admin@globex', 'GET', `/policy-previews/${started.json.preview_id}`), 404, 'not_found');
     assertError(await as('admin@globex', 'DELETE', `/policy-previews/${started.json.preview_id}`), 404, 'not_found');
     assertError(await as('analyst@acme', 'GET', '/policy-previews/pv_nope'), 404, 'not_found');

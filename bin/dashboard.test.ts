@@ -248,6 +248,63 @@ describe('the dashboard page', () => {
     });
   });
 
+  it('a new policy and rule: preview, shadow results, enforce, the cells it changed in history, then delete both', async () => {
+    await withPage(await signIn('admin@acme'), async (page) => {
+      const token = await tokenOf(page);
+      await page.getByTestId('tab-policies').click();
+      await page.getByTestId('new-policy').click();
+      await page.getByTestId('new-policy-name').fill('Browser test policy');
+      await page.getByTestId(`new-policy-role-${BRIEF.adminRole}`).check();
+      await page.getByTestId('create-policy').click();
+      await page.getByTestId('policy-saved').filter({ hasText: 'Policy Browser test policy created' }).waitFor({ timeout: 10_000 });
+      const panel = page.locator('[data-testid="policy"]').filter({ hasText: 'Browser test policy' });
+      await panel.waitFor({ timeout: 10_000 });
+
+      // Any Slack use by the admin role, denied: first in shadow mode, previewed as if enforced.
+      await panel.getByTestId('add-rule').click();
+      await panel.getByTestId('new-rule-app').selectOption(`app:${BRIEF.slack}`);
+      await panel.getByTestId('new-rule-mode').selectOption('shadow');
+      await panel.getByTestId('preview-new-rule').click();
+      await panel
+        .getByTestId('new-rule-preview')
+        .filter({ hasText: /^If enforced: Over the last 24 h, \d+ events replayed: \d+ would be denied/ })
+        .waitFor({ timeout: 30_000 });
+      await panel.getByTestId('save-new-rule').click();
+      const rule = panel.getByTestId('rule').filter({ hasText: 'shadow' });
+      await rule.waitFor({ timeout: 10_000 });
+      await panel.getByTestId('show-shadow').click();
+      await panel
+        .getByTestId('shadow-summary')
+        .filter({ hasText: /^Shadow mode, last 24 h: \d+ events evaluated/ })
+        .waitFor({ timeout: 10_000 });
+
+      // Enforced, it is a new version whose cells (admin role × Slack) turn allow to deny.
+      await rule.getByTestId('promote-rule').click();
+      await panel.getByTestId('rule').filter({ hasNotText: 'shadow' }).waitFor({ timeout: 10_000 });
+      const history = panel.getByTestId('policy-history');
+      await until('the version of the promotion', 20_000, async () => {
+        if (!(await history.getByTestId('version').first().isVisible())) await history.getByTestId('show-history').click();
+        else {
+          await history.getByTestId('show-history').click();
+          await history.getByTestId('show-history').click();
+        }
+        await page.waitForTimeout(300);
+        await history.getByTestId('show-diff').first().click();
+        return (await history.getByTestId('diff-cell').filter({ hasText: 'Slack' }).count()) > 0;
+      });
+      await shot(page, 'policy-history');
+
+      await panel.getByTestId('delete-rule').click();
+      await panel.getByTestId('confirm-delete-rule').click();
+      await panel.getByTestId('rule').waitFor({ state: 'detached', timeout: 10_000 });
+      await panel.getByTestId('delete-policy').click();
+      await panel.getByTestId('confirm-delete-policy').click();
+      await panel.waitFor({ state: 'detached', timeout: 10_000 });
+      const left = (await call(token, 'GET', '/policies?limit=100')).json.policies as Array<{ name: string }>;
+      assert.ok(!left.some((p) => p.name === 'Browser test policy'), 'deleted through the api too');
+    });
+  });
+
   it('signing out ends the session: the page shows the sign-in form and the token is refused', async () => {
     await withPage(await signIn('admin@acme'), async (page) => {
       const token = await tokenOf(page);

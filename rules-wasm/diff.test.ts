@@ -49,6 +49,23 @@ describe('diffPolicySets', () => {
     );
   });
 
+  it("with the catalog's categories, a named app is only in its own category: the cells no event can reach are left out", () => {
+    const after = normalizePolicies(withRules([{ ...base.rules[0], severity: 'critical' }, base.rules[1]]));
+    const catalog = new Map([['Drive', 'file_sharing']]);
+    const d = diffPolicySets(normalizePolicies(base), after, { appCategory: (app) => catalog.get(app) });
+    // Drive is file_sharing, which no rule names: it falls in "any other category" only.
+    assert.deepEqual(d.changed.map((c) => [c.role_id, c.app, c.app_category]).sort(), [
+      ['eng', 'Drive', null],
+      ['sales', 'Drive', null],
+    ]);
+    const social = new Map([['Drive', 'social']]);
+    const s = diffPolicySets(normalizePolicies(base), after, { appCategory: (app) => social.get(app) });
+    assert.deepEqual(s.changed.map((c) => [c.role_id, c.app, c.app_category]).sort(), [
+      ['eng', 'Drive', 'social'],
+      ['sales', 'Drive', 'social'],
+    ]);
+  });
+
   it('a removed rule turns its cells to allow; a remediation is a change of its own', () => {
     const d = diff(base, withRules([base.rules[0]]));
     assert.equal(d.changes.deny_to_allow, d.changed.length);

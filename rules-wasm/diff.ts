@@ -40,7 +40,16 @@ export interface PolicyDiff {
   cells_not_combined: number;
 }
 
-export function diffPolicySets(before: NormalizedPolicySet, after: NormalizedPolicySet): PolicyDiff {
+export interface DiffOptions {
+  /**
+   * The category of an app the policies name (by its key: name, else id), from the catalog: the
+   * cells no event can fall in (that app in another category) are left out. Without it, every
+   * combination of a named app and a named category is a cell.
+   */
+  appCategory?: (app: string) => string | undefined;
+}
+
+export function diffPolicySets(before: NormalizedPolicySet, after: NormalizedPolicySet, options: DiffOptions = {}): PolicyDiff {
   // One layout over both: a cell means the same events on either side.
   const layout = buildLayout({ timezone: before.timezone, policies: [...before.policies, ...after.policies], rules: [...before.rules, ...after.rules] });
   const sides = [before, after].map((set) => ({
@@ -61,7 +70,15 @@ export function diffPolicySets(before: NormalizedPolicySet, after: NormalizedPol
     changed: [],
     cells_not_combined: 0,
   };
+  const named = new Set(layout.categories);
+  const possible = (where: ReturnType<typeof describeCell>): boolean => {
+    const category = where.app === null ? undefined : options.appCategory?.(where.app);
+    if (category === undefined) return true;
+    return named.has(category) ? where.app_category === category : where.app_category === null;
+  };
   for (let cell = 0; cell < out.cells; cell++) {
+    const where = describeCell(layout, cell);
+    if (!possible(where)) continue;
     const [a, b] = sides.map((s) => cellOf(s.tables, s.byIndex, cell)) as [CellRanks, CellRanks];
     const keys = [...new Set([...a.conditional, ...b.conditional].map((c) => c.key))].sort();
     const classes: number[][] =
@@ -80,7 +97,7 @@ export function diffPolicySets(before: NormalizedPolicySet, after: NormalizedPol
       if (change === null) continue;
       out.changes[change]++;
       const conditions = held.map((i) => conditionsOf(a, b, keys[i]!));
-      out.changed.push({ ...describeCell(layout, cell), conditions, change, before: va, after: vb });
+      out.changed.push({ ...where, conditions, change, before: va, after: vb });
     }
   }
   return out;

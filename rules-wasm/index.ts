@@ -11,6 +11,7 @@ export { evaluateReference, referenceRank, ruleChecks } from './reference.js';
 export type { RuleCheck } from './reference.js';
 export { explainReference, explanationText } from './explain.js';
 export { diffPolicySets, diffText, conditionsText, verdictChange } from './diff.js';
+export type { DiffOptions } from './diff.js';
 export type { PolicyDiff, ChangedCell, CellChange } from './diff.js';
 export type { Explanation, Candidate, BeatenCandidate, NotMatching } from './explain.js';
 export { parseEventLine, EventLineError } from './eventInput.js';

@@ -4,7 +4,7 @@
  * policy to what it was in a version (itself a new version, by the account that asked).
  */
 import { z } from 'zod';
-import { NotFoundError } from '../../core/controlPlane/index.js';
+import { NotFoundError, type ControlPlaneView } from '../../core/controlPlane/index.js';
 import type { Policy, PolicyRule } from '../../core/domain.js';
 import { diffPolicySets, normalizePolicies, type PolicyDiff } from '../../rules-wasm/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
@@ -125,7 +125,7 @@ export function policyVersionRoutes(ctx: ApiContext): ApiRoute[] {
             current: v.version === versions.current(enterprise),
             timezone: v.timezone,
             policies: v.inputs,
-            diff_from_parent: parent === null ? null : diffBody(diffOf(parent, v), 100),
+            diff_from_parent: parent === null ? null : diffBody(diffOf(view, parent, v), 100),
           },
         };
       },
@@ -143,7 +143,7 @@ export function policyVersionRoutes(ctx: ApiContext): ApiRoute[] {
         const enterprise = scopeOf(view, principal, query.enterprise_id);
         const from = await mustGet(enterprise, params['from']);
         const to = await mustGet(enterprise, params['to']);
-        return { body: { from: from.version, to: to.version, ...diffBody(diffOf(from, to), query.limit) } };
+        return { body: { from: from.version, to: to.version, ...diffBody(diffOf(view, from, to), query.limit) } };
       },
     }),
     route({
@@ -195,8 +195,16 @@ export function policyVersionRoutes(ctx: ApiContext): ApiRoute[] {
   ];
 }
 
-function diffOf(from: PolicyVersion, to: PolicyVersion): PolicyDiff {
-  return diffPolicySets(normalizePolicies(from.inputs, { timezone: from.timezone }), normalizePolicies(to.inputs, { timezone: to.timezone }));
+/** The diff of two versions, without the cells of a catalog app in a category it is not in. */
+function diffOf(view: ControlPlaneView, from: PolicyVersion, to: PolicyVersion): PolicyDiff {
+  const categories = new Map<string, string>();
+  for (const a of view.list('app')) {
+    categories.set(a.id, a.category);
+    categories.set(a.name, a.category);
+  }
+  return diffPolicySets(normalizePolicies(from.inputs, { timezone: from.timezone }), normalizePolicies(to.inputs, { timezone: to.timezone }), {
+    appCategory: (app) => categories.get(app),
+  });
 }
 
 function diffBody(d: PolicyDiff, limit: number): z.infer<typeof diffShape> {

@@ -5,6 +5,7 @@
  * (or all of them with `replace_all`). A job: 202 at once, then `GET` for progress and result,
  * `DELETE` to cancel.
  */
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { PERMISSIONS, POLICY_MODES, REMEDIATIONS, SEVERITIES, type Policy, type PolicyRule, type RolePolicy } from '../../core/domain.js';
 import { conditionsSchema, enterpriseLabel, enterprisePolicyInputs, PolicyCompileError } from '../../rules-wasm/index.js';
@@ -133,7 +134,8 @@ export function previewRoutes(ctx: ApiContext, previews: PolicyPreviews): ApiRou
           for (const role of p.role_ids) rolePolicies.push({ enterprise_id: enterprise, role_id: role, policy_id: p.policy_id, assigned_at: '' });
           p.rules.forEach((r, i) => {
             const rule: PolicyRule = {
-              id: r.policy_rule_id ?? `${p.policy_id}#${i + 1}`,
+              // A new rule of the draft has no id yet: one the rule language accepts, unique per policy and place.
+              id: r.policy_rule_id ?? `draft_${createHash('sha256').update(p.policy_id).digest('hex').slice(0, 12)}_${i + 1}`,
               enterprise_id: enterprise,
               policy_id: p.policy_id,
               permission: r.permission,
