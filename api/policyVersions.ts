@@ -42,12 +42,12 @@ export interface PolicyVersionsOptions {
   now: () => number;
   /** Changes within this long make one version (a rollback writes several entries). @default 200 */
   debounceMs?: number;
+  /** How soon a version that could not be written is tried again. @default 5000 */
+  retryMs?: number;
 }
 
 /** An author is credited with the versions its writes produce for this long. */
 const AUTHOR_WINDOW_MS = 10_000;
-/** How soon a version that could not be written is tried again. */
-const RETRY_MS = 5_000;
 
 export class PolicyVersions {
   readonly #view: ControlPlaneView;
@@ -65,7 +65,7 @@ export class PolicyVersions {
   private constructor(view: ControlPlaneView, ch: ClickHouseHandle, options: PolicyVersionsOptions) {
     this.#view = view;
     this.#ch = ch;
-    this.#o = { debounceMs: 200, ...options };
+    this.#o = { debounceMs: 200, retryMs: 5_000, ...options };
   }
 
   /**
@@ -151,7 +151,7 @@ export class PolicyVersions {
               `api: could not record the policy version of ${enterpriseId} (trying again): ${err instanceof Error ? err.message : String(err)}`,
               'warn',
             );
-            this.#schedule(enterpriseId, RETRY_MS);
+            this.#schedule(enterpriseId, this.#o.retryMs);
           });
       }, delayMs),
     );
