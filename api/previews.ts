@@ -288,6 +288,9 @@ export class PolicyPreviews {
       await this.#share(job);
     }
 
+    // Events still arriving for the window (late reports) may have been counted by pass 1 only.
+    job.total = Math.max(job.total, job.scanned);
+
     // One evaluation per class, weighted by its events.
     const acc = new Accumulator(compiled.hash);
     const replayable = [...classes.values()].filter((c) => {
