@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { until } from '../core/testing/until.js';
 import { BRIEF } from '../fixtures/world.js';
-import { startApiFixture } from './testing/apiFixture.js';
+import { FIXTURE_PASSWORD, startApiFixture } from './testing/apiFixture.js';
 
 const fx = await startApiFixture();
 const acme = BRIEF.acme;
@@ -125,4 +125,27 @@ test("tenancy: another enterprise's admin sees none of acme's versions and canno
   assert.equal((await fx.call('GET', `/policy-versions/${first.version}/diff/${second.version}`, { as: 'admin@globex' })).status, 404);
   assert.equal((await fx.call('POST', `/policies/${policyId}/rollback`, { as: 'admin@globex', body: { version: first.version } })).status, 404);
   assert.equal((await fx.call('GET', `/policies/${policyId}/versions?enterprise_id=${BRIEF.globex}`, { as: 'admin@acme' })).status, 403);
+});
+
+test('versions survive a restart: a new api node on the same ClickHouse lists the same history and records nothing twice', async () => {
+  const count = async (): Promise<string> =>
+    (
+      await (
+        await fx.clickhouse.client.query({ query: 'SELECT toString(count()) AS n FROM policy_versions FINAL', format: 'JSONEachRow' })
+      ).json<{
+        n: string;
+      }>()
+    )[0]!.n;
+  const before = await history();
+  const rows = await count();
+  const restarted = await fx.startServer();
+  const token = (await fx.call('POST', '/auth/login', { server: restarted, body: { username: 'admin@acme', password: FIXTURE_PASSWORD } })).json
+    .access_token as string;
+  // Its recorder starts by recording what is in force; that version is the newest one already stored.
+  await new Promise((r) => setTimeout(r, 1500));
+  const after = await fx.call('GET', `/policies/${policyId}/versions`, { server: restarted, token });
+  assert.equal(after.status, 200, after.text);
+  assert.deepEqual(after.json.versions, before);
+  assert.equal(await count(), rows);
+  await restarted.close();
 });
