@@ -674,7 +674,7 @@ describe('endpoints of the brief', () => {
     assert.equal((await as('viewer@acme', 'GET', '/users')).json.users.length, world.users.filter((x) => x.enterprise_id === 'acme').length);
   });
 
-  it('DELETE a rule, then a whole policy with its rules and role assignments; If-Match guards both; GET /apps is the catalog rules name', async () => {
+  it('DELETE a rule, then a whole policy with its rules and role assignments; If-Match guards both; the catalogs rules name (apps, actions, OS)', async () => {
     const p = await as('admin@acme', 'POST', '/policies', { body: { policy_id: 'policy_gone', name: 'Short-lived' } });
     assert.equal(p.status, 201, p.text);
     await until(() => api.view.policy('policy_gone', 'acme') !== undefined, 5000, 'the view');
@@ -716,8 +716,29 @@ describe('endpoints of the brief', () => {
     const catalog = await as('viewer@acme', 'GET', '/apps');
     assert.equal(catalog.status, 200, catalog.text);
     assert.ok(catalog.json.apps.some((a: any) => a.app_id === BRIEF.slack && a.name === 'Slack' && typeof a.category === 'string'));
-    assert.ok(catalog.json.actions.some((a: any) => a.action_id === BRIEF.uploadFile && a.name === 'Upload File'));
     assert.ok(catalog.json.app_categories.includes('messaging'));
+    assert.equal(catalog.json.total, world.apps.length);
+    const messaging = await as('viewer@acme', 'GET', '/apps?category=messaging&limit=2');
+    assert.equal(messaging.json.apps.length, 2);
+    assert.ok(messaging.json.apps.every((a: any) => a.category === 'messaging'));
+    assert.equal(messaging.json.total, world.apps.filter((a) => a.category === 'messaging').length);
+    const actions = await as('viewer@acme', 'GET', '/actions?limit=500');
+    assert.ok(actions.json.actions.some((a: any) => a.action_id === BRIEF.uploadFile && a.name === 'Upload File'));
+    assert.equal(actions.json.total, world.actions.length);
+    // The OS names and versions of acme's devices, never another enterprise's.
+    const os = (await as('viewer@acme', 'GET', '/os-versions')).json.os as Array<{
+      name: string;
+      devices: number;
+      versions: Array<{ version: string; devices: number }>;
+    }>;
+    const acmeDevices = world.devices.filter((d) => d.enterprise_id === 'acme');
+    assert.ok(os.reduce((n, o) => n + o.devices, 0) >= acmeDevices.length, JSON.stringify(os));
+    for (const d of acmeDevices)
+      assert.ok(
+        os.some((o) => o.name === d.os && o.versions.some((v) => v.version === d.os_version)),
+        `${d.os} ${d.os_version}`,
+      );
+    assertError(await as('admin@globex', 'GET', '/os-versions?enterprise_id=acme'), 403, 'tenant_forbidden');
   });
 
   it('GET /carriers and GET /towers have the brief shape; a carrier operator sees its own', async () => {
@@ -767,6 +788,26 @@ describe('endpoints of the brief', () => {
     assert.deepEqual([listed[0].action_name, listed[0].trigger, listed[0].requested_by, listed[0].attempts], ['Block App', 'manual', 'admin@acme', 1]);
     assert.equal(towers.allows({ tower: BRIEF.nycTower, device: BRIEF.johnDevice, app: BRIEF.slack }), false, 'the tower blocked the app for the device');
     assert.equal((await as('admin@globex', 'GET', '/remedial-actions')).json.remedial_actions.length, 0, 'another enterprise sees none');
+    // ?wait: the outcome itself (the brief's shape), once the worker has run it at the tower.
+    const appsBlocked = towers.blocked.apps;
+    const done = await as('admin@acme', 'POST', '/remedial-actions?wait=15', { body: { alert_id: 'att:tower123:1', action: 'unblock_app' } });
+    assert.equal(done.status, 200, done.text);
+    assert.deepEqual([done.json.action_name, done.json.status, done.json.trigger], ['Unblock App', 'success', 'manual']);
+    assert.ok(Date.parse(done.json.executed_at) >= Date.parse(done.json.requested_at) - 1000, done.text);
+    assert.equal(towers.blocked.apps, appsBlocked - 1, 'the app unblocked at the tower');
+    const one = await as('viewer@acme', 'GET', `/remedial-actions/${done.json.action_id}`);
+    assert.equal(one.status, 200, one.text);
+    assert.deepEqual([one.json.status, one.json.executed_at, one.json.requested_by], ['success', done.json.executed_at, 'admin@acme']);
+    // Asked again: the same action, already run: its recorded outcome at once.
+    const again2 = await as('admin@acme', 'POST', '/remedial-actions?wait=5', { body: { alert_id: 'att:tower123:1', action: 'unblock_app' } });
+    assert.deepEqual([again2.status, again2.json.status, again2.json.executed_at], [200, 'success', done.json.executed_at]);
+    assertError(await as('admin@globex', 'GET', `/remedial-actions/${done.json.action_id}`), 404, 'not_found');
+    assertError(await as('viewer@acme', 'GET', '/remedial-actions/ra_nope'), 404, 'not_found');
+    assertError(
+      await as('admin@acme', 'POST', '/remedial-actions?wait=99', { body: { alert_id: 'att:tower123:1', action: 'unblock_app' } }),
+      400,
+      'validation_failed',
+    );
     assertError(await as('admin@acme', 'POST', '/remedial-actions', { body: { alert_id: 'att:tower123:999999', action: 'block_device' } }), 404, 'not_found');
     assertError(await as('admin@acme', 'POST', '/remedial-actions', { body: { alert_id: 'att:tower123:1', action: 'wipe_device' } }), 400, 'validation_failed');
     assertError(await as('viewer@acme', 'GET', '/remedial-actions?status=maybe'), 400, 'validation_failed');

@@ -536,6 +536,21 @@ export interface RemedialActionRow {
   executed_at: number;
 }
 
+/** One remedial action of the enterprise by its id (its latest outcome), or null when none is recorded. */
+export async function findRemedialAction(ch: ClickHouseHandle, enterprise: string, actionId: string): Promise<RemedialActionRow | null> {
+  const found = await rows<Record<string, unknown>>(
+    ch,
+    `SELECT action_id, alert_id, action, status, trigger, device_id, tower_id, app_id, attempts, reason, requested_by, toUnixTimestamp64Milli(executed_at) AS executed_ms
+     FROM ${tableOf(ch, 'remedial_actions')} AS remedial_actions WHERE enterprise_id = {enterprise:String} AND action_id = {action:String}
+     ORDER BY remedial_actions.executed_at DESC LIMIT 1`,
+    { enterprise, action: actionId },
+  );
+  const r = found[0];
+  if (r === undefined) return null;
+  const { executed_ms, attempts, ...rest } = r;
+  return { ...(rest as unknown as Omit<RemedialActionRow, 'executed_at' | 'attempts'>), attempts: num(attempts), executed_at: num(executed_ms) };
+}
+
 /** The enterprise's remedial actions, newest first. */
 export async function remedialActions(
   ch: ClickHouseHandle,

@@ -42,6 +42,6 @@ test('versions that cannot be written are retried until ClickHouse takes them, o
     );
   } finally {
     versions.close();
-    view.close();
+    await view.close();
   }
 });

@@ -467,27 +467,74 @@ export function policyRoutes(ctx: ApiContext): ApiRoute[] {
       path: '/apps',
       cacheKey: (c) => viewReplyKey(ctx.view, c),
       tag: 'policies',
-      summary: 'The app and action catalog rules can name: apps with their category, actions, and the categories in use',
+      summary: 'The app catalog rules name (by id, name or category), by name; `app_categories` lists every category',
       access: 'read',
-      query: z.strictObject({ ...enterpriseQuery }),
+      query: z.strictObject({ ...enterpriseQuery, ...pageQuery, category: z.string().min(1).max(64).optional() }),
       response: z.strictObject({
         apps: z.array(z.strictObject({ app_id: z.string(), name: z.string(), category: z.string() })),
-        actions: z.array(z.strictObject({ action_id: z.string(), name: z.string() })),
         app_categories: z.array(z.string()),
+        ...pageInfo,
       }),
       handler: ({ query, principal }) => {
         scopeOf(view, principal, query.enterprise_id);
-        const apps = view.list('app').sort((a, b) => naturalCompare(a.name, b.name));
+        const all = view.list('app');
+        const apps = all.filter((a) => query.category === undefined || a.category === query.category).sort((a, b) => naturalCompare(a.name, b.name));
+        const { items, info } = paginate(apps, query.page, query.limit);
         return {
           body: {
-            apps: apps.map((a) => ({ app_id: a.id, name: a.name, category: a.category })),
-            actions: view
-              .list('action')
-              .sort((a, b) => naturalCompare(a.name, b.name))
-              .map((a) => ({ action_id: a.id, name: a.name })),
-            app_categories: [...new Set(apps.map((a) => a.category))].sort(),
+            apps: items.map((a) => ({ app_id: a.id, name: a.name, category: a.category })),
+            app_categories: [...new Set(all.map((a) => a.category))].sort(),
+            ...info,
           },
         };
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/actions',
+      cacheKey: (c) => viewReplyKey(ctx.view, c),
+      tag: 'policies',
+      summary: 'The action catalog rules name (by id or name), by name',
+      access: 'read',
+      query: z.strictObject({ ...enterpriseQuery, ...pageQuery }),
+      response: z.strictObject({ actions: z.array(z.strictObject({ action_id: z.string(), name: z.string() })), ...pageInfo }),
+      handler: ({ query, principal }) => {
+        scopeOf(view, principal, query.enterprise_id);
+        const { items, info } = paginate(
+          view.list('action').sort((a, b) => naturalCompare(a.name, b.name)),
+          query.page,
+          query.limit,
+        );
+        return { body: { actions: items.map((a) => ({ action_id: a.id, name: a.name })), ...info } };
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/os-versions',
+      cacheKey: (c) => viewReplyKey(ctx.view, c),
+      tag: 'policies',
+      summary: "The operating systems and versions of the enterprise's devices, with how many devices run each: what an OS condition can name",
+      access: 'read',
+      query: z.strictObject({ ...enterpriseQuery }),
+      response: z.strictObject({
+        os: z.array(z.strictObject({ name: z.string(), devices: z.number(), versions: z.array(z.strictObject({ version: z.string(), devices: z.number() })) })),
+      }),
+      handler: ({ query, principal }) => {
+        const enterprise = scopeOf(view, principal, query.enterprise_id);
+        const byOs = new Map<string, Map<string, number>>();
+        for (const d of view.devicesOfEnterprise(enterprise)) {
+          const versions = byOs.get(d.os) ?? new Map<string, number>();
+          versions.set(d.os_version, (versions.get(d.os_version) ?? 0) + 1);
+          byOs.set(d.os, versions);
+        }
+        const os = [...byOs]
+          .map(([name, versions]) => ({
+            name,
+            devices: [...versions.values()].reduce((a, b) => a + b, 0),
+            versions: [...versions].sort((a, b) => naturalCompare(a[0], b[0])).map(([version, devices]) => ({ version, devices })),
+          }))
+          .sort((a, b) => b.devices - a.devices || naturalCompare(a.name, b.name));
+        return { body: { os } };
       },
     }),
   ];

@@ -55,7 +55,13 @@ const REMEDIATIONS = ['notify', 'block_app', 'block_device'];
 export function PoliciesView({ ctx }: { ctx: PageContext }) {
   const policies = useLoad(() => ctx.api.get<{ policies: Policy[] }>(`/policies${qs({ ...ctx.scope, limit: 100 })}`), ctx.enterpriseId);
   const roles = useLoad(() => ctx.api.get<{ roles: Array<{ id: string; name: string }> }>(`/roles${qs({ ...ctx.scope, limit: 500 })}`), ctx.enterpriseId);
-  const catalog = useLoad(() => ctx.api.get<Catalog>(`/apps${qs({ ...ctx.scope })}`), ctx.enterpriseId);
+  const catalog = useLoad(async (): Promise<Catalog> => {
+    const [apps, actions] = await Promise.all([
+      ctx.api.get<Pick<Catalog, 'apps' | 'app_categories'>>(`/apps${qs({ ...ctx.scope, limit: 500 })}`),
+      ctx.api.get<Pick<Catalog, 'actions'>>(`/actions${qs({ ...ctx.scope, limit: 500 })}`),
+    ]);
+    return { apps: apps.apps, app_categories: apps.app_categories, actions: actions.actions };
+  }, ctx.enterpriseId);
   const [saved, setSaved] = useState<string | null>(null);
   const roleName = (id: string | null): string => (id === null ? 'every role' : (roles.data?.roles.find((r) => r.id === id)?.name ?? id));
   // The view catches up with a write within a second or so: reload now and once more after.
