@@ -29,6 +29,7 @@ import { ApiError, statusLine } from './errors.js';
 import type { ApiMetrics } from './metrics.js';
 import { headBytes, headersTooLarge, MAX_HEADER_BYTES, validationError } from './http.js';
 import { HEARTBEAT_TOPIC, LiveFanout } from './liveFanout.js';
+import type { RecentIds } from './recentIds.js';
 import { scopeOf } from './tenancy.js';
 import type { LogLine } from '../core/log.js';
 
@@ -76,6 +77,8 @@ export interface AlertsSocketOptions {
   maxBackpressureBytes?: number;
   /** @default 15000 */
   heartbeatEveryMs?: number;
+  /** Alerts seen, as `<enterprise>|<alert_id>`: repeats are not sent again. */
+  recentAlerts: RecentIds;
 }
 
 export interface AlertsSocket extends AsyncDisposable {
@@ -161,6 +164,8 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
   }, options.heartbeatEveryMs ?? HEARTBEAT_EVERY_MS);
   heartbeat.unref();
 
+  // Alerts come at least once (api/recentIds.ts says why); each goes to the sockets once.
+  const recent = options.recentAlerts;
   // A message that does not decode is logged and dropped: it must not take the api down.
   sub = options.nc.subscribe(ALL_ALERTS_SUBJECT, {
     callback: (err, msg) => {
@@ -170,7 +175,10 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
       if (app === null) return;
       try {
         metrics.alertsReceived.inc(decoded.value.length);
-        const sent = fanout.alerts(decoded.value);
+        const fresh = decoded.value.filter((a) => recent.add(`${a.enterprise_id}|${a.alert_id}`));
+        if (fresh.length < decoded.value.length) metrics.alertsRepeated.inc(decoded.value.length - fresh.length);
+        if (fresh.length === 0) return;
+        const sent = fanout.alerts(fresh);
         if (sent.alert > 0) metrics.socketMessages.inc({ type: 'alert' }, sent.alert);
         if (sent.alerts > 0) metrics.socketMessages.inc({ type: 'alerts' }, sent.alerts);
       } catch (e) {

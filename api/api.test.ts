@@ -13,7 +13,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import WebSocket from 'ws';
 import type { ControlPlaneStore } from '../core/controlPlane/index.js';
 import type { DiscoveryReport, UsageEvent } from '../core/domain.js';
-import { enterpriseEventsSubject } from '../core/live.js';
+import { alertsSubject, encodeAlerts, enterpriseEventsSubject } from '../core/live.js';
 import { hashPassword } from '../core/passwords.js';
 import { discoverySubject, usageSubject } from '../core/nats/index.js';
 import { discoveryMsgId, encodeDiscoveryFrame } from '../core/wire.js';
@@ -21,7 +21,7 @@ import { connectControlPlane } from '../core/testing/controlPlaneFixture.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { until } from '../core/testing/until.js';
 import { DEMO_CARRIER, seedDemoAccounts } from '../fixtures/accounts.js';
-import { briefEvent, publishFrame } from '../fixtures/briefEvents.js';
+import { briefAlert, briefEvent, publishFrame } from '../fixtures/briefEvents.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { TowerAgent } from '../fixtures/towerAgent.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
@@ -1148,6 +1148,33 @@ describe('/ws/alerts', () => {
     await until(() => acme.of('remediation').length === 1 && nycOnly.of('remediation').length === 1, 5000, 'the remediation message');
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(globex.of('remediation').length, 0, 'not to another enterprise');
+
+    // Alerts come at least once (the pipeline sends them before storing their rows; a batch
+    // redelivered after a crash sends them again): each reaches a socket once.
+    const seen = acme.of('alert').length;
+    const again = briefAlert('att:tower123:100', { severity: 'high' });
+    nc.publish(alertsSubject('acme'), encodeAlerts([again, briefAlert('att:tower123:90001', { severity: 'high' })]));
+    await until(() => acme.of('alert').some((x) => x.alert_id === 'att:tower123:90001'), 5000, 'the new alert');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(acme.of('alert').length, seen + 1, 'the repeat was not sent again');
+    // A remedial action on an alert this node has seen waits a moment for its row (here none
+    // comes: 404 after the wait); one it has not seen, or another enterprise's, is answered at once.
+    const timed = async (user: string, alertId: string): Promise<[number, number]> => {
+      const t = Date.now();
+      const r = await as(user, 'POST', '/remedial-actions', { body: { alert_id: alertId, action: 'block_app' } });
+      return [r.status, Date.now() - t];
+    };
+    const [waitedStatus, waitedMs] = await timed('admin@acme', 'att:tower123:90001');
+    assert.equal(waitedStatus, 404);
+    assert.ok(waitedMs >= 2500, `waited ${waitedMs} ms for the row`);
+    for (const [user, id] of [
+      ['admin@acme', 'att:tower123:90002'],
+      ['admin@globex', 'att:tower123:90001'],
+    ] as const) {
+      const [status, ms] = await timed(user, id);
+      assert.equal(status, 404);
+      assert.ok(ms < 1500, `${user} ${id}: answered in ${ms} ms`);
+    }
     for (const s of all) s.ws.close();
   });
 

@@ -6,6 +6,7 @@ import type { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/i
 import type { AuthService, Principal } from './auth.js';
 import { routeFor, type AnyRoute } from './http.js';
 import type { RateLimits } from './limits.js';
+import type { RecentIds } from './recentIds.js';
 import type { LogLine } from '../core/log.js';
 import type { PolicyVersions } from './policyVersions.js';
 
@@ -23,6 +24,8 @@ export interface ApiContext {
   readonly metricsCacheMs: number;
   /** How long a /dashboard/alerts page is shared by identical requests (0: never). */
   readonly alertsCacheMs: number;
+  /** Alerts this node has seen from the pipeline, as `<enterprise>|<alert_id>` (their rows may still be on the way). */
+  readonly recentAlerts: RecentIds;
   /** Epoch ms. */
   now(): number;
   readonly log: LogLine;

@@ -536,6 +536,24 @@ export interface RemedialActionRow {
   executed_at: number;
 }
 
+/**
+ * `find()`, asked again every 100 ms for up to `ms` while it finds nothing. Alerts reach pages
+ * before their rows are stored (pipeline/pipeline.ts), so a click on a brand-new alert may come
+ * a moment before its row: a lookup of an alert this api node has seen waits for it (one it has
+ * not seen is answered at once).
+ */
+export async function findSoon<T>(find: () => Promise<T | null>, ms = ALERT_ROW_WAIT_MS): Promise<T | null> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const found = await find();
+    if (found !== null || Date.now() >= deadline) return found;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** How long a lookup of a seen alert's row waits for it to be stored. */
+export const ALERT_ROW_WAIT_MS = 3000;
+
 /** One remedial action of the enterprise by its id (its latest outcome), or null when none is recorded. */
 export async function findRemedialAction(ch: ClickHouseHandle, enterprise: string, actionId: string): Promise<RemedialActionRow | null> {
   const found = await rows<Record<string, unknown>>(

@@ -34,6 +34,11 @@ export class ApiMetrics {
     help: 'violations received from NATS alerts.*',
     registers: [this.registry],
   });
+  readonly alertsRepeated = new Counter({
+    name: 'towerwatch_alerts_repeated_total',
+    help: 'alerts received again (a batch redelivered after a pipeline crash) and not sent to sockets twice',
+    registers: [this.registry],
+  });
 
   // Label children kept: prom-client hashes the label set on every call otherwise.
   readonly #requestChildren = new Map<string, { inc(): void }>();

@@ -14,6 +14,7 @@ import { ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.
 import { createAlertsSocket, type AlertsSocket } from './alertsSocket.js';
 import { DecisionEngine } from './decisions.js';
 import { PolicyPreviews } from './previews.js';
+import { RecentIds } from './recentIds.js';
 import { PolicyVersions } from './policyVersions.js';
 import { loadDashboardPage } from './dashboardPage.js';
 import { AuthService } from './auth.js';
@@ -102,6 +103,9 @@ function packageVersion(): string {
   }
 }
 
+/** Alert ids each node remembers (repeats dropped, rows waited for): minutes of alerts at thousands a second, about 20 MB. */
+const RECENT_ALERT_IDS = 262_144;
+
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const now = options.now ?? Date.now;
   const replicas = options.natsReplicas ?? 1;
@@ -123,8 +127,10 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     const metrics = new ApiMetrics();
     const versions = await PolicyVersions.start(view, options.clickhouse, { log: options.log, now });
     cleanups.push(() => versions.close());
+    const recentAlerts = new RecentIds(RECENT_ALERT_IDS);
     const ctx: ApiContext = {
       nc: options.nc,
+      recentAlerts,
       js: jetstream(options.nc),
       view,
       store,
@@ -161,6 +167,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     );
     const alerts = createAlertsSocket({
       nc: options.nc,
+      recentAlerts,
       view,
       auth,
       metrics,
