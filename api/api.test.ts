@@ -812,6 +812,37 @@ describe('endpoints of the brief', () => {
     assertError(await as('admin@acme', 'POST', '/remedial-actions', { body: { alert_id: 'att:tower123:1', action: 'wipe_device' } }), 400, 'validation_failed');
     assertError(await as('viewer@acme', 'GET', '/remedial-actions?status=maybe'), 400, 'validation_failed');
   });
+  it('GET /blocks lists what the towers were told to stop carrying; DELETE lifts a block at its tower', async () => {
+    const done = await as('admin@acme', 'POST', '/remedial-actions?wait=15', { body: { alert_id: 'att:tower123:1', action: 'block_device' } });
+    assert.equal(done.status, 200, done.text);
+    assert.equal(done.json.status, 'success');
+    let block: any;
+    await until(
+      async () =>
+        (block = (await as('viewer@acme', 'GET', `/blocks?device_id=${BRIEF.johnDevice}`)).json.blocks.find(
+          (b: any) => b.app_id === null && b.tower_id === BRIEF.nycTower,
+        )) !== undefined,
+      10_000,
+      "John's device block",
+    );
+    assert.ok(['auto', 'admin@acme'].includes(block.created_by), JSON.stringify(block));
+    assert.ok(block.hits >= 1 && block.scope === 'tower' && block.status === 'active', JSON.stringify(block));
+    assert.deepEqual((await as('viewer@acme', 'GET', `/blocks/${block.block_id}`)).json, block);
+    assert.equal(towers.allows({ tower: BRIEF.nycTower, device: BRIEF.johnDevice, app: BRIEF.slack }), false);
+    // Another enterprise sees none of it and cannot lift it; viewers cannot either.
+    assert.equal((await as('admin@globex', 'GET', '/blocks')).json.blocks.length, 0);
+    assertError(await as('admin@globex', 'GET', `/blocks/${block.block_id}`), 404, 'not_found');
+    assertError(await as('admin@globex', 'DELETE', `/blocks/${block.block_id}`), 404, 'not_found');
+    assertError(await as('viewer@acme', 'DELETE', `/blocks/${block.block_id}`), 403, 'forbidden');
+    assertError(await as('viewer@acme', 'GET', '/blocks/bk_nope'), 404, 'not_found');
+
+    const lift = await as('admin@acme', 'DELETE', `/blocks/${block.block_id}`);
+    assert.equal(lift.status, 202, lift.text);
+    await until(async () => (await as('viewer@acme', 'GET', `/blocks/${block.block_id}`)).status === 404, 15_000, 'the block lifted');
+    const outcome = await as('viewer@acme', 'GET', `/remedial-actions/${lift.json.action_id}`);
+    assert.deepEqual([outcome.json.action_name, outcome.json.status, outcome.json.requested_by], ['Unblock Device', 'success', 'admin@acme']);
+    assert.equal(towers.allows({ tower: BRIEF.nycTower, device: BRIEF.johnDevice, app: 'some-other-app' }), true, 'the tower carries the device again');
+  });
 });
 
 describe('explain', () => {

@@ -33,6 +33,7 @@ import { opsRoutes } from './routes/ops.js';
 import { policyRoutes } from './routes/policies.js';
 import { policyVersionRoutes } from './routes/policyVersions.js';
 import { previewRoutes } from './routes/previews.js';
+import { blockRoutes } from './routes/blocks.js';
 import { remediationRoutes } from './routes/remediation.js';
 import { roleRoutes } from './routes/roles.js';
 import { shadowRoutes } from './routes/shadow.js';
@@ -158,6 +159,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       ...roleRoutes(ctx),
       ...networkRoutes(ctx),
       ...remediationRoutes(ctx),
+      ...blockRoutes(ctx, { replicas }),
       ...decisionRoutes(ctx, decisions),
       ...policyVersionRoutes(ctx),
       ...explainRoutes(ctx),

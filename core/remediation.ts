@@ -14,7 +14,8 @@ export const ACTION_NAMES: Readonly<Record<RemedialAction, string>> = {
   unblock_app: 'Unblock App',
 };
 
-export const REMEDIATION_STATUSES = ['success', 'failed', 'timeout', 'skipped_by_plan'] as const;
+/** `merged`: an automatic block request that an active block already covered (core/blocks.ts); no command sent. */
+export const REMEDIATION_STATUSES = ['success', 'failed', 'timeout', 'skipped_by_plan', 'merged'] as const;
 export type RemediationStatus = (typeof REMEDIATION_STATUSES)[number];
 
 /** A request on `remediation.<enterprise>.<tower>` (msgpack), automatic or manual. */

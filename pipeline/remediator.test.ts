@@ -6,12 +6,14 @@ import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import type { JetStreamClient } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Packr } from 'msgpackr';
 import type { ClickHouseHandle } from '../core/clickhouse/index.js';
 import { ControlPlaneView } from '../core/controlPlane/index.js';
 import { ALL_ENTERPRISE_EVENTS_SUBJECT } from '../core/live.js';
 import { remedialActionId, type RemediationRequest } from '../core/remediation.js';
+import { type Block, BLOCKS_BUCKET, blockKey } from '../core/blocks.js';
 import { remediationSubject } from '../core/nats/index.js';
 import { openTempClickHouse } from '../core/testing/clickhouseFixture.js';
 import { connectControlPlane } from '../core/testing/controlPlaneFixture.js';
@@ -133,5 +135,59 @@ describe('remediator', () => {
     await until(() => remediator.counters.duplicates >= 1, 15_000, 'the repeat to be seen');
     assert.equal((await outcomes(r.alert_id)).length, 1);
     assert.equal(towers.commands, before + 1);
+  });
+
+  it('a device that keeps violating at a tower gets one block: 100 automatic requests, one tower command, 99 merged', async () => {
+    const device = 'device-storm';
+    const before = towers.commands;
+    const storm = Array.from({ length: 100 }, () => request({ device_id: device }));
+    await Promise.all(storm.map((r) => publish(r)));
+    await until(
+      async () => {
+        const rs = await ch.client.query({
+          query: "SELECT toString(count()) AS n FROM remedial_actions WHERE device_id = 'device-storm'",
+          format: 'JSONEachRow',
+        });
+        return (await rs.json<{ n: string }>())[0]!.n === '100';
+      },
+      30_000,
+      'all 100 outcomes',
+    );
+    const statuses = await ch.client.query({
+      query: "SELECT status, toString(count()) AS n FROM remedial_actions WHERE device_id = 'device-storm' GROUP BY status ORDER BY status",
+      format: 'JSONEachRow',
+    });
+    assert.deepEqual(await statuses.json(), [
+      { status: 'merged', n: '99' },
+      { status: 'success', n: '1' },
+    ]);
+    assert.equal(towers.commands, before + 1, 'one command reached the tower');
+    const kv = await new Kvm(nc).open(BLOCKS_BUCKET);
+    const block = (await kv.get(blockKey({ enterprise_id: BRIEF.acme, device_id: device, app_id: null, tower_id: BRIEF.nycTower })))!.json<Block>();
+    assert.deepEqual([block.hits, block.created_by, block.scope, block.tower_id, block.app_id], [100, 'auto', 'tower', BRIEF.nycTower, null]);
+    assert.ok(storm.some((r) => r.alert_id === block.first_alert_id) && storm.some((r) => r.alert_id === block.last_alert_id));
+
+    // The device's block covers an app's: merged. Another tower is another scope: executed.
+    const app = request({ device_id: device, action: 'block_app' });
+    const elsewhere = request({ device_id: device, tower_id: BRIEF.sfTower });
+    await publish(app);
+    await publish(elsewhere);
+    await until(async () => (await outcomes(app.alert_id)).length === 1 && (await outcomes(elsewhere.alert_id)).length === 1, 15_000, 'both outcomes');
+    assert.equal((await outcomes(app.alert_id))[0]!.status, 'merged');
+    assert.equal((await outcomes(elsewhere.alert_id))[0]!.status, 'success');
+    assert.equal(towers.commands, before + 2);
+
+    // An unblock removes the block: the next violation blocks again.
+    const lift = request({ device_id: device, trigger: 'manual', requested_by: 'admin@acme', action: 'unblock_device' });
+    await publish(lift);
+    await until(async () => (await outcomes(lift.alert_id)).length === 1, 15_000, 'the unblock');
+    assert.equal(
+      await kv.get(blockKey({ enterprise_id: BRIEF.acme, device_id: device, app_id: null, tower_id: BRIEF.nycTower })).then((e) => e?.operation ?? null),
+      'DEL',
+    );
+    const again = request({ device_id: device });
+    await publish(again);
+    await until(async () => (await outcomes(again.alert_id)).length === 1, 15_000, 'the new block');
+    assert.equal((await outcomes(again.alert_id))[0]!.status, 'success');
   });
 });

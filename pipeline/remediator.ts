@@ -5,7 +5,8 @@
  * the outcome in ClickHouse `remedial_actions`, tells dashboards on `events.<enterprise>`, and
  * acks. An alert's action runs once: the action id is derived from alert and action, and an
  * outcome already recorded for it is not executed again (a redelivery, or a repeat after the
- * stream's duplicate window).
+ * stream's duplicate window). Blocks are state (pipeline/blockBook.ts): an automatic block
+ * request that an active block covers is merged into it (`merged`, no command).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstream, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
@@ -17,6 +18,7 @@ import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { encodeEnterpriseEvent, enterpriseEventsSubject } from '../core/live.js';
 import { ACTION_NAMES, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus, type TowerAck } from '../core/remediation.js';
 import { integerOption, numberOption } from '../core/options.js';
+import { BlockBook } from './blockBook.js';
 import type { RowSink } from './clickhouseSink.js';
 import { ConsumerLoop } from './consumerLoop.js';
 import { nakQuietly } from './messageQueue.js';
@@ -49,6 +51,8 @@ export interface RemediatorOptions {
   backoffMs?: number;
   /** Requests executed at once (a silent tower must not hold up the others). @default DEFAULT_REMEDIATION_CONCURRENCY */
   concurrency?: number;
+  /** Least replicas of the blocks bucket. @default 1 */
+  replicas?: number;
 }
 
 /** The options {@link resolveRemediatorOptions} fills in and checks. */
@@ -75,18 +79,20 @@ export interface RemediationOutcome {
 }
 
 export class Remediator extends ConsumerLoop {
-  readonly counters = { executed: 0, skipped: 0, duplicates: 0, rejected: 0, consumeRestarts: 0 };
+  readonly counters = { executed: 0, skipped: 0, merged: 0, duplicates: 0, rejected: 0, consumeRestarts: 0 };
   readonly #o: RemediatorOptions & Required<RemediatorTuning>;
   #messages: ConsumerMessages | null = null;
   readonly #inFlight = new Set<Promise<void>>();
   /** Our own link to NATS: a tower cannot answer while it is down, which is not the tower's failure. */
   readonly #link: NatsConnectionWatch;
+  readonly #blocks: BlockBook;
 
   private constructor(options: RemediatorOptions) {
     super();
     // Resolved after the spread: an option passed as `undefined` must not erase its default.
     this.#o = { ...options, ...resolveRemediatorOptions(options) };
     this.#link = new NatsConnectionWatch(options.nc);
+    this.#blocks = new BlockBook(options.nc, { replicas: options.replicas ?? 1, log: options.log });
   }
 
   static async start(options: RemediatorOptions): Promise<Remediator> {
@@ -148,7 +154,18 @@ export class Remediator extends ConsumerLoop {
       m.ack();
       return;
     }
-    const outcome = await this.execute(req, actionId, () => m.working());
+    const outcome = await this.#blocks.exclusive(req, async (): Promise<RemediationOutcome> => {
+      if (req.trigger === 'auto' && (req.action === 'block_device' || req.action === 'block_app') && this.#autoRemediates(req.enterprise_id)) {
+        const merged = await this.#blocks.mergeInto(req);
+        if (merged !== null) {
+          this.counters.merged++;
+          return { action_id: actionId, status: 'merged', attempts: 0, reason: `merged into block ${merged.block_id} (${merged.hits} requests)` };
+        }
+      }
+      const o = await this.execute(req, actionId, () => m.working());
+      if (o.status === 'success') await this.#blocks.record(req, Date.now());
+      return o;
+    });
     const executedAt = Date.now();
     const row = REMEDIAL_ACTIONS_TABLE.encodeRows([
       {
@@ -189,22 +206,26 @@ export class Remediator extends ConsumerLoop {
       }),
     );
     if (outcome.status === 'skipped_by_plan') this.counters.skipped++;
-    else this.counters.executed++;
+    else if (outcome.status !== 'merged') this.counters.executed++;
     m.ack();
   }
 
   async #recorded(actionId: string): Promise<boolean> {
     const rs = await this.#o.clickhouse.client.query({
-      query: `SELECT count() AS n FROM ${tableOf(this.#o.clickhouse, 'remedial_actions')} WHERE action_id = {id:String} AND status IN ('success', 'skipped_by_plan')`,
+      query: `SELECT count() AS n FROM ${tableOf(this.#o.clickhouse, 'remedial_actions')} WHERE action_id = {id:String} AND status IN ('success', 'skipped_by_plan', 'merged')`,
       query_params: { id: actionId },
       format: 'JSONEachRow',
     });
     return Number((await rs.json<{ n: string }>())[0]?.n ?? 0) > 0;
   }
 
+  #autoRemediates(enterpriseId: string): boolean {
+    return this.#o.view.planOfEnterprise(enterpriseId)?.auto_remediation === true;
+  }
+
   /** Runs one request against its tower (plan checked again for automatic ones). */
   async execute(req: RemediationRequest, actionId: string, working: () => void = () => undefined): Promise<RemediationOutcome> {
-    if (req.trigger === 'auto' && this.#o.view.planOfEnterprise(req.enterprise_id)?.auto_remediation !== true) {
+    if (req.trigger === 'auto' && !this.#autoRemediates(req.enterprise_id)) {
       return { action_id: actionId, status: 'skipped_by_plan', attempts: 0, reason: "the enterprise's plan does not include auto-remediation" };
     }
     const command = JSON.stringify({

@@ -107,7 +107,7 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
   let remediator: Remediator | null = null;
   let discovery: DiscoveryWorker | null = null;
   if (view && withRemediator) {
-    remediator = await Remediator.start({ nc, sink, clickhouse, view, log });
+    remediator = await Remediator.start({ nc, sink, clickhouse, view, log, replicas });
     log('pipeline: remediation worker consuming REMEDIATION');
   }
   if (view && withDiscovery) {

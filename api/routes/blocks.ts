@@ -1,0 +1,156 @@
+/**
+ * `/blocks`: what the towers have been told to stop carrying, as the remediation worker keeps it
+ * (core/blocks.ts): one block per device (or device and app) and tower, with how many alerts it
+ * answered. `DELETE` lifts one: an unblock request on the REMEDIATION queue, executed at the
+ * tower by the worker, which then removes the block.
+ */
+import type { KV } from '@nats-io/kv';
+import { Packr } from 'msgpackr';
+import { z } from 'zod';
+import { type Block, BLOCKS_BUCKET, blockKeyOfId } from '../../core/blocks.js';
+import { openKvBucket, publishWithRetry, remediationSubject } from '../../core/nats/index.js';
+import { remedialActionId, remediationMsgId, type RemediationRequest } from '../../core/remediation.js';
+import { route, type ApiContext, type ApiRoute } from '../context.js';
+import { ApiError } from '../errors.js';
+import { enterpriseQuery, iso, pageInfo, pageQuery, paginate } from '../schemas.js';
+import { scopeOf } from '../tenancy.js';
+
+const packr = new Packr({ useRecords: false });
+
+const blockShape = z.strictObject({
+  block_id: z.string(),
+  device_id: z.string(),
+  app_id: z.string().nullable(),
+  scope: z.enum(['tower']),
+  tower_id: z.string(),
+  carrier: z.string(),
+  created_by: z.string(),
+  created_at: z.string(),
+  hits: z.number(),
+  first_alert_id: z.string(),
+  last_alert_id: z.string(),
+  last_hit_at: z.string(),
+  rule_id: z.string().nullable(),
+  status: z.enum(['active']),
+});
+
+function blockView(b: Block): z.infer<typeof blockShape> {
+  return {
+    block_id: b.block_id,
+    device_id: b.device_id,
+    app_id: b.app_id,
+    scope: b.scope,
+    tower_id: b.tower_id,
+    carrier: b.carrier,
+    created_by: b.created_by,
+    created_at: iso(b.created_at),
+    hits: b.hits,
+    first_alert_id: b.first_alert_id,
+    last_alert_id: b.last_alert_id,
+    last_hit_at: iso(b.last_hit_at),
+    rule_id: b.rule_id,
+    status: 'active',
+  };
+}
+
+export function blockRoutes(ctx: ApiContext, options: { replicas: number }): ApiRoute[] {
+  let kv: Promise<KV> | null = null;
+  /** Opened on first use; a failure is a 503 and the next request tries again. */
+  const bucket = async (): Promise<KV> => {
+    kv ??= openKvBucket(ctx.nc, BLOCKS_BUCKET, { history: 1, replicas: options.replicas, timeoutMs: 2_000 });
+    try {
+      return await kv;
+    } catch (err) {
+      kv = null;
+      throw new ApiError(503, 'blocks_unavailable', `the blocks cannot be read now: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
+  const mustGet = async (enterprise: string, blockId: string): Promise<Block> => {
+    const key = blockKeyOfId(enterprise, blockId);
+    const entry = key === null ? null : await (await bucket()).get(key);
+    if (entry?.operation !== 'PUT') throw new ApiError(404, 'not_found', `no active block '${blockId}' in this enterprise`, { block_id: blockId });
+    return entry.json<Block>();
+  };
+  return [
+    route({
+      method: 'get',
+      path: '/blocks',
+      tag: 'remediation',
+      summary: "The enterprise's active blocks (device, or device and app, per tower), the most recently hit first",
+      access: 'read',
+      query: z.strictObject({
+        ...enterpriseQuery,
+        ...pageQuery,
+        device_id: z.string().min(1).max(128).optional(),
+        tower_id: z.string().min(1).max(128).optional(),
+      }),
+      response: z.strictObject({ blocks: z.array(blockShape), ...pageInfo }),
+      handler: async ({ query, principal }) => {
+        const enterprise = scopeOf(ctx.view, principal, query.enterprise_id);
+        const kv = await bucket();
+        const blocks: Block[] = [];
+        for await (const key of await kv.keys(`${enterprise}.>`)) {
+          const entry = await kv.get(key);
+          if (entry?.operation !== 'PUT') continue;
+          const b = entry.json<Block>();
+          if ((query.device_id === undefined || b.device_id === query.device_id) && (query.tower_id === undefined || b.tower_id === query.tower_id))
+            blocks.push(b);
+        }
+        blocks.sort((a, b) => b.last_hit_at - a.last_hit_at || (a.block_id < b.block_id ? -1 : 1));
+        const { items, info } = paginate(blocks, query.page, query.limit);
+        return { body: { blocks: items.map(blockView), ...info } };
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/blocks/{block_id}',
+      tag: 'remediation',
+      summary: 'One active block',
+      access: 'read',
+      query: z.strictObject({ ...enterpriseQuery }),
+      response: blockShape,
+      handler: async ({ query, principal, params }) => ({
+        body: blockView(await mustGet(scopeOf(ctx.view, principal, query.enterprise_id), params['block_id'] ?? '')),
+      }),
+    }),
+    route({
+      method: 'del',
+      path: '/blocks/{block_id}',
+      tag: 'remediation',
+      summary: 'Lift a block: an unblock at its tower, by the remediation worker (202; GET /remedial-actions/{action_id} for the outcome)',
+      access: 'write',
+      query: z.strictObject({ ...enterpriseQuery }),
+      successStatus: 202,
+      response: z.strictObject({ block_id: z.string(), status: z.enum(['unblocking']), action_id: z.string() }),
+      handler: async ({ query, principal, params }) => {
+        const enterprise = scopeOf(ctx.view, principal, query.enterprise_id);
+        const block = await mustGet(enterprise, params['block_id'] ?? '');
+        const action = block.app_id === null ? ('unblock_device' as const) : ('unblock_app' as const);
+        // One unblock per block as it is now: a block made again later is lifted by a new request.
+        const alertId = `unblock:${block.block_id}:${block.created_at}`;
+        const request: RemediationRequest = {
+          type: 'remediation',
+          trigger: 'manual',
+          alert_id: alertId,
+          enterprise_id: enterprise,
+          device_id: block.device_id,
+          tower_id: block.tower_id,
+          carrier: block.carrier,
+          app_id: block.app_id ?? '',
+          action,
+          rule_id: null,
+          requested_at: ctx.now(),
+          requested_by: principal.account.username,
+        };
+        await publishWithRetry(
+          ctx.js,
+          remediationSubject(enterprise, block.tower_id),
+          packr.pack(request),
+          { msgID: remediationMsgId(alertId, action) },
+          { budgetMs: 5_000 },
+        );
+        return { status: 202, body: { block_id: block.block_id, status: 'unblocking' as const, action_id: remedialActionId(alertId, action) } };
+      },
+    }),
+  ];
+}

@@ -1,0 +1,70 @@
+/**
+ * Blocks as state: what the towers have been told to stop carrying, one entry per (enterprise,
+ * device, app or the whole device, tower) in the KV bucket `towerwatch-blocks`. The remediation
+ * worker writes them (a block command that succeeded makes or extends one; an unblock removes
+ * it) and merges automatic requests that an active block already covers into it, so a device
+ * that keeps violating at a tower gets one tower command, not one per alert. The api reads them
+ * (`/blocks`).
+ *
+ * Key: `<enterprise>.<hash>`, so an enterprise lists its own with `<enterprise>.>` and a block id
+ * (`bk_<hash>`) names an entry only within the enterprise that asks.
+ */
+import { createHash } from 'node:crypto';
+
+export const BLOCKS_BUCKET = 'towerwatch-blocks';
+
+export interface Block {
+  block_id: string;
+  enterprise_id: string;
+  device_id: string;
+  /** The app blocked for the device, or null: the whole device. */
+  app_id: string | null;
+  /** Where it holds: one tower (the only scope so far). */
+  scope: 'tower';
+  tower_id: string;
+  carrier: string;
+  /** `auto` (the pipeline's remediation) or the account that asked. */
+  created_by: string;
+  created_at: number;
+  /** Requests (alerts) it answered: the one that made it and those merged into it. */
+  hits: number;
+  first_alert_id: string;
+  last_alert_id: string;
+  last_hit_at: number;
+  /** The rule of the first alert, when a rule decided it. */
+  rule_id: string | null;
+}
+
+/** What a block is about. */
+export interface BlockTarget {
+  enterprise_id: string;
+  device_id: string;
+  app_id: string | null;
+  tower_id: string;
+}
+
+/** The KV key of the block on `t`. */
+export function blockKey(t: BlockTarget): string {
+  return `${t.enterprise_id}.${blockHash(t)}`;
+}
+
+export function blockIdOf(t: BlockTarget): string {
+  return `bk_${blockHash(t)}`;
+}
+
+/** The KV key of `blockId` within `enterprise`, or null when it is not a block id. */
+export function blockKeyOfId(enterprise: string, blockId: string): string | null {
+  return /^bk_[0-9a-f]{32}$/.test(blockId) ? `${enterprise}.${blockId.slice(3)}` : null;
+}
+
+/** The blocks that cover a block of `t`, narrowest last: the whole device, then (for an app) the app. */
+export function coveringTargets(t: BlockTarget): BlockTarget[] {
+  return t.app_id === null ? [t] : [{ ...t, app_id: null }, t];
+}
+
+function blockHash(t: BlockTarget): string {
+  return createHash('sha256')
+    .update(JSON.stringify([t.device_id, t.app_id ?? '', 'tower', t.tower_id]))
+    .digest('hex')
+    .slice(0, 32);
+}

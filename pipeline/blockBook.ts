@@ -1,0 +1,127 @@
+/**
+ * The remediation worker's side of blocks (core/blocks.ts): merge an automatic block request
+ * that an active block covers, record a block once its tower command succeeded, remove it once
+ * an unblock did. Requests on one block are handled one at a time in this process, so a burst
+ * of alerts for one device sends one command; across processes the compare-and-set on the
+ * entry keeps the count right (two processes may each send a command in the same instant).
+ * With the bucket unavailable nothing merges: every request is executed, as before blocks.
+ */
+import type { KV } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { type Block, BLOCKS_BUCKET, blockIdOf, blockKey, type BlockTarget, coveringTargets } from '../core/blocks.js';
+import type { LogLine } from '../core/log.js';
+import { isWrongLastSequence, openKvBucket } from '../core/nats/index.js';
+import type { RemediationRequest } from '../core/remediation.js';
+
+const MAX_CAS_ATTEMPTS = 10;
+
+export class BlockBook {
+  readonly #kv: Promise<KV>;
+  readonly #log: LogLine;
+  /** One request at a time per block key. */
+  readonly #locks = new Map<string, Promise<unknown>>();
+
+  constructor(nc: NatsConnection, options: { replicas?: number; log: LogLine }) {
+    this.#log = options.log;
+    this.#kv = openKvBucket(nc, BLOCKS_BUCKET, {
+      history: 1,
+      replicas: options.replicas ?? 1,
+      description: 'towerwatch: active blocks (device or app, per tower), written by the remediation worker',
+      timeoutMs: 2_000,
+    });
+    this.#kv.catch((err: unknown) => this.#log(`remediator: the blocks bucket is unavailable (${errorText(err)}); requests are not merged`, 'warn'));
+  }
+
+  /** Runs `fn` with the block of `req` (the whole device's) held by this process. */
+  async exclusive<T>(req: RemediationRequest, fn: () => Promise<T>): Promise<T> {
+    const key = blockKey({ ...targetOf(req), app_id: null });
+    const before = this.#locks.get(key) ?? Promise.resolve();
+    const run = before.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.#locks.set(key, tail);
+    void tail.then(() => {
+      if (this.#locks.get(key) === tail) this.#locks.delete(key);
+    });
+    return run;
+  }
+
+  /**
+   * Merges `req` into the active block that covers it (the device's, or the app's), if any.
+   * @returns the block it was merged into, or null (no block, or the bucket unavailable)
+   */
+  async mergeInto(req: RemediationRequest): Promise<Block | null> {
+    try {
+      const kv = await this.#kv;
+      for (const t of coveringTargets(targetOf(req))) {
+        const merged = await this.#update(kv, t, (b) => (b === null ? null : hit(b, req)));
+        if (merged !== null) return merged;
+      }
+      return null;
+    } catch (err) {
+      this.#log(`remediator: could not read blocks (${errorText(err)}); executing ${req.action} for ${req.device_id} at ${req.tower_id}`, 'warn');
+      return null;
+    }
+  }
+
+  /** After a command succeeded: a block made or extended, or (an unblock) removed. A failure is logged: the tower did act. */
+  async record(req: RemediationRequest, now: number): Promise<void> {
+    try {
+      const kv = await this.#kv;
+      const t = targetOf(req);
+      if (req.action === 'unblock_device' || req.action === 'unblock_app') {
+        await kv.delete(blockKey(t));
+        return;
+      }
+      await this.#update(kv, t, (b) => (b === null ? fresh(t, req, now) : hit(b, req)));
+    } catch (err) {
+      this.#log(`remediator: could not record the block of ${req.device_id} at ${req.tower_id}: ${errorText(err)}`, 'warn');
+    }
+  }
+
+  /** Compare-and-set of the entry of `t` through `change` (null: leave it). */
+  async #update(kv: KV, t: BlockTarget, change: (b: Block | null) => Block | null): Promise<Block | null> {
+    const key = blockKey(t);
+    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+      const entry = await kv.get(key);
+      const current = entry?.operation === 'PUT' ? entry.json<Block>() : null;
+      const next = change(current);
+      if (next === null) return null;
+      try {
+        if (entry === null) await kv.create(key, JSON.stringify(next));
+        else await kv.update(key, JSON.stringify(next), entry.revision);
+        return next;
+      } catch (err) {
+        if (isWrongLastSequence(err)) continue;
+        throw err;
+      }
+    }
+    throw new Error(`${MAX_CAS_ATTEMPTS} conflicting writes in a row on block ${blockIdOf(t)}`);
+  }
+}
+
+function targetOf(req: RemediationRequest): BlockTarget {
+  const app = req.action === 'block_app' || req.action === 'unblock_app' ? req.app_id : null;
+  return { enterprise_id: req.enterprise_id, device_id: req.device_id, app_id: app, tower_id: req.tower_id };
+}
+
+function fresh(t: BlockTarget, req: RemediationRequest, now: number): Block {
+  return {
+    block_id: blockIdOf(t),
+    ...t,
+    scope: 'tower',
+    carrier: req.carrier,
+    created_by: req.trigger === 'auto' ? 'auto' : (req.requested_by ?? 'manual'),
+    created_at: now,
+    hits: 1,
+    first_alert_id: req.alert_id,
+    last_alert_id: req.alert_id,
+    last_hit_at: now,
+    rule_id: req.rule_id,
+  };
+}
+
+function hit(b: Block, req: RemediationRequest): Block {
+  return { ...b, hits: b.hits + 1, last_alert_id: req.alert_id, last_hit_at: Date.now() };
+}
+
+const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
