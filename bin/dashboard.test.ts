@@ -164,7 +164,26 @@ describe('the dashboard page', () => {
         (await page.locator(`[data-testid="remediation-row"][data-alert-id="${alertId}"]`).first().textContent()) ?? '',
         /Block Device.*success.*by admin@acme/,
       );
+      // The block is listed among the active blocks; Unblock lifts it at the tower.
+      const detailText = (await page.locator(`[data-testid="remediation-row"][data-alert-id="${alertId}"]`).first().textContent()) ?? '';
+      const blocks = page.getByTestId('blocks');
+      const device =
+        (await page.locator(`[data-testid="remediation-row"][data-alert-id="${alertId}"] td.mono`).first().textContent()) ?? assert.fail(detailText);
+      // The device's own block (it may also have app blocks from automatic remediation).
+      const block = blocks.locator(`[data-testid="block"][data-device-id="${device}"]`).filter({ hasText: 'whole device' }).first();
+      await block.waitFor({ timeout: 20_000 });
       await shot(page, 'remediation');
+      const towerId = (await block.getAttribute('data-tower-id')) ?? assert.fail('a tower');
+      await block.getByTestId('lift-block').click();
+      await page
+        .locator(`[data-testid="remediation-row"]`)
+        .filter({ hasText: /Unblock Device.*success/ })
+        .first()
+        .waitFor({ timeout: 20_000 });
+      await blocks
+        .locator(`[data-testid="block"][data-device-id="${device}"][data-tower-id="${towerId}"]`)
+        .filter({ hasText: 'whole device' })
+        .waitFor({ state: 'detached', timeout: 20_000 });
     });
   });
 

@@ -1,9 +1,13 @@
-/** The remediation log: every action taken, automatic or by hand, newest first; live outcomes on top. */
+/**
+ * What the towers are blocking (the active blocks, with the alerts each answered; admins lift
+ * one), then the remediation log: every action taken, automatic or by hand, newest first; live
+ * outcomes on top.
+ */
 import { useEffect, useState } from 'preact/hooks';
 import { qs } from './client.js';
 import type { PageContext } from './context.js';
 import type { RemediationMessage } from './live.js';
-import { dateTime, Empty, ErrorNote, GridHead, Loading, useLoad } from './ui.js';
+import { ago, dateTime, Empty, ErrorNote, GridHead, Loading, useLoad } from './ui.js';
 
 type Action = Omit<RemediationMessage, 'type'> & { requested_by?: string | null };
 
@@ -21,12 +25,13 @@ export function RemediationView({ ctx }: { ctx: PageContext }) {
   const all = [...live.filter((a) => !ids.has(a.action_id) && (status === '' || a.status === status)), ...listed];
   return (
     <section class="remediation-view">
+      <Blocks ctx={ctx} />
       <div class="toolbar">
         <label>
           Status
           <select value={status} onChange={(e) => setStatus(e.currentTarget.value)}>
             <option value="">all</option>
-            {['success', 'failed', 'timeout', 'skipped_by_plan'].map((s) => (
+            {['success', 'failed', 'timeout', 'skipped_by_plan', 'merged'].map((s) => (
               <option value={s}>{s.replace(/_/g, ' ')}</option>
             ))}
           </select>
@@ -59,5 +64,72 @@ export function RemediationView({ ctx }: { ctx: PageContext }) {
         </table>
       )}
     </section>
+  );
+}
+
+interface Block {
+  block_id: string;
+  device_id: string;
+  app_id: string | null;
+  tower_id: string;
+  created_by: string;
+  created_at: string;
+  hits: number;
+  last_alert_id: string;
+  last_hit_at: string;
+}
+
+/** The active blocks; refreshed with each remediation outcome, and every 15 s. */
+function Blocks({ ctx }: { ctx: PageContext }) {
+  const blocks = useLoad(() => ctx.api.get<{ blocks: Block[]; total: number }>(`/blocks${qs({ ...ctx.scope, limit: 100 })}`), ctx.enterpriseId, 15_000);
+  const [lifting, setLifting] = useState<Record<string, boolean>>({});
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => ctx.live.on('remediation', () => blocks.reload()), [ctx]);
+  const lift = (b: Block): void => {
+    setError(null);
+    setLifting((l) => ({ ...l, [b.block_id]: true }));
+    ctx.api.call('DELETE', `/blocks/${b.block_id}${qs({ ...ctx.scope })}`).then(
+      () => setTimeout(blocks.reload, 1000),
+      (e: unknown) => {
+        setError(e);
+        setLifting((l) => ({ ...l, [b.block_id]: false }));
+      },
+    );
+  };
+  const list = blocks.data?.blocks ?? [];
+  return (
+    <div class="panel" data-testid="blocks">
+      <h2>Active blocks {blocks.data !== null && <span class="status">{blocks.data.total}</span>}</h2>
+      <ErrorNote error={blocks.error ?? error} retry={blocks.reload} />
+      {blocks.data === null && blocks.error === null ? (
+        <Loading what="blocks" />
+      ) : list.length === 0 ? (
+        <Empty>No device or app is blocked.</Empty>
+      ) : (
+        <table class="grid compact">
+          <GridHead columns={['Device', 'App', 'Tower', 'By', 'Since', ['Alerts', 'num'], 'Last alert', '']} />
+          <tbody>
+            {list.map((b) => (
+              <tr key={b.block_id} data-testid="block" data-device-id={b.device_id} data-tower-id={b.tower_id}>
+                <td class="mono">{b.device_id}</td>
+                <td>{b.app_id ?? 'whole device'}</td>
+                <td>{b.tower_id}</td>
+                <td>{b.created_by === 'auto' ? 'automatic' : b.created_by}</td>
+                <td>{dateTime(b.created_at)}</td>
+                <td class="num">{b.hits}</td>
+                <td>{ago(b.last_hit_at)}</td>
+                <td>
+                  {ctx.me.can.write && (
+                    <button type="button" data-testid="lift-block" disabled={lifting[b.block_id] === true} onClick={() => lift(b)}>
+                      {lifting[b.block_id] === true ? 'Unblocking…' : 'Unblock'}
+                    </button>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </div>
   );
 }
