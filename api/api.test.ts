@@ -839,7 +839,13 @@ describe('endpoints of the brief', () => {
     const lift = await as('admin@acme', 'DELETE', `/blocks/${block.block_id}`);
     assert.equal(lift.status, 202, lift.text);
     await until(async () => (await as('viewer@acme', 'GET', `/blocks/${block.block_id}`)).status === 404, 15_000, 'the block lifted');
-    const outcome = await as('viewer@acme', 'GET', `/remedial-actions/${lift.json.action_id}`);
+    // The outcome row is written just after the block is removed.
+    let outcome: Res = lift;
+    await until(
+      async () => (outcome = await as('viewer@acme', 'GET', `/remedial-actions/${lift.json.action_id}`)).status === 200,
+      10_000,
+      'the unblock recorded',
+    );
     assert.deepEqual([outcome.json.action_name, outcome.json.status, outcome.json.requested_by], ['Unblock Device', 'success', 'admin@acme']);
     assert.equal(towers.allows({ tower: BRIEF.nycTower, device: BRIEF.johnDevice, app: 'some-other-app' }), true, 'the tower carries the device again');
   });

@@ -26,6 +26,8 @@ export interface Block {
   /** `auto` (the pipeline's remediation) or the account that asked. */
   created_by: string;
   created_at: number;
+  /** When the worker lifts it by itself (the plan's `block_ttl_seconds`), or null: until lifted. */
+  expires_at: number | null;
   /** Requests (alerts) it answered: the one that made it and those merged into it. */
   hits: number;
   first_alert_id: string;

@@ -58,6 +58,8 @@ export interface Plan {
   auto_remediation: boolean;
   /** Days of history kept in ClickHouse. */
   retention_days: number;
+  /** How long an automatic block lasts before the towers carry the device again; none: until lifted. */
+  block_ttl_seconds?: number;
 }
 
 export interface Enterprise {

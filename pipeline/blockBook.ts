@@ -20,6 +20,10 @@ export class BlockBook {
   readonly #log: LogLine;
   /** One request at a time per block key. */
   readonly #locks = new Map<string, Promise<unknown>>();
+  /** Every block, as the watch last saw it (for the expiry sweep). */
+  readonly #index = new Map<string, Block>();
+  #watcher: { stop(): void } | null = null;
+  #closed = false;
 
   constructor(nc: NatsConnection, options: { replicas?: number; log: LogLine }) {
     this.#log = options.log;
@@ -29,7 +33,10 @@ export class BlockBook {
       description: 'towerwatch: active blocks (device or app, per tower), written by the remediation worker',
       timeoutMs: 2_000,
     });
-    this.#kv.catch((err: unknown) => this.#log(`remediator: the blocks bucket is unavailable (${errorText(err)}); requests are not merged`, 'warn'));
+    this.#kv.then(
+      (kv) => void this.#watch(kv),
+      (err: unknown) => this.#log(`remediator: the blocks bucket is unavailable (${errorText(err)}); requests are not merged`, 'warn'),
+    );
   }
 
   /** Runs `fn` with the block of `req` (the whole device's) held by this process. */
@@ -63,8 +70,11 @@ export class BlockBook {
     }
   }
 
-  /** After a command succeeded: a block made or extended, or (an unblock) removed. A failure is logged: the tower did act. */
-  async record(req: RemediationRequest, now: number): Promise<void> {
+  /**
+   * After a command succeeded: a block made (lasting `ttlMs`, null: until lifted) or extended,
+   * or (an unblock) removed. A failure is logged: the tower did act.
+   */
+  async record(req: RemediationRequest, now: number, ttlMs: number | null): Promise<void> {
     try {
       const kv = await this.#kv;
       const t = targetOf(req);
@@ -72,9 +82,38 @@ export class BlockBook {
         await kv.delete(blockKey(t));
         return;
       }
-      await this.#update(kv, t, (b) => (b === null ? fresh(t, req, now) : hit(b, req)));
+      await this.#update(kv, t, (b) => (b === null ? fresh(t, req, now, ttlMs) : hit(b, req)));
     } catch (err) {
       this.#log(`remediator: could not record the block of ${req.device_id} at ${req.tower_id}: ${errorText(err)}`, 'warn');
+    }
+  }
+
+  /** Every block (of every enterprise) whose time is up at `now`, as the watch has them. */
+  expired(now: number): Block[] {
+    return [...this.#index.values()].filter((b) => b.expires_at !== null && b.expires_at <= now);
+  }
+
+  /** Stops the watch. */
+  close(): void {
+    this.#closed = true;
+    this.#watcher?.stop();
+  }
+
+  /** Follows the bucket into #index; a watch that fails or ends is opened again after a pause. */
+  async #watch(kv: KV): Promise<void> {
+    while (!this.#closed) {
+      try {
+        const watcher = await kv.watch({ key: '>' });
+        this.#watcher = watcher;
+        if (this.#closed) watcher.stop();
+        for await (const e of watcher) {
+          if (e.operation === 'PUT') this.#index.set(e.key, e.json<Block>());
+          else this.#index.delete(e.key);
+        }
+      } catch (err) {
+        if (!this.#closed) this.#log(`remediator: watching blocks failed (${errorText(err)}); again in 1 s`, 'warn');
+      }
+      if (!this.#closed) await new Promise((r) => setTimeout(r, 1000));
     }
   }
 
@@ -104,7 +143,7 @@ function targetOf(req: RemediationRequest): BlockTarget {
   return { enterprise_id: req.enterprise_id, device_id: req.device_id, app_id: app, tower_id: req.tower_id };
 }
 
-function fresh(t: BlockTarget, req: RemediationRequest, now: number): Block {
+function fresh(t: BlockTarget, req: RemediationRequest, now: number, ttlMs: number | null): Block {
   return {
     block_id: blockIdOf(t),
     ...t,
@@ -112,6 +151,7 @@ function fresh(t: BlockTarget, req: RemediationRequest, now: number): Block {
     carrier: req.carrier,
     created_by: req.trigger === 'auto' ? 'auto' : (req.requested_by ?? 'manual'),
     created_at: now,
+    expires_at: ttlMs === null ? null : now + ttlMs,
     hits: 1,
     first_alert_id: req.alert_id,
     last_alert_id: req.alert_id,

@@ -10,7 +10,7 @@ import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Packr } from 'msgpackr';
 import type { ClickHouseHandle } from '../core/clickhouse/index.js';
-import { ControlPlaneView } from '../core/controlPlane/index.js';
+import { type ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import { ALL_ENTERPRISE_EVENTS_SUBJECT } from '../core/live.js';
 import { remedialActionId, type RemediationRequest } from '../core/remediation.js';
 import { type Block, BLOCKS_BUCKET, blockKey } from '../core/blocks.js';
@@ -32,6 +32,7 @@ const packr = new Packr({ useRecords: false });
 describe('remediator', () => {
   let nc: NatsConnection;
   let js: JetStreamClient;
+  let store: ControlPlaneStore;
   let view: ControlPlaneView;
   let dataDir: string;
   let ch: ClickHouseHandle;
@@ -41,13 +42,13 @@ describe('remediator', () => {
   const events: Array<Record<string, unknown>> = [];
 
   before(async () => {
-    ({ nc, js } = await connectControlPlane(nats, (s) => seedWorld(s, world)));
+    ({ nc, js, store } = await connectControlPlane(nats, (s) => seedWorld(s, world)));
     view = await ControlPlaneView.open(nc);
     ({ dataDir, ch } = await openTempClickHouse('tw-remediator-', { retentionDays: 30 }));
     sink = new ClickHouseSink(ch);
     towers = TowerAgent.start({ nc, silentTowers: ['tower128'] });
     nc.subscribe(ALL_ENTERPRISE_EVENTS_SUBJECT, { callback: (_e, m) => void events.push(m.json()) });
-    remediator = await Remediator.start({ nc, sink, clickhouse: ch, view, log: () => undefined, commandTimeoutMs: 300, backoffMs: 50 });
+    remediator = await Remediator.start({ nc, sink, clickhouse: ch, view, log: () => undefined, commandTimeoutMs: 300, backoffMs: 50, sweepEveryMs: 200 });
   });
   after(async () => {
     await remediator?.close();
@@ -189,5 +190,42 @@ describe('remediator', () => {
     await publish(again);
     await until(async () => (await outcomes(again.alert_id)).length === 1, 15_000, 'the new block');
     assert.equal((await outcomes(again.alert_id))[0]!.status, 'success');
+  });
+
+  it("an automatic block lasts the plan's block_ttl_seconds, then an automatic unblock lifts it; a block by hand stays", async () => {
+    const acmePlan = view.planOfEnterprise(BRIEF.acme)!;
+    const entry = await store.get('plan', '_global', acmePlan.id);
+    await store.update('plan', { ...acmePlan, block_ttl_seconds: 1 }, entry!.revision);
+    await until(() => view.planOfEnterprise(BRIEF.acme)?.block_ttl_seconds === 1, 5000, 'the plan');
+    try {
+      const kv = await new Kvm(nc).open(BLOCKS_BUCKET);
+      const auto = request({ device_id: 'device-expiring' });
+      const manual = request({ device_id: 'device-kept', trigger: 'manual', requested_by: 'admin@acme' });
+      await publish(auto);
+      await publish(manual);
+      await until(async () => (await outcomes(auto.alert_id)).length === 1 && (await outcomes(manual.alert_id)).length === 1, 15_000, 'both blocks');
+      const key = (device: string): string => blockKey({ enterprise_id: BRIEF.acme, device_id: device, app_id: null, tower_id: BRIEF.nycTower });
+      const made = (await kv.get(key('device-expiring')))!.json<Block>();
+      assert.ok(made.expires_at !== null && made.expires_at - made.created_at === 1000, JSON.stringify(made));
+      assert.equal((await kv.get(key('device-kept')))!.json<Block>().expires_at, null, 'a block by hand has no end');
+      assert.equal(towers.allows({ tower: BRIEF.nycTower, device: 'device-expiring', app: 'x' }), false);
+      await until(async () => (await kv.get(key('device-expiring')))?.operation === 'DEL', 15_000, 'the block to expire');
+      assert.equal(towers.allows({ tower: BRIEF.nycTower, device: 'device-expiring', app: 'x' }), true, 'carried again');
+      // The outcome row is written after the block is removed.
+      const lifted = async (): Promise<unknown[]> =>
+        (
+          await ch.client.query({
+            query: "SELECT action, status, trigger FROM remedial_actions WHERE device_id = 'device-expiring' AND action = 'unblock_device'",
+            format: 'JSONEachRow',
+          })
+        ).json();
+      await until(async () => (await lifted()).length > 0, 15_000, 'the unblock recorded');
+      assert.deepEqual(await lifted(), [{ action: 'unblock_device', status: 'success', trigger: 'auto' }]);
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal((await kv.get(key('device-kept')))?.operation, 'PUT', 'still blocked');
+    } finally {
+      const now = await store.get('plan', '_global', acmePlan.id);
+      await store.update('plan', acmePlan, now!.revision);
+    }
   });
 });

@@ -11,12 +11,20 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstream, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { Unpackr } from 'msgpackr';
+import { Packr, Unpackr } from 'msgpackr';
 import { type ClickHouseHandle, REMEDIAL_ACTIONS as REMEDIAL_ACTIONS_TABLE, tableOf } from '../core/clickhouse/index.js';
-import { ensureConsumer, NatsConnectionWatch, REMEDIATION_STREAM, towerCommandSubject } from '../core/nats/index.js';
+import { ensureConsumer, NatsConnectionWatch, REMEDIATION_STREAM, remediationSubject, towerCommandSubject } from '../core/nats/index.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { encodeEnterpriseEvent, enterpriseEventsSubject } from '../core/live.js';
-import { ACTION_NAMES, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus, type TowerAck } from '../core/remediation.js';
+import {
+  ACTION_NAMES,
+  REMEDIAL_ACTIONS,
+  remedialActionId,
+  remediationMsgId,
+  type RemediationRequest,
+  type RemediationStatus,
+  type TowerAck,
+} from '../core/remediation.js';
 import { integerOption, numberOption } from '../core/options.js';
 import { BlockBook } from './blockBook.js';
 import type { RowSink } from './clickhouseSink.js';
@@ -34,6 +42,7 @@ export const DEFAULT_COMMAND_BACKOFF_MS = 250;
 /** Requests executed at once. */
 export const DEFAULT_REMEDIATION_CONCURRENCY = 16;
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+const packr = new Packr({ useRecords: false });
 
 export interface RemediatorOptions {
   nc: NatsConnection;
@@ -53,6 +62,8 @@ export interface RemediatorOptions {
   concurrency?: number;
   /** Least replicas of the blocks bucket. @default 1 */
   replicas?: number;
+  /** How often expired blocks are looked for (each is lifted by an automatic unblock). @default 30000 */
+  sweepEveryMs?: number;
 }
 
 /** The options {@link resolveRemediatorOptions} fills in and checks. */
@@ -86,6 +97,8 @@ export class Remediator extends ConsumerLoop {
   /** Our own link to NATS: a tower cannot answer while it is down, which is not the tower's failure. */
   readonly #link: NatsConnectionWatch;
   readonly #blocks: BlockBook;
+  #sweeper: NodeJS.Timeout | undefined;
+  #sweeping = false;
 
   private constructor(options: RemediatorOptions) {
     super();
@@ -97,6 +110,8 @@ export class Remediator extends ConsumerLoop {
 
   static async start(options: RemediatorOptions): Promise<Remediator> {
     const r = new Remediator(options);
+    r.#sweeper = setInterval(() => void r.#liftExpired(), options.sweepEveryMs ?? 30_000);
+    r.#sweeper.unref();
     // ack_wait longer than a command's worst case (attempts × timeout + backoff); working() extends it.
     await ensureConsumer(options.nc, REMEDIATION_STREAM, REMEDIATOR_CONSUMER, { ackWaitMs: 30_000, maxAckPending: 256 });
     const consumer = await jetstream(options.nc).consumers.get(REMEDIATION_STREAM, REMEDIATOR_CONSUMER);
@@ -163,7 +178,7 @@ export class Remediator extends ConsumerLoop {
         }
       }
       const o = await this.execute(req, actionId, () => m.working());
-      if (o.status === 'success') await this.#blocks.record(req, Date.now());
+      if (o.status === 'success') await this.#blocks.record(req, Date.now(), this.#blockTtlMs(req));
       return o;
     });
     const executedAt = Date.now();
@@ -219,13 +234,54 @@ export class Remediator extends ConsumerLoop {
     return Number((await rs.json<{ n: string }>())[0]?.n ?? 0) > 0;
   }
 
+  /** An automatic block lasts the plan's `block_ttl_seconds`; one asked for by hand, until lifted. */
+  #blockTtlMs(req: RemediationRequest): number | null {
+    const ttl = req.trigger === 'auto' ? this.#o.view.planOfEnterprise(req.enterprise_id)?.block_ttl_seconds : undefined;
+    return ttl === undefined ? null : ttl * 1000;
+  }
+
+  /**
+   * Asks for the unblock of each block whose time is up, as an automatic request on the queue
+   * (one per block: its message id; every remediator may ask). A failure waits for the next sweep.
+   */
+  async #liftExpired(): Promise<void> {
+    if (this.#sweeping || this.stopping) return;
+    this.#sweeping = true;
+    try {
+      const js = jetstream(this.#o.nc);
+      for (const b of this.#blocks.expired(Date.now())) {
+        const action = b.app_id === null ? ('unblock_device' as const) : ('unblock_app' as const);
+        const alertId = `expired:${b.block_id}:${b.created_at}`;
+        const req: RemediationRequest = {
+          type: 'remediation',
+          trigger: 'auto',
+          alert_id: alertId,
+          enterprise_id: b.enterprise_id,
+          device_id: b.device_id,
+          tower_id: b.tower_id,
+          carrier: b.carrier,
+          app_id: b.app_id ?? '',
+          action,
+          rule_id: b.rule_id,
+          requested_at: Date.now(),
+        };
+        await js.publish(remediationSubject(b.enterprise_id, b.tower_id), packr.pack(req), { msgID: remediationMsgId(alertId, action) });
+      }
+    } catch (err) {
+      this.#o.log(`remediator: could not lift expired blocks (next sweep tries again): ${err instanceof Error ? err.message : String(err)}`, 'warn');
+    } finally {
+      this.#sweeping = false;
+    }
+  }
+
   #autoRemediates(enterpriseId: string): boolean {
     return this.#o.view.planOfEnterprise(enterpriseId)?.auto_remediation === true;
   }
 
   /** Runs one request against its tower (plan checked again for automatic ones). */
   async execute(req: RemediationRequest, actionId: string, working: () => void = () => undefined): Promise<RemediationOutcome> {
-    if (req.trigger === 'auto' && !this.#autoRemediates(req.enterprise_id)) {
+    // An automatic unblock (a block's time is up) is not an act of the plan's remediation.
+    if (req.trigger === 'auto' && (req.action === 'block_device' || req.action === 'block_app') && !this.#autoRemediates(req.enterprise_id)) {
       return { action_id: actionId, status: 'skipped_by_plan', attempts: 0, reason: "the enterprise's plan does not include auto-remediation" };
     }
     const command = JSON.stringify({
@@ -266,6 +322,8 @@ export class Remediator extends ConsumerLoop {
 
   /** Ends the consume the loop is reading. */
   protected override async interrupt(): Promise<void> {
+    clearInterval(this.#sweeper);
+    this.#blocks.close();
     this.#link.close();
     await this.#messages?.close();
   }
