@@ -10,6 +10,7 @@
  * (`bk_<hash>`) names an entry only within the enterprise that asks.
  */
 import { createHash } from 'node:crypto';
+import { remedialActionId, remediationMsgId, type RemediationRequest } from './remediation.js';
 
 export const BLOCKS_BUCKET = 'towerwatch-blocks';
 
@@ -69,4 +70,31 @@ function blockHash(t: BlockTarget): string {
     .update(JSON.stringify([t.device_id, t.app_id ?? '', 'tower', t.tower_id]))
     .digest('hex')
     .slice(0, 32);
+}
+
+/**
+ * The request that lifts `b` at its tower: automatic when its time is up, else by `requestedBy`.
+ * One per block as it is now (its message id): a block made again later is lifted by a new one.
+ */
+export function unblockRequestOf(
+  b: Block,
+  o: { now: number; requestedBy?: string | undefined },
+): { request: RemediationRequest; msgId: string; actionId: string } {
+  const action = b.app_id === null ? ('unblock_device' as const) : ('unblock_app' as const);
+  const alertId = `${o.requestedBy === undefined ? 'expired' : 'unblock'}:${b.block_id}:${b.created_at}`;
+  const request: RemediationRequest = {
+    type: 'remediation',
+    trigger: o.requestedBy === undefined ? 'auto' : 'manual',
+    alert_id: alertId,
+    enterprise_id: b.enterprise_id,
+    device_id: b.device_id,
+    tower_id: b.tower_id,
+    carrier: b.carrier,
+    app_id: b.app_id ?? '',
+    action,
+    rule_id: b.rule_id,
+    requested_at: o.now,
+    ...(o.requestedBy === undefined ? {} : { requested_by: o.requestedBy }),
+  };
+  return { request, msgId: remediationMsgId(alertId, action), actionId: remedialActionId(alertId, action) };
 }

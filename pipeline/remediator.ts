@@ -16,16 +16,9 @@ import { type ClickHouseHandle, REMEDIAL_ACTIONS as REMEDIAL_ACTIONS_TABLE, tabl
 import { ensureConsumer, NatsConnectionWatch, REMEDIATION_STREAM, remediationSubject, towerCommandSubject } from '../core/nats/index.js';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { encodeEnterpriseEvent, enterpriseEventsSubject } from '../core/live.js';
-import {
-  ACTION_NAMES,
-  REMEDIAL_ACTIONS,
-  remedialActionId,
-  remediationMsgId,
-  type RemediationRequest,
-  type RemediationStatus,
-  type TowerAck,
-} from '../core/remediation.js';
+import { ACTION_NAMES, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus, type TowerAck } from '../core/remediation.js';
 import { integerOption, numberOption } from '../core/options.js';
+import { unblockRequestOf } from '../core/blocks.js';
 import { BlockBook } from './blockBook.js';
 import type { RowSink } from './clickhouseSink.js';
 import { ConsumerLoop } from './consumerLoop.js';
@@ -250,22 +243,8 @@ export class Remediator extends ConsumerLoop {
     try {
       const js = jetstream(this.#o.nc);
       for (const b of this.#blocks.expired(Date.now())) {
-        const action = b.app_id === null ? ('unblock_device' as const) : ('unblock_app' as const);
-        const alertId = `expired:${b.block_id}:${b.created_at}`;
-        const req: RemediationRequest = {
-          type: 'remediation',
-          trigger: 'auto',
-          alert_id: alertId,
-          enterprise_id: b.enterprise_id,
-          device_id: b.device_id,
-          tower_id: b.tower_id,
-          carrier: b.carrier,
-          app_id: b.app_id ?? '',
-          action,
-          rule_id: b.rule_id,
-          requested_at: Date.now(),
-        };
-        await js.publish(remediationSubject(b.enterprise_id, b.tower_id), packr.pack(req), { msgID: remediationMsgId(alertId, action) });
+        const { request, msgId } = unblockRequestOf(b, { now: Date.now() });
+        await js.publish(remediationSubject(b.enterprise_id, b.tower_id), packr.pack(request), { msgID: msgId });
       }
     } catch (err) {
       this.#o.log(`remediator: could not lift expired blocks (next sweep tries again): ${err instanceof Error ? err.message : String(err)}`, 'warn');

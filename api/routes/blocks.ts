@@ -7,9 +7,8 @@
 import type { KV } from '@nats-io/kv';
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
-import { type Block, BLOCKS_BUCKET, blockKeyOfId } from '../../core/blocks.js';
+import { type Block, BLOCKS_BUCKET, blockKeyOfId, unblockRequestOf } from '../../core/blocks.js';
 import { openKvBucket, publishWithRetry, remediationSubject } from '../../core/nats/index.js';
-import { remedialActionId, remediationMsgId, type RemediationRequest } from '../../core/remediation.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, iso, pageInfo, pageQuery, paginate } from '../schemas.js';
@@ -127,31 +126,9 @@ export function blockRoutes(ctx: ApiContext, options: { replicas: number }): Api
       handler: async ({ query, principal, params }) => {
         const enterprise = scopeOf(ctx.view, principal, query.enterprise_id);
         const block = await mustGet(enterprise, params['block_id'] ?? '');
-        const action = block.app_id === null ? ('unblock_device' as const) : ('unblock_app' as const);
-        // One unblock per block as it is now: a block made again later is lifted by a new request.
-        const alertId = `unblock:${block.block_id}:${block.created_at}`;
-        const request: RemediationRequest = {
-          type: 'remediation',
-          trigger: 'manual',
-          alert_id: alertId,
-          enterprise_id: enterprise,
-          device_id: block.device_id,
-          tower_id: block.tower_id,
-          carrier: block.carrier,
-          app_id: block.app_id ?? '',
-          action,
-          rule_id: null,
-          requested_at: ctx.now(),
-          requested_by: principal.account.username,
-        };
-        await publishWithRetry(
-          ctx.js,
-          remediationSubject(enterprise, block.tower_id),
-          packr.pack(request),
-          { msgID: remediationMsgId(alertId, action) },
-          { budgetMs: 5_000 },
-        );
-        return { status: 202, body: { block_id: block.block_id, status: 'unblocking' as const, action_id: remedialActionId(alertId, action) } };
+        const { request, msgId, actionId } = unblockRequestOf(block, { now: ctx.now(), requestedBy: principal.account.username });
+        await publishWithRetry(ctx.js, remediationSubject(enterprise, block.tower_id), packr.pack(request), { msgID: msgId }, { budgetMs: 5_000 });
+        return { status: 202, body: { block_id: block.block_id, status: 'unblocking' as const, action_id: actionId } };
       },
     }),
   ];

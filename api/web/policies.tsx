@@ -282,6 +282,35 @@ function ShadowResults({ ctx, policyId }: { ctx: PageContext; policyId: string }
   );
 }
 
+/** The end of a rule form: Cancel, the error if any, and the preview's sentence once there is one. */
+function EditTail({
+  busy,
+  onCancel,
+  error,
+  preview,
+  previewTestId,
+}: {
+  busy: boolean;
+  onCancel: () => void;
+  error: unknown;
+  preview: string | null;
+  previewTestId: string;
+}) {
+  return (
+    <>
+      <button type="button" disabled={busy} onClick={onCancel}>
+        Cancel
+      </button>
+      <ErrorNote error={error} />
+      {preview !== null && (
+        <p class="hint" data-testid={previewTestId}>
+          {preview}
+        </p>
+      )}
+    </>
+  );
+}
+
 /** The draft through POST /policy-previews (polled to the end), as a sentence. */
 async function previewOf(ctx: PageContext, draft: Policy): Promise<string> {
   let job = await ctx.api.post<PreviewJob>('/policy-previews', { ...ctx.scope, policies: [draft], range: '24h' });
@@ -401,15 +430,7 @@ function AddRule({
       >
         Save
       </button>
-      <button type="button" disabled={busy} onClick={() => setOpen(false)}>
-        Cancel
-      </button>
-      <ErrorNote error={error} />
-      {preview !== null && (
-        <p class="hint" data-testid="new-rule-preview">
-          {preview}
-        </p>
-      )}
+      <EditTail busy={busy} onCancel={() => setOpen(false)} error={error} preview={preview} previewTestId="new-rule-preview" />
     </div>
   );
 }
@@ -525,15 +546,7 @@ function RuleRow({
             <button type="button" class="primary" data-testid="save-rule" disabled={busy} onClick={() => save()}>
               {busy ? 'Saving…' : 'Save'}
             </button>
-            <button type="button" disabled={busy} onClick={() => setEditing(false)}>
-              Cancel
-            </button>
-            <ErrorNote error={error} />
-            {preview !== null && (
-              <p class="hint" data-testid="preview-result">
-                {preview}
-              </p>
-            )}
+            <EditTail busy={busy} onCancel={() => setEditing(false)} error={error} preview={preview} previewTestId="preview-result" />
           </td>
         </>
       ) : (
