@@ -812,7 +812,7 @@ describe('endpoints of the brief', () => {
     assertError(await as('admin@acme', 'POST', '/remedial-actions', { body: { alert_id: 'att:tower123:1', action: 'wipe_device' } }), 400, 'validation_failed');
     assertError(await as('viewer@acme', 'GET', '/remedial-actions?status=maybe'), 400, 'validation_failed');
   });
-  it('GET /blocks lists what the towers were told to stop carrying; DELETE lifts a block at its tower', async () => {
+  it('GET /blocks lists what the towers were told to stop carrying; DELETE lifts a block at its tower; POST /blocks blocks by hand', async () => {
     const done = await as('admin@acme', 'POST', '/remedial-actions?wait=15', { body: { alert_id: 'att:tower123:1', action: 'block_device' } });
     assert.equal(done.status, 200, done.text);
     assert.equal(done.json.status, 'success');
@@ -848,6 +848,20 @@ describe('endpoints of the brief', () => {
     );
     assert.deepEqual([outcome.json.action_name, outcome.json.status, outcome.json.requested_by], ['Unblock Device', 'success', 'admin@acme']);
     assert.equal(towers.allows({ tower: BRIEF.nycTower, device: BRIEF.johnDevice, app: 'some-other-app' }), true, 'the tower carries the device again');
+
+    // By hand, without an alert: one app at another tower.
+    const body = { device_id: BRIEF.johnDevice, tower_id: BRIEF.sfTower, app_id: BRIEF.slack };
+    assertError(await as('viewer@acme', 'POST', '/blocks', { body }), 403, 'forbidden');
+    assertError(await as('admin@globex', 'POST', '/blocks', { body }), 404, 'not_found');
+    assertError(await as('admin@acme', 'POST', '/blocks', { body: { ...body, tower_id: 'no-such-tower' } }), 400, 'unknown_reference');
+    const asked = await as('admin@acme', 'POST', '/blocks', { body });
+    assert.equal(asked.status, 202, asked.text);
+    let made: Res = asked;
+    await until(async () => (made = await as('viewer@acme', 'GET', `/blocks/${asked.json.block_id}`)).status === 200, 15_000, 'the manual block');
+    assert.deepEqual([made.json.app_id, made.json.tower_id, made.json.created_by, made.json.expires_at], [BRIEF.slack, BRIEF.sfTower, 'admin@acme', null]);
+    assert.equal(towers.allows({ tower: BRIEF.sfTower, device: BRIEF.johnDevice, app: BRIEF.slack }), false, 'blocked at that tower');
+    assert.equal((await as('admin@acme', 'DELETE', `/blocks/${asked.json.block_id}`)).status, 202);
+    await until(async () => (await as('viewer@acme', 'GET', `/blocks/${asked.json.block_id}`)).status === 404, 15_000, 'lifted');
   });
 });
 

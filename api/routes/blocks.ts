@@ -1,13 +1,16 @@
 /**
  * `/blocks`: what the towers have been told to stop carrying, as the remediation worker keeps it
  * (core/blocks.ts): one block per device (or device and app) and tower, with how many alerts it
- * answered. `DELETE` lifts one: an unblock request on the REMEDIATION queue, executed at the
- * tower by the worker, which then removes the block.
+ * answered. `POST` asks for one by hand and `DELETE` lifts one: a block or unblock request on
+ * the REMEDIATION queue, executed at the tower by the worker, which then records the block or
+ * removes it.
  */
+import { randomUUID } from 'node:crypto';
 import type { KV } from '@nats-io/kv';
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
-import { type Block, BLOCKS_BUCKET, blockKeyOfId, unblockRequestOf } from '../../core/blocks.js';
+import { type Block, BLOCKS_BUCKET, blockIdOf, blockKeyOfId, unblockRequestOf } from '../../core/blocks.js';
+import { remedialActionId, remediationMsgId, type RemediationRequest } from '../../core/remediation.js';
 import { openKvBucket, publishWithRetry, remediationSubject } from '../../core/nats/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
@@ -113,6 +116,57 @@ export function blockRoutes(ctx: ApiContext, options: { replicas: number }): Api
       handler: async ({ query, principal, params }) => ({
         body: blockView(await mustGet(scopeOf(ctx.view, principal, query.enterprise_id), params['block_id'] ?? '')),
       }),
+    }),
+    route({
+      method: 'post',
+      path: '/blocks',
+      tag: 'remediation',
+      summary:
+        'Block a device (or one app on it) at a tower by hand, without an alert: a block request for the remediation worker (202; the block appears at GET /blocks/{block_id} once the tower acked)',
+      access: 'write',
+      successStatus: 202,
+      body: z.strictObject({
+        ...enterpriseQuery,
+        device_id: z.string().min(1).max(128),
+        tower_id: z.string().min(1).max(128),
+        app_id: z.string().min(1).max(128).optional(),
+      }),
+      response: z.strictObject({ block_id: z.string(), status: z.enum(['queued']), action_id: z.string() }),
+      handler: async ({ body, principal }) => {
+        const enterprise = scopeOf(ctx.view, principal, body.enterprise_id);
+        const device = ctx.view.device(body.device_id);
+        if (device?.enterprise_id !== enterprise)
+          throw new ApiError(404, 'not_found', `no device '${body.device_id}' in this enterprise`, { device_id: body.device_id });
+        const tower = ctx.view.tower(body.tower_id);
+        if (tower === undefined) throw new ApiError(400, 'unknown_reference', `no tower '${body.tower_id}'`, { field: 'tower_id', id: body.tower_id });
+        if (body.app_id !== undefined && ctx.view.app(body.app_id) === undefined)
+          throw new ApiError(400, 'unknown_reference', `no app '${body.app_id}'`, { field: 'app_id', id: body.app_id });
+        const action = body.app_id === undefined ? ('block_device' as const) : ('block_app' as const);
+        const alertId = `manual:${randomUUID()}`;
+        const request: RemediationRequest = {
+          type: 'remediation',
+          trigger: 'manual',
+          alert_id: alertId,
+          enterprise_id: enterprise,
+          device_id: body.device_id,
+          tower_id: body.tower_id,
+          carrier: tower.carrier_ids[0] ?? '',
+          app_id: body.app_id ?? '',
+          action,
+          rule_id: null,
+          requested_at: ctx.now(),
+          requested_by: principal.account.username,
+        };
+        await publishWithRetry(
+          ctx.js,
+          remediationSubject(enterprise, body.tower_id),
+          packr.pack(request),
+          { msgID: remediationMsgId(alertId, action) },
+          { budgetMs: 5_000 },
+        );
+        const blockId = blockIdOf({ enterprise_id: enterprise, device_id: body.device_id, app_id: body.app_id ?? null, tower_id: body.tower_id });
+        return { status: 202, body: { block_id: blockId, status: 'queued' as const, action_id: remedialActionId(alertId, action) } };
+      },
     }),
     route({
       method: 'del',
