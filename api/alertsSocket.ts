@@ -29,7 +29,7 @@ import { ApiError, statusLine } from './errors.js';
 import type { ApiMetrics } from './metrics.js';
 import { headBytes, headersTooLarge, MAX_HEADER_BYTES, validationError } from './http.js';
 import { HEARTBEAT_TOPIC, LiveFanout } from './liveFanout.js';
-import type { RecentIds } from './recentIds.js';
+import { seenAlertKey, type RecentIds } from './recentIds.js';
 import { scopeOf } from './tenancy.js';
 import type { LogLine } from '../core/log.js';
 
@@ -175,7 +175,7 @@ export function createAlertsSocket(options: AlertsSocketOptions): AlertsSocket {
       if (app === null) return;
       try {
         metrics.alertsReceived.inc(decoded.value.length);
-        const fresh = decoded.value.filter((a) => recent.add(`${a.enterprise_id}|${a.alert_id}`));
+        const fresh = decoded.value.filter((a) => recent.add(seenAlertKey(a.enterprise_id, a.alert_id)));
         if (fresh.length < decoded.value.length) metrics.alertsRepeated.inc(decoded.value.length - fresh.length);
         if (fresh.length === 0) return;
         const sent = fanout.alerts(fresh);

@@ -6,6 +6,7 @@
  */
 import type { EvalEvent, Verdict } from '../rules-wasm/index.js';
 import { type ClickHouseHandle, PER_HOUR, PER_MINUTE, type RowObject, tableOf, type TableScope, VIOLATIONS } from '../core/clickhouse/index.js';
+import { seenAlertKey, type RecentIds } from './recentIds.js';
 
 const MINUTE = PER_MINUTE.minute;
 const HOUR = PER_HOUR.hour;
@@ -537,13 +538,19 @@ export interface RemedialActionRow {
 }
 
 /**
- * `find()`, asked again every 100 ms for up to `ms` while it finds nothing. Alerts reach pages
- * before their rows are stored (pipeline/pipeline.ts), so a click on a brand-new alert may come
- * a moment before its row: a lookup of an alert this api node has seen waits for it (one it has
- * not seen is answered at once).
+ * The row of alert `alertId` through `find()`. Alerts reach pages before their rows are stored
+ * (pipeline/pipeline.ts), so a click on a brand-new alert may come a moment before its row: for
+ * an alert this api node has seen (`seen`, api/recentIds.ts), `find()` is asked again every
+ * 100 ms for up to `ms` while it finds nothing; one it has not seen is answered at once.
  */
-export async function findSoon<T>(find: () => Promise<T | null>, ms = ALERT_ROW_WAIT_MS): Promise<T | null> {
-  const deadline = Date.now() + ms;
+export async function findAlertRow<T>(
+  seen: RecentIds,
+  enterprise: string,
+  alertId: string,
+  find: () => Promise<T | null>,
+  ms = ALERT_ROW_WAIT_MS,
+): Promise<T | null> {
+  const deadline = seen.has(seenAlertKey(enterprise, alertId)) ? Date.now() + ms : 0;
   for (;;) {
     const found = await find();
     if (found !== null || Date.now() >= deadline) return found;

@@ -31,3 +31,8 @@ export class RecentIds {
     return this.#seen.size;
   }
 }
+
+/** How the api remembers an alert it has seen: ids are unique within an enterprise. */
+export function seenAlertKey(enterprise: string, alertId: string): string {
+  return `${enterprise}|${alertId}`;
+}

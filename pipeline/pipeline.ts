@@ -164,8 +164,6 @@ export class Pipeline extends ConsumerLoop {
   readonly #js: JetStreamClient;
   readonly #pool: Piscina<WorkerTask, WorkerResult>;
   readonly #inFlight = new Set<Promise<void>>();
-  /** Batches still in their worker (decode, enrich, evaluate): the next batch waits for these, not for inserts. */
-  readonly #evaluating = new Set<Promise<void>>();
   #pausedUntil = 0;
   /** Stream sequences some batch of this process is working on, and the batch's claim. */
   readonly #seqsInFlight = new Map<number, object>();
@@ -280,11 +278,7 @@ export class Pipeline extends ConsumerLoop {
         const batch = await queue.take(batchMessages, lingerMs, () => this.stopping);
         if (batch.length === 0) continue;
         this.counters.fetched += batch.length;
-        let evaluated: () => void = () => undefined;
-        const evaluating = new Promise<void>((resolve) => (evaluated = resolve));
-        this.#evaluating.add(evaluating);
-        void evaluating.then(() => this.#evaluating.delete(evaluating));
-        const p: Promise<void> = this.#process(batch, evaluated)
+        const p: Promise<void> = this.#process(batch)
           .catch(async (err: unknown) => {
             if (isOutage(err)) {
               // ClickHouse or NATS stayed away through the retries: hand the messages back for
@@ -302,10 +296,7 @@ export class Pipeline extends ConsumerLoop {
             for (const m of batch) nakQuietly(m, this.#opts.retryDelayMs);
             this.#pausedUntil = Date.now() + this.#opts.retryDelayMs;
           })
-          .finally(() => {
-            evaluated();
-            this.#inFlight.delete(p);
-          });
+          .finally(() => this.#inFlight.delete(p));
         this.#inFlight.add(p);
       }
     } finally {
@@ -316,7 +307,7 @@ export class Pipeline extends ConsumerLoop {
     await Promise.allSettled(this.#inFlight);
   }
 
-  async #process(batch: JsMsg[], evaluated: () => void = () => undefined): Promise<void> {
+  async #process(batch: JsMsg[]): Promise<void> {
     const c = this.counters;
     // Keep the messages ours while ClickHouse is slow, instead of letting them be redelivered.
     const keepAlive = setInterval(() => batch.forEach((m) => m.working()), this.#ackWaitMs / 3);
@@ -340,18 +331,18 @@ export class Pipeline extends ConsumerLoop {
       // done. When the lookup finds stored rows, the worker runs again on what is left; the
       // alerts it sent twice are dropped by the api (alert ids are stable).
       const all = [...unique.values()];
+      // A failed bet is null: #store runs the worker again and meets the failure there.
       const bet = this.#evaluate(all, [], []).then(
         (r) => {
           this.#publishAlerts(r);
           return r;
         },
-        (err: unknown) => err as Error,
+        () => null,
       );
-      void bet.finally(evaluated);
       const { todo, skipViolations, skipDeadLetters } = await this.#lookUp(unique, batch);
       const early = await bet;
       if (todo.length === 0) return;
-      const won = !(early instanceof Error) && todo.length === all.length && skipViolations.length === 0 && skipDeadLetters.length === 0;
+      const won = early !== null && todo.length === all.length && skipViolations.length === 0 && skipDeadLetters.length === 0;
       try {
         await this.#store(todo, batch, skipViolations, skipDeadLetters, won ? early : undefined);
       } catch (err) {

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { explainReference, normalizePolicies } from '../../rules-wasm/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
-import { evalEventOfStored, findDecidedEvent, findSoon, storedVerdictOf } from '../history.js';
+import { evalEventOfStored, findAlertRow, findDecidedEvent, storedVerdictOf } from '../history.js';
 import { enterpriseQuery, iso, verdictShape } from '../schemas.js';
 import { scopeOf } from '../tenancy.js';
 
@@ -47,8 +47,10 @@ const EVENT_KEY = /^([A-Za-z0-9_-]{1,64}):([A-Za-z0-9_-]{1,64}):(\d{1,16})$/;
 export function explainRoutes(ctx: ApiContext): ApiRoute[] {
   const explain = async (enterprise: string, key: string | undefined, what: string): Promise<z.infer<typeof explainShape>> => {
     const m = EVENT_KEY.exec(key ?? '');
-    const find = (): ReturnType<typeof findDecidedEvent> => findDecidedEvent(ctx.clickhouse, enterprise, m![1]!, m![2]!, Number(m![3]));
-    const row = m === null ? null : ctx.recentAlerts.has(`${enterprise}|${key ?? ''}`) ? await findSoon(find) : await find();
+    const row =
+      m === null
+        ? null
+        : await findAlertRow(ctx.recentAlerts, enterprise, key ?? '', () => findDecidedEvent(ctx.clickhouse, enterprise, m[1]!, m[2]!, Number(m[3])));
     if (row === null) throw new ApiError(404, 'not_found', `no ${what} '${key ?? ''}' in this enterprise`, { [what.replace(' ', '_')]: key ?? '' });
     if (row.decision_inputs !== 1 || row.policy_version === '' || row.verdict === 'unregistered') {
       throw new ApiError(

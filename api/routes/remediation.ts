@@ -21,7 +21,7 @@ import { publishWithRetry, remediationSubject } from '../../core/nats/index.js';
 import { enterpriseEventsSubject, type RemediationMessage } from '../../core/live.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
-import { findAlert, findRemedialAction, findSoon, remedialActions, type RemedialActionRow } from '../history.js';
+import { findAlert, findAlertRow, findRemedialAction, remedialActions, type RemedialActionRow } from '../history.js';
 import { enterpriseQuery, iso, pageInfo, pageOf, pageQuery, resolveRange, timeRangeQuery } from '../schemas.js';
 import { scopeOf } from '../tenancy.js';
 
@@ -179,8 +179,7 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
       }),
       handler: async ({ query, body, principal }) => {
         const enterprise = scopeOf(ctx.view, principal, body.enterprise_id);
-        const find = (): ReturnType<typeof findAlert> => findAlert(ctx.clickhouse, enterprise, body.alert_id);
-        const alert = ctx.recentAlerts.has(`${enterprise}|${body.alert_id}`) ? await findSoon(find) : await find();
+        const alert = await findAlertRow(ctx.recentAlerts, enterprise, body.alert_id, () => findAlert(ctx.clickhouse, enterprise, body.alert_id));
         if (alert === null) throw new ApiError(404, 'not_found', `no alert '${body.alert_id}' in this enterprise`, { alert_id: body.alert_id });
         const requestedAt = ctx.now();
         const request: RemediationRequest = {
