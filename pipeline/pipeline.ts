@@ -115,9 +115,10 @@ export interface PipelineCounters {
   deadLetterMessages: number;
   redeliveredSkipped: number;
   remediations: number;
+  /** Group commits stored (each one insert per table, of one or more batches). */
   batches: number;
   insertMs: number;
-  /** Time spent looking up which sequences are stored already (one query over three tables per batch). */
+  /** Time spent looking up which sequences are stored already (one query over three tables per group commit). */
   lookupMs: number;
   insertRetries: number;
   /** Worker tasks that threw or whose worker died (each retried, the messages one by one). */
@@ -164,6 +165,10 @@ export class Pipeline extends ConsumerLoop {
   readonly #js: JetStreamClient;
   readonly #pool: Piscina<WorkerTask, WorkerResult>;
   readonly #inFlight = new Set<Promise<void>>();
+  #messagesInFlight = 0;
+  /** Evaluated batches waiting for the next group commit, and whether one is running. */
+  #pending: Submission[] = [];
+  #committing = false;
   #pausedUntil = 0;
   /** Stream sequences some batch of this process is working on, and the batch's claim. */
   readonly #seqsInFlight = new Map<number, object>();
@@ -261,16 +266,9 @@ export class Pipeline extends ConsumerLoop {
     const keepAlive = setInterval(() => queue.forEach((m) => m.working()), this.#ackWaitMs / 3);
     try {
       while (!this.stopping) {
-        while (this.#inFlight.size >= maxInFlight) await Promise.race(this.#inFlight);
-        // While a batch runs and no full batch waits, the next one grows until that batch ends:
-        // below saturation one batch at a time makes fewer, bigger inserts (a part each, and the
-        // merges behind it), which costs less CPU per event and so queues less (bench e2e at
-        // 56k events/s: p99 1.16 s → 0.7 s). Under a backlog full batches still overlap.
-        // (Growing only until its worker is done halved p50 at half load but cost 40 % more CPU
-        // per event, a third of the top rate.)
-        while (this.#inFlight.size > 0 && queue.size < batchMessages && !this.stopping) {
-          await Promise.race([Promise.race(this.#inFlight), queue.waitFor(batchMessages, 1000)]);
-        }
+        // Bounded by messages, not batches: below saturation batches are small (whatever came
+        // in within the linger) and many wait for the same group commit.
+        while (this.#messagesInFlight >= maxInFlight * batchMessages && !this.stopping) await Promise.race(this.#inFlight);
         if (this.#pausedUntil > Date.now()) {
           await sleep(Math.min(1000, this.#pausedUntil - Date.now()));
           continue;
@@ -278,6 +276,7 @@ export class Pipeline extends ConsumerLoop {
         const batch = await queue.take(batchMessages, lingerMs, () => this.stopping);
         if (batch.length === 0) continue;
         this.counters.fetched += batch.length;
+        this.#messagesInFlight += batch.length;
         const p: Promise<void> = this.#process(batch)
           .catch(async (err: unknown) => {
             if (isOutage(err)) {
@@ -296,7 +295,10 @@ export class Pipeline extends ConsumerLoop {
             for (const m of batch) nakQuietly(m, this.#opts.retryDelayMs);
             this.#pausedUntil = Date.now() + this.#opts.retryDelayMs;
           })
-          .finally(() => this.#inFlight.delete(p));
+          .finally(() => {
+            this.#inFlight.delete(p);
+            this.#messagesInFlight -= batch.length;
+          });
         this.#inFlight.add(p);
       }
     } finally {
@@ -339,6 +341,9 @@ export class Pipeline extends ConsumerLoop {
         },
         () => null,
       );
+      // Stored with whatever else is evaluated by then, in one insert per table; on its own
+      // (below) when some of it is stored already, its worker failed, or the group's insert did.
+      if (await this.#submit(unique, batch, bet)) return;
       const { todo, skipViolations, skipDeadLetters } = await this.#lookUp(unique, batch);
       const early = await bet;
       if (todo.length === 0) return;
@@ -359,6 +364,78 @@ export class Pipeline extends ConsumerLoop {
     } finally {
       clearInterval(keepAlive);
       for (const seq of owned) this.#release(seq, claim);
+    }
+  }
+
+  /**
+   * Hands an evaluated batch to the group commit. Resolves true once its rows are stored and its
+   * messages acked, false when the batch must be stored on its own; rejects when the stored-seq
+   * lookup fails or an outage outlasts the inserts' retries.
+   */
+  #submit(unique: Map<number, JsMsg>, batch: JsMsg[], bet: Promise<WorkerResult | null>): Promise<boolean> {
+    // Every copy of its sequences in the batch is acked with it.
+    const copies = batch.filter((m) => unique.has(m.seq));
+    return new Promise<boolean>((resolve, reject) => {
+      this.#pending.push({ unique, copies, bet, resolve, reject });
+      this.#commitNext();
+    });
+  }
+
+  /**
+   * One group commit at a time, of every batch evaluated meanwhile: alerts leave as soon as a
+   * batch's worker is done, while the inserts stay as big as the time one takes (a part per
+   * insert, and the merges behind it, is what costs CPU below saturation).
+   */
+  #commitNext(): void {
+    if (this.#committing || this.#pending.length === 0) return;
+    const group = this.#pending;
+    this.#pending = [];
+    this.#committing = true;
+    void this.#commit(group).finally(() => {
+      this.#committing = false;
+      this.#commitNext();
+    });
+  }
+
+  async #commit(group: Submission[]): Promise<void> {
+    const seqs = group.flatMap((s) => [...s.unique.keys()]);
+    let merged: Array<{ s: Submission; r: WorkerResult }>;
+    try {
+      const started = performance.now();
+      // Delivery counts cannot be trusted (see #process), so every sequence is looked up.
+      const [stored, results] = await Promise.all([
+        this.#opts.sink.storedSeqsIn(['app_usage', 'violations', 'dead_letters'], seqs).finally(() => {
+          this.counters.lookupMs += performance.now() - started;
+        }),
+        Promise.all(group.map((s) => s.bet)),
+      ]);
+      const storedAny = new Set([...stored.values()].flatMap((set) => [...set]));
+      const isStored = (seq: number): boolean => storedAny.has(seq);
+      merged = [];
+      group.forEach((s, i) => {
+        const r = results[i] ?? null;
+        if (r !== null && ![...s.unique.keys()].some(isStored)) merged.push({ s, r });
+        else s.resolve(false);
+      });
+    } catch (err) {
+      for (const s of group) s.reject(err);
+      return;
+    }
+    if (merged.length === 0) return;
+    try {
+      await this.#storeEvaluated(
+        merged.flatMap(({ s }) => s.copies),
+        merged.map(({ r }) => r),
+      );
+      for (const { s } of merged) s.resolve(true);
+    } catch (err) {
+      if (isOutage(err)) {
+        for (const { s } of merged) s.reject(err);
+        return;
+      }
+      // A row ClickHouse refused: each batch on its own finds which message holds it.
+      this.#opts.log?.(`pipeline: group insert of ${merged.length} batches failed, storing them one by one: ${errorMessage(err)}`, 'warn');
+      for (const { s } of merged) s.resolve(false);
     }
   }
 
@@ -467,63 +544,134 @@ export class Pipeline extends ConsumerLoop {
 
   /** Runs the worker over `todo` (unless `evaluated` is its result already, alerts sent) and writes what it made; acks `todo` (and copies in `batch`) once stored. */
   async #store(todo: JsMsg[], batch: JsMsg[], skipViolations: number[], skipDeadLetters: number[], evaluated?: WorkerResult): Promise<void> {
-    const c = this.counters;
-    const sink = this.#opts.sink;
     let r = evaluated;
     if (r === undefined) {
       r = await this.#evaluate(todo, skipViolations, skipDeadLetters);
       this.#publishAlerts(r);
     }
+    const done = new Set(todo.map((m) => m.seq));
+    await this.#storeEvaluated(
+      batch.filter((m) => done.has(m.seq)),
+      [r],
+    );
+  }
+
+  /**
+   * Writes what the worker made of some batches (`results`, alerts sent), one insert per table
+   * for all of them, then acks `messages` (every copy of their sequences).
+   */
+  async #storeEvaluated(messages: JsMsg[], results: WorkerResult[]): Promise<void> {
+    const c = this.counters;
+    const sink = this.#opts.sink;
     const token = createHash('sha1')
-      .update(todo.map((m) => m.seq).join(','))
+      .update([...new Set(messages.map((m) => m.seq))].join(','))
       .digest('hex');
 
     // Order matters for recovery: everything else before app_usage, whose rows mark a
     // message as done (see #process's redelivery check).
     // Publishes carry a msgID, so one retried after a lost ack is stored once.
-    for (const d of r.dlqPayloads) {
-      const summary = r.deadLetters.find((x) => x.seq === d.seq)?.summary ?? summaryOf([]);
-      await publishWithRetry(
-        this.#js,
-        `dlq.${d.subject}`,
-        d.data,
-        { msgID: `dlq:${d.seq}`, headers: deadLetterHeaders(d.subject, d.seq, summary) },
-        this.#retry,
-      );
+    for (const r of results) {
+      for (const d of r.dlqPayloads) {
+        const summary = r.deadLetters.find((x) => x.seq === d.seq)?.summary ?? summaryOf([]);
+        await publishWithRetry(
+          this.#js,
+          `dlq.${d.subject}`,
+          d.data,
+          { msgID: `dlq:${d.seq}`, headers: deadLetterHeaders(d.subject, d.seq, summary) },
+          this.#retry,
+        );
+      }
     }
     await Promise.all(
-      r.remediations.map(({ request, payload }) =>
-        publishWithRetry(
-          this.#js,
-          remediationSubject(request.enterprise_id, request.tower_id),
-          payload,
-          { msgID: remediationMsgId(request.alert_id, request.action) },
-          this.#retry,
+      results.flatMap((r) =>
+        r.remediations.map(({ request, payload }) =>
+          publishWithRetry(
+            this.#js,
+            remediationSubject(request.enterprise_id, request.tower_id),
+            payload,
+            { msgID: remediationMsgId(request.alert_id, request.action) },
+            this.#retry,
+          ),
         ),
       ),
     );
     const started = performance.now();
+    // Bodies of several batches are appended: Native takes a stream of blocks, TSV of lines.
     // Row counts given: counting a 10 MB body's line feeds on this thread costs more than it should.
-    if (r.deadLetterRows > 0) await sink.insert('dead_letters', r.deadLetterTsv, { token: `dead_letters:${token}`, rows: r.deadLetterRows });
-    if (r.violationRows > 0) await sink.insert('violations', r.violations, { token: `violations:${token}`, rows: r.violationRows, format: 'Native' });
-    if (r.appUsageRows > 0) await sink.insert('app_usage', r.appUsage, { token: `app_usage:${token}`, rows: r.appUsageRows, format: 'Native' });
+    const deadLetterRows = sum(results, (r) => r.deadLetterRows);
+    const violationRows = sum(results, (r) => r.violationRows);
+    const appUsageRows = sum(results, (r) => r.appUsageRows);
+    if (deadLetterRows > 0) {
+      await sink.insert(
+        'dead_letters',
+        joined(results, (r) => r.deadLetterTsv),
+        { token: `dead_letters:${token}`, rows: deadLetterRows },
+      );
+    }
+    if (violationRows > 0) {
+      await sink.insert(
+        'violations',
+        joined(results, (r) => (r.violationRows > 0 ? r.violations : EMPTY)),
+        {
+          token: `violations:${token}`,
+          rows: violationRows,
+          format: 'Native',
+        },
+      );
+    }
+    if (appUsageRows > 0) {
+      await sink.insert(
+        'app_usage',
+        joined(results, (r) => (r.appUsageRows > 0 ? r.appUsage : EMPTY)),
+        {
+          token: `app_usage:${token}`,
+          rows: appUsageRows,
+          format: 'Native',
+        },
+      );
+    }
     c.insertMs += performance.now() - started;
 
-    const done = new Set(todo.map((m) => m.seq));
-    for (const m of batch) if (done.has(m.seq)) m.ack();
+    for (const m of messages) m.ack();
 
     c.batches++;
-    c.messages += todo.length;
-    c.events += r.counts.events;
-    c.stored += r.appUsageRows;
-    c.violations += r.counts.violations;
-    c.unregistered += r.counts.unregistered;
-    c.deadLetters += r.counts.rejectedEvents + r.counts.rejectedMessages;
-    c.deadLetterMessages += r.dlqPayloads.length;
-    c.remediations += r.remediations.length;
-    Object.assign(c.policyVersions, r.policyVersions);
-    for (const notice of r.notices) this.#opts.log?.(`pipeline: ${notice}`, 'error');
+    c.messages += new Set(messages.map((m) => m.seq)).size;
+    c.stored += appUsageRows;
+    for (const r of results) {
+      c.events += r.counts.events;
+      c.violations += r.counts.violations;
+      c.unregistered += r.counts.unregistered;
+      c.deadLetters += r.counts.rejectedEvents + r.counts.rejectedMessages;
+      c.deadLetterMessages += r.dlqPayloads.length;
+      c.remediations += r.remediations.length;
+      Object.assign(c.policyVersions, r.policyVersions);
+      for (const notice of r.notices) this.#opts.log?.(`pipeline: ${notice}`, 'error');
+    }
   }
+}
+
+/** An evaluated batch waiting for a group commit. */
+interface Submission {
+  unique: Map<number, JsMsg>;
+  /** The messages to ack once stored: every copy of `unique`'s sequences in the batch. */
+  copies: JsMsg[];
+  bet: Promise<WorkerResult | null>;
+  resolve: (storedInGroup: boolean) => void;
+  reject: (err: unknown) => void;
+}
+
+const EMPTY = new Uint8Array(0);
+
+function sum<T>(items: readonly T[], of: (item: T) => number): number {
+  let n = 0;
+  for (const item of items) n += of(item);
+  return n;
+}
+
+/** The parts end to end (the part itself when there is one: no copy). */
+function joined<T>(items: readonly T[], of: (item: T) => Uint8Array): Uint8Array {
+  if (items.length === 1) return of(items[0] as T);
+  return Buffer.concat(items.map(of));
 }
 
 /** A batch's worker task failed (threw, or its thread died). */

@@ -96,8 +96,8 @@ export const PIPELINE_COUNTERS: ReadonlyArray<{ field: NumericKeys<PipelineCount
     help: 'redelivered messages found already stored, acked without processing',
   },
   { field: 'remediations', name: 'towerwatch_pipeline_remediation_requests_total', help: 'remediation requests published to REMEDIATION' },
-  { field: 'batches', name: 'towerwatch_pipeline_batches_total', help: 'batches processed and acked' },
-  { field: 'insertMs', name: 'towerwatch_pipeline_insert_seconds_total', help: 'time spent inserting batches into ClickHouse', scale: 1 / 1000 },
+  { field: 'batches', name: 'towerwatch_pipeline_batches_total', help: 'group commits stored and acked (each holds one or more batches)' },
+  { field: 'insertMs', name: 'towerwatch_pipeline_insert_seconds_total', help: 'time spent inserting group commits into ClickHouse', scale: 1 / 1000 },
   {
     field: 'lookupMs',
     name: 'towerwatch_pipeline_stored_lookup_seconds_total',
