@@ -43,17 +43,18 @@ export function rollupSpan(from: number, to: number, wholeHours = true): RollupS
 
 const at = (param: string): string => `fromUnixTimestamp64Milli({${param}:Int64}, 'UTC')`;
 const ENTERPRISE = 'enterprise_id = {enterprise:String}';
-const HOURS = `${ENTERPRISE} AND ${HOUR} >= ${at('h0')} AND ${HOUR} < ${at('h1')}`;
-const EDGE_MINUTES = `${ENTERPRISE}
-  AND ((${MINUTE} >= ${at('lo')} AND ${MINUTE} < ${at('h0')}) OR (${MINUTE} >= ${at('h1')} AND ${MINUTE} < ${at('hi')}))`;
+/** The span's conditions; `p` prefixes its parameters' names (two spans in one statement). */
+const hours = (p: string): string => `${ENTERPRISE} AND ${HOUR} >= ${at(`${p}h0`)} AND ${HOUR} < ${at(`${p}h1`)}`;
+const edgeMinutes = (p: string): string => `${ENTERPRISE}
+  AND ((${MINUTE} >= ${at(`${p}lo`)} AND ${MINUTE} < ${at(`${p}h0`)}) OR (${MINUTE} >= ${at(`${p}h1`)} AND ${MINUTE} < ${at(`${p}hi`)}))`;
 
 /**
  * `SELECT <keys>, sum(n) AS n` over a span: one sub-select per projection, summed. `keys(time)`
  * gets the time key of the projection its sub-select reads (the hour or the minute).
  */
-function rolledUp(table: string, span: RollupSpan, keys: (time: string) => string, groupBy: string): string {
-  const parts = [`SELECT ${keys(MINUTE)}, count() AS n FROM ${table} WHERE ${EDGE_MINUTES} GROUP BY ${groupBy}`];
-  if (span.h0 < span.h1) parts.unshift(`SELECT ${keys(HOUR)}, count() AS n FROM ${table} WHERE ${HOURS} GROUP BY ${groupBy}`);
+function rolledUp(table: string, span: RollupSpan, keys: (time: string) => string, groupBy: string, p = ''): string {
+  const parts = [`SELECT ${keys(MINUTE)}, count() AS n FROM ${table} WHERE ${edgeMinutes(p)} GROUP BY ${groupBy}`];
+  if (span.h0 < span.h1) parts.unshift(`SELECT ${keys(HOUR)}, count() AS n FROM ${table} WHERE ${hours(p)} GROUP BY ${groupBy}`);
   return `SELECT ${groupBy}, sum(n) AS n FROM (${parts.join(' UNION ALL ')}) GROUP BY ${groupBy}`;
 }
 const TS_RANGE = `enterprise_id = {enterprise:String}
@@ -104,34 +105,47 @@ export interface BoundQuery {
   params: Record<string, unknown>;
 }
 
-/** The four queries of {@link dashboardMetrics}: two series and two breakdowns, all on projections. */
-export function dashboardMetricsQueries(scope: TableScope, q: MetricsQuery): Record<'usageSeries' | 'violationSeries' | 'usageBy' | 'violationBy', BoundQuery> {
+type MetricsPart = 'usageSeries' | 'violationSeries' | 'usageBy' | 'violationBy';
+
+/**
+ * The four reads of {@link dashboardMetrics} (two series and two breakdowns, all on projections),
+ * as one statement: the embedded engine runs one query at a time, and one statement of four
+ * reads took 24 h from p50/p90 41/50 to 35/41 ms on `bench api`'s 10M events. Each row is
+ * `[part, row as JSON]`.
+ */
+export function dashboardMetricsQuery(scope: TableScope, q: MetricsQuery): BoundQuery {
   const usage = tableOf(scope, 'app_usage');
   const violations = tableOf(scope, 'violations');
   const span = rollupSpan(q.from, q.to);
-  // Minute buckets cannot come from the per-hour projections.
+  // Minute buckets cannot come from the per-hour projections; their span's parameters are `s_…`.
   const seriesSpan = q.bucket === 'hour' ? span : rollupSpan(q.from, q.to, false);
-  const params = (s: RollupSpan) => ({ enterprise: q.enterprise, ...s });
   const bucket = (time: string): string => `toUnixTimestamp(${q.bucket === 'hour' ? `toStartOfHour(${time})` : time}) AS t`;
+  const parts: Record<MetricsPart, string> = {
+    usageSeries: `${rolledUp(usage, seriesSpan, (time) => `${bucket(time)}, verdict`, 't, verdict', 's_')} ORDER BY t`,
+    violationSeries: `${rolledUp(violations, seriesSpan, bucket, 't', 's_')} ORDER BY t`,
+    usageBy: rolledUp(usage, span, () => 'app_id, app_name, tower_id', 'app_id, app_name, tower_id'),
+    violationBy: `${rolledUp(violations, span, () => WHO, WHO)} ORDER BY n DESC LIMIT ${MAX_BREAKDOWN_ROWS}`,
+  };
+  const prefixed = Object.fromEntries(Object.entries(seriesSpan).map(([k, v]) => [`s_${k}`, v]));
   return {
-    usageSeries: { query: `${rolledUp(usage, seriesSpan, (time) => `${bucket(time)}, verdict`, 't, verdict')} ORDER BY t`, params: params(seriesSpan) },
-    violationSeries: { query: `${rolledUp(violations, seriesSpan, bucket, 't')} ORDER BY t`, params: params(seriesSpan) },
-    usageBy: { query: rolledUp(usage, span, () => 'app_id, app_name, tower_id', 'app_id, app_name, tower_id'), params: params(span) },
-    violationBy: { query: `${rolledUp(violations, span, () => WHO, WHO)} ORDER BY n DESC LIMIT ${MAX_BREAKDOWN_ROWS}`, params: params(span) },
+    query: Object.entries(parts)
+      .map(([part, sql]) => `SELECT '${part}' AS part, formatRowNoNewline('JSONEachRow', *) AS row FROM (${sql})`)
+      .join('\nUNION ALL\n'),
+    params: { enterprise: q.enterprise, ...span, ...prefixed },
   };
 }
 
 /** Counts per minute or hour, by verdict, and the top apps, users, towers and policies by violations. */
 export async function dashboardMetrics(ch: ClickHouseHandle, q: MetricsQuery): Promise<DashboardMetrics> {
-  const queries = dashboardMetricsQueries(ch, q);
-  const read = <T>({ query, params }: BoundQuery): Promise<T[]> => rows<T>(ch, query, params);
+  const { query, params } = dashboardMetricsQuery(ch, q);
+  const rs = await ch.client.query({ query, query_params: params, format: 'JSONCompactEachRow' });
+  const read: Record<MetricsPart, unknown[]> = { usageSeries: [], violationSeries: [], usageBy: [], violationBy: [] };
+  for (const [part, row] of await rs.json<[MetricsPart, string]>()) read[part].push(JSON.parse(row));
   // The top lists are summed from the breakdowns here.
-  const [usageSeries, violationSeries, usageBy, violationBy] = await Promise.all([
-    read<{ t: string; verdict: string; n: string }>(queries.usageSeries),
-    read<{ t: string; n: string }>(queries.violationSeries),
-    read<{ app_id: string; app_name: string; tower_id: string; n: string }>(queries.usageBy),
-    read<Omit<DashboardMetrics['violations_by'][number], 'violations'> & { severity: string; n: string }>(queries.violationBy),
-  ]);
+  const usageSeries = read.usageSeries as Array<{ t: string; verdict: string; n: string }>;
+  const violationSeries = read.violationSeries as Array<{ t: string; n: string }>;
+  const usageBy = read.usageBy as Array<{ app_id: string; app_name: string; tower_id: string; n: string }>;
+  const violationBy = read.violationBy as Array<Omit<DashboardMetrics['violations_by'][number], 'violations'> & { severity: string; n: string }>;
   const sum = <K>(m: Map<K, number>, k: K, n: number): void => void m.set(k, (m.get(k) ?? 0) + n);
   const appEvents = new Map<string, number>();
   const appNames = new Map<string, string>();
