@@ -34,6 +34,7 @@ import { policyRoutes } from './routes/policies.js';
 import { policyVersionRoutes } from './routes/policyVersions.js';
 import { previewRoutes } from './routes/previews.js';
 import { blockRoutes } from './routes/blocks.js';
+import { outputRoutes } from './routes/outputs.js';
 import { remediationRoutes } from './routes/remediation.js';
 import { roleRoutes } from './routes/roles.js';
 import { shadowRoutes } from './routes/shadow.js';
@@ -160,6 +161,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       ...networkRoutes(ctx),
       ...remediationRoutes(ctx),
       ...blockRoutes(ctx, { replicas }),
+      ...outputRoutes(ctx, { replicas }),
       ...decisionRoutes(ctx, decisions),
       ...policyVersionRoutes(ctx),
       ...explainRoutes(ctx),

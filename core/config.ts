@@ -179,7 +179,8 @@ export const CONFIG_VARIABLES = [
     field: 'retentionDays',
     default: String(DEFAULT_RETENTION_DAYS),
     expected: `an integer 1–${MAX_RETENTION_DAYS}`,
-    description: 'Default days of history kept in ClickHouse (TTL); a plan may keep less.',
+    description:
+      'Days of history kept in ClickHouse for rows of no enterprise (unregistered devices), for dead letters, and for an enterprise whose plan gives no usable `retention_days`. Each enterprise keeps the `retention_days` of its plan, longer or shorter.',
   },
   {
     name: 'TOWERWATCH_LOG_LEVEL',

@@ -12,6 +12,8 @@ import { ControlPlaneStore, ControlPlaneView, openControlBucket } from '../core/
 import { ClickHouseSink } from './clickhouseSink.js';
 import { DiscoveryWorker } from './discovery.js';
 import { Remediator } from './remediator.js';
+import { RetentionKeeper } from './retentionKeeper.js';
+import { Notifier } from './notifier.js';
 import { DEFAULT_CONSUMER, Pipeline, type PipelineOptions } from './pipeline.js';
 import { snapshotCounters, statusLine } from './status.js';
 import { HealthServer, HealthServerListenError } from './healthServer.js';
@@ -33,6 +35,10 @@ export interface PipelineServiceOptions {
   pipeline?: Partial<Omit<PipelineOptions, 'nc' | 'natsUrl' | 'sink'>>;
   /** Run the remediation worker too. @default true */
   remediator?: boolean;
+  /** Keep the history tables' TTL on each enterprise's plan (retentionKeeper.ts). @default true */
+  retention?: boolean;
+  /** Send violations to the enterprises' notification outputs (notifier.ts). @default true */
+  notifier?: boolean;
   /** Run the discovery worker too. @default true */
   discovery?: boolean;
 }
@@ -42,6 +48,7 @@ export interface PipelineService extends AsyncDisposable {
   readonly clickhouse: ClickHouseHandle;
   readonly remediator: Remediator | null;
   readonly discovery: DiscoveryWorker | null;
+  readonly notifier: Notifier | null;
   /** The /healthz, /readyz and /metrics server; null when `config.pipelinePort` was not given. */
   readonly health: HealthServer | null;
   readonly metrics: PipelineMetrics;
@@ -88,6 +95,12 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
     await health?.close();
     throw err;
   }
+  const withRemediator = opts.remediator ?? true;
+  const withDiscovery = opts.discovery ?? true;
+  const withRetention = opts.retention ?? true;
+  const view = withRemediator || withDiscovery || withRetention ? await ControlPlaneView.open(nc, { replicas }) : null;
+  // Before the pipeline stores anything: until the keeper runs, the tables keep the default for everyone.
+  const retention = view && withRetention ? await RetentionKeeper.start({ view, clickhouse, defaultDays: config.retentionDays, log }) : null;
   const sink = new ClickHouseSink(clickhouse, {
     onRetry: (r) => log(`pipeline: ClickHouse insert failed (attempt ${r.attempt}), retrying in ${r.delayMs} ms: ${(r.error as Error).message}`, 'warn'),
   });
@@ -101,11 +114,9 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
     log: opts.pipeline?.log ?? log,
     maxDeliver: opts.pipeline?.maxDeliver ?? config.maxDeliver,
   });
-  const withRemediator = opts.remediator ?? true;
-  const withDiscovery = opts.discovery ?? true;
-  const view = withRemediator || withDiscovery ? await ControlPlaneView.open(nc, { replicas }) : null;
   let remediator: Remediator | null = null;
   let discovery: DiscoveryWorker | null = null;
+  const notifier = (opts.notifier ?? true) ? await Notifier.start({ nc, log, replicas }) : null;
   if (view && withRemediator) {
     remediator = await Remediator.start({ nc, sink, clickhouse, view, log, replicas });
     log('pipeline: remediation worker consuming REMEDIATION');
@@ -148,6 +159,7 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
     clickhouse,
     remediator,
     discovery,
+    notifier,
     health,
     metrics,
     close() {
@@ -156,7 +168,7 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
         // Probes see the service go away with it; scrapes during the drain are not needed.
         await health?.close();
         natsWatch.close();
-        await Promise.all([remediator?.close(), discovery?.close()]);
+        await Promise.all([remediator?.close(), discovery?.close(), retention?.close(), notifier?.close()]);
         await view?.close();
         await pipeline.close();
         await sink.close();

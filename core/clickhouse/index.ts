@@ -10,6 +10,7 @@ export * from './migrations.js';
 export * from './native.js';
 export * from './open.js';
 export * from './queries.js';
+export * from './retention.js';
 export * from './rows.js';
 export * from './tables.js';
 export * from './tsv.js';

@@ -9,6 +9,7 @@ import { ClickHouseError } from '@clickhouse/client';
 import { MAX_RETENTION_DAYS } from '../config.js';
 import type { LogLine } from '../log.js';
 import { clusterMigrationStatementsOf, clusterSchemaMigrationsDdl, clusterTtlDdl, DISTRIBUTED_TABLES, distributedDdl } from './clusterDdl.js';
+import { currentTtlClauses, hasEnterpriseRules } from './retention.js';
 import { MIGRATIONS, SCHEMA_VERSION, TTL_COLUMNS, ttl, type DdlContext, type Migration, type TtlTable } from './migrations.js';
 import { ClickHouseErrorCode, ClickHouseOpenError, type ClickHouseHandle } from './open.js';
 
@@ -110,8 +111,11 @@ export async function migrate(handle: ClickHouseHandle, options: MigrateOptions)
 
   const ttlChanged: TtlTable[] = [];
   const current = await currentTtlDays(handle);
+  const clauses = await currentTtlClauses(handle, Object.keys(TTL_COLUMNS) as TtlTable[]);
   for (const table of Object.keys(TTL_COLUMNS) as TtlTable[]) {
     if (current.get(table) === retentionDays) continue;
+    // Retention per plan (retention.ts) owns a TTL with per-enterprise rules, the default included.
+    if (hasEnterpriseRules(clauses.get(table) ?? '')) continue;
     await run(ddl.ttl(table, retentionDays));
     ttlChanged.push(table);
     log(`clickhouse: ${table} keeps ${retentionDays} days (was ${current.get(table) ?? 'none'})`);
