@@ -177,6 +177,51 @@ describe('towerwatch up', { concurrency: true }, () => {
     assert.equal(await accepts(apiPort), false, 'the api stops with it');
   });
 
+  test("up --ignoring-towers '*': the simulated towers ack blocks but carry on, and the blocks are found ineffective and announced", async () => {
+    const { env } = await upEnv();
+    const up = startUp(['--rate', '2000', '--ignoring-towers', '*'], {
+      ...env,
+      TOWERWATCH_BLOCK_PROOF_GRACE_SECONDS: '1',
+      TOWERWATCH_BLOCK_SWEEP_SECONDS: '1',
+    });
+    await up.waitForOutput([/^up: api http:/m, /^up: sign in as admin@acme/m], 60_000);
+    const api = up.apiUrl;
+    const login = await fetch(`${api}/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'admin@acme', password: 'towerwatch-demo' }),
+    });
+    const { access_token } = (await login.json()) as { access_token: string };
+    const ws = new WebSocket(`ws://${HOST}:${portOf(api)}/ws/alerts?token=${access_token}`);
+    const ineffective: Array<Record<string, unknown>> = [];
+    ws.on('message', (d) => {
+      const m = JSON.parse(d.toString()) as Record<string, unknown>;
+      if (m['type'] === 'block.ineffective') ineffective.push(m);
+    });
+    try {
+      const deadline = Date.now() + 90_000;
+      while (ineffective.length === 0) {
+        if (Date.now() > deadline) assert.fail(`no block.ineffective within 90 s; stderr:\n${up.stderr.slice(-3000)}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const m = ineffective[0]!;
+      assert.ok(Number(m['events_since']) > 0, JSON.stringify(m));
+      const r = await fetch(`${api}/blocks/${String(m['block_id'])}`, { headers: { authorization: `Bearer ${access_token}` } });
+      assert.equal(r.status, 200);
+      const block = (await r.json()) as Record<string, unknown>;
+      assert.equal(block['status'], 'ineffective');
+      assert.ok(Number(block['events_since']) >= Number(m['events_since']));
+      assert.equal(block['device_id'], m['device_id']);
+      assert.match(up.stderr, /^remediator: block bk_[0-9a-f]+ \(.*\) is ineffective: \d+ events since its grace period ended/m);
+      const listed = await fetch(`${api}/blocks?status=ineffective`, { headers: { authorization: `Bearer ${access_token}` } });
+      assert.ok(((await listed.json()) as { blocks: Array<{ block_id: string }> }).blocks.some((b) => b.block_id === m['block_id']));
+    } finally {
+      ws.close();
+    }
+    up.child.kill('SIGINT');
+    assert.deepEqual(await up.waitForExit(15_000), { code: 0, signal: null }, up.stderr);
+  });
+
   test('up exits 1 saying so when the NATS port is taken', async () => {
     const { env } = await upEnv();
     const squatter = createServer();

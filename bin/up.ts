@@ -21,6 +21,7 @@ interface UpFlags {
   simulator: boolean;
   rate: string;
   seed: string;
+  ignoringTowers?: string[];
 }
 
 export function registerUpCommand(program: Command): void {
@@ -30,6 +31,15 @@ export function registerUpCommand(program: Command): void {
     .option('--no-simulator', 'do not publish simulated traffic (feed it yourself)')
     .option('--rate <events/s>', 'simulated events per second', '2000')
     .option('--seed <n>', 'seed of the simulated world', String(DEFAULT_SEED))
+    .option(
+      '--ignoring-towers <ids>',
+      "simulated towers that ack remediation commands but do not honour them (comma-separated; * for every tower): the blocks there turn 'ineffective'",
+      (v: string) =>
+        v
+          .split(',')
+          .map((t) => t.trim())
+          .filter((t) => t !== ''),
+    )
     .action(async (opts: UpFlags) => {
       await up(opts);
     });
@@ -140,6 +150,7 @@ async function up(opts: UpFlags): Promise<void> {
         discovery: 1,
         signal: stop.signal,
         log: logLine,
+        ...(opts.ignoringTowers === undefined ? {} : { ignoringTowers: opts.ignoringTowers }),
       }).catch((err: unknown) => {
         // The simulator gave up (NATS away past its retry budget): the rest stays up.
         log(`simulator stopped: ${err instanceof Error ? err.message : String(err)}; the pipeline and api keep running, Ctrl-C stops them`);

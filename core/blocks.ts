@@ -36,6 +36,21 @@ export interface Block {
   last_hit_at: number;
   /** The rule of the first alert, when a rule decided it. */
   rule_id: string | null;
+  /**
+   * Proof (pipeline/blockProof.ts): events of the blocked traffic stored after the grace period
+   * that followed the block. More than none: the tower is not honouring it (`ineffective`).
+   */
+  events_since?: number;
+  last_seen_at?: number | null;
+  ineffective_since?: number | null;
+}
+
+/** How long after a block its traffic may still arrive (in flight, a tower's reporting delay) before it counts against the block. */
+export const PROOF_GRACE_MS = 60_000;
+
+/** `ineffective` once traffic the block should stop was seen after its grace period. */
+export function blockStatus(b: Block): 'active' | 'ineffective' {
+  return (b.events_since ?? 0) > 0 ? 'ineffective' : 'active';
 }
 
 /** What a block is about. */

@@ -17,6 +17,8 @@ test('defaults when nothing is set', () => {
     jwtSecret: null,
     rateLimitPerMinute: 100,
     accessTtlSeconds: 900,
+    blockProofGraceSeconds: 60,
+    blockSweepSeconds: 30,
     retentionDays: 30,
     logLevel: 'info',
     logFormat: 'auto',

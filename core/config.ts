@@ -42,6 +42,8 @@ export interface Config {
   readonly demoPassword: string;
   /** How long NATS operations (publishes, requests) are retried through a broker blip. */
   readonly natsRetrySeconds: number;
+  readonly blockProofGraceSeconds: number;
+  readonly blockSweepSeconds: number;
   /** Least replicas of every JetStream stream and KV bucket (never lowered). */
   readonly natsReplicas: NatsReplicas;
   /** Deliveries of a usage message whose processing fails before it is dead-lettered. */
@@ -67,6 +69,8 @@ export const DEFAULT_LOG_FORMAT: LogFormat = 'auto';
 export const DEFAULT_DEMO_PASSWORD = 'towerwatch-demo';
 export const MAX_RETENTION_DAYS = 3650;
 export const DEFAULT_NATS_RETRY_SECONDS = 30;
+export const DEFAULT_BLOCK_PROOF_GRACE_SECONDS = 60;
+export const DEFAULT_BLOCK_SWEEP_SECONDS = 30;
 /** Replica counts a JetStream cluster runs with: an even count tolerates no more failures than the odd one below it. */
 export const NATS_REPLICAS = [1, 3, 5] as const;
 export type NatsReplicas = (typeof NATS_REPLICAS)[number];
@@ -214,6 +218,21 @@ export const CONFIG_VARIABLES = [
       'How long JetStream publishes and requests are retried (backoff with jitter, by elapsed time) through a broker restart or a leader election before a batch is handed back for redelivery or a publisher gives up.',
   },
   {
+    name: 'TOWERWATCH_BLOCK_PROOF_GRACE_SECONDS',
+    field: 'blockProofGraceSeconds',
+    default: String(DEFAULT_BLOCK_PROOF_GRACE_SECONDS),
+    expected: 'an integer 1–3600',
+    description:
+      "How long a block's traffic may still arrive (in flight, a tower's reporting delay) before it counts against the block: a block whose traffic is stored after that is marked `ineffective`.",
+  },
+  {
+    name: 'TOWERWATCH_BLOCK_SWEEP_SECONDS',
+    field: 'blockSweepSeconds',
+    default: String(DEFAULT_BLOCK_SWEEP_SECONDS),
+    expected: 'an integer 1–3600',
+    description: 'How often the remediation worker lifts expired blocks and checks active ones for traffic that should have stopped.',
+  },
+  {
     name: 'TOWERWATCH_NATS_REPLICAS',
     field: 'natsReplicas',
     default: '1',
@@ -339,6 +358,8 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
   TOWERWATCH_LOG_FORMAT: caseInsensitiveEnum(LOG_FORMATS, DEFAULT_LOG_FORMAT),
   TOWERWATCH_DEMO_PASSWORD: orDefault(z.string(), DEFAULT_DEMO_PASSWORD),
   TOWERWATCH_NATS_RETRY_SECONDS: integer(1, 3600, DEFAULT_NATS_RETRY_SECONDS),
+  TOWERWATCH_BLOCK_PROOF_GRACE_SECONDS: integer(1, 3600, DEFAULT_BLOCK_PROOF_GRACE_SECONDS),
+  TOWERWATCH_BLOCK_SWEEP_SECONDS: integer(1, 3600, DEFAULT_BLOCK_SWEEP_SECONDS),
   TOWERWATCH_NATS_REPLICAS: orDefault(z.enum(['1', '3', '5']).transform(Number), 1),
   TOWERWATCH_MAX_DELIVER: integer(1, MAX_MAX_DELIVER, DEFAULT_MAX_DELIVER),
   TOWERWATCH_PIPELINE_PORT: integer(0, 65535, DEFAULT_PIPELINE_PORT),

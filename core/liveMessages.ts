@@ -68,8 +68,19 @@ export interface DeviceDiscoveredMessage {
   device: DiscoveredDeviceView;
 }
 
+/** A block whose traffic goes on after its grace period: the tower is not honouring it (pipeline/remediator.ts). */
+export interface BlockIneffectiveMessage {
+  type: 'block.ineffective';
+  block_id: string;
+  device_id: string;
+  app_id: string | null;
+  tower_id: string;
+  events_since: number;
+  last_seen_at: string;
+}
+
 /** Events the workers publish on `events.<enterprise>`; the api forwards them as they are. */
-export type EnterpriseEvent = RemediationMessage | DeviceDiscoveredMessage;
+export type EnterpriseEvent = RemediationMessage | DeviceDiscoveredMessage | BlockIneffectiveMessage;
 
 /** The socket's own messages. */
 export interface SubscribedMessage {

@@ -93,6 +93,27 @@ export class BlockBook {
     return [...this.#index.values()].filter((b) => b.expires_at !== null && b.expires_at <= now);
   }
 
+  /** Every block (of every enterprise), as the watch has them. */
+  all(): Block[] {
+    return [...this.#index.values()];
+  }
+
+  /**
+   * Records traffic seen since `b`'s grace period ended: `events` in all, the last at `lastSeen`.
+   * @returns the block, when this made it ineffective (it was not before); null otherwise
+   */
+  async noteTraffic(b: Block, events: number, lastSeen: number, now: number): Promise<Block | null> {
+    const kv = await this.#kv;
+    let becameIneffective = false;
+    // The same block only (a block lifted and made again meanwhile starts over).
+    const next = await this.#update(kv, b, (current) => {
+      if (current === null || current.created_at !== b.created_at || (current.events_since ?? 0) >= events) return null;
+      becameIneffective = (current.events_since ?? 0) === 0;
+      return { ...current, events_since: events, last_seen_at: lastSeen, ineffective_since: current.ineffective_since ?? now };
+    });
+    return becameIneffective ? next : null;
+  }
+
   /** Stops the watch. */
   close(): void {
     this.#closed = true;

@@ -13,7 +13,7 @@ import type { ClickHouseHandle } from '../core/clickhouse/index.js';
 import { type ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import { ALL_ENTERPRISE_EVENTS_SUBJECT } from '../core/live.js';
 import { remedialActionId, type RemediationRequest } from '../core/remediation.js';
-import { type Block, BLOCKS_BUCKET, blockKey } from '../core/blocks.js';
+import { type Block, BLOCKS_BUCKET, blockKey, blockStatus } from '../core/blocks.js';
 import { remediationSubject } from '../core/nats/index.js';
 import { openTempClickHouse } from '../core/testing/clickhouseFixture.js';
 import { connectControlPlane } from '../core/testing/controlPlaneFixture.js';
@@ -46,9 +46,19 @@ describe('remediator', () => {
     view = await ControlPlaneView.open(nc);
     ({ dataDir, ch } = await openTempClickHouse('tw-remediator-', { retentionDays: 30 }));
     sink = new ClickHouseSink(ch);
-    towers = TowerAgent.start({ nc, silentTowers: ['tower128'] });
+    towers = TowerAgent.start({ nc, silentTowers: ['tower128'], ignoringTowers: ['tower-ignoring'] });
     nc.subscribe(ALL_ENTERPRISE_EVENTS_SUBJECT, { callback: (_e, m) => void events.push(m.json()) });
-    remediator = await Remediator.start({ nc, sink, clickhouse: ch, view, log: () => undefined, commandTimeoutMs: 300, backoffMs: 50, sweepEveryMs: 200 });
+    remediator = await Remediator.start({
+      nc,
+      sink,
+      clickhouse: ch,
+      view,
+      log: () => undefined,
+      commandTimeoutMs: 300,
+      backoffMs: 50,
+      sweepEveryMs: 200,
+      proofGraceMs: 300,
+    });
   });
   after(async () => {
     await remediator?.close();
@@ -227,5 +237,61 @@ describe('remediator', () => {
       const now = await store.get('plan', '_global', acmePlan.id);
       await store.update('plan', acmePlan, now!.revision);
     }
+  });
+
+  it('a block whose traffic goes on after its grace period (a tower that acks but ignores it) is marked ineffective and announced once; one that holds stays active', async () => {
+    const kv = await new Kvm(nc).open(BLOCKS_BUCKET);
+    const ignored = request({ device_id: 'device-ignored', tower_id: 'tower-ignoring', trigger: 'manual', requested_by: 'admin@acme' });
+    const held = request({ device_id: 'device-held', trigger: 'manual', requested_by: 'admin@acme' });
+    // The held block first, and the other well after it: each block counts from its own grace
+    // period's end, not from the earliest one's.
+    await publish(held);
+    await until(async () => (await outcomes(held.alert_id)).length === 1, 15_000, 'the first block');
+    await new Promise((r) => setTimeout(r, 600));
+    await publish(ignored);
+    await until(async () => (await outcomes(ignored.alert_id)).length === 1, 15_000, 'the second block');
+    assert.deepEqual(await outcomes(ignored.alert_id), [{ status: 'success', attempts: 1, trigger: 'manual' }], 'the tower said it did');
+    assert.equal(towers.allows({ tower: 'tower-ignoring', device: 'device-ignored', app: 'x' }), true, 'and carries on');
+    const key = (device: string, tower: string): string => blockKey({ enterprise_id: BRIEF.acme, device_id: device, app_id: null, tower_id: tower });
+    const block = async (device: string, tower: string): Promise<Block> => (await kv.get(key(device, tower)))!.json<Block>();
+    const ignoredBlock = await block('device-ignored', 'tower-ignoring');
+    const heldBlock = await block('device-held', BRIEF.nycTower);
+    // Stored traffic: the ignored device after the grace period (5 events), and within it (1);
+    // the held device before its block only; the ignored device at another tower (not this block's).
+    let id = 9_000_000;
+    const row = (device: string, tower: string, ts: number): string =>
+      `('${BRIEF.acme}', fromUnixTimestamp64Milli(${ts}, 'UTC'), ${id++}, '${device}', '${tower}', 'slack')`;
+    const rows = [
+      ...Array.from({ length: 5 }, (_, i) => row('device-ignored', 'tower-ignoring', ignoredBlock.created_at + 400 + i)),
+      row('device-ignored', 'tower-ignoring', ignoredBlock.created_at + 100),
+      row('device-held', BRIEF.nycTower, heldBlock.created_at - 1_000),
+      row('device-ignored', 'tower-elsewhere', ignoredBlock.created_at + 500),
+    ];
+    await ch.client.command({ query: `INSERT INTO app_usage (enterprise_id, ts, event_id, device_id, tower_id, app_id) VALUES ${rows.join(', ')}` });
+    await until(async () => (await block('device-ignored', 'tower-ignoring')).events_since === 5, 15_000, 'the block found ineffective');
+    const marked = await block('device-ignored', 'tower-ignoring');
+    assert.equal(blockStatus(marked), 'ineffective');
+    assert.equal(marked.last_seen_at, ignoredBlock.created_at + 404);
+    await until(() => events.some((e) => e['type'] === 'block.ineffective'), 5_000, 'the announcement');
+    // More of it: the count follows, announced once.
+    await ch.client.command({
+      query: `INSERT INTO app_usage (enterprise_id, ts, event_id, device_id, tower_id, app_id) VALUES ${row('device-ignored', 'tower-ignoring', ignoredBlock.created_at + 900)}`,
+    });
+    await until(async () => (await block('device-ignored', 'tower-ignoring')).events_since === 6, 15_000, 'the count updated');
+    await new Promise((r) => setTimeout(r, 500));
+    const announced = events.filter((e) => e['type'] === 'block.ineffective');
+    assert.deepEqual(announced, [
+      {
+        type: 'block.ineffective',
+        block_id: ignoredBlock.block_id,
+        device_id: 'device-ignored',
+        app_id: null,
+        tower_id: 'tower-ignoring',
+        events_since: 5,
+        last_seen_at: new Date(ignoredBlock.created_at + 404).toISOString(),
+      },
+    ]);
+    assert.equal(blockStatus(await block('device-held', BRIEF.nycTower)), 'active', 'the tower that honours its block');
+    assert.equal(remediator.counters.ineffective, 1);
   });
 });

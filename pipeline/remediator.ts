@@ -18,7 +18,8 @@ import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { encodeEnterpriseEvent, enterpriseEventsSubject } from '../core/live.js';
 import { ACTION_NAMES, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus, type TowerAck } from '../core/remediation.js';
 import { integerOption, numberOption } from '../core/options.js';
-import { unblockRequestOf } from '../core/blocks.js';
+import { PROOF_GRACE_MS, unblockRequestOf } from '../core/blocks.js';
+import { trafficSince } from './blockProof.js';
 import { BlockBook } from './blockBook.js';
 import type { RowSink } from './clickhouseSink.js';
 import { ConsumerLoop } from './consumerLoop.js';
@@ -55,8 +56,10 @@ export interface RemediatorOptions {
   concurrency?: number;
   /** Least replicas of the blocks bucket. @default 1 */
   replicas?: number;
-  /** How often expired blocks are looked for (each is lifted by an automatic unblock). @default 30000 */
+  /** How often expired blocks are looked for (each is lifted by an automatic unblock), and blocks checked for proof. @default 30000 */
   sweepEveryMs?: number;
+  /** How long a block's traffic may still arrive before it counts against the block. @default PROOF_GRACE_MS */
+  proofGraceMs?: number;
 }
 
 /** The options {@link resolveRemediatorOptions} fills in and checks. */
@@ -83,7 +86,7 @@ export interface RemediationOutcome {
 }
 
 export class Remediator extends ConsumerLoop {
-  readonly counters = { executed: 0, skipped: 0, merged: 0, duplicates: 0, rejected: 0, consumeRestarts: 0 };
+  readonly counters = { executed: 0, skipped: 0, merged: 0, duplicates: 0, rejected: 0, consumeRestarts: 0, ineffective: 0 };
   readonly #o: RemediatorOptions & Required<RemediatorTuning>;
   #messages: ConsumerMessages | null = null;
   readonly #inFlight = new Set<Promise<void>>();
@@ -103,7 +106,7 @@ export class Remediator extends ConsumerLoop {
 
   static async start(options: RemediatorOptions): Promise<Remediator> {
     const r = new Remediator(options);
-    r.#sweeper = setInterval(() => void r.#liftExpired(), options.sweepEveryMs ?? 30_000);
+    r.#sweeper = setInterval(() => void r.#sweep(), options.sweepEveryMs ?? 30_000);
     r.#sweeper.unref();
     // ack_wait longer than a command's worst case (attempts × timeout + backoff); working() extends it.
     await ensureConsumer(options.nc, REMEDIATION_STREAM, REMEDIATOR_CONSUMER, { ackWaitMs: 30_000, maxAckPending: 256 });
@@ -233,13 +236,61 @@ export class Remediator extends ConsumerLoop {
     return ttl === undefined ? null : ttl * 1000;
   }
 
+  async #sweep(): Promise<void> {
+    if (this.#sweeping || this.stopping) return;
+    this.#sweeping = true;
+    try {
+      await this.#liftExpired();
+      await this.#checkProof();
+    } finally {
+      this.#sweeping = false;
+    }
+  }
+
+  /**
+   * Marks `ineffective` each block whose traffic is still stored after its grace period (the
+   * tower acked but does not honour it), and announces it once. A failure waits for the next sweep.
+   */
+  async #checkProof(): Promise<void> {
+    const graceMs = this.#o.proofGraceMs ?? PROOF_GRACE_MS;
+    const now = Date.now();
+    const due = this.#blocks.all().filter((b) => b.created_at + graceMs <= now);
+    if (due.length === 0) return;
+    try {
+      const traffic = await trafficSince(this.#o.clickhouse, due, graceMs);
+      for (const b of due) {
+        const t = traffic.get(b.block_id);
+        if (t === undefined) continue;
+        const marked = await this.#blocks.noteTraffic(b, t.events, t.last, now);
+        if (marked === null) continue;
+        this.counters.ineffective++;
+        this.#o.log(
+          `remediator: block ${b.block_id} (${b.device_id}${b.app_id === null ? '' : ` ${b.app_id}`} at ${b.tower_id}) is ineffective: ${t.events} events since its grace period ended`,
+          'warn',
+        );
+        this.#o.nc.publish(
+          enterpriseEventsSubject(b.enterprise_id),
+          encodeEnterpriseEvent({
+            type: 'block.ineffective',
+            block_id: b.block_id,
+            device_id: b.device_id,
+            app_id: b.app_id,
+            tower_id: b.tower_id,
+            events_since: t.events,
+            last_seen_at: new Date(t.last).toISOString(),
+          }),
+        );
+      }
+    } catch (err) {
+      this.#o.log(`remediator: could not check blocks for proof (next sweep tries again): ${err instanceof Error ? err.message : String(err)}`, 'warn');
+    }
+  }
+
   /**
    * Asks for the unblock of each block whose time is up, as an automatic request on the queue
    * (one per block: its message id; every remediator may ask). A failure waits for the next sweep.
    */
   async #liftExpired(): Promise<void> {
-    if (this.#sweeping || this.stopping) return;
-    this.#sweeping = true;
     try {
       const js = jetstream(this.#o.nc);
       for (const b of this.#blocks.expired(Date.now())) {
@@ -248,8 +299,6 @@ export class Remediator extends ConsumerLoop {
       }
     } catch (err) {
       this.#o.log(`remediator: could not lift expired blocks (next sweep tries again): ${err instanceof Error ? err.message : String(err)}`, 'warn');
-    } finally {
-      this.#sweeping = false;
     }
   }
 

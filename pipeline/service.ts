@@ -26,7 +26,12 @@ export interface PipelineServiceOptions {
    * whole config); without, none (tests and benchmarks that do not need them).
    */
   config: Pick<Config, 'clickhouseUrl' | 'dataDir' | 'retentionDays'> &
-    Partial<Pick<Config, 'maxDeliver' | 'pipelinePort' | 'pipelineHost' | 'metricsToken' | 'natsReplicas' | 'clickhouseCluster'>>;
+    Partial<
+      Pick<
+        Config,
+        'maxDeliver' | 'pipelinePort' | 'pipelineHost' | 'metricsToken' | 'natsReplicas' | 'clickhouseCluster' | 'blockProofGraceSeconds' | 'blockSweepSeconds'
+      >
+    >;
   nc: NatsConnection;
   natsUrl: string;
   log: LogLine;
@@ -118,7 +123,16 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
   let discovery: DiscoveryWorker | null = null;
   const notifier = (opts.notifier ?? true) ? await Notifier.start({ nc, log, replicas }) : null;
   if (view && withRemediator) {
-    remediator = await Remediator.start({ nc, sink, clickhouse, view, log, replicas });
+    remediator = await Remediator.start({
+      nc,
+      sink,
+      clickhouse,
+      view,
+      log,
+      replicas,
+      ...(config.blockSweepSeconds === undefined ? {} : { sweepEveryMs: config.blockSweepSeconds * 1000 }),
+      ...(config.blockProofGraceSeconds === undefined ? {} : { proofGraceMs: config.blockProofGraceSeconds * 1000 }),
+    });
     log('pipeline: remediation worker consuming REMEDIATION');
   }
   if (view && withDiscovery) {

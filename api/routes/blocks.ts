@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { KV } from '@nats-io/kv';
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
-import { type Block, BLOCKS_BUCKET, blockIdOf, blockKeyOfId, unblockRequestOf } from '../../core/blocks.js';
+import { type Block, BLOCKS_BUCKET, blockIdOf, blockKeyOfId, blockStatus, unblockRequestOf } from '../../core/blocks.js';
 import { remedialActionId, remediationMsgId, type RemediationRequest } from '../../core/remediation.js';
 import { openKvBucket, publishWithRetry, remediationSubject } from '../../core/nats/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
@@ -34,7 +34,10 @@ const blockShape = z.strictObject({
   last_alert_id: z.string(),
   last_hit_at: z.string(),
   rule_id: z.string().nullable(),
-  status: z.enum(['active']),
+  status: z.enum(['active', 'ineffective']),
+  events_since: z.number().int().describe("the blocked traffic stored since the block's grace period ended; more than 0: ineffective"),
+  last_seen_at: z.string().nullable(),
+  ineffective_since: z.string().nullable(),
 });
 
 function blockView(b: Block): z.infer<typeof blockShape> {
@@ -53,7 +56,10 @@ function blockView(b: Block): z.infer<typeof blockShape> {
     last_alert_id: b.last_alert_id,
     last_hit_at: iso(b.last_hit_at),
     rule_id: b.rule_id,
-    status: 'active',
+    status: blockStatus(b),
+    events_since: b.events_since ?? 0,
+    last_seen_at: b.last_seen_at == null ? null : iso(b.last_seen_at),
+    ineffective_since: b.ineffective_since == null ? null : iso(b.ineffective_since),
   };
 }
 
@@ -87,6 +93,7 @@ export function blockRoutes(ctx: ApiContext, options: { replicas: number }): Api
         ...pageQuery,
         device_id: z.string().min(1).max(128).optional(),
         tower_id: z.string().min(1).max(128).optional(),
+        status: z.enum(['active', 'ineffective']).optional(),
       }),
       response: z.strictObject({ blocks: z.array(blockShape), ...pageInfo }),
       handler: async ({ query, principal }) => {
@@ -97,7 +104,11 @@ export function blockRoutes(ctx: ApiContext, options: { replicas: number }): Api
           const entry = await kv.get(key);
           if (entry?.operation !== 'PUT') continue;
           const b = entry.json<Block>();
-          if ((query.device_id === undefined || b.device_id === query.device_id) && (query.tower_id === undefined || b.tower_id === query.tower_id))
+          if (
+            (query.device_id === undefined || b.device_id === query.device_id) &&
+            (query.tower_id === undefined || b.tower_id === query.tower_id) &&
+            (query.status === undefined || blockStatus(b) === query.status)
+          )
             blocks.push(b);
         }
         blocks.sort((a, b) => b.last_hit_at - a.last_hit_at || (a.block_id < b.block_id ? -1 : 1));

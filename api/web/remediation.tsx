@@ -77,6 +77,10 @@ interface Block {
   hits: number;
   last_alert_id: string;
   last_hit_at: string;
+  expires_at: string | null;
+  status: 'active' | 'ineffective';
+  events_since: number;
+  last_seen_at: string | null;
 }
 
 /** The active blocks; refreshed with each remediation outcome, and every 15 s. */
@@ -85,6 +89,7 @@ function Blocks({ ctx }: { ctx: PageContext }) {
   const [lifting, setLifting] = useState<Record<string, boolean>>({});
   const [error, setError] = useState<unknown>(null);
   useEffect(() => ctx.live.on('remediation', () => blocks.reload()), [ctx]);
+  useEffect(() => ctx.live.on('block.ineffective', () => blocks.reload()), [ctx]);
   const lift = (b: Block): void => {
     setError(null);
     setLifting((l) => ({ ...l, [b.block_id]: true }));
@@ -107,15 +112,29 @@ function Blocks({ ctx }: { ctx: PageContext }) {
         <Empty>No device or app is blocked.</Empty>
       ) : (
         <table class="grid compact">
-          <GridHead columns={['Device', 'App', 'Tower', 'By', 'Since', ['Alerts', 'num'], 'Last alert', '']} />
+          <GridHead columns={['Device', 'App', 'Tower', 'Status', 'By', 'Since', 'Until', ['Alerts', 'num'], 'Last alert', '']} />
           <tbody>
             {list.map((b) => (
               <tr key={b.block_id} data-testid="block" data-device-id={b.device_id} data-tower-id={b.tower_id}>
                 <td class="mono">{b.device_id}</td>
                 <td>{b.app_id ?? 'whole device'}</td>
                 <td>{b.tower_id}</td>
+                <td>
+                  {b.status === 'ineffective' ? (
+                    <span
+                      class="status status-ineffective"
+                      data-testid="block-ineffective"
+                      title={`The tower acked the block, but ${b.events_since} events of this traffic were stored after it (last ${b.last_seen_at === null ? '' : ago(b.last_seen_at)})`}
+                    >
+                      ineffective: {b.events_since} events since
+                    </span>
+                  ) : (
+                    <span class="status status-active">holding</span>
+                  )}
+                </td>
                 <td>{b.created_by === 'auto' ? 'automatic' : b.created_by}</td>
                 <td>{dateTime(b.created_at)}</td>
+                <td>{b.expires_at === null ? 'lifted by hand' : dateTime(b.expires_at)}</td>
                 <td class="num">{b.hits}</td>
                 <td>{ago(b.last_hit_at)}</td>
                 <td>
