@@ -8,6 +8,8 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +18,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { chromium, type Browser, type BrowserContext, type Page, type WebSocketRoute } from 'playwright-core';
 import { alertsSubject, encodeAlerts, type Alert } from '../core/live.js';
 import { connectNats } from '../core/nats/index.js';
+import { signature, SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../core/outputs.js';
 import { briefAlert, briefEvent, publishFrame } from '../fixtures/briefEvents.js';
 import { BRIEF } from '../fixtures/world.js';
 import { startUp, upEnv, type Up } from './upHarness.js';
@@ -198,6 +201,61 @@ describe('the dashboard page', () => {
       await page.getByTestId('series-chart').locator('canvas').waitFor();
       await shot(page, 'metrics');
     });
+  });
+
+  it('an admin adds a webhook; live violations reach it signed, and its deliveries are listed; analysts do not see outputs', async () => {
+    const received: Array<{ signature: string; timestamp: number; body: string }> = [];
+    const receiver = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        received.push({
+          signature: String(req.headers[SIGNATURE_HEADER]),
+          timestamp: Number(req.headers[TIMESTAMP_HEADER]),
+          body: Buffer.concat(chunks).toString('utf8'),
+        });
+        res.end('ok');
+      });
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    try {
+      await withPage(await signIn('admin@acme'), async (page) => {
+        await page.getByTestId('tab-remediation').click();
+        const panel = page.getByTestId('outputs');
+        await panel.waitFor({ timeout: 10_000 });
+        await panel.getByTestId('new-output').click();
+        await panel.getByTestId('new-output-name').fill('SOC');
+        await panel.getByTestId('new-output-url').fill(`http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`);
+        await panel.getByTestId('new-output-severity').selectOption('low');
+        await panel.getByTestId('create-output').click();
+        const secret = ((await panel.getByTestId('output-secret').locator('code').textContent({ timeout: 10_000 })) ?? '').trim();
+        assert.match(secret, /^whsec_/);
+        const row = panel.getByTestId('output').filter({ hasText: 'SOC' });
+        await row.waitFor();
+        assert.ok(((await row.textContent()) ?? '').includes(`…${secret.slice(-4)}`), 'the hint of the secret shown');
+        // The simulator's violations: within the window, one per user, app and action.
+        const deadline = Date.now() + 60_000;
+        while (received.length === 0 && Date.now() < deadline) await page.waitForTimeout(200);
+        assert.ok(received.length > 0, 'a notification reached the receiver');
+        const first = received[0]!;
+        assert.equal(first.signature, signature(secret, first.timestamp, first.body), 'signed with the secret the page showed');
+        assert.equal(JSON.parse(first.body).type, 'violation');
+        await row.getByTestId('output-deliveries').click();
+        await panel.getByTestId('delivery').first().waitFor({ timeout: 20_000 });
+        assert.equal(await panel.getByTestId('delivery').first().getAttribute('data-status'), 'delivered');
+        await shot(page, 'outputs');
+        await row.getByTestId('output-delete').click();
+        await row.waitFor({ state: 'detached', timeout: 10_000 });
+      });
+      await withPage(await signIn('analyst@acme'), async (page) => {
+        await page.getByTestId('tab-remediation').click();
+        await page.getByTestId('blocks').waitFor({ timeout: 10_000 });
+        assert.equal(await page.getByTestId('outputs').count(), 0, 'outputs are for admins');
+      });
+    } finally {
+      receiver.closeAllConnections();
+      await new Promise((r) => receiver.close(r));
+    }
   });
 
   it('a discovered device appears and is onboarded to a user', async () => {

@@ -1,12 +1,13 @@
 /**
  * What the towers are blocking (the active blocks, with the alerts each answered; admins lift
- * one), then the remediation log: every action taken, automatic or by hand, newest first; live
- * outcomes on top.
+ * one), the notification outputs (admins), then the remediation log: every action taken,
+ * automatic or by hand, newest first; live outcomes on top.
  */
 import { useEffect, useState } from 'preact/hooks';
 import { qs } from './client.js';
 import type { PageContext } from './context.js';
 import type { RemediationMessage } from './live.js';
+import { Outputs } from './outputs.js';
 import { ago, dateTime, Empty, ErrorNote, GridHead, Loading, useLoad } from './ui.js';
 
 type Action = Omit<RemediationMessage, 'type'> & { requested_by?: string | null };
@@ -26,6 +27,7 @@ export function RemediationView({ ctx }: { ctx: PageContext }) {
   return (
     <section class="remediation-view">
       <Blocks ctx={ctx} />
+      {ctx.me.can.write && <Outputs ctx={ctx} />}
       <div class="toolbar">
         <label>
           Status
