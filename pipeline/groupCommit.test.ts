@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
+import type { JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouseHandle, InsertTable } from '../core/clickhouse/index.js';
 import { alertsSubject, decodeAlerts } from '../core/live.js';
@@ -21,6 +21,7 @@ import { seedWorld } from '../fixtures/seed.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
 import { ClickHouseSink, ClickHouseSinkError, SinkErrorCode, type InsertOptions, type RowSink } from './clickhouseSink.js';
 import { Pipeline } from './pipeline.js';
+import { consumerSettled } from './testing/pipelineFixture.js';
 
 const nats = await withNats();
 const world = generateWorld({ seed: 21, enterprises: 3, usersPerEnterprise: 8, towers: 6 });
@@ -99,17 +100,7 @@ describe('pipeline group commit', () => {
     const rs = await ch.client.query({ query: sql, format: 'JSONEachRow' });
     return Number((await rs.json<{ n: string }>())[0]?.n ?? 0);
   };
-  const settled = async (): Promise<void> => {
-    const jsm = await jetstreamManager(nc);
-    await until(
-      async () => {
-        const info = await jsm.consumers.info('USAGE', 'pipeline');
-        return info.num_ack_pending === 0 && info.num_pending === 0;
-      },
-      60_000,
-      'every message acked',
-    );
-  };
+  const settled = (): Promise<void> => consumerSettled(nc);
   /** `frames` frames of `perFrame` denied Slack uploads (one alert each), event ids from `first`. */
   const publishFrames = async (first: number, frames: number, perFrame: number): Promise<number[]> => {
     const ids: number[] = [];

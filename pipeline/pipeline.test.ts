@@ -27,7 +27,7 @@ import { BRIEF, generateWorld } from '../fixtures/world.js';
 import { worldDirectory, worldPolicyInputs } from '../fixtures/worldPolicies.js';
 import { enrichEvent, evaluateReference, normalizePolicies } from '../rules-wasm/index.js';
 import type { Pipeline } from './pipeline.js';
-import { startTestPipeline } from './testing/pipelineFixture.js';
+import { consumerSettled, startTestPipeline } from './testing/pipelineFixture.js';
 
 const nats = await withNats();
 // Test hooks of pipeline/worker.ts: a message on the first subject makes the worker throw, one
@@ -199,17 +199,7 @@ describe('pipeline', () => {
     assert.equal(pipeline.counters.deadLetterMessages >= kinds.length, true);
   });
 
-  const settled = async (): Promise<void> => {
-    const jsm = await jetstreamManager(nc);
-    await until(
-      async () => {
-        const info = await jsm.consumers.info('USAGE', 'pipeline');
-        return info.num_ack_pending === 0 && info.num_pending === 0;
-      },
-      60_000,
-      'every message acked',
-    );
-  };
+  const settled = (): Promise<void> => consumerSettled(nc);
 
   it('a message the worker throws on, and one it dies on, end in the DLQ and dead_letters (processing_failed) and are acked; good messages around them are stored once', async () => {
     const beforeLost = pipeline.counters.workersLost;

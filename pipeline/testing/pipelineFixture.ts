@@ -9,11 +9,13 @@
  * ```
  */
 import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouseHandle } from '../../core/clickhouse/index.js';
 import type { NatsFixture } from '../../core/testing/natsFixture.js';
+import { until } from '../../core/testing/until.js';
 import { ClickHouseSink } from '../clickhouseSink.js';
-import { Pipeline, type PipelineOptions, type PipelineTuning } from '../pipeline.js';
+import { DEFAULT_CONSUMER, Pipeline, type PipelineOptions, type PipelineTuning } from '../pipeline.js';
 
 export function startTestPipeline(
   nats: NatsFixture,
@@ -22,4 +24,17 @@ export function startTestPipeline(
   tuning: Pick<PipelineTuning, 'maxDeliver' | 'retryDelayMs'> & Pick<PipelineOptions, 'log'>,
 ): Promise<Pipeline> {
   return Pipeline.start({ nc, natsUrl: nats.url, sink: new ClickHouseSink(clickhouse.ch), threads: 2, cacheDir: join(clickhouse.dataDir, 'wasm'), ...tuning });
+}
+
+/** Waits until the pipeline's consumer has nothing pending and nothing unacked (every message stored or dead-lettered). */
+export async function consumerSettled(nc: NatsConnection, consumer = DEFAULT_CONSUMER, timeoutMs = 60_000): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  await until(
+    async () => {
+      const info = await jsm.consumers.info('USAGE', consumer);
+      return info.num_ack_pending === 0 && info.num_pending === 0;
+    },
+    timeoutMs,
+    'every message acked',
+  );
 }
