@@ -862,6 +862,31 @@ describe('endpoints of the brief', () => {
     assert.equal(towers.allows({ tower: BRIEF.sfTower, device: BRIEF.johnDevice, app: BRIEF.slack }), false, 'blocked at that tower');
     assert.equal((await as('admin@acme', 'DELETE', `/blocks/${asked.json.block_id}`)).status, 202);
     await until(async () => (await as('viewer@acme', 'GET', `/blocks/${asked.json.block_id}`)).status === 404, 15_000, 'lifted');
+
+    // Wider scopes: every tower of one of the enterprise's carriers, or of all of them.
+    const acmeCarriers = world.enterprises.find((e) => e.id === BRIEF.acme)?.carrier_ids ?? assert.fail('acme carriers');
+    assertError(await as('admin@acme', 'POST', '/blocks', { body: { device_id: BRIEF.johnDevice, scope: 'carrier' } }), 400, 'validation_failed');
+    assertError(await as('admin@acme', 'POST', '/blocks', { body: { device_id: BRIEF.johnDevice, scope: 'tower' } }), 400, 'validation_failed');
+    assertError(
+      await as('admin@acme', 'POST', '/blocks', { body: { device_id: BRIEF.johnDevice, scope: 'carrier', carrier_id: 'not-acmes' } }),
+      400,
+      'unknown_reference',
+    );
+    const wide = await as('admin@acme', 'POST', '/blocks', { body: { device_id: BRIEF.johnDevice, scope: 'enterprise' } });
+    assert.equal(wide.status, 202, wide.text);
+    let wideBlock: Res = wide;
+    await until(async () => (wideBlock = await as('viewer@acme', 'GET', `/blocks/${wide.json.block_id}`)).status === 200, 15_000, 'the enterprise-wide block');
+    const reach = world.towers.filter((t) => t.carrier_ids.some((c) => acmeCarriers.includes(c))).map((t) => t.id);
+    assert.deepEqual([wideBlock.json.scope, wideBlock.json.tower_id, [...wideBlock.json.towers].sort()], ['enterprise', '', [...reach].sort()]);
+    for (const t of reach) assert.equal(towers.allows({ tower: t, device: BRIEF.johnDevice, app: 'x' }), false, `blocked at ${t}`);
+    const byTower = await as('viewer@acme', 'GET', `/blocks?tower_id=${reach[0]!}`);
+    assert.ok(
+      byTower.json.blocks.some((b: { block_id: string }) => b.block_id === wide.json.block_id),
+      'listed under each tower it reached',
+    );
+    assert.equal((await as('admin@acme', 'DELETE', `/blocks/${wide.json.block_id}`)).status, 202);
+    await until(async () => (await as('viewer@acme', 'GET', `/blocks/${wide.json.block_id}`)).status === 404, 15_000, 'lifted everywhere');
+    for (const t of reach) assert.equal(towers.allows({ tower: t, device: BRIEF.johnDevice, app: 'x' }), true, `carried again at ${t}`);
   });
 });
 

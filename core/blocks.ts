@@ -20,10 +20,14 @@ export interface Block {
   device_id: string;
   /** The app blocked for the device, or null: the whole device. */
   app_id: string | null;
-  /** Where it holds: one tower (the only scope so far). */
-  scope: 'tower';
+  /** Where it holds: one tower, every tower of one carrier, or every tower of the enterprise's carriers. */
+  scope: BlockScope;
+  /** The tower of a tower-scope block; for a wider one, '' (its towers are in `towers`). */
   tower_id: string;
+  /** The carrier of a carrier-scope block; for a tower-scope one, the request's. */
   carrier: string;
+  /** The towers that acked the block (a wider scope); absent on a tower-scope block: [tower_id]. */
+  towers?: string[];
   /** `auto` (the pipeline's remediation) or the account that asked. */
   created_by: string;
   created_at: number;
@@ -53,12 +57,27 @@ export function blockStatus(b: Block): 'active' | 'ineffective' {
   return (b.events_since ?? 0) > 0 ? 'ineffective' : 'active';
 }
 
-/** What a block is about. */
+export const BLOCK_SCOPES = ['tower', 'carrier', 'enterprise'] as const;
+/** The tower token of a wider block's requests on REMEDIATION (`remediation.<enterprise>.<tower>`). */
+export const WIDE_SCOPE_SUBJECT = '_wide';
+export type BlockScope = (typeof BLOCK_SCOPES)[number];
+
+/** What a block is about: a device (or an app on it) at a tower, at every tower of a carrier, or at all of the enterprise's. */
 export interface BlockTarget {
   enterprise_id: string;
   device_id: string;
   app_id: string | null;
+  /** @default 'tower' */
+  scope?: BlockScope;
+  /** For the tower scope. */
   tower_id: string;
+  /** For the carrier scope. */
+  carrier?: string;
+}
+
+/** The towers a block was carried out at. */
+export function blockTowers(b: Pick<Block, 'tower_id' | 'towers'>): string[] {
+  return b.towers ?? [b.tower_id];
 }
 
 /** The KV key of the block on `t`. */
@@ -75,14 +94,27 @@ export function blockKeyOfId(enterprise: string, blockId: string): string | null
   return /^bk_[0-9a-f]{32}$/.test(blockId) ? `${enterprise}.${blockId.slice(3)}` : null;
 }
 
-/** The blocks that cover a block of `t`, narrowest last: the whole device, then (for an app) the app. */
-export function coveringTargets(t: BlockTarget): BlockTarget[] {
-  return t.app_id === null ? [t] : [{ ...t, app_id: null }, t];
+/**
+ * The blocks that would cover a block of `t`, widest first: the same or a wider scope (a tower's
+ * carriers are `towerCarriers`), each for the whole device and, for an app, for the app.
+ */
+export function coveringTargets(t: BlockTarget, towerCarriers: readonly string[] = []): BlockTarget[] {
+  const scope = t.scope ?? 'tower';
+  const base = { enterprise_id: t.enterprise_id, device_id: t.device_id, tower_id: '' };
+  const wider: BlockTarget[] = [{ ...base, app_id: null, scope: 'enterprise' }];
+  const carriers = scope === 'carrier' ? [t.carrier ?? ''] : scope === 'tower' ? towerCarriers : [];
+  for (const carrier of carriers) wider.push({ ...base, app_id: null, scope: 'carrier', carrier });
+  if (scope === 'tower') wider.push({ ...base, app_id: null, scope: 'tower', tower_id: t.tower_id });
+  if (t.app_id === null) return wider;
+  return [...wider, ...wider.map((w) => ({ ...w, app_id: t.app_id }))];
 }
 
 function blockHash(t: BlockTarget): string {
+  const scope = t.scope ?? 'tower';
+  // The tower scope hashes as it did before there were others: its block ids stay the same.
+  const where = scope === 'tower' ? t.tower_id : scope === 'carrier' ? (t.carrier ?? '') : '';
   return createHash('sha256')
-    .update(JSON.stringify([t.device_id, t.app_id ?? '', 'tower', t.tower_id]))
+    .update(JSON.stringify([t.device_id, t.app_id ?? '', scope, where]))
     .digest('hex')
     .slice(0, 32);
 }
@@ -109,6 +141,7 @@ export function unblockRequestOf(
     action,
     rule_id: b.rule_id,
     requested_at: o.now,
+    ...(b.scope === 'tower' ? {} : { scope: b.scope, towers: blockTowers(b) }),
     ...(o.requestedBy === undefined ? {} : { requested_by: o.requestedBy }),
   };
   return { request, msgId: remediationMsgId(alertId, action), actionId: remedialActionId(alertId, action) };

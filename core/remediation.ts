@@ -32,6 +32,10 @@ export interface RemediationRequest {
   rule_id: string | null;
   requested_at: number;
   requested_by?: string;
+  /** Where a block holds (core/blocks.ts): absent, the tower; `carrier`: every tower of `carrier`; `enterprise`: every tower of the enterprise's carriers. */
+  scope?: 'tower' | 'carrier' | 'enterprise';
+  /** For a wider scope: the towers to command (an unblock names those its block reached); absent, the remediator finds them. */
+  towers?: string[];
 }
 
 /** Stable per alert and action: a repeated request names the same action, and runs once. */

@@ -41,7 +41,8 @@ export class BlockBook {
 
   /** Runs `fn` with the block of `req` (the whole device's) held by this process. */
   async exclusive<T>(req: RemediationRequest, fn: () => Promise<T>): Promise<T> {
-    const key = blockKey({ ...targetOf(req), app_id: null });
+    // The whole device, whatever the scope: a carrier-wide block and a tower block of it must not race.
+    const key = `${req.enterprise_id}|${req.device_id}`;
     const before = this.#locks.get(key) ?? Promise.resolve();
     const run = before.then(fn, fn);
     const tail = run.catch(() => undefined);
@@ -53,13 +54,14 @@ export class BlockBook {
   }
 
   /**
-   * Merges `req` into the active block that covers it (the device's, or the app's), if any.
+   * Merges `req` into the active block that covers it (the same or a wider scope; the device's,
+   * or the app's), if any; a tower's carriers are `towerCarriers`.
    * @returns the block it was merged into, or null (no block, or the bucket unavailable)
    */
-  async mergeInto(req: RemediationRequest): Promise<Block | null> {
+  async mergeInto(req: RemediationRequest, towerCarriers: readonly string[] = []): Promise<Block | null> {
     try {
       const kv = await this.#kv;
-      for (const t of coveringTargets(targetOf(req))) {
+      for (const t of coveringTargets(targetOf(req), towerCarriers)) {
         const merged = await this.#update(kv, t, (b) => (b === null ? null : hit(b, req)));
         if (merged !== null) return merged;
       }
@@ -74,7 +76,7 @@ export class BlockBook {
    * After a command succeeded: a block made (lasting `ttlMs`, null: until lifted) or extended,
    * or (an unblock) removed. A failure is logged: the tower did act.
    */
-  async record(req: RemediationRequest, now: number, ttlMs: number | null): Promise<void> {
+  async record(req: RemediationRequest, now: number, ttlMs: number | null, towers?: readonly string[]): Promise<void> {
     try {
       const kv = await this.#kv;
       const t = targetOf(req);
@@ -82,7 +84,7 @@ export class BlockBook {
         await kv.delete(blockKey(t));
         return;
       }
-      await this.#update(kv, t, (b) => (b === null ? fresh(t, req, now, ttlMs) : hit(b, req)));
+      await this.#update(kv, t, (b) => (b === null ? fresh(t, req, now, ttlMs, towers) : hit(b, req)));
     } catch (err) {
       this.#log(`remediator: could not record the block of ${req.device_id} at ${req.tower_id}: ${errorText(err)}`, 'warn');
     }
@@ -161,15 +163,28 @@ export class BlockBook {
 
 function targetOf(req: RemediationRequest): BlockTarget {
   const app = req.action === 'block_app' || req.action === 'unblock_app' ? req.app_id : null;
-  return { enterprise_id: req.enterprise_id, device_id: req.device_id, app_id: app, tower_id: req.tower_id };
+  const scope = req.scope ?? 'tower';
+  return {
+    enterprise_id: req.enterprise_id,
+    device_id: req.device_id,
+    app_id: app,
+    scope,
+    tower_id: scope === 'tower' ? req.tower_id : '',
+    carrier: req.carrier,
+  };
 }
 
-function fresh(t: BlockTarget, req: RemediationRequest, now: number, ttlMs: number | null): Block {
+function fresh(t: BlockTarget, req: RemediationRequest, now: number, ttlMs: number | null, towers?: readonly string[]): Block {
+  const scope = t.scope ?? 'tower';
   return {
     block_id: blockIdOf(t),
-    ...t,
-    scope: 'tower',
+    enterprise_id: t.enterprise_id,
+    device_id: t.device_id,
+    app_id: t.app_id,
+    scope,
+    tower_id: t.tower_id,
     carrier: req.carrier,
+    ...(scope === 'tower' ? {} : { towers: [...(towers ?? [])] }),
     created_by: req.trigger === 'auto' ? 'auto' : (req.requested_by ?? 'manual'),
     created_at: now,
     expires_at: ttlMs === null ? null : now + ttlMs,

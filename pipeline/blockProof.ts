@@ -1,11 +1,11 @@
 /**
  * Proof that a block holds: the traffic a block should have stopped (its device, or its app on
- * the device, at its tower), stored after the block's grace period. A tower that honours the
+ * the device, at any tower it reached), stored after the block's grace period. A tower that honours the
  * block carries none; any is the tower ignoring the command, and the remediator marks the block
  * `ineffective` and announces it. One query per sweep for every active block.
  */
 import { type ClickHouseHandle, tableOf } from '../core/clickhouse/index.js';
-import type { Block } from '../core/blocks.js';
+import { type Block, blockTowers } from '../core/blocks.js';
 
 /** Blocks checked per query (the query joins each stored event of their devices against them). */
 const BLOCKS_PER_QUERY = 500;
@@ -27,17 +27,17 @@ export async function trafficSince(ch: ClickHouseHandle, blocks: readonly Block[
       query: `SELECT block_id, count() AS n, toUnixTimestamp64Milli(max(ts)) AS last
         FROM ${tableOf(ch, 'app_usage')}
         ARRAY JOIN {ids:Array(String)} AS block_id, {devices:Array(String)} AS block_device, {apps:Array(String)} AS block_app,
-          {towers:Array(String)} AS block_tower, {starts:Array(Int64)} AS block_start
+          {towers:Array(Array(String))} AS block_towers, {starts:Array(Int64)} AS block_start
         WHERE enterprise_id IN {enterprises:Array(String)} AND device_id IN {devices:Array(String)}
           AND ts >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
-          AND device_id = block_device AND (block_app = '' OR app_id = block_app) AND tower_id = block_tower
+          AND device_id = block_device AND (block_app = '' OR app_id = block_app) AND has(block_towers, tower_id)
           AND ts >= fromUnixTimestamp64Milli(block_start, 'UTC')
         GROUP BY block_id`,
       query_params: {
         ids: chunk.map((b) => b.block_id),
         devices: chunk.map((b) => b.device_id),
         apps: chunk.map((b) => b.app_id ?? ''),
-        towers: chunk.map((b) => b.tower_id),
+        towers: chunk.map((b) => blockTowers(b)),
         starts,
         enterprises: [...new Set(chunk.map((b) => b.enterprise_id))],
         since: Math.min(...starts),

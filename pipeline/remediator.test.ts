@@ -13,7 +13,7 @@ import type { ClickHouseHandle } from '../core/clickhouse/index.js';
 import { type ControlPlaneStore, ControlPlaneView } from '../core/controlPlane/index.js';
 import { ALL_ENTERPRISE_EVENTS_SUBJECT } from '../core/live.js';
 import { remedialActionId, type RemediationRequest } from '../core/remediation.js';
-import { type Block, BLOCKS_BUCKET, blockKey, blockStatus } from '../core/blocks.js';
+import { type Block, BLOCKS_BUCKET, blockKey, blockStatus, unblockRequestOf, WIDE_SCOPE_SUBJECT } from '../core/blocks.js';
 import { remediationSubject } from '../core/nats/index.js';
 import { openTempClickHouse } from '../core/testing/clickhouseFixture.js';
 import { connectControlPlane } from '../core/testing/controlPlaneFixture.js';
@@ -85,7 +85,7 @@ describe('remediator', () => {
     ...fields,
   });
   const publish = async (r: RemediationRequest, msgID = `${r.alert_id}:${r.action}:${Math.random()}`): Promise<void> => {
-    await js.publish(remediationSubject(r.enterprise_id, r.tower_id), packr.pack(r), { msgID });
+    await js.publish(remediationSubject(r.enterprise_id, r.tower_id || WIDE_SCOPE_SUBJECT), packr.pack(r), { msgID });
   };
   const outcomes = async (alertId: string): Promise<Array<{ status: string; attempts: number; trigger: string }>> => {
     const rs = await ch.client.query({
@@ -293,5 +293,50 @@ describe('remediator', () => {
     ]);
     assert.equal(blockStatus(await block('device-held', BRIEF.nycTower)), 'active', 'the tower that honours its block');
     assert.equal(remediator.counters.ineffective, 1);
+  });
+
+  it('a carrier-wide block reaches every tower of the carrier; 100 automatic requests at its towers merge into it, no tower command; lifting it reaches them all', async () => {
+    const kv = await new Kvm(nc).open(BLOCKS_BUCKET);
+    const towersOf = (carrier: string): string[] =>
+      view
+        .list('tower')
+        .filter((t) => t.carrier_ids.includes(carrier))
+        .map((t) => t.id)
+        .sort();
+    // A carrier whose towers all answer (not the silent one).
+    const carrier = view
+      .list('carrier')
+      .map((c) => c.id)
+      .find((c) => towersOf(c).length >= 2 && !towersOf(c).includes('tower128'));
+    assert.ok(carrier !== undefined, 'a carrier with answering towers');
+    const reach = towersOf(carrier);
+    const elsewhere = view.list('tower').find((t) => !t.carrier_ids.includes(carrier))?.id ?? assert.fail('a tower of another carrier');
+    const wide = request({ device_id: 'device-wide', trigger: 'manual', requested_by: 'admin@acme', scope: 'carrier', carrier, tower_id: '' });
+    await publish(wide);
+    await until(async () => (await outcomes(wide.alert_id)).length === 1, 15_000, 'the carrier-wide block');
+    assert.deepEqual(await outcomes(wide.alert_id), [{ status: 'success', attempts: 1, trigger: 'manual' }]);
+    for (const t of reach) assert.equal(towers.allows({ tower: t, device: 'device-wide', app: 'x' }), false, `blocked at ${t}`);
+    assert.equal(towers.allows({ tower: elsewhere, device: 'device-wide', app: 'x' }), true, 'not at another carrier');
+    const key = blockKey({ enterprise_id: BRIEF.acme, device_id: 'device-wide', app_id: null, scope: 'carrier', carrier, tower_id: '' });
+    const made = (await kv.get(key))!.json<Block>();
+    assert.deepEqual([made.scope, made.carrier, made.towers], ['carrier', carrier, reach]);
+
+    const commands = towers.commands;
+    const merged = remediator.counters.merged;
+    const repeated = Array.from({ length: 100 }, (_, i) => request({ device_id: 'device-wide', tower_id: reach[i % reach.length]!, carrier }));
+    await Promise.all(repeated.map((r) => publish(r)));
+    await until(async () => remediator.counters.merged - merged === 100, 30_000, '100 merged');
+    assert.equal(towers.commands, commands, 'no tower command for them');
+    assert.equal((await kv.get(key))!.json<Block>().hits, 101);
+    // An app block at one of its towers is covered too.
+    const app = request({ device_id: 'device-wide', tower_id: reach[0]!, carrier, action: 'block_app', app_id: BRIEF.slack });
+    await publish(app);
+    await until(async () => (await outcomes(app.alert_id)).length === 1, 15_000, 'the app request');
+    assert.equal((await outcomes(app.alert_id))[0]!.status, 'merged');
+
+    const { request: lift } = unblockRequestOf((await kv.get(key))!.json<Block>(), { now: Date.now(), requestedBy: 'admin@acme' });
+    await publish(lift);
+    await until(async () => (await kv.get(key))?.operation === 'DEL', 15_000, 'the block lifted');
+    for (const t of reach) assert.equal(towers.allows({ tower: t, device: 'device-wide', app: 'x' }), true, `carried again at ${t}`);
   });
 });

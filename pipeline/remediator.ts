@@ -18,7 +18,7 @@ import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { encodeEnterpriseEvent, enterpriseEventsSubject } from '../core/live.js';
 import { ACTION_NAMES, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus, type TowerAck } from '../core/remediation.js';
 import { integerOption, numberOption } from '../core/options.js';
-import { PROOF_GRACE_MS, unblockRequestOf } from '../core/blocks.js';
+import { PROOF_GRACE_MS, unblockRequestOf, WIDE_SCOPE_SUBJECT } from '../core/blocks.js';
 import { trafficSince } from './blockProof.js';
 import { BlockBook } from './blockBook.js';
 import type { RowSink } from './clickhouseSink.js';
@@ -84,6 +84,9 @@ export interface RemediationOutcome {
   attempts: number;
   reason: string;
 }
+
+/** Towers commanded at once for a block wider than a tower. */
+export const TOWERS_AT_ONCE = 16;
 
 export class Remediator extends ConsumerLoop {
   readonly counters = { executed: 0, skipped: 0, merged: 0, duplicates: 0, rejected: 0, consumeRestarts: 0, ineffective: 0 };
@@ -167,14 +170,17 @@ export class Remediator extends ConsumerLoop {
     }
     const outcome = await this.#blocks.exclusive(req, async (): Promise<RemediationOutcome> => {
       if (req.trigger === 'auto' && (req.action === 'block_device' || req.action === 'block_app') && this.#autoRemediates(req.enterprise_id)) {
-        const merged = await this.#blocks.mergeInto(req);
+        const merged = await this.#blocks.mergeInto(req, this.#o.view.tower(req.tower_id)?.carrier_ids ?? []);
         if (merged !== null) {
           this.counters.merged++;
           return { action_id: actionId, status: 'merged', attempts: 0, reason: `merged into block ${merged.block_id} (${merged.hits} requests)` };
         }
       }
-      const o = await this.execute(req, actionId, () => m.working());
-      if (o.status === 'success') await this.#blocks.record(req, Date.now(), this.#blockTtlMs(req));
+      const { outcome: o, reached } = await this.#executeAll(req, actionId, () => m.working());
+      // A wider block that some towers acked is recorded with those: an unblock must reach them.
+      if (o.status === 'success' || ((req.scope ?? 'tower') !== 'tower' && reached.length > 0)) {
+        await this.#blocks.record(req, Date.now(), this.#blockTtlMs(req), reached);
+      }
       return o;
     });
     const executedAt = Date.now();
@@ -295,7 +301,7 @@ export class Remediator extends ConsumerLoop {
       const js = jetstream(this.#o.nc);
       for (const b of this.#blocks.expired(Date.now())) {
         const { request, msgId } = unblockRequestOf(b, { now: Date.now() });
-        await js.publish(remediationSubject(b.enterprise_id, b.tower_id), packr.pack(request), { msgID: msgId });
+        await js.publish(remediationSubject(b.enterprise_id, b.tower_id || WIDE_SCOPE_SUBJECT), packr.pack(request), { msgID: msgId });
       }
     } catch (err) {
       this.#o.log(`remediator: could not lift expired blocks (next sweep tries again): ${err instanceof Error ? err.message : String(err)}`, 'warn');
@@ -304,6 +310,53 @@ export class Remediator extends ConsumerLoop {
 
   #autoRemediates(enterpriseId: string): boolean {
     return this.#o.view.planOfEnterprise(enterpriseId)?.auto_remediation === true;
+  }
+
+  /** The towers a request commands: its tower, or every tower of its wider scope. */
+  towersOf(req: RemediationRequest): string[] {
+    const scope = req.scope ?? 'tower';
+    if (scope === 'tower') return [req.tower_id];
+    if (req.towers !== undefined) return req.towers;
+    const carriers = scope === 'carrier' ? [req.carrier] : (this.#o.view.enterprise(req.enterprise_id)?.carrier_ids ?? []);
+    return this.#o.view
+      .list('tower')
+      .filter((t) => t.carrier_ids.some((c) => carriers.includes(c)))
+      .map((t) => t.id)
+      .sort();
+  }
+
+  /**
+   * Runs a request at every tower of its scope, at most {@link TOWERS_AT_ONCE} at a time: success
+   * when every tower acked; otherwise the first failure, with how many acked.
+   */
+  async #executeAll(req: RemediationRequest, actionId: string, working: () => void): Promise<{ outcome: RemediationOutcome; reached: string[] }> {
+    if ((req.scope ?? 'tower') === 'tower') {
+      const outcome = await this.execute(req, actionId, working);
+      return { outcome, reached: outcome.status === 'success' ? [req.tower_id] : [] };
+    }
+    const towers = this.towersOf(req);
+    if (towers.length === 0) {
+      return { outcome: { action_id: actionId, status: 'failed', attempts: 0, reason: `no tower in the ${req.scope} scope` }, reached: [] };
+    }
+    const outcomes: Array<[string, RemediationOutcome]> = [];
+    for (let i = 0; i < towers.length; i += TOWERS_AT_ONCE) {
+      const chunk = towers.slice(i, i + TOWERS_AT_ONCE);
+      outcomes.push(
+        ...(await Promise.all(chunk.map(async (t) => [t, await this.execute({ ...req, tower_id: t }, actionId, working)] as [string, RemediationOutcome]))),
+      );
+    }
+    if (outcomes.some(([, o]) => o.status === 'skipped_by_plan')) return { outcome: outcomes[0]![1], reached: [] };
+    const reached = outcomes.filter(([, o]) => o.status === 'success').map(([t]) => t);
+    const attempts = Math.max(...outcomes.map(([, o]) => o.attempts));
+    const failed = outcomes.find(([, o]) => o.status !== 'success');
+    if (failed === undefined) {
+      return { outcome: { action_id: actionId, status: 'success', attempts, reason: `at ${reached.length} towers` }, reached };
+    }
+    const [tower, o] = failed;
+    return {
+      outcome: { action_id: actionId, status: o.status, attempts, reason: `acked at ${reached.length} of ${towers.length} towers; ${tower}: ${o.reason}` },
+      reached,
+    };
   }
 
   /** Runs one request against its tower (plan checked again for automatic ones). */

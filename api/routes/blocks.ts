@@ -9,7 +9,17 @@ import { randomUUID } from 'node:crypto';
 import type { KV } from '@nats-io/kv';
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
-import { type Block, BLOCKS_BUCKET, blockIdOf, blockKeyOfId, blockStatus, unblockRequestOf } from '../../core/blocks.js';
+import {
+  type Block,
+  BLOCK_SCOPES,
+  WIDE_SCOPE_SUBJECT,
+  BLOCKS_BUCKET,
+  blockIdOf,
+  blockKeyOfId,
+  blockStatus,
+  blockTowers,
+  unblockRequestOf,
+} from '../../core/blocks.js';
 import { remedialActionId, remediationMsgId, type RemediationRequest } from '../../core/remediation.js';
 import { openKvBucket, publishWithRetry, remediationSubject } from '../../core/nats/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
@@ -23,8 +33,9 @@ const blockShape = z.strictObject({
   block_id: z.string(),
   device_id: z.string(),
   app_id: z.string().nullable(),
-  scope: z.enum(['tower']),
-  tower_id: z.string(),
+  scope: z.enum(BLOCK_SCOPES),
+  tower_id: z.string().describe("the tower of a tower-scope block; '' for a wider one"),
+  towers: z.array(z.string()).describe('the towers the block was carried out at'),
   carrier: z.string(),
   created_by: z.string(),
   created_at: z.string(),
@@ -47,6 +58,7 @@ function blockView(b: Block): z.infer<typeof blockShape> {
     app_id: b.app_id,
     scope: b.scope,
     tower_id: b.tower_id,
+    towers: blockTowers(b),
     carrier: b.carrier,
     created_by: b.created_by,
     created_at: iso(b.created_at),
@@ -106,7 +118,7 @@ export function blockRoutes(ctx: ApiContext, options: { replicas: number }): Api
           const b = entry.json<Block>();
           if (
             (query.device_id === undefined || b.device_id === query.device_id) &&
-            (query.tower_id === undefined || b.tower_id === query.tower_id) &&
+            (query.tower_id === undefined || blockTowers(b).includes(query.tower_id)) &&
             (query.status === undefined || blockStatus(b) === query.status)
           )
             blocks.push(b);
@@ -139,7 +151,12 @@ export function blockRoutes(ctx: ApiContext, options: { replicas: number }): Api
       body: z.strictObject({
         ...enterpriseQuery,
         device_id: z.string().min(1).max(128),
-        tower_id: z.string().min(1).max(128),
+        scope: z
+          .enum(BLOCK_SCOPES)
+          .default('tower')
+          .describe("tower: at tower_id; carrier: at every tower of carrier_id; enterprise: at every tower of the enterprise's carriers"),
+        tower_id: z.string().min(1).max(128).optional(),
+        carrier_id: z.string().min(1).max(128).optional(),
         app_id: z.string().min(1).max(128).optional(),
       }),
       response: z.strictObject({ block_id: z.string(), status: z.enum(['queued']), action_id: z.string() }),
@@ -148,8 +165,39 @@ export function blockRoutes(ctx: ApiContext, options: { replicas: number }): Api
         const device = ctx.view.device(body.device_id);
         if (device?.enterprise_id !== enterprise)
           throw new ApiError(404, 'not_found', `no device '${body.device_id}' in this enterprise`, { device_id: body.device_id });
-        const tower = ctx.view.tower(body.tower_id);
-        if (tower === undefined) throw new ApiError(400, 'unknown_reference', `no tower '${body.tower_id}'`, { field: 'tower_id', id: body.tower_id });
+        const carriers = ctx.view.enterprise(enterprise)?.carrier_ids ?? [];
+        const need = (field: 'tower_id' | 'carrier_id', ok: boolean): void => {
+          if (!ok)
+            throw new ApiError(400, 'validation_failed', `scope ${body.scope} needs ${field}`, [
+              { path: `body.${field}`, message: `required with scope ${body.scope}`, code: 'custom' },
+            ]);
+        };
+        let towerId = '';
+        let carrier = '';
+        if (body.scope === 'tower') {
+          need('tower_id', body.tower_id !== undefined);
+          const tower = ctx.view.tower(body.tower_id ?? '');
+          if (tower === undefined) throw new ApiError(400, 'unknown_reference', `no tower '${body.tower_id ?? ''}'`, { field: 'tower_id', id: body.tower_id });
+          towerId = tower.id;
+          carrier = tower.carrier_ids[0] ?? '';
+        } else if (body.scope === 'carrier') {
+          need('carrier_id', body.carrier_id !== undefined);
+          if (!carriers.includes(body.carrier_id ?? ''))
+            throw new ApiError(
+              400,
+              'unknown_reference',
+              `carrier '${body.carrier_id ?? ''}' is not one of this enterprise's carriers (${carriers.join(', ') || 'none'})`,
+              {
+                field: 'carrier_id',
+                id: body.carrier_id,
+              },
+            );
+          carrier = body.carrier_id ?? '';
+        } else if (carriers.length === 0) {
+          throw new ApiError(400, 'validation_failed', 'this enterprise has no carriers: nothing for an enterprise-wide block to reach', [
+            { path: 'body.scope', message: 'no carriers', code: 'custom' },
+          ]);
+        }
         if (body.app_id !== undefined && ctx.view.app(body.app_id) === undefined)
           throw new ApiError(400, 'unknown_reference', `no app '${body.app_id}'`, { field: 'app_id', id: body.app_id });
         const action = body.app_id === undefined ? ('block_device' as const) : ('block_app' as const);
@@ -160,22 +208,30 @@ export function blockRoutes(ctx: ApiContext, options: { replicas: number }): Api
           alert_id: alertId,
           enterprise_id: enterprise,
           device_id: body.device_id,
-          tower_id: body.tower_id,
-          carrier: tower.carrier_ids[0] ?? '',
+          tower_id: towerId,
+          carrier,
           app_id: body.app_id ?? '',
           action,
           rule_id: null,
           requested_at: ctx.now(),
           requested_by: principal.account.username,
+          ...(body.scope === 'tower' ? {} : { scope: body.scope }),
         };
         await publishWithRetry(
           ctx.js,
-          remediationSubject(enterprise, body.tower_id),
+          remediationSubject(enterprise, towerId === '' ? WIDE_SCOPE_SUBJECT : towerId),
           packr.pack(request),
           { msgID: remediationMsgId(alertId, action) },
           { budgetMs: 5_000 },
         );
-        const blockId = blockIdOf({ enterprise_id: enterprise, device_id: body.device_id, app_id: body.app_id ?? null, tower_id: body.tower_id });
+        const blockId = blockIdOf({
+          enterprise_id: enterprise,
+          device_id: body.device_id,
+          app_id: body.app_id ?? null,
+          scope: body.scope,
+          tower_id: towerId,
+          carrier,
+        });
         return { status: 202, body: { block_id: blockId, status: 'queued' as const, action_id: remedialActionId(alertId, action) } };
       },
     }),
@@ -192,7 +248,13 @@ export function blockRoutes(ctx: ApiContext, options: { replicas: number }): Api
         const enterprise = scopeOf(ctx.view, principal, query.enterprise_id);
         const block = await mustGet(enterprise, params['block_id'] ?? '');
         const { request, msgId, actionId } = unblockRequestOf(block, { now: ctx.now(), requestedBy: principal.account.username });
-        await publishWithRetry(ctx.js, remediationSubject(enterprise, block.tower_id), packr.pack(request), { msgID: msgId }, { budgetMs: 5_000 });
+        await publishWithRetry(
+          ctx.js,
+          remediationSubject(enterprise, block.tower_id || WIDE_SCOPE_SUBJECT),
+          packr.pack(request),
+          { msgID: msgId },
+          { budgetMs: 5_000 },
+        );
         return { status: 202, body: { block_id: block.block_id, status: 'unblocking' as const, action_id: actionId } };
       },
     }),

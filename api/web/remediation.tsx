@@ -73,7 +73,10 @@ interface Block {
   block_id: string;
   device_id: string;
   app_id: string | null;
+  scope: 'tower' | 'carrier' | 'enterprise';
   tower_id: string;
+  carrier: string;
+  towers: string[];
   created_by: string;
   created_at: string;
   hits: number;
@@ -114,13 +117,19 @@ function Blocks({ ctx }: { ctx: PageContext }) {
         <Empty>No device or app is blocked.</Empty>
       ) : (
         <table class="grid compact">
-          <GridHead columns={['Device', 'App', 'Tower', 'Status', 'By', 'Since', 'Until', ['Alerts', 'num'], 'Last alert', '']} />
+          <GridHead columns={['Device', 'App', 'Where', 'Status', 'By', 'Since', 'Until', ['Alerts', 'num'], 'Last alert', '']} />
           <tbody>
             {list.map((b) => (
               <tr key={b.block_id} data-testid="block" data-device-id={b.device_id} data-tower-id={b.tower_id}>
                 <td class="mono">{b.device_id}</td>
                 <td>{b.app_id ?? 'whole device'}</td>
-                <td>{b.tower_id}</td>
+                <td title={b.towers.join(', ')}>
+                  {b.scope === 'tower'
+                    ? b.tower_id
+                    : b.scope === 'carrier'
+                      ? `every ${b.carrier} tower (${b.towers.length})`
+                      : `every tower (${b.towers.length})`}
+                </td>
                 <td>
                   {b.status === 'ineffective' ? (
                     <span
