@@ -9,6 +9,7 @@
 import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { type Block, BLOCKS_BUCKET, blockIdOf, blockKey, type BlockTarget, coveringTargets } from '../core/blocks.js';
+import { KeyedChain } from '../core/keyedChain.js';
 import type { LogLine } from '../core/log.js';
 import { isWrongLastSequence, openKvBucket } from '../core/nats/index.js';
 import type { RemediationRequest } from '../core/remediation.js';
@@ -18,8 +19,8 @@ const MAX_CAS_ATTEMPTS = 10;
 export class BlockBook {
   readonly #kv: Promise<KV>;
   readonly #log: LogLine;
-  /** One request at a time per block key. */
-  readonly #locks = new Map<string, Promise<unknown>>();
+  /** One request at a time per device. */
+  readonly #locks = new KeyedChain();
   /** Every block, as the watch last saw it (for the expiry sweep). */
   readonly #index = new Map<string, Block>();
   #watcher: { stop(): void } | null = null;
@@ -42,15 +43,7 @@ export class BlockBook {
   /** Runs `fn` with the block of `req` (the whole device's) held by this process. */
   async exclusive<T>(req: RemediationRequest, fn: () => Promise<T>): Promise<T> {
     // The whole device, whatever the scope: a carrier-wide block and a tower block of it must not race.
-    const key = `${req.enterprise_id}|${req.device_id}`;
-    const before = this.#locks.get(key) ?? Promise.resolve();
-    const run = before.then(fn, fn);
-    const tail = run.catch(() => undefined);
-    this.#locks.set(key, tail);
-    void tail.then(() => {
-      if (this.#locks.get(key) === tail) this.#locks.delete(key);
-    });
-    return run;
+    return this.#locks.run(`${req.enterprise_id}|${req.device_id}`, fn);
   }
 
   /**

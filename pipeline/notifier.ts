@@ -15,6 +15,7 @@ import type { KV } from '@nats-io/kv';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { ALL_ALERTS_SUBJECT, decodeAlerts } from '../core/live.js';
 import type { Alert } from '../core/liveMessages.js';
+import { KeyedChain } from '../core/keyedChain.js';
 import type { LogLine } from '../core/log.js';
 import { isWrongLastSequence, openKvBucket } from '../core/nats/index.js';
 import {
@@ -87,7 +88,7 @@ export class Notifier {
   readonly #byEnterprise = new Map<string, Map<string, Output>>();
   readonly #state = new Map<string, OutputState>();
   readonly #inFlight = new Set<Promise<void>>();
-  readonly #windowLocks = new Map<string, Promise<void>>();
+  readonly #windowLocks = new KeyedChain();
   #watcher: { stop(): void } | null = null;
   #sub: Subscription | null = null;
   #closed = false;
@@ -247,16 +248,7 @@ export class Notifier {
     // One at a time per window in this process: a burst of one device's violations would
     // otherwise race each other's compare-and-set; other processes still may (retried below).
     const key = windowKey(output.output_id, alert);
-    const run = (this.#windowLocks.get(key) ?? Promise.resolve()).then(() => this.#casWindow(key, output.dedup_window_seconds * 1000));
-    const tail = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#windowLocks.set(key, tail);
-    void tail.then(() => {
-      if (this.#windowLocks.get(key) === tail) this.#windowLocks.delete(key);
-    });
-    return run;
+    return this.#windowLocks.run(key, () => this.#casWindow(key, output.dedup_window_seconds * 1000));
   }
 
   async #casWindow(key: string, windowMs: number): Promise<number | null> {

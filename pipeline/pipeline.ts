@@ -22,7 +22,7 @@ import { alertsSubject } from '../core/live.js';
 import { deadLetterHeaders, ensureConsumer, isTransientNatsError, publishWithRetry, remediationSubject, USAGE_STREAM } from '../core/nats/index.js';
 import { remediationMsgId } from '../core/remediation.js';
 import { backoffStep, DEFAULT_RETRY_BUDGET_MS, RetryBudgetExhaustedError } from '../core/retry.js';
-import { DEAD_LETTERS } from '../core/clickhouse/index.js';
+import { DEAD_LETTERS, type InsertTable } from '../core/clickhouse/index.js';
 import { ClickHouseSinkError, SinkErrorCode, type RowSink } from './clickhouseSink.js';
 import { ConsumerLoop } from './consumerLoop.js';
 import { MessageQueue, nakQuietly } from './messageQueue.js';
@@ -398,23 +398,14 @@ export class Pipeline extends ConsumerLoop {
   }
 
   async #commit(group: Submission[]): Promise<void> {
-    const seqs = group.flatMap((s) => [...s.unique.keys()]);
     let merged: Array<{ s: Submission; r: WorkerResult }>;
     try {
-      const started = performance.now();
-      // Delivery counts cannot be trusted (see #process), so every sequence is looked up.
-      const [stored, results] = await Promise.all([
-        this.#opts.sink.storedSeqsIn(['app_usage', 'violations', 'dead_letters'], seqs).finally(() => {
-          this.counters.lookupMs += performance.now() - started;
-        }),
-        Promise.all(group.map((s) => s.bet)),
-      ]);
+      const [stored, results] = await Promise.all([this.#storedSeqs(group.flatMap((s) => [...s.unique.keys()])), Promise.all(group.map((s) => s.bet))]);
       const storedAny = new Set([...stored.values()].flatMap((set) => [...set]));
-      const isStored = (seq: number): boolean => storedAny.has(seq);
       merged = [];
       group.forEach((s, i) => {
         const r = results[i] ?? null;
-        if (r !== null && ![...s.unique.keys()].some(isStored)) merged.push({ s, r });
+        if (r !== null && ![...s.unique.keys()].some((seq) => storedAny.has(seq))) merged.push({ s, r });
         else s.resolve(false);
       });
     } catch (err) {
@@ -444,18 +435,23 @@ export class Pipeline extends ConsumerLoop {
     if (this.#seqsInFlight.get(seq) === claim) this.#seqsInFlight.delete(seq);
   }
 
+  /** Which of `seqs` have rows in each table (one query, timed). Delivery counts cannot be trusted (see #process), so every sequence is looked up. */
+  async #storedSeqs(seqs: number[]): Promise<Map<InsertTable, Set<number>>> {
+    const started = performance.now();
+    try {
+      return await this.#opts.sink.storedSeqsIn(['app_usage', 'violations', 'dead_letters'], seqs);
+    } finally {
+      this.counters.lookupMs += performance.now() - started;
+    }
+  }
+
   /** Which messages still need processing, and which of their rows are stored already. */
   async #lookUp(unique: Map<number, JsMsg>, batch: JsMsg[]): Promise<{ todo: JsMsg[]; skipViolations: number[]; skipDeadLetters: number[] }> {
-    const sink = this.#opts.sink;
-    const seqs = [...unique.keys()];
-    const started = performance.now();
-    // Delivery counts cannot be trusted (above), so every sequence is looked up.
-    const stored = await sink.storedSeqsIn(['app_usage', 'violations', 'dead_letters'], seqs);
+    const stored = await this.#storedSeqs([...unique.keys()]);
     const none = new Set<number>();
     const usage = stored.get('app_usage') ?? none;
     const violations = stored.get('violations') ?? none;
     const dead = stored.get('dead_letters') ?? none;
-    this.counters.lookupMs += performance.now() - started;
     // In app_usage means done (it is written last); anything else is processed again,
     // minus the rows already stored.
     const todo = [...unique.values()].filter((m) => !usage.has(m.seq));
@@ -598,37 +594,11 @@ export class Pipeline extends ConsumerLoop {
     const started = performance.now();
     // Bodies of several batches are appended: Native takes a stream of blocks, TSV of lines.
     // Row counts given: counting a 10 MB body's line feeds on this thread costs more than it should.
-    const deadLetterRows = sum(results, (r) => r.deadLetterRows);
-    const violationRows = sum(results, (r) => r.violationRows);
-    const appUsageRows = sum(results, (r) => r.appUsageRows);
-    if (deadLetterRows > 0) {
-      await sink.insert(
-        'dead_letters',
-        joined(results, (r) => r.deadLetterTsv),
-        { token: `dead_letters:${token}`, rows: deadLetterRows },
-      );
-    }
-    if (violationRows > 0) {
-      await sink.insert(
-        'violations',
-        joined(results, (r) => (r.violationRows > 0 ? r.violations : EMPTY)),
-        {
-          token: `violations:${token}`,
-          rows: violationRows,
-          format: 'Native',
-        },
-      );
-    }
-    if (appUsageRows > 0) {
-      await sink.insert(
-        'app_usage',
-        joined(results, (r) => (r.appUsageRows > 0 ? r.appUsage : EMPTY)),
-        {
-          token: `app_usage:${token}`,
-          rows: appUsageRows,
-          format: 'Native',
-        },
-      );
+    for (const part of ROW_PARTS) {
+      const rows = sum(results, part.rows);
+      if (rows === 0) continue;
+      const body = joined(results.filter((r) => part.rows(r) > 0).map(part.body));
+      await sink.insert(part.table, body, { token: `${part.table}:${token}`, rows, ...(part.format === undefined ? {} : { format: part.format }) });
     }
     c.insertMs += performance.now() - started;
 
@@ -636,7 +606,7 @@ export class Pipeline extends ConsumerLoop {
 
     c.batches++;
     c.messages += new Set(messages.map((m) => m.seq)).size;
-    c.stored += appUsageRows;
+    c.stored += sum(results, (r) => r.appUsageRows);
     for (const r of results) {
       c.events += r.counts.events;
       c.violations += r.counts.violations;
@@ -660,7 +630,20 @@ interface Submission {
   reject: (err: unknown) => void;
 }
 
-const EMPTY = new Uint8Array(0);
+/**
+ * What a worker result holds for each table, in insert order: everything else before
+ * app_usage, whose rows mark a message as done (see #process's redelivery check).
+ */
+const ROW_PARTS: ReadonlyArray<{
+  table: 'dead_letters' | 'violations' | 'app_usage';
+  body: (r: WorkerResult) => Uint8Array;
+  rows: (r: WorkerResult) => number;
+  format?: 'Native';
+}> = [
+  { table: 'dead_letters', body: (r) => r.deadLetterTsv, rows: (r) => r.deadLetterRows },
+  { table: 'violations', body: (r) => r.violations, rows: (r) => r.violationRows, format: 'Native' },
+  { table: 'app_usage', body: (r) => r.appUsage, rows: (r) => r.appUsageRows, format: 'Native' },
+];
 
 function sum<T>(items: readonly T[], of: (item: T) => number): number {
   let n = 0;
@@ -669,9 +652,8 @@ function sum<T>(items: readonly T[], of: (item: T) => number): number {
 }
 
 /** The parts end to end (the part itself when there is one: no copy). */
-function joined<T>(items: readonly T[], of: (item: T) => Uint8Array): Uint8Array {
-  if (items.length === 1) return of(items[0] as T);
-  return Buffer.concat(items.map(of));
+function joined(parts: readonly Uint8Array[]): Uint8Array {
+  return parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts);
 }
 
 /** A batch's worker task failed (threw, or its thread died). */

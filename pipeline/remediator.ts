@@ -18,7 +18,7 @@ import type { ControlPlaneView } from '../core/controlPlane/index.js';
 import { encodeEnterpriseEvent, enterpriseEventsSubject } from '../core/live.js';
 import { ACTION_NAMES, REMEDIAL_ACTIONS, remedialActionId, type RemediationRequest, type RemediationStatus, type TowerAck } from '../core/remediation.js';
 import { integerOption, numberOption } from '../core/options.js';
-import { PROOF_GRACE_MS, unblockRequestOf, WIDE_SCOPE_SUBJECT } from '../core/blocks.js';
+import { blockTowers, PROOF_GRACE_MS, unblockRequestOf, WIDE_SCOPE_SUBJECT } from '../core/blocks.js';
 import { trafficSince } from './blockProof.js';
 import { BlockBook } from './blockBook.js';
 import type { RowSink } from './clickhouseSink.js';
@@ -271,7 +271,7 @@ export class Remediator extends ConsumerLoop {
         if (marked === null) continue;
         this.counters.ineffective++;
         this.#o.log(
-          `remediator: block ${b.block_id} (${b.device_id}${b.app_id === null ? '' : ` ${b.app_id}`} at ${b.tower_id}) is ineffective: ${t.events} events since its grace period ended`,
+          `remediator: block ${b.block_id} (${b.device_id}${b.app_id === null ? '' : ` ${b.app_id}`} at ${b.scope === 'tower' ? b.tower_id : `${blockTowers(b).length} towers`}) is ineffective: ${t.events} events since its grace period ended`,
           'warn',
         );
         this.#o.nc.publish(

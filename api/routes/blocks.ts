@@ -21,7 +21,7 @@ import {
   unblockRequestOf,
 } from '../../core/blocks.js';
 import { remedialActionId, remediationMsgId, type RemediationRequest } from '../../core/remediation.js';
-import { openKvBucket, publishWithRetry, remediationSubject } from '../../core/nats/index.js';
+import { kvValues, openKvBucket, publishWithRetry, remediationSubject } from '../../core/nats/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, iso, pageInfo, pageQuery, paginate } from '../schemas.js';
@@ -110,19 +110,12 @@ export function blockRoutes(ctx: ApiContext, options: { replicas: number }): Api
       response: z.strictObject({ blocks: z.array(blockShape), ...pageInfo }),
       handler: async ({ query, principal }) => {
         const enterprise = scopeOf(ctx.view, principal, query.enterprise_id);
-        const kv = await bucket();
-        const blocks: Block[] = [];
-        for await (const key of await kv.keys(`${enterprise}.>`)) {
-          const entry = await kv.get(key);
-          if (entry?.operation !== 'PUT') continue;
-          const b = entry.json<Block>();
-          if (
+        const blocks = (await kvValues<Block>(await bucket(), `${enterprise}.>`)).filter(
+          (b) =>
             (query.device_id === undefined || b.device_id === query.device_id) &&
             (query.tower_id === undefined || blockTowers(b).includes(query.tower_id)) &&
-            (query.status === undefined || blockStatus(b) === query.status)
-          )
-            blocks.push(b);
-        }
+            (query.status === undefined || blockStatus(b) === query.status),
+        );
         blocks.sort((a, b) => b.last_hit_at - a.last_hit_at || (a.block_id < b.block_id ? -1 : 1));
         const { items, info } = paginate(blocks, query.page, query.limit);
         return { body: { blocks: items.map(blockView), ...info } };

@@ -21,6 +21,7 @@ import {
   OUTPUT_FORMATS,
   outputKey,
 } from '../../core/outputs.js';
+import { kvValues } from '../../core/nats/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate } from '../schemas.js';
@@ -118,12 +119,7 @@ export function outputRoutes(ctx: ApiContext, options: { replicas: number }): Ap
     return { output: entry.json<Output>(), revision: entry.revision };
   };
   const list = async (enterprise: string): Promise<Output[]> => {
-    const kv = await bucket('outputs');
-    const out: Output[] = [];
-    for await (const key of await kv.keys(`${enterprise}.>`)) {
-      const entry = await kv.get(key);
-      if (entry?.operation === 'PUT') out.push(entry.json<Output>());
-    }
+    const out = await kvValues<Output>(await bucket('outputs'), `${enterprise}.>`);
     return out.sort((a, b) => a.created_at - b.created_at || (a.output_id < b.output_id ? -1 : 1));
   };
   /** Filters name things that exist, and policies of this enterprise. */

@@ -39,3 +39,15 @@ export function isWrongLastSequence(err: unknown): boolean {
     (err.code === JetStreamApiCodes.StreamWrongLastSequence || err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
   );
 }
+
+/** The values (JSON) of the keys matching `filter`, in key order; deleted keys left out. */
+export async function kvValues<T>(kv: KV, filter: string): Promise<T[]> {
+  const keys: string[] = [];
+  for await (const key of await kv.keys(filter)) keys.push(key);
+  const out: T[] = [];
+  for (const key of keys.sort()) {
+    const entry = await kv.get(key);
+    if (entry?.operation === 'PUT') out.push(entry.json<T>());
+  }
+  return out;
+}
