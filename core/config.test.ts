@@ -19,6 +19,7 @@ test('defaults when nothing is set', () => {
     accessTtlSeconds: 900,
     blockProofGraceSeconds: 60,
     blockSweepSeconds: 30,
+    memoryTrimSeconds: 2,
     retentionDays: 30,
     logLevel: 'info',
     logFormat: 'auto',

@@ -44,6 +44,8 @@ export interface Config {
   readonly natsRetrySeconds: number;
   readonly blockProofGraceSeconds: number;
   readonly blockSweepSeconds: number;
+  /** How often a pipeline process hands its allocator's free pages back (0: never). */
+  readonly memoryTrimSeconds: number;
   /** Least replicas of every JetStream stream and KV bucket (never lowered). */
   readonly natsReplicas: NatsReplicas;
   /** Deliveries of a usage message whose processing fails before it is dead-lettered. */
@@ -71,6 +73,7 @@ export const MAX_RETENTION_DAYS = 3650;
 export const DEFAULT_NATS_RETRY_SECONDS = 30;
 export const DEFAULT_BLOCK_PROOF_GRACE_SECONDS = 60;
 export const DEFAULT_BLOCK_SWEEP_SECONDS = 30;
+export const DEFAULT_MEMORY_TRIM_SECONDS = 2;
 /** Replica counts a JetStream cluster runs with: an even count tolerates no more failures than the odd one below it. */
 export const NATS_REPLICAS = [1, 3, 5] as const;
 export type NatsReplicas = (typeof NATS_REPLICAS)[number];
@@ -233,6 +236,14 @@ export const CONFIG_VARIABLES = [
     description: 'How often the remediation worker lifts expired blocks and checks active ones for traffic that should have stopped.',
   },
   {
+    name: 'TOWERWATCH_MEMORY_TRIM_SECONDS',
+    field: 'memoryTrimSeconds',
+    default: String(DEFAULT_MEMORY_TRIM_SECONDS),
+    expected: 'an integer 0–3600',
+    description:
+      "How often a pipeline process hands the free pages kept by glibc's malloc back to the system (`malloc_trim`, off the event loop); 0 never. Without it the resident size stays near its peak.",
+  },
+  {
     name: 'TOWERWATCH_NATS_REPLICAS',
     field: 'natsReplicas',
     default: '1',
@@ -360,6 +371,7 @@ const SCHEMAS: { readonly [K in ConfigVariableName]: z.ZodType<unknown, string |
   TOWERWATCH_NATS_RETRY_SECONDS: integer(1, 3600, DEFAULT_NATS_RETRY_SECONDS),
   TOWERWATCH_BLOCK_PROOF_GRACE_SECONDS: integer(1, 3600, DEFAULT_BLOCK_PROOF_GRACE_SECONDS),
   TOWERWATCH_BLOCK_SWEEP_SECONDS: integer(1, 3600, DEFAULT_BLOCK_SWEEP_SECONDS),
+  TOWERWATCH_MEMORY_TRIM_SECONDS: integer(0, 3600, DEFAULT_MEMORY_TRIM_SECONDS),
   TOWERWATCH_NATS_REPLICAS: orDefault(z.enum(['1', '3', '5']).transform(Number), 1),
   TOWERWATCH_MAX_DELIVER: integer(1, MAX_MAX_DELIVER, DEFAULT_MAX_DELIVER),
   TOWERWATCH_PIPELINE_PORT: integer(0, 65535, DEFAULT_PIPELINE_PORT),

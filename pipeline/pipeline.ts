@@ -11,7 +11,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { jetstream, type Consumer, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Piscina } from 'piscina';
@@ -27,6 +27,7 @@ import { ClickHouseSinkError, SinkErrorCode, type RowSink } from './clickhouseSi
 import { ConsumerLoop } from './consumerLoop.js';
 import { MessageQueue, nakQuietly } from './messageQueue.js';
 import type { WorkerConfig, WorkerResult, WorkerTask } from './worker.js';
+import { AscHost } from '../rules-wasm/index.js';
 import type { LogLine } from '../core/log.js';
 
 export const DEFAULT_CONSUMER = 'pipeline';
@@ -164,6 +165,8 @@ export class Pipeline extends ConsumerLoop {
   readonly #retry = { budgetMs: DEFAULT_RETRY_BUDGET_MS, onRetry: () => void this.counters.publishRetries++ };
   readonly #js: JetStreamClient;
   readonly #pool: Piscina<WorkerTask, WorkerResult>;
+  /** Compiles the workers' policies, so none of them loads AssemblyScript. */
+  readonly #asc: AscHost;
   readonly #inFlight = new Set<Promise<void>>();
   #messagesInFlight = 0;
   /** Evaluated batches waiting for the next group commit, and whether one is running. */
@@ -183,7 +186,10 @@ export class Pipeline extends ConsumerLoop {
     const { threads } = this.#opts;
     this.#retry.budgetMs = this.#opts.natsRetryMs;
     this.#js = jetstream(opts.nc);
-    const workerData: WorkerConfig = { natsUrl: opts.natsUrl, cacheDir: opts.cacheDir };
+    // Named per pipeline: a channel is process-wide, and tests run several pipelines in one.
+    const ascChannel = `towerwatch-asc-${randomUUID()}`;
+    this.#asc = new AscHost(ascChannel);
+    const workerData: WorkerConfig = { natsUrl: opts.natsUrl, cacheDir: opts.cacheDir, ascChannel };
     this.#pool = new Piscina({
       filename: new URL('./worker.js', import.meta.url).href,
       minThreads: threads,
@@ -232,6 +238,7 @@ export class Pipeline extends ConsumerLoop {
     await Promise.allSettled(this.#inFlight);
     // Every batch has settled above; what may still run is a warm-up compile: end it now.
     await this.#pool.destroy();
+    await this.#asc.close();
   }
 
   /**

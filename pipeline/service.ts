@@ -6,7 +6,8 @@
 import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { type ClickHouseHandle, migrate, openClickHouse, SCHEMA_VERSION } from '../core/clickhouse/index.js';
-import type { Config } from '../core/config.js';
+import { DEFAULT_MEMORY_TRIM_SECONDS, type Config } from '../core/config.js';
+import { startAllocatorTrim } from '../core/allocator.js';
 import { ensureStreams, NatsConnectionWatch } from '../core/nats/index.js';
 import { ControlPlaneStore, ControlPlaneView, openControlBucket } from '../core/controlPlane/index.js';
 import { ClickHouseSink } from './clickhouseSink.js';
@@ -29,7 +30,15 @@ export interface PipelineServiceOptions {
     Partial<
       Pick<
         Config,
-        'maxDeliver' | 'pipelinePort' | 'pipelineHost' | 'metricsToken' | 'natsReplicas' | 'clickhouseCluster' | 'blockProofGraceSeconds' | 'blockSweepSeconds'
+        | 'maxDeliver'
+        | 'pipelinePort'
+        | 'pipelineHost'
+        | 'metricsToken'
+        | 'natsReplicas'
+        | 'clickhouseCluster'
+        | 'blockProofGraceSeconds'
+        | 'blockSweepSeconds'
+        | 'memoryTrimSeconds'
       >
     >;
   nc: NatsConnection;
@@ -66,6 +75,8 @@ export interface PipelineService extends AsyncDisposable {
 export async function startPipelineService(opts: PipelineServiceOptions): Promise<PipelineService> {
   const { config, nc, log } = opts;
   const replicas = config.natsReplicas ?? 1;
+  // Before the engine and the workers start: the threshold applies to what they allocate.
+  const trimmer = startAllocatorTrim((config.memoryTrimSeconds ?? DEFAULT_MEMORY_TRIM_SECONDS) * 1000, log);
   await ensureStreams(nc, { replicas });
   // The control bucket exists with its replicas before the workers open it (with defaults).
   await openControlBucket(nc, { replicas });
@@ -179,6 +190,7 @@ export async function startPipelineService(opts: PipelineServiceOptions): Promis
     close() {
       closing ??= (async () => {
         if (timer) clearInterval(timer);
+        trimmer?.close();
         // Probes see the service go away with it; scrapes during the drain are not needed.
         await health?.close();
         natsWatch.close();

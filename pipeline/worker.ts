@@ -5,6 +5,7 @@
  */
 import { workerData } from 'node:worker_threads';
 import { Packr } from 'msgpackr';
+import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { ControlPlaneView } from '../core/controlPlane/index.js';
 import { connectNats } from '../core/nats/index.js';
 import { deadLetterRow } from '../core/deadLetters.js';
@@ -13,11 +14,13 @@ import { encodeAlerts } from '../core/live.js';
 import { APP_USAGE, DEAD_LETTERS, VIOLATIONS } from '../core/clickhouse/rows.js';
 import { TsvWriter } from '../core/clickhouse/tsv.js';
 import { processBatch, type BatchMessage, type AutoRemediationRequest, type DeadLetter } from './batchProcessor.js';
-import { controlPlaneDirectory, PolicyRegistry } from '../rules-wasm/index.js';
+import { controlPlaneDirectory, PolicyRegistry, remoteAsc } from '../rules-wasm/index.js';
 
 export interface WorkerConfig {
   natsUrl: string;
   cacheDir?: string | undefined;
+  /** The BroadcastChannel of the process's AssemblyScript host (rules-wasm/ascHost.ts); unset, this thread compiles. */
+  ascChannel?: string | undefined;
 }
 
 export interface WorkerTask {
@@ -80,6 +83,7 @@ async function init(): Promise<WorkerState> {
   const view = await ControlPlaneView.open(nc);
   const registry = await PolicyRegistry.open(view, {
     cacheDir: config.cacheDir,
+    compileWasm: config.ascChannel === undefined ? undefined : remoteAsc(config.ascChannel),
     onError: (enterpriseId, err) => void notices.push(`policies of ${enterpriseId} did not compile; the previous version stays in force: ${err.message}`),
   });
   return { view, registry, directory: controlPlaneDirectory(view) };
@@ -151,8 +155,17 @@ export default async function runBatch(task: WorkerTask): Promise<WorkerResult> 
     policyVersions: out.policyVersions,
     notices: takeNotices(),
   };
-  // Structured clone copies the buffers back; moving them would need a Transferable wrapper.
-  return result;
+  // The row blocks (megabytes a batch) move to the main thread instead of being copied: each
+  // owns its ArrayBuffer (native.ts, tsv.ts finish()), and nothing here holds them after.
+  return moved(result, [result.appUsage.buffer, result.violations.buffer, result.deadLetterTsv.buffer]);
+}
+
+/**
+ * `value` wrapped for piscina to post with `buffers` transferred (it moves a top-level
+ * Transferable only); typed as what the main thread receives, `value` itself.
+ */
+function moved<T extends object>(value: T, buffers: ArrayBufferLike[]): T {
+  return move({ [transferableSymbol]: buffers, [valueSymbol]: value }) as unknown as T;
 }
 
 function takeNotices(): string[] {

@@ -63,6 +63,8 @@ export interface CompileOptions extends NormalizeOptions {
   cacheDir?: string | undefined;
   /** Names the policy set in the generated source's header (e.g. the enterprise). */
   label?: string | undefined;
+  /** Where AssemblyScript runs on a cache miss (ascHost.ts); default: in this thread. */
+  compileWasm?: ((source: string) => Promise<Uint8Array>) | undefined;
 }
 
 const ASC_OPTIONS = { optimizeLevel: 3, shrinkLevel: 0, runtime: 'stub', noAssert: true } as const;
@@ -98,7 +100,7 @@ export async function compilePolicySet(set: NormalizedPolicySet, options: Compil
     throw err;
   }
   const { tables, source, sourceHash, hash } = versionParts(set, layout, options.label);
-  const { wasm, cached } = await wasmFor(source, sourceHash, options.cacheDir);
+  const { wasm, cached } = await wasmFor(source, sourceHash, options.cacheDir, options.compileWasm ?? compileAssemblyScript);
   return {
     hash,
     sourceHash,
@@ -136,7 +138,12 @@ export function policyVersionOf(set: NormalizedPolicySet, label?: string): strin
   return versionParts(set, buildLayout(set), label).hash;
 }
 
-async function wasmFor(source: string, sourceHash: string, cacheDir: string | undefined): Promise<{ wasm: Uint8Array; cached: CompileStats['cached'] }> {
+async function wasmFor(
+  source: string,
+  sourceHash: string,
+  cacheDir: string | undefined,
+  compileWasm: (source: string) => Promise<Uint8Array>,
+): Promise<{ wasm: Uint8Array; cached: CompileStats['cached'] }> {
   const inMemory = memoryCache.get(sourceHash);
   if (inMemory) return { wasm: inMemory, cached: 'memory' };
   const file = cacheDir ? join(cacheDir, `${sourceHash}.wasm`) : null;
@@ -147,7 +154,7 @@ async function wasmFor(source: string, sourceHash: string, cacheDir: string | un
       return { wasm: new Uint8Array(onDisk), cached: 'disk' };
     }
   }
-  const wasm = await runAsc(source);
+  const wasm = await compileWasm(source);
   remember(sourceHash, wasm);
   if (cacheDir && file) {
     // Write then rename, so a reader never sees half a module.
@@ -173,7 +180,8 @@ interface AscApi {
 // declare AssemblyScript's own globals (console, memory …) over Node's.
 const ASC_MODULE = 'assemblyscript/asc';
 
-async function runAsc(source: string): Promise<Uint8Array> {
+/** The generated source to WebAssembly, in this thread (asc and Binaryen load on first use). */
+export async function compileAssemblyScript(source: string): Promise<Uint8Array> {
   const asc = ((await import(ASC_MODULE)) as { default: AscApi }).default;
   const result = await asc.compileString({ 'policy.ts': source }, ASC_OPTIONS);
   if (result.error || !result.binary) {

@@ -2,6 +2,7 @@
 export { compilePolicies, compilePolicySet, policyVersionOf, PolicyCompileError, COMPILE_ERROR_CODES, ASC_VERSION } from './compiler.js';
 export type { CompiledPolicySet, CompileOptions, CompileStats, CompileErrorCode } from './compiler.js';
 export { PolicyCompilerService } from './compilerService.js';
+export { AscHost, remoteAsc } from './ascHost.js';
 export type { PolicyCompilerServiceOptions } from './compilerService.js';
 export { normalizePolicies, PolicyValidationError, appKey, conditionsSchema } from './language.js';
 export type { PolicyInput, RuleInput, ConditionsInput, PolicyIssue, NormalizeOptions } from './language.js';

@@ -12,6 +12,8 @@ import { PolicyModule } from './policyModule.js';
 
 export interface PolicyRegistryOptions {
   cacheDir?: string | undefined;
+  /** Where AssemblyScript runs on a cache miss (see CompileOptions). */
+  compileWasm?: ((source: string) => Promise<Uint8Array>) | undefined;
   /** Events per evaluation batch the modules are sized for. @default 8192 */
   capacity?: number;
   onCompiled?: (enterpriseId: string, hash: string, ms: number, cached: string | false) => void;
@@ -121,7 +123,12 @@ export class PolicyRegistry implements Disposable {
     }
     const view = this.#view;
     try {
-      const options = { timezone: enterprise.timezone, cacheDir: this.#options.cacheDir, label: enterpriseLabel(enterpriseId) };
+      const options = {
+        timezone: enterprise.timezone,
+        cacheDir: this.#options.cacheDir,
+        label: enterpriseLabel(enterpriseId),
+        compileWasm: this.#options.compileWasm,
+      };
       const compiled = await compilePolicies(enterpriseInputsOf(view, enterpriseId), options);
       const shadow = hasShadow({ policies: view.policiesOfEnterprise(enterpriseId), rules: view.rulesOfEnterprise(enterpriseId) })
         ? await compilePolicies(enterpriseInputsOf(view, enterpriseId, { shadow: true }), options)
