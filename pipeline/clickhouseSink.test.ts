@@ -76,6 +76,28 @@ function batch(seq: number, events: number, firstEventId = 1): Uint8Array {
   return w.finish();
 }
 
+test('a body in parts is stored whole, inline or through a spool file, and counted from its parts', async () => {
+  const h = await freshDatabase();
+  const metrics: InsertMetrics[] = [];
+  const sink = new ClickHouseSink(h, { onInsert: (m) => metrics.push(m) });
+  // Small: joined and inserted inline. Large (over INFILE_MIN_BYTES): written part after part to a file.
+  const small = [batch(1, 20), batch(2, 30, 21)];
+  const large = [batch(3, 12_000), batch(4, 14_000, 12_001)];
+  assert.ok(large.reduce((n, p) => n + p.byteLength, 0) > 1 << 20);
+  await sink.insert('app_usage', small, { token: 'app_usage:parts-small' });
+  await sink.insert('app_usage', large, { token: 'app_usage:parts-large' });
+  assert.equal(await count(h, `SELECT count() AS n FROM ${h.database}.app_usage`), 26_050);
+  assert.equal(await count(h, `SELECT uniqExact(stream_seq, event_id) AS n FROM ${h.database}.app_usage`), 26_050);
+  assert.deepEqual(
+    metrics.map((m) => [m.rows, m.bytes]),
+    [
+      [50, small[0]!.byteLength + small[1]!.byteLength],
+      [26_000, large[0]!.byteLength + large[1]!.byteLength],
+    ],
+  );
+  await sink.close();
+});
+
 test('the same token stores a batch once (projections included); another token stores it again', async () => {
   const h = await freshDatabase();
   const metrics: InsertMetrics[] = [];

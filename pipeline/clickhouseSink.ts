@@ -8,8 +8,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClickHouseError } from '@clickhouse/client';
 import {
+  bodyBytes,
+  bodyParts,
   type ClickHouseHandle,
   type FormattedInsertFormat,
+  type InsertBody,
   type InsertTable,
   isInsertTable,
   nativeBlockRows,
@@ -212,7 +215,7 @@ function countLines(body: Uint8Array): number {
  * ({@link ClickHouseSink} implements it), so every runtime insert has a token and retries.
  */
 export interface RowSink {
-  insert(table: InsertTable, body: Uint8Array, options: InsertOptions): Promise<void>;
+  insert(table: InsertTable, body: InsertBody, options: InsertOptions): Promise<void>;
   /** @param stream JetStream stream of the sequences (dead_letters holds several). @default 'USAGE' */
   storedSeqs(table: InsertTable, seqs: readonly number[], stream?: string): Promise<Set<number>>;
   /** {@link storedSeqs} of several tables in one query. */
@@ -255,7 +258,7 @@ export class ClickHouseSink implements RowSink {
    * @throws {ClickHouseSinkError} `insert_rejected` at once for a permanent error,
    *   `insert_retries_exhausted` after the last attempt, `sink_closed` after close().
    */
-  async insert(table: InsertTable | (string & {}), body: Uint8Array, options: InsertOptions): Promise<void> {
+  async insert(table: InsertTable | (string & {}), body: InsertBody, options: InsertOptions): Promise<void> {
     if (this.#closed !== undefined) throw new ClickHouseSinkError(SinkErrorCode.Closed, table, 0, 'the ClickHouse sink is closed');
     const columns = options.columns ?? (isInsertTable(table) ? ROW_TABLES[table].columns : undefined);
     if (columns === undefined) throw new TypeError(`columns are required for table ${table}`);
@@ -269,8 +272,10 @@ export class ClickHouseSink implements RowSink {
     }
   }
 
-  async #insert(table: string, body: Uint8Array, columns: readonly string[], options: InsertOptions): Promise<InsertMetrics> {
-    const rows = options.rows ?? (options.format === 'Native' ? nativeBlockRows(body) : countLines(body));
+  async #insert(table: string, body: InsertBody, columns: readonly string[], options: InsertOptions): Promise<InsertMetrics> {
+    const countRows = options.format === 'Native' ? nativeBlockRows : countLines;
+    const rows = options.rows ?? bodyParts(body).reduce((n, part) => n + countRows(part), 0);
+    const bytes = bodyBytes(body);
     const started = performance.now();
     const settings = { ...this.#settings, insert_deduplication_token: options.token };
     // close() cuts a backoff wait short but lets a running attempt finish.
@@ -285,10 +290,10 @@ export class ClickHouseSink implements RowSink {
           settings,
           ...(options.signal === undefined ? {} : { abortSignal: options.signal }),
         });
-        const m: InsertMetrics = { table, rows, bytes: body.byteLength, latencyMs: performance.now() - started, attempts: attempt };
+        const m: InsertMetrics = { table, rows, bytes, latencyMs: performance.now() - started, attempts: attempt };
         this.#stats.inserts++;
         this.#stats.rows += rows;
-        this.#stats.bytes += body.byteLength;
+        this.#stats.bytes += bytes;
         this.#stats.insertMs += m.latencyMs;
         callHook(this.#onInsert, m);
         return m;

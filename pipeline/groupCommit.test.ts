@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { ClickHouseHandle, InsertTable } from '../core/clickhouse/index.js';
+import type { ClickHouseHandle, InsertBody, InsertTable } from '../core/clickhouse/index.js';
 import { alertsSubject, decodeAlerts } from '../core/live.js';
 import { openTempClickHouse } from '../core/testing/clickhouseFixture.js';
 import { connectControlPlane } from '../core/testing/controlPlaneFixture.js';
@@ -35,7 +35,7 @@ class GatedSink implements RowSink {
   refused = 0;
   constructor(readonly inner: ClickHouseSink) {}
 
-  async insert(table: InsertTable, body: Uint8Array, options: InsertOptions): Promise<void> {
+  async insert(table: InsertTable, body: InsertBody, options: InsertOptions): Promise<void> {
     if (table === 'app_usage') {
       if (this.hold !== null) await this.hold;
       const rows = options.rows ?? 0;

@@ -604,7 +604,8 @@ export class Pipeline extends ConsumerLoop {
     for (const part of ROW_PARTS) {
       const rows = sum(results, part.rows);
       if (rows === 0) continue;
-      const body = joined(results.filter((r) => part.rows(r) > 0).map(part.body));
+      // The batches' blocks end to end, never joined into one buffer (a copy of the group).
+      const body = results.filter((r) => part.rows(r) > 0).map(part.body);
       await sink.insert(part.table, body, { token: `${part.table}:${token}`, rows, ...(part.format === undefined ? {} : { format: part.format }) });
     }
     c.insertMs += performance.now() - started;
@@ -656,11 +657,6 @@ function sum<T>(items: readonly T[], of: (item: T) => number): number {
   let n = 0;
   for (const item of items) n += of(item);
   return n;
-}
-
-/** The parts end to end (the part itself when there is one: no copy). */
-function joined(parts: readonly Uint8Array[]): Uint8Array {
-  return parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts);
 }
 
 /** A batch's worker task failed (threw, or its thread died). */

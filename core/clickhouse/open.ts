@@ -78,6 +78,24 @@ export interface ClickHouseOptions {
 /** Raw formats {@link ClickHouseHandle.insertFormatted} accepts: text with rows one per line, or one Native block (native.ts). */
 export type FormattedInsertFormat = 'TabSeparated' | 'JSONEachRow' | 'JSONCompactEachRow' | 'CSV' | 'Native';
 
+/**
+ * Encoded rows: one buffer, or parts sent end to end (Native blocks one after the other, or
+ * text rows), so a caller holding several never copies them into one.
+ */
+export type InsertBody = Uint8Array | readonly Uint8Array[];
+
+/** The parts of a body, in order. */
+export function bodyParts(body: InsertBody): readonly Uint8Array[] {
+  return body instanceof Uint8Array ? [body] : body;
+}
+
+/** A body's size in bytes. */
+export function bodyBytes(body: InsertBody): number {
+  let n = 0;
+  for (const part of bodyParts(body)) n += part.byteLength;
+  return n;
+}
+
 export interface FormattedInsert {
   /** Table name, unqualified (in the handle's database) or `db.table`. */
   table: string;
@@ -85,7 +103,7 @@ export interface FormattedInsert {
   columns: readonly string[];
   format: FormattedInsertFormat;
   /** The encoded rows. */
-  body: Uint8Array;
+  body: InsertBody;
   /** Settings for this statement only (on both backends). */
   settings?: Readonly<Record<string, string | number | boolean>>;
   abortSignal?: AbortSignal;
@@ -248,7 +266,7 @@ async function openServer(rawUrl: string, database: string | undefined, requestT
       // objects, Native is refused), and the bodies here are encoded already.
       const result = await client.exec({
         query: `INSERT INTO ${table} (${insert.columns.join(', ')}) FORMAT ${insert.format}`,
-        values: Readable.from([insert.body], { objectMode: false }),
+        values: Readable.from(bodyParts(insert.body), { objectMode: false }),
         ...(settings === undefined ? {} : { clickhouse_settings: { ...settings } }),
         ...(insert.abortSignal === undefined ? {} : { abort_signal: insert.abortSignal }),
       });
@@ -363,7 +381,8 @@ async function openEmbedded(dataDir: string, db: string): Promise<ClickHouseHand
           const result = await insertConnection.chdb.rawInsert({
             table,
             columns: [...insert.columns],
-            values: insert.body,
+            // Small text bodies only (below INFILE_MIN_BYTES): joining their parts costs little.
+            values: insert.body instanceof Uint8Array ? insert.body : Buffer.concat(insert.body),
             format,
             ...(insert.settings === undefined ? {} : { settings: { ...insert.settings } }),
             ...(insert.abortSignal === undefined ? {} : { signal: insert.abortSignal }),
@@ -372,7 +391,7 @@ async function openEmbedded(dataDir: string, db: string): Promise<ClickHouseHand
         };
         // chdb's raw insert refuses binary formats: a Native body always goes through a file.
         const native = format === 'Native';
-        if (!native && insert.body.byteLength < INFILE_MIN_BYTES) return await inline();
+        if (!native && bodyBytes(insert.body) < INFILE_MIN_BYTES) return await inline();
         const settings = settingsClause(insert.settings);
         return await spool.with(insert.body, async (path) => {
           if (path === null && native) {

@@ -35,10 +35,11 @@ export class InsertSpool {
    * When the file cannot be written (a small `/dev/shm`, as containers have by default, is
    * full) it runs `use(null)` instead: the caller inserts the body inline, slower but stored.
    */
-  async with<T>(body: Uint8Array, use: (path: string | null) => Promise<T>): Promise<T> {
+  async with<T>(body: Uint8Array | readonly Uint8Array[], use: (path: string | null) => Promise<T>): Promise<T> {
     const path = join(this.dir, `${++this.#next}.body`);
     try {
       try {
+        // Parts are written one after the other, never joined in memory first.
         await writeFile(path, body);
       } catch {
         await unlink(path).catch(() => undefined);
