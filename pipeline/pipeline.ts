@@ -188,7 +188,9 @@ export class Pipeline extends ConsumerLoop {
     this.#js = jetstream(opts.nc);
     // Named per pipeline: a channel is process-wide, and tests run several pipelines in one.
     const ascChannel = `towerwatch-asc-${randomUUID()}`;
-    this.#asc = new AscHost(ascChannel);
+    // Gone a second after the start-up burst (one compile per enterprise, back to back): its
+    // isolate is 150–200 MB, and a prefilled stream is being drained by then.
+    this.#asc = new AscHost(ascChannel, { idleSeconds: 1 });
     const workerData: WorkerConfig = { natsUrl: opts.natsUrl, cacheDir: opts.cacheDir, ascChannel };
     this.#pool = new Piscina({
       filename: new URL('./worker.js', import.meta.url).href,
