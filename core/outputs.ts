@@ -17,6 +17,7 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { z } from 'zod';
 import { openKvBucket } from './nats/index.js';
 import { SEVERITIES, type Severity } from './domain.js';
 import type { Alert } from './liveMessages.js';
@@ -60,6 +61,36 @@ export interface Output {
   created_at: number;
   created_by: string;
   updated_at: number;
+}
+
+/** An output as stored: what the api writes, checked again by whoever reads it back. */
+const storedOutput = z.object({
+  output_id: z.string().min(1),
+  enterprise_id: z.string().min(1),
+  name: z.string(),
+  type: z.literal('webhook'),
+  url: z.string().min(1),
+  format: z.enum(OUTPUT_FORMATS),
+  secret: z.string(),
+  min_severity: z.enum(SEVERITIES),
+  filters: z.object({ app_ids: z.array(z.string()), tower_ids: z.array(z.string()), policy_ids: z.array(z.string()) }),
+  dedup_window_seconds: z.number().int().min(0).max(MAX_DEDUP_WINDOW_SECONDS),
+  enabled: z.boolean(),
+  created_at: z.number(),
+  created_by: z.string(),
+  updated_at: z.number(),
+});
+
+/** A bucket entry's value as an {@link Output}, or null when it is not one (not JSON, or not that shape). */
+export function decodeStoredOutput(data: Uint8Array): Output | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'));
+  } catch {
+    return null;
+  }
+  const parsed = storedOutput.safeParse(value);
+  return parsed.success ? parsed.data : null;
 }
 
 export type DeliveryStatus = 'delivered' | 'failed' | 'dropped';

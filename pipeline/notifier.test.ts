@@ -190,6 +190,31 @@ describe('notifier', () => {
     assert.ok(log.every((d) => d.status === 'delivered' && d.attempts === 1 && d.http_status === 200));
   });
 
+  it('an entry that is not an output and an alert payload that does not decode are skipped; the other outputs keep working', async () => {
+    await outputs.put('acme.out_garbage', new Uint8Array([0xc1, 0xff, 0x00, 0x7b]));
+    await outputs.put('acme.out_shape', JSON.stringify({ output_id: 'out_shape', url: 42 }));
+    const good = await put({ output_id: 'out_after_bad', url: `${hook.url}/after-bad`, min_severity: 'critical' });
+    await new Promise((r) => setTimeout(r, 200)); // the watch sees them
+    const before = notifier.counters.alerts;
+    nc.publish(alertsSubject('acme'), new Uint8Array([0xde, 0xad, 0xbe, 0xef]));
+    const sent = alert({ severity: 'critical', app_id: 'after-bad' });
+    publish([sent]);
+    await until(async () => at('/after-bad').length >= 1, 10_000, 'the delivery after the bad entries');
+    await notifier.idle();
+    assert.deepEqual(
+      at('/after-bad').map((r) => (JSON.parse(r.body) as { alert: { alert_id: string } }).alert.alert_id),
+      [sent.alert_id],
+    );
+    assert.equal(notifier.counters.alerts - before, 1, 'the undecodable payload is no alert');
+    assert.ok(logged.some((l) => l.includes('acme.out_garbage') && l.includes('is not an output')));
+    assert.ok(logged.some((l) => l.includes('acme.out_shape') && l.includes('is not an output')));
+    assert.ok(!logged.some((l) => l.includes('watching the outputs failed')), 'the watch never restarted');
+    assert.equal((await logOf(good)).length, 1);
+    await outputs.delete('acme.out_garbage');
+    await outputs.delete('acme.out_shape');
+    await outputs.delete(outputKey(good.enterprise_id, good.output_id));
+  });
+
   it('100 repeated violations of one (user, app, action) are one notification per window, across two notifiers; the next one counts what was held back', async () => {
     const o = await put({ output_id: 'out_window', url: `${hook.url}/window`, dedup_window_seconds: 2, format: 'slack' });
     const nc2 = await nats.connect();

@@ -19,6 +19,7 @@ import { KeyedChain } from '../core/keyedChain.js';
 import type { LogLine } from '../core/log.js';
 import { isWrongLastSequence, openKvBucket } from '../core/nats/index.js';
 import {
+  decodeStoredOutput,
   DELIVERY_HEADER,
   type DedupWindow,
   type Delivery,
@@ -26,6 +27,7 @@ import {
   notificationBody,
   openDeliveriesBucket,
   openOutputsBucket,
+  OUTPUTS_BUCKET,
   type Output,
   outputKey,
   outputTakes,
@@ -155,8 +157,13 @@ export class Notifier {
           const [enterprise = '', id = ''] = e.key.split('.');
           const outputs = this.#byEnterprise.get(enterprise) ?? new Map<string, Output>();
           this.#byEnterprise.set(enterprise, outputs);
-          if (e.operation === 'PUT') outputs.set(id, e.json<Output>());
+          const output = e.operation === 'PUT' ? decodeStoredOutput(e.value) : null;
+          if (output !== null) outputs.set(id, output);
           else outputs.delete(id);
+          // Only the api writes the bucket, validated; an entry written otherwise is skipped,
+          // not a reason to stop (and replay) the watch: every other output keeps working.
+          if (e.operation === 'PUT' && output === null)
+            this.#opts.log(`notifier: ${e.key} in ${OUTPUTS_BUCKET} is not an output; ignored until it is rewritten`, 'warn');
         }
       } catch (err) {
         if (!this.#closed) this.#opts.log(`notifier: watching the outputs failed (${errorText(err)}); again in 1 s`, 'warn');
