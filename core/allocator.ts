@@ -19,8 +19,8 @@ const M_MMAP_THRESHOLD = -3;
 export const MMAP_THRESHOLD_BYTES = 256 * 1024;
 
 export interface AllocatorTrimmer {
-  /** Trims done, and the time the last one took (thread-pool time, not the event loop's). */
-  readonly stats: { trims: number; lastMs: number };
+  /** Trims done (on the thread pool, not the event loop). */
+  readonly stats: { trims: number };
   close(): void;
 }
 
@@ -67,18 +67,16 @@ export function startAllocatorTrim(everyMs: number, log?: (msg: string, level?: 
   if (!thresholdSet) {
     thresholdSet = lib.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) === 1;
   }
-  const stats = { trims: 0, lastMs: 0 };
+  const stats = { trims: 0 };
   let running = false;
   const timer =
     everyMs > 0
       ? setInterval(() => {
           if (running) return;
           running = true;
-          const started = performance.now();
           lib.trim(() => {
             running = false;
             stats.trims++;
-            stats.lastMs = performance.now() - started;
           });
         }, everyMs)
       : null;

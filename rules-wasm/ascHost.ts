@@ -8,8 +8,8 @@
  */
 import { BroadcastChannel, threadId } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { COMPILE_ERROR_CODES, PolicyCompileError, type CompileErrorCode } from './compiler.js';
-import type { AscTask, AscTaskResult } from './compileWorker.js';
+import { COMPILE_ERROR_CODES, PolicyCompileError } from './compiler.js';
+import { compileFailure, type AscTask, type AscTaskResult } from './compileWorker.js';
 
 type Request = { kind: 'compile'; id: string; source: string };
 type Reply = { kind: 'reply'; id: string } & AscTaskResult;
@@ -49,9 +49,7 @@ export class AscHost {
     let running = this.#running.get(req.source);
     if (!running) {
       this.stats.compiles++;
-      running = this.#pool
-        .run({ source: req.source })
-        .catch((err: unknown): AscTaskResult => ({ ok: false, code: COMPILE_ERROR_CODES.internal, message: err instanceof Error ? err.message : String(err) }));
+      running = this.#pool.run({ source: req.source }).catch((err: unknown): AscTaskResult => compileFailure(err));
       this.#running.set(req.source, running);
       void running.finally(() => this.#running.delete(req.source));
     }
@@ -87,8 +85,7 @@ export function remoteAsc(channel: string, timeoutMs = 120_000): (source: string
       waiting.delete(reply.id);
       if (reply.ok) w.resolve(reply.wasm);
       else {
-        const known = Object.values(COMPILE_ERROR_CODES) as string[];
-        w.reject(new PolicyCompileError((known.includes(reply.code) ? reply.code : COMPILE_ERROR_CODES.internal) as CompileErrorCode, reply.message));
+        w.reject(PolicyCompileError.fromData(reply.code, reply.message));
       }
       // Nothing left to wait for: the channel must not keep the thread's loop alive.
       if (waiting.size === 0) bc?.unref();

@@ -14,23 +14,22 @@ export interface AscTask {
   source: string;
 }
 
-export type AscTaskResult = { ok: true; wasm: Uint8Array } | { ok: false; code: string; message: string };
+/** A failed compile as plain data, to be rebuilt with PolicyCompileError.fromData on the other side. */
+export type CompileFailure = { ok: false; code: string; message: string; issues: PolicyCompileError['issues'] };
+export type AscTaskResult = { ok: true; wasm: Uint8Array } | CompileFailure;
+export type CompileTaskResult = { ok: true; compiled: CompiledPolicySet } | CompileFailure;
 
-export type CompileTaskResult = { ok: true; compiled: CompiledPolicySet } | { ok: false; code: string; message: string; issues: PolicyCompileError['issues'] };
+/** What a compile threw, as data; an unexpected error keeps its stack (it is a bug to report). */
+export function compileFailure(err: unknown): CompileFailure {
+  if (err instanceof PolicyCompileError) return { ok: false, code: err.code, message: err.message, issues: err.issues };
+  return { ok: false, code: 'internal', message: err instanceof Error ? (err.stack ?? err.message) : String(err), issues: [] };
+}
 
 export default async function compileTask(task: CompileTask | AscTask): Promise<CompileTaskResult | AscTaskResult> {
-  if ('source' in task) {
-    try {
-      return { ok: true, wasm: await compileAssemblyScript(task.source) };
-    } catch (err) {
-      if (err instanceof PolicyCompileError) return { ok: false, code: err.code, message: err.message };
-      return { ok: false, code: 'internal', message: err instanceof Error ? err.message : String(err) };
-    }
-  }
   try {
+    if ('source' in task) return { ok: true, wasm: await compileAssemblyScript(task.source) };
     return { ok: true, compiled: await compilePolicies(task.policies, task.options) };
   } catch (err) {
-    if (err instanceof PolicyCompileError) return { ok: false, code: err.code, message: err.message, issues: err.issues };
-    return { ok: false, code: 'internal', message: err instanceof Error ? (err.stack ?? err.message) : String(err), issues: [] };
+    return compileFailure(err);
   }
 }

@@ -32,6 +32,12 @@ export class PolicyCompileError extends CodedError<CompileErrorCode> {
   ) {
     super(code, message, options);
   }
+
+  /** An error that crossed a thread as plain data (compileWorker.ts); an unknown code is `internal`. */
+  static fromData(code: string, message: string, issues: readonly PolicyIssue[] = []): PolicyCompileError {
+    const known = (Object.values(COMPILE_ERROR_CODES) as string[]).includes(code);
+    return new PolicyCompileError((known ? code : COMPILE_ERROR_CODES.internal) as CompileErrorCode, message, issues);
+  }
 }
 
 /** Everything needed to run a policy set anywhere: plain data, safe to post to a worker. */

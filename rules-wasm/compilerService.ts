@@ -4,7 +4,7 @@
  * memory caches make repeats free.
  */
 import { Piscina } from 'piscina';
-import { COMPILE_ERROR_CODES, PolicyCompileError, type CompileErrorCode, type CompileOptions, type CompiledPolicySet } from './compiler.js';
+import { PolicyCompileError, type CompileOptions, type CompiledPolicySet } from './compiler.js';
 import type { CompileTask, CompileTaskResult } from './compileWorker.js';
 
 export interface PolicyCompilerServiceOptions {
@@ -33,8 +33,7 @@ export class PolicyCompilerService {
     if (this.#closed) throw new Error('PolicyCompilerService is closed');
     const result = await this.#pool.run({ policies, options: { ...options, cacheDir: this.#cacheDir } });
     if (result.ok) return result.compiled;
-    const known = Object.values(COMPILE_ERROR_CODES) as string[];
-    throw new PolicyCompileError((known.includes(result.code) ? result.code : COMPILE_ERROR_CODES.internal) as CompileErrorCode, result.message, result.issues);
+    throw PolicyCompileError.fromData(result.code, result.message, result.issues);
   }
 
   close(): Promise<void> {

@@ -12,6 +12,7 @@ import { rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { processAlive } from '../processes.js';
+import type { InsertBody } from './open.js';
 
 const PREFIX = 'towerwatch-insert-';
 const SHM = '/dev/shm';
@@ -35,7 +36,7 @@ export class InsertSpool {
    * When the file cannot be written (a small `/dev/shm`, as containers have by default, is
    * full) it runs `use(null)` instead: the caller inserts the body inline, slower but stored.
    */
-  async with<T>(body: Uint8Array | readonly Uint8Array[], use: (path: string | null) => Promise<T>): Promise<T> {
+  async with<T>(body: InsertBody, use: (path: string | null) => Promise<T>): Promise<T> {
     const path = join(this.dir, `${++this.#next}.body`);
     try {
       try {
