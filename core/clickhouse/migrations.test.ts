@@ -26,8 +26,8 @@ async function migrateUpTo(h: ClickHouseHandle, version: number): Promise<void> 
 test('migrate creates every table and projection, and a second run is a no-op', async () => {
   const h = await clickhouse.open('schema_idem');
   const first = await migrate(h, { retentionDays: 30 });
-  assert.deepEqual(first.applied, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-  assert.equal(SCHEMA_VERSION, 10);
+  assert.deepEqual(first.applied, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+  assert.equal(SCHEMA_VERSION, 11);
   // The tables were created with the TTL already right.
   assert.deepEqual(first.ttlChanged, []);
   const second = await migrate(h, { retentionDays: 30 });
@@ -60,7 +60,7 @@ test('migrate creates every table and projection, and a second run is a no-op', 
   const versions = await rows<{ version: number }>(h, `SELECT version FROM ${h.database}.schema_migrations ORDER BY version`);
   assert.deepEqual(
     versions.map((v) => v.version),
-    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
   );
 });
 
@@ -213,7 +213,7 @@ test('upgrading from schema 2 builds the projections for rows stored before and 
     clickhouse_settings: { date_time_input_format: 'best_effort' },
   });
 
-  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3, 4, 5, 6, 7, 8, 9, 10]);
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [3, 4, 5, 6, 7, 8, 9, 10, 11]);
   const deadline = Date.now() + 20_000;
   const built = async (): Promise<number> =>
     Number(
@@ -246,11 +246,38 @@ test('upgrading from schema 2 builds the projections for rows stored before and 
   assert.deepEqual(left, []);
 });
 
+test('schema 11: an insert into the hot tables is one compact part, a part past 64 MiB is wide', async () => {
+  const h = await clickhouse.open('schema_compact');
+  await migrateUpTo(h, 10);
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [11]);
+  const body = APP_USAGE.encodeNative(Array.from({ length: 2000 }, (_, i) => APP_USAGE.values(usageRow({ event_id: i, ts: RECENT_TS + i }))));
+  await h.insertFormatted({ table: 'app_usage', columns: APP_USAGE.columns, format: 'Native', body });
+  const violation = VIOLATIONS.types.map((type) => (type === 'datetime64ms' ? RECENT_TS : type === 'uint' ? 1 : 'v')) as Parameters<typeof VIOLATIONS.write>[1];
+  await h.insertFormatted({ table: 'violations', columns: VIOLATIONS.columns, format: 'Native', body: VIOLATIONS.encodeNative([violation]) });
+  const parts = (table: string): Promise<Array<{ part_type: string; rows: string }>> =>
+    rows(h, 'SELECT part_type, toString(rows) AS rows FROM system.parts WHERE database = {db:String} AND table = {t:String} AND active', {
+      db: h.database,
+      t: table,
+    });
+  assert.deepEqual(await parts('app_usage'), [{ part_type: 'Compact', rows: '2000' }]);
+  assert.deepEqual(await parts('violations'), [{ part_type: 'Compact', rows: '1' }]);
+  // 64 MiB of one String column (each value unique, little to compress) makes a wide part.
+  await h.client.command({
+    query: `INSERT INTO ${h.database}.app_usage (enterprise_id, ts, event_id, device_id) SELECT 'big', now64(3), number, repeat(toString(number), 40) FROM numbers(1000000)`,
+  });
+  const big = await rows<{ part_type: string }>(
+    h,
+    "SELECT part_type FROM system.parts WHERE database = {db:String} AND table = 'app_usage' AND active AND rows = 1000000",
+    { db: h.database },
+  );
+  assert.deepEqual(big, [{ part_type: 'Wide' }]);
+});
+
 test('a database migrated by a newer towerwatch is refused', async () => {
   const h = await clickhouse.open('schema_newer');
   await migrate(h, { retentionDays: 30 });
   await h.client.insert({ table: `${h.database}.schema_migrations`, values: [{ version: 99, name: 'future' }], format: 'JSONEachRow' });
-  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(10\)/);
+  await assert.rejects(migrate(h, { retentionDays: 30 }), /schema version 99, newer than this towerwatch knows \(11\)/);
 });
 
 test('upgrading to schema 6 keeps the per-rejection dead letters of before, each counted once, and adds one-row-per-message columns', async () => {
@@ -270,7 +297,7 @@ test('upgrading to schema 6 keeps the per-rejection dead letters of before, each
     })),
     format: 'JSONEachRow',
   });
-  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [6, 7, 8, 9, 10]);
+  assert.deepEqual((await migrate(h, { retentionDays: 30 })).applied, [6, 7, 8, 9, 10, 11]);
   assert.deepEqual(
     await rows(h, `SELECT event_index, rejected_count, rejections, payload_bytes, payload_truncated FROM ${h.database}.dead_letters ORDER BY event_index`),
     [

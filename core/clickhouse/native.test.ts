@@ -10,7 +10,7 @@ import { TsvEncodeError } from './tsv.js';
 // Every column kind, and the table types the pipeline writes them into (converted on insert).
 const T = new RowTable('kinds', [
   ['s', 'string'],
-  ['lc', 'string'],
+  ['lc', 'symbol'],
   ['verdict', 'string'],
   ['u', 'uint'],
   ['u32', 'uint'],
@@ -101,6 +101,38 @@ test('a block grows past the rows it expected, and a writer can be used again af
   assert.deepEqual(await rows('SELECT count() AS n, sum(u) AS su, sum(i) AS si, uniqExact(s) AS us, countIf(b) AS nb FROM grown'), [
     { n: 5003, su: 12_512_503, si: -12_512_503, us: 5003, nb: 1668 },
   ]);
+});
+
+test('a symbol column is a dictionary with the narrowest index that fits: 8, 16 and 32 bits', async () => {
+  const ch = await open();
+  for (const [distinct, width] of [
+    [256, 1],
+    [257, 2],
+    [65_536, 2],
+    [65_537, 4],
+  ] as const) {
+    const table = `widths_${distinct}`;
+    await ch.client.command({ query: DDL(table) });
+    const w = T.nativeWriter();
+    const n = distinct + 1000;
+    // The dictionary holds '' first: distinct - 1 more keys make `distinct` in all.
+    const symbol = (k: number): string => (k % distinct === 0 ? '' : `v${k % distinct}`);
+    for (let k = 0; k < n; k++) T.write(w, ['s', symbol(k), 'allow', k, 0, 0, 0, 1_764_000_000_000, false]);
+    const body = w.finish();
+    // Against the same rows with one symbol (one key, 8-bit indexes): the other keys' bytes, and
+    // (width - 1) more bytes per row.
+    for (let k = 0; k < n; k++) T.write(w, ['s', '', 'allow', k, 0, 0, 0, 1_764_000_000_000, false]);
+    const one = w.finish();
+    let keyBytes = 0;
+    for (let j = 1; j < distinct; j++) keyBytes += 1 + `v${j}`.length;
+    assert.equal(body.byteLength - one.byteLength, keyBytes + n * (width - 1), `${distinct} keys: ${width}-byte indexes`);
+    await ch.insertFormatted({ table, columns: T.columns, format: 'Native', body });
+    assert.deepEqual(await rows(`SELECT count() AS n, uniqExact(lc) AS d, countIf(lc = 'v1') AS v1, countIf(lc = '') AS empty FROM ${table}`), [
+      { n, d: distinct, v1: Math.floor((n - 2) / distinct) + 1, empty: Math.floor((n - 1) / distinct) + 1 },
+    ]);
+    const mismatched = await rows(`SELECT u, lc FROM ${table} WHERE lc != if(u % ${distinct} = 0, '', concat('v', toString(u % ${distinct}))) LIMIT 3`);
+    assert.deepEqual(mismatched, [], `${distinct} keys: every row's symbol is its own`);
+  }
 });
 
 test('a value that does not fit drops its row only; misuse is a clear error', async () => {

@@ -7,11 +7,17 @@
  * One body is one block (https://clickhouse.com/docs/interfaces/formats/Native): the column and
  * row counts, then per column its name, its type and its values back to back:
  * - `String`: a LEB128 byte length, then the UTF-8 bytes (a lone surrogate becomes U+FFFD);
+ * - `LowCardinality(String)` (a `symbol` column): the serialization version (UInt64 1), then the
+ *   block's dictionary and indexes into it: a UInt64 of flags (index width, "has additional keys",
+ *   "update dictionary"), the key count, the keys as `String` values (the default '' first, as
+ *   the engine writes them), the row count and one UInt8/16/32 index per row. The engine takes
+ *   such a column as it is, where a `String` column into a LowCardinality one is hashed value by
+ *   value; and a block of repeated values is a fraction of the bytes (less memory in flight);
  * - `UInt64` / `Int64` / `DateTime64(3, 'UTC')` (epoch milliseconds): 8 bytes little-endian;
  * - `Float64`: 8 bytes IEEE 754; `Bool`: 1 byte.
  *
- * The block declares these base types; a table column of a related type (`LowCardinality(String)`,
- * `Enum8` by name, a narrower integer) is converted on insert by the engine
+ * The block declares these types; a table column of a related type (`Enum8` by name, a narrower
+ * integer, a `LowCardinality(String)` given as `string`) is converted on insert by the engine
  * (`input_format_native_allow_types_conversion`, on by default). Values are checked as
  * {@link TsvWriter} checks them, so both writers accept and refuse the same rows.
  */
@@ -21,6 +27,7 @@ import { TsvEncodeError, type TsvColumnType } from './tsv.js';
 /** What a row encoder offers: one call per field in column order, then `endRow`. */
 export interface RowWriter {
   string(s: string): this;
+  symbol(s: string): this;
   uint(n: number): this;
   int(n: number): this;
   float(n: number): this;
@@ -34,6 +41,7 @@ export interface RowWriter {
 /** The Native type each column kind is written as. */
 export const NATIVE_TYPES: Readonly<Record<TsvColumnType, string>> = {
   string: 'String',
+  symbol: 'LowCardinality(String)',
   uint: 'UInt64',
   int: 'Int64',
   float: 'Float64',
@@ -48,8 +56,22 @@ const STRING = 0;
 const INT64 = 1; // uint, int, datetime64ms: lo/hi 32-bit words
 const FLOAT = 2;
 const BOOL = 3;
-const STORAGE: Readonly<Record<TsvColumnType, number>> = { string: STRING, uint: INT64, int: INT64, datetime64ms: INT64, float: FLOAT, bool: BOOL };
+const SYMBOL = 4; // dictionary keys as STRING bytes, plus one index per row
+const STORAGE: Readonly<Record<TsvColumnType, number>> = {
+  string: STRING,
+  symbol: SYMBOL,
+  uint: INT64,
+  int: INT64,
+  datetime64ms: INT64,
+  float: FLOAT,
+  bool: BOOL,
+};
 const TWO_32 = 4294967296;
+/** SerializationLowCardinality: shared dictionaries with additional keys (the only version). */
+const LOW_CARDINALITY_VERSION = 1;
+/** Flags beside the index width: the keys follow in the block, and replace any earlier ones. */
+const HAS_ADDITIONAL_KEYS = 1 << 9;
+const NEED_UPDATE_DICTIONARY = 1 << 10;
 
 /**
  * Appends rows column by column and returns them as one Native block.
@@ -64,8 +86,11 @@ export class NativeWriter implements RowWriter {
   readonly #header: Buffer[];
   readonly #kinds: Uint8Array;
   readonly #initialRows: number;
-  /** String columns: bytes, write position and the position where the current row began. */
+  /** String columns (and symbol columns' keys): bytes, write position and the position where the current row began. */
   #bytes: (Buffer | null)[] = [];
+  /** Symbol columns: each distinct value's index in the block, and every row's index. */
+  #keys: (Map<string, number> | null)[] = [];
+  #indexes: (Uint32Array | null)[] = [];
   readonly #pos: Int32Array;
   readonly #rowStart: Int32Array;
   /** Fixed-width columns: one typed array each, `#capacity` rows long. */
@@ -101,15 +126,32 @@ export class NativeWriter implements RowWriter {
     this.#capacity = rows;
     this.#pos.fill(0);
     this.#bytes = [];
+    this.#keys = [];
+    this.#indexes = [];
     this.#words = [];
     this.#floats = [];
     this.#flags = [];
     for (const kind of this.#kinds) {
       // ~16 bytes per string value: room for most columns without growing.
-      this.#bytes.push(kind === STRING ? Buffer.allocUnsafeSlow(rows * 16) : null);
+      this.#bytes.push(kind === STRING ? Buffer.allocUnsafeSlow(rows * 16) : kind === SYMBOL ? Buffer.allocUnsafeSlow(4096) : null);
+      this.#keys.push(kind === SYMBOL ? new Map() : null);
+      this.#indexes.push(kind === SYMBOL ? new Uint32Array(rows) : null);
       this.#words.push(kind === INT64 ? new Uint32Array(rows * 2) : null);
       this.#floats.push(kind === FLOAT ? new Float64Array(rows) : null);
       this.#flags.push(kind === BOOL ? new Uint8Array(rows) : null);
+    }
+    this.#startKeys();
+  }
+
+  /** Every symbol column's dictionary holds the default '' at index 0, as the engine's own. */
+  #startKeys(): void {
+    for (let c = 0; c < this.#kinds.length; c++) {
+      const keys = this.#keys[c];
+      if (!keys) continue;
+      keys.clear();
+      keys.set('', 0);
+      (this.#bytes[c] as Buffer)[0] = 0;
+      this.#pos[c] = 1;
     }
   }
 
@@ -122,13 +164,34 @@ export class NativeWriter implements RowWriter {
     return c;
   }
 
-  /** A String field (also for LowCardinality(String) and Enum columns, by name). */
+  /** A String field (also for Enum columns, by name). */
   string(s: string): this {
     const c = this.#next(STRING, 'string');
+    this.#rowStart[c] = this.#pos[c] as number;
+    this.#append(c, s);
+    return this;
+  }
+
+  /** A LowCardinality(String) field: an index into the block's dictionary of the column. */
+  symbol(s: string): this {
+    const c = this.#next(SYMBOL, 'symbol');
+    const keys = this.#keys[c] as Map<string, number>;
+    let i = keys.get(s);
+    if (i === undefined) {
+      // A key added by a row that is then aborted stays: an unused key is harmless.
+      i = keys.size;
+      keys.set(s, i);
+      this.#append(c, s);
+    }
+    (this.#indexes[c] as Uint32Array)[this.#rows] = i;
+    return this;
+  }
+
+  /** Appends `s` to column `c`'s bytes as a String value. */
+  #append(c: number, s: string): void {
     const len = s.length;
     let b = this.#bytes[c] as Buffer;
     let p = this.#pos[c] as number;
-    this.#rowStart[c] = p;
     // Worst case: 3 UTF-8 bytes per UTF-16 unit, plus a 5-byte length.
     if (p + len * 3 + 5 > b.length) b = this.#growBytes(c, len * 3 + 5);
     if (len < 128) {
@@ -143,13 +206,12 @@ export class NativeWriter implements RowWriter {
       if (i === len) {
         b[p] = len;
         this.#pos[c] = q;
-        return this;
+        return;
       }
     }
     const n = Buffer.byteLength(s, 'utf8');
     p = writeVarUint(b, p, n);
     this.#pos[c] = p + b.write(s, p, 'utf8');
-    return this;
   }
 
   /** A UInt64 field from a safe integer ≥ 0. */
@@ -234,6 +296,9 @@ export class NativeWriter implements RowWriter {
         case FLOAT:
           parts.push(new Uint8Array((this.#floats[c] as Float64Array).buffer, 0, rows * 8));
           break;
+        case SYMBOL:
+          parts.push(...this.#lowCardinality(c, rows));
+          break;
         default:
           parts.push((this.#flags[c] as Uint8Array).subarray(0, rows));
       }
@@ -258,7 +323,24 @@ export class NativeWriter implements RowWriter {
     this.#rows = 0;
     this.#col = 0;
     this.#pos.fill(0);
+    this.#startKeys();
     return this;
+  }
+
+  /** A symbol column's body: version, flags, keys, then the narrowest indexes that fit. */
+  #lowCardinality(c: number, rows: number): Uint8Array[] {
+    const keyCount = (this.#keys[c] as Map<string, number>).size;
+    const all = (this.#indexes[c] as Uint32Array).subarray(0, rows);
+    const width = keyCount <= 0x100 ? 0 : keyCount <= 0x10000 ? 1 : 2;
+    let indexes: Uint8Array | Uint16Array | Uint32Array = all;
+    if (width < 2) (indexes = width === 0 ? new Uint8Array(rows) : new Uint16Array(rows)).set(all);
+    const head = new BigUint64Array([BigInt(LOW_CARDINALITY_VERSION), BigInt(width | HAS_ADDITIONAL_KEYS | NEED_UPDATE_DICTIONARY), BigInt(keyCount)]);
+    return [
+      new Uint8Array(head.buffer),
+      (this.#bytes[c] as Buffer).subarray(0, this.#pos[c]),
+      new Uint8Array(new BigUint64Array([BigInt(rows)]).buffer),
+      new Uint8Array(indexes.buffer, indexes.byteOffset, indexes.byteLength),
+    ];
   }
 
   #growBytes(c: number, extra: number): Buffer {
@@ -278,6 +360,8 @@ export class NativeWriter implements RowWriter {
       if (floats) (this.#floats[c] = new Float64Array(capacity)).set(floats);
       const flags = this.#flags[c];
       if (flags) (this.#flags[c] = new Uint8Array(capacity)).set(flags);
+      const indexes = this.#indexes[c];
+      if (indexes) (this.#indexes[c] = new Uint32Array(capacity)).set(indexes);
     }
     this.#capacity = capacity;
   }

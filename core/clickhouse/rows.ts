@@ -18,7 +18,7 @@ export type Verdict = (typeof VERDICTS)[number];
 /** A column: its name, and how its value is written (which fixes the value's JavaScript type). */
 export type ColumnSpec = readonly [name: string, type: TsvColumnType];
 
-type ValueOf<T extends TsvColumnType> = T extends 'string' ? string : T extends 'bool' ? boolean : number;
+type ValueOf<T extends TsvColumnType> = T extends 'string' | 'symbol' ? string : T extends 'bool' ? boolean : number;
 
 /** A row as positional values, in insert order. */
 export type ValuesOf<S extends readonly ColumnSpec[]> = { -readonly [K in keyof S]: S[K] extends ColumnSpec ? ValueOf<S[K][1]> : never };
@@ -34,7 +34,7 @@ export type RowValues<T> = ValuesOf<SpecOf<T>>;
 export type RowObject<T> = RowOf<SpecOf<T>>;
 
 // Field kinds as small integers: the write loop switches on them.
-const KIND: Readonly<Record<TsvColumnType, number>> = { string: 0, uint: 1, int: 2, float: 3, datetime64ms: 4, bool: 5 };
+const KIND: Readonly<Record<TsvColumnType, number>> = { string: 0, uint: 1, int: 2, float: 3, datetime64ms: 4, bool: 5, symbol: 6 };
 
 /** One table's row definition and its writers. */
 export class RowTable<const S extends readonly ColumnSpec[]> {
@@ -84,6 +84,9 @@ export class RowTable<const S extends readonly ColumnSpec[]> {
             break;
           case 4:
             w.dateTime64(v[i] as number);
+            break;
+          case 6:
+            w.symbol(v[i] as string);
             break;
           default:
             w.bool(v[i] as boolean);
@@ -154,39 +157,39 @@ export class RowTable<const S extends readonly ColumnSpec[]> {
 
 /** One event with its verdict. */
 export const APP_USAGE = new RowTable('app_usage', [
-  ['enterprise_id', 'string'], // '' when the device is unknown (verdict `unregistered`)
+  ['enterprise_id', 'symbol'], // '' when the device is unknown (verdict `unregistered`)
   ['ts', 'datetime64ms'],
-  ['carrier', 'string'],
-  ['tower_id', 'string'],
+  ['carrier', 'symbol'],
+  ['tower_id', 'symbol'],
   ['event_id', 'uint'],
   ['stream_seq', 'uint'], // JetStream sequence of the message the event came in
   ['device_id', 'string'],
   ['user_id', 'string'],
   ['user_name', 'string'],
-  ['app_id', 'string'],
-  ['app_name', 'string'],
-  ['app_category', 'string'],
-  ['action_id', 'string'],
-  ['action_name', 'string'],
+  ['app_id', 'symbol'],
+  ['app_name', 'symbol'],
+  ['app_category', 'symbol'],
+  ['action_id', 'symbol'],
+  ['action_name', 'symbol'],
   ['bytes_up', 'uint'],
   ['bytes_down', 'uint'],
   ['verdict', 'string'],
   ['policy_id', 'string'], // '' when no policy decided (unregistered device)
   ['policy_name', 'string'],
   ['rule_id', 'string'], // '' when the policy's default decided
-  ['severity', 'string'],
-  ['remediation', 'string'],
-  ['policy_version', 'string'],
+  ['severity', 'symbol'],
+  ['remediation', 'symbol'],
+  ['policy_version', 'symbol'],
   // What the evaluator saw besides the columns above (schema 9): the owner's role ids joined by
   // ',', the tower's region, the device's OS and version; decision_inputs 1 when they are here.
-  ['role_ids', 'string'],
-  ['region', 'string'],
-  ['os', 'string'],
-  ['os_version', 'string'],
+  ['role_ids', 'symbol'],
+  ['region', 'symbol'],
+  ['os', 'symbol'],
+  ['os_version', 'symbol'],
   ['decision_inputs', 'uint'],
   // What the enterprise's shadow-mode policies and rules would have decided (schema 10): the
   // verdict of every policy and rule as if enforced; '' when nothing is in shadow mode.
-  ['shadow_verdict', 'string'],
+  ['shadow_verdict', 'symbol'],
   ['shadow_policy_id', 'string'],
   ['shadow_rule_id', 'string'],
 ]);
@@ -200,27 +203,27 @@ export interface AppUsageRow extends RowObject<typeof APP_USAGE> {
 /** A denied event. `alert_id` is `<carrier>:<tower>:<event_id>`. */
 export const VIOLATIONS = new RowTable('violations', [
   ['alert_id', 'string'],
-  ['enterprise_id', 'string'],
+  ['enterprise_id', 'symbol'],
   ['ts', 'datetime64ms'],
-  ['carrier', 'string'],
-  ['tower_id', 'string'],
+  ['carrier', 'symbol'],
+  ['tower_id', 'symbol'],
   ['tower_location', 'string'],
-  ['region', 'string'],
+  ['region', 'symbol'],
   ['event_id', 'uint'],
   ['stream_seq', 'uint'],
   ['device_id', 'string'],
   ['user_id', 'string'],
   ['user_name', 'string'],
-  ['app_id', 'string'],
-  ['app_name', 'string'],
-  ['action_id', 'string'],
-  ['action_name', 'string'],
+  ['app_id', 'symbol'],
+  ['app_name', 'symbol'],
+  ['action_id', 'symbol'],
+  ['action_name', 'symbol'],
   ['policy_id', 'string'],
   ['policy_name', 'string'],
   ['rule_id', 'string'],
-  ['severity', 'string'],
-  ['remediation', 'string'],
-  ['policy_version', 'string'],
+  ['severity', 'symbol'],
+  ['remediation', 'symbol'],
+  ['policy_version', 'symbol'],
 ]);
 export type ViolationValues = RowValues<typeof VIOLATIONS>;
 export interface ViolationRow extends RowObject<typeof VIOLATIONS> {
@@ -237,10 +240,10 @@ export interface ViolationRow extends RowObject<typeof VIOLATIONS> {
  */
 export const DEAD_LETTERS = new RowTable('dead_letters', [
   ['ts', 'datetime64ms'], // when it was dead-lettered
-  ['stream', 'string'],
+  ['stream', 'symbol'],
   ['subject', 'string'],
   ['stream_seq', 'uint'],
-  ['code', 'string'],
+  ['code', 'symbol'],
   ['message', 'string'],
   ['event_index', 'int'],
   ['payload_base64', 'string'], // the message's bytes (the first DEAD_LETTER_MAX_PAYLOAD_BYTES of them)
@@ -257,17 +260,17 @@ export type DeadLetterRow = RowObject<typeof DEAD_LETTERS>;
  * what the carrier said.
  */
 export const DISCOVERY_SIGHTINGS = new RowTable('discovery_sightings', [
-  ['enterprise_id', 'string'],
+  ['enterprise_id', 'symbol'],
   ['device_id', 'string'],
   ['ts', 'datetime64ms'],
-  ['carrier', 'string'],
-  ['tower_id', 'string'],
-  ['model', 'string'],
-  ['os', 'string'],
-  ['os_version', 'string'],
+  ['carrier', 'symbol'],
+  ['tower_id', 'symbol'],
+  ['model', 'symbol'],
+  ['os', 'symbol'],
+  ['os_version', 'symbol'],
   ['first_seen', 'bool'],
-  ['reported_enterprise', 'string'],
-  ['outcome', 'string'],
+  ['reported_enterprise', 'symbol'],
+  ['outcome', 'symbol'],
   ['stream_seq', 'uint'],
   ['report_index', 'uint'],
 ]);
@@ -277,14 +280,14 @@ export type DiscoverySightingRow = RowObject<typeof DISCOVERY_SIGHTINGS>;
 export const REMEDIAL_ACTIONS = new RowTable('remedial_actions', [
   ['action_id', 'string'],
   ['alert_id', 'string'],
-  ['enterprise_id', 'string'],
+  ['enterprise_id', 'symbol'],
   ['device_id', 'string'],
-  ['tower_id', 'string'],
-  ['carrier', 'string'],
-  ['app_id', 'string'],
-  ['action', 'string'],
-  ['trigger', 'string'],
-  ['status', 'string'],
+  ['tower_id', 'symbol'],
+  ['carrier', 'symbol'],
+  ['app_id', 'symbol'],
+  ['action', 'symbol'],
+  ['trigger', 'symbol'],
+  ['status', 'symbol'],
   ['attempts', 'uint'],
   ['reason', 'string'],
   ['requested_by', 'string'],

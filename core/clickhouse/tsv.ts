@@ -20,7 +20,11 @@
 import { CodedError } from '../codedError.js';
 
 /** Column kinds understood by {@link encodeTsv} and {@link TsvWriter.value}. */
-export const TSV_COLUMN_TYPES = ['string', 'uint', 'int', 'float', 'datetime64ms', 'bool'] as const;
+/**
+ * `symbol` is a string with few distinct values (a `LowCardinality(String)` column): TSV writes
+ * it as any string, the Native encoder as a dictionary and indexes.
+ */
+export const TSV_COLUMN_TYPES = ['string', 'symbol', 'uint', 'int', 'float', 'datetime64ms', 'bool'] as const;
 export type TsvColumnType = (typeof TSV_COLUMN_TYPES)[number];
 
 /** Initial buffer size of a {@link TsvWriter}. @default 64 KiB */
@@ -105,6 +109,11 @@ export class TsvWriter {
     const next = Buffer.allocUnsafeSlow(Math.max(this.#buf.length * 2, this.#pos + extra));
     this.#buf.copy(next, 0, 0, this.#pos);
     this.#buf = next;
+  }
+
+  /** A LowCardinality(String) field: written as any string. */
+  symbol(s: string): this {
+    return this.string(s);
   }
 
   /** A String / LowCardinality(String) / Enum (by name) field. */
@@ -231,6 +240,7 @@ export class TsvWriter {
   value(v: unknown, type: TsvColumnType): this {
     switch (type) {
       case 'string':
+      case 'symbol':
         return this.string(typeof v === 'string' ? v : v === null || v === undefined ? '' : String(v));
       case 'uint':
         return typeof v === 'bigint' ? this.bigint(v) : this.uint(toNumber(v));
