@@ -1,12 +1,12 @@
 /** `towerwatch bench e2e`: the end-to-end benchmark from the command line. */
 import { type Command, InvalidArgumentError } from 'commander';
 import { spawnSync } from 'node:child_process';
-import { fail, integerOption } from '../core/cliSupport.js';
+import { fail, integerOption, numberOption } from '../core/cliSupport.js';
 
 const hasWrk = (): boolean => spawnSync('wrk', ['--version']).error === undefined;
 import { runApiBench } from './apiBench.js';
 import { runCompareCli } from './compare.js';
-import { runE2eCli } from './e2e.js';
+import { DEFAULT_WARMUP_SECONDS, runE2eCli } from './e2e.js';
 import { DEFAULT_PREVIEW_EVENTS, DEFAULT_PREVIEW_TEMPLATES, runPreviewBench } from './previewBench.js';
 import { DEFAULT_LIMITS_CPU_MS, DEFAULT_LIMITS_EVENTS, DEFAULT_LIMITS_FRAME_SIZE, runLimitsCli } from './limits.js';
 
@@ -20,6 +20,12 @@ export function registerBenchCommands(program: Command): void {
     .option('--frame-size <n>', 'events per frame', integerOption('--frame-size'), 1000)
     .option('--threads <n>', 'pipeline worker threads (default: the cores available)', integerOption('--threads'))
     .option('--prefill', 'publish everything first, then time the pipeline draining the stream alone')
+    .option(
+      '--warmup <seconds>',
+      'alerts within this long of the first one are reported apart (warmup_latency_ms), not in the percentiles',
+      numberOption('--warmup', true),
+      DEFAULT_WARMUP_SECONDS,
+    )
     .option('--limit <events/s>', "the machine's limit to compare with (default: the newest bench/results/limits-*.json)", integerOption('--limit'))
     .option('--cluster <n>', 'run on a JetStream cluster of n nats-servers (streams R3 from 3), ClickHouse over HTTP', integerOption('--cluster'))
     .option('--pipelines <p>', 'with --cluster: pipeline processes sharing the consumer', integerOption('--pipelines'), 2)
@@ -32,6 +38,7 @@ export function registerBenchCommands(program: Command): void {
         frameSize: number;
         threads?: number;
         prefill?: boolean;
+        warmup: number;
         limit?: number;
         json?: boolean;
         cluster?: number;
@@ -46,6 +53,7 @@ export function registerBenchCommands(program: Command): void {
           frameSize: opts.frameSize,
           threads: opts.threads,
           prefill: opts.prefill ?? false,
+          warmupSeconds: opts.warmup,
           limit: opts.limit,
           json: opts.json ?? false,
           log: (line) => process.stderr.write(`${line}\n`),

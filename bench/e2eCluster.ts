@@ -24,7 +24,7 @@ import { PipelineProcess } from '../core/testing/pipelineProcess.js';
 import { seedWorld } from '../fixtures/seed.js';
 import { generateWorld } from '../fixtures/world.js';
 import { round } from './benchReport.js';
-import { alertLatencies, type E2eOptions, type E2eResult, runSimulator, SEED, type SimulatorRun } from './e2e.js';
+import { alertLatencies, DEFAULT_WARMUP_SECONDS, type E2eOptions, type E2eResult, runSimulator, SEED, type SimulatorRun } from './e2e.js';
 
 /** The stand-in's one-shard ClickHouse cluster. */
 const CH_CLUSTER = 'tw';
@@ -122,7 +122,7 @@ export async function benchE2eCluster(opts: E2eClusterOptions): Promise<E2eClust
       const rs = await standIn.engine.client.query({ query: `SELECT count() AS n FROM ${db}.${table}`, format: 'JSONEachRow' });
       return Number((await rs.json<{ n: unknown }>())[0]?.n ?? 0);
     };
-    const alerts = alertLatencies(nc);
+    const alerts = alertLatencies(nc, (opts.warmupSeconds ?? DEFAULT_WARMUP_SECONDS) * 1000);
     const cpuBefore = process.cpuUsage();
     const cpuOf = async (list: number[]): Promise<number> => (await Promise.all(list.map(processCpuSeconds))).reduce((a, b) => a + b, 0);
     const natsCpuBefore = await cpuOf(pids());
@@ -189,6 +189,7 @@ export async function benchE2eCluster(opts: E2eClusterOptions): Promise<E2eClust
       violations_stored: violations,
       events_per_s: round(stored / Math.max(seconds, 1e-3)),
       latency_ms: alerts.percentiles(),
+      warmup_latency_ms: alerts.warmupPercentiles(),
       // `bench` is this process (the ClickHouse stand-in and its engine) plus the pipelines.
       rss_mb: { bench: mb(peak.bench + peak.pipelines), nats_server: mb(peak.nats_server), simulator: mb(peak.simulator) },
       bench_memory_at_peak_mb: { js_heap_main: 0, array_buffers: 0, engine_tracked: 0, other: mb(peak.bench + peak.pipelines) },

@@ -101,6 +101,11 @@ describe('towerwatch up', { concurrency: true }, () => {
     };
     const ws = new WebSocket(`ws://${HOST}:${apiPort}/ws/alerts?token=${access_token}`);
     const alerts: Array<Record<string, unknown>> = [];
+    // What the socket went through, for a failure's message.
+    const socketLog: string[] = [];
+    ws.on('open', () => socketLog.push('open'));
+    ws.on('error', (e) => socketLog.push(`error: ${e.message}`));
+    ws.on('close', (code, reason) => socketLog.push(`close ${code} ${reason.toString()}`));
     const discovered: Array<{ device: { id: string; model: string; first_tower_id: string; carrier_id: string } }> = [];
     const blocks: Array<{ device_id: string; tower_id: string; at: number }> = [];
     ws.on('message', (d) => {
@@ -123,7 +128,7 @@ describe('towerwatch up', { concurrency: true }, () => {
       const waitFor = async (what: string, ms: number, cond: () => boolean | Promise<boolean>): Promise<void> => {
         const deadline = Date.now() + ms;
         while (!(await cond())) {
-          if (Date.now() > deadline) assert.fail(`${what}: not within ${ms / 1000} s; stderr:\n${up.stderr}`);
+          if (Date.now() > deadline) assert.fail(`${what}: not within ${ms / 1000} s; socket: ${socketLog.join(', ') || 'no event'}; stderr:\n${up.stderr}`);
           await new Promise((r) => setTimeout(r, 100));
         }
       };

@@ -24,11 +24,15 @@ import { Pipeline } from './pipeline.js';
 import { consumerSettled } from './testing/pipelineFixture.js';
 
 const nats = await withNats();
+/** The pipeline's commit interval here: long enough to see, short enough to wait for. */
+const INTERVAL_MS = 400;
 const world = generateWorld({ seed: 21, enterprises: 3, usersPerEnterprise: 8, towers: 6 });
 
 /** The real sink, with a hold on app_usage inserts (while `hold` is pending) and refusals on demand. */
 class GatedSink implements RowSink {
   readonly appUsageInserts: number[] = [];
+  /** When each app_usage insert began (performance.now()). */
+  readonly appUsageInsertTimes: number[] = [];
   hold: Promise<void> | null = null;
   /** Refuse the next app_usage insert of more rows than this (once). */
   refuseOver: number | null = null;
@@ -45,6 +49,7 @@ class GatedSink implements RowSink {
         throw new ClickHouseSinkError(SinkErrorCode.Permanent, table, 1, 'refused by the test');
       }
       this.appUsageInserts.push(rows);
+      this.appUsageInsertTimes.push(performance.now());
     }
     return this.inner.insert(table, body, options);
   }
@@ -78,6 +83,7 @@ describe('pipeline group commit', () => {
       batchMessages: 1,
       lingerMs: 0,
       maxInFlight: 32,
+      commitIntervalMs: INTERVAL_MS,
       cacheDir: join(dataDir, 'wasm'),
     });
     await pipeline.ready();
@@ -135,6 +141,31 @@ describe('pipeline group commit', () => {
       sink.appUsageInserts.reduce((a, b) => a + b, 0),
       60,
     );
+  });
+
+  it('a steady trickle is stored in one insert per commit interval at most; its alerts do not wait for it', async () => {
+    sink.appUsageInserts.length = 0;
+    sink.appUsageInsertTimes.length = 0;
+    const sent = new Map<number, number>();
+    // 25 frames of one event, one every 50 ms: a batch each, 1.25 s in all.
+    for (let f = 0; f < 25; f++) {
+      const id = 5_001 + f;
+      sent.set(id, Date.now());
+      await publishFrame(js, 'att', BRIEF.nycTower, [briefEvent(id)]);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await until(async () => [...sent.keys()].every((id) => alertTimes.has(id)), 30_000, 'every alert');
+    await settled();
+    assert.equal(await count('SELECT uniqExact(event_id) AS n FROM app_usage WHERE event_id BETWEEN 5001 AND 5025'), 25);
+    assert.equal(await count('SELECT count() AS n FROM app_usage WHERE event_id BETWEEN 5001 AND 5025'), 25);
+    const starts = sink.appUsageInsertTimes;
+    assert.ok(starts.length <= 5, `25 batches over 1.25 s in ${starts.length} inserts: ${sink.appUsageInserts.join(', ')}`);
+    for (let i = 1; i < starts.length; i++) {
+      const gap = (starts[i] as number) - (starts[i - 1] as number);
+      assert.ok(gap >= INTERVAL_MS / 2, `inserts ${i - 1} and ${i} began ${gap.toFixed(0)} ms apart`);
+    }
+    const delays = [...sent].map(([id, at]) => (alertTimes.get(id) as number) - at).sort((a, b) => a - b);
+    assert.ok((delays[12] as number) < INTERVAL_MS / 2, `alerts leave before the commit: median ${delays[12]} ms`);
   });
 
   it('a group insert ClickHouse refuses is stored batch by batch, every row once, every message acked', async () => {

@@ -4,7 +4,15 @@ import { describe, it } from 'node:test';
 import { DEFAULT_MAX_DELIVER } from '../core/config.js';
 import { DEFAULT_RETRY_BUDGET_MS } from '../core/retry.js';
 import { DEFAULT_DISCOVERY_BATCH_SIZE, DEFAULT_DISCOVERY_LINGER_MS, DISCOVERY_CONSUMER, resolveDiscoveryOptions } from './discovery.js';
-import { ACK_WAIT_MS, DEFAULT_BATCH_MESSAGES, DEFAULT_CONSUMER, DEFAULT_LINGER_MS, resolvePipelineOptions, RETRY_DELAY_MS } from './pipeline.js';
+import {
+  ACK_WAIT_MS,
+  DEFAULT_BATCH_MESSAGES,
+  DEFAULT_COMMIT_INTERVAL_MS,
+  DEFAULT_CONSUMER,
+  DEFAULT_LINGER_MS,
+  resolvePipelineOptions,
+  RETRY_DELAY_MS,
+} from './pipeline.js';
 import {
   DEFAULT_COMMAND_ATTEMPTS,
   DEFAULT_COMMAND_BACKOFF_MS,
@@ -31,6 +39,7 @@ const cases: Array<{
       batchMessages: DEFAULT_BATCH_MESSAGES,
       lingerMs: DEFAULT_LINGER_MS,
       maxInFlight: threads + 1,
+      commitIntervalMs: DEFAULT_COMMIT_INTERVAL_MS,
       consumer: DEFAULT_CONSUMER,
       ackWaitMs: ACK_WAIT_MS,
       natsRetryMs: DEFAULT_RETRY_BUDGET_MS,
@@ -46,6 +55,7 @@ const cases: Array<{
       [{ batchMessages: 2.5 }, 'RangeError', /^batchMessages /],
       [{ lingerMs: -1 }, 'RangeError', /^lingerMs must be a number ≥ 0, got -1$/],
       [{ maxInFlight: -2 }, 'RangeError', /^maxInFlight /],
+      [{ commitIntervalMs: -1 }, 'RangeError', /^commitIntervalMs must be a number ≥ 0, got -1$/],
       [{ ackWaitMs: 0 }, 'RangeError', /^ackWaitMs must be a number > 0/],
       [{ natsRetryMs: Number.NaN }, 'RangeError', /^natsRetryMs /],
       [{ maxDeliver: 0 }, 'RangeError', /^maxDeliver /],
