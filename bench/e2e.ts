@@ -323,6 +323,7 @@ export interface E2eCliOptions extends E2eOptions {
 }
 
 export async function runE2eCli(opts: E2eCliOptions): Promise<E2eResult> {
+  const warmupSeconds = opts.warmupSeconds ?? DEFAULT_WARMUP_SECONDS;
   const result: E2eResult & Partial<E2eClusterResult> = opts.cluster
     ? await benchE2eCluster({ ...opts, cluster: opts.cluster.nodes, pipelines: opts.cluster.pipelines, killLeader: opts.cluster.killLeader })
     : await benchE2e(opts);
@@ -333,7 +334,7 @@ export async function runE2eCli(opts: E2eCliOptions): Promise<E2eResult> {
       rate: opts.rate,
       frame_size: opts.frameSize,
       prefill: opts.prefill ?? false,
-      warmup_s: opts.warmupSeconds ?? DEFAULT_WARMUP_SECONDS,
+      warmup_s: warmupSeconds,
       ...(opts.cluster ? { cluster: opts.cluster.nodes, pipelines: opts.cluster.pipelines, kill_leader: opts.cluster.killLeader } : {}),
     },
     ...result,
@@ -349,7 +350,8 @@ export async function runE2eCli(opts: E2eCliOptions): Promise<E2eResult> {
       }
     : {};
   if (opts.json) {
-    const { events_published, events_stored, violations_expected, violations_stored, events_per_s, latency_ms, rss_mb, cpu_us_per_event } = result;
+    const { events_published, events_stored, violations_expected, violations_stored, events_per_s, latency_ms, warmup_latency_ms, rss_mb, cpu_us_per_event } =
+      result;
     const { limit_events_per_s, ratio_to_limit, cpu_ceiling_events_per_s, ratio_to_cpu_ceiling } = limit;
     process.stdout.write(
       `${JSON.stringify({
@@ -364,7 +366,7 @@ export async function runE2eCli(opts: E2eCliOptions): Promise<E2eResult> {
         ratio_to_cpu_ceiling,
         cpu_us_per_event,
         latency_ms,
-        warmup_latency_ms: result.warmup_latency_ms,
+        warmup_latency_ms,
         rss_mb: round(rss_mb.bench + rss_mb.nats_server, 1),
         ...clusterFields,
       })}\n`,
@@ -379,7 +381,7 @@ export async function runE2eCli(opts: E2eCliOptions): Promise<E2eResult> {
       'limit events/s (bench limits) / ratio to it': `${limit.limit_events_per_s ?? 'none measured'} / ${limit.ratio_to_limit ?? '-'}`,
       'CPU ceiling events/s (bench limits) / ratio to it': `${limit.cpu_ceiling_events_per_s ?? 'none measured'} / ${limit.ratio_to_cpu_ceiling ?? '-'}`,
       'CPU µs per event (pipeline + nats-server)': result.cpu_us_per_event,
-      [`publish→alert latency p50 / p95 / p99 ms (after the first ${opts.warmupSeconds ?? DEFAULT_WARMUP_SECONDS} s)`]: `${result.latency_ms.p50} / ${result.latency_ms.p95} / ${result.latency_ms.p99}`,
+      [`publish→alert latency p50 / p95 / p99 ms (after the first ${warmupSeconds} s)`]: `${result.latency_ms.p50} / ${result.latency_ms.p95} / ${result.latency_ms.p99}`,
       'the same in the first seconds (warm-up)': result.warmup_latency_ms
         ? `${result.warmup_latency_ms.p50} / ${result.warmup_latency_ms.p95} / ${result.warmup_latency_ms.p99}`
         : '-',

@@ -84,9 +84,7 @@ export function remoteAsc(channel: string, timeoutMs = 120_000): (source: string
       if (!w) return;
       waiting.delete(reply.id);
       if (reply.ok) w.resolve(reply.wasm);
-      else {
-        w.reject(PolicyCompileError.fromData(reply.code, reply.message));
-      }
+      else w.reject(PolicyCompileError.fromData(reply.code, reply.message, reply.issues));
       // Nothing left to wait for: the channel must not keep the thread's loop alive.
       if (waiting.size === 0) bc?.unref();
     };

@@ -19,10 +19,10 @@
  */
 import { CodedError } from '../codedError.js';
 
-/** Column kinds understood by {@link encodeTsv} and {@link TsvWriter.value}. */
 /**
- * `symbol` is a string with few distinct values (a `LowCardinality(String)` column): TSV writes
- * it as any string, the Native encoder as a dictionary and indexes.
+ * Column kinds understood by {@link encodeTsv} and {@link TsvWriter.value}. `symbol` is a
+ * string with few distinct values (a `LowCardinality(String)` column): TSV writes it as any
+ * string, the Native encoder as a dictionary and indexes.
  */
 export const TSV_COLUMN_TYPES = ['string', 'symbol', 'uint', 'int', 'float', 'datetime64ms', 'bool'] as const;
 export type TsvColumnType = (typeof TSV_COLUMN_TYPES)[number];
