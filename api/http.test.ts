@@ -258,3 +258,67 @@ test('HEAD is answered without a body (405/404/431), so a keep-alive connection 
     assert.deepEqual(jsonOf(rest[0]!), { status: 'ok' });
   }
 });
+
+test('a request its handler does not answer in time gets a 503 timeout naming the limit; a late handler writes nothing; the server serves on', async () => {
+  const logs: string[] = [];
+  const replies: Array<[string, number]> = [];
+  let lateFinished = false;
+  const slow = await startHttpServer({
+    requestTimeoutMs: 300,
+    log: (line) => logs.push(line),
+    onReply: (r, status) => replies.push([r.path, status]),
+    routes: [
+      { method: 'get', path: '/stuck', summary: 'never answers', tag: 't', access: 'public', handler: () => new Promise<never>(() => undefined) },
+      {
+        method: 'post',
+        path: '/late',
+        summary: 'answers after the deadline',
+        tag: 't',
+        access: 'public',
+        handler: async () => {
+          await new Promise((r) => setTimeout(r, 600));
+          lateFinished = true;
+          return { body: { late: true } };
+        },
+      },
+      { method: 'get', path: '/ok', summary: 'in time', tag: 't', access: 'public', handler: async () => ({ body: { ok: true } }) },
+    ],
+  });
+  try {
+    const started = performance.now();
+    const stuck = await fetch(`${slow.url}/stuck`);
+    const took = performance.now() - started;
+    assert.equal(stuck.status, 503);
+    assert.equal(stuck.headers.get('retry-after'), '2');
+    assert.deepEqual(await stuck.json(), {
+      error: { code: 'timeout', message: 'the server took longer than 0.3 s to answer; try again shortly', details: { timeout_seconds: 0.3 } },
+    });
+    assert.ok(took >= 280 && took < 5000, `answered after ${Math.round(took)} ms`);
+
+    const late = await fetch(`${slow.url}/late`, { method: 'POST' });
+    assert.equal(late.status, 503);
+    assert.equal(((await late.json()) as { error: { code: string } }).error.code, 'timeout');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.ok(lateFinished, 'the late handler ran to its end');
+
+    const ok = await fetch(`${slow.url}/ok`);
+    assert.equal(ok.status, 200);
+    assert.deepEqual(await ok.json(), { ok: true });
+    assert.deepEqual(replies, [
+      ['/stuck', 503],
+      ['/late', 503],
+      ['/ok', 200],
+    ]);
+    assert.ok(
+      logs.some((l) => l.includes('GET /stuck: no answer after 0.3 s')),
+      logs.join('\n'),
+    );
+    assert.ok(
+      logs.some((l) => l.includes('POST /late: no answer after 0.3 s')),
+      logs.join('\n'),
+    );
+    await assert.rejects(startHttpServer({ routes: [], requestTimeoutMs: 0 }), /requestTimeoutMs must be a positive number/);
+  } finally {
+    slow.close();
+  }
+});

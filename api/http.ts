@@ -109,7 +109,14 @@ export interface HttpServerOptions<P> {
   checkResponses?: boolean;
   /** Registers more handlers (the WebSocket) before the catch-all 404. */
   extend?: (app: TemplatedApp) => void;
+  /**
+   * A request with no answer by then gets a 503 `timeout` (and a warning in the log naming its
+   * route), whatever its handler still waits for. @default 30 s
+   */
+  requestTimeoutMs?: number;
 }
+
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 
 export interface HttpServer {
   readonly app: TemplatedApp;
@@ -310,6 +317,8 @@ export async function startHttpServer<P>(options: HttpServerOptions<P>): Promise
   const uws = loadUws();
   const log = options.log ?? (() => undefined);
   const limit = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
+  const timeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new RangeError(`requestTimeoutMs must be a positive number of milliseconds, got ${timeoutMs}`);
   const app = uws.App();
   const methodsByPattern = new Map<string, string[]>();
   const replyCache = new Map<string, CachedReply>();
@@ -356,6 +365,24 @@ export async function startHttpServer<P>(options: HttpServerOptions<P>): Promise
       body.catch(() => undefined);
     }
     const started = performance.now();
+    let timedOut = false;
+    const deadline = setTimeout(() => {
+      if (aborted.value) return;
+      timedOut = true;
+      const seconds = timeoutMs / 1000;
+      log(`api: ${method} ${route.path}: no answer after ${seconds} s; answered 503 timeout`, 'warn');
+      const err = new ApiError(
+        503,
+        'timeout',
+        `the server took longer than ${seconds} s to answer; try again shortly`,
+        { timeout_seconds: seconds },
+        { 'Retry-After': '2' },
+      );
+      sendError(res, aborted, err, log, `${method} ${route.path}`);
+      // The handler may still finish: it must not write to this response again.
+      aborted.value = true;
+      options.onReply?.(route, 503, seconds);
+    }, timeoutMs);
     void (async () => {
       let status: number;
       try {
@@ -423,8 +450,10 @@ export async function startHttpServer<P>(options: HttpServerOptions<P>): Promise
       } catch (err) {
         // A body still streaming in after an early error is dropped with the connection's request.
         status = sendError(res, aborted, err, log, `${method} ${route.path}`);
+      } finally {
+        clearTimeout(deadline);
       }
-      options.onReply?.(route, status, (performance.now() - started) / 1000);
+      if (!timedOut) options.onReply?.(route, status, (performance.now() - started) / 1000);
     })().catch((err: unknown) => {
       // Only a failure to answer (the reply could not be written) or of onReply lands here.
       log(`api: ${method} ${route.path}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);

@@ -58,6 +58,8 @@ export interface ApiServerOptions {
   alertsCacheMs?: number;
   maxBackpressureBytes?: number;
   heartbeatEveryMs?: number;
+  /** A request with no answer by then gets a 503 `timeout`. @default 30 s */
+  requestTimeoutMs?: number;
   /** Validate replies against their documented schemas (tests). */
   checkResponses?: boolean;
   /** Bearer token `/metrics` requires; null or absent: loopback clients only. */
@@ -188,6 +190,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       host: options.host ?? '127.0.0.1',
       log: options.log,
       checkResponses: options.checkResponses ?? false,
+      ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
       authorize: async (route, head) => {
         const principal = await auth.authenticate(head.headers['authorization']);
         await limits.account(principal.account.username);

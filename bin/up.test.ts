@@ -10,7 +10,7 @@ import { decodeUsage } from '../core/wire.js';
 import WebSocket from 'ws';
 import { briefEvent, publishFrame } from '../fixtures/briefEvents.js';
 import { BRIEF } from '../fixtures/world.js';
-import { HOST, startUp, upEnv } from './upHarness.js';
+import { HOST, startUp, upEnv, type Up } from './upHarness.js';
 
 /** `first` appears in `text`, and before `second` if that appears at all. */
 function before(text: string, first: string, second: string): boolean {
@@ -37,9 +37,27 @@ function accepts(port: number): Promise<boolean> {
   });
 }
 
-// Independent processes on ports and data dirs of their own: run them side by side, most of
-// their time is a child compiling policies.
-describe('towerwatch up', { concurrency: true }, () => {
+/** Signs in as the demo's Acme admin; a failure says what `up` printed. */
+async function signIn(up: Up): Promise<string> {
+  let status: number | string;
+  try {
+    const r = await fetch(`${up.apiUrl}/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'admin@acme', password: 'towerwatch-demo' }),
+      signal: AbortSignal.timeout(60_000),
+    });
+    if (r.status === 200) return ((await r.json()) as { access_token: string }).access_token;
+    status = `${r.status} ${await r.text()}`;
+  } catch (err) {
+    status = err instanceof Error ? `${err.message}${err.cause instanceof Error ? ` (${err.cause.message})` : ''}` : String(err);
+  }
+  assert.fail(`sign-in failed: ${status}; stderr:\n${up.stderr.slice(-4000)}`);
+}
+
+// Independent processes on ports and data dirs of their own: two side by side (most of their
+// time is a child compiling policies), not all of them at once on two cores.
+describe('towerwatch up', { concurrency: 2 }, () => {
   test('up starts nats-server, seeds the control plane and publishes; SIGINT stops it all', async () => {
     const { env, dataDir } = await upEnv();
     const up = startUp(['--rate', '2000'], env);
@@ -84,13 +102,7 @@ describe('towerwatch up', { concurrency: true }, () => {
     assert.equal(api, `http://${HOST}:${apiPort}`);
     assert.match(up.stderr, /password towerwatch-demo/);
     assert.match(up.stderr, /^pipeline: discovery worker consuming DISCOVERY/m);
-    const login = await fetch(`${api}/auth/login`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username: 'admin@acme', password: 'towerwatch-demo' }),
-    });
-    assert.equal(login.status, 200);
-    const { access_token } = (await login.json()) as { access_token: string };
+    const access_token = await signIn(up);
     const call = async (method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> => {
       const r = await fetch(`${api}${path}`, {
         method,
@@ -191,12 +203,7 @@ describe('towerwatch up', { concurrency: true }, () => {
     });
     await up.waitForOutput([/^up: api http:/m, /^up: sign in as admin@acme/m], 60_000);
     const api = up.apiUrl;
-    const login = await fetch(`${api}/auth/login`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username: 'admin@acme', password: 'towerwatch-demo' }),
-    });
-    const { access_token } = (await login.json()) as { access_token: string };
+    const access_token = await signIn(up);
     const ws = new WebSocket(`ws://${HOST}:${portOf(api)}/ws/alerts?token=${access_token}`);
     const ineffective: Array<Record<string, unknown>> = [];
     ws.on('message', (d) => {

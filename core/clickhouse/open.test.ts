@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { scrypt } from 'node:crypto';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type IncomingHttpHeaders } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -230,6 +231,35 @@ test('insertFormatted: a large body goes through a spool file, with the same set
   const spools = (await readdir(spoolBase())).filter((n) => n.startsWith(`towerwatch-insert-${process.pid}-`));
   assert.equal(spools.length, 1, 'one spool directory for this process');
   assert.deepEqual(await readdir(join(spoolBase(), spools[0] as string)), [], 'no file is left behind');
+});
+
+test('queued engine calls leave the thread pool to files and crypto (one pool thread per connection)', async () => {
+  // Each query holds its connection for tens of ms; chdb would park every queued one on a pool thread.
+  const slow = (): Promise<number> =>
+    ch.client
+      .query({ query: 'SELECT count() AS n FROM numbers(100000000) WHERE number % 7 = 3', format: 'JSONEachRow' })
+      .then((r) => r.json())
+      .then(() => performance.now());
+  await ch.client.command({ query: 'CREATE TABLE pool_probe (a UInt32, s String) ENGINE = MergeTree ORDER BY a' });
+  const started = performance.now();
+  const queries = Array.from({ length: 8 }, slow);
+  const inserts = Array.from({ length: 2 }, (_, i) =>
+    ch.insertFormatted({ table: 'pool_probe', columns: ['a', 's'], format: 'TabSeparated', body: Buffer.from(`${i}\tx\n`) }),
+  );
+  // open + write + close (three pool jobs), then scrypt (one).
+  const spare = join(dir, 'pool-probe');
+  await writeFile(spare, 'probe');
+  const wrote = performance.now();
+  await promisify(scrypt)('pw', 'salt', 32);
+  const hashed = performance.now();
+  const done = await Promise.all(queries);
+  await Promise.all(inserts);
+  const firstQuery = Math.min(...done);
+  assert.ok(wrote < firstQuery, `the file was written ${Math.round(wrote - started)} ms in, the first query ended at ${Math.round(firstQuery - started)} ms`);
+  assert.ok(hashed < firstQuery, `scrypt ended ${Math.round(hashed - started)} ms in, the first query at ${Math.round(firstQuery - started)} ms`);
+  // Still one after the other, as the connection runs them.
+  const sorted = [...done].sort((a, b) => a - b);
+  assert.deepEqual(done, sorted, 'queries end in the order they were made');
 });
 
 test('options are checked', async () => {

@@ -29,6 +29,7 @@ import { ClickHouseError, ClickHouseLogLevel, createClient, parseError, type Cli
 import type * as ChdbConnection from 'chdb/connection';
 import { CodedError, type CodeOf } from '../codedError.js';
 import { processAlive } from '../processes.js';
+import { OneAtATime } from './oneAtATime.js';
 import { InsertSpool } from './spool.js';
 import { isDataTable, tableOf } from './tables.js';
 import { CLUSTER_NAME } from '../config.js';
@@ -342,7 +343,8 @@ async function openEmbedded(dataDir: string, db: string): Promise<ClickHouseHand
     throw err;
   }
 
-  const scoped = new SettingsScopedConnection(queryConnection);
+  const scoped = new SettingsScopedConnection(queryConnection, new OneAtATime());
+  const insertTurns = new OneAtATime();
   const client = createClient({ connection: scoped, application: 'towerwatch' });
   try {
     await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${db}` });
@@ -378,15 +380,17 @@ async function openEmbedded(dataDir: string, db: string): Promise<ClickHouseHand
         const format = insert.format;
         const inline = async (): Promise<FormattedInsertResult> => {
           if (format === 'Native') throw new TypeError('a Native body cannot be inserted inline');
-          const result = await insertConnection.chdb.rawInsert({
-            table,
-            columns: [...insert.columns],
-            // Small text bodies only (below INFILE_MIN_BYTES): joining their parts costs little.
-            values: insert.body instanceof Uint8Array ? insert.body : Buffer.concat(insert.body),
-            format,
-            ...(insert.settings === undefined ? {} : { settings: { ...insert.settings } }),
-            ...(insert.abortSignal === undefined ? {} : { signal: insert.abortSignal }),
-          });
+          const result = await insertTurns.run(() =>
+            insertConnection.chdb.rawInsert({
+              table,
+              columns: [...insert.columns],
+              // Small text bodies only (below INFILE_MIN_BYTES): joining their parts costs little.
+              values: insert.body instanceof Uint8Array ? insert.body : Buffer.concat(insert.body),
+              format,
+              ...(insert.settings === undefined ? {} : { settings: { ...insert.settings } }),
+              ...(insert.abortSignal === undefined ? {} : { signal: insert.abortSignal }),
+            }),
+          );
           return { writtenRows: result.rowsWritten };
         };
         // chdb's raw insert refuses binary formats: a Native body always goes through a file.
@@ -399,9 +403,12 @@ async function openEmbedded(dataDir: string, db: string): Promise<ClickHouseHand
             throw new ClickHouseError({ message: `no room for the insert's spool file in ${spool.dir}`, code: '243', type: 'NOT_ENOUGH_SPACE' });
           }
           if (path === null) return inline();
-          await insertConnection.chdb.queryAsync(
-            `INSERT INTO ${table} (${insert.columns.join(', ')}) FROM INFILE ${sqlString(path)}${settings} FORMAT ${insert.format}`,
-            { format: 'TabSeparated', ...(insert.abortSignal === undefined ? {} : { signal: insert.abortSignal }) },
+          // The file is written before the turn: the next insert's write overlaps this one's insert.
+          await insertTurns.run(() =>
+            insertConnection.chdb.queryAsync(
+              `INSERT INTO ${table} (${insert.columns.join(', ')}) FROM INFILE ${sqlString(path)}${settings} FORMAT ${insert.format}`,
+              { format: 'TabSeparated', ...(insert.abortSignal === undefined ? {} : { signal: insert.abortSignal }) },
+            ),
           );
           // The engine does not report the count of a query's writes.
           return { writtenRows: undefined };
@@ -501,8 +508,10 @@ class SettingsScopedConnection implements Connection {
   readonly #dirty = new Set<string>();
   /** Setting name → whether the engine knows it (HTTP-only ones are dropped by chdb). */
   readonly #known = new Map<string, boolean>();
+  readonly #turns: OneAtATime;
 
-  constructor(inner: ChdbConnection) {
+  constructor(inner: ChdbConnection, turns: OneAtATime) {
+    this.#turns = turns;
     // chdb 3.4.0 types its connection against @clickhouse/client-common 1.23.0, whose
     // ClickHouseSettings type differs from the copy inside @clickhouse/client 1.23.1; the
     // runtime contract is the same (chdb's own docs pass it to createClient as is).
@@ -534,20 +543,20 @@ class SettingsScopedConnection implements Connection {
   }
 
   async ping(params: Parameters<Connection['ping']>[0]): ReturnType<Connection['ping']> {
-    const result = await this.#inner.ping(params);
+    const result = await this.#turns.run(() => this.#inner.ping(params));
     return result.success ? result : { success: false, error: toClickHouseError(result.error) as Error };
   }
   async query(params: QueryParams): ReturnType<Connection['query']> {
-    return this.#inner.query(await this.#scope(params)).catch(rethrow);
+    return this.#turns.run(async () => this.#inner.query(await this.#scope(params))).catch(rethrow);
   }
   async insert(params: Parameters<Connection['insert']>[0]): ReturnType<Connection['insert']> {
-    return this.#inner.insert(await this.#scope(params)).catch(rethrow);
+    return this.#turns.run(async () => this.#inner.insert(await this.#scope(params))).catch(rethrow);
   }
   async command(params: Parameters<Connection['command']>[0]): ReturnType<Connection['command']> {
-    return this.#inner.command(await this.#scope(params)).catch(rethrow);
+    return this.#turns.run(async () => this.#inner.command(await this.#scope(params))).catch(rethrow);
   }
   async exec(params: Parameters<Connection['exec']>[0]): ReturnType<Connection['exec']> {
-    return this.#inner.exec(await this.#scope(params)).catch(rethrow);
+    return this.#turns.run(async () => this.#inner.exec(await this.#scope(params))).catch(rethrow);
   }
   async close(): Promise<void> {
     return this.#inner.close();
