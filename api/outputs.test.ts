@@ -9,7 +9,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { alertsSubject, encodeAlerts } from '../core/live.js';
-import { signature, SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../core/outputs.js';
+import { openOutputsBucket, outputKey, signature, SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../core/outputs.js';
 import { until } from '../core/testing/until.js';
 import { briefAlert } from '../fixtures/briefEvents.js';
 import { BRIEF } from '../fixtures/world.js';
@@ -93,6 +93,38 @@ test('tenancy: another enterprise sees none of it and changes nothing; analysts 
   const still = await fx.call('GET', `/outputs/${id}`, { as: 'admin@acme' });
   assert.equal(still.json.enabled, true);
   await fx.call('DELETE', `/outputs/${id}`, { as: 'admin@acme' });
+});
+
+test('an entry that does not read as an output: left out of the list, named by GET and PATCH (500 output_unreadable), removed by DELETE', async () => {
+  const good = await fx.call('POST', '/outputs', { as: 'admin@acme', body: { name: 'Readable', url: 'https://acme.example/ok' } });
+  assert.equal(good.status, 201, good.text);
+  const kv = await openOutputsBucket(fx.nc, 1);
+  const bad = 'out_handwritten';
+  for (const [i, value] of ['{"not json', JSON.stringify({ output_id: bad, name: 42 })].entries()) {
+    await kv.put(outputKey(BRIEF.acme, bad), value);
+    const listed = await fx.call('GET', '/outputs', { as: 'admin@acme' });
+    assert.equal(listed.status, 200, `case ${i}: ${listed.text}`);
+    assert.deepEqual(
+      (listed.json.outputs as Array<{ output_id: string }>).map((o) => o.output_id),
+      [good.json.output_id],
+      `case ${i}`,
+    );
+    for (const [method, body] of [
+      ['GET', undefined],
+      ['PATCH', { enabled: false }],
+    ] as const) {
+      const r = await fx.call(method, `/outputs/${bad}`, { as: 'admin@acme', body });
+      assert.equal(r.status, 500, `case ${i} ${method}: ${r.text}`);
+      assert.equal(r.json.error.code, 'output_unreadable');
+      assert.deepEqual(r.json.error.details, { output_id: bad });
+    }
+  }
+  // Another enterprise still sees nothing of it.
+  assert.equal((await fx.call('GET', `/outputs/${bad}`, { as: 'admin@globex' })).status, 404);
+  assert.equal((await fx.call('DELETE', `/outputs/${bad}`, { as: 'admin@globex' })).status, 404);
+  assert.equal((await fx.call('DELETE', `/outputs/${bad}`, { as: 'admin@acme' })).status, 204);
+  assert.equal((await fx.call('GET', `/outputs/${bad}`, { as: 'admin@acme' })).status, 404);
+  await fx.call('DELETE', `/outputs/${good.json.output_id as string}`, { as: 'admin@acme' });
 });
 
 test('an output made through the api receives a violation through the notifier, signed, and its delivery log shows it', async () => {

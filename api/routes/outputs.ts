@@ -9,6 +9,7 @@ import type { KV } from '@nats-io/kv';
 import { z } from 'zod';
 import { SEVERITIES } from '../../core/domain.js';
 import {
+  decodeStoredOutput,
   DEFAULT_DEDUP_WINDOW_SECONDS,
   type Delivery,
   DELIVERY_HISTORY,
@@ -113,13 +114,30 @@ export function outputRoutes(ctx: ApiContext, options: { replicas: number }): Ap
       throw new ApiError(503, 'outputs_unavailable', `the outputs cannot be read now: ${err instanceof Error ? err.message : String(err)}`);
     }
   };
-  const mustGet = async (enterprise: string, outputId: string): Promise<{ output: Output; revision: number }> => {
+  /** The stored entry: `output` is null when it does not read as an output (written by hand, or by a newer version). */
+  const entryOf = async (enterprise: string, outputId: string): Promise<{ output: Output | null; revision: number }> => {
     const entry = /^out_[A-Za-z0-9_-]{1,32}$/.test(outputId) ? await (await bucket('outputs')).get(outputKey(enterprise, outputId)) : null;
     if (entry?.operation !== 'PUT') throw new ApiError(404, 'not_found', `no output '${outputId}' in this enterprise`, { output_id: outputId });
-    return { output: entry.json<Output>(), revision: entry.revision };
+    return { output: decodeStoredOutput(entry.value), revision: entry.revision };
+  };
+  const mustGet = async (enterprise: string, outputId: string): Promise<{ output: Output; revision: number }> => {
+    const { output, revision } = await entryOf(enterprise, outputId);
+    if (output === null) {
+      ctx.log(`api: output ${outputKey(enterprise, outputId)} in KV does not read as an output`, 'warn');
+      throw new ApiError(500, 'output_unreadable', `output '${outputId}' is stored in a form this server cannot read; DELETE it and create it again`, {
+        output_id: outputId,
+      });
+    }
+    return { output, revision };
   };
   const list = async (enterprise: string): Promise<Output[]> => {
-    const out = await kvValues<Output>(await bucket('outputs'), `${enterprise}.>`);
+    const kv = await bucket('outputs');
+    const out: Output[] = [];
+    for (const raw of await kvValues<Uint8Array>(kv, `${enterprise}.>`, (e) => e.value)) {
+      const o = decodeStoredOutput(raw);
+      // Unreadable entries are left out of lists (GET one names it; DELETE removes it).
+      if (o !== null) out.push(o);
+    }
     return out.sort((a, b) => a.created_at - b.created_at || (a.output_id < b.output_id ? -1 : 1));
   };
   /** Filters name things that exist, and policies of this enterprise. */
@@ -260,9 +278,11 @@ export function outputRoutes(ctx: ApiContext, options: { replicas: number }): Ap
       successStatus: 204,
       handler: async ({ query, principal, params }) => {
         const enterprise = scopeOf(ctx.view, principal, query.enterprise_id);
-        const { output } = await mustGet(enterprise, params['output_id'] ?? '');
-        await (await bucket('outputs')).delete(outputKey(enterprise, output.output_id));
-        await (await bucket('deliveries')).purge(outputKey(enterprise, output.output_id));
+        // An unreadable entry can be removed too.
+        const outputId = params['output_id'] ?? '';
+        await entryOf(enterprise, outputId);
+        await (await bucket('outputs')).delete(outputKey(enterprise, outputId));
+        await (await bucket('deliveries')).purge(outputKey(enterprise, outputId));
         return { status: 204 };
       },
     }),

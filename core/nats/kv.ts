@@ -4,7 +4,7 @@
  * optimistic writer checks for.
  */
 import { jetstream, JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
-import { type KV, Kvm, type KvOptions } from '@nats-io/kv';
+import { type KV, type KvEntry, Kvm, type KvOptions } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { explainReplicas, kvStreamName, raiseReplicas } from './streams.js';
 
@@ -40,14 +40,14 @@ export function isWrongLastSequence(err: unknown): boolean {
   );
 }
 
-/** The values (JSON) of the keys matching `filter`, in key order; deleted keys left out. */
-export async function kvValues<T>(kv: KV, filter: string): Promise<T[]> {
+/** The values of the keys matching `filter` (JSON, or as `read` reads them), in key order; deleted keys left out. */
+export async function kvValues<T>(kv: KV, filter: string, read: (entry: KvEntry) => T = (e) => e.json<T>()): Promise<T[]> {
   const keys: string[] = [];
   for await (const key of await kv.keys(filter)) keys.push(key);
   const out: T[] = [];
   for (const key of keys.sort()) {
     const entry = await kv.get(key);
-    if (entry?.operation === 'PUT') out.push(entry.json<T>());
+    if (entry?.operation === 'PUT') out.push(read(entry));
   }
   return out;
 }
