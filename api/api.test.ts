@@ -9,8 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { JetStreamClient } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import WebSocket from 'ws';
+import { BLOCKS_BUCKET } from '../core/blocks.js';
 import type { ControlPlaneStore } from '../core/controlPlane/index.js';
 import type { DiscoveryReport, UsageEvent } from '../core/domain.js';
 import { alertsSubject, encodeAlerts, enterpriseEventsSubject } from '../core/live.js';
@@ -887,6 +889,25 @@ describe('endpoints of the brief', () => {
     assert.equal((await as('admin@acme', 'DELETE', `/blocks/${wide.json.block_id}`)).status, 202);
     await until(async () => (await as('viewer@acme', 'GET', `/blocks/${wide.json.block_id}`)).status === 404, 15_000, 'lifted everywhere');
     for (const t of reach) assert.equal(towers.allows({ tower: t, device: BRIEF.johnDevice, app: 'x' }), true, `carried again at ${t}`);
+  });
+
+  it('an entry of the blocks bucket that is not a block: left out of GET /blocks, named by GET and DELETE of it (500 block_unreadable), unseen by others', async () => {
+    const kv = await new Kvm(nc).open(BLOCKS_BUCKET);
+    const hash = 'f'.repeat(32);
+    await kv.put(`${BRIEF.acme}.${hash}`, '{"block_id": "bk_' + hash + '", "hits": "many"}');
+    try {
+      const listed = await as('viewer@acme', 'GET', '/blocks');
+      assert.equal(listed.status, 200, listed.text);
+      assert.ok(!listed.json.blocks.some((b: { block_id: string }) => b.block_id === `bk_${hash}`));
+      for (const method of ['GET', 'DELETE'] as const) {
+        const r = await as('admin@acme', method, `/blocks/bk_${hash}`);
+        assertError(r, 500, 'block_unreadable');
+        assert.deepEqual(r.json.error.details, { block_id: `bk_${hash}` });
+      }
+      assertError(await as('admin@globex', 'GET', `/blocks/bk_${hash}`), 404, 'not_found');
+    } finally {
+      await kv.purge(`${BRIEF.acme}.${hash}`);
+    }
   });
 });
 

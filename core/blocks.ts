@@ -10,6 +10,8 @@
  * (`bk_<hash>`) names an entry only within the enterprise that asks.
  */
 import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { decodeStoredJson } from './storedJson.js';
 import { remedialActionId, remediationMsgId, type RemediationRequest } from './remediation.js';
 
 export const BLOCKS_BUCKET = 'towerwatch-blocks';
@@ -47,6 +49,34 @@ export interface Block {
   events_since?: number;
   last_seen_at?: number | null;
   ineffective_since?: number | null;
+}
+
+/** A block as stored: what the remediation worker writes, checked again by whoever reads it back. */
+const storedBlock = z.looseObject({
+  block_id: z.string().min(1),
+  enterprise_id: z.string().min(1),
+  device_id: z.string().min(1),
+  app_id: z.string().nullable(),
+  scope: z.enum(['tower', 'carrier', 'enterprise']),
+  tower_id: z.string(),
+  carrier: z.string(),
+  towers: z.array(z.string()).optional(),
+  created_by: z.string(),
+  created_at: z.number(),
+  expires_at: z.number().nullable(),
+  hits: z.number(),
+  first_alert_id: z.string(),
+  last_alert_id: z.string(),
+  last_hit_at: z.number(),
+  rule_id: z.string().nullable(),
+  events_since: z.number().optional(),
+  last_seen_at: z.number().nullable().optional(),
+  ineffective_since: z.number().nullable().optional(),
+}) satisfies z.ZodType<Block>;
+
+/** A bucket entry's value as a {@link Block}, or null when it is not one (not JSON, or not that shape). */
+export function decodeStoredBlock(data: Uint8Array): Block | null {
+  return decodeStoredJson(storedBlock, data);
 }
 
 /** How long after a block its traffic may still arrive (in flight, a tower's reporting delay) before it counts against the block. */

@@ -19,6 +19,7 @@ import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
 import { openKvBucket } from './nats/index.js';
+import { decodeStoredJson } from './storedJson.js';
 import { SEVERITIES, type Severity } from './domain.js';
 import type { Alert } from './liveMessages.js';
 
@@ -83,14 +84,7 @@ const storedOutput = z.object({
 
 /** A bucket entry's value as an {@link Output}, or null when it is not one (not JSON, or not that shape). */
 export function decodeStoredOutput(data: Uint8Array): Output | null {
-  let value: unknown;
-  try {
-    value = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'));
-  } catch {
-    return null;
-  }
-  const parsed = storedOutput.safeParse(value);
-  return parsed.success ? parsed.data : null;
+  return decodeStoredJson(storedOutput, data);
 }
 
 export type DeliveryStatus = 'delivered' | 'failed' | 'dropped';

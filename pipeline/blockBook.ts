@@ -8,7 +8,7 @@
  */
 import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { type Block, BLOCKS_BUCKET, blockIdOf, blockKey, type BlockTarget, coveringTargets } from '../core/blocks.js';
+import { type Block, BLOCKS_BUCKET, blockIdOf, blockKey, type BlockTarget, coveringTargets, decodeStoredBlock } from '../core/blocks.js';
 import { KeyedChain } from '../core/keyedChain.js';
 import type { LogLine } from '../core/log.js';
 import { isWrongLastSequence, openKvBucket } from '../core/nats/index.js';
@@ -123,7 +123,10 @@ export class BlockBook {
         this.#watcher = watcher;
         if (this.#closed) watcher.stop();
         for await (const e of watcher) {
-          if (e.operation === 'PUT') this.#index.set(e.key, e.json<Block>());
+          const b = e.operation === 'PUT' ? decodeStoredBlock(e.value) : null;
+          // An entry that is not a block is skipped, not a reason to stop watching the others.
+          if (e.operation === 'PUT' && b === null) this.#log(`remediator: blocks entry ${e.key} (revision ${e.revision}) is not a block; ignored`, 'warn');
+          if (b !== null) this.#index.set(e.key, b);
           else this.#index.delete(e.key);
         }
       } catch (err) {
@@ -138,7 +141,8 @@ export class BlockBook {
     const key = blockKey(t);
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const entry = await kv.get(key);
-      const current = entry?.operation === 'PUT' ? entry.json<Block>() : null;
+      // An entry that is not a block counts as none: the next block made there replaces it.
+      const current = entry?.operation === 'PUT' ? decodeStoredBlock(entry.value) : null;
       const next = change(current);
       if (next === null) return null;
       try {

@@ -40,6 +40,7 @@ describe('remediator', () => {
   let towers: TowerAgent;
   let remediator: Remediator;
   const events: Array<Record<string, unknown>> = [];
+  const logs: string[] = [];
 
   before(async () => {
     ({ nc, js, store } = await connectControlPlane(nats, (s) => seedWorld(s, world)));
@@ -53,7 +54,7 @@ describe('remediator', () => {
       sink,
       clickhouse: ch,
       view,
-      log: () => undefined,
+      log: (line) => void logs.push(line),
       commandTimeoutMs: 300,
       backoffMs: 50,
       sweepEveryMs: 200,
@@ -200,6 +201,37 @@ describe('remediator', () => {
     await publish(again);
     await until(async () => (await outcomes(again.alert_id)).length === 1, 15_000, 'the new block');
     assert.equal((await outcomes(again.alert_id))[0]!.status, 'success');
+  });
+
+  it('entries of the blocks bucket that are not blocks are logged and skipped: the blocks after them still expire, and a block made at one replaces it', async () => {
+    const acmePlan = view.planOfEnterprise(BRIEF.acme)!;
+    const entry = await store.get('plan', '_global', acmePlan.id);
+    await store.update('plan', { ...acmePlan, block_ttl_seconds: 1 }, entry!.revision);
+    await until(() => view.planOfEnterprise(BRIEF.acme)?.block_ttl_seconds === 1, 5000, 'the plan');
+    try {
+      const kv = await new Kvm(nc).open(BLOCKS_BUCKET);
+      const key = (device: string): string => blockKey({ enterprise_id: BRIEF.acme, device_id: device, app_id: null, tower_id: BRIEF.nycTower });
+      // Written by hand before the blocks below: a watch that stopped at them would never see those.
+      await kv.put(key('device-garbled'), '{"not json');
+      await kv.put(`${BRIEF.acme}.handwritten`, JSON.stringify({ block_id: 'bk_x', hits: 'many' }));
+      const after = request({ device_id: 'device-after-garbage' });
+      const over = request({ device_id: 'device-garbled' });
+      await publish(after);
+      await publish(over);
+      await until(async () => (await outcomes(after.alert_id)).length === 1 && (await outcomes(over.alert_id)).length === 1, 15_000, 'both blocks');
+      const made = (await kv.get(key('device-garbled')))!.json<Block>();
+      assert.equal(made.device_id, 'device-garbled', 'the block replaced the entry that was not one');
+      await until(async () => (await kv.get(key('device-after-garbage')))?.operation === 'DEL', 15_000, 'the block after the bad entries to expire');
+      await until(async () => (await kv.get(key('device-garbled')))?.operation === 'DEL', 15_000, 'the block that replaced one to expire');
+      assert.ok(
+        logs.some((l) => l.includes(`blocks entry ${BRIEF.acme}.handwritten`) && l.includes('is not a block')),
+        logs.join('\n'),
+      );
+      await kv.purge(`${BRIEF.acme}.handwritten`);
+    } finally {
+      const now = await store.get('plan', '_global', acmePlan.id);
+      await store.update('plan', acmePlan, now!.revision);
+    }
   });
 
   it("an automatic block lasts the plan's block_ttl_seconds, then an automatic unblock lifts it; a block by hand stays", async () => {

@@ -18,6 +18,7 @@ import {
   blockKeyOfId,
   blockStatus,
   blockTowers,
+  decodeStoredBlock,
   unblockRequestOf,
 } from '../../core/blocks.js';
 import { remedialActionId, remediationMsgId, type RemediationRequest } from '../../core/remediation.js';
@@ -91,7 +92,12 @@ export function blockRoutes(ctx: ApiContext, options: { replicas: number }): Api
     const key = blockKeyOfId(enterprise, blockId);
     const entry = key === null ? null : await (await bucket()).get(key);
     if (entry?.operation !== 'PUT') throw new ApiError(404, 'not_found', `no active block '${blockId}' in this enterprise`, { block_id: blockId });
-    return entry.json<Block>();
+    const block = decodeStoredBlock(entry.value);
+    if (block === null) {
+      ctx.log(`api: blocks entry ${entry.key} does not read as a block`, 'warn');
+      throw new ApiError(500, 'block_unreadable', `block '${blockId}' is stored in a form this server cannot read`, { block_id: blockId });
+    }
+    return block;
   };
   return [
     route({
@@ -110,8 +116,11 @@ export function blockRoutes(ctx: ApiContext, options: { replicas: number }): Api
       response: z.strictObject({ blocks: z.array(blockShape), ...pageInfo }),
       handler: async ({ query, principal }) => {
         const enterprise = scopeOf(ctx.view, principal, query.enterprise_id);
-        const blocks = (await kvValues<Block>(await bucket(), `${enterprise}.>`)).filter(
-          (b) =>
+        // Entries that do not read as blocks are left out (GET of one names it).
+        const stored = await kvValues(await bucket(), `${enterprise}.>`, (e) => decodeStoredBlock(e.value));
+        const blocks = stored.filter(
+          (b): b is Block =>
+            b !== null &&
             (query.device_id === undefined || b.device_id === query.device_id) &&
             (query.tower_id === undefined || blockTowers(b).includes(query.tower_id)) &&
             (query.status === undefined || blockStatus(b) === query.status),
