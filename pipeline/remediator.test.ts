@@ -203,12 +203,22 @@ describe('remediator', () => {
     assert.equal((await outcomes(again.alert_id))[0]!.status, 'success');
   });
 
-  it('entries of the blocks bucket that are not blocks are logged and skipped: the blocks after them still expire, and a block made at one replaces it', async () => {
+  /** Runs `fn` with Acme's plan lasting automatic blocks `seconds`, and puts the plan back after. */
+  const withAcmeBlockTtl = async (seconds: number, fn: () => Promise<void>): Promise<void> => {
     const acmePlan = view.planOfEnterprise(BRIEF.acme)!;
     const entry = await store.get('plan', '_global', acmePlan.id);
-    await store.update('plan', { ...acmePlan, block_ttl_seconds: 1 }, entry!.revision);
-    await until(() => view.planOfEnterprise(BRIEF.acme)?.block_ttl_seconds === 1, 5000, 'the plan');
+    await store.update('plan', { ...acmePlan, block_ttl_seconds: seconds }, entry!.revision);
+    await until(() => view.planOfEnterprise(BRIEF.acme)?.block_ttl_seconds === seconds, 5000, 'the plan');
     try {
+      await fn();
+    } finally {
+      const now = await store.get('plan', '_global', acmePlan.id);
+      await store.update('plan', acmePlan, now!.revision);
+    }
+  };
+
+  it('entries of the blocks bucket that are not blocks are logged and skipped: the blocks after them still expire, and a block made at one replaces it', async () => {
+    await withAcmeBlockTtl(1, async () => {
       const kv = await new Kvm(nc).open(BLOCKS_BUCKET);
       const key = (device: string): string => blockKey({ enterprise_id: BRIEF.acme, device_id: device, app_id: null, tower_id: BRIEF.nycTower });
       // Written by hand before the blocks below: a watch that stopped at them would never see those.
@@ -228,18 +238,11 @@ describe('remediator', () => {
         logs.join('\n'),
       );
       await kv.purge(`${BRIEF.acme}.handwritten`);
-    } finally {
-      const now = await store.get('plan', '_global', acmePlan.id);
-      await store.update('plan', acmePlan, now!.revision);
-    }
+    });
   });
 
   it("an automatic block lasts the plan's block_ttl_seconds, then an automatic unblock lifts it; a block by hand stays", async () => {
-    const acmePlan = view.planOfEnterprise(BRIEF.acme)!;
-    const entry = await store.get('plan', '_global', acmePlan.id);
-    await store.update('plan', { ...acmePlan, block_ttl_seconds: 1 }, entry!.revision);
-    await until(() => view.planOfEnterprise(BRIEF.acme)?.block_ttl_seconds === 1, 5000, 'the plan');
-    try {
+    await withAcmeBlockTtl(1, async () => {
       const kv = await new Kvm(nc).open(BLOCKS_BUCKET);
       const auto = request({ device_id: 'device-expiring' });
       const manual = request({ device_id: 'device-kept', trigger: 'manual', requested_by: 'admin@acme' });
@@ -265,10 +268,7 @@ describe('remediator', () => {
       assert.deepEqual(await lifted(), [{ action: 'unblock_device', status: 'success', trigger: 'auto' }]);
       await new Promise((r) => setTimeout(r, 1500));
       assert.equal((await kv.get(key('device-kept')))?.operation, 'PUT', 'still blocked');
-    } finally {
-      const now = await store.get('plan', '_global', acmePlan.id);
-      await store.update('plan', acmePlan, now!.revision);
-    }
+    });
   });
 
   it('a block whose traffic goes on after its grace period (a tower that acks but ignores it) is marked ineffective and announced once; one that holds stays active', async () => {
