@@ -282,6 +282,18 @@ test('a request its handler does not answer in time gets a 503 timeout naming th
         },
       },
       { method: 'get', path: '/ok', summary: 'in time', tag: 't', access: 'public', handler: async () => ({ body: { ok: true } }) },
+      {
+        method: 'get',
+        path: '/waits',
+        summary: 'waits on purpose, with a longer deadline of its own',
+        tag: 't',
+        access: 'public',
+        timeoutMs: 2000,
+        handler: async () => {
+          await new Promise((r) => setTimeout(r, 500));
+          return { body: { waited: true } };
+        },
+      },
     ],
   });
   try {
@@ -301,12 +313,17 @@ test('a request its handler does not answer in time gets a 503 timeout naming th
     await new Promise((r) => setTimeout(r, 500));
     assert.ok(lateFinished, 'the late handler ran to its end');
 
+    const waits = await fetch(`${slow.url}/waits`);
+    assert.equal(waits.status, 200, "its own deadline, not the server's");
+    assert.deepEqual(await waits.json(), { waited: true });
+
     const ok = await fetch(`${slow.url}/ok`);
     assert.equal(ok.status, 200);
     assert.deepEqual(await ok.json(), { ok: true });
     assert.deepEqual(replies, [
       ['/stuck', 503],
       ['/late', 503],
+      ['/waits', 200],
       ['/ok', 200],
     ]);
     assert.ok(

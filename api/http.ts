@@ -57,6 +57,8 @@ export interface Route<Q, B, P> {
   successStatus?: number;
   /** Largest request body this route reads (a batch endpoint's is larger). @default the server's */
   bodyLimitBytes?: number;
+  /** How long this route may take before the 503 `timeout` (one that waits on purpose needs more). @default the server's */
+  timeoutMs?: number;
   /**
    * GET replies that depend only on what this key names (e.g. the control-plane view's version
    * and the caller's scope) are kept, serialized with their ETag, and served without running
@@ -366,10 +368,11 @@ export async function startHttpServer<P>(options: HttpServerOptions<P>): Promise
     }
     const started = performance.now();
     let timedOut = false;
+    const routeTimeoutMs = route.timeoutMs ?? timeoutMs;
     const deadline = setTimeout(() => {
       if (aborted.value) return;
       timedOut = true;
-      const seconds = timeoutMs / 1000;
+      const seconds = routeTimeoutMs / 1000;
       log(`api: ${method} ${route.path}: no answer after ${seconds} s; answered 503 timeout`, 'warn');
       const err = new ApiError(
         503,
@@ -382,7 +385,7 @@ export async function startHttpServer<P>(options: HttpServerOptions<P>): Promise
       // The handler may still finish: it must not write to this response again.
       aborted.value = true;
       options.onReply?.(route, 503, seconds);
-    }, timeoutMs);
+    }, routeTimeoutMs);
     void (async () => {
       let status: number;
       try {

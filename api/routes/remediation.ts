@@ -163,6 +163,8 @@ export function remediationRoutes(ctx: ApiContext): ApiRoute[] {
         'Ask for a remedial action on an alert (queued for the remediation worker; 202). With ?wait=S (at most 30): 200 with the outcome (status and executed_at) when it comes within S seconds, or was recorded before',
       access: 'write',
       successStatus: 202,
+      // The wait, the publish's retries through a broker blip, and the lookups around them.
+      timeoutMs: (MAX_REMEDIATION_WAIT_S + 30) * 1000,
       query: z.strictObject({ wait: z.coerce.number().min(0).max(MAX_REMEDIATION_WAIT_S).default(0).describe('seconds to wait for the outcome') }),
       body: z.strictObject({ ...enterpriseQuery, alert_id: z.string().min(1).max(200), action: z.enum(REMEDIAL_ACTIONS) }),
       response: z.strictObject({
