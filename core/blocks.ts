@@ -51,13 +51,26 @@ export interface Block {
   ineffective_since?: number | null;
 }
 
+/** How long after a block its traffic may still arrive (in flight, a tower's reporting delay) before it counts against the block. */
+export const PROOF_GRACE_MS = 60_000;
+
+/** `ineffective` once traffic the block should stop was seen after its grace period. */
+export function blockStatus(b: Block): 'active' | 'ineffective' {
+  return (b.events_since ?? 0) > 0 ? 'ineffective' : 'active';
+}
+
+export const BLOCK_SCOPES = ['tower', 'carrier', 'enterprise'] as const;
+/** The tower token of a wider block's requests on REMEDIATION (`remediation.<enterprise>.<tower>`). */
+export const WIDE_SCOPE_SUBJECT = '_wide';
+export type BlockScope = (typeof BLOCK_SCOPES)[number];
+
 /** A block as stored: what the remediation worker writes, checked again by whoever reads it back. */
 const storedBlock = z.looseObject({
   block_id: z.string().min(1),
   enterprise_id: z.string().min(1),
   device_id: z.string().min(1),
   app_id: z.string().nullable(),
-  scope: z.enum(['tower', 'carrier', 'enterprise']),
+  scope: z.enum(BLOCK_SCOPES),
   tower_id: z.string(),
   carrier: z.string(),
   towers: z.array(z.string()).optional(),
@@ -78,19 +91,6 @@ const storedBlock = z.looseObject({
 export function decodeStoredBlock(data: Uint8Array): Block | null {
   return decodeStoredJson(storedBlock, data);
 }
-
-/** How long after a block its traffic may still arrive (in flight, a tower's reporting delay) before it counts against the block. */
-export const PROOF_GRACE_MS = 60_000;
-
-/** `ineffective` once traffic the block should stop was seen after its grace period. */
-export function blockStatus(b: Block): 'active' | 'ineffective' {
-  return (b.events_since ?? 0) > 0 ? 'ineffective' : 'active';
-}
-
-export const BLOCK_SCOPES = ['tower', 'carrier', 'enterprise'] as const;
-/** The tower token of a wider block's requests on REMEDIATION (`remediation.<enterprise>.<tower>`). */
-export const WIDE_SCOPE_SUBJECT = '_wide';
-export type BlockScope = (typeof BLOCK_SCOPES)[number];
 
 /** What a block is about: a device (or an app on it) at a tower, at every tower of a carrier, or at all of the enterprise's. */
 export interface BlockTarget {

@@ -131,13 +131,9 @@ export function outputRoutes(ctx: ApiContext, options: { replicas: number }): Ap
     return { output, revision };
   };
   const list = async (enterprise: string): Promise<Output[]> => {
-    const kv = await bucket('outputs');
-    const out: Output[] = [];
-    for (const raw of await kvValues<Uint8Array>(kv, `${enterprise}.>`, (e) => e.value)) {
-      const o = decodeStoredOutput(raw);
-      // Unreadable entries are left out of lists (GET one names it; DELETE removes it).
-      if (o !== null) out.push(o);
-    }
+    // Unreadable entries are left out of lists (GET one names it; DELETE removes it).
+    const stored = await kvValues(await bucket('outputs'), `${enterprise}.>`, (e) => decodeStoredOutput(e.value));
+    const out = stored.filter((o): o is Output => o !== null);
     return out.sort((a, b) => a.created_at - b.created_at || (a.output_id < b.output_id ? -1 : 1));
   };
   /** Filters name things that exist, and policies of this enterprise. */
