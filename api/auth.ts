@@ -11,9 +11,10 @@ import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import type { KV, KvOptions, KvWatchEntry } from '@nats-io/kv';
 import type { NatsConnection, QueuedIterator } from '@nats-io/transport-node';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
-import { openKvBucket } from '../core/nats/index.js';
+import { isWrongLastSequence, openKvBucket } from '../core/nats/index.js';
 import type { Account } from '../core/domain.js';
 import { dummyPasswordHash, verifyPassword } from '../core/passwords.js';
+import { retryFor } from '../core/retry.js';
 import { ApiError } from './errors.js';
 import { DEFAULT_ACCESS_TTL_SECONDS } from '../core/config.js';
 
@@ -23,6 +24,7 @@ export const DEFAULT_REFRESH_TTL_SECONDS = 7 * 24 * 3600;
 const ISSUER = 'towerwatch';
 const AUDIENCE = 'towerwatch-api';
 const SECRET_KEY = 'jwt-secret';
+const SECRET_WAIT_MS = 30_000;
 /** Verified access tokens remembered (WebCrypto HMAC verify costs ~120 µs; a Map hit, nothing). */
 const VERIFIED_CACHE_SIZE = 20_000;
 
@@ -60,6 +62,33 @@ export interface AuthOptions {
   now?: () => number;
   /** Least replicas of the auth buckets (raised, never lowered). @default 1 */
   replicas?: number;
+  /** How long to keep trying for the shared signing key at start (ms). @default 30000 */
+  secretWaitMs?: number;
+}
+
+/**
+ * The signing key every api node shares: the one in KV, or a new one this node creates there.
+ * Nodes starting together race for create(); the losers read the winner's. A create that failed
+ * for another reason (a broker between leaders) or a read that does not see the key yet is
+ * tried again, for `waitMs` at most.
+ */
+function sharedSecret(bucket: KV, waitMs: number): Promise<string> {
+  return retryFor(
+    `KV ${AUTH_BUCKET}/${SECRET_KEY}: no signing key`,
+    async () => {
+      const mine = randomBytes(48).toString('base64url');
+      try {
+        await bucket.create(SECRET_KEY, mine);
+        return mine;
+      } catch (err) {
+        if (!isWrongLastSequence(err)) throw err;
+      }
+      const entry = await bucket.get(SECRET_KEY);
+      if (entry?.operation === 'PUT' && entry.length > 0) return entry.string();
+      throw new Error('another node holds the key, and it cannot be read yet');
+    },
+    { budgetMs: waitMs, initialDelayMs: 50, maxDelayMs: 1_000 },
+  );
 }
 
 const unauthorized = (code: string, message: string): ApiError =>
@@ -92,11 +121,7 @@ export class AuthService implements Disposable {
     let secret = options.secret;
     if (secret === null) {
       const bucket = await open(AUTH_BUCKET, { history: 1, description: 'towerwatch api: token signing key' });
-      // create() fails if another node wrote it first: then everyone uses that one.
-      await bucket.create(SECRET_KEY, randomBytes(48).toString('base64url')).catch(() => undefined);
-      const entry = await bucket.get(SECRET_KEY);
-      if (entry === null) throw new Error(`KV ${AUTH_BUCKET}/${SECRET_KEY} is missing after creating it`);
-      secret = entry.string();
+      secret = await sharedSecret(bucket, options.secretWaitMs ?? SECRET_WAIT_MS);
     }
     // Families outlive their last refresh token by a minute, then age out of the bucket.
     const sessions = await open(SESSIONS_BUCKET, { history: 1, ttl: (refreshTtl + 60) * 1000, description: 'towerwatch api: refresh-token families' });

@@ -13,7 +13,7 @@ import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouseHandle } from '../core/clickhouse/index.js';
 import { tableOf } from '../core/clickhouse/index.js';
-import { openKvBucket } from '../core/nats/index.js';
+import { openKvBucket, reopening } from '../core/nats/index.js';
 import { compilePolicies, PolicyModule, verdictChange, type CellChange, type CompiledPolicySet, type Verdict } from '../rules-wasm/index.js';
 import { evalEventOfStored, storedVerdictOf, type StoredDecision } from './history.js';
 import { decisionClassPlan, type ClassKey, type DecisionClassPlan } from './previewClasses.js';
@@ -103,7 +103,7 @@ export class PolicyPreviews {
   readonly #cacheDir: string | undefined;
   readonly #now: () => number;
   readonly #rowsPerSlice: number;
-  readonly #board: Promise<KV> | null;
+  readonly #board: (() => Promise<KV>) | null;
   readonly #log: (line: string) => void;
 
   constructor(ch: ClickHouseHandle, options: PolicyPreviewsOptions) {
@@ -112,18 +112,22 @@ export class PolicyPreviews {
     this.#now = options.now;
     this.#rowsPerSlice = options.rowsPerSlice ?? ROWS_PER_SLICE;
     this.#log = options.log ?? (() => undefined);
+    const nc = options.nc;
     this.#board =
-      options.nc === undefined
+      nc === undefined
         ? null
-        : openKvBucket(options.nc, PREVIEWS_BUCKET, {
-            history: 1,
-            replicas: options.replicas ?? 1,
-            ttl: KEEP_MS,
-            description: 'towerwatch api: policy preview jobs, for every api node to answer',
-            timeoutMs: 1_000,
-          });
-    // Opened eagerly; while it is away, each node answers for its own jobs.
-    this.#board?.catch((err: unknown) => this.#log(`previews: the shared job bucket is unavailable (${errorText(err)}); jobs stay on their node`));
+        : reopening(() =>
+            openKvBucket(nc, PREVIEWS_BUCKET, {
+              history: 1,
+              replicas: options.replicas ?? 1,
+              ttl: KEEP_MS,
+              description: 'towerwatch api: policy preview jobs, for every api node to answer',
+              timeoutMs: 1_000,
+              retryForMs: 0,
+            }),
+          );
+    // Opened eagerly; while it is away, each node answers for its own jobs (and the next use opens it again).
+    this.#board?.().catch((err: unknown) => this.#log(`previews: the shared job bucket is unavailable (${errorText(err)}); jobs stay on their node`));
   }
 
   /**
@@ -196,7 +200,7 @@ export class PolicyPreviews {
     if (shared.status !== 'running') return shared;
     // The node running it stops at its next slice; until then its job reads as running.
     try {
-      await (await this.#board!).put(cancelKey(id), '1');
+      await (await this.#board!()).put(cancelKey(id), '1');
     } catch (err) {
       throw new PreviewBoardUnavailableError(`the preview runs on another api node, which cannot be reached now (${errorText(err)})`, { cause: err });
     }
@@ -217,7 +221,7 @@ export class PolicyPreviews {
   async #cancelRequested(j: LocalJob): Promise<boolean> {
     if (this.#board === null) return false;
     try {
-      return (await (await this.#board).get(cancelKey(j.id)))?.operation === 'PUT';
+      return (await (await this.#board()).get(cancelKey(j.id)))?.operation === 'PUT';
     } catch {
       return false;
     }
@@ -228,7 +232,7 @@ export class PolicyPreviews {
     if (this.#board === null || (!now && this.#now() - j.sharedAt < SHARE_EVERY_MS)) return;
     j.sharedAt = this.#now();
     try {
-      await (await this.#board).put(jobKey(j.id), JSON.stringify(view(j)));
+      await (await this.#board()).put(jobKey(j.id), JSON.stringify(view(j)));
     } catch (err) {
       this.#log(`previews: could not share job ${j.id} (${errorText(err)}); it is answered by its node only`);
     }
@@ -237,7 +241,7 @@ export class PolicyPreviews {
   async #shared(id: string): Promise<PreviewJob | null> {
     if (this.#board === null || !/^pv_[A-Za-z0-9_-]{1,64}$/.test(id)) return null;
     try {
-      const entry = await (await this.#board).get(jobKey(id));
+      const entry = await (await this.#board()).get(jobKey(id));
       return entry?.operation === 'PUT' ? (entry.json<PreviewJob>() ?? null) : null;
     } catch (err) {
       throw new PreviewBoardUnavailableError(`the preview is not on this api node, and the other nodes' jobs cannot be read now (${errorText(err)})`, {

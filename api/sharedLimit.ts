@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { isWrongLastSequence, openKvBucket } from '../core/nats/index.js';
+import { isWrongLastSequence, openKvBucket, reopening } from '../core/nats/index.js';
 
 export const RATE_LIMIT_BUCKET = 'towerwatch-ratelimit';
 /** Share of the limit leased at a time. */
@@ -52,7 +52,7 @@ export class SharedAccountLimit {
   readonly #windowMs: number;
   readonly #lease: number;
   readonly #now: () => number;
-  readonly #kv: Promise<KV>;
+  readonly #kv: () => Promise<KV>;
   readonly #slices = new Map<string, Slice>();
   /** One lease in flight per account: concurrent requests wait for it. */
   readonly #leasing = new Map<string, Promise<void>>();
@@ -64,17 +64,20 @@ export class SharedAccountLimit {
     this.#windowMs = options.windowMs ?? 60_000;
     this.#lease = Math.max(1, Math.floor(this.limit * LEASE_FRACTION));
     this.#now = options.now ?? Date.now;
-    this.#kv = openKvBucket(options.nc, RATE_LIMIT_BUCKET, {
-      history: 1,
-      replicas: options.replicas ?? 1,
-      // An idle account's entry goes once its window is long over.
-      ttl: 2 * this.#windowMs,
-      description: 'towerwatch api: requests per account and window, leased by the api nodes',
-      // A broker away fails a lease within a second (the caller then counts alone), not in 5.
-      timeoutMs: 1_000,
-    });
-    // Opened eagerly; a failure is reported by consume(), whose caller falls back.
-    this.#kv.catch(() => undefined);
+    this.#kv = reopening(() =>
+      openKvBucket(options.nc, RATE_LIMIT_BUCKET, {
+        history: 1,
+        replicas: options.replicas ?? 1,
+        // An idle account's entry goes once its window is long over.
+        ttl: 2 * this.#windowMs,
+        description: 'towerwatch api: requests per account and window, leased by the api nodes',
+        // A broker away fails a lease within a second (the caller then counts alone), not in 5.
+        timeoutMs: 1_000,
+        retryForMs: 0,
+      }),
+    );
+    // Opened eagerly; a failure is reported by consume(), whose caller falls back; the next lease opens it again.
+    this.#kv().catch(() => undefined);
   }
 
   /**
@@ -109,7 +112,7 @@ export class SharedAccountLimit {
 
   /** Takes the next slice of `key`'s window (or learns it is spent) into #slices. */
   async #takeLease(key: string): Promise<void> {
-    const kv = await this.#kv;
+    const kv = await this.#kv();
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const now = this.#now();
       const entry = await kv.get(key);

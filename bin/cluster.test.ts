@@ -82,8 +82,11 @@ test('3 NATS servers (R3), 2 pipelines, 2 api nodes: SIGKILL of the USAGE leader
 
   const api: ApiServer[] = [];
   for (const name of ['a', 'b']) {
+    // Closed even when the start fails: a connection left reconnecting would keep this file's process alive.
     const conn = await reconnecting(cluster.url, `api ${name}`);
+    cleanups.push(() => conn.close());
     const clickhouse = await openClickHouse({ clickhouseUrl: standIn.url, dataDir: dir, cluster: CH_CLUSTER });
+    cleanups.push(() => clickhouse.close());
     const server = await startApiServer({
       nc: conn,
       clickhouse,
@@ -94,11 +97,7 @@ test('3 NATS servers (R3), 2 pipelines, 2 api nodes: SIGKILL of the USAGE leader
       log: () => undefined,
     });
     api.push(server);
-    cleanups.push(async () => {
-      await server.close();
-      await clickhouse.close();
-      await conn.close();
-    });
+    cleanups.push(() => server.close());
   }
   const [a, b] = api as [ApiServer, ApiServer];
   const login = await callApi(a.url, 'POST', '/auth/login', { body: { username: 'admin@acme', password: PASSWORD } });

@@ -7,13 +7,15 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { type KV, Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { AuthService } from '../api/auth.js';
-import { CONTROL_BUCKET, ControlPlaneView, openControlBucket } from '../core/controlPlane/index.js';
+import { AUTH_BUCKET, AuthService, SESSIONS_BUCKET } from '../api/auth.js';
+import { CONTROL_BUCKET, ControlPlaneStore, ControlPlaneView, openControlBucket } from '../core/controlPlane/index.js';
 import {
   connectNats,
   ensureStreams,
   kvStreamName,
+  openKvBucket,
   raiseReplicas,
   ReplicasUnavailableError,
   STREAM_NAMES,
@@ -23,6 +25,7 @@ import {
 } from '../core/nats/index.js';
 import { type NatsCluster, startNatsCluster } from '../core/testing/natsCluster.js';
 import { withNats } from '../core/testing/natsFixture.js';
+import { seedDemoAccounts } from '../fixtures/accounts.js';
 
 let cluster: NatsCluster;
 let nc: NatsConnection;
@@ -96,6 +99,80 @@ test('the control-plane and auth KV buckets get the replicas too, and keep them'
   }
 });
 
+/** A connection to each member, so a write and the read after it go through different servers. */
+const perMember = async (name: string): Promise<NatsConnection[]> => Promise.all(cluster.urls.map((url, i) => connectNats(url, `${name} ${i}`)));
+
+test('a replicated bucket reads what was just written, whichever member is asked', async () => {
+  const conns = await perMember('read-after-write');
+  try {
+    // One bucket as towerwatch creates it; one as an earlier version did (direct gets allowed,
+    // so any replica answers a get), opened asking for 3 replicas and, on one member, for 1.
+    await new Kvm(nc).create('raw-old', { replicas: 3, history: 1, allow_direct: true });
+    for (const bucket of ['raw-new', 'raw-old']) {
+      const kvs: KV[] = [];
+      for (const [i, c] of conns.entries()) kvs.push(await openKvBucket(c, bucket, { history: 1, replicas: i === 2 ? 1 : 3 }));
+      let stale = 0;
+      let missing = 0;
+      const rounds = 600;
+      for (let i = 0; i < rounds; i++) {
+        await kvs[i % 3]!.put('k', String(i));
+        const read = await kvs[(i + 1) % 3]!.get('k');
+        if (read?.string() !== String(i)) stale++;
+        if (i % 10 === 0) {
+          await kvs[i % 3]!.create(`new.${i}`, 'x');
+          if ((await kvs[(i + 2) % 3]!.get(`new.${i}`)) === null) missing++;
+        }
+      }
+      assert.deepEqual({ bucket, stale, missing }, { bucket, stale: 0, missing: 0 }, `${rounds} writes, each read back through another member`);
+    }
+  } finally {
+    await Promise.all(conns.map((c) => c.close()));
+  }
+});
+
+test('processes opening one new replicated bucket at the same moment all get it', async () => {
+  const conns = await perMember('open together');
+  try {
+    for (let round = 0; round < 6; round++) {
+      const bucket = `together-${round}`;
+      const opened = await Promise.allSettled(conns.map((c) => openKvBucket(c, bucket, { history: 1, replicas: 3, timeoutMs: 2_000 })));
+      assert.deepEqual(
+        opened.map((o) => (o.status === 'fulfilled' ? 'opened' : String(o.reason))),
+        ['opened', 'opened', 'opened'],
+        `${bucket}: a create that loses the race is retried, not a failed start`,
+      );
+      const kvs = opened.map((o) => (o as PromiseFulfilledResult<KV>).value);
+      await kvs[0]!.put('k', 'v');
+      assert.equal((await kvs[2]!.get('k'))?.string(), 'v');
+    }
+  } finally {
+    await Promise.all(conns.map((c) => c.close()));
+  }
+});
+
+test('api nodes starting together share one signing key, and refresh tokens rotate across them', async () => {
+  // Fresh buckets: the nodes race to create the key, as a new deployment's first start does.
+  for (const bucket of [AUTH_BUCKET, SESSIONS_BUCKET]) await jsm.streams.delete(kvStreamName(bucket)).catch(() => undefined);
+  await seedDemoAccounts(await ControlPlaneStore.open(nc, { replicas: 3 }), 'cluster-password-1');
+  const conns = await perMember('auth');
+  const views = await Promise.all(conns.map((c) => ControlPlaneView.open(c)));
+  const nodes = await Promise.all(conns.map((c, i) => AuthService.open({ nc: c, view: views[i]!, secret: null, replicas: 3 })));
+  try {
+    let pair = await nodes[0]!.login('admin@acme', 'cluster-password-1');
+    for (const node of nodes) assert.equal((await node.verifyAccessToken(pair.access_token)).account.username, 'admin@acme');
+    // Each refresh reads the family another node rotated a moment before: a stale read would
+    // look like reuse and revoke the session.
+    for (let i = 1; i <= 60; i++) {
+      pair = await nodes[i % 3]!.refresh(pair.refresh_token);
+      await nodes[(i + 1) % 3]!.verifyAccessToken(pair.access_token);
+    }
+  } finally {
+    for (const node of nodes) node.close();
+    await Promise.all(views.map((v) => v.close()));
+    await Promise.all(conns.map((c) => c.close()));
+  }
+});
+
 test('on one server, replicas 3 is a clear error, not a hang or a silent R1', async () => {
   const one = await single.connect('single server');
   await assert.rejects(ensureStreams(one, { replicas: 3 }), (err: unknown) => {
@@ -104,4 +181,22 @@ test('on one server, replicas 3 is a clear error, not a hang or a silent R1', as
     return true;
   });
   await assert.rejects(openControlBucket(one, { replicas: 3 }), ReplicasUnavailableError);
+});
+
+test('a signing key that cannot be had stops the start with a clear error, after a bounded wait', async () => {
+  const one = await single.connect('no key');
+  const auth = await openKvBucket(one, AUTH_BUCKET, { history: 1 });
+  await auth.put('jwt-secret', ''); // a broken key: neither created anew nor usable
+  const view = await ControlPlaneView.open(one);
+  try {
+    const started = Date.now();
+    await assert.rejects(
+      AuthService.open({ nc: one, view, secret: null, secretWaitMs: 300 }),
+      /^RetryBudgetExhaustedError: KV towerwatch-auth\/jwt-secret: no signing key: gave up after \d+ attempts in 0\.\d s: another node holds the key/,
+    );
+    assert.ok(Date.now() - started < 5_000, 'the wait is bounded');
+  } finally {
+    await view.close();
+    await auth.delete('jwt-secret');
+  }
 });

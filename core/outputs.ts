@@ -180,18 +180,24 @@ export function signature(secret: string, timestampSeconds: number, body: string
   return `v1=${createHmac('sha256', secret).update(`${timestampSeconds}.${body}`).digest('hex')}`;
 }
 
+/** How the outputs buckets are opened: requests time out after 2 s; `retryForMs` as openKvBucket takes it. */
+export interface OpenOutputsOptions {
+  retryForMs?: number;
+}
+
 /** The outputs bucket (the api writes it, the notifier watches it). */
-export function openOutputsBucket(nc: NatsConnection, replicas: number, timeoutMs = 2_000): Promise<KV> {
-  return openKvBucket(nc, OUTPUTS_BUCKET, { history: 1, replicas, description: "towerwatch: enterprises' notification outputs", timeoutMs });
+export function openOutputsBucket(nc: NatsConnection, replicas: number, options: OpenOutputsOptions = {}): Promise<KV> {
+  return openKvBucket(nc, OUTPUTS_BUCKET, { history: 1, replicas, description: "towerwatch: enterprises' notification outputs", timeoutMs: 2_000, ...options });
 }
 
 /** The delivery log: each output's key keeps its last {@link DELIVERY_HISTORY} deliveries. */
-export function openDeliveriesBucket(nc: NatsConnection, replicas: number, timeoutMs = 2_000): Promise<KV> {
+export function openDeliveriesBucket(nc: NatsConnection, replicas: number, options: OpenOutputsOptions = {}): Promise<KV> {
   return openKvBucket(nc, DELIVERIES_BUCKET, {
     history: DELIVERY_HISTORY,
     replicas,
     ttl: 7 * 86_400_000,
     description: 'towerwatch: the last deliveries of each notification output',
-    timeoutMs,
+    timeoutMs: 2_000,
+    ...options,
   });
 }

@@ -11,13 +11,14 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { type Block, BLOCKS_BUCKET, blockIdOf, blockKey, type BlockTarget, coveringTargets, decodeStoredBlock } from '../core/blocks.js';
 import { KeyedChain } from '../core/keyedChain.js';
 import type { LogLine } from '../core/log.js';
-import { isWrongLastSequence, openKvBucket } from '../core/nats/index.js';
+import { isWrongLastSequence, openKvBucket, reopening } from '../core/nats/index.js';
 import type { RemediationRequest } from '../core/remediation.js';
 
 const MAX_CAS_ATTEMPTS = 10;
 
 export class BlockBook {
-  readonly #kv: Promise<KV>;
+  /** The bucket, opened again after a failure: the watch keeps trying, so does each request. */
+  readonly #kv: () => Promise<KV>;
   readonly #log: LogLine;
   /** One request at a time per device. */
   readonly #locks = new KeyedChain();
@@ -28,16 +29,16 @@ export class BlockBook {
 
   constructor(nc: NatsConnection, options: { replicas?: number; log: LogLine }) {
     this.#log = options.log;
-    this.#kv = openKvBucket(nc, BLOCKS_BUCKET, {
-      history: 1,
-      replicas: options.replicas ?? 1,
-      description: 'towerwatch: active blocks (device or app, per tower), written by the remediation worker',
-      timeoutMs: 2_000,
-    });
-    this.#kv.then(
-      (kv) => void this.#watch(kv),
-      (err: unknown) => this.#log(`remediator: the blocks bucket is unavailable (${errorText(err)}); requests are not merged`, 'warn'),
+    this.#kv = reopening(() =>
+      openKvBucket(nc, BLOCKS_BUCKET, {
+        history: 1,
+        replicas: options.replicas ?? 1,
+        description: 'towerwatch: active blocks (device or app, per tower), written by the remediation worker',
+        timeoutMs: 2_000,
+        retryForMs: 0,
+      }),
     );
+    void this.#watch();
   }
 
   /** Runs `fn` with the block of `req` (the whole device's) held by this process. */
@@ -53,7 +54,7 @@ export class BlockBook {
    */
   async mergeInto(req: RemediationRequest, towerCarriers: readonly string[] = []): Promise<Block | null> {
     try {
-      const kv = await this.#kv;
+      const kv = await this.#kv();
       for (const t of coveringTargets(targetOf(req), towerCarriers)) {
         const merged = await this.#update(kv, t, (b) => (b === null ? null : hit(b, req)));
         if (merged !== null) return merged;
@@ -71,7 +72,7 @@ export class BlockBook {
    */
   async record(req: RemediationRequest, now: number, ttlMs: number | null, towers?: readonly string[]): Promise<void> {
     try {
-      const kv = await this.#kv;
+      const kv = await this.#kv();
       const t = targetOf(req);
       if (req.action === 'unblock_device' || req.action === 'unblock_app') {
         await kv.delete(blockKey(t));
@@ -98,7 +99,7 @@ export class BlockBook {
    * @returns the block, when this made it ineffective (it was not before); null otherwise
    */
   async noteTraffic(b: Block, events: number, lastSeen: number, now: number): Promise<Block | null> {
-    const kv = await this.#kv;
+    const kv = await this.#kv();
     let becameIneffective = false;
     // The same block only (a block lifted and made again meanwhile starts over).
     const next = await this.#update(kv, b, (current) => {
@@ -115,10 +116,14 @@ export class BlockBook {
     this.#watcher?.stop();
   }
 
-  /** Follows the bucket into #index; a watch that fails or ends is opened again after a pause. */
-  async #watch(kv: KV): Promise<void> {
+  /**
+   * Follows the bucket into #index; a watch that fails or ends (or a bucket that cannot be
+   * opened) is tried again after a pause.
+   */
+  async #watch(): Promise<void> {
     while (!this.#closed) {
       try {
+        const kv = await this.#kv();
         const watcher = await kv.watch({ key: '>' });
         this.#watcher = watcher;
         if (this.#closed) watcher.stop();

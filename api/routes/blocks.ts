@@ -22,7 +22,7 @@ import {
   unblockRequestOf,
 } from '../../core/blocks.js';
 import { remedialActionId, remediationMsgId, type RemediationRequest } from '../../core/remediation.js';
-import { kvValues, openKvBucket, publishWithRetry, remediationSubject } from '../../core/nats/index.js';
+import { kvValues, openKvBucket, publishWithRetry, remediationSubject, reopening } from '../../core/nats/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, iso, pageInfo, pageQuery, paginate } from '../schemas.js';
@@ -77,14 +77,12 @@ function blockView(b: Block): z.infer<typeof blockShape> {
 }
 
 export function blockRoutes(ctx: ApiContext, options: { replicas: number }): ApiRoute[] {
-  let kv: Promise<KV> | null = null;
+  const opened = reopening(() => openKvBucket(ctx.nc, BLOCKS_BUCKET, { history: 1, replicas: options.replicas, timeoutMs: 2_000, retryForMs: 0 }));
   /** Opened on first use; a failure is a 503 and the next request tries again. */
   const bucket = async (): Promise<KV> => {
-    kv ??= openKvBucket(ctx.nc, BLOCKS_BUCKET, { history: 1, replicas: options.replicas, timeoutMs: 2_000 });
     try {
-      return await kv;
+      return await opened();
     } catch (err) {
-      kv = null;
       throw new ApiError(503, 'blocks_unavailable', `the blocks cannot be read now: ${err instanceof Error ? err.message : String(err)}`);
     }
   };

@@ -22,7 +22,7 @@ import {
   OUTPUT_FORMATS,
   outputKey,
 } from '../../core/outputs.js';
-import { kvValues } from '../../core/nats/index.js';
+import { kvValues, reopening } from '../../core/nats/index.js';
 import { route, type ApiContext, type ApiRoute } from '../context.js';
 import { ApiError } from '../errors.js';
 import { enterpriseQuery, id, iso, pageInfo, pageQuery, paginate } from '../schemas.js';
@@ -99,18 +99,15 @@ const editable = {
 };
 
 export function outputRoutes(ctx: ApiContext, options: { replicas: number }): ApiRoute[] {
-  const opened = new Map<string, Promise<KV>>();
+  const opened = {
+    outputs: reopening(() => openOutputsBucket(ctx.nc, options.replicas, { retryForMs: 0 })),
+    deliveries: reopening(() => openDeliveriesBucket(ctx.nc, options.replicas, { retryForMs: 0 })),
+  };
   /** Opened on first use; a failure is a 503 and the next request tries again. */
   const bucket = async (name: 'outputs' | 'deliveries'): Promise<KV> => {
-    let kv = opened.get(name);
-    if (kv === undefined) {
-      kv = name === 'outputs' ? openOutputsBucket(ctx.nc, options.replicas) : openDeliveriesBucket(ctx.nc, options.replicas);
-      opened.set(name, kv);
-    }
     try {
-      return await kv;
+      return await opened[name]();
     } catch (err) {
-      opened.delete(name);
       throw new ApiError(503, 'outputs_unavailable', `the outputs cannot be read now: ${err instanceof Error ? err.message : String(err)}`);
     }
   };

@@ -231,7 +231,8 @@ export class ReplicasUnavailableError extends Error {
   override readonly name = 'ReplicasUnavailableError';
 }
 
-function isReplicaRefusal(err: unknown): boolean {
+/** The cluster has too few servers (or none) for the replicas asked: no retry mends it. */
+export function isReplicaRefusal(err: unknown): boolean {
   return (
     err instanceof JetStreamApiError &&
     (err.code === REPLICAS_NOT_SUPPORTED || err.code === NO_SUITABLE_PEERS || /replicas|suitable peers|non-clustered/i.test(err.message))
