@@ -200,3 +200,17 @@ test('a signing key that cannot be had stops the start with a clear error, after
     await auth.delete('jwt-secret');
   }
 });
+
+test('on one server, raising an existing stream or bucket to 3 replicas is the same clear error, not a silent R1', async () => {
+  const one = await single.connect('single server, existing');
+  await ensureStreams(one);
+  await assert.rejects(ensureStreams(one, { replicas: 3 }), (err: unknown) => {
+    assert.ok(err instanceof ReplicasUnavailableError, String(err));
+    assert.match(err.message, /^stream USAGE has 1 replica and cannot get more with 3 replicas: .*not part of a JetStream cluster/);
+    return true;
+  });
+  await openControlBucket(one);
+  await assert.rejects(openControlBucket(one, { replicas: 3 }), ReplicasUnavailableError);
+  const ojsm = await jetstreamManager(one);
+  for (const stream of [USAGE_STREAM, kvStreamName(CONTROL_BUCKET)]) assert.equal((await ojsm.streams.info(stream)).config.num_replicas, 1, stream);
+});

@@ -239,6 +239,15 @@ export function isReplicaRefusal(err: unknown): boolean {
   );
 }
 
+/**
+ * A server outside any cluster refuses a new stream with replicas but takes them on an update
+ * of an existing one, and then reports them: a silent R1. Refused here instead.
+ */
+function refuseUnclustered(info: StreamInfo, want: number): void {
+  if (info.cluster === undefined)
+    throw replicaError(info.config.name, info.config.num_replicas, want, new Error('this server is not part of a JetStream cluster'));
+}
+
 function replicaError(stream: string, have: number | null, want: number, err: unknown): ReplicasUnavailableError {
   const now = have === null ? 'cannot be created' : `has ${have} replica${have === 1 ? '' : 's'} and cannot get more`;
   return new ReplicasUnavailableError(
@@ -299,6 +308,7 @@ async function ensureStream(jsm: JetStreamManager, asked: StreamConfig): Promise
   const have = info.config.num_replicas;
   const want = have > asked.num_replicas ? { ...asked, num_replicas: have } : asked;
   if (!differs(want, info.config)) return { action: 'unchanged', replicas: want.num_replicas };
+  if (want.num_replicas > have) refuseUnclustered(info, want.num_replicas);
   try {
     await jsm.streams.update(want.name, want);
   } catch (err) {
@@ -342,8 +352,10 @@ export const kvStreamName = (bucket: string): string => `KV_${bucket}`;
 export async function raiseReplicas(nc: NatsConnection | JetStreamManager, stream: string, replicas: number): Promise<number> {
   const want = checkReplicas(replicas);
   const jsm = 'streams' in nc ? nc : await jetstreamManager(nc);
-  const { config } = await jsm.streams.info(stream);
+  const info = await jsm.streams.info(stream);
+  const { config } = info;
   if (config.num_replicas >= want) return config.num_replicas;
+  refuseUnclustered(info, want);
   try {
     await jsm.streams.update(stream, { ...config, num_replicas: want });
   } catch (err) {
