@@ -29,6 +29,7 @@ import { TowerAgent } from '../fixtures/towerAgent.js';
 import { BRIEF, generateWorld } from '../fixtures/world.js';
 import { startPipelineService, type PipelineService } from '../pipeline/service.js';
 import { CLOSE } from './alertsSocket.js';
+import { SESSIONS_BUCKET } from './auth.js';
 import { startApiServer, type ApiServer } from './server.js';
 import { callApi } from './testing/apiFixture.js';
 import { type ClickHouseStandIn, startClickHouseStandIn } from '../core/testing/clickhouseStandIn.js';
@@ -226,6 +227,18 @@ describe('auth', () => {
     assertError(await call(api, 'POST', '/auth/refresh', { body: { refresh_token: second.json.refresh_token } }), 401, 'session_revoked');
     assertError(await call(api, 'GET', '/towers', { token: second.json.access_token }), 401, 'session_revoked');
     assertError(await call(api, 'POST', '/auth/refresh', { body: { refresh_token: first.access_token } }), 401, 'invalid_token');
+  });
+
+  it('a session entry that is not a family ends that session (401, never a 500); logout still revokes its tokens', async () => {
+    const t = await login('viewer@acme');
+    const family = (JSON.parse(Buffer.from(t.refresh_token.split('.')[1], 'base64url').toString()) as { fam: string }).fam;
+    const sessions = await new Kvm(nc).open(SESSIONS_BUCKET);
+    await sessions.put(family, 'not a family');
+    assertError(await call(api, 'POST', '/auth/refresh', { body: { refresh_token: t.refresh_token } }), 401, 'session_revoked');
+    assert.equal((await call(api, 'GET', '/towers', { token: t.access_token })).status, 200, 'the access token lives out its minutes…');
+    assert.equal((await call(api, 'POST', '/auth/logout', { token: t.access_token })).status, 204);
+    assertError(await call(api, 'GET', '/towers', { token: t.access_token }), 401, 'session_revoked'); // …unless logged out
+    assert.equal((await sessions.get(family))?.json<{ revoked: boolean }>().revoked, true, 'every node learns of it');
   });
 
   it('logout ends the session', async () => {

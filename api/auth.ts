@@ -8,6 +8,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import { z } from 'zod';
 import type { KV, KvOptions, KvWatchEntry } from '@nats-io/kv';
 import type { NatsConnection, QueuedIterator } from '@nats-io/transport-node';
 import type { ControlPlaneView } from '../core/controlPlane/index.js';
@@ -15,6 +16,7 @@ import { isWrongLastSequence, openKvBucket } from '../core/nats/index.js';
 import type { Account } from '../core/domain.js';
 import { dummyPasswordHash, verifyPassword } from '../core/passwords.js';
 import { retryFor } from '../core/retry.js';
+import { decodeStoredJson } from '../core/storedJson.js';
 import { ApiError } from './errors.js';
 import { DEFAULT_ACCESS_TTL_SECONDS } from '../core/config.js';
 
@@ -43,13 +45,14 @@ export interface Principal {
   readonly expiresAt: number;
 }
 
-interface Family {
-  username: string;
-  current: string;
-  revoked: boolean;
-  reason?: string;
-  created_at: number;
-}
+const storedFamily = z.object({
+  username: z.string(),
+  current: z.string(),
+  revoked: z.boolean(),
+  reason: z.string().optional(),
+  created_at: z.number(),
+});
+type Family = z.infer<typeof storedFamily>;
 
 export interface AuthOptions {
   nc: NatsConnection;
@@ -135,11 +138,7 @@ export class AuthService implements Disposable {
     void (async () => {
       for await (const e of this.#watch!) {
         if (e.operation !== 'PUT') continue;
-        try {
-          if (e.json<Family>().revoked) this.#revoked.add(e.key);
-        } catch {
-          // not ours
-        }
+        if (decodeStoredJson(storedFamily, e.value)?.revoked === true) this.#revoked.add(e.key);
       }
     })().catch(() => undefined); // the watch ends with the connection; nothing to do then
   }
@@ -161,8 +160,9 @@ export class AuthService implements Disposable {
     const claims = await this.#verify(refreshToken, 'refresh');
     const entry = await this.#sessions.get(claims.family);
     if (entry === null || entry.operation !== 'PUT') throw unauthorized('session_revoked', 'this session has ended; sign in again');
-    const family = entry.json<Family>();
-    if (family.revoked) throw unauthorized('session_revoked', 'this session has ended; sign in again');
+    // An entry that is not a family (written by hand, or by another version) ends the session: it cannot be rotated safely.
+    const family = decodeStoredJson(storedFamily, entry.value);
+    if (family === null || family.revoked) throw unauthorized('session_revoked', 'this session has ended; sign in again');
     if (family.current !== claims.jti) {
       await this.#revoke(claims.family, family, 'refresh token reused');
       throw unauthorized('refresh_token_reused', 'this refresh token was already used; the session is revoked for safety, sign in again');
@@ -183,7 +183,8 @@ export class AuthService implements Disposable {
   async logout(family: string): Promise<void> {
     const entry = await this.#sessions.get(family);
     if (entry === null || entry.operation !== 'PUT') return;
-    await this.#revoke(family, entry.json<Family>(), 'logout');
+    const stored = decodeStoredJson(storedFamily, entry.value) ?? { username: '', current: '', revoked: true, created_at: this.#now() };
+    await this.#revoke(family, stored, 'logout');
   }
 
   /** Family of a refresh token, for logout; the token must be valid. */

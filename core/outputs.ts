@@ -110,6 +110,13 @@ export interface DedupWindow {
   suppressed: number;
 }
 
+const storedWindow = z.object({ since: z.number(), suppressed: z.number().int().min(0) });
+
+/** A dedup window as the windows bucket holds it, or null when the entry is not one. */
+export function decodeStoredWindow(data: Uint8Array): DedupWindow | null {
+  return decodeStoredJson(storedWindow, data);
+}
+
 export const newOutputId = (): string => `out_${randomBytes(9).toString('base64url')}`;
 export const newOutputSecret = (): string => `whsec_${randomBytes(24).toString('base64url')}`;
 export const outputKey = (enterprise: string, outputId: string): string => `${enterprise}.${outputId}`;

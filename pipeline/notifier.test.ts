@@ -23,7 +23,9 @@ import {
   signature,
   SIGNATURE_HEADER,
   TIMESTAMP_HEADER,
+  WINDOWS_BUCKET,
 } from '../core/outputs.js';
+import { openKvBucket } from '../core/nats/index.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { until } from '../core/testing/until.js';
 import { Notifier } from './notifier.js';
@@ -242,6 +244,29 @@ describe('notifier', () => {
       await second.close();
       await nc2.close();
     }
+  });
+
+  it('a dedup window entry that is not a window is replaced by a new window, not a reason to stop notifying', async () => {
+    const o = await put({ output_id: 'out_badwin', url: `${hook.url}/badwin`, dedup_window_seconds: 600 });
+    await new Promise((r) => setTimeout(r, 200));
+    const same = (): Alert => alert({ user_id: 'u_badwin', app_id: 'badwin', action: 'Upload' });
+    publish([same()]);
+    await until(async () => at('/badwin').length === 1, 10_000, 'the first notification');
+    await notifier.idle();
+    // The window is open for 10 minutes; its entry is then overwritten with something else.
+    const windows = await openKvBucket(nc, WINDOWS_BUCKET);
+    const keys: string[] = [];
+    for await (const k of await windows.keys(`${o.output_id}.>`)) keys.push(k);
+    assert.equal(keys.length, 1);
+    await windows.put(keys[0]!, 'not a window');
+    publish([same()]);
+    await until(async () => at('/badwin').length === 2, 10_000, 'a notification through the unreadable window');
+    await notifier.idle();
+    assert.deepEqual((await windows.get(keys[0]!))?.json<{ suppressed: number }>().suppressed, 0, 'a new window in its place');
+    publish([same()]);
+    await notifier.idle();
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(at('/badwin').length, 2, 'and the new window holds the next one back');
   });
 
   it('a receiver that fails is retried with backoff; one that refuses (4xx) is not; both are logged', async () => {

@@ -22,6 +22,7 @@ import {
   decodeStoredOutput,
   DELIVERY_HEADER,
   type DedupWindow,
+  decodeStoredWindow,
   type Delivery,
   MAX_DEDUP_WINDOW_SECONDS,
   notificationBody,
@@ -274,12 +275,13 @@ export class Notifier {
           throw err;
         }
       }
-      const w = entry.json<DedupWindow>();
-      const open = now - w.since < windowMs;
+      // An entry that is not a window (written by hand, or by another version) is replaced by a new one.
+      const w = decodeStoredWindow(entry.value);
+      const open = w !== null && now - w.since < windowMs;
       const next: DedupWindow = open ? { since: w.since, suppressed: w.suppressed + 1 } : { since: now, suppressed: 0 };
       try {
         await this.#windows.update(key, JSON.stringify(next), entry.revision);
-        return open ? null : w.suppressed;
+        return open ? null : (w?.suppressed ?? 0);
       } catch (err) {
         if (!isWrongLastSequence(err)) throw err;
       }
