@@ -6,16 +6,19 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { type KV, Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { AUTH_BUCKET, AuthService, SESSIONS_BUCKET } from '../api/auth.js';
 import { CONTROL_BUCKET, ControlPlaneStore, ControlPlaneView, openControlBucket } from '../core/controlPlane/index.js';
 import {
   connectNats,
+  ensureConsumer,
   ensureStreams,
   kvStreamName,
+  isTransientNatsError,
   openKvBucket,
+  publishWithRetry,
   raiseReplicas,
   ReplicasUnavailableError,
   STREAM_NAMES,
@@ -25,7 +28,10 @@ import {
 } from '../core/nats/index.js';
 import { type NatsCluster, startNatsCluster } from '../core/testing/natsCluster.js';
 import { withNats } from '../core/testing/natsFixture.js';
+import { until } from '../core/testing/until.js';
+import { retryFor } from '../core/retry.js';
 import { seedDemoAccounts } from '../fixtures/accounts.js';
+import { consumerWaiting, MessageQueue } from '../pipeline/messageQueue.js';
 
 let cluster: NatsCluster;
 let nc: NatsConnection;
@@ -213,4 +219,65 @@ test('on one server, raising an existing stream or bucket to 3 replicas is the s
   await assert.rejects(openControlBucket(one, { replicas: 3 }), ReplicasUnavailableError);
   const ojsm = await jetstreamManager(one);
   for (const stream of [USAGE_STREAM, kvStreamName(CONTROL_BUCKET)]) assert.equal((await ojsm.streams.info(stream)).config.num_replicas, 1, stream);
+});
+
+test("a pull lost with its consumer's leader is made again within seconds, not after the client's 30 s of missed heartbeats", { timeout: 90_000 }, async () => {
+  // A new R3 stream answers once its group has a leader; until then requests may time out.
+  await retryFor('creating PULLS', () => jsm.streams.add({ name: 'PULLS', subjects: ['pulls.>'], num_replicas: 3 }), { retryable: isTransientNatsError });
+  await retryFor('creating its consumer', () => ensureConsumer(nc, 'PULLS', 'p', { ackWaitMs: 30_000, maxAckPending: 1_000 }), {
+    retryable: isTransientNatsError,
+  });
+  let leaderName: string | undefined;
+  await until(async () => (leaderName = (await jsm.consumers.info('PULLS', 'p').catch(() => null))?.cluster?.leader) !== undefined, 30_000, 'the consumer led');
+  const leader = cluster.names.indexOf(leaderName ?? '');
+  assert.ok(leader >= 0, `the consumer's leader (${String(leaderName)})`);
+  // The queue's connection stays up through the kill: only the server's state is lost.
+  const qc = await connectNats(cluster.urls[(leader + 1) % 3]!, 'pull queue', { maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+  const js = jetstream(qc);
+  const consumer = await js.consumers.get('PULLS', 'p');
+  const renewed: number[] = [];
+  const queue = new MessageQueue(
+    () => consumer.consume({ max_messages: 100, expires: 30_000 }),
+    200,
+    () => undefined,
+    {
+      afterMs: 1_000,
+      waiting: consumerWaiting(consumer),
+      onRenew: (n) => renewed.push(n),
+    },
+  );
+  const take = async (n: number, withinMs: number): Promise<number> => {
+    const started = performance.now();
+    let got = 0;
+    while (got < n && performance.now() - started < withinMs) {
+      for (const m of await queue.take(n - got, 0, () => false)) {
+        m.ack();
+        got++;
+      }
+    }
+    return got;
+  };
+  try {
+    for (let i = 0; i < 5; i++) await publishWithRetry(js, `pulls.${i}`, 'x', {});
+    assert.equal(await take(5, 10_000), 5, 'delivered before the kill');
+    const jsm2 = await jetstreamManager(qc);
+    await cluster.kill(leader);
+    await until(
+      async () => {
+        const now = (await jsm2.consumers.info('PULLS', 'p').catch(() => null))?.cluster?.leader;
+        return now !== undefined && now !== leaderName;
+      },
+      30_000,
+      'a new consumer leader',
+    );
+    for (let i = 0; i < 5; i++) await publishWithRetry(js, `pulls.after.${i}`, 'x', {});
+    const t0 = performance.now();
+    assert.equal(await take(5, 15_000), 5, `delivered after the kill within 15 s (renewed: ${renewed.join(', ') || 'never'})`);
+    assert.ok(renewed.length >= 1, 'through a new pull');
+    process.stdout.write(`# the 5 messages after the kill came in ${Math.round(performance.now() - t0)} ms\n`);
+  } finally {
+    await queue.close();
+    await qc.close();
+    await cluster.restart(leader);
+  }
 });

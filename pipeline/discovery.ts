@@ -22,7 +22,7 @@ import { deadLetterHeaders, DISCOVERY_STREAM, ensureConsumer } from '../core/nat
 import { decodeDiscovery, type EventRejection } from '../core/wire.js';
 import type { RowSink } from './clickhouseSink.js';
 import { ConsumerLoop } from './consumerLoop.js';
-import { MessageQueue, nakQuietly } from './messageQueue.js';
+import { MessageQueue, nakQuietly, stallCheckOf } from './messageQueue.js';
 import type { LogLine } from '../core/log.js';
 
 export const DISCOVERY_CONSUMER = 'discovery';
@@ -142,6 +142,7 @@ export class DiscoveryWorker extends ConsumerLoop {
       () => consumer.consume({ max_messages: this.#o.batchSize * 2, expires: 30_000 }),
       this.#o.batchSize * 2,
       (err) => this.#o.log(`discovery: consuming failed, retrying: ${err.message}`, 'warn'),
+      stallCheckOf(consumer, (line) => this.#o.log(`discovery: ${line}`, 'warn')),
     );
     try {
       while (!this.stopping) {

@@ -89,3 +89,78 @@ test('waitFor gives up after its time, and at once when the queue closes', async
   await closing;
   assert.ok(performance.now() - t1 < 1000, 'a closed queue releases its waiters');
 });
+
+/** Iterators opened in turn: the first never delivers (its pull was lost) until stopped; the next delivers `n`. */
+function lostThenLive(n: number): { open: () => Promise<ConsumerMessages>; opened: () => number; stopped: () => number } {
+  let opens = 0;
+  let stops = 0;
+  const iteratorOf = (deliver: number): ConsumerMessages => {
+    let stop: (() => void) | null = null;
+    let done = false;
+    const iterator = (async function* () {
+      for (let i = 1; i <= deliver; i++) yield { seq: i } as JsMsg;
+      while (!done) await new Promise<void>((r) => (stop = r));
+    })();
+    const end = (): void => {
+      done = true;
+      stop?.();
+    };
+    return Object.assign(iterator, {
+      stop: () => {
+        stops++;
+        end();
+      },
+      close: () => {
+        end();
+        return Promise.resolve(null);
+      },
+    }) as unknown as ConsumerMessages;
+  };
+  return {
+    open: () => Promise.resolve(iteratorOf(opens++ === 0 ? 0 : n)),
+    opened: () => opens,
+    stopped: () => stops,
+  };
+}
+
+test('a starving queue asks the server; when messages wait there, it drops the lost pull and pulls again', async () => {
+  const f = lostThenLive(3);
+  const renewed: number[] = [];
+  let asked = 0;
+  const q = new MessageQueue(f.open, 100, (err) => assert.fail(err), {
+    afterMs: 200,
+    waiting: () => Promise.resolve(++asked && 7),
+    onRenew: (n) => renewed.push(n),
+  });
+  try {
+    const t0 = performance.now();
+    await q.waitFor(3, 5_000);
+    assert.equal(q.size, 3, 'the new pull delivered');
+    assert.ok(performance.now() - t0 < 2_000);
+    assert.deepEqual(renewed, [7]);
+    assert.deepEqual([f.opened(), f.stopped()], [2, 1], 'the first iterator stopped, a second opened');
+    // Messages waiting in the buffer: nothing to ask.
+    const before = asked;
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(asked, before);
+  } finally {
+    await q.close();
+  }
+});
+
+test('a starving queue whose server holds nothing keeps its pull', async () => {
+  const f = lostThenLive(3);
+  let asked = 0;
+  const q = new MessageQueue(f.open, 100, (err) => assert.fail(err), {
+    afterMs: 100,
+    waiting: () => Promise.resolve(++asked && 0),
+    onRenew: () => assert.fail('nothing waits at the server'),
+  });
+  try {
+    await new Promise((r) => setTimeout(r, 500));
+    assert.ok(asked >= 2, `asked ${asked} times`);
+    assert.deepEqual([f.opened(), f.stopped()], [1, 0]);
+  } finally {
+    await q.close();
+  }
+});

@@ -25,7 +25,7 @@ import { backoffStep, DEFAULT_RETRY_BUDGET_MS, RetryBudgetExhaustedError } from 
 import { DEAD_LETTERS, type InsertTable } from '../core/clickhouse/index.js';
 import { ClickHouseSinkError, SinkErrorCode, type RowSink } from './clickhouseSink.js';
 import { ConsumerLoop } from './consumerLoop.js';
-import { MessageQueue, nakQuietly } from './messageQueue.js';
+import { MessageQueue, nakQuietly, stallCheckOf } from './messageQueue.js';
 import type { WorkerConfig, WorkerResult, WorkerTask } from './worker.js';
 import { AscHost } from '../rules-wasm/index.js';
 import type { LogLine } from '../core/log.js';
@@ -283,6 +283,7 @@ export class Pipeline extends ConsumerLoop {
       () => consumer.consume({ max_messages: batchMessages * 2, expires: 30_000 }),
       batchMessages * 2,
       (err) => this.#opts.log?.(`pipeline: consuming failed, retrying: ${err.message}`, 'warn'),
+      stallCheckOf(consumer, (line) => this.#opts.log?.(`pipeline: ${line}`, 'warn')),
     );
     // Buffered messages belong to this process as much as batches do.
     const keepAlive = setInterval(() => queue.forEach((m) => m.working()), this.#ackWaitMs / 3);
