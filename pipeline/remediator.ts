@@ -9,7 +9,7 @@
  * request that an active block covers is merged into it (`merged`, no command).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { jetstream, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { jetstream, type Consumer, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Packr, Unpackr } from 'msgpackr';
 import { type ClickHouseHandle, REMEDIAL_ACTIONS as REMEDIAL_ACTIONS_TABLE, tableOf } from '../core/clickhouse/index.js';
@@ -23,7 +23,7 @@ import { trafficSince } from './blockProof.js';
 import { BlockBook } from './blockBook.js';
 import type { RowSink } from './clickhouseSink.js';
 import { ConsumerLoop } from './consumerLoop.js';
-import { nakQuietly } from './messageQueue.js';
+import { MessageQueue, nakQuietly, stallCheckOf } from './messageQueue.js';
 import type { LogLine } from '../core/log.js';
 
 export const REMEDIATOR_CONSUMER = 'remediator';
@@ -91,7 +91,7 @@ export const TOWERS_AT_ONCE = 16;
 export class Remediator extends ConsumerLoop {
   readonly counters = { executed: 0, skipped: 0, merged: 0, duplicates: 0, rejected: 0, consumeRestarts: 0, ineffective: 0 };
   readonly #o: RemediatorOptions & Required<RemediatorTuning>;
-  #messages: ConsumerMessages | null = null;
+  #queue: MessageQueue | null = null;
   readonly #inFlight = new Set<Promise<void>>();
   /** Our own link to NATS: a tower cannot answer while it is down, which is not the tower's failure. */
   readonly #link: NatsConnectionWatch;
@@ -118,14 +118,26 @@ export class Remediator extends ConsumerLoop {
     return r;
   }
 
-  /** Supervised: a consume that fails or ends (a broker restart) is opened again after a pause. */
+  /**
+   * Supervised by the queue: a consume that fails or ends (a broker restart) is opened again
+   * after a pause, and a pull the server lost is made again (see MessageQueue).
+   */
   async #run(consumer: Consumer): Promise<void> {
-    while (!this.stopping) {
-      try {
-        this.#messages = await consumer.consume({ max_messages: this.#o.concurrency });
-        for await (const m of this.#messages) {
-          if (this.stopping) break;
-          while (this.#inFlight.size >= this.#o.concurrency) await Promise.race(this.#inFlight);
+    const concurrency = this.#o.concurrency;
+    const queue = new MessageQueue(
+      () => consumer.consume({ max_messages: concurrency }),
+      concurrency,
+      (err) => {
+        this.counters.consumeRestarts++;
+        this.#o.log(`remediator: consuming failed, retrying: ${err.message}`, 'warn');
+      },
+      stallCheckOf(consumer, (line) => this.#o.log(`remediator: ${line}`, 'warn')),
+    );
+    this.#queue = queue;
+    try {
+      while (!this.stopping) {
+        while (this.#inFlight.size >= concurrency && !this.stopping) await Promise.race(this.#inFlight);
+        for (const m of await queue.take(concurrency - this.#inFlight.size, 0, () => this.stopping)) {
           const p = this.#handle(m)
             .catch((err: unknown) => {
               // ClickHouse or NATS failed: leave it for redelivery.
@@ -135,13 +147,10 @@ export class Remediator extends ConsumerLoop {
             .finally(() => this.#inFlight.delete(p));
           this.#inFlight.add(p);
         }
-        if (!this.stopping) throw new Error('the consumer stopped delivering');
-      } catch (err) {
-        if (this.stopping) break;
-        this.counters.consumeRestarts++;
-        this.#o.log(`remediator: consuming failed, retrying: ${err instanceof Error ? err.message : String(err)}`, 'warn');
-        await sleep(500);
       }
+    } finally {
+      // Read and never handled: back at once, for another process or the next start.
+      for (const m of await queue.close()) nakQuietly(m);
     }
   }
 
@@ -406,7 +415,7 @@ export class Remediator extends ConsumerLoop {
     clearInterval(this.#sweeper);
     this.#blocks.close();
     this.#link.close();
-    await this.#messages?.close();
+    for (const m of (await this.#queue?.close()) ?? []) nakQuietly(m);
   }
 
   /** After the loop: the requests in flight. */
