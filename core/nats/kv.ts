@@ -1,14 +1,14 @@
 /**
  * KV buckets as towerwatch opens them: created with the configured replicas, or raised to
- * them when they exist with fewer (never lowered), read from the stream leader when
- * replicated, and the compare-and-set conflict every optimistic writer checks for.
+ * them when they exist with fewer (never lowered), read from the stream leader, and the
+ * compare-and-set conflict every optimistic writer checks for.
  */
 import { jetstream, JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { type KV, type KvEntry, Kvm, type KvOptions } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { retryFor } from '../retry.js';
 import { isTransientNatsError } from './retry.js';
-import { explainReplicas, isReplicaRefusal, kvStreamName, raiseReplicas } from './streams.js';
+import { explainReplicas, kvStreamName, raiseReplicas, ReplicasUnavailableError } from './streams.js';
 
 /** How long an open rides out a broker away or a bucket another node is creating. */
 export const DEFAULT_KV_OPEN_RETRY_MS = 30_000;
@@ -31,11 +31,13 @@ export interface OpenKvOptions extends Partial<KvOptions> {
  * Opens KV bucket `bucket`, creating it with `options` if missing (an existing one keeps its
  * settings, apart from fewer replicas than asked, which are raised).
  *
- * A replicated bucket is read from its stream's leader (`allow_direct: false`). Direct gets
- * are answered by any replica, and nats-server before 2.12 gives them no read-after-write:
- * on 3 servers, 39 of 2,000 reads of a key just written by another client saw the value
- * before (and a key just created was missing), so a refresh token just rotated looked reused
- * and a signing key just created was not there. Through the leader: none of 2,000.
+ * Every bucket is read from its stream's leader (`allow_direct: false`, unless the caller
+ * asks). Direct gets of a replicated bucket are answered by any replica, and nats-server
+ * before 2.12 gives them no read-after-write: on 3 servers, 39 of 2,000 reads of a key just
+ * written by another client saw the value before (and a key just created was missing), so a
+ * refresh token just rotated looked reused and a signing key just created was not there.
+ * Through the leader: none of 2,000. On one server the two cost the same (~0.1 ms a get), so
+ * a bucket raised to 3 replicas later needs no other reader.
  * @throws {ReplicasUnavailableError} when the cluster has too few servers for the replicas;
  *   other errors as the client throws them
  */
@@ -44,23 +46,19 @@ export async function openKvBucket(nc: NatsConnection, bucket: string, options: 
   if (retryForMs <= 0) return openOnce(nc, bucket, rest);
   return retryFor(`opening KV bucket ${bucket}`, () => openOnce(nc, bucket, rest), {
     budgetMs: retryForMs,
-    retryable: (err) => isTransientNatsError(err) && !isReplicaRefusal(err),
+    retryable: (err) => isTransientNatsError(err) && !(err instanceof ReplicasUnavailableError),
   });
 }
 
 async function openOnce(nc: NatsConnection, bucket: string, options: Omit<OpenKvOptions, 'retryForMs'>): Promise<KV> {
   const { timeoutMs, ...config } = options;
   const replicas = config.replicas ?? 1;
-  const js = jetstream(nc, timeoutMs === undefined ? {} : { timeout: timeoutMs });
-  const kvm = new Kvm(js);
-  const open = (allowDirect: boolean | undefined): Promise<KV> =>
-    kvm.create(bucket, { ...config, replicas, ...(allowDirect === undefined ? {} : { allow_direct: allowDirect }) });
-  const kv = await open(config.allow_direct ?? (replicas > 1 ? false : undefined)).catch((err: unknown) => {
+  const kvm = new Kvm(timeoutMs === undefined ? nc : jetstream(nc, { timeout: timeoutMs }));
+  const kv = await kvm.create(bucket, { allow_direct: false, ...config, replicas }).catch((err: unknown) => {
     throw explainReplicas(kvStreamName(bucket), replicas, err);
   });
-  const actual = await raiseReplicas(await js.jetstreamManager(false), kvStreamName(bucket), replicas);
-  // Asked for 1, found more (another node raised it): read through the leader all the same.
-  return actual > 1 && replicas === 1 && config.allow_direct === undefined ? open(false) : kv;
+  if (replicas > 1) await raiseReplicas(nc, kvStreamName(bucket), replicas);
+  return kv;
 }
 
 /**

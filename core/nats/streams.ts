@@ -231,8 +231,7 @@ export class ReplicasUnavailableError extends Error {
   override readonly name = 'ReplicasUnavailableError';
 }
 
-/** The cluster has too few servers (or none) for the replicas asked: no retry mends it. */
-export function isReplicaRefusal(err: unknown): boolean {
+function isReplicaRefusal(err: unknown): boolean {
   return (
     err instanceof JetStreamApiError &&
     (err.code === REPLICAS_NOT_SUPPORTED || err.code === NO_SUITABLE_PEERS || /replicas|suitable peers|non-clustered/i.test(err.message))
