@@ -19,11 +19,10 @@ export interface StallCheck {
   onRenew: (waiting: number) => void;
 }
 
-/** {@link StallCheck.waiting} of a JetStream pull consumer: pending messages, unless max_ack_pending holds them back. */
 /** How long a starving queue waits before asking the server whether messages wait there. */
 export const STALL_AFTER_MS = 5_000;
 
-/** The {@link StallCheck} of `consumer`, logged as `who`. */
+/** The {@link StallCheck} of `consumer`; a renewed pull is told to `log`. */
 export function stallCheckOf(consumer: Consumer, log: (line: string) => void): StallCheck {
   return {
     afterMs: STALL_AFTER_MS,
@@ -35,6 +34,7 @@ export function stallCheckOf(consumer: Consumer, log: (line: string) => void): S
   };
 }
 
+/** {@link StallCheck.waiting} of a JetStream pull consumer: pending messages, unless max_ack_pending holds them back. */
 export function consumerWaiting(consumer: Consumer): () => Promise<number> {
   return async () => {
     const info = await consumer.info();
