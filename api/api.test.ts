@@ -689,6 +689,34 @@ describe('endpoints of the brief', () => {
     assert.equal((await as('viewer@acme', 'GET', '/users')).json.users.length, world.users.filter((x) => x.enterprise_id === 'acme').length);
   });
 
+  it('a write answered is what the next request reads: create, assign, add a rule, update, delete, each used at once', async () => {
+    // What the page does: create a policy, then at once assign it to a role (a 404 here once failed CI).
+    for (let i = 0; i < 40; i++) {
+      const id = `policy_ryw_${i}`;
+      const created = await as('admin@acme', 'POST', '/policies', { body: { policy_id: id, name: `At once ${i}` } });
+      assert.equal(created.status, 201, created.text);
+      assert.ok(api.view.policy(id, 'acme'), `round ${i}: the policy is in the view when its 201 is sent`);
+      const assigned = await as('admin@acme', 'POST', '/roles/policies/assign', { body: { role_id: BRIEF.contractorRole, policy_id: id } });
+      assert.equal(assigned.status, 201, `round ${i}: ${assigned.text}`);
+      assert.ok(
+        api.view.policiesOfRole(BRIEF.contractorRole, 'acme').some((p) => p.id === id),
+        `round ${i}: the assignment is in the view`,
+      );
+      const rule = await as('admin@acme', 'POST', '/policy-rules', {
+        body: { policy_id: id, app_id: BRIEF.slack, action_id: BRIEF.uploadFile, permission: 'deny' },
+      });
+      assert.equal(rule.status, 201, `round ${i}: ${rule.text}`);
+      assert.equal(api.view.rulesOfPolicy(id, 'acme').length, 1, `round ${i}: the rule is in the view`);
+      const renamed = await as('admin@acme', 'POST', '/policies', { body: { policy_id: id, name: `Renamed ${i}` } });
+      assert.equal(renamed.status, 200, renamed.text);
+      assert.equal((await as('viewer@acme', 'GET', `/policies/${id}`)).json.name, `Renamed ${i}`, `round ${i}: the update is read back`);
+      assert.equal((await as('admin@acme', 'DELETE', `/roles/${BRIEF.contractorRole}/policies/${id}`)).status, 204);
+      assert.ok(!api.view.policiesOfRole(BRIEF.contractorRole, 'acme').some((p) => p.id === id), `round ${i}: the unassignment is in the view`);
+      assert.equal((await as('admin@acme', 'DELETE', `/policies/${id}`)).status, 204);
+      assertError(await as('viewer@acme', 'GET', `/policies/${id}`), 404, 'not_found');
+    }
+  });
+
   it('DELETE a rule, then a whole policy with its rules and role assignments; If-Match guards both; the catalogs rules name (apps, actions, OS)', async () => {
     const p = await as('admin@acme', 'POST', '/policies', { body: { policy_id: 'policy_gone', name: 'Short-lived' } });
     assert.equal(p.status, 201, p.text);

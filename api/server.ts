@@ -107,6 +107,9 @@ function packageVersion(): string {
   }
 }
 
+/** How long a write's reply waits for this node's view to show it (the KV watch lags by milliseconds). */
+const READ_YOUR_WRITES_MS = 2_000;
+
 /** Alert ids each node remembers (repeats dropped, rows waited for): minutes of alerts at thousands a second, about 20 MB. */
 const RECENT_ALERT_IDS = 262_144;
 
@@ -116,7 +119,14 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   const view = await ControlPlaneView.open(options.nc, { replicas });
   const cleanups: Array<() => unknown> = [() => view.close()];
   try {
-    const store = await ControlPlaneStore.open(options.nc, { replicas });
+    // Read your writes: a write's reply waits until this node's view, which serves the reads, has it.
+    const store = await ControlPlaneStore.open(options.nc, {
+      replicas,
+      afterWrite: async (revision) => {
+        if (!(await view.waitForRevision(revision, READ_YOUR_WRITES_MS)))
+          options.log(`api: control-plane revision ${revision} not in this node's view after ${READ_YOUR_WRITES_MS} ms; replying anyway`, 'warn');
+      },
+    });
     const auth = await AuthService.open({
       nc: options.nc,
       view,

@@ -73,10 +73,17 @@ after(async () => {
   await up?.waitForExit(20_000).catch(() => up.kill());
 });
 
-/** Runs `body` on a signed-in page, then closes the page's browser context. */
+/** Runs `body` on a signed-in page, then closes the page's browser context. A failure says what errors the page shows. */
 async function withPage(page: Page, body: (page: Page) => Promise<void>): Promise<void> {
   try {
     await body(page);
+  } catch (err) {
+    const shown = await page
+      .getByRole('alert')
+      .allInnerTexts()
+      .catch(() => []);
+    if (shown.length > 0 && err instanceof Error) err.message += `\nthe page shows: ${shown.join(' | ')}`;
+    throw err;
   } finally {
     await page.context().close();
   }

@@ -48,9 +48,6 @@ export const ACTIVE_WITHIN_MS = 24 * 3600e3;
 const text = z.string().trim().min(1).max(128);
 const listedStatus = z.enum(['registered', 'active', 'inactive', 'rejected', 'retired']);
 
-/** How long a write waits for the process's view to show it (the KV watch lags by milliseconds). */
-const READ_YOUR_WRITES_MS = 2_000;
-
 export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
   /** `POST /devices/{device_id}/<verb>`: moves a device of the caller's enterprise to `to`. */
   const transition = (verb: string, to: 'rejected' | 'retired', from: readonly Device['status'][], summary: string): ApiRoute =>
@@ -92,7 +89,6 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
             throw new ApiError(409, 'conflict', `device '${deviceId}' was changed by someone else at the same moment; retry`, { device_id: deviceId });
           throw err;
         }
-        await ctx.view.waitForRevision(revision, READ_YOUR_WRITES_MS);
         return {
           headers: { etag: revisionTag(revision) },
           body: { device_id: deviceId, status: to, previous_status: was, changed_at: changedAt, reason: body.reason ?? null },
@@ -257,8 +253,6 @@ export function deviceRoutes(ctx: ApiContext): ApiRoute[] {
           if (err instanceof ConflictError) throw new ApiError(409, 'device_exists', `device '${deviceId}' was registered meanwhile`, { device_id: deviceId });
           throw err;
         }
-        // Read your writes: the next GET (served from the view) lists the device.
-        await ctx.view.waitForRevision(revision, READ_YOUR_WRITES_MS);
         return {
           status: 201,
           headers: { etag: revisionTag(revision), location: `/devices?user_id=${encodeURIComponent(body.user_id)}` },

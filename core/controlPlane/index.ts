@@ -26,6 +26,6 @@ export {
 } from './keys.js';
 export type { Entity, EntityByKind, EntityRef, Kind, ScopeType } from './keys.js';
 export { CONTROL_BUCKET, ControlPlaneStore, DEFAULT_CONTROL_HISTORY, openControlBucket } from './store.js';
-export type { ControlBucketOptions, StoredEntry, Versioned } from './store.js';
+export type { AfterWrite, ControlBucketOptions, ControlStoreOptions, StoredEntry, Versioned } from './store.js';
 export { ControlPlaneView, DEFAULT_COALESCE_MS, DEFAULT_OPEN_TIMEOUT_MS } from './view.js';
 export type { ChangeListener, ControlPlaneChange, ControlPlaneViewOptions } from './view.js';

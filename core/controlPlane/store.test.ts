@@ -110,6 +110,37 @@ test('delete, with and without an expected revision', async () => {
   assert.equal(await store.get('user', 'acme', 'u1'), null);
 });
 
+test('afterWrite sees every write with its revision, a delete with its marker, before the write returns', async () => {
+  const seen: number[] = [];
+  let held: (() => void) | undefined;
+  const store = await ControlPlaneStore.open(await nats.connect(), {
+    bucket: uniqueName('cp'),
+    afterWrite: async (revision) => {
+      seen.push(revision);
+      if (revision === 2) await new Promise<void>((resolve) => (held = resolve));
+    },
+  });
+  const r1 = await store.create('user', user('acme', 'u1'));
+  let updated = false;
+  const update = store.update('user', user('acme', 'u1', 'renamed'), r1).then((r) => ((updated = true), r));
+  await until(() => held !== undefined);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(updated, false, 'the write waits for afterWrite');
+  held!();
+  const r2 = await update;
+  const r3 = await store.upsert('user', user('acme', 'u2'));
+  await store.delete('user', 'acme', 'u1', r2);
+  await assert.rejects(store.delete('user', 'acme', 'u1'), NotFoundError);
+  assert.deepEqual(seen, [r1, r2, r3, r3 + 1], 'the refused delete and the conflict are not reported');
+  await assert.rejects(store.create('user', user('acme', 'u2')), ConflictError);
+  assert.equal(seen.length, 4);
+});
+
+async function until(ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(ok());
+}
+
 test('upsert, global kinds, enterprises and accounts', async () => {
   const store = await openStore();
   const plan: Plan = { id: 'pro', name: 'Pro', auto_remediation: true, retention_days: 90 };

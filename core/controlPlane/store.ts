@@ -93,29 +93,42 @@ function checkRevision(expectedRevision: number): void {
   }
 }
 
+/**
+ * Called with the revision of each write before the write returns: a process that serves reads
+ * from its {@link ControlPlaneView} waits here until the view has it, so that what a request was
+ * told is written is what the next request reads.
+ */
+export type AfterWrite = (revision: number) => Promise<void>;
+
+export interface ControlStoreOptions extends ControlBucketOptions {
+  afterWrite?: AfterWrite;
+}
+
 export class ControlPlaneStore {
   readonly kv: KV;
+  readonly #afterWrite: AfterWrite | undefined;
   #closed = false;
 
-  private constructor(kv: KV) {
+  private constructor(kv: KV, afterWrite?: AfterWrite) {
     this.kv = kv;
+    this.#afterWrite = afterWrite;
   }
 
   /** Opens (and if needed creates) the bucket. The store does not own `nc`. */
-  static async open(nc: NatsConnection, options: ControlBucketOptions = {}): Promise<ControlPlaneStore> {
-    return new ControlPlaneStore(await openControlBucket(nc, options));
+  static async open(nc: NatsConnection, options: ControlStoreOptions = {}): Promise<ControlPlaneStore> {
+    return new ControlPlaneStore(await openControlBucket(nc, options), options.afterWrite);
   }
 
   /** Wraps a bucket opened elsewhere. */
-  static fromKv(kv: KV): ControlPlaneStore {
-    return new ControlPlaneStore(kv);
+  static fromKv(kv: KV, options: Pick<ControlStoreOptions, 'afterWrite'> = {}): ControlPlaneStore {
+    return new ControlPlaneStore(kv, options.afterWrite);
   }
 
   /** Stores a new entity. @throws {ConflictError} if its key exists. @returns the revision */
   async create<K extends Kind>(kind: K, value: EntityByKind[K]): Promise<number> {
     const key = this.#key(kind, value);
     // kv.create also succeeds over a deleted key: re-creating a deleted entity is allowed.
-    return translating(key, 0, () => this.kv.create(key, JSON.stringify(value)));
+    return this.#written(await translating(key, 0, () => this.kv.create(key, JSON.stringify(value))));
   }
 
   /**
@@ -126,13 +139,13 @@ export class ControlPlaneStore {
   async update<K extends Kind>(kind: K, value: EntityByKind[K], expectedRevision: number): Promise<number> {
     const key = this.#key(kind, value);
     checkRevision(expectedRevision);
-    return translating(key, expectedRevision, () => this.kv.update(key, JSON.stringify(value), expectedRevision));
+    return this.#written(await translating(key, expectedRevision, () => this.kv.update(key, JSON.stringify(value), expectedRevision)));
   }
 
   /** Writes whatever is there (seeding, imports). @returns the new revision */
   async upsert<K extends Kind>(kind: K, value: EntityByKind[K]): Promise<number> {
     const key = this.#key(kind, value);
-    return translating(key, 0, () => this.kv.put(key, JSON.stringify(value)));
+    return this.#written(await translating(key, 0, () => this.kv.put(key, JSON.stringify(value))));
   }
 
   /**
@@ -153,6 +166,10 @@ export class ControlPlaneStore {
     } catch (err) {
       throw translate(err, key, expectedRevision ?? 0);
     }
+    if (this.#afterWrite === undefined) return;
+    // nats.js drops the delete's revision: the key's last entry is its marker (or a later write).
+    const marker = await translating(key, 0, () => this.kv.get(key));
+    if (marker !== null) await this.#written(marker.revision);
   }
 
   /** One entity with its revision, or null. */
@@ -206,6 +223,11 @@ export class ControlPlaneStore {
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  async #written(revision: number): Promise<number> {
+    await this.#afterWrite?.(revision);
+    return revision;
   }
 
   #open(): void {
