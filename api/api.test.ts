@@ -17,9 +17,10 @@ import type { ControlPlaneStore } from '../core/controlPlane/index.js';
 import type { DiscoveryReport, UsageEvent } from '../core/domain.js';
 import { alertsSubject, encodeAlerts, enterpriseEventsSubject } from '../core/live.js';
 import { hashPassword } from '../core/passwords.js';
-import { discoverySubject, usageSubject } from '../core/nats/index.js';
+import { connectNats, discoverySubject, usageSubject } from '../core/nats/index.js';
 import { discoveryMsgId, encodeDiscoveryFrame } from '../core/wire.js';
 import { connectControlPlane } from '../core/testing/controlPlaneFixture.js';
+import { startLaggingProxy } from '../core/testing/laggingProxy.js';
 import { withNats } from '../core/testing/natsFixture.js';
 import { until } from '../core/testing/until.js';
 import { DEMO_CARRIER, seedDemoAccounts } from '../fixtures/accounts.js';
@@ -714,6 +715,45 @@ describe('endpoints of the brief', () => {
       assert.ok(!api.view.policiesOfRole(BRIEF.contractorRole, 'acme').some((p) => p.id === id), `round ${i}: the unassignment is in the view`);
       assert.equal((await as('admin@acme', 'DELETE', `/policies/${id}`)).status, 204);
       assertError(await as('viewer@acme', 'GET', `/policies/${id}`), 404, 'not_found');
+    }
+  });
+
+  it('a write on one node is what a write on another reads: created on one, assigned, ruled, updated and deleted on the other', async () => {
+    // Two nodes behind one address (a load balancer): the page's next request may land on either.
+    // The other node's link lags 20 ms, so its view trails every write the first node answers.
+    const proxy = await startLaggingProxy(nats.url, 20);
+    const otherNc = await connectNats(proxy.url, 'lagging api node', { maxReconnectAttempts: 0 });
+    const other = await startApiServer({ ...common, nc: otherNc, limits: { perAccountPerMinute: 100_000, loginAttemptsPerAddress: 10_000 } });
+    try {
+      const on = (server: ApiServer, method: string, path: string, body?: unknown): Promise<Res> =>
+        call(server, method, path, { token: tokenOf('admin@acme'), ...(body === undefined ? {} : { body }) });
+      for (let i = 0; i < 10; i++) {
+        const id = `policy_nodes_${i}`;
+        const [first, second] = i % 2 === 0 ? [api, other] : [other, api];
+        assert.equal((await on(first, 'POST', '/policies', { policy_id: id, name: `Two nodes ${i}` })).status, 201);
+        const assigned = await on(second, 'POST', '/roles/policies/assign', { role_id: BRIEF.contractorRole, policy_id: id });
+        assert.equal(assigned.status, 201, `round ${i}: ${assigned.text}`);
+        const rule = await on(first, 'POST', '/policy-rules', { policy_id: id, app_id: BRIEF.slack, action_id: BRIEF.uploadFile, permission: 'deny' });
+        assert.equal(rule.status, 201, `round ${i}: ${rule.text}`);
+        // Without If-Match an update names the revision the node's view has: a stale one is a 409.
+        const renamed = await on(second, 'POST', '/policies', { policy_id: id, name: `Renamed ${i}` });
+        assert.equal(renamed.status, 200, `round ${i}: ${renamed.text}`);
+        const ruleChanged = await on(second, 'POST', '/policy-rules', {
+          policy_id: id,
+          policy_rule_id: rule.json.policy_rule_id,
+          app_id: BRIEF.slack,
+          action_id: BRIEF.uploadFile,
+          permission: 'allow',
+        });
+        assert.equal(ruleChanged.status, 200, `round ${i}: ${ruleChanged.text}`);
+        const gone = await on(first, 'DELETE', `/policies/${id}`);
+        assert.equal(gone.status, 204, `round ${i}: ${gone.text}`);
+        assertError(await on(second, 'DELETE', `/policies/${id}`), 404, 'not_found');
+      }
+    } finally {
+      await other.close();
+      await otherNc.close();
+      await proxy.close();
     }
   });
 

@@ -205,6 +205,10 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
         const principal = await auth.authenticate(head.headers['authorization']);
         await limits.account(principal.account.username);
         requireAccess(principal, route.access);
+        // A write checks what it names (a policy to assign, the revision to update) in this
+        // node's view: first let the view take every write made before, on any node. Past the
+        // bound the write goes on as before (a stale revision is still refused by the KV).
+        if (route.access === 'write' && route.method !== 'get') await view.catchUp(READ_YOUR_WRITES_MS);
         return principal;
       },
       onReply: (route, status, seconds) => metrics.observeRequest(route.method === 'del' ? 'DELETE' : route.method.toUpperCase(), route.path, status, seconds),

@@ -310,6 +310,28 @@ export class ControlPlaneView implements AsyncDisposable {
     });
   }
 
+  /**
+   * Resolves true once the view has applied every write the bucket held when called (any
+   * process's: read the writes of other nodes), false after `timeoutMs` or when the bucket
+   * cannot be asked. One request to the bucket's leader.
+   */
+  async catchUp(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const last = await Promise.race([
+      this.#kv.status().then(
+        (st) => st.streamInfo.state.last_seq,
+        () => null,
+      ),
+      new Promise<null>((resolve) => {
+        timer = setTimeout(() => resolve(null), timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (last === null) return false;
+    return this.waitForRevision(last, Math.max(0, deadline - Date.now()));
+  }
+
   /** One entry with its revision (an ETag), by its exact location. */
   get<K extends Kind>(kind: K, scope: string, id: string): Versioned<EntityByKind[K]> | undefined {
     return this.#entry(kind, scope, id) as Versioned<EntityByKind[K]> | undefined;
