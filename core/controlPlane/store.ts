@@ -120,8 +120,8 @@ export class ControlPlaneStore {
   }
 
   /** Wraps a bucket opened elsewhere. */
-  static fromKv(kv: KV, options: Pick<ControlStoreOptions, 'afterWrite'> = {}): ControlPlaneStore {
-    return new ControlPlaneStore(kv, options.afterWrite);
+  static fromKv(kv: KV): ControlPlaneStore {
+    return new ControlPlaneStore(kv);
   }
 
   /** Stores a new entity. @throws {ConflictError} if its key exists. @returns the revision */
