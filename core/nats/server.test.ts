@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -28,6 +29,21 @@ test('starts on a free port with JetStream, stops, and deletes its temporary sto
   const exit = await server.exited();
   assert.equal(exit.signal ?? 'SIGTERM', 'SIGTERM'); // a graceful exit, not SIGKILL
   await server.close(); // idempotent
+});
+
+test('findFreePort picks below the ephemeral range (never a port outgoing connections take), not one to avoid, and free', async () => {
+  const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+  const avoid = new Set<number>();
+  for (let i = 0; i < 50; i++) {
+    const port = await findFreePort('127.0.0.1', avoid);
+    assert.ok(port >= 10_000 && port < low, `${port} below ${low}`);
+    assert.ok(!avoid.has(port), `${port} was to be avoided`);
+    avoid.add(port);
+  }
+  const port = await findFreePort();
+  const srv = createServer();
+  await new Promise<void>((resolve, reject) => srv.once('error', reject).listen(port, '127.0.0.1', resolve));
+  srv.close();
 });
 
 test('await using stops the server; a given store dir is kept', async () => {

@@ -6,7 +6,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -101,18 +101,50 @@ export type NatsServerErrorCode = CodeOf<typeof NatsServerErrorCode>;
 
 export class NatsServerError extends CodedError<NatsServerErrorCode> {}
 
-/** A port free right now on `host` (the OS picks it). Another process may take it before you do. */
-export function findFreePort(host = DEFAULT_NATS_HOST): Promise<number> {
-  return new Promise((resolvePort, reject) => {
+/** Where Linux takes the source ports of outgoing connections (and a listen on port 0) from. */
+function ephemeralPorts(): { low: number; high: number } {
+  try {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (Number.isInteger(low) && Number.isInteger(high)) return { low: low!, high: high! };
+  } catch {
+    // not Linux: the IANA range
+  }
+  return { low: 49152, high: 65535 };
+}
+
+const LOWEST_PICKED_PORT = 10_000;
+
+function listenOnce(host: string, port: number): Promise<number | null> {
+  return new Promise((resolvePort) => {
     const srv = createServer();
     srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
+    srv.once('error', () => resolvePort(null));
+    srv.listen(port, host, () => {
       const addr = srv.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      srv.close(() => resolvePort(port));
+      const bound = typeof addr === 'object' && addr !== null ? addr.port : null;
+      srv.close(() => resolvePort(bound));
     });
   });
+}
+
+/**
+ * A port free right now on `host`, for a server started on it later (a cluster member, whose
+ * peers must know its ports in advance). Picked below the ephemeral range: a port from that
+ * range (what a listen on port 0 gets) is also a client connection's source port, so a member
+ * started or restarted on it moments later could find it taken by an outgoing connection (CI
+ * saw it). Ports in `avoid` are not picked. Another process may still take it first.
+ */
+export async function findFreePort(host = DEFAULT_NATS_HOST, avoid: ReadonlySet<number> = new Set()): Promise<number> {
+  const span = ephemeralPorts().low - LOWEST_PICKED_PORT;
+  for (let i = 0; span >= 1_000 && i < 100; i++) {
+    const port = LOWEST_PICKED_PORT + Math.floor(Math.random() * span);
+    if (!avoid.has(port) && (await listenOnce(host, port)) !== null) return port;
+  }
+  for (;;) {
+    const port = await listenOnce(host, 0);
+    if (port === null) throw new Error(`no free port on ${host}`);
+    if (!avoid.has(port)) return port;
+  }
 }
 
 /** Keeps the last `max` lines of a stream of chunks. */

@@ -47,11 +47,17 @@ const HOST = '127.0.0.1';
 export async function startNatsCluster(n: number, options: NatsClusterOptions = {}): Promise<NatsCluster> {
   if (!Number.isInteger(n) || n < 1 || n > 7) throw new RangeError(`a cluster of 1–7 servers, got ${String(n)}`);
   const dir = await mkdtemp(join(tmpdir(), 'towerwatch-nats-cluster-'));
+  const picked = new Set<number>();
+  const pick = async (): Promise<number> => {
+    const port = await findFreePort(HOST, picked);
+    picked.add(port);
+    return port;
+  };
   const clientPorts: number[] = [];
   const routePorts: number[] = [];
   for (let i = 0; i < n; i++) {
-    clientPorts.push(await findFreePort(HOST));
-    routePorts.push(await findFreePort(HOST));
+    clientPorts.push(await pick());
+    routePorts.push(await pick());
   }
   const names = clientPorts.map((_, i) => `n${i + 1}`);
   const urls = clientPorts.map((p) => `nats://${HOST}:${p}`);
