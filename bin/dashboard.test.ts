@@ -389,6 +389,31 @@ describe('the dashboard page', () => {
     });
   });
 
+  it('Create again after a step failed finishes the same policy: one policy, every role picked', async () => {
+    await withPage(await signIn('admin@acme'), async (page) => {
+      const token = await tokenOf(page);
+      // The connection drops as the page assigns the first role: the policy exists, unassigned.
+      let assigns = 0;
+      await page.route('**/roles/policies/assign', (route) => (assigns++ === 0 ? route.abort('connectionreset') : route.continue()));
+      await page.getByTestId('tab-policies').click();
+      await page.getByTestId('new-policy').click();
+      await page.getByTestId('new-policy-name').fill('Retried policy');
+      await page.getByTestId(`new-policy-role-${BRIEF.adminRole}`).check();
+      await page.getByTestId(`new-policy-role-${BRIEF.contractorRole}`).check();
+      await page.getByTestId('create-policy').click();
+      await page.getByTestId('new-policy-form').getByRole('alert').filter({ hasText: 'Cannot reach towerwatch' }).waitFor({ timeout: 10_000 });
+      await page.getByTestId('create-policy').click();
+      await page.getByTestId('policy-saved').filter({ hasText: 'Policy Retried policy created' }).waitFor({ timeout: 10_000 });
+      const named = ((await call(token, 'GET', '/policies?limit=500')).json.policies as Array<{ policy_id: string; name: string; role_ids: string[] }>).filter(
+        (p) => p.name === 'Retried policy',
+      );
+      assert.equal(named.length, 1, JSON.stringify(named));
+      assert.deepEqual([...named[0]!.role_ids].sort(), [BRIEF.adminRole, BRIEF.contractorRole].sort());
+      assert.equal(assigns, 3, 'the dropped assignment, then both');
+      assert.equal((await call(token, 'DELETE', `/policies/${named[0]!.policy_id}`)).status, 204);
+    });
+  });
+
   it('signing out ends the session: the page shows the sign-in form and the token is refused', async () => {
     await withPage(await signIn('admin@acme'), async (page) => {
       const token = await tokenOf(page);

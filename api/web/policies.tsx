@@ -138,6 +138,11 @@ export function PoliciesView({ ctx }: { ctx: PageContext }) {
   );
 }
 
+/** `policy_` and 12 hex digits, as the api names one (getRandomValues: randomUUID needs HTTPS). */
+function newPolicyId(): string {
+  return `policy_${Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, '0')).join('')}`;
+}
+
 /** A new, empty policy, assigned to the roles picked. */
 function NewPolicy({ ctx, roles, onCreated }: { ctx: PageContext; roles: Array<{ id: string; name: string }>; onCreated: (name: string) => void }) {
   const [open, setOpen] = useState(false);
@@ -146,6 +151,9 @@ function NewPolicy({ ctx, roles, onCreated }: { ctx: PageContext; roles: Array<{
   const [picked, setPicked] = useState<string[]>([]);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
+  // Named here, not by the server: Create again after a failure (say, of an assignment)
+  // finishes this policy instead of making a second one. Assigning twice is harmless.
+  const [policyId, setPolicyId] = useState(newPolicyId);
   if (!open)
     return (
       <button type="button" data-testid="new-policy" onClick={() => setOpen(true)}>
@@ -158,11 +166,12 @@ function NewPolicy({ ctx, roles, onCreated }: { ctx: PageContext; roles: Array<{
     setError(null);
     void (async () => {
       try {
-        const p = await ctx.api.post<{ policy_id: string }>('/policies', { ...ctx.scope, name, default_permission: permission });
-        for (const role of picked) await ctx.api.post('/roles/policies/assign', { ...ctx.scope, role_id: role, policy_id: p.policy_id });
+        await ctx.api.post('/policies', { ...ctx.scope, policy_id: policyId, name, default_permission: permission });
+        for (const role of picked) await ctx.api.post('/roles/policies/assign', { ...ctx.scope, role_id: role, policy_id: policyId });
         setOpen(false);
         setName('');
         setPicked([]);
+        setPolicyId(newPolicyId());
         onCreated(name);
       } catch (err) {
         setError(err);
