@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Account, App, Enterprise, Plan, User } from '../domain.js';
 import { uniqueName, withNats } from '../testing/natsFixture.js';
+import { until } from '../testing/until.js';
 import { ConflictError, ControlPlaneError, InvalidKeyError, NotFoundError } from './errors.js';
 import { ControlPlaneStore } from './store.js';
 
@@ -123,7 +124,7 @@ test('afterWrite sees every write with its revision, a delete with its marker, b
   const r1 = await store.create('user', user('acme', 'u1'));
   let updated = false;
   const update = store.update('user', user('acme', 'u1', 'renamed'), r1).then((r) => ((updated = true), r));
-  await until(() => held !== undefined);
+  await until(() => held !== undefined, 2_000, 'the update in afterWrite');
   await new Promise((r) => setTimeout(r, 50));
   assert.equal(updated, false, 'the write waits for afterWrite');
   held!();
@@ -135,11 +136,6 @@ test('afterWrite sees every write with its revision, a delete with its marker, b
   await assert.rejects(store.create('user', user('acme', 'u2')), ConflictError);
   assert.equal(seen.length, 4);
 });
-
-async function until(ok: () => boolean): Promise<void> {
-  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(ok());
-}
 
 test('upsert, global kinds, enterprises and accounts', async () => {
   const store = await openStore();

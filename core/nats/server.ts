@@ -101,15 +101,15 @@ export type NatsServerErrorCode = CodeOf<typeof NatsServerErrorCode>;
 
 export class NatsServerError extends CodedError<NatsServerErrorCode> {}
 
-/** Where Linux takes the source ports of outgoing connections (and a listen on port 0) from. */
-function ephemeralPorts(): { low: number; high: number } {
+/** The lowest port Linux gives outgoing connections as their source (and a listen on port 0). */
+function lowestEphemeralPort(): number {
   try {
-    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
-    if (Number.isInteger(low) && Number.isInteger(high)) return { low: low!, high: high! };
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    if (Number.isInteger(low)) return low;
   } catch {
     // not Linux: the IANA range
   }
-  return { low: 49152, high: 65535 };
+  return 49152;
 }
 
 const LOWEST_PICKED_PORT = 10_000;
@@ -135,7 +135,7 @@ function listenOnce(host: string, port: number): Promise<number | null> {
  * saw it). Ports in `avoid` are not picked. Another process may still take it first.
  */
 export async function findFreePort(host = DEFAULT_NATS_HOST, avoid: ReadonlySet<number> = new Set()): Promise<number> {
-  const span = ephemeralPorts().low - LOWEST_PICKED_PORT;
+  const span = lowestEphemeralPort() - LOWEST_PICKED_PORT;
   for (let i = 0; span >= 1_000 && i < 100; i++) {
     const port = LOWEST_PICKED_PORT + Math.floor(Math.random() * span);
     if (!avoid.has(port) && (await listenOnce(host, port)) !== null) return port;
